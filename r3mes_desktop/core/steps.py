@@ -1,0 +1,143 @@
+"""The saga's step interfaces.
+
+The coordinator only knows these protocols; the real adapters (mining worker, IPFS client,
+chain client) and the test fakes implement them. Every method raises classified errors
+(`core.errors`) and must be safe to call again after a crash: the coordinator journals
+what each effect needs before calling it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True)
+class RoundSpec:
+    """A training round as published on chain."""
+
+    round_id: int
+    seed: int
+    difficulty: int  # PoW difficulty bits, 16..32
+    base_model_id: str
+    steps: int
+    hyperparams: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TrainingResult:
+    """The LoRA update: safetensors bytes and sha256 of exactly those bytes."""
+
+    data: bytes
+    gradient_hash: bytes  # 32 bytes
+    tokens: int
+    final_loss: float
+    metrics: Mapping[str, float] = field(default_factory=dict)
+
+
+ProgressCallback = Callable[[float, Mapping[str, Any]], None]
+"""fraction in [0, 1] and details (step, loss, tokens_per_s, hash_rate, device...)."""
+
+
+class Trainer(Protocol):
+    async def train(
+        self, *, transaction_id: str, spec: RoundSpec, progress: ProgressCallback
+    ) -> TrainingResult:
+        """Train (resuming from this transaction's checkpoint if one exists)."""
+        ...
+
+    async def discard_checkpoints(self, transaction_id: str) -> None:
+        """Drop the transaction's checkpoints once its result is durable elsewhere."""
+        ...
+
+
+class ProofOfWork(Protocol):
+    async def solve(
+        self,
+        *,
+        gradient_hash: bytes,
+        miner: str,
+        round_id: int,
+        difficulty: int,
+        progress: ProgressCallback,
+    ) -> int:
+        """Return a nonce valid under the contract's rule; cancellable."""
+        ...
+
+
+class ContentStore(Protocol):
+    """IPFS or the devnet's local content-addressed store (same CIDs)."""
+
+    async def add_and_pin(self, data: bytes) -> str:
+        """Store and pin `data`; return its CIDv1 (raw leaves, sha2-256), verified locally."""
+        ...
+
+    async def is_pinned(self, cid: str) -> bool: ...
+
+    async def unpin(self, cid: str) -> None:
+        """Idempotent: unpinning content that is not pinned succeeds."""
+        ...
+
+    async def cat(self, cid: str) -> bytes: ...
+
+
+@dataclass(frozen=True)
+class SignedSubmission:
+    """A locally signed `submitGradient` transaction, journaled before broadcast."""
+
+    raw: bytes
+    tx_hash: str  # 0x-prefixed hex
+    account_nonce: int
+
+
+@dataclass(frozen=True)
+class Receipt:
+    tx_hash: str
+    success: bool
+    block_number: int
+
+
+@dataclass(frozen=True)
+class OnChainSubmission:
+    round_id: int
+    miner: str
+    cid: str
+    gradient_hash: bytes
+    pow_nonce: int
+
+
+class Chain(Protocol):
+    @property
+    def miner_address(self) -> str: ...
+
+    async def open_rounds(self) -> list[RoundSpec]: ...
+
+    async def sign_submission(
+        self, *, round_id: int, cid: str, gradient_hash: bytes, pow_nonce: int
+    ) -> SignedSubmission:
+        """Sign locally with the next durable account nonce; no network effect."""
+        ...
+
+    async def broadcast(self, signed: SignedSubmission) -> None:
+        """Send the raw bytes; "already known" counts as sent. Classified errors otherwise."""
+        ...
+
+    async def receipt(self, tx_hash: str) -> Receipt | None:
+        """The mined receipt, or None if not (yet) mined."""
+        ...
+
+    async def wait_receipt(self, tx_hash: str, *, timeout_s: float) -> Receipt:
+        """Wait for the receipt; a reverted one raises its decoded, classified reason
+        (`AlreadySubmittedError` for a duplicate, `ValidationError` for a bad proof)."""
+        ...
+
+    async def submission_of(self, round_id: int) -> OnChainSubmission | None:
+        """What the contract stores for (round, this miner)."""
+        ...
+
+
+class TaskApi(Protocol):
+    async def complete_task(self, *, round_id: int) -> None:
+        """Mark this miner's task complete; idempotent."""
+        ...

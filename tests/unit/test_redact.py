@@ -1,0 +1,63 @@
+"""The redactor masks every secret shape we know, and leaves public facts readable."""
+
+from __future__ import annotations
+
+import pytest
+
+from r3mes_desktop.redact import MASK, SecretRegistry, redact, redact_obj
+
+KEY = "0x4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3f362318"
+TX = "0x" + "ab" * 32
+
+
+@pytest.mark.parametrize(
+    ("text", "secret"),
+    [
+        (f"loaded key {KEY}", KEY[2:]),
+        (f"key without prefix {KEY[2:]}!", KEY[2:]),
+        ("post to https://hooks.slack.com/services/T000/B000/XXXXSECRET now", "XXXXSECRET"),
+        ("https://discord.com/api/webhooks/123/tok-en_SECRET", "tok-en_SECRET"),
+        ("https://example.org/webhook/abc123SECRET", "abc123SECRET"),
+        ("Authorization: Bearer eyJhbGciOiJIUzI1NiJ9.SECRETPART", "SECRETPART"),
+        ("password=hunter2hunter", "hunter2hunter"),
+        ("keystore_password: 'hunter 2'", "hunter"),
+        ('{"api_token": "abc def SECRET"}', "SECRET"),
+        ("rpc https://alice:s3cr3tpw@node.example/rpc", "s3cr3tpw"),
+        ("PRIVATE_KEY=deadbeefcafe", "deadbeefcafe"),
+    ],
+)
+def test_secret_shapes_are_masked(text: str, secret: str) -> None:
+    out = redact(text)
+    assert secret not in out
+    assert MASK in out
+
+
+def test_labelled_hashes_and_ordinary_words_stay_readable() -> None:
+    text = f"broadcast tx_hash={TX} tokens_per_s=512.0 round=3 cid=bafkreiabc"
+    assert redact(text) == text
+    assert redact(f'{{"gradient_hash": "{TX}"}}') == f'{{"gradient_hash": "{TX}"}}'
+
+
+def test_registered_values_are_masked_in_any_form() -> None:
+    reg = SecretRegistry()
+    reg.register("CorrectHorseBattery")
+    reg.register(bytes.fromhex(KEY[2:]))
+    reg.register("abc")  # too short: would mask half the log
+    out = redact(f"pw CorrectHorseBattery key {KEY.upper()[2:].lower()} abc", reg)
+    assert "CorrectHorseBattery" not in out and KEY[2:] not in out
+    assert out.endswith("abc")
+    assert len(reg) > 0
+
+
+def test_redact_obj_masks_sensitive_keys_and_nested_strings() -> None:
+    settings = {
+        "chain": {"rpc_url": "http://127.0.0.1:8545", "private_key": "anything"},
+        "notify": {"slack_webhook_url": "https://hooks.slack.com/x"},
+        "notes": [f"key {KEY}", 3, None],
+        "api": {"token": ""},
+    }
+    out = redact_obj(settings)
+    assert out["chain"] == {"rpc_url": "http://127.0.0.1:8545", "private_key": MASK}
+    assert out["notify"]["slack_webhook_url"] == MASK
+    assert out["notes"] == [f"key {MASK}", 3, None]
+    assert out["api"]["token"] == ""

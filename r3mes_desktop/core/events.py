@@ -54,6 +54,17 @@ class BreakerStateChanged(Event):
 
 
 @dataclass(frozen=True, kw_only=True)
+class EndpointSwitched(Event):
+    """A fallback moved to another endpoint; indexes only, since URLs may embed API keys."""
+
+    service: str | None
+    from_index: int
+    to_index: int
+    endpoint_count: int
+    category: str
+
+
+@dataclass(frozen=True, kw_only=True)
 class TransactionStateChanged(Event):
     transaction_id: str
     round_id: int

@@ -1,0 +1,353 @@
+"""The one way to call an external service, plus a bulkhead and endpoint fallback.
+
+`ServiceCaller.call` composes, from the outside in:
+
+    retry (RetryPolicy: attempts, waits, Retry-After floor, deadline, RetryScheduled events)
+      └ per attempt: breaker admission (CircuitOpenError when open)
+          └ per-call timeout (expiry → TimeoutNetworkError)
+              └ fn(*args, **kwargs), its exception classified (core.errors.classify)
+
+Why this order:
+- Retry outside the breaker: every attempt asks the breaker again, so an opened breaker
+  stops the hammering at once; its CircuitOpenError is a retryable network error whose
+  `retry_after` (time until half-open) becomes the wait floor, so the next attempt is the
+  breaker's trial call rather than another rejection.
+- Timeout inside the breaker: a hung peer is the unhealthiest outcome, so an expired call
+  counts as a breaker failure; the timeout is per attempt (capped by what remains of the
+  policy's deadline), never across the waits.
+- Classification at the innermost edge: the breaker counts only UNHEALTHY categories and
+  the retry retries only RETRYABLE ones, both reading the same classified error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import functools
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from concurrent.futures import Executor
+from typing import Any, Generic, TypeVar
+
+from .breaker import CircuitBreaker
+from .clock import SYSTEM_CLOCK, Clock
+from .errors import ErrorCategory, NetworkError, R3mesError, TimeoutNetworkError, to_r3mes_error
+from .events import EndpointSwitched, EventBus
+from .retry import RetryGate, RetryPolicy
+
+T = TypeVar("T")
+E = TypeVar("E")
+
+TimerFactory = Callable[[float], contextlib.AbstractAsyncContextManager[Any]]
+"""Makes a per-call timeout scope; `asyncio.timeout` by default, `clock_timeout(clock)` in tests."""
+
+
+def clock_timeout(clock: Clock) -> TimerFactory:
+    """A timeout scope driven by `clock.sleep`, so tests decide when a call expires.
+
+    Pair it with a clock whose sleep blocks until the test advances time; with
+    `ManualClock` (whose sleep returns at once) every awaiting call would expire.
+    """
+
+    @contextlib.asynccontextmanager
+    async def scope(seconds: float) -> AsyncIterator[None]:
+        task = asyncio.current_task()
+        assert task is not None, "clock_timeout must be used inside a task"
+        expired = False
+
+        async def watchdog() -> None:
+            nonlocal expired
+            await clock.sleep(seconds)
+            expired = True
+            task.cancel()
+
+        dog = asyncio.ensure_future(watchdog())
+        try:
+            yield
+        except asyncio.CancelledError:
+            if expired and task.uncancel() == 0:
+                raise TimeoutError(f"timed out after {seconds}s") from None
+            raise
+        finally:
+            dog.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await dog
+
+    return scope
+
+
+async def call_sync_in_executor(
+    fn: Callable[..., T], *args: Any, executor: Executor | None = None, **kwargs: Any
+) -> T:
+    """Run a blocking client call off the loop (the default executor unless one is given).
+
+    On timeout the await is abandoned but the thread runs on: blocking clients must carry
+    their own socket timeout too.
+    """
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(executor, functools.partial(fn, *args, **kwargs))
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ServiceCaller:
+    """Calls one service with retry → breaker → timeout → classify (see the module doc).
+
+    `gate` is the "retry now" the UI can pull; `timer` makes the per-call timeout scope.
+    """
+
+    service: str
+    breaker: CircuitBreaker | None = None
+    policy: RetryPolicy = dataclasses.field(default_factory=RetryPolicy)
+    timeout_s: float | None = 30.0
+    bus: EventBus | None = None
+    clock: Clock = SYSTEM_CLOCK
+    gate: RetryGate | None = None
+    timer: TimerFactory = asyncio.timeout
+
+    def with_options(self, **changes: Any) -> ServiceCaller:
+        """A copy with other settings (e.g. a longer timeout for one big upload)."""
+        return dataclasses.replace(self, **changes)
+
+    async def call(
+        self,
+        operation: str,
+        fn: Callable[..., Awaitable[T]],
+        *args: Any,
+        transaction_id: str | None = None,
+        **kwargs: Any,
+    ) -> T:
+        """Await `fn(*args, **kwargs)`; raises a classified R3mesError when it gives up."""
+        start = self.clock.monotonic()
+
+        async def attempt() -> T:
+            limit = self._attempt_timeout(start)
+            if self.breaker is None:
+                return await self._timed(operation, limit, fn, args, kwargs)
+            async with self.breaker.guard():
+                return await self._timed(operation, limit, fn, args, kwargs)
+
+        return await self.policy.call_async(
+            attempt,
+            operation=operation,
+            service=self.service,
+            bus=self.bus,
+            clock=self.clock,
+            transaction_id=transaction_id,
+            gate=self.gate,
+        )
+
+    async def call_blocking(
+        self,
+        operation: str,
+        fn: Callable[..., T],
+        *args: Any,
+        transaction_id: str | None = None,
+        executor: Executor | None = None,
+        **kwargs: Any,
+    ) -> T:
+        """`call` for a blocking client function, run in an executor each attempt."""
+        bound = functools.partial(fn, *args, **kwargs)
+        return await self.call(
+            operation,
+            call_sync_in_executor,
+            bound,
+            executor=executor,
+            transaction_id=transaction_id,
+        )
+
+    def _attempt_timeout(self, start: float) -> float | None:
+        deadline = self.policy.deadline
+        if deadline is None:
+            return self.timeout_s
+        remaining = max(0.0, deadline - (self.clock.monotonic() - start))
+        return remaining if self.timeout_s is None else min(self.timeout_s, remaining)
+
+    async def _timed(
+        self,
+        operation: str,
+        limit_s: float | None,
+        fn: Callable[..., Awaitable[T]],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> T:
+        if limit_s is None:
+            return await fn(*args, **kwargs)
+        try:
+            async with self.timer(limit_s):
+                return await fn(*args, **kwargs)
+        except TimeoutError as exc:
+            raise TimeoutNetworkError(
+                f"{operation} timed out after {limit_s:g}s", service=self.service
+            ) from exc
+
+
+class Bulkhead:
+    """Limits concurrent work (R3MES_MAX_ACTIVE_TRANSACTIONS); FIFO; limit changeable live.
+
+    Lowering the limit never interrupts running work: new entries wait until enough leave.
+    """
+
+    def __init__(self, limit: int, *, name: str = "bulkhead") -> None:
+        self.name = name
+        self._limit = self._check(limit)
+        self._in_use = 0
+        self._waiters: deque[asyncio.Future[None]] = deque()
+
+    @staticmethod
+    def _check(limit: int) -> int:
+        if limit < 1:
+            raise ValueError(f"bulkhead limit = {limit}: accepted >= 1")
+        return limit
+
+    @property
+    def limit(self) -> int:
+        return self._limit
+
+    @property
+    def in_use(self) -> int:
+        return self._in_use
+
+    @property
+    def waiting(self) -> int:
+        return sum(1 for fut in self._waiters if not fut.done())
+
+    @property
+    def full(self) -> bool:
+        return self._in_use >= self._limit
+
+    def set_limit(self, limit: int) -> None:
+        self._limit = self._check(limit)
+        self._grant()
+
+    def try_acquire(self) -> bool:
+        """Take a slot if one is free now and nobody is queued; never waits."""
+        if self._in_use < self._limit and not self.waiting:
+            self._in_use += 1
+            return True
+        return False
+
+    async def acquire(self) -> None:
+        if self.try_acquire():
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(fut)
+        try:
+            await fut
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled():
+                self.release()  # granted just as we were cancelled: hand it on
+            else:
+                with contextlib.suppress(ValueError):
+                    self._waiters.remove(fut)
+            raise
+
+    def release(self) -> None:
+        if self._in_use <= 0:
+            raise RuntimeError(f"{self.name}: release without acquire")
+        self._in_use -= 1
+        self._grant()
+
+    def _grant(self) -> None:
+        while self._waiters and self._in_use < self._limit:
+            fut = self._waiters.popleft()
+            if not fut.done():
+                self._in_use += 1
+                fut.set_result(None)
+
+    @contextlib.asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        await self.acquire()
+        try:
+            yield
+        finally:
+            self.release()
+
+    def snapshot(self) -> dict[str, int]:
+        return {"limit": self._limit, "in_use": self._in_use, "waiting": self.waiting}
+
+
+class FallbackEndpoints(Generic[E]):
+    """Ordered endpoints (RPC URLs, gateways): on a network failure, try the next one.
+
+    The endpoint that last answered is remembered and tried first next time. Any other
+    category (a revert, bad input) is the service's answer and is raised at once. When all
+    fail, a NetworkError naming the count is raised with the last failure as its cause.
+    """
+
+    def __init__(
+        self, endpoints: Sequence[E], *, service: str | None = None, bus: EventBus | None = None
+    ) -> None:
+        if not endpoints:
+            raise ValueError("FallbackEndpoints needs at least one endpoint")
+        self.endpoints: tuple[E, ...] = tuple(endpoints)
+        self.service = service
+        self._bus = bus
+        self._index = 0
+
+    @property
+    def current(self) -> E:
+        return self.endpoints[self._index]
+
+    @property
+    def current_index(self) -> int:
+        return self._index
+
+    def _order(self) -> list[int]:
+        n = len(self.endpoints)
+        return [(self._index + k) % n for k in range(n)]
+
+    def _succeeded(self, index: int, category: str) -> None:
+        if index != self._index:
+            old, self._index = self._index, index
+            if self._bus is not None:
+                self._bus.publish(
+                    EndpointSwitched(
+                        service=self.service,
+                        from_index=old,
+                        to_index=index,
+                        endpoint_count=len(self.endpoints),
+                        category=category,
+                    )
+                )
+
+    def _failed(self, exc: Exception) -> R3mesError:
+        error = to_r3mes_error(exc, service=self.service)
+        if error.category is not ErrorCategory.NETWORK:
+            if error is exc:
+                raise error
+            raise error from exc
+        return error
+
+    def _all_failed(self, last: R3mesError | None) -> NetworkError:
+        message = last.message if last is not None else "no endpoint answered"
+        return NetworkError(
+            f"all {len(self.endpoints)} endpoints failed; last: {message}",
+            service=self.service,
+            retry_after=last.retry_after if last is not None else None,
+        )
+
+    async def call(self, fn: Callable[[E], Awaitable[T]]) -> T:
+        last: R3mesError | None = None
+        for index in self._order():
+            try:
+                result = await fn(self.endpoints[index])
+            except Exception as exc:
+                last = self._failed(exc)
+                continue
+            self._succeeded(index, str(last.category) if last else "")
+            return result
+        raise self._all_failed(last) from last
+
+    def call_sync(self, fn: Callable[[E], T]) -> T:
+        """Blocking twin of `call`, for clients run in an executor."""
+        last: R3mesError | None = None
+        for index in self._order():
+            try:
+                result = fn(self.endpoints[index])
+            except Exception as exc:
+                last = self._failed(exc)
+                continue
+            self._succeeded(index, str(last.category) if last else "")
+            return result
+        raise self._all_failed(last) from last

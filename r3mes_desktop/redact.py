@@ -8,6 +8,7 @@ password, webhook URLs, the API token) and patterns that catch what was never re
 
 from __future__ import annotations
 
+import itertools
 import re
 import threading
 from collections.abc import Mapping, Sequence
@@ -17,11 +18,26 @@ MASK = "[REDACTED]"
 MIN_SECRET_LEN = 6
 """Shorter values are not registered: masking every "abc" in a log would hide real facts."""
 
-_SENSITIVE_KEY = re.compile(
-    r"(password|passwd|passphrase|pwd|secret|token|api_?key|private_?key|privkey|mnemonic"
-    r"|webhook|authorization|cookie|keystore_pass)",
-    re.IGNORECASE,
+_SENSITIVE_WORDS = frozenset(
+    {
+        "password",
+        "passwd",
+        "passphrase",
+        "pwd",
+        "secret",
+        "token",
+        "apikey",
+        "privkey",
+        "privatekey",
+        "mnemonic",
+        "webhook",
+        "authorization",
+        "cookie",
+        "bearer",
+        "credentials",
+    }
 )
+_SENSITIVE_PAIRS = frozenset({("private", "key"), ("api", "key"), ("secret", "key")})
 """Setting/dict keys whose values are always masked, whatever they hold."""
 
 # Hashes labelled as such (tx hash, gradient hash, block hash) stay readable: they are
@@ -39,18 +55,9 @@ _WEBHOOK_URL = re.compile(
 )
 _URL_USERINFO = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^\s:/@]+):[^\s@/]+@", re.I)
 _BEARER = re.compile(r"\b(?P<kind>bearer|token|basic)\s+(?P<val>[A-Za-z0-9._~+/=-]{8,})", re.I)
-_JSON_PAIR = re.compile(
-    r"(?P<key>\"[A-Za-z0-9_.-]*"
-    + _SENSITIVE_KEY.pattern
-    + r"[A-Za-z0-9_.-]*\"\s*:\s*)\"(?:[^\"\\]|\\.)*\"",
-    re.IGNORECASE,
-)
-_KV_PAIR = re.compile(
-    r"(?P<key>\b[A-Za-z0-9_.-]*"
-    + _SENSITIVE_KEY.pattern
-    + r"\b['\"]?\s*[:=]\s*)(?:(?P<q>['\"])(?P<qval>.*?)(?P=q)|(?P<val>[^\s'\",;&}\]]+))",
-    re.IGNORECASE,
-)
+_JSON_PAIR = re.compile(r"(?P<key>\"(?P<name>[A-Za-z0-9_.-]+)\"\s*:\s*)\"(?:[^\"\\]|\\.)*\"")
+_KV_KEY = re.compile(r"\b(?P<name>[A-Za-z][A-Za-z0-9_.-]*)['\"]?\s*[:=]\s*")
+_KV_VALUE = re.compile(r"(?P<q>['\"])(?:(?!(?P=q)).)*(?P=q)|[^\s'\",;&}\]]+")
 
 
 class SecretRegistry:
@@ -109,11 +116,25 @@ def _hex_sub(match: re.Match[str]) -> str:
     return MASK
 
 
-def _kv_sub(match: re.Match[str]) -> str:
-    if (match.group("val") or "").startswith(MASK[:-1]):  # already masked (stops at "]")
-        return match.group(0)
-    quote = match.group("q") or ""
-    return f"{match.group('key')}{quote}{MASK}{quote}"
+def _mask_pairs(text: str) -> str:
+    """`name=value` / `name: value` with a sensitive name: the value is masked.
+
+    Only the key is matched by the regex, so a harmless `"msg": "..."` does not swallow
+    a `token=...` inside its value.
+    """
+    out: list[str] = []
+    pos = 0
+    for m in _KV_KEY.finditer(text):
+        if m.start() < pos or not is_sensitive_key(m.group("name")):
+            continue
+        value = _KV_VALUE.match(text, m.end())
+        if value is None or value.group(0).startswith(MASK[:-1]):
+            continue
+        quote = value.group("q") or ""
+        out.append(text[pos : m.end()] + quote + MASK + quote)
+        pos = value.end()
+    out.append(text[pos:])
+    return "".join(out)
 
 
 def redact(text: str, registry: SecretRegistry | None = None) -> str:
@@ -123,14 +144,23 @@ def redact(text: str, registry: SecretRegistry | None = None) -> str:
     text = (registry or SECRETS).scrub(text)
     text = _WEBHOOK_URL.sub(MASK, text)
     text = _URL_USERINFO.sub(lambda m: f"{m.group('scheme')}{m.group('user')}:{MASK}@", text)
-    text = _JSON_PAIR.sub(lambda m: f'{m.group("key")}"{MASK}"', text)
+    text = _JSON_PAIR.sub(
+        lambda m: f'{m.group("key")}"{MASK}"' if is_sensitive_key(m.group("name")) else m.group(0),
+        text,
+    )
     text = _BEARER.sub(lambda m: f"{m.group('kind')} {MASK}", text)
-    text = _KV_PAIR.sub(_kv_sub, text)
+    text = _mask_pairs(text)
     return _HEX64.sub(_hex_sub, text)
 
 
 def is_sensitive_key(key: str) -> bool:
-    return bool(_SENSITIVE_KEY.search(key))
+    """Whether a setting/field name holds a secret: `api_token`, `privateKey`,
+    `slack_webhook_url` do; `tokens_per_s`, `key_count` do not."""
+    snake = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", key).lower()
+    words = [w for w in re.split(r"[^a-z0-9]+", snake) if w]
+    if any(w in _SENSITIVE_WORDS for w in words):
+        return True
+    return any(pair in _SENSITIVE_PAIRS for pair in itertools.pairwise(words))
 
 
 def redact_obj(value: Any, registry: SecretRegistry | None = None) -> Any:

@@ -61,3 +61,31 @@ def test_redact_obj_masks_sensitive_keys_and_nested_strings() -> None:
     assert out["notify"]["slack_webhook_url"] == MASK
     assert out["notes"] == [f"key {MASK}", 3, None]
     assert out["api"]["token"] == ""
+
+
+@pytest.mark.parametrize(
+    ("key", "sensitive"),
+    [
+        ("api_token", True),
+        ("privateKey", True),
+        ("private_key_hex", True),
+        ("slack_webhook_url", True),
+        ("keystore_password", True),
+        ("Authorization", True),
+        ("tokens_per_s", False),
+        ("total_tokens", False),
+        ("key_count", False),
+        ("tx_hash", False),
+    ],
+)
+def test_sensitive_key_names(key: str, sensitive: bool) -> None:
+    from r3mes_desktop.redact import is_sensitive_key
+
+    assert is_sensitive_key(key) is sensitive
+
+
+def test_json_and_kv_pairs_only_mask_sensitive_names() -> None:
+    text = '{"tokens_per_s": "512", "api_token": "s3cret-value"} total_tokens=9 privateKey=abcdef12'
+    out = redact(text)
+    assert '"tokens_per_s": "512"' in out and "total_tokens=9" in out
+    assert "s3cret-value" not in out and "abcdef12" not in out

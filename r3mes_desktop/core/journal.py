@@ -1,0 +1,609 @@
+"""The durable journal: SQLite, the single source of truth for every mining transaction.
+
+Why it looks like this:
+- WAL + `synchronous=FULL`: a commit is on disk before `apply` returns, so "journaled
+  before the effect" holds even across power loss, not only process kills.
+- One connection, used only from a single-worker executor: sqlite never blocks the asyncio
+  loop and writes are naturally serialised (no "database is locked").
+- Every write is one `Change` applied in one sqlite transaction: a transition, its history
+  rows, its outbox/compensation/dead-letter rows and its artifacts land together or not at all.
+- Secrets never enter: the signed raw transaction is public data; keys are never passed in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from r3mes_desktop.core.errors import ValidationError
+from r3mes_desktop.core.journal_integrity import check_integrity
+from r3mes_desktop.core.journal_schema import MIGRATIONS, SCHEMA_VERSION
+from r3mes_desktop.core.records import (
+    CompensationRow,
+    DeadLetter,
+    HistoryEntry,
+    OutboxRow,
+    TransactionRecord,
+    spec_from_json,
+    spec_to_json,
+)
+from r3mes_desktop.core.steps import RoundSpec
+from r3mes_desktop.core.txstate import NON_TERMINAL, TERMINAL, TxState
+
+T = TypeVar("T")
+
+_TX_COLUMNS = (
+    "id, round_id, miner, state, spec, created_at, updated_at, deadline, finished_at, "
+    "attempts, next_retry_at, failed_step, error_category, error_message, gradient_hash, "
+    "gradient_path, pow_nonce, cid, signed_raw, tx_hash, account_nonce, receipt_block, "
+    "compensation, training_step"
+)
+_UPDATABLE = frozenset(
+    {
+        "deadline",
+        "attempts",
+        "next_retry_at",
+        "failed_step",
+        "error_category",
+        "error_message",
+        "gradient_hash",
+        "gradient_path",
+        "pow_nonce",
+        "cid",
+        "signed_raw",
+        "tx_hash",
+        "account_nonce",
+        "receipt_block",
+        "compensation",
+        "training_step",
+        "created_at",
+    }
+)
+_HISTORY_COLUMNS = (
+    "transaction_id, ts, kind, old_state, new_state, step, attempt, delay, category, message"
+)
+_UNFINISHED_SQL = "state NOT IN ('committed', 'failed', 'rolled_back')"
+
+
+class StaleStateError(ValidationError):
+    """A change expected the transaction in one state and found it in another."""
+
+
+class DuplicateRoundError(ValidationError):
+    """(round, miner) already has a live/committed transaction or a signed submission."""
+
+
+@dataclass
+class Change:
+    """Everything one step boundary writes, applied atomically by `Journal.apply`."""
+
+    tx_id: str
+    now: float
+    state: TxState | None = None
+    expect: frozenset[TxState] | None = None
+    fields: dict[str, Any] = field(default_factory=dict)
+    history: list[HistoryEntry] = field(default_factory=list)
+    claim_submission: bool = False  # needs fields tx_hash: the (round, miner) guard
+    outbox_add: bool = False
+    outbox_done: bool = False
+    compensations_add: list[tuple[str, str]] = field(default_factory=list)
+    compensations_done: list[int] = field(default_factory=list)
+    dead_letter: tuple[str, str, dict[str, Any]] | None = None  # reason, category, payload
+
+
+def _record(row: sqlite3.Row | tuple[Any, ...]) -> TransactionRecord:
+    return TransactionRecord(
+        id=row[0],
+        round_id=row[1],
+        miner=row[2],
+        state=TxState(row[3]),
+        spec=spec_from_json(row[4]),
+        created_at=row[5],
+        updated_at=row[6],
+        deadline=row[7],
+        finished_at=row[8],
+        attempts=row[9],
+        next_retry_at=row[10],
+        failed_step=row[11],
+        error_category=row[12],
+        error_message=row[13],
+        gradient_hash=row[14],
+        gradient_path=row[15],
+        pow_nonce=int(row[16]) if row[16] is not None else None,
+        cid=row[17],
+        signed_raw=bytes(row[18]) if row[18] is not None else None,
+        tx_hash=row[19],
+        account_nonce=row[20],
+        receipt_block=row[21],
+        compensation=row[22],
+        training_step=row[23],
+    )
+
+
+def _history(row: tuple[Any, ...]) -> HistoryEntry:
+    return HistoryEntry(*row)
+
+
+def _insert_history(conn: sqlite3.Connection, entries: Iterable[HistoryEntry]) -> None:
+    conn.executemany(
+        f"INSERT INTO events ({_HISTORY_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)",  # noqa: S608
+        [
+            (
+                h.transaction_id,
+                h.ts,
+                h.kind,
+                h.old_state,
+                h.new_state,
+                h.step,
+                h.attempt,
+                h.delay,
+                h.category,
+                h.message,
+            )
+            for h in entries
+        ],
+    )
+
+
+def migrate(conn: sqlite3.Connection, *, target: int = SCHEMA_VERSION) -> int:
+    """Apply the missing migrations up to `target`; each in its own transaction."""
+    version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+    if version > SCHEMA_VERSION:
+        raise ValidationError(
+            f"journal schema version {version} is newer than this program supports "
+            f"(1..{SCHEMA_VERSION}); refusing to open it"
+        )
+    for number in range(version + 1, target + 1):
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in MIGRATIONS[number - 1]:
+                conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {number}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+    return target
+
+
+def connect(path: Path, *, synchronous: str = "FULL") -> sqlite3.Connection:
+    """Open (creating) a journal file with our pragmas; autocommit, explicit BEGINs."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=True)
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute(f"PRAGMA synchronous = {synchronous}")
+    conn.execute("PRAGMA foreign_keys = ON")
+    conn.execute("PRAGMA busy_timeout = 5000")
+    return conn
+
+
+class Journal:
+    """Async facade over one sqlite connection owned by one worker thread."""
+
+    def __init__(self, path: Path | str, *, synchronous: str = "FULL") -> None:
+        if synchronous not in ("FULL", "NORMAL", "EXTRA"):
+            raise ValidationError(
+                f"journal synchronous must be FULL, EXTRA or NORMAL, got {synchronous!r}"
+            )
+        self.path = Path(path)
+        self._synchronous = synchronous
+        self._executor: ThreadPoolExecutor | None = None
+        self._conn: sqlite3.Connection | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------
+    async def open(self) -> None:
+        if self._executor is not None:
+            return
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="journal")
+        await self._call(self._open_sync)
+
+    def _open_sync(self) -> None:
+        self._conn = connect(self.path, synchronous=self._synchronous)
+        migrate(self._conn)
+
+    async def close(self) -> None:
+        if self._executor is None:
+            return
+        await self._call(self._close_sync)
+        self._executor.shutdown(wait=True)
+        self._executor = None
+
+    def _close_sync(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    async def _call(self, fn: Callable[..., T], *args: Any) -> T:
+        if self._executor is None:
+            raise RuntimeError("journal is not open")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, fn, *args)
+
+    async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `fn(conn)` on the journal thread (for read-only queries: stats, analytics)."""
+        return await self._call(lambda: fn(self._db()))
+
+    def _db(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise RuntimeError("journal is not open")
+        return self._conn
+
+    # -- writes --------------------------------------------------------------------------
+    async def create(
+        self, *, tx_id: str, spec: RoundSpec, miner: str, now: float, deadline: float | None
+    ) -> TransactionRecord:
+        return await self._call(self._create_sync, tx_id, spec, miner, now, deadline)
+
+    def _create_sync(
+        self, tx_id: str, spec: RoundSpec, miner: str, now: float, deadline: float | None
+    ) -> TransactionRecord:
+        conn = self._db()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute(
+                "INSERT INTO transactions (id, round_id, miner, state, spec, created_at, "
+                "updated_at, deadline) VALUES (?,?,?,?,?,?,?,?)",
+                (
+                    tx_id,
+                    spec.round_id,
+                    miner,
+                    TxState.PENDING.value,
+                    spec_to_json(spec),
+                    now,
+                    now,
+                    deadline,
+                ),
+            )
+            _insert_history(
+                conn,
+                [HistoryEntry(tx_id, now, "transition", None, TxState.PENDING.value)],
+            )
+            conn.execute("COMMIT")
+        except sqlite3.IntegrityError as exc:
+            conn.execute("ROLLBACK")
+            raise DuplicateRoundError(
+                f"round {spec.round_id} already has a live or committed transaction "
+                f"for miner {miner}"
+            ) from exc
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        record = self._get_sync(tx_id)
+        assert record is not None
+        return record
+
+    async def apply(self, change: Change) -> TransactionRecord:
+        """Apply `change` in one sqlite transaction and return the updated record."""
+        return await self._call(self._apply_sync, change)
+
+    def _apply_sync(self, change: Change) -> TransactionRecord:
+        conn = self._db()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            self._apply_in_txn(conn, change)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        record = self._get_sync(change.tx_id)
+        assert record is not None
+        return record
+
+    def _apply_in_txn(self, conn: sqlite3.Connection, c: Change) -> None:
+        row = conn.execute(
+            "SELECT state, round_id, miner FROM transactions WHERE id = ?", (c.tx_id,)
+        ).fetchone()
+        if row is None:
+            raise ValidationError(f"transaction_id {c.tx_id!r} is not in the journal")
+        old = TxState(row[0])
+        round_id, miner = row[1], row[2]
+        if c.expect is not None and old not in c.expect:
+            raise StaleStateError(
+                f"transaction {c.tx_id} is {old.value}, expected one of "
+                f"{sorted(s.value for s in c.expect)}"
+            )
+        bad = set(c.fields) - _UPDATABLE
+        if bad:
+            raise ValidationError(f"journal fields {sorted(bad)} cannot be updated")
+        sets = dict(c.fields)
+        if "pow_nonce" in sets and sets["pow_nonce"] is not None:
+            sets["pow_nonce"] = str(sets["pow_nonce"])
+        history = list(c.history)
+        if c.state is not None and c.state is not old:
+            sets["state"] = c.state.value
+            if c.state in TERMINAL:
+                sets["finished_at"] = c.now
+            elif old in TERMINAL:
+                sets["finished_at"] = None
+            history.insert(
+                0,
+                HistoryEntry(
+                    c.tx_id,
+                    c.now,
+                    "transition",
+                    old.value,
+                    c.state.value,
+                    step=c.fields.get("failed_step"),
+                    category=c.fields.get("error_category"),
+                    message=c.fields.get("error_message"),
+                ),
+            )
+        sets["updated_at"] = c.now
+        assignments = ", ".join(f"{name} = ?" for name in sets)
+        try:
+            conn.execute(
+                f"UPDATE transactions SET {assignments} WHERE id = ?",  # noqa: S608 (whitelisted names)
+                (*sets.values(), c.tx_id),
+            )
+        except sqlite3.IntegrityError as exc:
+            raise DuplicateRoundError(
+                f"round {round_id} already has a live or committed transaction for {miner}"
+            ) from exc
+        if c.claim_submission:
+            existing = conn.execute(
+                "SELECT transaction_id FROM submissions WHERE round_id = ? AND miner = ?",
+                (round_id, miner),
+            ).fetchone()
+            if existing is not None and existing[0] != c.tx_id:
+                raise DuplicateRoundError(
+                    f"a submission for round {round_id} was already signed by "
+                    f"transaction {existing[0]}; refusing to sign a second one"
+                )
+            conn.execute(
+                "INSERT OR REPLACE INTO submissions (round_id, miner, transaction_id, tx_hash, "
+                "signed_at) VALUES (?,?,?,?,?)",
+                (round_id, miner, c.tx_id, c.fields["tx_hash"], c.now),
+            )
+        if c.outbox_add:
+            conn.execute(
+                "INSERT OR IGNORE INTO outbox (transaction_id, round_id, created_at, "
+                "next_attempt_at) VALUES (?,?,?,?)",
+                (c.tx_id, round_id, c.now, c.now),
+            )
+        if c.outbox_done:
+            conn.execute(
+                "UPDATE outbox SET done_at = ?, attempts = attempts + 1, last_error = NULL "
+                "WHERE transaction_id = ? AND done_at IS NULL",
+                (c.now, c.tx_id),
+            )
+        for action, target in c.compensations_add:
+            conn.execute(
+                "INSERT INTO compensations (transaction_id, action, target, status, "
+                "next_attempt_at, created_at, updated_at) VALUES (?,?,?,'pending',?,?,?) "
+                "ON CONFLICT (transaction_id, action, target) DO UPDATE SET "
+                "status = 'pending', updated_at = excluded.updated_at",
+                (c.tx_id, action, target, c.now, c.now, c.now),
+            )
+        for comp_id in c.compensations_done:
+            conn.execute(
+                "UPDATE compensations SET status = 'done', attempts = attempts + 1, "
+                "last_error = NULL, updated_at = ? WHERE id = ?",
+                (c.now, comp_id),
+            )
+        if c.dead_letter is not None:
+            reason, category, payload = c.dead_letter
+            conn.execute(
+                "INSERT INTO dead_letters (transaction_id, round_id, created_at, reason, "
+                "category, payload, status) VALUES (?,?,?,?,?,?,'open')",
+                (c.tx_id, round_id, c.now, reason, category, json.dumps(payload, sort_keys=True)),
+            )
+        if history:
+            _insert_history(conn, history)
+
+    async def append_history(self, entries: list[HistoryEntry]) -> None:
+        """Record retries, notes and compensation attempts that change no state."""
+        await self._call(self._append_history_sync, entries)
+
+    def _append_history_sync(self, entries: list[HistoryEntry]) -> None:
+        conn = self._db()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            _insert_history(conn, entries)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    async def compensation_failed(
+        self, comp_id: int, *, now: float, next_at: float, error: str, entry: HistoryEntry
+    ) -> None:
+        await self._call(self._comp_failed_sync, comp_id, now, next_at, error, entry)
+
+    def _comp_failed_sync(
+        self, comp_id: int, now: float, next_at: float, error: str, entry: HistoryEntry
+    ) -> None:
+        conn = self._db()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute(
+                "UPDATE compensations SET attempts = attempts + 1, last_error = ?, "
+                "next_attempt_at = ?, updated_at = ? WHERE id = ?",
+                (error, next_at, now, comp_id),
+            )
+            _insert_history(conn, [entry])
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    async def outbox_failed(self, tx_id: str, *, next_at: float, error: str) -> None:
+        await self._call(self._outbox_failed_sync, tx_id, next_at, error)
+
+    def _outbox_failed_sync(self, tx_id: str, next_at: float, error: str) -> None:
+        conn = self._db()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute(
+                "UPDATE outbox SET attempts = attempts + 1, last_error = ?, "
+                "next_attempt_at = ? WHERE transaction_id = ?",
+                (error, next_at, tx_id),
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    async def resolve_dead_letter(self, dl_id: int, *, status: str, now: float) -> None:
+        await self._call(self._resolve_dl_sync, dl_id, status, now)
+
+    def _resolve_dl_sync(self, dl_id: int, status: str, now: float) -> None:
+        conn = self._db()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute(
+                "UPDATE dead_letters SET status = ?, resolved_at = ? WHERE id = ?",
+                (status, now, dl_id),
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    # -- reads ---------------------------------------------------------------------------
+    async def get(self, tx_id: str) -> TransactionRecord | None:
+        return await self._call(self._get_sync, tx_id)
+
+    def _get_sync(self, tx_id: str) -> TransactionRecord | None:
+        row = (
+            self._db()
+            .execute(
+                f"SELECT {_TX_COLUMNS} FROM transactions WHERE id = ?",  # noqa: S608
+                (tx_id,),
+            )
+            .fetchone()
+        )
+        return _record(row) if row is not None else None
+
+    async def list_transactions(
+        self, *, states: Iterable[TxState] | None = None, limit: int = 200
+    ) -> list[TransactionRecord]:
+        wanted = None if states is None else [TxState(s).value for s in states]
+        return await self._call(self._list_sync, wanted, limit)
+
+    def _list_sync(self, states: list[str] | None, limit: int) -> list[TransactionRecord]:
+        sql = f"SELECT {_TX_COLUMNS} FROM transactions"  # noqa: S608
+        params: list[Any] = []
+        if states is not None:
+            sql += f" WHERE state IN ({','.join('?' * len(states))})"
+            params.extend(states)
+        sql += " ORDER BY created_at DESC, id DESC LIMIT ?"
+        params.append(limit)
+        return [_record(r) for r in self._db().execute(sql, params)]
+
+    async def unfinished(self) -> list[TransactionRecord]:
+        """Every non-terminal transaction (uses the partial index: fast on big journals)."""
+        return await self._call(self._unfinished_sync)
+
+    def _unfinished_sync(self) -> list[TransactionRecord]:
+        rows = self._db().execute(
+            f"SELECT {_TX_COLUMNS} FROM transactions WHERE {_UNFINISHED_SQL} "  # noqa: S608
+            "ORDER BY created_at"
+        )
+        return [_record(r) for r in rows]
+
+    async def history(self, tx_id: str) -> list[HistoryEntry]:
+        return await self._call(self._history_sync, tx_id)
+
+    def _history_sync(self, tx_id: str) -> list[HistoryEntry]:
+        rows = self._db().execute(
+            f"SELECT {_HISTORY_COLUMNS} FROM events WHERE transaction_id = ? "  # noqa: S608
+            "ORDER BY id",
+            (tx_id,),
+        )
+        return [_history(r) for r in rows]
+
+    async def submission_owner(self, round_id: int, miner: str) -> str | None:
+        def query(conn: sqlite3.Connection) -> str | None:
+            row = conn.execute(
+                "SELECT transaction_id FROM submissions WHERE round_id = ? AND miner = ?",
+                (round_id, miner),
+            ).fetchone()
+            return None if row is None else str(row[0])
+
+        return await self.run(query)
+
+    async def submitted_rounds(self, miner: str) -> set[int]:
+        """Rounds this miner has a live/committed transaction or a signed submission for."""
+
+        def query(conn: sqlite3.Connection) -> set[int]:
+            rows = conn.execute(
+                "SELECT round_id FROM submissions WHERE miner = ? UNION "
+                "SELECT round_id FROM transactions WHERE miner = ? "
+                "AND state NOT IN ('failed', 'rolled_back')",
+                (miner, miner),
+            )
+            return {int(r[0]) for r in rows}
+
+        return await self.run(query)
+
+    async def compensations(
+        self, *, tx_id: str | None = None, due_before: float | None = None
+    ) -> list[CompensationRow]:
+        def query(conn: sqlite3.Connection) -> list[CompensationRow]:
+            sql = (
+                "SELECT id, transaction_id, action, target, status, attempts, "
+                "next_attempt_at, last_error FROM compensations WHERE status = 'pending'"
+            )
+            params: list[Any] = []
+            if tx_id is not None:
+                sql += " AND transaction_id = ?"
+                params.append(tx_id)
+            if due_before is not None:
+                sql += " AND next_attempt_at <= ?"
+                params.append(due_before)
+            sql += " ORDER BY id DESC"  # reverse order of registration
+            return [CompensationRow(*r) for r in conn.execute(sql, params)]
+
+        return await self.run(query)
+
+    async def outbox(self, *, due_before: float | None = None) -> list[OutboxRow]:
+        def query(conn: sqlite3.Connection) -> list[OutboxRow]:
+            sql = (
+                "SELECT transaction_id, round_id, attempts, next_attempt_at, last_error, "
+                "done_at FROM outbox WHERE done_at IS NULL"
+            )
+            params: list[Any] = []
+            if due_before is not None:
+                sql += " AND next_attempt_at <= ?"
+                params.append(due_before)
+            return [OutboxRow(*r) for r in conn.execute(sql + " ORDER BY created_at", params)]
+
+        return await self.run(query)
+
+    async def dead_letters(self, *, status: str | None = "open") -> list[DeadLetter]:
+        def query(conn: sqlite3.Connection) -> list[DeadLetter]:
+            sql = (
+                "SELECT id, transaction_id, round_id, created_at, reason, category, payload, "
+                "status, resolved_at FROM dead_letters"
+            )
+            params: list[Any] = []
+            if status is not None:
+                sql += " WHERE status = ?"
+                params.append(status)
+            return [
+                DeadLetter(r[0], r[1], r[2], r[3], r[4], r[5], json.loads(r[6]), r[7], r[8])
+                for r in conn.execute(sql + " ORDER BY id", params)
+            ]
+
+        return await self.run(query)
+
+    async def integrity_check(self) -> list[str]:
+        """`PRAGMA integrity_check` plus our invariants; an empty list means healthy."""
+        return await self.run(check_integrity)
+
+
+__all__ = [
+    "NON_TERMINAL",
+    "Change",
+    "DuplicateRoundError",
+    "Journal",
+    "StaleStateError",
+    "connect",
+    "migrate",
+]

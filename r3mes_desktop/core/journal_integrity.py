@@ -1,0 +1,75 @@
+"""Journal health: sqlite's own check plus the saga's invariants.
+
+Each invariant is one SQL query returning offending transaction ids, so a failure names
+exactly what is wrong (for the GUI's diagnostics page and the crash test).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+_INVARIANTS: tuple[tuple[str, str], ...] = (
+    (
+        "terminal transaction without finished_at (or unfinished one with it)",
+        "SELECT id FROM transactions WHERE "
+        "(state IN ('committed','failed','rolled_back')) != (finished_at IS NOT NULL)",
+    ),
+    (
+        "committed transaction without CID, tx hash or receipt",
+        "SELECT id FROM transactions WHERE state = 'committed' AND "
+        "(cid IS NULL OR tx_hash IS NULL OR receipt_block IS NULL)",
+    ),
+    (
+        "transaction past upload without a gradient hash",
+        "SELECT id FROM transactions WHERE state IN ('ipfs_upload','blockchain_submit',"
+        "'task_complete','committed') AND gradient_hash IS NULL",
+    ),
+    (
+        "transaction at or past submit without a CID",
+        "SELECT id FROM transactions WHERE state IN ('blockchain_submit','task_complete',"
+        "'committed') AND cid IS NULL",
+    ),
+    (
+        "signed transaction without its (round, miner) submission claim",
+        "SELECT t.id FROM transactions t WHERE t.signed_raw IS NOT NULL AND NOT EXISTS "
+        "(SELECT 1 FROM submissions s WHERE s.round_id = t.round_id AND s.miner = t.miner "
+        "AND s.transaction_id = t.id AND s.tx_hash = t.tx_hash)",
+    ),
+    (
+        "submission claim pointing at no transaction",
+        "SELECT s.transaction_id FROM submissions s LEFT JOIN transactions t "
+        "ON t.id = s.transaction_id WHERE t.id IS NULL",
+    ),
+    (
+        "rolled back transaction with an undo still pending",
+        "SELECT DISTINCT t.id FROM transactions t JOIN compensations c "
+        "ON c.transaction_id = t.id WHERE t.state = 'rolled_back' AND c.status = 'pending'",
+    ),
+    (
+        "compensating transaction with no pending undo",
+        "SELECT t.id FROM transactions t WHERE t.state = 'compensating' AND NOT EXISTS "
+        "(SELECT 1 FROM compensations c WHERE c.transaction_id = t.id "
+        "AND c.status = 'pending')",
+    ),
+    (
+        "pending task completion for a transaction that is not committed",
+        "SELECT o.transaction_id FROM outbox o JOIN transactions t ON t.id = o.transaction_id "
+        "WHERE o.done_at IS NULL AND t.state NOT IN ('task_complete','committed')",
+    ),
+)
+
+
+def check_integrity(conn: sqlite3.Connection) -> list[str]:
+    """Return human-readable problems; empty when sqlite and every invariant are happy."""
+    problems = [
+        f"sqlite: {row[0]}" for row in conn.execute("PRAGMA integrity_check") if row[0] != "ok"
+    ]
+    problems.extend(
+        f"foreign key: {row[0]} row {row[1]} -> {row[2]}"
+        for row in conn.execute("PRAGMA foreign_key_check")
+    )
+    for description, sql in _INVARIANTS:
+        ids = [str(row[0]) for row in conn.execute(sql).fetchmany(20)]
+        if ids:
+            problems.append(f"{description}: {', '.join(ids)}")
+    return problems

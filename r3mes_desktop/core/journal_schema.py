@@ -1,0 +1,134 @@
+"""The journal's schema as an ordered list of migrations.
+
+`PRAGMA user_version` records how many have been applied; opening a journal applies the
+missing ones in one sqlite transaction each, so an older journal is upgraded in place and a
+crash mid-upgrade leaves the previous version intact. Never edit a shipped migration: append.
+"""
+
+from __future__ import annotations
+
+_STATES = (
+    "'pending','training','ipfs_upload','blockchain_submit','task_complete',"
+    "'committed','compensating','failed','rolled_back'"
+)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    # 1: the base schema.
+    (
+        f"""
+        CREATE TABLE transactions (
+            id TEXT PRIMARY KEY,
+            round_id INTEGER NOT NULL,
+            miner TEXT NOT NULL,
+            state TEXT NOT NULL CHECK (state IN ({_STATES})),
+            spec TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL,
+            deadline REAL,
+            finished_at REAL,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            next_retry_at REAL,
+            failed_step TEXT,
+            error_category TEXT,
+            error_message TEXT,
+            gradient_hash TEXT,
+            gradient_path TEXT,
+            pow_nonce TEXT,
+            cid TEXT,
+            signed_raw BLOB,
+            tx_hash TEXT,
+            account_nonce INTEGER,
+            receipt_block INTEGER,
+            compensation TEXT
+        )
+        """,
+        # At most one live or committed transaction per (round, miner): a failed or rolled
+        # back one may be followed by a new attempt.
+        """
+        CREATE UNIQUE INDEX transactions_live_round ON transactions(round_id, miner)
+        WHERE state NOT IN ('failed', 'rolled_back')
+        """,
+        """
+        CREATE INDEX transactions_unfinished ON transactions(state)
+        WHERE state NOT IN ('committed', 'failed', 'rolled_back')
+        """,
+        "CREATE INDEX transactions_finished ON transactions(finished_at)",
+        # One signed submission per (round, miner), ever: the exactly-once guard.
+        """
+        CREATE TABLE submissions (
+            round_id INTEGER NOT NULL,
+            miner TEXT NOT NULL,
+            transaction_id TEXT NOT NULL REFERENCES transactions(id),
+            tx_hash TEXT NOT NULL,
+            signed_at REAL NOT NULL,
+            PRIMARY KEY (round_id, miner)
+        )
+        """,
+        """
+        CREATE TABLE events (
+            id INTEGER PRIMARY KEY,
+            transaction_id TEXT NOT NULL,
+            ts REAL NOT NULL,
+            kind TEXT NOT NULL,
+            old_state TEXT,
+            new_state TEXT,
+            step TEXT,
+            attempt INTEGER,
+            delay REAL,
+            category TEXT,
+            message TEXT
+        )
+        """,
+        "CREATE INDEX events_transaction ON events(transaction_id, id)",
+        """
+        CREATE TABLE outbox (
+            transaction_id TEXT PRIMARY KEY REFERENCES transactions(id),
+            round_id INTEGER NOT NULL,
+            created_at REAL NOT NULL,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            next_attempt_at REAL NOT NULL,
+            last_error TEXT,
+            done_at REAL
+        )
+        """,
+        "CREATE INDEX outbox_pending ON outbox(next_attempt_at) WHERE done_at IS NULL",
+        """
+        CREATE TABLE compensations (
+            id INTEGER PRIMARY KEY,
+            transaction_id TEXT NOT NULL REFERENCES transactions(id),
+            action TEXT NOT NULL,
+            target TEXT NOT NULL,
+            status TEXT NOT NULL CHECK (status IN ('pending', 'done')),
+            attempts INTEGER NOT NULL DEFAULT 0,
+            next_attempt_at REAL NOT NULL,
+            last_error TEXT,
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL,
+            UNIQUE (transaction_id, action, target)
+        )
+        """,
+        "CREATE INDEX compensations_pending ON compensations(next_attempt_at) "
+        "WHERE status = 'pending'",
+        """
+        CREATE TABLE dead_letters (
+            id INTEGER PRIMARY KEY,
+            transaction_id TEXT NOT NULL REFERENCES transactions(id),
+            round_id INTEGER NOT NULL,
+            created_at REAL NOT NULL,
+            reason TEXT NOT NULL,
+            category TEXT NOT NULL,
+            payload TEXT NOT NULL,
+            status TEXT NOT NULL CHECK (status IN ('open', 'retried', 'discarded')),
+            resolved_at REAL
+        )
+        """,
+    ),
+    # 2: the last known training step (for "resume from step N") and a time index for the
+    # error analytics' sliding window.
+    (
+        "ALTER TABLE transactions ADD COLUMN training_step INTEGER",
+        "CREATE INDEX events_errors ON events(ts) WHERE category IS NOT NULL",
+    ),
+)
+
+SCHEMA_VERSION = len(MIGRATIONS)

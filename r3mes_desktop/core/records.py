@@ -1,0 +1,214 @@
+"""Plain records read from the journal and handed to the GUI, CLI and API.
+
+They are frozen snapshots: changing one changes nothing; the journal is the source of truth.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from r3mes_desktop.core.steps import RoundSpec
+from r3mes_desktop.core.txstate import STEPS, TxState, step_done
+
+
+def spec_to_json(spec: RoundSpec) -> str:
+    return json.dumps(
+        {
+            "round_id": spec.round_id,
+            "seed": spec.seed,
+            "difficulty": spec.difficulty,
+            "base_model_id": spec.base_model_id,
+            "steps": spec.steps,
+            "hyperparams": dict(spec.hyperparams),
+        },
+        sort_keys=True,
+    )
+
+
+def spec_from_json(text: str) -> RoundSpec:
+    data = json.loads(text)
+    return RoundSpec(
+        round_id=int(data["round_id"]),
+        seed=int(data["seed"]),
+        difficulty=int(data["difficulty"]),
+        base_model_id=str(data["base_model_id"]),
+        steps=int(data["steps"]),
+        hyperparams=dict(data.get("hyperparams") or {}),
+    )
+
+
+@dataclass(frozen=True)
+class TransactionRecord:
+    """One row of the `transactions` table: the transaction's state and its artifacts."""
+
+    id: str
+    round_id: int
+    miner: str
+    state: TxState
+    spec: RoundSpec
+    created_at: float
+    updated_at: float
+    deadline: float | None
+    finished_at: float | None = None
+    attempts: int = 0
+    next_retry_at: float | None = None
+    failed_step: str | None = None
+    error_category: str | None = None
+    error_message: str | None = None
+    gradient_hash: str | None = None  # hex
+    gradient_path: str | None = None
+    pow_nonce: int | None = None
+    cid: str | None = None
+    signed_raw: bytes | None = None
+    tx_hash: str | None = None
+    account_nonce: int | None = None
+    receipt_block: int | None = None
+    compensation: str | None = None  # None | "pending" | "done"
+    training_step: int | None = None
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    """One event in a transaction's history: transition, retry, compensation, note."""
+
+    transaction_id: str
+    ts: float
+    kind: str  # "transition" | "retry" | "error" | "compensation" | "compensation_failed" | "note"
+    old_state: str | None = None
+    new_state: str | None = None
+    step: str | None = None
+    attempt: int | None = None
+    delay: float | None = None
+    category: str | None = None
+    message: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+
+
+@dataclass(frozen=True)
+class CompensationRow:
+    id: int
+    transaction_id: str
+    action: str  # "unpin"
+    target: str
+    status: str  # "pending" | "done"
+    attempts: int
+    next_attempt_at: float
+    last_error: str | None
+
+
+@dataclass(frozen=True)
+class OutboxRow:
+    transaction_id: str
+    round_id: int
+    attempts: int
+    next_attempt_at: float
+    last_error: str | None
+    done_at: float | None
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    id: int
+    transaction_id: str
+    round_id: int
+    created_at: float
+    reason: str
+    category: str
+    payload: dict[str, Any]  # references only: gradient path, hash, CID, tx hash
+    status: str  # "open" | "retried" | "discarded"
+    resolved_at: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class TransactionStatus:
+    """A transaction as the seeds showed it, plus what our durable journal also knows."""
+
+    transaction_id: str
+    state: str
+    age_seconds: float
+    failed_step: str | None
+    error_message: str | None
+    progress: dict[str, bool]
+    round_id: int
+    attempts: int
+    next_retry_at: float | None
+    error_category: str | None
+    cid: str | None = None
+    tx_hash: str | None = None
+    compensation: str | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    @classmethod
+    def of(
+        cls, record: TransactionRecord, *, now: float, history: list[HistoryEntry]
+    ) -> TransactionStatus:
+        end = record.finished_at if record.finished_at is not None else now
+        return cls(
+            transaction_id=record.id,
+            state=record.state.value,
+            age_seconds=round(max(0.0, end - record.created_at), 3),
+            failed_step=record.failed_step,
+            error_message=record.error_message,
+            progress={s.value: step_done(s, record.state, record.failed_step) for s in STEPS},
+            round_id=record.round_id,
+            attempts=record.attempts,
+            next_retry_at=record.next_retry_at,
+            error_category=record.error_category,
+            cid=record.cid,
+            tx_hash=record.tx_hash,
+            compensation=record.compensation,
+            history=[h.to_dict() for h in history],
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class CleanupReport:
+    """What a stale cleanup (or a force cleanup) did, transaction by transaction."""
+
+    checked_at: float
+    older_than_s: float
+    cleaned: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def count(self) -> int:
+        return len(self.cleaned)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "checked_at": self.checked_at,
+            "older_than_s": self.older_than_s,
+            "count": self.count,
+            "cleaned": list(self.cleaned),
+        }
+
+
+@dataclass(frozen=True)
+class RecoveryReport:
+    """What recovery at start found and did for each unfinished transaction."""
+
+    duration_s: float
+    reconciled: list[dict[str, Any]] = field(default_factory=list)
+    integrity_problems: list[str] = field(default_factory=list)
+
+    @property
+    def count(self) -> int:
+        return len(self.reconciled)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "duration_s": self.duration_s,
+            "count": self.count,
+            "reconciled": list(self.reconciled),
+            "integrity_problems": list(self.integrity_problems),
+        }

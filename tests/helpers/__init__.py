@@ -1,0 +1,1 @@
+"""Shared fakes for the test suite, one module per kind of fake."""

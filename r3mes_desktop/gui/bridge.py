@@ -1,0 +1,139 @@
+"""The one place where the core's events enter Qt, and where GUI-started tasks live.
+
+`EventBridge` subscribes to the core `EventBus` once and re-emits every event as a Qt
+signal. The hand-over always goes through a queued connection, so slots run on the GUI
+thread after the publisher returns: a slow widget never stalls the coordinator, and an
+event published from a worker thread is safe. No other GUI object subscribes to the core.
+
+`TaskRunner` keeps strong references to the asyncio tasks the GUI starts (a task without a
+reference can be garbage-collected mid-flight) and turns their exceptions into a signal the
+window shows to the user, instead of "Task exception was never retrieved" on stderr.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from r3mes_desktop.core.events import Event, EventBus
+from r3mes_desktop.gui.qt import QtCore, Signal, Slot
+
+log = logging.getLogger(__name__)
+
+
+class EventBridge(QtCore.QObject):
+    """Core events → Qt signals on the GUI thread.
+
+    `event` carries every event; the typed signals below carry the common kinds so widgets
+    connect only to what they draw. Kinds are matched by class name, so events added later
+    by other packages (e.g. `MinerStateChanged`) need no import here.
+    """
+
+    event = Signal(object)
+    transaction_changed = Signal(object)  # TransactionStateChanged
+    step_progress = Signal(object)  # StepProgress
+    retry_scheduled = Signal(object)  # RetryScheduled
+    breaker_changed = Signal(object)  # BreakerStateChanged
+    compensation = Signal(object)  # CompensationDone / CompensationFailed
+    notice = Signal(object)  # Notice
+    stats_changed = Signal(object)  # StatsChanged
+    miner_state_changed = Signal(object)  # MinerStateChanged
+
+    _incoming = Signal(object)
+
+    def __init__(self, bus: EventBus, parent: QtCore.QObject | None = None) -> None:
+        super().__init__(parent)
+        self._routes: dict[str, Any] = {
+            "TransactionStateChanged": self.transaction_changed,
+            "StepProgress": self.step_progress,
+            "RetryScheduled": self.retry_scheduled,
+            "BreakerStateChanged": self.breaker_changed,
+            "CompensationDone": self.compensation,
+            "CompensationFailed": self.compensation,
+            "Notice": self.notice,
+            "StatsChanged": self.stats_changed,
+            "MinerStateChanged": self.miner_state_changed,
+        }
+        self._incoming.connect(self._dispatch, QtCore.Qt.ConnectionType.QueuedConnection)
+        self._unsubscribe: Callable[[], None] | None = bus.subscribe(self._on_core_event)
+
+    def _on_core_event(self, event: Event) -> None:
+        # Runs on the publisher's thread; emitting is thread-safe and the connection queues.
+        self._incoming.emit(event)
+
+    @Slot(object)
+    def _dispatch(self, event: Event) -> None:
+        self.event.emit(event)
+        route = self._routes.get(type(event).__name__)
+        if route is not None:
+            route.emit(event)
+
+    def close(self) -> None:
+        """Stop listening to the core (idempotent)."""
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+
+
+class TaskRunner(QtCore.QObject):
+    """Starts coroutines from the GUI and keeps them alive until they finish.
+
+    `failed(title, message)` is emitted when a task raises; the window shows it. Results
+    go to the optional `on_done` callback, on the loop (= GUI) thread.
+    """
+
+    failed = Signal(str, str)
+
+    def __init__(self, parent: QtCore.QObject | None = None) -> None:
+        super().__init__(parent)
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    @property
+    def running(self) -> int:
+        return len(self._tasks)
+
+    def spawn(
+        self,
+        coro: Coroutine[Any, Any, Any],
+        *,
+        name: str,
+        on_done: Callable[[Any], None] | None = None,
+    ) -> asyncio.Task[Any]:
+        task = asyncio.ensure_future(coro)
+        task.set_name(name)
+        self._tasks.add(task)
+        task.add_done_callback(lambda t: self._finished(t, name, on_done))
+        return task
+
+    def _finished(
+        self, task: asyncio.Task[Any], name: str, on_done: Callable[[Any], None] | None
+    ) -> None:
+        self._tasks.discard(task)
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            log.error("%s failed: %s", name, exc, exc_info=exc)
+            self.failed.emit(name, str(exc) or type(exc).__name__)
+            return
+        if on_done is not None:
+            try:
+                on_done(task.result())
+            except Exception as cb_exc:
+                log.exception("%s: result handler failed", name)
+                self.failed.emit(name, str(cb_exc) or type(cb_exc).__name__)
+
+    async def cancel_all(self) -> None:
+        """Cancel what is still running and wait for it (used on quit)."""
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def wait_all(self) -> None:
+        """Wait for every task to finish (tests and orderly shutdown)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)

@@ -1,0 +1,176 @@
+"""Charts (pyqtgraph): errors by category, outcome rates, throughput, loss, PoW hash rate.
+
+Events and statistics only update `ChartData` and set a dirty flag; a named timer redraws
+at most every `refresh_ms` when something changed. Many progress events per second
+therefore cost one repaint, never one per event.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Mapping
+from typing import Any
+
+import pyqtgraph as pg
+
+from r3mes_desktop.core.events import Event, StepProgress
+from r3mes_desktop.gui.qt import QtCore, QtWidgets
+
+CATEGORIES = ("network", "authentication", "resource", "validation", "permanent", "unknown")
+CATEGORY_COLOURS = ("#1565c0", "#6a1b9a", "#ef6c00", "#c62828", "#4e342e", "#757575")
+
+
+class ChartData:
+    """What the charts show, kept as plain numbers (testable without painting)."""
+
+    def __init__(self, *, points: int = 600, clock: Any = time.time) -> None:
+        self._clock = clock
+        self.t0 = clock()
+        self.errors: dict[str, int] = dict.fromkeys(CATEGORIES, 0)
+        self.rates: dict[str, deque[tuple[float, float]]] = {
+            name: deque(maxlen=points) for name in ("success", "failure", "rollback")
+        }
+        self.throughput: deque[tuple[float, float]] = deque(maxlen=points)
+        self.loss: deque[tuple[float, float]] = deque(maxlen=points)
+        self.hash_rate: deque[tuple[float, float]] = deque(maxlen=points)
+        self.committed = 0
+        self.dirty = False
+
+    def _t(self, ts: float | None = None) -> float:
+        return (ts if ts is not None else self._clock()) - self.t0
+
+    def add_event(self, event: Event) -> None:
+        if not isinstance(event, StepProgress):
+            return
+        detail = event.detail
+        if "loss" in detail:
+            self.loss.append((self._t(event.ts), float(detail["loss"])))
+            self.dirty = True
+        if "hash_rate" in detail:
+            self.hash_rate.append((self._t(event.ts), float(detail["hash_rate"])))
+            self.dirty = True
+
+    def add_stats(self, stats: Mapping[str, Any], ts: float | None = None) -> None:
+        """Fold one statistics snapshot (the coordinator's keys, seeds' names)."""
+        t = self._t(ts)
+        breakdown = stats.get("error_breakdown") or {}
+        for cat in CATEGORIES:
+            self.errors[cat] = int(breakdown.get(cat, 0) or 0)
+        for extra, count in breakdown.items():
+            if extra not in self.errors:
+                self.errors["unknown"] += int(count or 0)
+        total = float(stats.get("total_transactions", 0) or 0)
+        committed = float(stats.get("committed_transactions", stats.get("committed", 0)) or 0)
+        failed = float(stats.get("failed_transactions", stats.get("failed", 0)) or 0)
+        rolled = float(stats.get("rolled_back_transactions", stats.get("rolled_back", 0)) or 0)
+        self.committed = int(committed)
+
+        def rate(key: str, count: float) -> float:
+            value = stats.get(key)
+            if value is not None:
+                return float(value)
+            return count / total if total else 0.0
+
+        self.rates["success"].append((t, rate("success_rate", committed)))
+        self.rates["failure"].append((t, rate("failure_rate", failed)))
+        self.rates["rollback"].append((t, rate("rollback_rate", rolled)))
+        tpm = stats.get("transactions_per_minute", stats.get("throughput_per_minute"))
+        if tpm is not None:
+            self.throughput.append((t, float(tpm)))
+        self.dirty = True
+
+
+def _xy(points: deque[tuple[float, float]]) -> tuple[list[float], list[float]]:
+    return [p[0] for p in points], [p[1] for p in points]
+
+
+class ChartsPanel(QtWidgets.QWidget):
+    """Five small plots; redrawn by `redraw_timer` only when `data.dirty`."""
+
+    def __init__(self, parent: QtWidgets.QWidget | None = None, *, refresh_ms: int = 500) -> None:
+        super().__init__(parent)
+        pg.setConfigOptions(antialias=True, background="w", foreground="#333")
+        self.data = ChartData()
+        self.redraws = 0
+        grid = QtWidgets.QGridLayout(self)
+        grid.setContentsMargins(2, 2, 2, 2)
+        grid.setSpacing(4)
+
+        self.errors_plot = self._plot("Errors by category", "count")
+        self._bars = pg.BarGraphItem(
+            x=list(range(len(CATEGORIES))),
+            height=[0] * len(CATEGORIES),
+            width=0.7,
+            brushes=list(CATEGORY_COLOURS),
+        )
+        self.errors_plot.addItem(self._bars)
+        axis = self.errors_plot.getAxis("bottom")
+        axis.setTicks([[(i, c[:4]) for i, c in enumerate(CATEGORIES)]])
+        self.errors_plot.setXRange(-0.6, len(CATEGORIES) - 0.4, padding=0)
+
+        self.rates_plot = self._plot("Outcome rate", "share")
+        self.rates_plot.addLegend(offset=(-5, 5), labelTextSize="7pt")
+        self.rates_plot.setYRange(0, 1.05, padding=0)
+        self._rate_curves = {
+            "success": self.rates_plot.plot(name="success", pen=pg.mkPen("#2e7d32", width=2)),
+            "failure": self.rates_plot.plot(name="failure", pen=pg.mkPen("#c62828", width=2)),
+            "rollback": self.rates_plot.plot(name="rollback", pen=pg.mkPen("#ef6c00", width=2)),
+        }
+        self.throughput_plot = self._plot("Throughput", "tx/min")
+        self._throughput_curve = self.throughput_plot.plot(pen=pg.mkPen("#1565c0", width=2))
+        self.loss_plot = self._plot("Training loss", "loss")
+        self._loss_curve = self.loss_plot.plot(pen=pg.mkPen("#6a1b9a", width=2))
+        self.hash_plot = self._plot("PoW hash rate", "H/s")
+        self._hash_curve = self.hash_plot.plot(pen=pg.mkPen("#00838f", width=2))
+
+        for pos, plot in enumerate(
+            (
+                self.errors_plot,
+                self.rates_plot,
+                self.throughput_plot,
+                self.loss_plot,
+                self.hash_plot,
+            )
+        ):
+            grid.addWidget(plot, pos // 3, pos % 3)
+
+        self.redraw_timer = QtCore.QTimer(self)
+        self.redraw_timer.setObjectName("charts-redraw")
+        self.redraw_timer.setInterval(refresh_ms)
+        self.redraw_timer.timeout.connect(self.redraw_if_dirty)
+        self.redraw_timer.start()
+
+    def _plot(self, title: str, unit: str) -> pg.PlotWidget:
+        plot = pg.PlotWidget()
+        plot.setTitle(title, size="9pt")
+        plot.setLabel("left", unit)
+        plot.setMinimumSize(180, 120)
+        plot.showGrid(x=True, y=True, alpha=0.2)
+        plot.setMenuEnabled(False)
+        plot.hideButtons()
+        return plot
+
+    def add_event(self, event: Event) -> None:
+        self.data.add_event(event)
+
+    def add_stats(self, stats: Mapping[str, Any]) -> None:
+        self.data.add_stats(stats)
+
+    def error_heights(self) -> list[int]:
+        """What the error bar chart currently draws (tests check the chart, not only data)."""
+        heights = self._bars.opts.get("height")
+        return [int(h) for h in heights] if heights is not None else []
+
+    def redraw_if_dirty(self) -> None:
+        if not self.data.dirty:
+            return
+        data = self.data
+        data.dirty = False
+        self.redraws += 1
+        self._bars.setOpts(height=[data.errors[c] for c in CATEGORIES])
+        for name, curve in self._rate_curves.items():
+            curve.setData(*_xy(data.rates[name]))
+        self._throughput_curve.setData(*_xy(data.throughput))
+        self._loss_curve.setData(*_xy(data.loss))
+        self._hash_curve.setData(*_xy(data.hash_rate))

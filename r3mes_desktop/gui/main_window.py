@@ -1,0 +1,481 @@
+"""The main window: actions, transactions, charts, breakers, dead letters, log, status.
+
+It talks to the core only through the `runtime` it is given (see `RuntimePort` below) and
+hears from it only through the `EventBridge`. Every core call runs as an asyncio task on the
+same (qasync) loop via `TaskRunner`, so no click ever blocks painting.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+from r3mes_desktop.core.events import Event
+from r3mes_desktop.gui.actions import create_actions, miner_state_key
+from r3mes_desktop.gui.banner import NoticeBanner
+from r3mes_desktop.gui.breakers_panel import BreakersModel, BreakersPanel
+from r3mes_desktop.gui.bridge import EventBridge, TaskRunner
+from r3mes_desktop.gui.charts import ChartsPanel
+from r3mes_desktop.gui.dead_letters_panel import DeadLettersModel, DeadLettersPanel
+from r3mes_desktop.gui.icons import status_icon
+from r3mes_desktop.gui.log_view import LogModel, LogView, QtLogHandler
+from r3mes_desktop.gui.qt import Qt, QtCore, QtGui, QtWidgets, Signal
+from r3mes_desktop.gui.records import describe_cleanup, describe_resumable, field_of
+from r3mes_desktop.gui.status_bar import StatusBarController
+from r3mes_desktop.gui.transactions_model import (
+    STATE_FILTERS,
+    TransactionsFilter,
+    TransactionsModel,
+)
+from r3mes_desktop.gui.tray import AlertRouter, Tray
+from r3mes_desktop.gui.tx_details import TransactionDetails
+from r3mes_desktop.notices import Alert, NoticeCenter
+
+log = logging.getLogger(__name__)
+
+
+class RuntimePort(Protocol):
+    """What the window needs from `r3mes_desktop.runtime.Runtime` (and test fakes)."""
+
+    bus: Any
+    coordinator: Any
+    miner: Any
+    breakers: Any
+    settings: Any
+
+    @property
+    def data_dir(self) -> Any: ...
+
+    def endpoints(self) -> Mapping[str, str | None]: ...
+
+    async def chain_info(self) -> Mapping[str, Any]: ...
+
+    async def ipfs_info(self) -> str: ...
+
+    def device_name(self) -> str: ...
+
+
+async def _maybe_await(value: Any) -> Any:
+    return await value if inspect.isawaitable(value) else value
+
+
+class MainWindow(QtWidgets.QMainWindow):
+    refreshed = Signal()  # after each poll of the coordinator (tests wait on it)
+    action_reported = Signal(str)  # one-click actions say what they did
+
+    def __init__(
+        self,
+        runtime: RuntimePort,
+        *,
+        tray_available: bool | None = None,
+        poll_ms: int = 2000,
+        log_handler: QtLogHandler | None = None,
+    ) -> None:
+        super().__init__()
+        self.runtime = runtime
+        self.setWindowTitle("R3MES Desktop")
+        self.setWindowIcon(status_icon("mining"))
+        self.bridge = EventBridge(runtime.bus, self)
+        self.tasks = TaskRunner(self)
+        self.tasks.failed.connect(self._task_failed)
+        self.actions = create_actions(self)
+        self._quitting = False
+        self._refreshing = False
+        self._miner_state = "idle"
+        self._resumable: list[Any] = []
+
+        self._build_toolbar_and_menus()
+        self.banner = NoticeBanner()
+        self.tx_model = TransactionsModel(self)
+        self.tx_proxy = TransactionsFilter(self)
+        self.tx_proxy.setSourceModel(self.tx_model)
+        self.charts = ChartsPanel()
+        self.breakers_model = BreakersModel(self)
+        self.breakers_panel = BreakersPanel(self.breakers_model)
+        self.dead_model = DeadLettersModel(self)
+        self.dead_panel = DeadLettersPanel(self.dead_model)
+        self.log_model = LogModel(self)
+        self.log_view = LogView(self.log_model)
+        self.details = TransactionDetails()
+        self._build_central()
+        self.status = StatusBarController(self.statusBar(), runtime.endpoints())
+        self.status.set_device(runtime.device_name())
+
+        self.notices = NoticeCenter()
+        if tray_available is None:
+            tray_available = QtWidgets.QSystemTrayIcon.isSystemTrayAvailable()
+        self.tray = (
+            Tray(
+                self,
+                start_pause=self.actions.start_pause,
+                finish=self.actions.finish,
+                quit_action=self.actions.quit,
+            )
+            if tray_available
+            else None
+        )
+        self.alerts = AlertRouter(self.banner, self.tray)
+
+        self.log_handler = log_handler or QtLogHandler()
+        self.log_handler.record_emitted.connect(self.log_model.append)
+        if log_handler is None:
+            logging.getLogger().addHandler(self.log_handler)
+            self._owns_handler = True
+        else:
+            self._owns_handler = False
+
+        self._connect()
+        self.actions.set_miner_state(self._miner_state)
+
+        self.tick_timer = QtCore.QTimer(self)
+        self.tick_timer.setObjectName("window-tick")
+        self.tick_timer.setInterval(1000)
+        self.tick_timer.timeout.connect(self._tick)
+        self.tick_timer.start()
+        self.poll_timer = QtCore.QTimer(self)
+        self.poll_timer.setObjectName("coordinator-poll")
+        self.poll_timer.setInterval(poll_ms)
+        self.poll_timer.timeout.connect(self.refresh)
+        self.poll_timer.start()
+        QtCore.QTimer.singleShot(0, self.refresh)
+
+    # -- layout ------------------------------------------------------------------------------
+    def _build_toolbar_and_menus(self) -> None:
+        a = self.actions
+        toolbar = self.addToolBar("Mining")
+        toolbar.setObjectName("main-toolbar")
+        toolbar.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+        toolbar.setMovable(False)
+        for action in a.toolbar_order():
+            if action is None:
+                toolbar.addSeparator()
+            else:
+                toolbar.addAction(action)
+        menu = self.menuBar()
+        file_menu = menu.addMenu("&File")
+        file_menu.addAction(a.open_data)
+        file_menu.addAction(a.settings)
+        file_menu.addSeparator()
+        file_menu.addAction(a.quit)
+        mining = menu.addMenu("&Mining")
+        for action in (a.start, a.pause, a.finish, a.stop):
+            mining.addAction(action)
+        recovery = menu.addMenu("&Recovery")
+        recovery.addAction(a.resume)
+        recovery.addAction(a.cleanup)
+
+    def _build_central(self) -> None:
+        self.tx_view = QtWidgets.QTableView()
+        self.tx_view.setObjectName("transactions-view")
+        self.tx_view.setModel(self.tx_proxy)
+        self.tx_view.setSortingEnabled(True)
+        self.tx_view.sortByColumn(TransactionsModel.COL_AGE, Qt.SortOrder.AscendingOrder)
+        self.tx_view.setSelectionBehavior(QtWidgets.QAbstractItemView.SelectionBehavior.SelectRows)
+        self.tx_view.setSelectionMode(QtWidgets.QAbstractItemView.SelectionMode.SingleSelection)
+        self.tx_view.setAlternatingRowColors(True)
+        self.tx_view.verticalHeader().hide()
+        self.tx_view.verticalHeader().setDefaultSectionSize(22)
+        header = self.tx_view.horizontalHeader()
+        header.setStretchLastSection(True)
+        for col, width in enumerate((80, 55, 330, 75, 65, 75, 110)):
+            self.tx_view.setColumnWidth(col, width)
+        self.tx_view.selectionModel().currentRowChanged.connect(self._selection_changed)
+
+        self.state_filter = QtWidgets.QComboBox()
+        self.state_filter.setObjectName("state-filter")
+        self.state_filter.addItems(list(STATE_FILTERS))
+        self.state_filter.currentTextChanged.connect(self.tx_proxy.set_state_filter)
+        top = QtWidgets.QHBoxLayout()
+        title = QtWidgets.QLabel("<b>Transactions</b>")
+        top.addWidget(title)
+        top.addStretch(1)
+        top.addWidget(QtWidgets.QLabel("Show:"))
+        top.addWidget(self.state_filter)
+        tx_box = QtWidgets.QWidget()
+        tx_layout = QtWidgets.QVBoxLayout(tx_box)
+        tx_layout.setContentsMargins(0, 0, 0, 0)
+        tx_layout.addLayout(top)
+        tx_layout.addWidget(self.tx_view)
+
+        upper = QtWidgets.QSplitter(Qt.Orientation.Horizontal)
+        upper.addWidget(tx_box)
+        upper.addWidget(self.details)
+        upper.setStretchFactor(0, 3)
+        upper.setStretchFactor(1, 1)
+        upper.setSizes([900, 340])
+
+        self.tabs = QtWidgets.QTabWidget()
+        self.tabs.setObjectName("lower-tabs")
+        self.tabs.addTab(self.charts, "Charts")
+        self.tabs.addTab(self.breakers_panel, "Circuit breakers")
+        self.tabs.addTab(self.dead_panel, "Dead letters")
+        self.tabs.addTab(self.log_view, "Log")
+
+        lower = QtWidgets.QSplitter(Qt.Orientation.Vertical)
+        lower.addWidget(upper)
+        lower.addWidget(self.tabs)
+        lower.setSizes([330, 420])
+
+        central = QtWidgets.QWidget()
+        layout = QtWidgets.QVBoxLayout(central)
+        layout.setContentsMargins(6, 6, 6, 2)
+        layout.addWidget(self.banner)
+        layout.addWidget(lower, 1)
+        self.setCentralWidget(central)
+        self.resize(1280, 800)
+
+    # -- wiring --------------------------------------------------------------------------
+    def _connect(self) -> None:
+        a, b = self.actions, self.bridge
+        a.start.triggered.connect(lambda: self._miner_call("start"))
+        a.pause.triggered.connect(lambda: self._miner_call("pause"))
+        a.start_pause.triggered.connect(self._start_or_pause)
+        a.finish.triggered.connect(lambda: self._miner_call("finish_then_stop"))
+        a.stop.triggered.connect(lambda: self._miner_call("stop"))
+        a.resume.triggered.connect(self.resume_from_checkpoint)
+        a.cleanup.triggered.connect(self.cleanup_stale)
+        a.settings.triggered.connect(self.open_settings)
+        a.open_data.triggered.connect(self.open_data_folder)
+        a.quit.triggered.connect(self.quit)
+
+        b.event.connect(self._on_event)
+        b.transaction_changed.connect(self.tx_model.apply_event)
+        b.step_progress.connect(self.tx_model.apply_event)
+        b.step_progress.connect(self.charts.add_event)
+        b.retry_scheduled.connect(self.tx_model.apply_event)
+        b.retry_scheduled.connect(self.status.on_retry)
+        b.compensation.connect(self.tx_model.apply_event)
+        b.breaker_changed.connect(self.breakers_model.apply_event)
+        b.breaker_changed.connect(self.status.on_breaker)
+        b.stats_changed.connect(lambda e: self.charts.add_stats(e.stats))
+        b.miner_state_changed.connect(
+            lambda e: self._set_miner_state(field_of(e, "new_state", "state"))
+        )
+        self.breakers_panel.reset_requested.connect(self.reset_breaker)
+        self.breakers_panel.force_open_requested.connect(self.force_open_breaker)
+        self.dead_panel.retry_requested.connect(self.retry_dead_letter)
+        self.dead_panel.discard_requested.connect(self.discard_dead_letter)
+
+    def _on_event(self, event: Event) -> None:
+        alert = self.notices.on_event(event)
+        if alert is not None:
+            self.alerts.show(alert)
+        if event.kind == "TransactionStateChanged" and event.new_state in (  # type: ignore[attr-defined]
+            "COMMITTED",
+            "ROLLED_BACK",
+            "FAILED",
+        ):
+            QtCore.QTimer.singleShot(0, self.refresh)
+        self._update_tray()
+
+    def _tick(self) -> None:
+        self.tx_model.tick()
+        self.breakers_model.tick()
+        self.status.refresh()
+        for alert in self.notices.flush():
+            self.alerts.show(alert)
+        self._update_tray()
+
+    def _update_tray(self) -> None:
+        if self.tray is None:
+            return
+        if self.status.problem_text():
+            self.tray.set_status("error", self.status.problem_text())
+        elif self._miner_state in ("mining", "finishing"):
+            self.tray.set_status("mining", "mining")
+        else:
+            self.tray.set_status("idle", self._miner_state)
+
+    def _set_miner_state(self, state: Any) -> None:
+        self._miner_state = miner_state_key(state)
+        self.actions.set_miner_state(self._miner_state)
+        self._update_tray()
+
+    @property
+    def miner_state(self) -> str:
+        return self._miner_state
+
+    # -- polling -------------------------------------------------------------------------
+    def refresh(self) -> None:
+        """Poll the coordinator once (skipped if a poll is still running)."""
+        if self._refreshing:
+            return
+        self._refreshing = True
+        self.tasks.spawn(self._refresh(), name="refresh")
+
+    async def _refresh(self) -> None:
+        rt = self.runtime
+        try:
+            self.tx_model.replace_from_snapshot(await rt.coordinator.list_transactions())
+            stats = await rt.coordinator.statistics()
+            self.charts.add_stats(stats if isinstance(stats, Mapping) else vars(stats))
+            snapshots = rt.breakers.snapshot()
+            self.breakers_model.apply_snapshots(
+                snapshots.values() if isinstance(snapshots, Mapping) else snapshots
+            )
+            self.dead_model.set_letters(await rt.coordinator.dead_letters())
+            self._set_resumable(list(await rt.coordinator.resumable()))
+            self._set_miner_state(rt.miner.state)
+            await self._refresh_services()
+        finally:
+            self._refreshing = False
+        self.refreshed.emit()
+
+    async def _refresh_services(self) -> None:
+        try:
+            self.status.set_chain_info(await self.runtime.chain_info())
+        except Exception as exc:  # shown as "down", the poll goes on
+            log.debug("chain info unavailable: %s", exc)
+        try:
+            self.status.set_ipfs_info(await self.runtime.ipfs_info())
+        except Exception as exc:
+            log.debug("ipfs info unavailable: %s", exc)
+
+    def _set_resumable(self, items: list[Any]) -> None:
+        self._resumable = items
+        action = self.actions.resume
+        if items:
+            text = describe_resumable(items[0])
+            action.setText(text)
+            action.setToolTip(f"{text} — one click continues where training stopped")
+            action.setEnabled(True)
+        else:
+            action.setText("Resume from checkpoint")
+            action.setToolTip("No checkpoint to resume from")
+            action.setEnabled(False)
+
+    # -- one-click actions -----------------------------------------------------------------
+    def _miner_call(self, name: str) -> None:
+        async def call() -> None:
+            await _maybe_await(getattr(self.runtime.miner, name)())
+            self._set_miner_state(self.runtime.miner.state)
+
+        self.tasks.spawn(call(), name=f"miner.{name}")
+
+    def _start_or_pause(self) -> None:
+        self._miner_call("start" if self.actions.start.isEnabled() else "pause")
+
+    def report(self, text: str, *, level: str = "info") -> None:
+        """Say what a one-click action did: status bar, notice, log."""
+        log.log(logging.WARNING if level == "warning" else logging.INFO, "%s", text)
+        self.statusBar().showMessage(text, 20000)
+        self.alerts.show(Alert(level=level, title="Done", message=text))
+        self.action_reported.emit(text)
+
+    def cleanup_stale(self) -> None:
+        async def run() -> None:
+            report = await self.runtime.coordinator.cleanup_stale()
+            self.report(describe_cleanup(report))
+            await self._refresh_now()
+
+        self.tasks.spawn(run(), name="Clean up stale transactions")
+
+    def resume_from_checkpoint(self) -> None:
+        if not self._resumable:
+            self.report("No checkpoint to resume from.", level="warning")
+            return
+        item = self._resumable[0]
+
+        async def run() -> None:
+            text = describe_resumable(item)
+            await self.runtime.coordinator.resume(item)
+            self.report(f"{text}: resumed.")
+            await self._refresh_now()
+
+        self.tasks.spawn(run(), name="Resume from checkpoint")
+
+    async def _refresh_now(self) -> None:
+        if not self._refreshing:
+            self._refreshing = True
+            await self._refresh()
+
+    def reset_breaker(self, service: str) -> None:
+        self.runtime.breakers.get(service).reset()
+        self.report(f"Circuit breaker for {service} reset: calls flow again.")
+
+    def force_open_breaker(self, service: str) -> None:
+        self.runtime.breakers.get(service).force_open()
+        self.report(
+            f"Circuit breaker for {service} forced open: calls paused until you reset it.",
+            level="warning",
+        )
+
+    def retry_dead_letter(self, letter_id: str) -> None:
+        async def run() -> None:
+            await self.runtime.coordinator.retry_dead_letter(letter_id)
+            self.report(f"Dead letter {letter_id[:8]} queued for another try.")
+            await self._refresh_now()
+
+        self.tasks.spawn(run(), name="Retry dead letter")
+
+    def discard_dead_letter(self, letter_id: str) -> None:
+        async def run() -> None:
+            await self.runtime.coordinator.discard_dead_letter(letter_id)
+            self.report(f"Dead letter {letter_id[:8]} discarded.")
+            await self._refresh_now()
+
+        self.tasks.spawn(run(), name="Discard dead letter")
+
+    def open_settings(self) -> None:
+        from r3mes_desktop.gui.settings_dialog import SettingsDialog  # first use only
+
+        dialog = SettingsDialog(self.runtime, parent=self)
+        dialog.applied.connect(lambda changed: self.report(f"Settings saved: {changed}."))
+        dialog.open()
+        self.settings_dialog = dialog
+
+    def open_data_folder(self) -> None:
+        url = QtCore.QUrl.fromLocalFile(str(self.runtime.data_dir))
+        if not QtGui.QDesktopServices.openUrl(url):
+            self.report(f"Data folder: {self.runtime.data_dir}")
+
+    def _selection_changed(self, current: QtCore.QModelIndex, _previous: Any) -> None:
+        tx_id = (
+            self.tx_proxy.data(current, TransactionsModel.ID_ROLE) if current.isValid() else None
+        )
+        row = self.tx_model.row(tx_id) if tx_id else None
+        self.details.show_row(row)
+        if row is None:
+            return
+
+        async def load() -> None:
+            status = await self.runtime.coordinator.status(row.transaction_id)
+            if status is not None and self.details.current_id == row.transaction_id:
+                self.details.show_status(row, status)
+
+        self.tasks.spawn(load(), name="Load transaction details")
+
+    def _task_failed(self, name: str, message: str) -> None:
+        self.alerts.show(Alert(level="error", title=f"{name} failed", message=message))
+
+    # -- closing ---------------------------------------------------------------------------
+    def quit(self) -> None:
+        self._quitting = True
+        self.close()
+
+    def closeEvent(self, event: QtGui.QCloseEvent) -> None:
+        if self.tray is not None and not self._quitting:
+            self.hide()
+            self.tray.icon.showMessage(
+                "R3MES Desktop",
+                "Still mining in the tray. Quit from the tray menu.",
+                QtWidgets.QSystemTrayIcon.MessageIcon.Information,
+                4000,
+            )
+            event.ignore()
+            return
+        self.shutdown_widgets()
+        event.accept()
+
+    def shutdown_widgets(self) -> None:
+        """Stop timers and listeners; the runtime itself is closed by the app."""
+        self.tick_timer.stop()
+        self.poll_timer.stop()
+        self.charts.redraw_timer.stop()
+        self.bridge.close()
+        if self._owns_handler:
+            logging.getLogger().removeHandler(self.log_handler)
+        if self.tray is not None:
+            self.tray.icon.hide()

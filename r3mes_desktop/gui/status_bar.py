@@ -1,0 +1,129 @@
+"""The status bar in plain language: chain, IPFS, device; and what is down, where, next try.
+
+"Down" comes from the bridge's retry and breaker events: a network retry for a service
+marks it down until a breaker closes or a health poll succeeds. The countdown is recomputed
+from the due time every second, so the text never goes stale.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from r3mes_desktop.core.events import BreakerStateChanged, RetryScheduled
+from r3mes_desktop.gui.qt import QtWidgets
+from r3mes_desktop.gui.records import down_message, field_of, state_name
+
+
+@dataclass
+class _Down:
+    reason: str
+    retry_at: float | None
+
+
+def _short_address(address: str) -> str:
+    return f"{address[:6]}…{address[-4:]}" if len(address) > 12 else address
+
+
+class StatusBarController:
+    """Owns the labels placed on a QStatusBar and the "what is down" state."""
+
+    def __init__(
+        self,
+        bar: QtWidgets.QStatusBar,
+        endpoints: Mapping[str, str | None],
+        *,
+        clock: Any = time.monotonic,
+    ) -> None:
+        self._endpoints = dict(endpoints)
+        self._now = clock
+        self._down: dict[str, _Down] = {}
+        self.problem = QtWidgets.QLabel("")
+        self.problem.setObjectName("status-problem")
+        self.problem.setStyleSheet("color: #c62828; font-weight: bold;")
+        self.chain = QtWidgets.QLabel("Chain: connecting…")
+        self.chain.setObjectName("status-chain")
+        self.ipfs = QtWidgets.QLabel("IPFS: connecting…")
+        self.ipfs.setObjectName("status-ipfs")
+        self.device = QtWidgets.QLabel("Device: …")
+        self.device.setObjectName("status-device")
+        self.loop = QtWidgets.QLabel("")
+        self.loop.setObjectName("status-loop")
+        bar.addWidget(self.problem, 1)
+        for label in (self.chain, self.ipfs, self.device, self.loop):
+            bar.addPermanentWidget(label)
+
+    # -- facts ----------------------------------------------------------------------------
+    def set_chain_info(self, info: Mapping[str, Any] | Any) -> None:
+        network = field_of(info, "network", "chain_name", default="chain")
+        block = field_of(info, "block", "block_number")
+        account = field_of(info, "account", "address")
+        balance = field_of(info, "balance", "balance_eth")
+        parts = [f"Chain: {network}"]
+        if block is not None:
+            parts.append(f"block {block}")
+        if account:
+            parts.append(_short_address(str(account)))
+        if balance is not None:
+            parts.append(f"{float(balance):.4g} ETH" if _is_number(balance) else str(balance))
+        self.chain.setText(" · ".join(parts))
+        self.chain.setToolTip(f"{self._endpoints.get('chain') or 'embedded devnet'}\n{account}")
+        self.mark_up("chain")
+
+    def set_ipfs_info(self, text: str) -> None:
+        self.ipfs.setText(f"IPFS: {text}")
+        self.ipfs.setToolTip(self._endpoints.get("ipfs") or "embedded devnet store")
+        self.mark_up("ipfs")
+
+    def set_device(self, name: str) -> None:
+        self.device.setText(f"Device: {name}")
+
+    def set_loop_figures(self, text: str) -> None:
+        self.loop.setText(text)
+
+    # -- outages -----------------------------------------------------------------------------
+    def on_retry(self, event: RetryScheduled) -> None:
+        if event.category != "network" or not event.service:
+            return
+        self._down[event.service] = _Down(event.message, self._now() + event.delay)
+        self.refresh()
+
+    def on_breaker(self, event: BreakerStateChanged) -> None:
+        state = state_name(event.new_state)
+        if state == "CLOSED":
+            self.mark_up(event.service)
+        elif state in ("OPEN", "FORCED_OPEN"):
+            previous = self._down.get(event.service)
+            reason = previous.reason if previous else "too many failures"
+            if state == "FORCED_OPEN":
+                reason = "paused by you (breaker forced open)"
+            wait = event.seconds_until_half_open
+            retry_at = None if wait is None else self._now() + wait
+            self._down[event.service] = _Down(reason, retry_at)
+            self.refresh()
+
+    def mark_up(self, service: str) -> None:
+        if self._down.pop(service, None) is not None:
+            self.refresh()
+
+    def refresh(self) -> None:
+        now = self._now()
+        lines = []
+        for service, down in self._down.items():
+            retry_in = None if down.retry_at is None else down.retry_at - now
+            lines.append(down_message(service, self._endpoints.get(service), down.reason, retry_in))
+        self.problem.setText(" | ".join(lines))
+        self.problem.setToolTip("\n".join(lines))
+
+    def problem_text(self) -> str:
+        return self.problem.text()
+
+
+def _is_number(value: Any) -> bool:
+    try:
+        float(value)
+    except (TypeError, ValueError):
+        return False
+    return True

@@ -1,0 +1,405 @@
+"""Transactions table: a Qt model over rows kept up to date from core events.
+
+Rows come from two sources: the coordinator's `list_transactions()` snapshot (authoritative,
+polled) and the bridge's events in between (state changes, step progress, retries), so the
+table moves as the saga moves without querying the journal per event. Ages and retry
+countdowns tick once a second via `tick()`, which only signals those two columns.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from r3mes_desktop.core.events import (
+    CompensationDone,
+    CompensationFailed,
+    Event,
+    RetryScheduled,
+    StepProgress,
+    TransactionStateChanged,
+)
+from r3mes_desktop.gui.qt import Qt, QtCore, QtGui
+
+STEPS = ("TRAINING", "IPFS_UPLOAD", "BLOCKCHAIN_SUBMIT", "TASK_COMPLETE")
+STEP_LABELS = {
+    "TRAINING": "train",
+    "IPFS_UPLOAD": "upload",
+    "BLOCKCHAIN_SUBMIT": "submit",
+    "TASK_COMPLETE": "task",
+}
+TERMINAL = frozenset({"COMMITTED", "FAILED", "ROLLED_BACK"})
+
+# StepProgress.step names used by the adapters, mapped onto saga steps.
+_PROGRESS_STEP = {
+    "training": "TRAINING",
+    "train": "TRAINING",
+    "pow": "TRAINING",
+    "upload": "IPFS_UPLOAD",
+    "ipfs_upload": "IPFS_UPLOAD",
+    "submit": "BLOCKCHAIN_SUBMIT",
+    "blockchain_submit": "BLOCKCHAIN_SUBMIT",
+    "task": "TASK_COMPLETE",
+    "task_complete": "TASK_COMPLETE",
+}
+
+STATE_COLOURS = {
+    "COMMITTED": "#2e7d32",
+    "ROLLED_BACK": "#b26a00",
+    "FAILED": "#c62828",
+    "COMPENSATING": "#b26a00",
+    "COMPENSATION_PENDING": "#b26a00",
+}
+
+
+def _get(obj: Any, name: str, default: Any = None) -> Any:
+    if isinstance(obj, Mapping):
+        return obj.get(name, default)
+    return getattr(obj, name, default)
+
+
+def format_age(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    if seconds < 86400:
+        return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+    return f"{seconds // 86400} d {seconds % 86400 // 3600} h"
+
+
+@dataclass
+class TxRow:
+    transaction_id: str
+    round_id: int | None = None
+    state: str = "PENDING"
+    created_at: float = field(default_factory=time.time)
+    attempts: int = 0
+    next_retry_at: float | None = None
+    failed_step: str | None = None
+    error_category: str | None = None
+    error_message: str | None = None
+    progress: dict[str, float] = field(default_factory=dict)
+    history: list[str] = field(default_factory=list)
+
+    @property
+    def short_id(self) -> str:
+        return self.transaction_id[:8]
+
+    def progress_text(self) -> str:
+        """e.g. "train ✓ · upload 40% · submit · task" (✓ done, % in progress, bare = not yet)."""
+        parts = []
+        for step in STEPS:
+            label = STEP_LABELS[step]
+            frac = self.progress.get(step)
+            if frac is None:
+                parts.append(label)
+            elif frac >= 1.0:
+                parts.append(f"{label} ✓")
+            else:
+                parts.append(f"{label} {int(frac * 100)}%")
+        return " · ".join(parts)
+
+    def state_text(self) -> str:
+        if self.state in TERMINAL:
+            return self.state
+        return f"{self.state} — {self.progress_text()}"
+
+
+def row_from_status(status: Any) -> TxRow:
+    """Build a row from the coordinator's status record (dict or object, seeds' keys)."""
+    tx_id = str(_get(status, "transaction_id") or _get(status, "id"))
+    age = _get(status, "age_seconds")
+    created = _get(status, "created_at")
+    if created is None:
+        created = time.time() - float(age or 0.0)
+    row = TxRow(
+        transaction_id=tx_id,
+        round_id=_get(status, "round_id"),
+        state=str(_get(status, "state", "PENDING")),
+        created_at=float(created),
+        attempts=int(_get(status, "attempts", 0) or 0),
+        next_retry_at=_get(status, "next_retry_at"),
+        failed_step=_get(status, "failed_step"),
+        error_category=_get(status, "error_category"),
+        error_message=_get(status, "error_message"),
+    )
+    progress = _get(status, "progress") or {}
+    for step, frac in dict(progress).items():
+        key = _PROGRESS_STEP.get(str(step).lower(), str(step).upper())
+        try:
+            row.progress[key] = float(frac)
+        except (TypeError, ValueError):
+            continue
+    for item in _get(status, "history", None) or _get(status, "events", None) or []:
+        row.history.append(describe_history_item(item))
+    return row
+
+
+def describe_history_item(item: Any) -> str:
+    """One line of a transaction's event history, whatever shape the journal returns."""
+    if isinstance(item, str):
+        return item
+    ts = _get(item, "ts") or _get(item, "at") or _get(item, "timestamp")
+    prefix = time.strftime("%H:%M:%S", time.localtime(float(ts))) + " " if ts else ""
+    if isinstance(item, Event):
+        return prefix + describe_event(item)
+    kind = _get(item, "kind") or _get(item, "event") or ""
+    rest = {k: v for k, v in dict(item).items() if k not in {"ts", "at", "timestamp", "kind"}}
+    detail = ", ".join(f"{k}={v}" for k, v in rest.items() if v is not None)
+    return f"{prefix}{kind} {detail}".strip()
+
+
+def describe_event(event: Event) -> str:
+    if isinstance(event, TransactionStateChanged):
+        text = f"{event.old_state or '—'} → {event.new_state}"
+        if event.error_message:
+            text += f" ({event.failed_step or ''}: {event.error_message})"
+        return text
+    if isinstance(event, RetryScheduled):
+        return (
+            f"retry {event.operation} #{event.attempt} in {event.delay:.1f} s "
+            f"({event.category}: {event.message})"
+        )
+    if isinstance(event, CompensationDone):
+        return f"compensated: {event.action} {event.target}"
+    if isinstance(event, CompensationFailed):
+        return f"compensation failed: {event.action} {event.target} ({event.message})"
+    return event.kind
+
+
+class TransactionsModel(QtCore.QAbstractTableModel):
+    COLUMNS = ("ID", "Round", "State", "Age", "Attempts", "Next retry", "Failed step", "Error")
+    COL_ID, COL_ROUND, COL_STATE, COL_AGE, COL_ATTEMPTS, COL_RETRY, COL_FAILED, COL_ERROR = range(8)
+    SORT_ROLE = Qt.ItemDataRole.UserRole + 1
+    STATE_ROLE = Qt.ItemDataRole.UserRole + 2
+    ID_ROLE = Qt.ItemDataRole.UserRole + 3
+
+    def __init__(
+        self, parent: QtCore.QObject | None = None, *, clock: Any = time.time, max_rows: int = 2000
+    ) -> None:
+        super().__init__(parent)
+        self._rows: list[TxRow] = []
+        self._index: dict[str, int] = {}
+        self._now = clock
+        self._max_rows = max_rows
+
+    # -- Qt model API -------------------------------------------------------------------
+    def rowCount(self, parent: QtCore.QModelIndex | None = None) -> int:
+        return 0 if parent is not None and parent.isValid() else len(self._rows)
+
+    def columnCount(self, parent: QtCore.QModelIndex | None = None) -> int:
+        return 0 if parent is not None and parent.isValid() else len(self.COLUMNS)
+
+    def headerData(self, section: int, orientation: Qt.Orientation, role: int = 0) -> Any:
+        if role == Qt.ItemDataRole.DisplayRole and orientation == Qt.Orientation.Horizontal:
+            return self.COLUMNS[section]
+        return None
+
+    def data(self, index: QtCore.QModelIndex, role: int = 0) -> Any:
+        if not index.isValid() or index.row() >= len(self._rows):
+            return None
+        row = self._rows[index.row()]
+        col = index.column()
+        if role == Qt.ItemDataRole.DisplayRole:
+            return self._display(row, col)
+        if role == self.SORT_ROLE:
+            return self._sort_key(row, col)
+        if role == self.STATE_ROLE:
+            return row.state
+        if role == self.ID_ROLE:
+            return row.transaction_id
+        if role == Qt.ItemDataRole.ToolTipRole:
+            if col == self.COL_ERROR and row.error_message:
+                cat = f"[{row.error_category}] " if row.error_category else ""
+                return f"{cat}{row.failed_step or ''}\n{row.error_message}"
+            if col == self.COL_ID:
+                return row.transaction_id
+            if col == self.COL_STATE:
+                return row.state_text()
+        if role == Qt.ItemDataRole.ForegroundRole and col == self.COL_STATE:
+            colour = STATE_COLOURS.get(row.state)
+            return QtGui.QBrush(QtGui.QColor(colour)) if colour else None
+        return None
+
+    def _display(self, row: TxRow, col: int) -> str:
+        now = self._now()
+        if col == self.COL_ID:
+            return row.short_id
+        if col == self.COL_ROUND:
+            return "" if row.round_id is None else str(row.round_id)
+        if col == self.COL_STATE:
+            return row.state_text()
+        if col == self.COL_AGE:
+            return format_age(now - row.created_at)
+        if col == self.COL_ATTEMPTS:
+            return str(row.attempts)
+        if col == self.COL_RETRY:
+            if row.next_retry_at is None or row.state in TERMINAL:
+                return ""
+            return f"in {max(0.0, row.next_retry_at - now):.0f} s"
+        if col == self.COL_FAILED:
+            return row.failed_step or ""
+        if col == self.COL_ERROR:
+            return (row.error_message or "").splitlines()[0][:120] if row.error_message else ""
+        return ""
+
+    def _sort_key(self, row: TxRow, col: int) -> Any:
+        if col == self.COL_ROUND:
+            return row.round_id if row.round_id is not None else -1
+        if col == self.COL_AGE:
+            return self._now() - row.created_at
+        if col == self.COL_ATTEMPTS:
+            return row.attempts
+        if col == self.COL_RETRY:
+            return row.next_retry_at if row.next_retry_at is not None else float("inf")
+        return self._display(row, col)
+
+    # -- updates ------------------------------------------------------------------------
+    def row(self, transaction_id: str) -> TxRow | None:
+        pos = self._index.get(transaction_id)
+        return None if pos is None else self._rows[pos]
+
+    def rows(self) -> list[TxRow]:
+        return list(self._rows)
+
+    def _ensure(self, transaction_id: str, **fields: Any) -> TxRow:
+        pos = self._index.get(transaction_id)
+        if pos is not None:
+            return self._rows[pos]
+        if len(self._rows) >= self._max_rows:
+            self._drop_oldest_terminal()
+        row = TxRow(transaction_id=transaction_id, **fields)
+        pos = len(self._rows)
+        self.beginInsertRows(QtCore.QModelIndex(), pos, pos)
+        self._rows.append(row)
+        self._index[transaction_id] = pos
+        self.endInsertRows()
+        return row
+
+    def _drop_oldest_terminal(self) -> None:
+        for pos, row in enumerate(self._rows):
+            if row.state in TERMINAL:
+                self.beginRemoveRows(QtCore.QModelIndex(), pos, pos)
+                del self._rows[pos]
+                self.endRemoveRows()
+                self._index = {r.transaction_id: i for i, r in enumerate(self._rows)}
+                return
+
+    def _changed(self, transaction_id: str) -> None:
+        pos = self._index[transaction_id]
+        self.dataChanged.emit(self.index(pos, 0), self.index(pos, len(self.COLUMNS) - 1))
+
+    def apply_event(self, event: Event) -> None:
+        """Fold one core event into the table (called by the window from bridge signals)."""
+        if isinstance(event, TransactionStateChanged):
+            row = self._ensure(event.transaction_id, round_id=event.round_id, created_at=event.ts)
+            if event.old_state in STEPS and event.new_state != event.old_state:
+                row.progress[event.old_state] = max(row.progress.get(event.old_state, 0.0), 1.0)
+            if event.new_state in STEPS:
+                row.progress.setdefault(event.new_state, 0.0)
+            row.state = event.new_state
+            row.round_id = event.round_id
+            if event.failed_step:
+                row.failed_step = event.failed_step
+            if event.error_message:
+                row.error_message = event.error_message
+                row.error_category = event.error_category
+            if event.new_state in TERMINAL:
+                row.next_retry_at = None
+            row.history.append(_stamp(event) + describe_event(event))
+            self._changed(row.transaction_id)
+        elif isinstance(event, StepProgress):
+            row = self._ensure(event.transaction_id)
+            step = _PROGRESS_STEP.get(event.step.lower(), event.step.upper())
+            if step in STEPS and event.step.lower() != "pow":
+                row.progress[step] = max(0.0, min(1.0, event.fraction))
+                self._changed(row.transaction_id)
+        elif isinstance(event, RetryScheduled) and event.transaction_id:
+            row = self._ensure(event.transaction_id)
+            row.attempts = max(row.attempts, event.attempt)
+            row.next_retry_at = event.ts + event.delay
+            row.history.append(_stamp(event) + describe_event(event))
+            self._changed(row.transaction_id)
+        elif isinstance(event, CompensationDone | CompensationFailed):
+            row = self._ensure(event.transaction_id)
+            row.history.append(_stamp(event) + describe_event(event))
+            self._changed(row.transaction_id)
+
+    def replace_from_snapshot(self, statuses: Iterable[Any]) -> None:
+        """Merge the coordinator's records: they win over what events suggested."""
+        for status in statuses:
+            fresh = row_from_status(status)
+            existing = self.row(fresh.transaction_id)
+            if existing is None:
+                pos = len(self._rows)
+                self.beginInsertRows(QtCore.QModelIndex(), pos, pos)
+                self._rows.append(fresh)
+                self._index[fresh.transaction_id] = pos
+                self.endInsertRows()
+                continue
+            history = existing.history if not fresh.history else fresh.history
+            progress = {**existing.progress, **fresh.progress}
+            if fresh.next_retry_at is None and fresh.state not in TERMINAL:
+                fresh.next_retry_at = existing.next_retry_at
+            fresh.history = history
+            fresh.progress = progress
+            fresh.attempts = max(fresh.attempts, existing.attempts)
+            self._rows[self._index[fresh.transaction_id]] = fresh
+            self._changed(fresh.transaction_id)
+
+    def tick(self) -> None:
+        """Refresh the time-dependent columns (age, countdown) once a second."""
+        if self._rows:
+            top, bottom = self.index(0, self.COL_AGE), self.index(len(self._rows) - 1, self.COL_AGE)
+            self.dataChanged.emit(top, bottom, [Qt.ItemDataRole.DisplayRole])
+            top = self.index(0, self.COL_RETRY)
+            bottom = self.index(len(self._rows) - 1, self.COL_RETRY)
+            self.dataChanged.emit(top, bottom, [Qt.ItemDataRole.DisplayRole])
+
+
+def _stamp(event: Event) -> str:
+    return time.strftime("%H:%M:%S ", time.localtime(event.ts))
+
+
+STATE_FILTERS: dict[str, frozenset[str] | None] = {
+    "All": None,
+    "Active": frozenset(),  # = every non-terminal state
+    "Committed": frozenset({"COMMITTED"}),
+    "Rolled back": frozenset({"ROLLED_BACK"}),
+    "Failed": frozenset({"FAILED"}),
+}
+
+
+class TransactionsFilter(QtCore.QSortFilterProxyModel):
+    """Filter by state group and sort by each column's natural key."""
+
+    def __init__(self, parent: QtCore.QObject | None = None) -> None:
+        super().__init__(parent)
+        self._filter = "All"
+        self.setSortRole(TransactionsModel.SORT_ROLE)
+        self.setDynamicSortFilter(True)
+
+    @property
+    def state_filter(self) -> str:
+        return self._filter
+
+    def set_state_filter(self, name: str) -> None:
+        if name not in STATE_FILTERS:
+            raise ValueError(f"state filter must be one of {', '.join(STATE_FILTERS)}")
+        self.beginFilterChange()
+        self._filter = name
+        self.endFilterChange()
+
+    def filterAcceptsRow(self, source_row: int, source_parent: QtCore.QModelIndex) -> bool:
+        wanted = STATE_FILTERS[self._filter]
+        if wanted is None:
+            return True
+        model = self.sourceModel()
+        state = model.data(model.index(source_row, 0, source_parent), TransactionsModel.STATE_ROLE)
+        if self._filter == "Active":
+            return state not in TERMINAL
+        return state in wanted

@@ -1,0 +1,63 @@
+"""Widget-level tests of the main window against in-memory fakes (fast; no devnet)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from r3mes_desktop.gui.main_window import MainWindow
+from r3mes_desktop.gui.transactions_model import TransactionsModel
+from tests.helpers.gui_fakes import FakeRuntime
+
+
+@pytest.fixture
+def window(qtbot: Any, qloop: Any, tmp_path: Path) -> MainWindow:
+    runtime = FakeRuntime(tmp_path)
+    win = MainWindow(runtime, tray_available=False, poll_ms=200)
+    qtbot.addWidget(win)
+    win.show()
+    with qtbot.waitSignal(win.refreshed, timeout=3000):
+        pass
+    return win
+
+
+def test_committed_transaction_shows_in_view_and_charts(window: MainWindow, qtbot: Any) -> None:
+    coord = window.runtime.coordinator
+    tx_id = coord.commit(round_id=3)
+    qtbot.waitUntil(
+        lambda: (
+            window.tx_model.row(tx_id) is not None
+            and window.tx_model.row(tx_id).state == "COMMITTED"
+        ),
+        timeout=3000,
+    )
+    qtbot.waitUntil(lambda: window.charts.data.committed == 1, timeout=3000)
+    window.charts.redraw_if_dirty()
+    assert window.charts.data.rates["success"][-1][1] == 1.0
+    col = TransactionsModel.COL_STATE
+    texts = [window.tx_proxy.index(r, col).data() for r in range(window.tx_proxy.rowCount())]
+    assert "COMMITTED" in texts
+
+
+def test_ipfs_rollback_shows_banner_and_error_chart(window: MainWindow, qtbot: Any) -> None:
+    coord = window.runtime.coordinator
+    for _ in range(3):
+        coord.roll_back_on_ipfs()
+    qtbot.waitUntil(window.banner.isVisible, timeout=3000)
+    assert "IPFS unreachable" in window.banner.text()
+    qtbot.waitUntil(lambda: window.charts.data.errors["network"] == 3, timeout=3000)
+    window.charts.redraw_if_dirty()
+    assert window.charts.error_heights()[0] == 3
+
+
+def test_state_filter(window: MainWindow, qtbot: Any) -> None:
+    coord = window.runtime.coordinator
+    coord.commit()
+    coord.roll_back_on_ipfs()
+    qtbot.waitUntil(lambda: window.tx_model.rowCount() == 2, timeout=3000)
+    window.state_filter.setCurrentText("Rolled back")
+    assert window.tx_proxy.rowCount() == 1
+    window.state_filter.setCurrentText("All")
+    assert window.tx_proxy.rowCount() == 2

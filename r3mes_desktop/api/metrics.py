@@ -1,0 +1,206 @@
+"""Prometheus metrics for one miner, in a registry of its own (never the global one).
+
+Two sources: live events from the core bus (retries, failures, commit latency, tokens/s,
+hash rate) and, at scrape time, the journal's totals and the breakers' snapshots (so the
+counts survive restarts and agree with `r3mes-miner stats`). A per-app registry lets the
+GUI, the CLI and tests run several apps in one process without duplicate-metric errors.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from r3mes_desktop.core.events import (
+    Event,
+    EventBus,
+    RetryScheduled,
+    StepProgress,
+    TransactionStateChanged,
+)
+
+BREAKER_STATES = ("closed", "half_open", "open", "forced_open", "disabled")
+TX_STATES = (
+    "pending",
+    "training",
+    "ipfs_upload",
+    "blockchain_submit",
+    "task_complete",
+    "committed",
+    "compensating",
+    "failed",
+    "rolled_back",
+)
+FAILURE_STATES = frozenset({"failed", "rolled_back", "compensating"})
+LATENCY_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, float("inf"))
+MAX_TRACKED = 10_000
+
+
+def states_of(stats: Mapping[str, Any]) -> dict[str, float]:
+    """Transactions per state from the coordinator's statistics (`by_state`, or the seeds'
+    `<state>_transactions` totals)."""
+    by_state = stats.get("by_state") or stats.get("transactions_by_state")
+    if isinstance(by_state, Mapping):
+        return {str(k): float(v) for k, v in by_state.items()}
+    found: dict[str, float] = {}
+    for state in TX_STATES:
+        value = stats.get(f"{state}_transactions")
+        if isinstance(value, int | float):
+            found[state] = float(value)
+    return found
+
+
+def errors_of(stats: Mapping[str, Any]) -> dict[str, float]:
+    """Errors per category: `error_breakdown` as {"network": 3} or {"network_errors": 3}."""
+    breakdown = stats.get("error_breakdown") or stats.get("errors_by_category") or {}
+    if not isinstance(breakdown, Mapping):
+        return {}
+    out: dict[str, float] = {}
+    for key, value in breakdown.items():
+        if isinstance(value, int | float):
+            out[str(key).removesuffix("_errors")] = float(value)
+    return out
+
+
+class _SnapshotCollector(Collector):
+    """Yields the last journal/breaker snapshot the scrape handler stored."""
+
+    def __init__(self) -> None:
+        self.stats: Mapping[str, Any] = {}
+        self.breakers: Mapping[str, Mapping[str, Any]] = {}
+
+    def collect(self) -> Iterable[Metric]:
+        tx = GaugeMetricFamily(
+            "r3mes_transactions", "Transactions in the journal by state", labels=["state"]
+        )
+        states = states_of(self.stats)
+        for state in sorted(set(TX_STATES) | set(states)):
+            tx.add_metric([state], states.get(state, 0.0))
+        yield tx
+        errors = CounterMetricFamily(
+            "r3mes_errors",
+            "Transaction errors recorded in the journal by category",
+            labels=["category"],
+        )
+        for category, count in sorted(errors_of(self.stats).items()):
+            errors.add_metric([category], count)
+        yield errors
+        breaker_state = GaugeMetricFamily(
+            "r3mes_breaker_state",
+            "Circuit breaker state (1 for the current state)",
+            labels=["service", "state"],
+        )
+        failures = CounterMetricFamily(
+            "r3mes_breaker_failures", "Calls the breaker recorded as failed", labels=["service"]
+        )
+        rejections = CounterMetricFamily(
+            "r3mes_breaker_rejections", "Calls the open breaker rejected", labels=["service"]
+        )
+        for service, snap in sorted(self.breakers.items()):
+            current = str(snap.get("state", ""))
+            for name in BREAKER_STATES:
+                breaker_state.add_metric([service, name], 1.0 if name == current else 0.0)
+            failures.add_metric([service], float(snap.get("failures", 0)))
+            rejections.add_metric([service], float(snap.get("rejections", 0)))
+        yield breaker_state
+        yield failures
+        yield rejections
+
+
+class MinerMetrics:
+    """All of one miner's metrics; subscribe once, scrape often."""
+
+    def __init__(self, bus: EventBus | None = None) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self._snapshot = _SnapshotCollector()
+        self.registry.register(self._snapshot)
+        r = self.registry
+        self.retries = Counter(
+            "r3mes_retries",
+            "Retries scheduled by the retry policy",
+            ["service", "operation", "category"],
+            registry=r,
+        )
+        self.failures = Counter(
+            "r3mes_transaction_failures",
+            "Transactions that failed, by category and step",
+            ["category", "step"],
+            registry=r,
+        )
+        self.transitions = Counter(
+            "r3mes_transitions", "Transaction state changes seen", ["state"], registry=r
+        )
+        self.commit_latency = Histogram(
+            "r3mes_commit_latency_seconds",
+            "Time from transaction start to commit",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.tokens_per_s = Gauge(
+            "r3mes_training_tokens_per_second",
+            "Training throughput of the current step",
+            registry=r,
+        )
+        self.hash_rate = Gauge(
+            "r3mes_pow_hash_rate",
+            "Proof-of-work hashes per second of the current search",
+            registry=r,
+        )
+        self.step_progress = Gauge(
+            "r3mes_step_progress", "Fraction done of the current step", ["step"], registry=r
+        )
+        self.up_since = Gauge("r3mes_start_time_seconds", "When this miner started", registry=r)
+        self.up_since.set(time.time())
+        self._started: dict[str, float] = {}
+        self._unsubscribe = bus.subscribe(self.observe) if bus is not None else None
+
+    def close(self) -> None:
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+
+    def set_snapshot(
+        self, *, stats: Mapping[str, Any], breakers: Mapping[str, Mapping[str, Any]]
+    ) -> None:
+        self._snapshot.stats = stats
+        self._snapshot.breakers = breakers
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+    def observe(self, event: Event) -> None:
+        if isinstance(event, RetryScheduled):
+            self.retries.labels(event.service or "none", event.operation, event.category).inc()
+        elif isinstance(event, TransactionStateChanged):
+            self._on_transition(event)
+        elif isinstance(event, StepProgress):
+            self.step_progress.labels(event.step).set(event.fraction)
+            tps = event.detail.get("tokens_per_s")
+            if isinstance(tps, int | float):
+                self.tokens_per_s.set(tps)
+            rate = event.detail.get("hash_rate")
+            if isinstance(rate, int | float):
+                self.hash_rate.set(rate)
+
+    def _on_transition(self, event: TransactionStateChanged) -> None:
+        self.transitions.labels(event.new_state).inc()
+        tx = event.transaction_id
+        if event.old_state in (None, "pending") and tx not in self._started:
+            if len(self._started) >= MAX_TRACKED:
+                self._started.pop(next(iter(self._started)))
+            self._started[tx] = event.ts
+        if event.new_state == "committed":
+            start = self._started.pop(tx, None)
+            if start is not None:
+                self.commit_latency.observe(max(0.0, event.ts - start))
+        elif event.new_state in FAILURE_STATES:
+            self._started.pop(tx, None)
+            if event.old_state not in FAILURE_STATES:
+                self.failures.labels(
+                    event.error_category or "unknown", event.failed_step or "unknown"
+                ).inc()

@@ -1,0 +1,112 @@
+"""/metrics parses with prometheus_client's own parser and carries every promised series."""
+
+from __future__ import annotations
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from r3mes_desktop.api.metrics import MinerMetrics
+from r3mes_desktop.core.events import RetryScheduled, StepProgress, TransactionStateChanged
+from tests.unit.api.conftest import Api
+
+
+def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def _tx(tx: str, old: str | None, new: str, ts: float, **kw: object) -> TransactionStateChanged:
+    return TransactionStateChanged(
+        ts=ts,
+        transaction_id=tx,
+        round_id=1,
+        old_state=old,
+        new_state=new,
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+async def test_metrics_exposition_parses_with_all_series(api: Api) -> None:
+    bus = api.bus
+    bus.publish(_tx("a", None, "pending", 100.0))
+    bus.publish(_tx("a", "pending", "training", 101.0))
+    bus.publish(
+        StepProgress(
+            transaction_id="a", step="training", fraction=0.5, detail={"tokens_per_s": 812.5}
+        )
+    )
+    bus.publish(
+        StepProgress(transaction_id="a", step="pow", fraction=0.1, detail={"hash_rate": 250000.0})
+    )
+    bus.publish(
+        RetryScheduled(
+            operation="add_and_pin",
+            service="ipfs",
+            attempt=1,
+            delay=1.0,
+            category="network",
+            message="reset",
+        )
+    )
+    bus.publish(_tx("a", "task_complete", "committed", 142.0))
+    bus.publish(_tx("b", None, "pending", 150.0))
+    bus.publish(
+        _tx(
+            "b",
+            "ipfs_upload",
+            "compensating",
+            151.0,
+            failed_step="ipfs_upload",
+            error_category="network",
+        )
+    )
+    bus.publish(_tx("b", "compensating", "rolled_back", 152.0))
+    api.breakers.get("chain").force_open()
+
+    resp = await api.client.get("/metrics")
+    assert resp.status == 200
+    assert resp.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+    samples = _samples(await resp.text())
+
+    assert samples[("r3mes_transactions", (("state", "committed"),))] == 3
+    assert samples[("r3mes_transactions", (("state", "failed"),))] == 0
+    assert samples[("r3mes_errors_total", (("category", "network"),))] == 2
+    assert samples[("r3mes_errors_total", (("category", "validation"),))] == 1
+    assert samples[("r3mes_breaker_state", (("service", "chain"), ("state", "forced_open")))] == 1
+    assert samples[("r3mes_breaker_state", (("service", "chain"), ("state", "closed")))] == 0
+    assert samples[("r3mes_breaker_state", (("service", "ipfs"), ("state", "closed")))] == 1
+    assert ("r3mes_breaker_rejections_total", (("service", "ipfs"),)) in samples
+    retry_key = (
+        "r3mes_retries_total",
+        (("category", "network"), ("operation", "add_and_pin"), ("service", "ipfs")),
+    )
+    assert samples[retry_key] == 1
+    assert samples[("r3mes_commit_latency_seconds_count", ())] == 1
+    assert samples[("r3mes_commit_latency_seconds_sum", ())] == 42.0
+    assert samples[("r3mes_commit_latency_seconds_bucket", (("le", "60.0"),))] == 1
+    assert samples[("r3mes_commit_latency_seconds_bucket", (("le", "30.0"),))] == 0
+    assert samples[("r3mes_training_tokens_per_second", ())] == 812.5
+    assert samples[("r3mes_pow_hash_rate", ())] == 250000.0
+    failures = (
+        "r3mes_transaction_failures_total",
+        (("category", "network"), ("step", "ipfs_upload")),
+    )
+    assert samples[failures] == 1  # compensating -> rolled_back is the same failure
+    assert samples[("r3mes_transitions_total", (("state", "committed"),))] == 1
+
+
+def test_each_metrics_object_has_its_own_registry() -> None:
+    first, second = MinerMetrics(), MinerMetrics()
+    first.tokens_per_s.set(5)
+    assert b"r3mes_training_tokens_per_second 5.0" in first.exposition()
+    assert b"r3mes_training_tokens_per_second 0.0" in second.exposition()
+
+
+def test_seeds_style_totals_are_understood() -> None:
+    metrics = MinerMetrics()
+    metrics.set_snapshot(stats={"committed_transactions": 7, "failed_transactions": 2}, breakers={})
+    samples = _samples(metrics.exposition().decode())
+    assert samples[("r3mes_transactions", (("state", "committed"),))] == 7
+    assert samples[("r3mes_transactions", (("state", "failed"),))] == 2

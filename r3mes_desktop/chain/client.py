@@ -1,0 +1,413 @@
+"""The chain client: `core.steps.Chain` and `TaskApi` over the R3mesRounds contract.
+
+Signing is local (eth-account) and deterministic per call: `NonceStore` remembers each signed
+transaction by payload, so signing the same submission after a crash yields the same bytes
+and hash that the journal may already hold. Every node call goes through the injected
+`ServiceCaller` (retry → breaker → timeout); the transport (a JSON-RPC node with URL
+fallback, or the devnet's in-process EVM) turns node failures into classified errors, and
+reverts are decoded into what they mean for the miner (`reverts.py`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import re
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from eth_account.signers.local import LocalAccount
+from eth_utils import is_hex_address, to_checksum_address
+
+from r3mes_desktop.chain.abi import decode_call, decode_output, encode_call
+from r3mes_desktop.chain.nonces import NonceStore, SignedRecord
+from r3mes_desktop.chain.reverts import (
+    DUPLICATE,
+    NonceConsumedError,
+    rejection_error,
+    revert_error,
+)
+from r3mes_desktop.chain.transport import CallReverted, ChainTransport, TxRejected
+from r3mes_desktop.core.clock import SYSTEM_CLOCK, Clock
+from r3mes_desktop.core.errors import (
+    ResourceError,
+    TimeoutNetworkError,
+    ValidationError,
+)
+from r3mes_desktop.core.resilience import ServiceCaller
+from r3mes_desktop.core.steps import OnChainSubmission, Receipt, RoundSpec, SignedSubmission
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+UINT64_MAX = 2**64 - 1
+MAX_CID_LEN = 128
+_CID_RE = re.compile(r"[A-Za-z0-9]{1,128}")
+
+
+def checked_address(value: str, field: str) -> str:
+    if not isinstance(value, str) or not is_hex_address(value):
+        raise ValidationError(
+            f"{field}: expected a 0x-prefixed 40-hex-digit address, got {value!r}"
+        )
+    return str(to_checksum_address(value))
+
+
+def _uint64(value: int, field: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= UINT64_MAX:
+        raise ValidationError(f"{field}: expected an integer in 0..2**64-1, got {value!r}")
+    return value
+
+
+class ChainClient:
+    """Implements `Chain` and `TaskApi`. Build with `await ChainClient.connect(...)`."""
+
+    def __init__(
+        self,
+        *,
+        transport: ChainTransport,
+        account: LocalAccount,
+        contract_address: str,
+        caller: ServiceCaller,
+        nonces: NonceStore,
+        chain_id: int,
+        clock: Clock = SYSTEM_CLOCK,
+        gas_cap: int = 800_000,
+        max_fee_cap_wei: int | None = None,
+        poll_s: float = 1.0,
+        stale_nonce_s: float = 600.0,
+        task_timeout_s: float = 120.0,
+    ) -> None:
+        self._transport = transport
+        self._account = account
+        self._address = str(account.address)
+        self.contract_address = checked_address(contract_address, "contract_address")
+        self._caller = caller
+        self._nonces = nonces
+        self.chain_id = chain_id
+        self._clock = clock
+        self.gas_cap = gas_cap
+        self.max_fee_cap_wei = max_fee_cap_wei
+        self.poll_s = poll_s
+        self.stale_nonce_s = stale_nonce_s
+        self.task_timeout_s = task_timeout_s
+        self._nonce_lock = asyncio.Lock()
+
+    @classmethod
+    async def connect(
+        cls,
+        *,
+        transport: ChainTransport,
+        account: LocalAccount,
+        contract_address: str,
+        caller: ServiceCaller,
+        nonces: NonceStore,
+        expected_chain_id: int | None = None,
+        **options: Any,
+    ) -> ChainClient:
+        """Check the node's chain id and that the contract exists, then return a client."""
+        address = checked_address(contract_address, "contract_address")
+        where = transport.description
+        chain_id = await caller.call("chain.chain_id", transport.chain_id)
+        if expected_chain_id is not None and chain_id != expected_chain_id:
+            raise ValidationError(
+                f"chain_id: {where} is on chain {chain_id}, expected {expected_chain_id}; "
+                "wrong network or wrong RPC URL",
+                service="chain",
+            )
+        code = await caller.call("chain.get_code", transport.get_code, address)
+        if not code:
+            raise ValidationError(
+                f"contract_address: no contract code at {address} on {where} (chain {chain_id}); "
+                "check the address and the network",
+                service="chain",
+            )
+        return cls(
+            transport=transport,
+            account=account,
+            contract_address=address,
+            caller=caller,
+            nonces=nonces,
+            chain_id=chain_id,
+            **options,
+        )
+
+    @property
+    def miner_address(self) -> str:
+        return self._address
+
+    @property
+    def description(self) -> str:
+        return self._transport.description
+
+    async def _call(self, operation: str, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+        return await self._caller.call(operation, fn, *args)
+
+    async def _view(self, fn_name: str, *args: Any) -> Any:
+        tx = {"to": self.contract_address, "data": encode_call(fn_name, *args)}
+        data = await self._call(f"chain.{fn_name}", self._transport.call, tx)
+        try:
+            return decode_output(fn_name, data)
+        except Exception as exc:
+            raise ValidationError(
+                f"{self.description}: undecodable result from {fn_name} ({type(exc).__name__}); "
+                "is contract_address the R3mesRounds contract?",
+                service="chain",
+            ) from None
+
+    async def open_rounds(self) -> list[RoundSpec]:
+        """Open rounds this miner has not submitted to yet (a round accepts one submission)."""
+        ids = await self._view("openRoundsFor", self._address)
+        specs = []
+        for round_id in sorted(ids):
+            seed, difficulty, steps, hyper, base_model, is_open, exists = await self._view(
+                "getRound", round_id
+            )
+            if not (is_open and exists):
+                continue
+            try:
+                params = json.loads(hyper) if hyper else {}
+                if not isinstance(params, dict):
+                    raise ValueError("not an object")
+            except ValueError:
+                log.warning("round %s: hyperparams are not a JSON object; round skipped", round_id)
+                continue
+            specs.append(
+                RoundSpec(
+                    round_id=int(round_id),
+                    seed=int(seed),
+                    difficulty=int(difficulty),
+                    base_model_id=str(base_model),
+                    steps=int(steps),
+                    hyperparams=params,
+                )
+            )
+        return specs
+
+    async def _submission_tuple(self, round_id: int) -> tuple[Any, ...] | None:
+        raw = await self._view("submissionOf", round_id, self._address)
+        return None if int(raw[3]) == 0 else tuple(raw)
+
+    async def submission_of(self, round_id: int) -> OnChainSubmission | None:
+        raw = await self._submission_tuple(_uint64(round_id, "round_id"))
+        if raw is None:
+            return None
+        cid, gradient_hash, pow_nonce, _block, _completed = raw
+        return OnChainSubmission(
+            round_id=round_id,
+            miner=self._address,
+            cid=str(cid),
+            gradient_hash=bytes(gradient_hash),
+            pow_nonce=int(pow_nonce),
+        )
+
+    async def sign_submission(
+        self, *, round_id: int, cid: str, gradient_hash: bytes, pow_nonce: int
+    ) -> SignedSubmission:
+        _uint64(round_id, "round_id")
+        _uint64(pow_nonce, "pow_nonce")
+        if not isinstance(cid, str) or not _CID_RE.fullmatch(cid):
+            raise ValidationError(f"cid: expected 1..{MAX_CID_LEN} base-encoded characters")
+        if not isinstance(gradient_hash, bytes) or len(gradient_hash) != 32:
+            raise ValidationError("gradient_hash: expected exactly 32 bytes")
+        data = encode_call("submitGradient", round_id, cid, gradient_hash, pow_nonce)
+        return await self._sign(
+            data, what=f"submitGradient for round {round_id}", round_id=round_id
+        )
+
+    def _payload_key(self, data: bytes) -> str:
+        h = hashlib.sha256()
+        for part in (str(self.chain_id), self._address.lower(), self.contract_address.lower()):
+            h.update(part.encode() + b"\0")
+        h.update(data)
+        return h.hexdigest()
+
+    async def _sign(self, data: bytes, *, what: str, round_id: int) -> SignedSubmission:
+        key = self._payload_key(data)
+        async with self._nonce_lock:
+            existing = self._nonces.find_payload(key)
+            if existing is not None and await self._still_valid(existing):
+                return SignedSubmission(existing.raw, existing.tx_hash, existing.nonce)
+            tx = {"from": self._address, "to": self.contract_address, "data": data}
+            try:
+                estimate = await self._call("chain.estimate_gas", self._transport.estimate_gas, tx)
+            except CallReverted as exc:
+                raise await self._revert(exc.reason, what=what, round_id=round_id) from None
+            if estimate > self.gas_cap:
+                raise ValidationError(
+                    f"{what}: gas estimate {estimate} exceeds the cap {self.gas_cap} (gas_cap)"
+                )
+            gas = min(self.gas_cap, estimate + estimate // 5 + 10_000)
+            max_fee, tip = await self._call("chain.fee_params", self._transport.fee_params)
+            if self.max_fee_cap_wei is not None and max_fee > self.max_fee_cap_wei:
+                raise ResourceError(
+                    f"{what}: fee {max_fee} wei/gas is above the cap {self.max_fee_cap_wei}; "
+                    "waiting for cheaper gas",
+                    service="chain",
+                )
+            nonce, supersede = await self._pick_nonce()
+            signed = self._account.sign_transaction(
+                {
+                    "type": 2,
+                    "chainId": self.chain_id,
+                    "nonce": nonce,
+                    "to": self.contract_address,
+                    "data": data,
+                    "value": 0,
+                    "gas": gas,
+                    "maxFeePerGas": max_fee,
+                    "maxPriorityFeePerGas": min(tip, max_fee),
+                }
+            )
+            record = SignedRecord(
+                tx_hash="0x" + bytes(signed.hash).hex(),
+                nonce=nonce,
+                payload_key=key,
+                raw=bytes(signed.raw_transaction),
+                created=self._clock.time(),
+                state="signed",
+            )
+            self._nonces.record(
+                account=self._address, chain_id=self.chain_id, record=record, supersede=supersede
+            )
+            log.info("signed %s: tx %s nonce %d gas %d", what, record.tx_hash, nonce, gas)
+            return SignedSubmission(record.raw, record.tx_hash, nonce)
+
+    async def _still_valid(self, record: SignedRecord) -> bool:
+        """Can these signed bytes still be (or have they been) mined?"""
+        if await self.receipt(record.tx_hash) is not None:
+            return True
+        pending = await self._call("chain.nonce", self._transport.nonce, self._address)
+        if record.nonce >= pending:
+            return True
+        if await self._call("chain.transaction", self._transport.transaction, record.tx_hash):
+            return True
+        self._nonces.mark(record.tx_hash, "superseded")
+        return False
+
+    async def _pick_nonce(self) -> tuple[int, str | None]:
+        """max(node pending count, durable next), filling holes and replacing stale
+        signed-but-never-sent transactions so one abandoned signature cannot block forever."""
+        pending = await self._call("chain.nonce", self._transport.nonce, self._address)
+        stored = self._nonces.next_nonce(self._address, self.chain_id)
+        if stored <= pending:
+            return pending, None
+        live = self._nonces.unlanded_from(self._address, self.chain_id, pending)
+        used = {r.nonce for r in live}
+        for n in range(pending, stored):
+            if n not in used:
+                return n, None
+        lowest = live[0]
+        age = self._clock.time() - lowest.created
+        if age >= self.stale_nonce_s and not await self._call(
+            "chain.transaction", self._transport.transaction, lowest.tx_hash
+        ):
+            log.warning(
+                "nonce %d: replacing a signed transaction never seen by the node", lowest.nonce
+            )
+            return lowest.nonce, lowest.tx_hash
+        return stored, None
+
+    async def broadcast(self, signed: SignedSubmission) -> None:
+        try:
+            await self._call("chain.broadcast", self._transport.send_raw, signed.raw)
+        except TxRejected as exc:
+            if exc.kind == "already_known":
+                return
+            if exc.kind == "nonce_too_low":
+                if await self.receipt(signed.tx_hash) is not None:
+                    return
+                if await self._call(
+                    "chain.transaction", self._transport.transaction, signed.tx_hash
+                ):
+                    return
+                self._nonces.mark(signed.tx_hash, "superseded")
+                raise NonceConsumedError(
+                    f"transaction {signed.tx_hash}: nonce {signed.account_nonce} was used by "
+                    "another transaction; sign the submission again",
+                    service="chain",
+                ) from None
+            raise rejection_error(
+                exc.kind, exc.message, where=self.description, account=self._address
+            ) from None
+
+    async def receipt(self, tx_hash: str) -> Receipt | None:
+        raw = await self._call("chain.receipt", self._transport.receipt, tx_hash)
+        if raw is None:
+            return None
+        return Receipt(tx_hash=tx_hash, success=raw["status"] == 1, block_number=raw["blockNumber"])
+
+    async def wait_receipt(self, tx_hash: str, *, timeout_s: float) -> Receipt:
+        deadline = self._clock.monotonic() + timeout_s
+        while True:
+            found = await self.receipt(tx_hash)
+            if found is not None:
+                if found.success:
+                    self._nonces.mark(tx_hash, "landed")
+                    return found
+                raise await self._failure(tx_hash)
+            remaining = deadline - self._clock.monotonic()
+            if remaining <= 0:
+                raise TimeoutNetworkError(
+                    f"transaction {tx_hash} was not mined within {timeout_s:g}s on "
+                    f"{self.description}",
+                    service="chain",
+                )
+            await self._clock.sleep(min(self.poll_s, remaining))
+
+    async def _failure(self, tx_hash: str) -> Exception:
+        """Why a mined transaction reverted: re-run its call to read the reason."""
+        self._nonces.mark(tx_hash, "landed")
+        tx = await self._call("chain.transaction", self._transport.transaction, tx_hash)
+        round_id = -1
+        name = "transaction"
+        if tx is not None:
+            try:
+                name, args = decode_call(tx["data"])
+                round_id = int(args.get("roundId", -1))
+            except Exception:
+                name = "transaction"
+        what = f"{name} {tx_hash}" + (f" for round {round_id}" if round_id >= 0 else "")
+        if name == "submitGradient" and await self._submission_tuple(round_id) is not None:
+            return await self._revert(DUPLICATE, what=what, round_id=round_id)
+        reason = None
+        if tx is not None:
+            try:
+                await self._transport.call(
+                    {"from": self._address, "to": tx["to"], "data": tx["data"]}
+                )
+            except CallReverted as exc:
+                reason = exc.reason
+            except Exception as exc:  # the replay is best effort: the revert itself is known
+                log.info("could not replay %s for its reason: %s", tx_hash, type(exc).__name__)
+        return await self._revert(reason, what=what, round_id=round_id)
+
+    async def _revert(self, reason: str | None, *, what: str, round_id: int) -> Exception:
+        stored = None
+        if (reason or "").strip() == DUPLICATE and round_id >= 0:
+            existing = await self.submission_of(round_id)
+            stored = existing.cid if existing else None
+        return revert_error(reason, what=what, stored_cid=stored)
+
+    async def complete_task(self, *, round_id: int) -> None:
+        """Idempotent: returns at once when the contract already marks the task complete."""
+        _uint64(round_id, "round_id")
+        raw = await self._submission_tuple(round_id)
+        if raw is None:
+            raise ValidationError(
+                f"round_id: no submission by {self._address} in round {round_id}; "
+                "nothing to complete",
+                service="chain",
+            )
+        if raw[4]:
+            return
+        what = f"completeTask for round {round_id}"
+        signed = await self._sign(
+            encode_call("completeTask", round_id), what=what, round_id=round_id
+        )
+        await self.broadcast(signed)
+        await self.wait_receipt(signed.tx_hash, timeout_s=self.task_timeout_s)
+
+    async def close(self) -> None:
+        await self._transport.close()

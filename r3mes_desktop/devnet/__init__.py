@@ -1,0 +1,6 @@
+"""The embedded devnet: in-process EVM, local content store, dev keys and an operator, so a
+newcomer mines end to end with zero setup."""
+
+from r3mes_desktop.devnet.devnet import Devnet
+
+__all__ = ["Devnet"]

@@ -310,6 +310,8 @@ def handle_specific_errors(func: Callable[P, R]) -> Callable[P, R]:
         async def async_wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
             try:
                 return await func(*args, **kwargs)
+            except R3mesError:
+                raise  # already classified; `from exc` would make it its own cause
             except Exception as exc:
                 raise to_r3mes_error(exc) from exc
 
@@ -319,6 +321,8 @@ def handle_specific_errors(func: Callable[P, R]) -> Callable[P, R]:
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return func(*args, **kwargs)
+        except R3mesError:
+            raise
         except Exception as exc:
             raise to_r3mes_error(exc) from exc
 

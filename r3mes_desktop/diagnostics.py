@@ -25,12 +25,12 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-import platformdirs
 import psutil
 
+from r3mes_desktop.config.paths import paths
 from r3mes_desktop.core.errors import R3mesError, classify
 from r3mes_desktop.core.events import Event, EventBus, TransactionStateChanged
-from r3mes_desktop.logs import APP_NAME, log_dir, log_files
+from r3mes_desktop.logs import log_dir, log_files
 from r3mes_desktop.redact import redact, redact_obj
 
 log = logging.getLogger(__name__)
@@ -62,10 +62,7 @@ def errors_dir() -> Path:
 
 
 def data_dir() -> Path:
-    override = os.environ.get("R3MES_DATA_DIR")
-    if override:
-        return Path(override)
-    return Path(platformdirs.user_data_dir(APP_NAME, appauthor=False))
+    return paths().data_dir
 
 
 def exception_chain(exc: BaseException) -> list[dict[str, Any]]:

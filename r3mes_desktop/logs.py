@@ -22,11 +22,9 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-import platformdirs
-
+from r3mes_desktop.config.paths import paths
 from r3mes_desktop.redact import redact
 
-APP_NAME = "r3mes-desktop"
 LOG_FILE = "r3mes.log"
 CONTEXT_FIELDS = ("transaction_id", "round_id", "step", "service", "operation")
 
@@ -39,11 +37,8 @@ _STD_ATTRS = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime",
 
 
 def log_dir() -> Path:
-    """The platform log dir (XDG state on Linux, AppData on Windows), R3MES_LOG_DIR first."""
-    override = os.environ.get("R3MES_LOG_DIR")
-    if override:
-        return Path(override)
-    return Path(platformdirs.user_log_dir(APP_NAME, appauthor=False))
+    """The platform log dir (see `config.paths`: R3MES_LOG_DIR, then R3MES_DATA_DIR/logs)."""
+    return paths().log_dir
 
 
 def current_context() -> dict[str, Any]:

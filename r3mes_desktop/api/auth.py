@@ -1,4 +1,4 @@
-"""The API token: generated once, stored 0600, compared in constant time.
+"""The API token: generated once, kept in the secrets store (0600), compared in constant time.
 
 State-changing endpoints always need it; read endpoints only when configured. The token is
 registered with the redactor so it can never appear in a log or a diagnostics zip.
@@ -7,39 +7,29 @@ registered with the redactor so it can never appear in a log or a diagnostics zi
 from __future__ import annotations
 
 import hmac
-import os
 import secrets
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
 from r3mes_desktop.redact import register_secret
+from r3mes_desktop.secrets_store import API_TOKEN, SecretsStore
 
-TOKEN_FILE = "api_token"  # noqa: S105 - a file name, not a credential
+MIN_TOKEN_LEN = 32
 OPEN_PATHS = frozenset({"/health"})
 """Readable without a token even when reads are protected: liveness probes carry none."""
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def load_or_create_token(directory: Path) -> str:
-    """Read `<directory>/api_token`, creating it (0600, 256-bit urlsafe) if absent."""
-    path = directory / TOKEN_FILE
-    if path.exists():
-        token = path.read_text(encoding="utf-8").strip()
-        if len(token) >= 32:
-            if os.name == "posix" and path.stat().st_mode & 0o077:
-                os.chmod(path, 0o600)
-            register_secret(token)
-            return token
-    directory.mkdir(parents=True, exist_ok=True)
-    token = secrets.token_urlsafe(32)
-    fd = os.open(path.with_suffix(".tmp"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(token + "\n")
-    os.replace(path.with_suffix(".tmp"), path)
+def load_or_create_token(store: SecretsStore | None = None) -> str:
+    """The API token from the secrets store (0600 file or keyring), created on first use."""
+    store = store or SecretsStore()
+    token = store.get(API_TOKEN)
+    if token is None or len(token) < MIN_TOKEN_LEN:
+        token = secrets.token_urlsafe(32)
+        store.set(API_TOKEN, token)
     register_secret(token)
     return token
 

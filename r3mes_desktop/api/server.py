@@ -9,7 +9,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 from dataclasses import dataclass
-from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
@@ -43,6 +43,16 @@ class ApiConfig:
         if not self.host:
             raise ValueError("api.host must be an address, e.g. 127.0.0.1")
 
+    @classmethod
+    def from_settings(cls, settings: Any) -> ApiConfig:
+        """From `config.Settings` (api_enabled/api_host/api_port[/api_protect_reads])."""
+        return cls(
+            enabled=bool(settings.api_enabled),
+            host=str(settings.api_host),
+            port=int(settings.api_port),
+            protect_reads=bool(getattr(settings, "api_protect_reads", False)),
+        )
+
     @property
     def loopback(self) -> bool:
         if self.host == "localhost":
@@ -74,12 +84,12 @@ class ApiServer:
         *,
         coordinator: CoordinatorView | None,
         bus: EventBus,
-        token_dir: Path,
+        token: str | None = None,
         breakers: BreakerRegistry | None = None,
         metrics: MinerMetrics | None = None,
     ) -> None:
         self.config = config
-        self.token = load_or_create_token(token_dir)
+        self.token = token if token is not None else load_or_create_token()
         self.metrics = metrics or MinerMetrics(bus)
         self.app = create_app(
             coordinator=coordinator,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 import aiohttp
@@ -11,8 +10,10 @@ import pytest
 
 from r3mes_desktop.api import ApiConfig, ApiServer, load_or_create_token
 from r3mes_desktop.api.server import warn_if_exposed
+from r3mes_desktop.config import paths
 from r3mes_desktop.core.events import EventBus
 from r3mes_desktop.redact import SECRETS, redact
+from r3mes_desktop.secrets_store import API_TOKEN, SecretsStore
 from tests.helpers.monitoring_fakes import FakeCoordinatorView
 
 
@@ -23,17 +24,27 @@ def _forget() -> None:
 
 
 def test_token_is_created_private_stable_and_redacted(tmp_path: Path) -> None:
-    token = load_or_create_token(tmp_path)
-    path = tmp_path / "api_token"
-    assert (path.stat().st_mode & 0o777) == 0o600
+    store = SecretsStore(tmp_path / "secrets.json")
+    token = load_or_create_token(store)
+    assert (store.path.stat().st_mode & 0o777) == 0o600
     assert len(token) >= 43
-    assert load_or_create_token(tmp_path) == token
-    os.chmod(path, 0o644)
-    assert load_or_create_token(tmp_path) == token
-    assert (path.stat().st_mode & 0o777) == 0o600
+    assert load_or_create_token(SecretsStore(store.path)) == token
     assert token not in redact(f"header was {token}")
-    path.write_text("short\n")
-    assert load_or_create_token(tmp_path) != "short"
+    store.set(API_TOKEN, "short")
+    assert load_or_create_token(store) != "short"
+
+
+def test_default_store_lives_in_the_data_dir() -> None:
+    token = load_or_create_token()
+    assert SecretsStore(paths().secrets_file).get(API_TOKEN) == token
+    assert paths().secrets_file.parent == paths().data_dir
+
+
+def test_config_from_settings() -> None:
+    from r3mes_desktop.config import Settings
+
+    config = ApiConfig.from_settings(Settings(api_enabled=True, api_port=9100))
+    assert config == ApiConfig(enabled=True, host="127.0.0.1", port=9100)
 
 
 def test_config_defaults_and_validation() -> None:
@@ -47,12 +58,12 @@ def test_config_defaults_and_validation() -> None:
         ApiConfig(heartbeat_s=0)
 
 
-async def test_default_server_listens_on_loopback_only(tmp_path: Path) -> None:
+async def test_default_server_listens_on_loopback_only() -> None:
     server = ApiServer(
         ApiConfig(enabled=True, port=0),
         coordinator=FakeCoordinatorView(),
         bus=EventBus(),
-        token_dir=tmp_path,
+        token="x" * 43,
     )
     await server.start()
     try:
@@ -79,10 +90,8 @@ def test_non_loopback_bind_is_logged_as_a_warning(caplog: pytest.LogCaptureFixtu
     assert "not loopback" in record.getMessage() and "do NOT need" in record.getMessage()
 
 
-def test_exposed_server_drops_the_loopback_host_check(tmp_path: Path) -> None:
-    exposed = ApiServer(
-        ApiConfig(host="192.168.1.20"), coordinator=None, bus=EventBus(), token_dir=tmp_path
-    )
-    local = ApiServer(ApiConfig(), coordinator=None, bus=EventBus(), token_dir=tmp_path)
+def test_exposed_server_drops_the_loopback_host_check() -> None:
+    exposed = ApiServer(ApiConfig(host="192.168.1.20"), coordinator=None, bus=EventBus())
+    local = ApiServer(ApiConfig(), coordinator=None, bus=EventBus())
     assert len(exposed.app.middlewares) == len(local.app.middlewares) - 1
-    assert exposed.token == local.token
+    assert exposed.token == local.token  # both from the secrets store

@@ -80,7 +80,7 @@ def describe_cleanup(report: Any) -> str:
 
 
 def describe_resumable(item: Any, *, now: float | None = None) -> str:
-    """ "Resume round 3 at step 40/100 (checkpoint 12 min old)"."""
+    """E.g. "Resume round 3 at step 40/100 (checkpoint 12 min old)"."""
     now = time.time() if now is None else now
     round_id = field_of(item, "round_id")
     step = field_of(item, "step", "checkpoint_step")

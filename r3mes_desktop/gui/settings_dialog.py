@@ -1,0 +1,381 @@
+"""Settings dialog: Account, Network, Limits, Notifications.
+
+Every edit re-validates the whole candidate with `config.validate_candidate`, so each field
+shows the validator's exact message (field, env var, value, accepted range) under it, and
+OK/Apply stay disabled while anything is wrong. Apply is all-or-nothing: secrets and the
+settings file are written only after everything validated, a failed write restores the old
+secrets, and the runtime is told afterwards so values that can change live do.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal, get_args
+
+from r3mes_desktop.config import (
+    Settings,
+    SettingsError,
+    accepted,
+    env_overrides,
+    save_settings,
+    updated,
+    validate_candidate,
+)
+from r3mes_desktop.gui.qt import QtWidgets, Signal
+from r3mes_desktop.secrets_store import SLACK_WEBHOOK_URL, SMTP_PASSWORD, SecretsStore
+
+log = logging.getLogger(__name__)
+
+Kind = Literal["text", "bool", "choice"]
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    name: str
+    label: str
+    kind: Kind = "text"
+    hint: str = ""
+
+
+NETWORK = (
+    FieldSpec("chain_rpc_urls", "Chain RPC URLs", hint="comma-separated; first is primary"),
+    FieldSpec("chain_id", "Chain ID"),
+    FieldSpec("ipfs_api_address", "IPFS API"),
+    FieldSpec("contract_address", "Contract address"),
+)
+LIMITS = (
+    FieldSpec("max_gradient_size_mb", "Max gradient size (MB)"),
+    FieldSpec("max_active_transactions", "Max active transactions"),
+    FieldSpec("transaction_timeout", "Transaction timeout (s)"),
+    FieldSpec("stale_threshold", "Stale after (s)"),
+    FieldSpec("max_retries", "Retries"),
+    FieldSpec("retry_initial_delay", "Backoff initial (s)"),
+    FieldSpec("retry_max_delay", "Backoff max (s)"),
+    FieldSpec("retry_backoff_factor", "Backoff factor"),
+    FieldSpec("pow_difficulty", "PoW difficulty (bits)"),
+    FieldSpec("training_device", "Training device"),
+    FieldSpec("model_preset", "Model size", "choice"),
+)
+NOTIFICATIONS = (
+    FieldSpec("notify_tray", "Tray notifications", "bool"),
+    FieldSpec("notify_min_severity", "Minimum severity", "choice"),
+    FieldSpec("slack_enabled", "Slack", "bool"),
+    FieldSpec("email_enabled", "E-mail", "bool"),
+    FieldSpec("smtp_host", "SMTP host"),
+    FieldSpec("smtp_port", "SMTP port"),
+    FieldSpec("smtp_starttls", "STARTTLS", "bool"),
+    FieldSpec("smtp_username", "SMTP user"),
+    FieldSpec("email_from", "From"),
+    FieldSpec("email_to", "To", hint="comma-separated"),
+)
+RESTART_FIELDS = frozenset(
+    {
+        "chain_rpc_urls",
+        "chain_id",
+        "ipfs_api_address",
+        "contract_address",
+        "training_device",
+        "model_preset",
+    }
+)
+"""Changing these needs a restart of the mining runtime; everything else applies live."""
+
+
+def _text_of(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, tuple | list):
+        return ", ".join(str(v) for v in value)
+    return str(value)
+
+
+def _choices(name: str) -> list[str]:
+    return [str(v) for v in get_args(Settings.model_fields[name].annotation)]
+
+
+class SettingsDialog(QtWidgets.QDialog):
+    applied = Signal(str)  # a sentence saying what changed
+
+    def __init__(
+        self,
+        runtime: Any,
+        *,
+        parent: QtWidgets.QWidget | None = None,
+        secrets: SecretsStore | None = None,
+        save: Callable[[Settings], Any] = save_settings,
+    ) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("Settings — R3MES Desktop")
+        self.setObjectName("settings-dialog")
+        self.runtime = runtime
+        self.settings: Settings = runtime.settings
+        self.secrets = secrets if secrets is not None else SecretsStore()
+        self._save = save
+        self.widgets: dict[str, QtWidgets.QWidget] = {}
+        self.error_labels: dict[str, QtWidgets.QLabel] = {}
+        self.errors: dict[str, str] = {}
+        self._locked = env_overrides()
+
+        self.tabs = QtWidgets.QTabWidget()
+        self.tabs.setObjectName("settings-tabs")
+        self.tabs.addTab(self._account_tab(), "Account")
+        self.tabs.addTab(self._network_tab(), "Network")
+        self.tabs.addTab(self._form(LIMITS), "Limits")
+        self.tabs.addTab(self._notifications_tab(), "Notifications")
+        self.general_error = QtWidgets.QLabel()
+        self.general_error.setObjectName("settings-general-error")
+        self.general_error.setWordWrap(True)
+        self.general_error.setStyleSheet("color: #c62828;")
+        self.general_error.hide()
+        buttons = QtWidgets.QDialogButtonBox.StandardButton
+        self.buttons = QtWidgets.QDialogButtonBox(buttons.Ok | buttons.Apply | buttons.Cancel)
+        self.ok_button = self.buttons.button(buttons.Ok)
+        self.apply_button = self.buttons.button(buttons.Apply)
+        self.cancel_button = self.buttons.button(buttons.Cancel)
+        self.ok_button.clicked.connect(self._ok)
+        self.apply_button.clicked.connect(self.apply)
+        self.cancel_button.clicked.connect(self.reject)
+        layout = QtWidgets.QVBoxLayout(self)
+        layout.addWidget(self.tabs)
+        layout.addWidget(self.general_error)
+        layout.addWidget(self.buttons)
+        self.resize(640, 560)
+        self.load(self.settings)
+
+    # -- building ------------------------------------------------------------------------
+    def _account_tab(self) -> QtWidgets.QWidget:
+        from r3mes_desktop.gui.account_tab import AccountTab
+
+        self.account = AccountTab(self.runtime)
+        return self.account
+
+    def _network_tab(self) -> QtWidgets.QWidget:
+        page = self._form(NETWORK)
+        self.devnet_box = QtWidgets.QCheckBox("Use the embedded devnet (no endpoints needed)")
+        self.devnet_box.setObjectName("field-devnet")
+        self.devnet_box.toggled.connect(self._devnet_toggled)
+        form = page.layout()
+        assert isinstance(form, QtWidgets.QFormLayout)
+        form.insertRow(0, "", self.devnet_box)
+        note = QtWidgets.QLabel("Network changes apply the next time mining starts.")
+        note.setStyleSheet("color: #555;")
+        form.addRow("", note)
+        return page
+
+    def _notifications_tab(self) -> QtWidgets.QWidget:
+        page = self._form(NOTIFICATIONS)
+        form = page.layout()
+        assert isinstance(form, QtWidgets.QFormLayout)
+        self.slack_url = self._secret_edit(SLACK_WEBHOOK_URL, "https://hooks.slack.com/…")
+        self.smtp_password = self._secret_edit(SMTP_PASSWORD, "SMTP password")
+        self.slack_error = self._error_label("slack_webhook_url")
+        form.insertRow(3, "Slack webhook URL", self._with_error(self.slack_url, self.slack_error))
+        form.insertRow(9, "SMTP password", self.smtp_password)
+        return page
+
+    def _secret_edit(self, name: str, placeholder: str) -> QtWidgets.QLineEdit:
+        edit = QtWidgets.QLineEdit()
+        edit.setObjectName(f"secret-{name}")
+        edit.setEchoMode(QtWidgets.QLineEdit.EchoMode.Password)
+        stored = self.secrets.get(name)
+        edit.setPlaceholderText(
+            "saved — type to replace"
+            if stored
+            else f"{placeholder} (kept in the secrets store, never shown again)"
+        )
+        edit.textChanged.connect(self.revalidate)
+        return edit
+
+    def _error_label(self, name: str) -> QtWidgets.QLabel:
+        label = QtWidgets.QLabel()
+        label.setObjectName(f"error-{name}")
+        label.setWordWrap(True)
+        label.setStyleSheet("color: #c62828;")
+        label.hide()
+        self.error_labels[name] = label
+        return label
+
+    def _with_error(self, widget: QtWidgets.QWidget, error: QtWidgets.QLabel) -> QtWidgets.QWidget:
+        box = QtWidgets.QWidget()
+        column = QtWidgets.QVBoxLayout(box)
+        column.setContentsMargins(0, 0, 0, 0)
+        column.setSpacing(1)
+        column.addWidget(widget)
+        column.addWidget(error)
+        return box
+
+    def _form(self, specs: tuple[FieldSpec, ...]) -> QtWidgets.QWidget:
+        page = QtWidgets.QWidget()
+        form = QtWidgets.QFormLayout(page)
+        form.setFieldGrowthPolicy(QtWidgets.QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
+        for spec in specs:
+            widget = self._make_widget(spec)
+            form.addRow(spec.label, self._with_error(widget, self._error_label(spec.name)))
+        return page
+
+    def _make_widget(self, spec: FieldSpec) -> QtWidgets.QWidget:
+        tip = f"{spec.name} — accepted: {accepted(spec.name)}"
+        widget: QtWidgets.QWidget
+        if spec.kind == "bool":
+            box = QtWidgets.QCheckBox()
+            box.toggled.connect(self.revalidate)
+            widget = box
+        elif spec.kind == "choice":
+            combo = QtWidgets.QComboBox()
+            combo.addItems(_choices(spec.name))
+            combo.currentTextChanged.connect(self.revalidate)
+            widget = combo
+        else:
+            edit = QtWidgets.QLineEdit()
+            edit.setPlaceholderText(spec.hint or accepted(spec.name))
+            edit.textChanged.connect(self.revalidate)
+            widget = edit
+        if spec.name in self._locked:
+            widget.setEnabled(False)
+            tip += f"\nSet by {self._locked[spec.name]} in the environment"
+        widget.setToolTip(tip)
+        widget.setObjectName(f"field-{spec.name}")
+        self.widgets[spec.name] = widget
+        return widget
+
+    # -- values ----------------------------------------------------------------------------
+    def load(self, settings: Settings) -> None:
+        self._loading = True
+        for name, widget in self.widgets.items():
+            value = getattr(settings, name)
+            if isinstance(widget, QtWidgets.QCheckBox):
+                widget.setChecked(bool(value))
+            elif isinstance(widget, QtWidgets.QComboBox):
+                widget.setCurrentText(str(value))
+            elif isinstance(widget, QtWidgets.QLineEdit):
+                widget.setText(_text_of(value))
+        self.devnet_box.setChecked(settings.uses_devnet)
+        self._devnet_toggled(settings.uses_devnet)
+        self._loading = False
+        self.revalidate()
+
+    def set_field(self, name: str, value: Any) -> None:
+        """Type into / toggle a field as a user would (tests and the devnet box)."""
+        widget = self.widgets[name]
+        if isinstance(widget, QtWidgets.QCheckBox):
+            widget.setChecked(bool(value))
+        elif isinstance(widget, QtWidgets.QComboBox):
+            widget.setCurrentText(str(value))
+        elif isinstance(widget, QtWidgets.QLineEdit):
+            widget.setText(str(value))
+
+    def candidate(self) -> dict[str, Any]:
+        values = self.settings.model_dump()
+        for name, widget in self.widgets.items():
+            if name in self._locked:
+                continue
+            if isinstance(widget, QtWidgets.QCheckBox):
+                values[name] = widget.isChecked()
+            elif isinstance(widget, QtWidgets.QComboBox):
+                values[name] = widget.currentText()
+            elif isinstance(widget, QtWidgets.QLineEdit):
+                values[name] = widget.text().strip()
+        if self.devnet_box.isChecked():
+            values["chain_rpc_urls"] = ""
+        return values
+
+    def _devnet_toggled(self, on: bool) -> None:
+        for name in ("chain_rpc_urls", "chain_id", "contract_address"):
+            if name not in self._locked:
+                self.widgets[name].setEnabled(not on)
+        if not getattr(self, "_loading", False):
+            self.revalidate()
+
+    def _secret_errors(self) -> dict[str, str]:
+        url = self.slack_url.text().strip()
+        if url and not url.lower().startswith("https://"):
+            return {"slack_webhook_url": "Slack webhook URL must start with https://"}
+        if self.widgets["slack_enabled"].isChecked() and not (  # type: ignore[attr-defined]
+            url or self.secrets.get(SLACK_WEBHOOK_URL)
+        ):
+            return {"slack_webhook_url": "Slack webhook URL is required when Slack is on"}
+        return {}
+
+    def revalidate(self, *_: Any) -> bool:
+        if getattr(self, "_loading", False):
+            return not self.errors
+        errors = validate_candidate(self.candidate())
+        errors.update(self._secret_errors())
+        self.errors = errors
+        for name, label in self.error_labels.items():
+            message = errors.get(name, "")
+            label.setText(message)
+            label.setVisible(bool(message))
+            widget = self.widgets.get(name)
+            if widget is not None:
+                widget.setStyleSheet("border: 1px solid #c62828;" if message else "")
+        general = [m for f, m in errors.items() if f not in self.error_labels]
+        self.general_error.setText("\n".join(general))
+        self.general_error.setVisible(bool(general))
+        ok = not errors
+        self.ok_button.setEnabled(ok)
+        self.apply_button.setEnabled(ok)
+        return ok
+
+    def error_for(self, name: str) -> str:
+        return self.errors.get(name, "")
+
+    # -- saving ------------------------------------------------------------------------------
+    def apply(self) -> bool:
+        """Validate, then write secrets and settings (all or nothing), then apply live."""
+        if not self.revalidate():
+            return False
+        values = self.candidate()
+        try:
+            new = updated(self.settings, **{k: values[k] for k in [*self.widgets]})
+        except SettingsError as exc:
+            self.general_error.setText(str(exc))
+            self.general_error.show()
+            return False
+        old_values, new_values = self.settings.model_dump(), new.model_dump()
+        changed = sorted(k for k in new_values if new_values[k] != old_values[k])
+        secret_changes = {
+            name: edit.text().strip()
+            for name, edit in (
+                (SLACK_WEBHOOK_URL, self.slack_url),
+                (SMTP_PASSWORD, self.smtp_password),
+            )
+            if edit.text().strip()
+        }
+        previous = {name: self.secrets.get(name) for name in secret_changes}
+        try:
+            for name, value in secret_changes.items():
+                self.secrets.set(name, value)
+            self._save(new)
+        except Exception as exc:
+            for name, value in previous.items():  # nothing half-saved
+                if value is None:
+                    self.secrets.delete(name)
+                else:
+                    self.secrets.set(name, value)
+            log.error("settings not saved: %s", exc)
+            self.general_error.setText(f"Settings not saved: {exc}")
+            self.general_error.show()
+            return False
+        self.settings = new
+        restart = sorted(set(changed) & RESTART_FIELDS)
+        apply_live = getattr(self.runtime, "apply_settings", None)
+        if apply_live is not None:
+            apply_live(new)
+        else:
+            self.runtime.settings = new
+        for edit in (self.slack_url, self.smtp_password):
+            edit.clear()
+            edit.setPlaceholderText("saved — type to replace")
+        names = changed + [f"{n} (secret)" for n in secret_changes]
+        summary = ", ".join(names) if names else "no changes"
+        if restart:
+            summary += f" — {', '.join(restart)} apply when mining restarts"
+        self.applied.emit(summary)
+        return True
+
+    def _ok(self) -> None:
+        if self.apply():
+            self.accept()

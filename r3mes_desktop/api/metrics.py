@@ -42,16 +42,29 @@ MAX_TRACKED = 10_000
 
 
 def states_of(stats: Mapping[str, Any]) -> dict[str, float]:
-    """Transactions per state from the coordinator's statistics (`by_state`, or the seeds'
-    `<state>_transactions` totals)."""
+    """Transactions per state from the coordinator's statistics.
+
+    Uses `by_state` when present; otherwise the seeds' totals, where `failed_transactions`
+    includes the rolled-back and compensating ones (subtracted here so nothing counts
+    twice) and unfinished transactions are reported together as `active`.
+    """
     by_state = stats.get("by_state") or stats.get("transactions_by_state")
     if isinstance(by_state, Mapping):
-        return {str(k): float(v) for k, v in by_state.items()}
-    found: dict[str, float] = {}
-    for state in TX_STATES:
-        value = stats.get(f"{state}_transactions")
-        if isinstance(value, int | float):
-            found[state] = float(value)
+        return {**dict.fromkeys(TX_STATES, 0.0), **{str(k): float(v) for k, v in by_state.items()}}
+
+    def num(key: str) -> float:
+        value = stats.get(key)
+        return float(value) if isinstance(value, int | float) else 0.0
+
+    found = {
+        "committed": num("committed_transactions"),
+        "rolled_back": num("rolled_back_transactions"),
+        "compensating": num("compensating_transactions"),
+        "active": num("active_transactions"),
+    }
+    found["failed"] = max(
+        0.0, num("failed_transactions") - found["rolled_back"] - found["compensating"]
+    )
     return found
 
 
@@ -79,7 +92,7 @@ class _SnapshotCollector(Collector):
             "r3mes_transactions", "Transactions in the journal by state", labels=["state"]
         )
         states = states_of(self.stats)
-        for state in sorted(set(TX_STATES) | set(states)):
+        for state in sorted(states):
             tx.add_metric([state], states.get(state, 0.0))
         yield tx
         errors = CounterMetricFamily(

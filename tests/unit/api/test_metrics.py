@@ -106,7 +106,20 @@ def test_each_metrics_object_has_its_own_registry() -> None:
 
 def test_seeds_style_totals_are_understood() -> None:
     metrics = MinerMetrics()
-    metrics.set_snapshot(stats={"committed_transactions": 7, "failed_transactions": 2}, breakers={})
+    stats = {  # core/stats.py's keys: failed includes rolled back and compensating
+        "committed_transactions": 7,
+        "failed_transactions": 5,
+        "rolled_back_transactions": 2,
+        "compensating_transactions": 1,
+        "active_transactions": 1,
+    }
+    metrics.set_snapshot(stats=stats, breakers={})
     samples = _samples(metrics.exposition().decode())
-    assert samples[("r3mes_transactions", (("state", "committed"),))] == 7
-    assert samples[("r3mes_transactions", (("state", "failed"),))] == 2
+    by_state = {k[1][0][1]: v for k, v in samples.items() if k[0] == "r3mes_transactions"}
+    assert by_state == {
+        "committed": 7,
+        "failed": 2,
+        "rolled_back": 2,
+        "compensating": 1,
+        "active": 1,
+    }

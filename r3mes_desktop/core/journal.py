@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
+import uuid
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -92,6 +93,7 @@ class Change:
     claim_submission: bool = False  # needs fields tx_hash: the (round, miner) guard
     outbox_add: bool = False
     outbox_done: bool = False
+    outbox_retry: tuple[float, str] | None = None  # next attempt at, last error
     compensations_add: list[tuple[str, str]] = field(default_factory=list)
     compensations_done: list[int] = field(default_factory=list)
     dead_letter: tuple[str, str, dict[str, Any]] | None = None  # reason, category, payload
@@ -372,6 +374,12 @@ class Journal:
                 "WHERE transaction_id = ? AND done_at IS NULL",
                 (c.now, c.tx_id),
             )
+        if c.outbox_retry is not None:
+            conn.execute(
+                "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?, last_error = ? "
+                "WHERE transaction_id = ? AND done_at IS NULL",
+                (*c.outbox_retry, c.tx_id),
+            )
         for action, target in c.compensations_add:
             conn.execute(
                 "INSERT INTO compensations (transaction_id, action, target, status, "
@@ -389,9 +397,17 @@ class Journal:
         if c.dead_letter is not None:
             reason, category, payload = c.dead_letter
             conn.execute(
-                "INSERT INTO dead_letters (transaction_id, round_id, created_at, reason, "
-                "category, payload, status) VALUES (?,?,?,?,?,?,'open')",
-                (c.tx_id, round_id, c.now, reason, category, json.dumps(payload, sort_keys=True)),
+                "INSERT INTO dead_letters (id, transaction_id, round_id, created_at, reason, "
+                "category, payload, status) VALUES (?,?,?,?,?,?,?,'open')",
+                (
+                    uuid.uuid4().hex,
+                    c.tx_id,
+                    round_id,
+                    c.now,
+                    reason,
+                    category,
+                    json.dumps(payload, sort_keys=True),
+                ),
             )
         if history:
             _insert_history(conn, history)
@@ -449,10 +465,10 @@ class Journal:
             conn.execute("ROLLBACK")
             raise
 
-    async def resolve_dead_letter(self, dl_id: int, *, status: str, now: float) -> None:
+    async def resolve_dead_letter(self, dl_id: str, *, status: str, now: float) -> None:
         await self._call(self._resolve_dl_sync, dl_id, status, now)
 
-    def _resolve_dl_sync(self, dl_id: int, status: str, now: float) -> None:
+    def _resolve_dl_sync(self, dl_id: str, status: str, now: float) -> None:
         conn = self._db()
         conn.execute("BEGIN IMMEDIATE")
         try:
@@ -576,7 +592,9 @@ class Journal:
 
         return await self.run(query)
 
-    async def dead_letters(self, *, status: str | None = "open") -> list[DeadLetter]:
+    async def dead_letters(
+        self, *, status: str | None = "open", dl_id: str | None = None
+    ) -> list[DeadLetter]:
         def query(conn: sqlite3.Connection) -> list[DeadLetter]:
             sql = (
                 "SELECT id, transaction_id, round_id, created_at, reason, category, payload, "
@@ -586,9 +604,12 @@ class Journal:
             if status is not None:
                 sql += " WHERE status = ?"
                 params.append(status)
+            if dl_id is not None:
+                sql += " AND id = ?" if status is not None else " WHERE id = ?"
+                params.append(dl_id)
             return [
                 DeadLetter(r[0], r[1], r[2], r[3], r[4], r[5], json.loads(r[6]), r[7], r[8])
-                for r in conn.execute(sql + " ORDER BY id", params)
+                for r in conn.execute(sql + " ORDER BY created_at, id", params)
             ]
 
         return await self.run(query)

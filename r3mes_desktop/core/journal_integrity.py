@@ -15,9 +15,9 @@ _INVARIANTS: tuple[tuple[str, str], ...] = (
         "(state IN ('committed','failed','rolled_back')) != (finished_at IS NOT NULL)",
     ),
     (
-        "committed transaction without CID, tx hash or receipt",
+        "committed transaction without CID or signed submission",
         "SELECT id FROM transactions WHERE state = 'committed' AND "
-        "(cid IS NULL OR tx_hash IS NULL OR receipt_block IS NULL)",
+        "(cid IS NULL OR tx_hash IS NULL OR signed_raw IS NULL)",
     ),
     (
         "transaction past upload without a gradient hash",

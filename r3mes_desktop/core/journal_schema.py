@@ -111,7 +111,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "WHERE status = 'pending'",
         """
         CREATE TABLE dead_letters (
-            id INTEGER PRIMARY KEY,
+            id TEXT PRIMARY KEY,
             transaction_id TEXT NOT NULL REFERENCES transactions(id),
             round_id INTEGER NOT NULL,
             created_at REAL NOT NULL,

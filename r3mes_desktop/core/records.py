@@ -113,7 +113,7 @@ class OutboxRow:
 
 @dataclass(frozen=True)
 class DeadLetter:
-    id: int
+    id: str
     transaction_id: str
     round_id: int
     created_at: float
@@ -184,11 +184,30 @@ class CleanupReport:
     def count(self) -> int:
         return len(self.cleaned)
 
+    @property
+    def transactions(self) -> list[str]:
+        return [str(item["transaction_id"]) for item in self.cleaned]
+
+    @property
+    def actions(self) -> dict[str, int]:
+        """How many transactions ended how ("rolled_back": 2, "committed": 1 ...)."""
+        counts: dict[str, int] = {}
+        for item in self.cleaned:
+            key = str(item.get("new_state"))
+            counts[key] = counts.get(key, 0) + 1
+        return counts
+
+    @property
+    def unpinned(self) -> list[str]:
+        return [cid for item in self.cleaned for cid in item.get("unpinned", [])]
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "checked_at": self.checked_at,
             "older_than_s": self.older_than_s,
             "count": self.count,
+            "actions": self.actions,
+            "unpinned": self.unpinned,
             "cleaned": list(self.cleaned),
         }
 

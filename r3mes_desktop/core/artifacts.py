@@ -1,0 +1,67 @@
+"""Gradient files on local disk: written atomically and durably before their hash is journaled.
+
+Intent before effect: the upload step reads the gradient back from here, so after a crash
+recovery re-uploads exactly the bytes whose hash the journal holds (same bytes, same CID).
+Blocking file I/O runs in the default executor, never on the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import os
+from pathlib import Path
+
+from r3mes_desktop.core.errors import IntegrityError
+
+
+def write_atomic_sync(path: Path, data: bytes) -> None:
+    """tmp file + fsync + rename + directory fsync: the file is whole or absent, and durable."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    if hasattr(os, "O_DIRECTORY"):
+        fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def read_verified_sync(path: Path, expected_hex: str) -> bytes:
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError as exc:
+        raise IntegrityError(f"gradient file {path.name} is missing") from exc
+    if hashlib.sha256(data).hexdigest() != expected_hex:
+        raise IntegrityError(f"gradient file {path.name} does not match its journaled hash")
+    return data
+
+
+def remove_sync(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+
+
+async def write_atomic(path: Path, data: bytes) -> None:
+    await asyncio.get_running_loop().run_in_executor(None, write_atomic_sync, path, data)
+
+
+async def read_verified(path: Path, expected_hex: str) -> bytes:
+    """The gradient bytes, or IntegrityError when missing or not what the journal says."""
+    return await asyncio.get_running_loop().run_in_executor(
+        None, read_verified_sync, path, expected_hex
+    )
+
+
+async def remove(path: Path) -> None:
+    await asyncio.get_running_loop().run_in_executor(None, remove_sync, path)
+
+
+async def exists(path: Path) -> bool:
+    return await asyncio.get_running_loop().run_in_executor(None, path.exists)

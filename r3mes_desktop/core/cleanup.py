@@ -1,0 +1,71 @@
+"""Closing one transaction that must not stay open (stale, or force-cleaned by the user).
+
+Closing is a reconciliation, not a blind delete: what the chain already holds is committed
+(never unpinned), a pending undo is retried, and everything else fails with the reason and
+gets its pin undone. Used by the periodic sweeper, the one-click cleanup and force cleanup.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from r3mes_desktop.core.compensation import Compensator
+from r3mes_desktop.core.errors import AlreadySubmittedError, R3mesError
+from r3mes_desktop.core.records import TransactionRecord
+from r3mes_desktop.core.saga import Saga
+from r3mes_desktop.core.txstate import TxState
+
+log = logging.getLogger(__name__)
+
+
+async def close_transaction(
+    saga: Saga, compensator: Compensator, rec: TransactionRecord, *, reason: str
+) -> dict[str, Any]:
+    """Bring `rec` (nobody is driving it) to a terminal state or as close as possible."""
+    now = saga.d.clock.time()
+    entry: dict[str, Any] = {
+        "transaction_id": rec.id,
+        "round_id": rec.round_id,
+        "old_state": rec.state.value,
+        "age_seconds": round(now - rec.created_at, 3),
+        "reason": reason,
+        "unpinned": [],
+    }
+    if rec.state is TxState.BLOCKCHAIN_SUBMIT and rec.signed_raw is not None:
+        try:
+            found, block = await saga.find_on_chain(rec)
+        except AlreadySubmittedError:
+            found, block = False, None
+        except R3mesError as exc:
+            entry["new_state"] = rec.state.value
+            entry["action"] = f"left open: the chain could not be asked ({exc.message})"
+            return entry
+        if found:
+            rec = await saga.commit(rec, saga.submitted(rec, block, f"found on chain ({reason})"))
+            rec = await saga.drive(rec, resumed=True)
+            entry["new_state"] = rec.state.value
+            entry["action"] = "found on chain: committed, task completion queued"
+            return entry
+    if rec.state is TxState.TASK_COMPLETE:
+        rec = await saga.drive(rec, resumed=True)
+        entry["action"] = "committed, task completion queued"
+    elif rec.state is TxState.COMPENSATING:
+        before = [c.target for c in await saga.d.journal.compensations(tx_id=rec.id)]
+        rec = await compensator.run(rec)
+        after = {c.target for c in await saga.d.journal.compensations(tx_id=rec.id)}
+        entry["unpinned"] = [cid for cid in before if cid not in after]
+        entry["action"] = "retried pending undo actions"
+    else:
+        cid = rec.cid
+        rec = await saga.fail(rec, None, message=reason)
+        if cid is not None and rec.state is TxState.ROLLED_BACK:
+            entry["unpinned"] = [cid]
+        entry["action"] = {
+            TxState.FAILED: "closed as failed (nothing to undo)",
+            TxState.ROLLED_BACK: "rolled back",
+            TxState.COMPENSATING: "undo pending: unpin failed, will be retried",
+        }.get(rec.state, "closed")
+    entry["new_state"] = rec.state.value
+    log.info("closed %s: %s -> %s (%s)", rec.id, entry["old_state"], rec.state.value, reason)
+    return entry

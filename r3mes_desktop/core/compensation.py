@@ -1,0 +1,125 @@
+"""Undo actions of failed transactions, run in reverse order and retried until they succeed.
+
+A failing undo never hides the original error: the transaction keeps its failed step,
+category and message, stays visibly COMPENSATING (never ROLLED_BACK) and the failure is
+recorded on the compensation row and in the history. A background task retries due rows.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+
+from r3mes_desktop.core.errors import to_r3mes_error
+from r3mes_desktop.core.events import CompensationDone, CompensationFailed
+from r3mes_desktop.core.journal import Change
+from r3mes_desktop.core.records import HistoryEntry, TransactionRecord
+from r3mes_desktop.core.retry import RetryPolicy
+from r3mes_desktop.core.saga import Saga
+from r3mes_desktop.core.txstate import TxState
+
+log = logging.getLogger(__name__)
+
+
+class Compensator:
+    def __init__(self, saga: Saga, *, backoff: RetryPolicy) -> None:
+        self.saga = saga
+        self.backoff = backoff
+        saga.compensate = self.run
+
+    def _delay(self, attempts: int) -> float:
+        return self.backoff.nominal_delay(max(1, attempts + 1))
+
+    async def _undo(self, rec: TransactionRecord, action: str, target: str) -> None:
+        d = self.saga.d
+        if action == "unpin":
+            await d.ipfs.call(
+                "unpin", functools.partial(d.store.unpin, target), transaction_id=rec.id
+            )
+            return
+        raise ValueError(f"unknown compensation action {action!r}")
+
+    async def run(self, rec: TransactionRecord) -> TransactionRecord:
+        """Run the transaction's pending undo actions; ROLLED_BACK only if all succeed."""
+        d = self.saga.d
+        rows = await d.journal.compensations(tx_id=rec.id)
+        done: list[int] = []
+        history: list[HistoryEntry] = []
+        failed = False
+        for row in rows:  # newest first: reverse order of registration
+            try:
+                await self._undo(rec, row.action, row.target)
+            except Exception as exc:
+                failed = True
+                error = to_r3mes_error(exc)
+                now = d.clock.time()
+                await d.journal.compensation_failed(
+                    row.id,
+                    now=now,
+                    next_at=now + self._delay(row.attempts),
+                    error=error.message,
+                    entry=HistoryEntry(
+                        rec.id,
+                        now,
+                        "compensation_failed",
+                        step=row.action,
+                        attempt=row.attempts + 1,
+                        category=str(error.category),
+                        message=f"{row.action} {row.target}: {error.message}",
+                    ),
+                )
+                d.bus.publish(
+                    CompensationFailed(
+                        transaction_id=rec.id,
+                        action=row.action,
+                        target=row.target,
+                        category=str(error.category),
+                        message=error.message,
+                        ts=now,
+                    )
+                )
+                continue
+            done.append(row.id)
+            history.append(
+                HistoryEntry(
+                    rec.id,
+                    d.clock.time(),
+                    "compensation",
+                    step=row.action,
+                    attempt=row.attempts + 1,
+                    message=f"{row.action} {row.target}",
+                )
+            )
+            d.bus.publish(
+                CompensationDone(
+                    transaction_id=rec.id, action=row.action, target=row.target, ts=d.clock.time()
+                )
+            )
+        change = Change(rec.id, d.clock.time(), compensations_done=done, history=history)
+        if not failed and rec.state is TxState.COMPENSATING:
+            change.state = TxState.ROLLED_BACK
+            change.expect = frozenset({TxState.COMPENSATING})
+            change.fields["compensation"] = "done"
+        if done or change.state is not None:
+            rec = await self.saga.commit(rec, change)
+        return rec
+
+    async def retry_due(self, *, skip: Callable[[str], bool]) -> int:
+        """Retry every due undo action of transactions nobody is driving; returns how many
+        transactions were retried."""
+        d = self.saga.d
+        rows = await d.journal.compensations(due_before=d.clock.time())
+        retried = 0
+        for tx_id in dict.fromkeys(row.transaction_id for row in rows):
+            if skip(tx_id):
+                continue
+            rec = await d.journal.get(tx_id)
+            if rec is None:
+                continue
+            try:
+                await self.run(rec)
+            except Exception:
+                log.exception("retrying compensations of %s failed", tx_id)
+            retried += 1
+        return retried

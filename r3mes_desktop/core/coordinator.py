@@ -1,0 +1,481 @@
+"""The mining coordinator: the one object the GUI, the CLI and the local API talk to.
+
+It owns the saga engine, the compensator, the outbox and the background maintenance, and
+answers every question from the journal (so answers survive restarts). Concurrency is
+bounded by a Bulkhead (R3MES_MAX_ACTIVE_TRANSACTIONS); training + PoW is one serial lane
+inside the saga, so uploads and submissions of earlier rounds overlap the next training.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import Callable, Coroutine, Iterable, Mapping
+from pathlib import Path
+from typing import Any, Protocol
+
+from r3mes_desktop.core import artifacts
+from r3mes_desktop.core.analytics import AnalyticsConfig, analyse
+from r3mes_desktop.core.breaker import BreakerRegistry
+from r3mes_desktop.core.cleanup import close_transaction
+from r3mes_desktop.core.clock import SYSTEM_CLOCK, Clock
+from r3mes_desktop.core.compensation import Compensator
+from r3mes_desktop.core.errors import ValidationError
+from r3mes_desktop.core.events import (
+    Event,
+    EventBus,
+    RetryScheduled,
+    StatsChanged,
+    TransactionStateChanged,
+)
+from r3mes_desktop.core.journal import Change, Journal
+from r3mes_desktop.core.outbox import Outbox
+from r3mes_desktop.core.records import (
+    CleanupReport,
+    DeadLetter,
+    HistoryEntry,
+    RecoveryReport,
+    TransactionRecord,
+    TransactionStatus,
+)
+from r3mes_desktop.core.recovery import recovery_action
+from r3mes_desktop.core.resilience import Bulkhead, ServiceCaller
+from r3mes_desktop.core.retry import RetryPolicy
+from r3mes_desktop.core.saga import Saga, SagaDeps
+from r3mes_desktop.core.stats import compute_statistics
+from r3mes_desktop.core.steps import Chain, ContentStore, ProofOfWork, RoundSpec, TaskApi, Trainer
+from r3mes_desktop.core.txstate import TERMINAL, TxState
+
+log = logging.getLogger(__name__)
+
+
+class CoordinatorSettings(Protocol):
+    """The settings fields the coordinator reads (r3mes_desktop.config.Settings has them)."""
+
+    @property
+    def transaction_timeout(self) -> float: ...
+    @property
+    def max_active_transactions(self) -> int: ...
+    @property
+    def max_gradient_size_mb(self) -> int: ...
+    @property
+    def stale_threshold(self) -> float: ...
+    @property
+    def call_timeout(self) -> float: ...
+    @property
+    def max_retries(self) -> int: ...
+    @property
+    def retry_initial_delay(self) -> float: ...
+    @property
+    def retry_max_delay(self) -> float: ...
+    @property
+    def retry_backoff_factor(self) -> float: ...
+
+
+SERVICES = ("ipfs", "chain", "task_api")
+
+
+class Coordinator:
+    def __init__(
+        self,
+        *,
+        journal: Journal,
+        trainer: Trainer,
+        pow: ProofOfWork,
+        store: ContentStore,
+        chain: Chain,
+        task_api: TaskApi,
+        settings: CoordinatorSettings,
+        breakers: BreakerRegistry | None = None,
+        bus: EventBus | None = None,
+        clock: Clock = SYSTEM_CLOCK,
+        artifacts_dir: Path | str,
+        maintenance_interval_s: float = 15.0,
+        sweep_interval_s: float = 300.0,
+        analytics: AnalyticsConfig | None = None,
+    ) -> None:
+        self.journal = journal
+        self.settings = settings
+        self.bus = bus or EventBus()
+        self.clock = clock
+        self.breakers = breakers or BreakerRegistry(clock=clock, bus=self.bus)
+        self.policy = RetryPolicy.from_settings(settings)
+        self.callers = {
+            name: ServiceCaller(
+                service=name,
+                breaker=self.breakers.get(name),
+                policy=self.policy,
+                timeout_s=settings.call_timeout,
+                bus=self.bus,
+                clock=clock,
+            )
+            for name in SERVICES
+        }
+        self.saga = Saga(
+            SagaDeps(
+                journal=journal,
+                trainer=trainer,
+                pow=pow,
+                store=store,
+                chain=chain,
+                task_api=task_api,
+                ipfs=self.callers["ipfs"],
+                chain_caller=self.callers["chain"],
+                task=self.callers["task_api"],
+                resource_policy=self.policy,
+                bus=self.bus,
+                clock=clock,
+                artifacts_dir=Path(artifacts_dir),
+                timeout_s=settings.transaction_timeout,
+                max_gradient_bytes=settings.max_gradient_size_mb * 1024 * 1024,
+                receipt_timeout_s=settings.call_timeout,
+            )
+        )
+        self.compensator = Compensator(self.saga, backoff=self.policy)
+        self.outbox = Outbox(self.saga, backoff=self.policy)
+        self.bulkhead = Bulkhead(settings.max_active_transactions, name="transactions")
+        self.analytics_config = analytics or AnalyticsConfig()
+        self.maintenance_interval_s = maintenance_interval_s
+        self.sweep_interval_s = sweep_interval_s
+        self._active: dict[str, asyncio.Task[TransactionRecord]] = {}
+        self._spawned: set[asyncio.Task[Any]] = set()
+        self._writes: set[asyncio.Task[None]] = set()
+        self._background: list[asyncio.Task[None]] = []
+        self._unsubscribe: Callable[[], None] | None = None
+        self._last_stats = float("-inf")
+
+    # -- lifecycle ------------------------------------------------------------------------
+    async def start(
+        self, *, background: bool = True, check_integrity: bool = True
+    ) -> RecoveryReport:
+        """Open the journal, reconcile every unfinished transaction, start maintenance."""
+        t0 = time.perf_counter()
+        await self.journal.open()
+        if self._unsubscribe is None:
+            self._unsubscribe = self.bus.subscribe(self._record_retry)
+        problems = await self.journal.integrity_check() if check_integrity else []
+        for problem in problems:
+            log.error("journal integrity: %s", problem)
+        reconciled = []
+        for rec in await self.journal.unfinished():
+            if rec.id in self._active:
+                continue
+            reconciled.append(recovery_action(rec, now=self.clock.time()))
+            self._spawn(self._drive_in_slot(rec, resumed=True))
+        if background and not self._background:
+            self._background.append(asyncio.create_task(self._maintenance_loop()))
+            self._background.append(asyncio.create_task(self._sweep_loop()))
+        return RecoveryReport(
+            duration_s=time.perf_counter() - t0,
+            reconciled=reconciled,
+            integrity_problems=problems,
+        )
+
+    async def close(self) -> None:
+        """Stop background work; running transactions stay journaled for the next start."""
+        for task in [*self._background, *self._spawned, *self._active.values()]:
+            task.cancel()
+        for task in [*self._background, *self._spawned, *self._active.values()]:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._background.clear()
+        if self._writes:
+            await asyncio.gather(*self._writes, return_exceptions=True)
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+        await self.journal.close()
+
+    async def wait_idle(self) -> None:
+        """Wait until every transaction started in the background (recovery, resume) ends."""
+        while self._spawned:
+            await asyncio.gather(*list(self._spawned), return_exceptions=True)
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        task = asyncio.ensure_future(coro)
+        self._spawned.add(task)
+        task.add_done_callback(self._spawned.discard)
+        return task
+
+    def _record_retry(self, event: Event) -> None:
+        """Journal every retry of our transactions' calls (delay and category included)."""
+        if not isinstance(event, RetryScheduled) or event.transaction_id is None:
+            return
+        entry = HistoryEntry(
+            event.transaction_id,
+            self.clock.time(),
+            "retry",
+            step=event.operation,
+            attempt=event.attempt,
+            delay=event.delay,
+            category=event.category,
+            message=event.message,
+        )
+        task = asyncio.ensure_future(self.journal.append_history([entry]))
+        self._writes.add(task)
+        task.add_done_callback(self._writes.discard)
+
+    # -- running --------------------------------------------------------------------------
+    async def run_transaction(
+        self, spec: RoundSpec, *, on_lane_released: Callable[[], None] | None = None
+    ) -> TransactionStatus:
+        """Run one round to a terminal state (or COMPENSATING) and return its status.
+
+        `on_lane_released` fires once the training lane is free for the next round.
+        """
+        async with self.bulkhead.slot():
+            now = self.clock.time()
+            rec = await self.journal.create(
+                tx_id=f"mining_tx_{uuid.uuid4().hex}",
+                spec=spec,
+                miner=self.saga.miner,
+                now=now,
+                deadline=now + self.settings.transaction_timeout,
+            )
+            self.bus.publish(
+                TransactionStateChanged(
+                    transaction_id=rec.id,
+                    round_id=rec.round_id,
+                    old_state=None,
+                    new_state=rec.state.value,
+                    ts=now,
+                )
+            )
+            rec = await self._drive(rec, on_lane_released=on_lane_released)
+        return await self.status(rec.id)
+
+    async def _drive(
+        self,
+        rec: TransactionRecord,
+        *,
+        resumed: bool = False,
+        on_lane_released: Callable[[], None] | None = None,
+    ) -> TransactionRecord:
+        if rec.id in self._active:
+            raise ValidationError(f"transaction {rec.id} is already running")
+        task = asyncio.ensure_future(
+            self.saga.drive(rec, resumed=resumed, on_lane_released=on_lane_released)
+        )
+        self._active[rec.id] = task
+        try:
+            return await task
+        finally:
+            self._active.pop(rec.id, None)
+            await self._maybe_publish_stats()
+
+    async def _drive_in_slot(self, rec: TransactionRecord, *, resumed: bool) -> TransactionRecord:
+        async with self.bulkhead.slot():
+            return await self._drive(rec, resumed=resumed)
+
+    async def _maybe_publish_stats(self) -> None:
+        now = self.clock.monotonic()
+        if now - self._last_stats < 1.0:
+            return
+        self._last_stats = now
+        try:
+            self.bus.publish(StatsChanged(stats=await self.statistics(), ts=self.clock.time()))
+        except Exception:
+            log.exception("publishing statistics failed")
+
+    # -- queries --------------------------------------------------------------------------
+    async def _record(self, transaction_id: str) -> TransactionRecord:
+        rec = await self.journal.get(transaction_id)
+        if rec is None:
+            raise ValidationError(f"transaction_id {transaction_id!r} is not in the journal")
+        return rec
+
+    async def status(self, transaction_id: str) -> TransactionStatus:
+        rec = await self._record(transaction_id)
+        history = await self.journal.history(transaction_id)
+        return TransactionStatus.of(rec, now=self.clock.time(), history=history)
+
+    async def list_transactions(
+        self, *, states: Iterable[TxState | str] | None = None, limit: int = 200
+    ) -> list[TransactionStatus]:
+        if limit < 1 or limit > 100_000:
+            raise ValidationError(f"limit = {limit}: accepted 1..100000")
+        wanted = None if states is None else [TxState(s) for s in states]
+        now = self.clock.time()
+        records = await self.journal.list_transactions(states=wanted, limit=limit)
+        return [TransactionStatus.of(r, now=now, history=[]) for r in records]
+
+    async def statistics(self, *, window_s: float = 3600) -> dict[str, Any]:
+        if window_s <= 0:
+            raise ValidationError(f"window_s = {window_s}: accepted > 0 seconds")
+        now = self.clock.time()
+        return await self.journal.run(
+            lambda conn: compute_statistics(conn, now=now, window_s=window_s)
+        )
+
+    async def error_analysis(self) -> dict[str, Any]:
+        now, config = self.clock.time(), self.analytics_config
+        return await self.journal.run(lambda conn: analyse(conn, now=now, config=config))
+
+    # -- maintenance ----------------------------------------------------------------------
+    async def deliver_outbox(self) -> int:
+        """Deliver due task completions once (the background loop calls this)."""
+        return await self.outbox.deliver_due(skip=self._active.__contains__)
+
+    async def retry_compensations(self) -> int:
+        """Retry due undo actions once (the background loop calls this)."""
+        return await self.compensator.retry_due(skip=self._active.__contains__)
+
+    async def _maintenance_loop(self) -> None:
+        while True:
+            for job in (self.deliver_outbox, self.retry_compensations):
+                try:
+                    await job()
+                except Exception:
+                    log.exception("maintenance job %s failed", job.__name__)
+            await self.clock.sleep(self.maintenance_interval_s)
+
+    async def _sweep_loop(self) -> None:
+        while True:
+            await self.clock.sleep(self.sweep_interval_s)
+            try:
+                report = await self.cleanup_stale()
+                if report.count:
+                    log.warning("stale sweep closed %d transactions", report.count)
+            except Exception:
+                log.exception("stale sweep failed")
+
+    async def _stop_running(self, transaction_id: str) -> None:
+        task = self._active.get(transaction_id)
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    async def cleanup_stale(self, *, older_than_s: float | None = None) -> CleanupReport:
+        """Close every unfinished transaction older than the threshold (default
+        R3MES_STALE_THRESHOLD), reconciling with the chain first; says what it did."""
+        threshold = self.settings.stale_threshold if older_than_s is None else older_than_s
+        if threshold < 0:
+            raise ValidationError(f"older_than_s = {threshold}: accepted >= 0 seconds")
+        now = self.clock.time()
+        cleaned = []
+        for rec in await self.journal.unfinished():
+            age = now - rec.created_at
+            if age < threshold:
+                continue
+            await self._stop_running(rec.id)
+            fresh = await self._record(rec.id)
+            if fresh.state in TERMINAL:
+                continue
+            reason = f"stale: {fresh.state.value} for {age:.0f}s (threshold {threshold:g}s)"
+            cleaned.append(
+                await close_transaction(self.saga, self.compensator, fresh, reason=reason)
+            )
+        return CleanupReport(checked_at=now, older_than_s=threshold, cleaned=cleaned)
+
+    async def force_cleanup(self, transaction_id: str) -> CleanupReport:
+        """Close one transaction now, whatever its age (stops it if it is running)."""
+        await self._stop_running(transaction_id)
+        rec = await self._record(transaction_id)
+        now = self.clock.time()
+        if rec.state in TERMINAL:
+            return CleanupReport(checked_at=now, older_than_s=0.0)
+        entry = await close_transaction(
+            self.saga, self.compensator, rec, reason="force-cleaned by the user"
+        )
+        return CleanupReport(checked_at=now, older_than_s=0.0, cleaned=[entry])
+
+    # -- dead letters and resume ----------------------------------------------------------
+    async def dead_letters(self) -> list[DeadLetter]:
+        return await self.journal.dead_letters()
+
+    async def _letter(self, letter_id: str) -> DeadLetter:
+        found = await self.journal.dead_letters(status="open", dl_id=str(letter_id))
+        if not found:
+            raise ValidationError(f"dead letter {letter_id!r} is not an open dead letter")
+        return found[0]
+
+    async def _reopen(self, rec: TransactionRecord, note: str) -> TransactionRecord:
+        """Put a failed transaction back on its road, at the first step not durably done."""
+        if rec.state not in (TxState.FAILED, TxState.ROLLED_BACK):
+            raise ValidationError(
+                f"transaction {rec.id} is {rec.state.value}; only failed or rolled back "
+                "transactions can be retried"
+            )
+        if rec.signed_raw is not None:
+            target = TxState.BLOCKCHAIN_SUBMIT
+        elif rec.gradient_path and await artifacts.exists(Path(rec.gradient_path)):
+            target = TxState.IPFS_UPLOAD
+        else:
+            target = TxState.TRAINING
+        now = self.clock.time()
+        change = Change(
+            rec.id,
+            now,
+            state=target,
+            expect=frozenset({rec.state}),
+            fields={
+                "attempts": rec.attempts + 1,
+                "deadline": now + self.settings.transaction_timeout,
+                "failed_step": None,
+                "error_category": None,
+                "error_message": None,
+                "compensation": None,
+                "next_retry_at": None,
+            },
+            history=[HistoryEntry(rec.id, now, "note", message=note)],
+        )
+        return await self.saga.commit(rec, change)
+
+    async def retry_dead_letter(self, letter_id: str) -> TransactionStatus:
+        letter = await self._letter(letter_id)
+        rec = await self._reopen(
+            await self._record(letter.transaction_id), "retried from dead letter"
+        )
+        await self.journal.resolve_dead_letter(letter.id, status="retried", now=self.clock.time())
+        async with self.bulkhead.slot():
+            rec = await self._drive(rec)
+        return await self.status(rec.id)
+
+    async def discard_dead_letter(self, letter_id: str) -> None:
+        letter = await self._letter(letter_id)
+        await self.journal.resolve_dead_letter(letter.id, status="discarded", now=self.clock.time())
+        rec = await self._record(letter.transaction_id)
+        if rec.state in TERMINAL and rec.state is not TxState.COMMITTED:
+            if rec.gradient_path:
+                await artifacts.remove(Path(rec.gradient_path))
+            with contextlib.suppress(Exception):
+                await self.saga.d.trainer.discard_checkpoints(rec.id)
+
+    async def resumable(self) -> list[dict[str, Any]]:
+        """Transactions a resume can continue: failed in training (checkpoint kept) or
+        unfinished and not running."""
+        now = self.clock.time()
+        items = []
+        failed = await self.journal.list_transactions(states=[TxState.FAILED], limit=1000)
+        for rec in [*await self.journal.unfinished(), *failed]:
+            if rec.id in self._active or rec.state is TxState.COMPENSATING:
+                continue
+            if rec.state is TxState.FAILED and rec.failed_step not in (None, "training", "pending"):
+                continue
+            items.append(
+                {
+                    "transaction_id": rec.id,
+                    "round_id": rec.round_id,
+                    "state": rec.state.value,
+                    "step": rec.training_step,
+                    "age_seconds": round(now - rec.created_at, 3),
+                }
+            )
+        return items
+
+    async def resume(self, transaction_id: str | Mapping[str, Any]) -> TransactionStatus:
+        tx_id = (
+            str(transaction_id["transaction_id"])
+            if isinstance(transaction_id, Mapping)
+            else str(transaction_id)
+        )
+        rec = await self._record(tx_id)
+        if rec.state in TERMINAL:
+            rec = await self._reopen(rec, "resumed by the user")
+        async with self.bulkhead.slot():
+            rec = await self._drive(rec, resumed=True)
+        return await self.status(rec.id)

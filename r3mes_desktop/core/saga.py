@@ -1,0 +1,573 @@
+"""The saga: drive one mining transaction from its journaled state to a terminal one.
+
+Each step reads what it needs from the journal record, does its effect, and returns the
+`Change` that records the result; `drive` commits it before the next step starts. So the
+journal always holds what the next effect needs (intent before effect):
+
+- TRAINING ends with the gradient written atomically to the artifacts dir, its hash and the
+  PoW nonce; training and PoW are one device-bound lane (`lane`), so only one transaction
+  uses the device at a time while uploads and submissions of others overlap it.
+- IPFS_UPLOAD pins the journaled bytes (same bytes, same CID: re-adding is idempotent), then
+  signs the submission locally; CID, raw signed bytes and tx hash are committed together with
+  the (round, miner) claim before anything is broadcast.
+- BLOCKCHAIN_SUBMIT broadcasts exactly the journaled bytes; a retry, a recovery or a timeout
+  first asks the chain (receipt, `submission_of`) and never signs again.
+- TASK_COMPLETE never fails the transaction: a completion the task API refuses goes to the
+  durable outbox and the transaction commits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import hashlib
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from r3mes_desktop.core import artifacts
+from r3mes_desktop.core.clock import Clock
+from r3mes_desktop.core.errors import (
+    AlreadySubmittedError,
+    ErrorCategory,
+    IntegrityError,
+    NetworkError,
+    R3mesError,
+    TimeoutNetworkError,
+    ValidationError,
+    to_r3mes_error,
+)
+from r3mes_desktop.core.events import EventBus, Notice, StepProgress, TransactionStateChanged
+from r3mes_desktop.core.journal import Change, DuplicateRoundError, Journal
+from r3mes_desktop.core.records import HistoryEntry, TransactionRecord
+from r3mes_desktop.core.resilience import ServiceCaller
+from r3mes_desktop.core.retry import RetryPolicy
+from r3mes_desktop.core.steps import Chain, ContentStore, ProofOfWork, SignedSubmission, TaskApi
+from r3mes_desktop.core.steps import Trainer as TrainerProtocol
+from r3mes_desktop.core.txstate import TERMINAL, TxState
+
+log = logging.getLogger(__name__)
+
+DEAD_LETTER_CATEGORIES = frozenset(
+    {
+        ErrorCategory.PERMANENT,
+        ErrorCategory.AUTHENTICATION,
+        ErrorCategory.NETWORK,
+        ErrorCategory.RESOURCE,
+    }
+)
+"""Final failures worth a later manual retry: the peer, the wallet or the machine may be
+fixed. Validation/unknown failures are shown as failed but retrying the same input is futile."""
+
+
+class StepFailure(Exception):
+    """An error attributed to a step other than the state it happened in (signing)."""
+
+    def __init__(self, step: TxState, error: R3mesError) -> None:
+        super().__init__(error.message)
+        self.step = step
+        self.error = error
+
+
+@dataclass
+class SagaDeps:
+    journal: Journal
+    trainer: TrainerProtocol
+    pow: ProofOfWork
+    store: ContentStore
+    chain: Chain
+    task_api: TaskApi
+    ipfs: ServiceCaller
+    chain_caller: ServiceCaller
+    task: ServiceCaller
+    resource_policy: RetryPolicy
+    bus: EventBus
+    clock: Clock
+    artifacts_dir: Path
+    timeout_s: float
+    max_gradient_bytes: int
+    receipt_timeout_s: float
+
+
+class Saga:
+    def __init__(self, deps: SagaDeps) -> None:
+        self.d = deps
+        self.lane = asyncio.Lock()
+        self._learned_cid: dict[str, str] = {}
+        self._training_step: dict[str, int] = {}
+        self._lane_released: dict[str, Callable[[], None]] = {}
+        self.compensate: Callable[[TransactionRecord], Awaitable[TransactionRecord]] | None = None
+        """Runs a COMPENSATING transaction's pending undo actions (set by the coordinator)."""
+
+    # -- plumbing -------------------------------------------------------------------------
+    @property
+    def miner(self) -> str:
+        return self.d.chain.miner_address
+
+    def gradient_path(self, tx_id: str) -> Path:
+        return self.d.artifacts_dir / f"{tx_id}.safetensors"
+
+    async def commit(self, rec: TransactionRecord, change: Change) -> TransactionRecord:
+        new = await self.d.journal.apply(change)
+        if new.state is not rec.state:
+            self.d.bus.publish(
+                TransactionStateChanged(
+                    transaction_id=new.id,
+                    round_id=new.round_id,
+                    old_state=rec.state.value,
+                    new_state=new.state.value,
+                    failed_step=new.failed_step,
+                    error_category=new.error_category,
+                    error_message=new.error_message,
+                    ts=self.d.clock.time(),
+                )
+            )
+        return new
+
+    def _progress(self, tx_id: str, step: str) -> Callable[[float, Mapping[str, Any]], None]:
+        def report(fraction: float, detail: Mapping[str, Any]) -> None:
+            if step == "training" and isinstance(detail.get("step"), int):
+                self._training_step[tx_id] = int(detail["step"])
+            self.d.bus.publish(
+                StepProgress(
+                    transaction_id=tx_id,
+                    step=step,
+                    fraction=max(0.0, min(1.0, float(fraction))),
+                    detail=dict(detail),
+                    ts=self.d.clock.time(),
+                )
+            )
+
+        return report
+
+    def _release_lane(self, tx_id: str) -> None:
+        callback = self._lane_released.pop(tx_id, None)
+        if callback is not None:
+            try:
+                callback()
+            except Exception:
+                log.exception("lane-released callback of %s failed", tx_id)
+
+    def _remaining(self, rec: TransactionRecord) -> float | None:
+        if rec.deadline is None:
+            return None
+        return rec.deadline - self.d.clock.time()
+
+    def _timeout_error(self, rec: TransactionRecord) -> TimeoutNetworkError:
+        return TimeoutNetworkError(
+            f"transaction exceeded R3MES_TRANSACTION_TIMEOUT ({self.d.timeout_s:g}s) "
+            f"in {rec.state.value}"
+        )
+
+    # -- the loop -------------------------------------------------------------------------
+    async def drive(
+        self,
+        rec: TransactionRecord,
+        *,
+        resumed: bool = False,
+        on_lane_released: Callable[[], None] | None = None,
+    ) -> TransactionRecord:
+        """Run steps until the transaction is terminal (or waits in COMPENSATING).
+
+        `on_lane_released` is called once, as soon as this transaction no longer needs the
+        training lane (the miner then starts training the next round).
+        """
+        if on_lane_released is not None:
+            self._lane_released[rec.id] = on_lane_released
+        try:
+            while rec.state not in TERMINAL and rec.state is not TxState.COMPENSATING:
+                remaining = self._remaining(rec)
+                expired = remaining is not None and remaining <= 0
+                try:
+                    if expired and rec.state not in (
+                        TxState.BLOCKCHAIN_SUBMIT,
+                        TxState.TASK_COMPLETE,
+                    ):
+                        raise self._timeout_error(rec)
+                    change = await self._run_step(rec, resumed, expired, remaining)
+                except asyncio.CancelledError:
+                    raise
+                except StepFailure as failure:
+                    return await self.fail(rec, failure.error, step=failure.step)
+                except Exception as exc:
+                    return await self.fail(rec, to_r3mes_error(exc))
+                rec = await self.commit(rec, change)
+                resumed = False
+                await self._after_commit(rec)
+            if rec.state is TxState.COMPENSATING and self.compensate is not None:
+                rec = await self.compensate(rec)
+            return rec
+        finally:
+            self._release_lane(rec.id)
+            self._learned_cid.pop(rec.id, None)
+            self._training_step.pop(rec.id, None)
+
+    async def _run_step(
+        self, rec: TransactionRecord, resumed: bool, expired: bool, remaining: float | None
+    ) -> Change:
+        if rec.state is TxState.TASK_COMPLETE:
+            return await self._complete(rec, resumed)
+        if rec.state is TxState.BLOCKCHAIN_SUBMIT:
+            return await self._bounded(self._submit(rec, resumed, expired), rec, remaining)
+        if rec.state is TxState.PENDING:
+            return Change(rec.id, self.d.clock.time(), state=TxState.TRAINING)
+        if rec.state is TxState.TRAINING:
+            return await self._bounded(self._train(rec), rec, remaining)
+        if rec.state is TxState.IPFS_UPLOAD:
+            return await self._bounded(self._upload(rec, resumed), rec, remaining)
+        raise ValidationError(f"transaction {rec.id} cannot be driven from {rec.state.value}")
+
+    async def _bounded(self, step: Any, rec: TransactionRecord, remaining: float | None) -> Change:
+        """Run a step under the transaction deadline; a hung effect cannot outlive it."""
+        if remaining is None or remaining <= 0:
+            result: Change = await step
+            return result
+        try:
+            async with asyncio.timeout(remaining):
+                result = await step
+        except TimeoutError as exc:
+            raise self._timeout_error(rec) from exc
+        left = self._remaining(rec)
+        if left is not None and left <= 0 and rec.state is not TxState.BLOCKCHAIN_SUBMIT:
+            raise self._timeout_error(rec)  # finished, but too late: undo it
+        return result
+
+    async def _after_commit(self, rec: TransactionRecord) -> None:
+        if rec.state is TxState.IPFS_UPLOAD:
+            try:  # the gradient is durable in the artifacts dir: the checkpoint is not needed
+                await self.d.trainer.discard_checkpoints(rec.id)
+            except Exception as exc:
+                log.warning("discarding checkpoints of %s failed: %s", rec.id, exc)
+        elif rec.state is TxState.COMMITTED and rec.gradient_path:
+            await artifacts.remove(Path(rec.gradient_path))
+
+    # -- steps ----------------------------------------------------------------------------
+    async def _train(self, rec: TransactionRecord) -> Change:
+        try:
+            return await self._train_in_lane(rec)
+        finally:
+            self._release_lane(rec.id)
+
+    async def _train_in_lane(self, rec: TransactionRecord) -> Change:
+        async with self.lane:
+            tx = rec.id
+            result = await self.d.resource_policy.call_async(
+                functools.partial(
+                    self.d.trainer.train,
+                    transaction_id=tx,
+                    spec=rec.spec,
+                    progress=self._progress(tx, "training"),
+                ),
+                operation="train",
+                service="trainer",
+                bus=self.d.bus,
+                clock=self.d.clock,
+                transaction_id=tx,
+            )
+            if len(result.data) > self.d.max_gradient_bytes:
+                raise ValidationError(
+                    f"gradient size {len(result.data)} bytes exceeds "
+                    f"R3MES_MAX_GRADIENT_SIZE_MB ({self.d.max_gradient_bytes} bytes)"
+                )
+            digest = hashlib.sha256(result.data).digest()
+            if digest != result.gradient_hash:
+                raise IntegrityError("trainer's gradient_hash is not sha256 of its bytes")
+            path = self.gradient_path(tx)
+            await artifacts.write_atomic(path, result.data)
+            nonce = await self.d.resource_policy.call_async(
+                functools.partial(
+                    self.d.pow.solve,
+                    gradient_hash=digest,
+                    miner=self.miner,
+                    round_id=rec.round_id,
+                    difficulty=rec.spec.difficulty,
+                    progress=self._progress(tx, "pow"),
+                ),
+                operation="pow",
+                service="pow",
+                bus=self.d.bus,
+                clock=self.d.clock,
+                transaction_id=tx,
+            )
+        return Change(
+            tx,
+            self.d.clock.time(),
+            state=TxState.IPFS_UPLOAD,
+            expect=frozenset({TxState.TRAINING}),
+            fields={
+                "gradient_hash": digest.hex(),
+                "gradient_path": str(path),
+                "pow_nonce": int(nonce),
+                "training_step": self._training_step.get(tx),
+            },
+        )
+
+    async def ensure_pinned(self, rec: TransactionRecord, *, check_first: bool) -> str:
+        """Pin the journaled gradient and return its CID (re-adding is idempotent)."""
+        assert rec.gradient_path is not None and rec.gradient_hash is not None
+        tx = rec.id
+        if check_first and rec.cid is not None:
+            pinned = await self.d.ipfs.call(
+                "is_pinned", functools.partial(self.d.store.is_pinned, rec.cid), transaction_id=tx
+            )
+            if pinned:
+                return rec.cid
+        data = await artifacts.read_verified(Path(rec.gradient_path), rec.gradient_hash)
+        cid = await self.d.ipfs.call(
+            "add_and_pin", functools.partial(self.d.store.add_and_pin, data), transaction_id=tx
+        )
+        self._learned_cid[tx] = cid
+        if rec.cid is not None and cid != rec.cid:
+            raise IntegrityError(f"re-pinned gradient got CID {cid}, journal holds {rec.cid}")
+        return cid
+
+    async def _upload(self, rec: TransactionRecord, resumed: bool) -> Change:
+        tx = rec.id
+        cid = await self.ensure_pinned(rec, check_first=resumed or rec.attempts > 0)
+        try:
+            if rec.signed_raw is not None and rec.tx_hash is not None and rec.cid == cid:
+                signed = SignedSubmission(rec.signed_raw, rec.tx_hash, rec.account_nonce or 0)
+            else:
+                owner = await self.d.journal.submission_owner(rec.round_id, rec.miner)
+                if owner is not None and owner != tx:
+                    raise DuplicateRoundError(
+                        f"a submission for round {rec.round_id} was already signed by "
+                        f"transaction {owner}; refusing to sign a second one"
+                    )
+                assert rec.gradient_hash is not None and rec.pow_nonce is not None
+                signed = await self.d.chain_caller.call(
+                    "sign_submission",
+                    functools.partial(
+                        self.d.chain.sign_submission,
+                        round_id=rec.round_id,
+                        cid=cid,
+                        gradient_hash=bytes.fromhex(rec.gradient_hash),
+                        pow_nonce=rec.pow_nonce,
+                    ),
+                    transaction_id=tx,
+                )
+        except R3mesError as exc:
+            raise StepFailure(TxState.BLOCKCHAIN_SUBMIT, exc) from exc
+        return Change(
+            tx,
+            self.d.clock.time(),
+            state=TxState.BLOCKCHAIN_SUBMIT,
+            expect=frozenset({TxState.IPFS_UPLOAD}),
+            fields={
+                "cid": cid,
+                "signed_raw": signed.raw,
+                "tx_hash": signed.tx_hash,
+                "account_nonce": signed.account_nonce,
+            },
+            claim_submission=True,
+        )
+
+    async def find_on_chain(self, rec: TransactionRecord) -> tuple[bool, int | None]:
+        """Is our submission on chain? (found, block). Raises AlreadySubmittedError when the
+        contract holds another CID for this (round, miner)."""
+        tx = rec.id
+        if rec.tx_hash is not None:
+            receipt = await self.d.chain_caller.call(
+                "receipt", functools.partial(self.d.chain.receipt, rec.tx_hash), transaction_id=tx
+            )
+            if receipt is not None and receipt.success:
+                return True, receipt.block_number
+        stored = await self.d.chain_caller.call(
+            "submission_of",
+            functools.partial(self.d.chain.submission_of, rec.round_id),
+            transaction_id=tx,
+        )
+        if stored is None:
+            return False, None
+        if stored.cid == rec.cid:
+            return True, None
+        raise AlreadySubmittedError(
+            f"round {rec.round_id} already holds another submission from this miner",
+            stored_cid=stored.cid,
+            service="chain",
+        )
+
+    def submitted(self, rec: TransactionRecord, block: int | None, note: str | None) -> Change:
+        history = []
+        if note is not None:
+            history.append(HistoryEntry(rec.id, self.d.clock.time(), "note", message=note))
+        return Change(
+            rec.id,
+            self.d.clock.time(),
+            state=TxState.TASK_COMPLETE,
+            expect=frozenset({TxState.BLOCKCHAIN_SUBMIT}),
+            fields={"receipt_block": block},
+            history=history,
+            outbox_add=True,
+        )
+
+    async def _submit(self, rec: TransactionRecord, resumed: bool, expired: bool) -> Change:
+        tx = rec.id
+        assert rec.signed_raw is not None and rec.tx_hash is not None
+        if resumed or expired or rec.attempts > 0:
+            found, block = await self.find_on_chain(rec)
+            if found:
+                return self.submitted(rec, block, "found on chain")
+            if expired:
+                raise self._timeout_error(rec)
+            await self.ensure_pinned(rec, check_first=True)
+        signed = SignedSubmission(rec.signed_raw, rec.tx_hash, rec.account_nonce or 0)
+        try:
+            await self.d.chain_caller.call(
+                "broadcast", functools.partial(self.d.chain.broadcast, signed), transaction_id=tx
+            )
+            receipt = await self.d.chain_caller.call(
+                "wait_receipt",
+                functools.partial(
+                    self.d.chain.wait_receipt, rec.tx_hash, timeout_s=self.d.receipt_timeout_s
+                ),
+                transaction_id=tx,
+            )
+        except AlreadySubmittedError as exc:
+            if exc.stored_cid is not None and exc.stored_cid == rec.cid:
+                return self.submitted(rec, None, "already on chain with our CID")
+            raise
+        except NetworkError:
+            # The broadcast may have reached the node although we never heard back: ask the
+            # chain before anyone unpins content a mined submission points at.
+            try:
+                found, block = await self.find_on_chain(rec)
+            except R3mesError as check:
+                log.warning("could not reconcile %s with the chain: %s", tx, check.message)
+                found, block = False, None
+            if found:
+                return self.submitted(rec, block, "found on chain after network errors")
+            raise
+        if not receipt.success:
+            raise ValidationError(f"submission {rec.tx_hash} reverted", service="chain")
+        return self.submitted(rec, receipt.block_number, None)
+
+    async def _complete(self, rec: TransactionRecord, resumed: bool) -> Change:
+        now = self.d.clock.time
+        committed = Change(
+            rec.id, now(), state=TxState.COMMITTED, expect=frozenset({TxState.TASK_COMPLETE})
+        )
+        if resumed:
+            return committed  # the outbox delivers the completion
+        try:
+            await self.d.task.call(
+                "complete_task",
+                functools.partial(self.d.task_api.complete_task, round_id=rec.round_id),
+                transaction_id=rec.id,
+            )
+        except R3mesError as exc:
+            self.d.bus.publish(
+                Notice(
+                    level="warning",
+                    message=(
+                        f"Round {rec.round_id} is submitted on chain, but marking the task "
+                        f"complete failed ({exc.category}); it will be retried in the background."
+                    ),
+                    transaction_id=rec.id,
+                    source="coordinator",
+                    ts=now(),
+                )
+            )
+            committed.history.append(
+                HistoryEntry(
+                    rec.id,
+                    now(),
+                    "error",
+                    step=TxState.TASK_COMPLETE.value,
+                    category=str(exc.category),
+                    message=exc.message,
+                )
+            )
+            committed.fields["next_retry_at"] = now()
+            return committed
+        committed.outbox_done = True
+        committed.fields["next_retry_at"] = None
+        return committed
+
+    # -- failure --------------------------------------------------------------------------
+    async def _learn_cid(self, rec: TransactionRecord) -> str | None:
+        """The CID an interrupted upload may have pinned: re-adding the same bytes is
+        idempotent and names it, so the undo can unpin it (no orphan pins)."""
+        if rec.gradient_path is None or rec.gradient_hash is None:
+            return None
+        try:
+            data = await artifacts.read_verified(Path(rec.gradient_path), rec.gradient_hash)
+            once = self.d.ipfs.with_options(policy=RetryPolicy(max_retries=0))
+            cid: str = await once.call(
+                "add_and_pin",
+                functools.partial(self.d.store.add_and_pin, data),
+                transaction_id=rec.id,
+            )
+        except Exception as exc:
+            log.warning("could not learn the CID of %s to undo its upload: %s", rec.id, exc)
+            return None
+        return cid
+
+    async def fail(
+        self,
+        rec: TransactionRecord,
+        error: R3mesError | None,
+        *,
+        step: TxState | None = None,
+        message: str | None = None,
+    ) -> TransactionRecord:
+        """Record the failure, register the undo actions and run them (reverse order).
+
+        `error=None` is a cleanup by reason (`message`): no category, no dead letter.
+        """
+        step = step or rec.state
+        cid = rec.cid or self._learned_cid.get(rec.id)
+        interrupted = error is None or isinstance(error, TimeoutNetworkError)
+        if cid is None and rec.state is TxState.IPFS_UPLOAD and interrupted:
+            cid = await self._learn_cid(rec)
+        now = self.d.clock.time()
+        comps: list[tuple[str, str]] = []
+        if rec.state not in (TxState.PENDING, TxState.TRAINING) and cid is not None:
+            comps.append(("unpin", cid))
+        if rec.state in (TxState.PENDING, TxState.TRAINING):
+            new_state = TxState.FAILED
+        else:
+            new_state = TxState.COMPENSATING if comps else TxState.ROLLED_BACK
+        text = (message or "cleaned up") if error is None else error.message
+        fields: dict[str, Any] = {
+            "failed_step": step.value,
+            "error_category": None if error is None else str(error.category),
+            "error_message": text,
+            "compensation": "pending" if comps else None,
+            "next_retry_at": None,
+        }
+        if rec.cid is None and cid is not None:
+            fields["cid"] = cid
+        if rec.id in self._training_step:
+            fields["training_step"] = self._training_step[rec.id]
+        dead: tuple[str, str, dict[str, Any]] | None = None
+        if error is not None and error.category in DEAD_LETTER_CATEGORIES:
+            dead = (
+                text,
+                str(error.category),
+                {
+                    "gradient_path": rec.gradient_path,
+                    "gradient_hash": rec.gradient_hash,
+                    "cid": cid,
+                    "tx_hash": rec.tx_hash,
+                    "failed_step": step.value,
+                },
+            )
+        change = Change(
+            rec.id,
+            now,
+            state=new_state,
+            expect=frozenset({rec.state}),
+            fields=fields,
+            compensations_add=comps,
+            dead_letter=dead,
+        )
+        log.warning("transaction %s failed in %s: %s", rec.id, step.value, text)
+        if rec.state is TxState.TRAINING:  # a gradient written too late is not journaled
+            await artifacts.remove(self.gradient_path(rec.id))
+        rec = await self.commit(rec, change)
+        if rec.state is TxState.COMPENSATING and self.compensate is not None:
+            rec = await self.compensate(rec)
+        return rec

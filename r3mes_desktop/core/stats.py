@@ -1,0 +1,75 @@
+"""Statistics derived from the journal, so they are exact and survive restarts.
+
+Keys follow the seeds. As there, `failed_transactions` counts every transaction that did
+not commit (FAILED, ROLLED_BACK, and COMPENSATING ones whose undo is still pending) and
+`rolled_back_transactions` the subset that was fully undone; rates are over all
+transactions. Throughput and commit times are over the last `window_s` seconds.
+`error_breakdown` counts every journaled error occurrence (each retried attempt, each final
+failure, each failed undo or deferred completion) by category.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+from r3mes_desktop.core.errors import ErrorCategory
+
+BREAKDOWN_KEYS: tuple[str, ...] = tuple(f"{c.value}_errors" for c in ErrorCategory)
+
+
+def _percentile(sorted_values: list[float], q: float) -> float:
+    """Nearest-rank percentile of an already sorted list."""
+    if not sorted_values:
+        return 0.0
+    rank = max(1, -(-len(sorted_values) * q // 100))  # ceil(n * q / 100)
+    return sorted_values[int(rank) - 1]
+
+
+def compute_statistics(conn: sqlite3.Connection, *, now: float, window_s: float) -> dict[str, Any]:
+    by_state = dict(conn.execute("SELECT state, COUNT(*) FROM transactions GROUP BY state"))
+    total = sum(by_state.values())
+    committed = by_state.get("committed", 0)
+    rolled_back = by_state.get("rolled_back", 0)
+    compensating = by_state.get("compensating", 0)
+    failed = by_state.get("failed", 0) + rolled_back + compensating
+    active = total - committed - failed
+    since = now - window_s
+    durations = sorted(
+        row[0]
+        for row in conn.execute(
+            "SELECT finished_at - created_at FROM transactions "
+            "WHERE state = 'committed' AND finished_at >= ?",
+            (since,),
+        )
+    )
+    errors = dict(
+        conn.execute(
+            "SELECT category, COUNT(*) FROM events WHERE category IS NOT NULL GROUP BY category"
+        )
+    )
+    outbox_pending = conn.execute("SELECT COUNT(*) FROM outbox WHERE done_at IS NULL").fetchone()[0]
+    dead_letters = conn.execute(
+        "SELECT COUNT(*) FROM dead_letters WHERE status = 'open'"
+    ).fetchone()[0]
+    return {
+        "total_transactions": total,
+        "committed_transactions": committed,
+        "failed_transactions": failed,
+        "rolled_back_transactions": rolled_back,
+        "compensating_transactions": compensating,
+        "active_transactions": active,
+        "success_rate": committed / total if total else 0.0,
+        "failure_rate": failed / total if total else 0.0,
+        "rollback_rate": rolled_back / total if total else 0.0,
+        "window_s": window_s,
+        "transactions_per_minute": len(durations) * 60.0 / window_s if window_s > 0 else 0.0,
+        "commit_time_mean_s": sum(durations) / len(durations) if durations else 0.0,
+        "commit_time_p50_s": _percentile(durations, 50),
+        "commit_time_p95_s": _percentile(durations, 95),
+        "error_breakdown": {
+            f"{c.value}_errors": int(errors.get(c.value, 0)) for c in ErrorCategory
+        },
+        "pending_task_completions": outbox_pending,
+        "open_dead_letters": dead_letters,
+    }

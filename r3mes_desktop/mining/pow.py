@@ -1,0 +1,222 @@
+"""Nonce search for the contract's proof-of-work rule, on all cores (no torch here).
+
+The 68-byte preimage is 60 fixed bytes ‖ nonce (uint64 BE). With the nonce's high 4 bytes
+fixed, the first 64-byte SHA-256 block is constant, so each process hashes it once and
+copies that midstate: every candidate then costs one compression. Process i owns the high
+words i, i + n, i + 2n, … (disjoint ranges); there is no attempt cap — the space is 2^64.
+Shared-memory counters carry the hash rate; one shared event stops everyone (found or
+cancelled). Byte-string comparison of two 32-byte big-endian values equals integer
+comparison, so the target test is a single `<` on bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import math
+import multiprocessing as mp
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from r3mes_desktop.core.clock import Clock, SystemClock
+from r3mes_desktop.core.errors import ResourceError
+from r3mes_desktop.core.pow import is_valid_pow, pow_prefix, pow_target, validate_difficulty
+from r3mes_desktop.core.steps import ProgressCallback
+
+CHUNK = 1 << 16
+_LOW_BYTES = [i.to_bytes(2, "big") for i in range(CHUNK)]
+
+
+def search_worker(
+    prefix: bytes,
+    target: bytes,
+    index: int,
+    stride: int,
+    first_high: int,
+    stop: Any,
+    found: Any,
+    has_found: Any,
+    counters: Any,
+) -> None:
+    """Scan nonces (high << 32 | mid << 16 | low) until `stop` is set; report via shared memory."""
+    lows = _LOW_BYTES
+    high = first_high + index
+    while high < 1 << 32:
+        block = hashlib.sha256(prefix + high.to_bytes(4, "big"))  # compresses block one
+        for mid in range(CHUNK):
+            state = block.copy()
+            state.update(mid.to_bytes(2, "big"))
+            copy = state.copy
+            for low in lows:
+                h = copy()
+                h.update(low)
+                if h.digest() < target:
+                    nonce = (high << 32) | (mid << 16) | int.from_bytes(low, "big")
+                    with found.get_lock():
+                        if not has_found.value:
+                            found.value = nonce
+                            has_found.value = 1
+                    stop.set()
+                    counters[index] += CHUNK
+                    return
+            counters[index] += CHUNK
+            if stop.is_set():
+                return
+        high += stride
+
+
+@dataclass
+class SearchStatus:
+    hashes: int
+    nonce: int | None
+    running: bool
+
+
+class NonceSearch:
+    """A running multi-process search (sync API: benches, verify, and `ProcessPow`)."""
+
+    def __init__(
+        self,
+        prefix: bytes,
+        difficulty: int,
+        *,
+        processes: int = 0,
+        first_high: int = 0,
+        target: bytes | None = None,
+    ) -> None:
+        self.processes = processes or os.cpu_count() or 1
+        self.target = target or pow_target(difficulty).to_bytes(32, "big")
+        ctx = mp.get_context("spawn")
+        self.stop_event = ctx.Event()
+        self.found = ctx.Value("Q", 0)
+        self.has_found = ctx.Value("b", 0, lock=False)  # written under found's lock
+        self.counters = ctx.Array("Q", self.processes, lock=False)
+        self.procs = [
+            ctx.Process(
+                target=search_worker,
+                args=(
+                    prefix,
+                    self.target,
+                    i,
+                    self.processes,
+                    first_high,
+                    self.stop_event,
+                    self.found,
+                    self.has_found,
+                    self.counters,
+                ),
+                name=f"r3mes-pow-{i}",
+                daemon=True,
+            )
+            for i in range(self.processes)
+        ]
+
+    def start(self) -> NonceSearch:
+        for proc in self.procs:
+            proc.start()
+        return self
+
+    def status(self) -> SearchStatus:
+        with self.found.get_lock():
+            found = int(self.found.value) if self.has_found.value else None
+        running = any(p.is_alive() for p in self.procs)
+        if found is None and not running:
+            codes = [p.exitcode for p in self.procs]
+            raise ResourceError(f"proof-of-work processes exited early (exit codes {codes})")
+        return SearchStatus(sum(self.counters), found, running)
+
+    def cancel(self) -> None:
+        self.stop_event.set()
+
+    def join(self, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        for proc in self.procs:
+            proc.join(max(0.0, deadline - time.monotonic()))
+            if proc.is_alive():
+                proc.kill()
+                proc.join(1.0)
+
+
+def solve_blocking(
+    gradient_hash: bytes,
+    miner: str | bytes,
+    round_id: int,
+    difficulty: int,
+    *,
+    processes: int = 0,
+    on_status: Callable[[SearchStatus], None] | None = None,
+) -> int:
+    """Search to completion in this thread (CLI and tests); returns a valid nonce."""
+    validate_difficulty(difficulty)
+    search = NonceSearch(
+        pow_prefix(gradient_hash, miner, round_id), difficulty, processes=processes
+    )
+    search.start()
+    try:
+        while True:
+            search.stop_event.wait(0.05)
+            status = search.status()
+            if on_status is not None:
+                on_status(status)
+            if status.nonce is not None:
+                return status.nonce
+    finally:
+        search.cancel()
+        search.join()
+
+
+class ProcessPow:
+    """`core.steps.ProofOfWork` on all cores; cancel the awaiting task to stop the search."""
+
+    def __init__(
+        self, *, processes: int = 0, report_interval_s: float = 0.25, clock: Clock | None = None
+    ) -> None:
+        self.processes = processes
+        self.report_interval_s = report_interval_s
+        self.clock = clock or SystemClock()
+
+    async def solve(
+        self,
+        *,
+        gradient_hash: bytes,
+        miner: str,
+        round_id: int,
+        difficulty: int,
+        progress: ProgressCallback,
+    ) -> int:
+        validate_difficulty(difficulty)
+        prefix = pow_prefix(gradient_hash, miner, round_id)
+        loop = asyncio.get_running_loop()
+        search = NonceSearch(prefix, difficulty, processes=self.processes)
+        await loop.run_in_executor(None, search.start)
+        expected = 2.0**difficulty
+        started = last_t = self.clock.monotonic()
+        last_hashes = 0
+        try:
+            while True:
+                await loop.run_in_executor(None, search.stop_event.wait, self.report_interval_s)
+                status = search.status()
+                now = self.clock.monotonic()
+                rate = (status.hashes - last_hashes) / max(now - last_t, 1e-9)
+                last_t, last_hashes = now, status.hashes
+                detail = {
+                    "hash_rate": rate,
+                    "hashes": status.hashes,
+                    "expected_hashes": expected,
+                    "processes": search.processes,
+                    "elapsed_s": now - started,
+                }
+                # Chance of having found a nonce by now; the search itself never gives up.
+                progress(1.0 - math.exp(-status.hashes / expected), detail)
+                if status.nonce is not None:
+                    nonce = status.nonce
+                    break
+        finally:
+            search.cancel()
+            await asyncio.shield(loop.run_in_executor(None, search.join))
+        if not is_valid_pow(gradient_hash, miner, round_id, nonce, difficulty):
+            raise ResourceError("proof-of-work search returned an invalid nonce (corrupt worker)")
+        return nonce

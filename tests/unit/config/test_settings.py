@@ -242,7 +242,7 @@ def test_updates_are_all_or_nothing() -> None:
     assert set(info.value.errors) == {"pow_difficulty"}
     assert s.max_retries == 3
     with pytest.raises(Exception, match="frozen"):
-        s.max_retries = 5  # type: ignore[misc]
+        s.max_retries = 5
     assert updated(s, max_retries=5).max_retries == 5
 
 

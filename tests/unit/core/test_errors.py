@@ -20,7 +20,7 @@ def named(name: str, module: str = "somelib.errors", base: type = Exception) -> 
 
 
 class HttpError(Exception):
-    def __init__(self, status: int | None = None, **attrs: Any) -> None:
+    def __init__(self, status: object = None, **attrs: Any) -> None:
         super().__init__(f"HTTP {status}")
         if status is not None:
             self.status = status

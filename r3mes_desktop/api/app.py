@@ -21,7 +21,7 @@ from r3mes_desktop.api.metrics import MinerMetrics
 from r3mes_desktop.api.protocol import CoordinatorView, plain
 from r3mes_desktop.api.sse import EventStream
 from r3mes_desktop.core.breaker import BreakerRegistry
-from r3mes_desktop.core.errors import ErrorCategory, R3mesError
+from r3mes_desktop.core.errors import ErrorCategory, R3mesError, ValidationError
 from r3mes_desktop.core.events import EventBus
 from r3mes_desktop.redact import redact
 
@@ -110,7 +110,10 @@ async def get_transaction(request: web.Request) -> web.Response:
         raise web.HTTPBadRequest(
             reason="transaction id: 1..128 characters of letters, digits and _.:-"
         )
-    status = await _coordinator(request).status(tx_id)
+    try:
+        status = await _coordinator(request).status(tx_id)
+    except ValidationError as exc:  # the id's shape was checked: unknown is all it can mean
+        raise web.HTTPNotFound(reason=exc.message) from exc
     if status is None:
         raise web.HTTPNotFound(reason=f"no transaction {tx_id}")
     return web.json_response(plain(status))

@@ -135,3 +135,15 @@ async def test_protected_reads_need_the_token_but_health_does_not(path: str) -> 
         assert (await api.client.get("/health")).status == 200
     finally:
         await api.client.close()
+
+
+async def test_unknown_transaction_raised_as_validation_error_is_404(api: Api) -> None:
+    from r3mes_desktop.core.errors import ValidationError
+
+    async def status(tx_id: str) -> None:
+        raise ValidationError(f"transaction_id {tx_id!r} is not in the journal")
+
+    api.coordinator.status = status  # type: ignore[method-assign]
+    resp = await api.client.get("/transaction/abc")
+    assert resp.status == 404
+    assert "not in the journal" in (await resp.json())["error"]["message"]

@@ -1,0 +1,242 @@
+"""The saga end to end against failing fakes: commit, rollback with real unpin, retries."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from r3mes_desktop.core.errors import (
+    AlreadySubmittedError,
+    AuthenticationError,
+    NetworkError,
+    ResourceError,
+    ValidationError,
+)
+from r3mes_desktop.core.events import Notice, TransactionStateChanged
+from tests.helpers.coordinator_rig import Rig, make_rig
+from tests.helpers.fakes import make_spec
+
+
+@pytest.fixture
+async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
+    rig = make_rig(tmp_path)
+    await rig.coordinator.start(background=False)
+    yield rig
+    await rig.coordinator.close()
+
+
+async def test_happy_path_commits_with_every_artifact(rig: Rig) -> None:
+    status = await rig.coordinator.run_transaction(make_spec(1))
+
+    assert status.state == "committed"
+    assert status.progress == {
+        "training": True,
+        "ipfs_upload": True,
+        "blockchain_submit": True,
+        "task_complete": True,
+    }
+    assert status.failed_step is None and status.error_message is None
+    assert status.cid in rig.store.pins
+    assert rig.chain.submissions[1].cid == status.cid
+    assert rig.task_api.completed == [1]
+    transitions = [
+        (h.get("old_state"), h["new_state"]) for h in status.history if h["kind"] == "transition"
+    ]
+    assert transitions == [
+        (None, "pending"),
+        ("pending", "training"),
+        ("training", "ipfs_upload"),
+        ("ipfs_upload", "blockchain_submit"),
+        ("blockchain_submit", "task_complete"),
+        ("task_complete", "committed"),
+    ]
+    rec = await rig.coordinator.journal.get(status.transaction_id)
+    assert rec is not None and rec.signed_raw == rig.chain.signed[0].raw
+    assert rec.tx_hash == rig.chain.signed[0].tx_hash
+    assert rec.pow_nonce is not None and rec.gradient_hash is not None
+    assert rig.trainer.discarded == [status.transaction_id]
+    assert not (rig.tmp / "artifacts" / f"{status.transaction_id}.safetensors").exists()
+    states = [e.new_state for e in rig.of_kind(TransactionStateChanged)]
+    assert states == [
+        "pending",
+        "training",
+        "ipfs_upload",
+        "blockchain_submit",
+        "task_complete",
+        "committed",
+    ]
+    assert await rig.coordinator.journal.integrity_check() == []
+
+
+async def test_ipfs_failure_rolls_back_and_nothing_stays_pinned(rig: Rig) -> None:
+    rig.faults.fail("add_and_pin", NetworkError("connection refused"), times=None)
+
+    status = await rig.coordinator.run_transaction(make_spec(2))
+
+    assert status.state == "rolled_back"
+    assert status.failed_step == "ipfs_upload"
+    assert status.error_category == "network"
+    assert rig.store.pins == set()
+    assert rig.chain.signed == []
+    assert rig.faults.count("add_and_pin") == 4  # 1 + max_retries (3)
+
+
+async def test_chain_auth_failure_unpins_and_rolls_back(rig: Rig) -> None:
+    rig.faults.fail("broadcast", AuthenticationError("insufficient funds"), times=None)
+
+    status = await rig.coordinator.run_transaction(make_spec(3))
+
+    assert status.state == "rolled_back"
+    assert status.failed_step == "blockchain_submit"
+    assert status.error_category == "authentication"
+    assert status.error_message == "insufficient funds"
+    assert rig.faults.count("broadcast") == 1  # auth errors are not retried
+    assert rig.store.pins == set()
+    assert [c for c in rig.faults.calls if c[0] == "unpin"] == [("unpin", {"cid": status.cid})]
+    letters = await rig.coordinator.dead_letters()
+    assert [(d.transaction_id, d.category) for d in letters] == [
+        (status.transaction_id, "authentication")
+    ]
+
+
+async def test_chain_validation_revert_unpins_and_rolls_back(rig: Rig) -> None:
+    rig.faults.fail("wait_receipt", ValidationError("bad proof of work"), times=1)
+
+    status = await rig.coordinator.run_transaction(make_spec(4))
+
+    assert status.state == "rolled_back"
+    assert status.error_category == "validation"
+    assert rig.store.pins == set()
+    assert await rig.coordinator.dead_letters() == []  # retrying the same proof cannot help
+
+
+async def test_network_retries_wait_the_configured_delays(tmp_path: Path) -> None:
+    rig = make_rig(tmp_path, retry_initial_delay=2.0, retry_backoff_factor=3.0, max_retries=3)
+    await rig.coordinator.start(background=False)
+    rig.faults.fail("add_and_pin", NetworkError("503 service unavailable"), times=2)
+    rig.faults.fail("broadcast", NetworkError("connection reset"), times=1)
+
+    status = await rig.coordinator.run_transaction(make_spec(5))
+
+    assert status.state == "committed"
+    assert rig.clock.sleeps == [2.0, 6.0, 2.0]
+    retries = [h for h in status.history if h["kind"] == "retry"]
+    assert [(h["step"], h["attempt"], h["delay"], h["category"]) for h in retries] == [
+        ("add_and_pin", 1, 2.0, "network"),
+        ("add_and_pin", 2, 6.0, "network"),
+        ("broadcast", 1, 2.0, "network"),
+    ]
+    await rig.coordinator.close()
+
+
+async def test_training_resource_error_is_retried_then_fails_without_compensation(
+    rig: Rig,
+) -> None:
+    rig.faults.fail("train", ResourceError("CUDA error: out of memory"), times=None)
+
+    status = await rig.coordinator.run_transaction(make_spec(6))
+
+    assert status.state == "failed"
+    assert status.failed_step == "training"
+    assert status.error_category == "resource"
+    assert rig.faults.count("train") == 4
+    assert rig.faults.count("unpin") == 0
+    assert rig.trainer.discarded == []  # the checkpoint is kept for resume
+    resumable = await rig.coordinator.resumable()
+    assert [r["transaction_id"] for r in resumable] == [status.transaction_id]
+    assert resumable[0]["step"] == 2
+
+
+async def test_task_complete_failure_commits_and_the_outbox_delivers_later(rig: Rig) -> None:
+    rig.faults.fail("complete_task", NetworkError("timed out"), times=8)
+
+    status = await rig.coordinator.run_transaction(make_spec(7))
+
+    assert status.state == "committed"
+    assert rig.task_api.completed == []
+    notices = rig.of_kind(Notice)
+    assert len(notices) == 1 and notices[0].level == "warning"
+    assert (await rig.coordinator.statistics())["pending_task_completions"] == 1
+    # 4 more failures are planned: the first outbox round (1 + 3 retries) fails, backs off
+    assert await rig.coordinator.deliver_outbox() == 0
+    assert await rig.coordinator.deliver_outbox() == 0  # not due yet
+    rig.clock.advance(120)
+    assert await rig.coordinator.deliver_outbox() == 1
+    assert rig.task_api.completed == [7]
+    assert (await rig.coordinator.statistics())["pending_task_completions"] == 0
+
+
+async def test_outbox_survives_restart(rig: Rig) -> None:
+    rig.faults.fail("complete_task", NetworkError("timed out"), times=None)
+    status = await rig.coordinator.run_transaction(make_spec(8))
+    assert status.state == "committed"
+
+    rig.faults.clear("complete_task")
+    coordinator = await rig.reopen()
+    await coordinator.start(background=False)
+    assert await coordinator.deliver_outbox() == 1
+    assert rig.task_api.completed == [8]
+
+
+async def test_already_submitted_with_our_cid_is_success(rig: Rig) -> None:
+    rig.faults.fail("broadcast", AlreadySubmittedError("dup", stored_cid=None), times=0)
+    spec = make_spec(9)
+    # the chain already holds exactly our submission (e.g. mined from an earlier broadcast)
+    from tests.helpers.fakes import cid_for, gradient_for
+
+    our_cid = cid_for(gradient_for(spec))
+    rig.faults.fail("wait_receipt", AlreadySubmittedError("dup", stored_cid=our_cid), times=1)
+
+    status = await rig.coordinator.run_transaction(spec)
+
+    assert status.state == "committed"
+    assert our_cid in rig.store.pins
+
+
+async def test_already_submitted_with_another_cid_rolls_back(rig: Rig) -> None:
+    rig.faults.fail("wait_receipt", AlreadySubmittedError("dup", stored_cid="bafkother"), times=1)
+
+    status = await rig.coordinator.run_transaction(make_spec(10))
+
+    assert status.state == "rolled_back"
+    assert rig.store.pins == set()
+
+
+async def test_second_transaction_for_a_committed_round_is_refused(rig: Rig) -> None:
+    await rig.coordinator.run_transaction(make_spec(11))
+    with pytest.raises(ValidationError, match="round 11"):
+        await rig.coordinator.run_transaction(make_spec(11))
+    assert len(rig.chain.signed) == 1
+
+
+async def test_timeout_rolls_back_a_slow_transaction(tmp_path: Path) -> None:
+    rig = make_rig(tmp_path, transaction_timeout=60)
+    rig.trainer.duration_s = 30
+    await rig.coordinator.start(background=False)
+    rig.faults.fail("add_and_pin", NetworkError("timed out"), times=3)  # waits 1+2+4 s
+
+    ok = await rig.coordinator.run_transaction(make_spec(12))
+    assert ok.state == "committed"
+
+    rig.trainer.duration_s = 61
+    late = await rig.coordinator.run_transaction(make_spec(13))
+    assert late.state == "failed"
+    assert late.failed_step == "training"
+    assert "R3MES_TRANSACTION_TIMEOUT" in (late.error_message or "")
+    assert rig.chain.submissions.keys() == {12}
+    await rig.coordinator.close()
+
+
+async def test_timeout_during_upload_unpins(tmp_path: Path) -> None:
+    rig = make_rig(tmp_path, transaction_timeout=60, retry_initial_delay=20, max_retries=5)
+    await rig.coordinator.start(background=False)
+    rig.faults.fail("sign_submission", NetworkError("timed out"), times=None)
+
+    status = await rig.coordinator.run_transaction(make_spec(14))
+
+    assert status.state == "rolled_back"
+    assert status.failed_step == "blockchain_submit"
+    assert rig.store.pins == set()
+    await rig.coordinator.close()

@@ -54,13 +54,13 @@ def search_worker(
                 h = copy()
                 h.update(low)
                 if h.digest() < target:
-                    nonce = (high << 32) | (mid << 16) | int.from_bytes(low, "big")
+                    done = int.from_bytes(low, "big")
+                    counters[index] += done + 1
                     with found.get_lock():
                         if not has_found.value:
-                            found.value = nonce
+                            found.value = (high << 32) | (mid << 16) | done
                             has_found.value = 1
                     stop.set()
-                    counters[index] += CHUNK
                     return
             counters[index] += CHUNK
             if stop.is_set():

@@ -125,17 +125,19 @@ class NoticeCenter:
     def on_event(self, event: Event) -> Alert | None:
         """The alert an event deserves now (None if it deserves none, or is held)."""
         if isinstance(event, TransactionStateChanged):
-            if event.new_state not in ("ROLLED_BACK", "FAILED"):
+            new_state = str(event.new_state).upper()
+            if new_state not in ("ROLLED_BACK", "FAILED"):
                 return None
-            kind = "rolled back" if event.new_state == "ROLLED_BACK" else "failed"
-            reason = failure_reason(event.failed_step, event.error_category, event.error_message)
-            level = "warning" if event.new_state == "ROLLED_BACK" else "error"
+            kind = "rolled back" if new_state == "ROLLED_BACK" else "failed"
+            step = event.failed_step.upper() if event.failed_step else None
+            reason = failure_reason(step, event.error_category, event.error_message)
+            level = "warning" if new_state == "ROLLED_BACK" else "error"
             single = f"Transaction {event.transaction_id[:8]} (round {event.round_id}) {kind}: "
             return self.offer(
                 level=level, kind=kind, reason=reason, single=single + reason, noun="transaction"
             )
         if isinstance(event, BreakerStateChanged):
-            if event.new_state not in ("OPEN", "open"):
+            if str(event.new_state).upper() != "OPEN":
                 return None
             name = _SERVICE_NAMES.get(event.service, event.service)
             wait = event.seconds_until_half_open

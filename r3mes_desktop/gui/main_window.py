@@ -7,6 +7,8 @@ same (qasync) loop via `TaskRunner`, so no click ever blocks painting.
 
 from __future__ import annotations
 
+import asyncio
+import importlib
 import inspect
 import logging
 from collections.abc import Mapping
@@ -17,7 +19,7 @@ from r3mes_desktop.gui.actions import create_actions, miner_state_key
 from r3mes_desktop.gui.banner import NoticeBanner
 from r3mes_desktop.gui.breakers_panel import BreakersModel, BreakersPanel
 from r3mes_desktop.gui.bridge import EventBridge, TaskRunner
-from r3mes_desktop.gui.charts import ChartsPanel
+from r3mes_desktop.gui.chart_data import ChartData
 from r3mes_desktop.gui.dead_letters_panel import DeadLettersModel, DeadLettersPanel
 from r3mes_desktop.gui.icons import status_icon
 from r3mes_desktop.gui.log_view import LogModel, LogView, QtLogHandler
@@ -26,6 +28,7 @@ from r3mes_desktop.gui.records import describe_cleanup, describe_resumable, fiel
 from r3mes_desktop.gui.status_bar import StatusBarController
 from r3mes_desktop.gui.transactions_model import (
     STATE_FILTERS,
+    TERMINAL_STATES,
     TransactionsFilter,
     TransactionsModel,
 )
@@ -64,6 +67,7 @@ async def _maybe_await(value: Any) -> Any:
 class MainWindow(QtWidgets.QMainWindow):
     refreshed = Signal()  # after each poll of the coordinator (tests wait on it)
     action_reported = Signal(str)  # one-click actions say what they did
+    closed = Signal()  # the window closed for good (not hidden to the tray)
 
     def __init__(
         self,
@@ -91,7 +95,11 @@ class MainWindow(QtWidgets.QMainWindow):
         self.tx_model = TransactionsModel(self)
         self.tx_proxy = TransactionsFilter(self)
         self.tx_proxy.setSourceModel(self.tx_model)
-        self.charts = ChartsPanel()
+        self.chart_data = ChartData()
+        self.charts: Any = None  # ChartsPanel, built once pyqtgraph is imported (load_charts)
+        self.charts_host = QtWidgets.QWidget()
+        self.charts_host.setObjectName("charts-host")
+        QtWidgets.QVBoxLayout(self.charts_host).addWidget(QtWidgets.QLabel("Loading charts…"))
         self.breakers_model = BreakersModel(self)
         self.breakers_panel = BreakersPanel(self.breakers_model)
         self.dead_model = DeadLettersModel(self)
@@ -100,8 +108,8 @@ class MainWindow(QtWidgets.QMainWindow):
         self.log_view = LogView(self.log_model)
         self.details = TransactionDetails()
         self._build_central()
-        self.status = StatusBarController(self.statusBar(), runtime.endpoints())
-        self.status.set_device(runtime.device_name())
+        self.status = StatusBarController(self.statusBar(), {})
+        self._probe: Any = None
 
         self.notices = NoticeCenter()
         if tray_available is None:
@@ -127,7 +135,12 @@ class MainWindow(QtWidgets.QMainWindow):
             self._owns_handler = False
 
         self._connect()
-        self.actions.set_miner_state(self._miner_state)
+        self._ready = bool(getattr(runtime, "ready", True))
+        if self._ready:
+            self.runtime_ready()
+        else:
+            self.actions.set_miner_state("starting")
+            self.statusBar().showMessage("Starting the miner…")
 
         self.tick_timer = QtCore.QTimer(self)
         self.tick_timer.setObjectName("window-tick")
@@ -139,7 +152,30 @@ class MainWindow(QtWidgets.QMainWindow):
         self.poll_timer.setInterval(poll_ms)
         self.poll_timer.timeout.connect(self.refresh)
         self.poll_timer.start()
-        QtCore.QTimer.singleShot(0, self.refresh)
+        QtCore.QTimer.singleShot(0, self.load_charts)
+
+    def runtime_ready(self) -> None:
+        """The runtime is open: show its endpoints and device, enable actions, poll."""
+        self._ready = True
+        self.status.set_endpoints(self.runtime.endpoints())
+        self.status.set_device(self.runtime.device_name())
+        self.statusBar().clearMessage()
+        self._set_miner_state(getattr(self.runtime.miner, "state", "idle"))
+        self.refresh()
+
+    def runtime_failed(self, message: str) -> None:
+        self.actions.set_miner_state("error")
+        self.actions.start.setEnabled(False)
+        self.alerts.show(Alert(level="error", title="Could not start", message=message))
+
+    def set_latency_probe(self, probe: Any) -> None:
+        self._probe = probe
+
+    def bring_to_front(self) -> None:
+        """A second launch asked for the window: show it, raised and focused."""
+        self.showNormal()
+        self.raise_()
+        self.activateWindow()
 
     # -- layout ------------------------------------------------------------------------------
     def _build_toolbar_and_menus(self) -> None:
@@ -208,7 +244,7 @@ class MainWindow(QtWidgets.QMainWindow):
 
         self.tabs = QtWidgets.QTabWidget()
         self.tabs.setObjectName("lower-tabs")
-        self.tabs.addTab(self.charts, "Charts")
+        self.tabs.addTab(self.charts_host, "Charts")
         self.tabs.addTab(self.breakers_panel, "Circuit breakers")
         self.tabs.addTab(self.dead_panel, "Dead letters")
         self.tabs.addTab(self.log_view, "Log")
@@ -225,6 +261,35 @@ class MainWindow(QtWidgets.QMainWindow):
         layout.addWidget(lower, 1)
         self.setCentralWidget(central)
         self.resize(1280, 800)
+
+    def load_charts(self) -> None:
+        """Import pyqtgraph off the GUI thread (≈0.7 s), then build the plots.
+
+        Keeps it out of the cold start: the window paints first, the charts follow, and no
+        data is lost meanwhile because `chart_data` collects from the start.
+        """
+        if self.charts is not None:
+            return
+
+        async def load() -> None:
+            await asyncio.to_thread(importlib.import_module, "pyqtgraph")
+            self.ensure_charts()
+
+        self.tasks.spawn(load(), name="Load charts")
+
+    def ensure_charts(self) -> Any:
+        if self.charts is None:
+            from r3mes_desktop.gui.charts import ChartsPanel
+
+            self.charts = ChartsPanel(data=self.chart_data)
+            layout = self.charts_host.layout()
+            while layout.count():
+                item = layout.takeAt(0)
+                if item.widget() is not None:
+                    item.widget().deleteLater()
+            layout.setContentsMargins(0, 0, 0, 0)
+            layout.addWidget(self.charts)
+        return self.charts
 
     # -- wiring --------------------------------------------------------------------------
     def _connect(self) -> None:
@@ -243,13 +308,13 @@ class MainWindow(QtWidgets.QMainWindow):
         b.event.connect(self._on_event)
         b.transaction_changed.connect(self.tx_model.apply_event)
         b.step_progress.connect(self.tx_model.apply_event)
-        b.step_progress.connect(self.charts.add_event)
+        b.step_progress.connect(self.chart_data.add_event)
         b.retry_scheduled.connect(self.tx_model.apply_event)
         b.retry_scheduled.connect(self.status.on_retry)
         b.compensation.connect(self.tx_model.apply_event)
         b.breaker_changed.connect(self.breakers_model.apply_event)
         b.breaker_changed.connect(self.status.on_breaker)
-        b.stats_changed.connect(lambda e: self.charts.add_stats(e.stats))
+        b.stats_changed.connect(lambda e: self.chart_data.add_stats(e.stats))
         b.miner_state_changed.connect(
             lambda e: self._set_miner_state(field_of(e, "new_state", "state"))
         )
@@ -262,11 +327,8 @@ class MainWindow(QtWidgets.QMainWindow):
         alert = self.notices.on_event(event)
         if alert is not None:
             self.alerts.show(alert)
-        if event.kind == "TransactionStateChanged" and event.new_state in (  # type: ignore[attr-defined]
-            "COMMITTED",
-            "ROLLED_BACK",
-            "FAILED",
-        ):
+        new_state = str(getattr(event, "new_state", "")).upper()
+        if event.kind == "TransactionStateChanged" and new_state in TERMINAL_STATES:
             QtCore.QTimer.singleShot(0, self.refresh)
         self._update_tray()
 
@@ -276,6 +338,8 @@ class MainWindow(QtWidgets.QMainWindow):
         self.status.refresh()
         for alert in self.notices.flush():
             self.alerts.show(alert)
+        if self._probe is not None:
+            self.status.set_loop_figures(f"loop p99 {self._probe.summary().p99_ms:.0f} ms")
         self._update_tray()
 
     def _update_tray(self) -> None:
@@ -300,7 +364,7 @@ class MainWindow(QtWidgets.QMainWindow):
     # -- polling -------------------------------------------------------------------------
     def refresh(self) -> None:
         """Poll the coordinator once (skipped if a poll is still running)."""
-        if self._refreshing:
+        if self._refreshing or not self._ready:
             return
         self._refreshing = True
         self.tasks.spawn(self._refresh(), name="refresh")
@@ -309,8 +373,8 @@ class MainWindow(QtWidgets.QMainWindow):
         rt = self.runtime
         try:
             self.tx_model.replace_from_snapshot(await rt.coordinator.list_transactions())
-            stats = await rt.coordinator.statistics()
-            self.charts.add_stats(stats if isinstance(stats, Mapping) else vars(stats))
+            stats = await rt.coordinator.statistics(window_s=600)
+            self.chart_data.add_stats(stats if isinstance(stats, Mapping) else vars(stats))
             snapshots = rt.breakers.snapshot()
             self.breakers_model.apply_snapshots(
                 snapshots.values() if isinstance(snapshots, Mapping) else snapshots
@@ -348,6 +412,9 @@ class MainWindow(QtWidgets.QMainWindow):
 
     # -- one-click actions -----------------------------------------------------------------
     def _miner_call(self, name: str) -> None:
+        if not self._ready:
+            return
+
         async def call() -> None:
             await _maybe_await(getattr(self.runtime.miner, name)())
             self._set_miner_state(self.runtime.miner.state)
@@ -378,10 +445,13 @@ class MainWindow(QtWidgets.QMainWindow):
             return
         item = self._resumable[0]
 
+        text = describe_resumable(item)
+        self.report(f"{text}: resuming.")
+
         async def run() -> None:
-            text = describe_resumable(item)
-            await self.runtime.coordinator.resume(item)
-            self.report(f"{text}: resumed.")
+            status = await self.runtime.coordinator.resume(item)
+            state = str(field_of(status, "state", default="done")).upper()
+            self.report(f"Resumed transaction of round {field_of(item, 'round_id')}: {state}.")
             await self._refresh_now()
 
         self.tasks.spawn(run(), name="Resume from checkpoint")
@@ -403,9 +473,12 @@ class MainWindow(QtWidgets.QMainWindow):
         )
 
     def retry_dead_letter(self, letter_id: str) -> None:
+        self.report(f"Dead letter {letter_id[:8]}: trying again.")
+
         async def run() -> None:
-            await self.runtime.coordinator.retry_dead_letter(letter_id)
-            self.report(f"Dead letter {letter_id[:8]} queued for another try.")
+            status = await self.runtime.coordinator.retry_dead_letter(letter_id)
+            state = str(field_of(status, "state", default="done")).upper()
+            self.report(f"Dead letter {letter_id[:8]} retried: {state}.")
             await self._refresh_now()
 
         self.tasks.spawn(run(), name="Retry dead letter")
@@ -468,12 +541,14 @@ class MainWindow(QtWidgets.QMainWindow):
             return
         self.shutdown_widgets()
         event.accept()
+        self.closed.emit()
 
     def shutdown_widgets(self) -> None:
         """Stop timers and listeners; the runtime itself is closed by the app."""
         self.tick_timer.stop()
         self.poll_timer.stop()
-        self.charts.redraw_timer.stop()
+        if self.charts is not None:
+            self.charts.redraw_timer.stop()
         self.bridge.close()
         if self._owns_handler:
             logging.getLogger().removeHandler(self.log_handler)

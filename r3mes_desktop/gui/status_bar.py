@@ -55,6 +55,9 @@ class StatusBarController:
         for label in (self.chain, self.ipfs, self.device, self.loop):
             bar.addPermanentWidget(label)
 
+    def set_endpoints(self, endpoints: Mapping[str, str | None]) -> None:
+        self._endpoints = dict(endpoints)
+
     # -- facts ----------------------------------------------------------------------------
     def set_chain_info(self, info: Mapping[str, Any] | Any) -> None:
         network = field_of(info, "network", "chain_name", default="chain")

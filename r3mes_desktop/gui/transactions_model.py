@@ -31,6 +31,7 @@ STEP_LABELS = {
     "TASK_COMPLETE": "task",
 }
 TERMINAL = frozenset({"COMMITTED", "FAILED", "ROLLED_BACK"})
+TERMINAL_STATES = TERMINAL
 
 # StepProgress.step names used by the adapters, mapped onto saga steps.
 _PROGRESS_STEP = {
@@ -119,24 +120,32 @@ def row_from_status(status: Any) -> TxRow:
     row = TxRow(
         transaction_id=tx_id,
         round_id=_get(status, "round_id"),
-        state=str(_get(status, "state", "PENDING")),
+        state=str(_get(status, "state", "PENDING")).upper(),
         created_at=float(created),
         attempts=int(_get(status, "attempts", 0) or 0),
         next_retry_at=_get(status, "next_retry_at"),
-        failed_step=_get(status, "failed_step"),
+        failed_step=_upper(_get(status, "failed_step")),
         error_category=_get(status, "error_category"),
         error_message=_get(status, "error_message"),
     )
     progress = _get(status, "progress") or {}
     for step, frac in dict(progress).items():
         key = _PROGRESS_STEP.get(str(step).lower(), str(step).upper())
+        if frac is False:
+            continue  # the journal's "not done" (bool) says nothing about a fraction
         try:
             row.progress[key] = float(frac)
         except (TypeError, ValueError):
             continue
+    if row.state in STEPS:
+        row.progress.setdefault(row.state, 0.0)
     for item in _get(status, "history", None) or _get(status, "events", None) or []:
         row.history.append(describe_history_item(item))
     return row
+
+
+def _upper(value: Any) -> str | None:
+    return None if value is None else str(value).upper()
 
 
 def describe_history_item(item: Any) -> str:
@@ -148,6 +157,17 @@ def describe_history_item(item: Any) -> str:
     if isinstance(item, Event):
         return prefix + describe_event(item)
     kind = _get(item, "kind") or _get(item, "event") or ""
+    if kind == "transition":
+        text = f"{_upper(_get(item, 'old_state')) or '—'} → {_upper(_get(item, 'new_state'))}"
+        if _get(item, "message"):
+            text += f" ({_get(item, 'message')})"
+        return prefix + text
+    if kind == "retry":
+        return prefix + (
+            f"retry {_get(item, 'step', '')} #{_get(item, 'attempt', '?')} in "
+            f"{float(_get(item, 'delay', 0.0) or 0.0):.1f} s "
+            f"({_get(item, 'category', '')}: {_get(item, 'message', '')})"
+        )
     rest = {k: v for k, v in dict(item).items() if k not in {"ts", "at", "timestamp", "kind"}}
     detail = ", ".join(f"{k}={v}" for k, v in rest.items() if v is not None)
     return f"{prefix}{kind} {detail}".strip()
@@ -155,7 +175,7 @@ def describe_history_item(item: Any) -> str:
 
 def describe_event(event: Event) -> str:
     if isinstance(event, TransactionStateChanged):
-        text = f"{event.old_state or '—'} → {event.new_state}"
+        text = f"{_upper(event.old_state) or '—'} → {str(event.new_state).upper()}"
         if event.error_message:
             text += f" ({event.failed_step or ''}: {event.error_message})"
         return text
@@ -297,18 +317,19 @@ class TransactionsModel(QtCore.QAbstractTableModel):
         """Fold one core event into the table (called by the window from bridge signals)."""
         if isinstance(event, TransactionStateChanged):
             row = self._ensure(event.transaction_id, round_id=event.round_id, created_at=event.ts)
-            if event.old_state in STEPS and event.new_state != event.old_state:
-                row.progress[event.old_state] = max(row.progress.get(event.old_state, 0.0), 1.0)
-            if event.new_state in STEPS:
-                row.progress.setdefault(event.new_state, 0.0)
-            row.state = event.new_state
+            old, new = _upper(event.old_state), str(event.new_state).upper()
+            if old in STEPS and new != old and new not in ("FAILED", "ROLLED_BACK"):
+                row.progress[old] = 1.0
+            if new in STEPS:
+                row.progress.setdefault(new, 0.0)
+            row.state = new
             row.round_id = event.round_id
             if event.failed_step:
-                row.failed_step = event.failed_step
+                row.failed_step = str(event.failed_step).upper()
             if event.error_message:
                 row.error_message = event.error_message
                 row.error_category = event.error_category
-            if event.new_state in TERMINAL:
+            if new in TERMINAL:
                 row.next_retry_at = None
             row.history.append(_stamp(event) + describe_event(event))
             self._changed(row.transaction_id)

@@ -33,9 +33,8 @@ def test_committed_transaction_shows_in_view_and_charts(window: MainWindow, qtbo
         ),
         timeout=3000,
     )
-    qtbot.waitUntil(lambda: window.charts.data.committed == 1, timeout=3000)
-    window.charts.redraw_if_dirty()
-    assert window.charts.data.rates["success"][-1][1] == 1.0
+    qtbot.waitUntil(lambda: window.chart_data.committed == 1, timeout=3000)
+    assert window.chart_data.rates["success"][-1][1] == 1.0
     col = TransactionsModel.COL_STATE
     texts = [window.tx_proxy.index(r, col).data() for r in range(window.tx_proxy.rowCount())]
     assert "COMMITTED" in texts
@@ -47,9 +46,9 @@ def test_ipfs_rollback_shows_banner_and_error_chart(window: MainWindow, qtbot: A
         coord.roll_back_on_ipfs()
     qtbot.waitUntil(window.banner.isVisible, timeout=3000)
     assert "IPFS unreachable" in window.banner.text()
-    qtbot.waitUntil(lambda: window.charts.data.errors["network"] == 3, timeout=3000)
-    window.charts.redraw_if_dirty()
-    assert window.charts.error_heights()[0] == 3
+    qtbot.waitUntil(lambda: window.chart_data.errors["network"] == 3, timeout=3000)
+    qtbot.waitUntil(lambda: window.charts is not None, timeout=5000)
+    qtbot.waitUntil(lambda: window.charts.error_heights()[:1] == [3], timeout=3000)
 
 
 def test_state_filter(window: MainWindow, qtbot: Any) -> None:

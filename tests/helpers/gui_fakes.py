@@ -123,7 +123,7 @@ class FakeCoordinator:
         tx = self.txs.get(tx_id)
         return None if tx is None else {**tx, "age_seconds": time.time() - tx["created_at"]}
 
-    async def statistics(self) -> dict[str, Any]:
+    async def statistics(self, *, window_s: float = 3600) -> dict[str, Any]:
         states = [tx["state"] for tx in self.txs.values()]
         total = len(states)
         breakdown: dict[str, int] = {}

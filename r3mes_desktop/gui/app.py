@@ -1,0 +1,137 @@
+"""`r3mes-desktop`: QApplication + qasync loop, single instance, window first, core second.
+
+Order matters for the cold start: the window is built and painted before anything heavy
+is imported (pydantic settings, web3, the devnet); the runtime opens afterwards on the
+same loop, and torch is only ever imported inside the worker processes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+import time
+from typing import Any
+
+from r3mes_desktop.gui.qt import QtCore, QtWidgets
+
+log = logging.getLogger(__name__)
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="r3mes-desktop", description="R3MES desktop miner")
+    parser.add_argument(
+        "--fast",
+        action="store_true",
+        help="devnet with tiny rounds (small model, difficulty 16): demos and tests",
+    )
+    parser.add_argument("--start", action="store_true", help="start mining once ready")
+    parser.add_argument(
+        "--startup-probe",
+        action="store_true",
+        help="print seconds to the first painted window, then quit (bench.gui uses it)",
+    )
+    return parser.parse_args(argv)
+
+
+class FirstPaint(QtCore.QObject):
+    """Reports the first Paint event a widget receives (cold-start measurement)."""
+
+    painted = QtCore.Signal()
+
+    def __init__(self, widget: QtWidgets.QWidget) -> None:
+        super().__init__(widget)
+        self.seen = False
+        widget.installEventFilter(self)
+
+    def eventFilter(self, obj: QtCore.QObject, event: QtCore.QEvent) -> bool:
+        if not self.seen and event.type() == QtCore.QEvent.Type.Paint:
+            self.seen = True
+            self.painted.emit()
+        return False
+
+
+def _data_dir() -> str:
+    """Cheap version of config.paths().data_dir for the single-instance key (no pydantic)."""
+    override = os.environ.get("R3MES_DATA_DIR")
+    if override:
+        return os.path.abspath(os.path.expanduser(override))
+    import platformdirs
+
+    return platformdirs.user_data_dir("r3mes-desktop", appauthor=False)
+
+
+def main(argv: list[str] | None = None) -> int:
+    started = time.perf_counter()
+    args = _parse(argv)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    app = QtWidgets.QApplication.instance() or QtWidgets.QApplication(sys.argv[:1])
+    app.setApplicationName("R3MES Desktop")
+    app.setDesktopFileName("r3mes-desktop")
+    app.setQuitOnLastWindowClosed(False)
+
+    from r3mes_desktop.gui.single_instance import SingleInstance, server_name
+
+    instance = SingleInstance(server_name(_data_dir()))
+    if not args.startup_probe and not instance.claim():
+        print("R3MES Desktop is already running; raised its window.", file=sys.stderr)
+        return 0
+
+    import qasync
+
+    from r3mes_desktop.gui.latency import LatencyProbe
+    from r3mes_desktop.gui.main_window import MainWindow
+    from r3mes_desktop.runtime import Runtime, RuntimeOptions
+
+    loop = qasync.QEventLoop(app)
+    asyncio.set_event_loop(loop)
+    runtime = Runtime(options=RuntimeOptions.fast() if args.fast else RuntimeOptions())
+    window = MainWindow(runtime)
+    probe = LatencyProbe(parent=window)
+    window.set_latency_probe(probe)
+    instance.activated.connect(window.bring_to_front)
+    first_paint = FirstPaint(window)
+    if args.startup_probe:
+        first_paint.painted.connect(
+            lambda: (
+                print(f"first-paint-s {time.perf_counter() - started:.4f}", flush=True),
+                window.quit(),
+            )
+        )
+    window.show()
+    probe.start()
+
+    with loop:
+        code = loop.run_until_complete(
+            _run(window, runtime, start=args.start, open_runtime=not args.startup_probe)
+        )
+    instance.release()
+    return code
+
+
+async def _run(window: Any, runtime: Any, *, start: bool, open_runtime: bool) -> int:
+    """Open the core, wait for the window to be closed for good, close the core."""
+    closed = asyncio.Event()
+    window.closed.connect(closed.set)
+    if open_runtime:
+        try:
+            await runtime.open()
+        except Exception as exc:
+            log.exception("could not start the miner runtime")
+            window.runtime_failed(str(exc))
+        else:
+            window.runtime_ready()
+            if start:
+                window.actions.start.trigger()
+    await closed.wait()
+    await window.tasks.cancel_all()
+    await runtime.close()
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

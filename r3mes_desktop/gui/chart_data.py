@@ -1,0 +1,77 @@
+"""What the charts show, as plain numbers: fed by events and statistics, read by the plots.
+
+Kept apart from the pyqtgraph widgets so the window can collect data from its first second
+while pyqtgraph (about 0.7 s to import) loads after the first paint.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Mapping
+from typing import Any
+
+from r3mes_desktop.core.events import Event, StepProgress
+
+CATEGORIES = ("network", "authentication", "resource", "validation", "permanent", "unknown")
+CATEGORY_COLOURS = ("#1565c0", "#6a1b9a", "#ef6c00", "#c62828", "#4e342e", "#757575")
+
+
+class ChartData:
+    """What the charts show, kept as plain numbers (testable without painting)."""
+
+    def __init__(self, *, points: int = 600, clock: Any = time.time) -> None:
+        self._clock = clock
+        self.t0 = clock()
+        self.errors: dict[str, int] = dict.fromkeys(CATEGORIES, 0)
+        self.rates: dict[str, deque[tuple[float, float]]] = {
+            name: deque(maxlen=points) for name in ("success", "failure", "rollback")
+        }
+        self.throughput: deque[tuple[float, float]] = deque(maxlen=points)
+        self.loss: deque[tuple[float, float]] = deque(maxlen=points)
+        self.hash_rate: deque[tuple[float, float]] = deque(maxlen=points)
+        self.committed = 0
+        self.dirty = False
+
+    def _t(self, ts: float | None = None) -> float:
+        return (ts if ts is not None else self._clock()) - self.t0
+
+    def add_event(self, event: Event) -> None:
+        if not isinstance(event, StepProgress):
+            return
+        detail = event.detail
+        if "loss" in detail:
+            self.loss.append((self._t(event.ts), float(detail["loss"])))
+            self.dirty = True
+        if "hash_rate" in detail:
+            self.hash_rate.append((self._t(event.ts), float(detail["hash_rate"])))
+            self.dirty = True
+
+    def add_stats(self, stats: Mapping[str, Any], ts: float | None = None) -> None:
+        """Fold one statistics snapshot (the coordinator's keys, seeds' names)."""
+        t = self._t(ts)
+        breakdown = stats.get("error_breakdown") or {}
+        for cat in CATEGORIES:
+            self.errors[cat] = int(breakdown.get(cat, 0) or 0)
+        for extra, count in breakdown.items():
+            if extra not in self.errors:
+                self.errors["unknown"] += int(count or 0)
+        total = float(stats.get("total_transactions", 0) or 0)
+        committed = float(stats.get("committed_transactions", stats.get("committed", 0)) or 0)
+        failed = float(stats.get("failed_transactions", stats.get("failed", 0)) or 0)
+        rolled = float(stats.get("rolled_back_transactions", stats.get("rolled_back", 0)) or 0)
+        self.committed = int(committed)
+
+        def rate(key: str, count: float) -> float:
+            value = stats.get(key)
+            if value is not None:
+                return float(value)
+            return count / total if total else 0.0
+
+        self.rates["success"].append((t, rate("success_rate", committed)))
+        self.rates["failure"].append((t, rate("failure_rate", failed)))
+        self.rates["rollback"].append((t, rate("rollback_rate", rolled)))
+        tpm = stats.get("transactions_per_minute", stats.get("throughput_per_minute"))
+        if tpm is not None:
+            self.throughput.append((t, float(tpm)))
+        self.dirty = True

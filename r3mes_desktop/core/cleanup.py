@@ -57,10 +57,9 @@ async def close_transaction(
         entry["unpinned"] = [cid for cid in before if cid not in after]
         entry["action"] = "retried pending undo actions"
     else:
-        cid = rec.cid
         rec = await saga.fail(rec, None, message=reason)
-        if cid is not None and rec.state is TxState.ROLLED_BACK:
-            entry["unpinned"] = [cid]
+        if rec.cid is not None and rec.state is TxState.ROLLED_BACK:
+            entry["unpinned"] = [rec.cid]
         entry["action"] = {
             TxState.FAILED: "closed as failed (nothing to undo)",
             TxState.ROLLED_BACK: "rolled back",

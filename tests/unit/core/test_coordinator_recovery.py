@@ -1,0 +1,175 @@
+"""Recovery at start: each unfinished state is reconciled with the world, never redone blindly."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from r3mes_desktop.core.artifacts import write_atomic_sync
+from r3mes_desktop.core.journal import Change
+from r3mes_desktop.core.txstate import TxState
+from tests.helpers.coordinator_rig import Rig, make_rig
+from tests.helpers.fakes import cid_for, gradient_for, make_spec
+
+
+@pytest.fixture
+async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
+    rig = make_rig(tmp_path)
+    await rig.coordinator.start(background=False)
+    yield rig
+    await rig.coordinator.close()
+
+
+async def crashed_at(
+    rig: Rig,
+    state: TxState,
+    *,
+    round_id: int = 1,
+    pinned: bool = False,
+    journal_cid: bool = False,
+    broadcast: bool = False,
+) -> str:
+    """Journal a transaction exactly as a process killed in `state` leaves it."""
+    journal = rig.coordinator.journal
+    spec = make_spec(round_id)
+    now = rig.clock.time()
+    rec = await journal.create(
+        tx_id=f"tx-{round_id}",
+        spec=spec,
+        miner=rig.chain.miner_address,
+        now=now,
+        deadline=now + 300,
+    )
+    await journal.apply(Change(rec.id, now, state=TxState.TRAINING))
+    if state is TxState.TRAINING:
+        return rec.id
+    data = gradient_for(spec)
+    path = rig.tmp / "artifacts" / f"{rec.id}.safetensors"
+    write_atomic_sync(path, data)
+    await journal.apply(
+        Change(
+            rec.id,
+            now,
+            state=TxState.IPFS_UPLOAD,
+            fields={
+                "gradient_hash": hashlib.sha256(data).hexdigest(),
+                "gradient_path": str(path),
+                "pow_nonce": 42,
+            },
+        )
+    )
+    cid = cid_for(data)
+    if pinned:
+        await rig.store.add_and_pin(data)
+    if journal_cid:
+        await journal.apply(Change(rec.id, now, fields={"cid": cid}))
+    if state is TxState.IPFS_UPLOAD:
+        return rec.id
+    signed = await rig.chain.sign_submission(
+        round_id=round_id, cid=cid, gradient_hash=hashlib.sha256(data).digest(), pow_nonce=42
+    )
+    await journal.apply(
+        Change(
+            rec.id,
+            now,
+            state=TxState.BLOCKCHAIN_SUBMIT,
+            claim_submission=True,
+            fields={
+                "cid": cid,
+                "signed_raw": signed.raw,
+                "tx_hash": signed.tx_hash,
+                "account_nonce": signed.account_nonce,
+            },
+        )
+    )
+    if broadcast:
+        await rig.chain.broadcast(signed)
+    if state is TxState.BLOCKCHAIN_SUBMIT:
+        return rec.id
+    await journal.apply(
+        Change(
+            rec.id, now, state=TxState.TASK_COMPLETE, fields={"receipt_block": 101}, outbox_add=True
+        )
+    )
+    return rec.id
+
+
+async def restart(rig: Rig) -> list[dict[str, object]]:
+    coordinator = await rig.reopen()
+    rig.faults.calls.clear()
+    report = await coordinator.start(background=False)
+    await coordinator.wait_idle()
+    assert report.integrity_problems == []
+    return report.reconciled
+
+
+async def test_training_resumes_through_the_trainer(rig: Rig) -> None:
+    tx = await crashed_at(rig, TxState.TRAINING)
+    reconciled = await restart(rig)
+    assert reconciled[0]["action"] == "resume training from the trainer's checkpoint"
+    assert (await rig.coordinator.status(tx)).state == "committed"
+    assert rig.faults.count("train") == 1
+
+
+async def test_upload_with_a_live_pin_is_not_repeated(rig: Rig) -> None:
+    tx = await crashed_at(rig, TxState.IPFS_UPLOAD, pinned=True, journal_cid=True)
+    await restart(rig)
+    assert (await rig.coordinator.status(tx)).state == "committed"
+    assert rig.faults.count("is_pinned") == 1
+    assert rig.faults.count("add_and_pin") == 0
+
+
+async def test_upload_interrupted_before_its_cid_was_journaled_is_readded(rig: Rig) -> None:
+    tx = await crashed_at(rig, TxState.IPFS_UPLOAD, pinned=True)
+    await restart(rig)
+    status = await rig.coordinator.status(tx)
+    assert status.state == "committed"
+    assert rig.store.pins == {status.cid}  # the same CID, pinned once
+
+
+async def test_signed_but_not_broadcast_is_rebroadcast_with_the_same_bytes(rig: Rig) -> None:
+    tx = await crashed_at(rig, TxState.BLOCKCHAIN_SUBMIT, pinned=True)
+    await restart(rig)
+    assert (await rig.coordinator.status(tx)).state == "committed"
+    assert len(rig.chain.signed) == 1
+    assert rig.chain.broadcasts == [rig.chain.signed[0].tx_hash]
+
+
+async def test_mined_before_the_crash_is_found_not_resent(rig: Rig) -> None:
+    tx = await crashed_at(rig, TxState.BLOCKCHAIN_SUBMIT, pinned=True, broadcast=True)
+    await restart(rig)
+    assert (await rig.coordinator.status(tx)).state == "committed"
+    assert rig.faults.count("receipt") == 1
+    assert rig.faults.count("broadcast") == 0
+    assert len(rig.chain.broadcasts) == 1
+
+
+async def test_expired_submission_not_on_chain_is_rolled_back(rig: Rig) -> None:
+    tx = await crashed_at(rig, TxState.BLOCKCHAIN_SUBMIT, pinned=True)
+    rig.clock.advance(301)
+    reconciled = await restart(rig)
+    assert reconciled[0]["action"] == "past its deadline: commit if on chain, else undo"
+    status = await rig.coordinator.status(tx)
+    assert status.state == "rolled_back"
+    assert rig.store.pins == set()
+    assert rig.chain.broadcasts == []
+
+
+async def test_expired_upload_interrupted_mid_add_is_undone(rig: Rig) -> None:
+    tx = await crashed_at(rig, TxState.IPFS_UPLOAD, pinned=True)
+    rig.clock.advance(301)
+    await restart(rig)
+    assert (await rig.coordinator.status(tx)).state == "rolled_back"
+    assert rig.store.pins == set()  # the CID was learned by re-adding, then unpinned
+
+
+async def test_task_complete_commits_and_the_outbox_continues(rig: Rig) -> None:
+    tx = await crashed_at(rig, TxState.TASK_COMPLETE, pinned=True, broadcast=True)
+    await restart(rig)
+    assert (await rig.coordinator.status(tx)).state == "committed"
+    assert rig.task_api.completed == []
+    assert await rig.coordinator.deliver_outbox() == 1
+    assert rig.task_api.completed == [1]

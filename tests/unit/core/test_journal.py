@@ -1,0 +1,125 @@
+"""The journal: pragmas, migrations, atomic changes, the exactly-once guards, integrity."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from r3mes_desktop.core.errors import ValidationError
+from r3mes_desktop.core.journal import (
+    Change,
+    DuplicateRoundError,
+    Journal,
+    StaleStateError,
+    connect,
+    migrate,
+)
+from r3mes_desktop.core.journal_schema import SCHEMA_VERSION
+from r3mes_desktop.core.records import HistoryEntry
+from r3mes_desktop.core.txstate import TxState
+from tests.helpers.fakes import MINER, make_spec
+
+
+@pytest.fixture
+async def journal(tmp_path: Path) -> AsyncIterator[Journal]:
+    j = Journal(tmp_path / "j.db")
+    await j.open()
+    yield j
+    await j.close()
+
+
+async def test_pragmas_and_schema_version(journal: Journal) -> None:
+    def pragmas(conn: sqlite3.Connection) -> tuple[str, int, int]:
+        return (
+            conn.execute("PRAGMA journal_mode").fetchone()[0],
+            conn.execute("PRAGMA synchronous").fetchone()[0],
+            conn.execute("PRAGMA user_version").fetchone()[0],
+        )
+
+    assert await journal.run(pragmas) == ("wal", 2, SCHEMA_VERSION)  # 2 = FULL
+
+
+def test_migrates_an_old_journal_in_place(tmp_path: Path) -> None:
+    conn = connect(tmp_path / "old.db")
+    migrate(conn, target=1)
+    conn.execute(
+        "INSERT INTO transactions (id, round_id, miner, state, spec, created_at, updated_at) "
+        "VALUES ('t1', 1, 'm', 'committed', '{}', 1, 1)"
+    )
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+    migrate(conn)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    assert conn.execute("SELECT id, training_step FROM transactions").fetchall() == [("t1", None)]
+    conn.close()
+
+
+def test_refuses_a_newer_journal(tmp_path: Path) -> None:
+    conn = connect(tmp_path / "new.db")
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    with pytest.raises(ValidationError, match="newer than this program"):
+        migrate(conn)
+    conn.close()
+
+
+async def test_one_live_transaction_per_round_and_one_signature_ever(journal: Journal) -> None:
+    spec = make_spec(1)
+    await journal.create(tx_id="a", spec=spec, miner=MINER, now=1.0, deadline=None)
+    with pytest.raises(DuplicateRoundError, match="round 1"):
+        await journal.create(tx_id="b", spec=spec, miner=MINER, now=2.0, deadline=None)
+    await journal.apply(
+        Change("a", 3.0, fields={"tx_hash": "0x1", "signed_raw": b"raw"}, claim_submission=True)
+    )
+    await journal.apply(Change("a", 4.0, state=TxState.ROLLED_BACK))
+    # a rolled-back round may get a new transaction, but never a second signature
+    await journal.create(tx_id="b", spec=spec, miner=MINER, now=5.0, deadline=None)
+    with pytest.raises(DuplicateRoundError, match="already signed by transaction a"):
+        await journal.apply(Change("b", 6.0, fields={"tx_hash": "0x2"}, claim_submission=True))
+    rec = await journal.get("b")
+    assert rec is not None and rec.tx_hash is None  # the failed change left nothing behind
+    assert await journal.submission_owner(1, MINER) == "a"
+
+
+async def test_a_change_is_all_or_nothing(journal: Journal) -> None:
+    await journal.create(tx_id="a", spec=make_spec(1), miner=MINER, now=1.0, deadline=None)
+    with pytest.raises(StaleStateError):
+        await journal.apply(
+            Change(
+                "a",
+                2.0,
+                state=TxState.TRAINING,
+                expect=frozenset({TxState.IPFS_UPLOAD}),
+                history=[HistoryEntry("a", 2.0, "note", message="x")],
+            )
+        )
+    with pytest.raises(ValidationError, match="cannot be updated"):
+        await journal.apply(Change("a", 2.0, fields={"state; DROP TABLE x": 1}))
+    rec = await journal.get("a")
+    assert rec is not None and rec.state is TxState.PENDING
+    assert [h.kind for h in await journal.history("a")] == ["transition"]
+
+
+async def test_terminal_states_stamp_finished_at(journal: Journal) -> None:
+    await journal.create(tx_id="a", spec=make_spec(1), miner=MINER, now=1.0, deadline=None)
+    rec = await journal.apply(Change("a", 9.0, state=TxState.FAILED))
+    assert rec.finished_at == 9.0
+    rec = await journal.apply(Change("a", 10.0, state=TxState.TRAINING))
+    assert rec.finished_at is None
+
+
+async def test_integrity_check_names_broken_invariants(journal: Journal) -> None:
+    assert await journal.integrity_check() == []
+    await journal.create(tx_id="a", spec=make_spec(1), miner=MINER, now=1.0, deadline=None)
+    await journal.run(
+        lambda conn: conn.execute("UPDATE transactions SET state = 'committed' WHERE id = 'a'")
+    )
+    problems = await journal.integrity_check()
+    assert any("committed transaction without CID" in p and "a" in p for p in problems)
+    assert any("without finished_at" in p for p in problems)
+
+
+async def test_bad_synchronous_mode_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValidationError, match="synchronous"):
+        Journal(tmp_path / "x.db", synchronous="OFF")

@@ -310,6 +310,10 @@ class ChainClient:
         return stored, None
 
     async def broadcast(self, signed: SignedSubmission) -> None:
+        """Send the signed bytes unless they are already mined (after a crash the journal
+        replays broadcasts; ganache 7 even re-executes a resent mined transaction)."""
+        if await self.receipt(signed.tx_hash) is not None:
+            return
         try:
             await self._call("chain.broadcast", self._transport.send_raw, signed.raw)
         except TxRejected as exc:

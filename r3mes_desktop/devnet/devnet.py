@@ -96,7 +96,11 @@ class Devnet:
         try:
             account = await asyncio.to_thread(_dev_account, root)
             operator = DevnetOperator(
-                evm, template=template or RoundTemplate(), keep_open=keep_open
+                evm,
+                key=evm.funded_keys[0],
+                template=template or RoundTemplate(),
+                keep_open=keep_open,
+                clock=clock,
             )
             contract = await operator.deploy_if_needed()
             await operator.fund(str(account.address))

@@ -24,9 +24,9 @@ from eth_utils import keccak, to_checksum_address
 
 from r3mes_desktop.chain import artifact
 from r3mes_desktop.chain.abi import decode_output, encode_call
+from r3mes_desktop.chain.transport import ChainTransport
 from r3mes_desktop.core.clock import SYSTEM_CLOCK, Clock
 from r3mes_desktop.core.errors import PermanentError
-from r3mes_desktop.devnet.evm import DevnetEvm
 
 log = logging.getLogger(__name__)
 
@@ -42,9 +42,19 @@ class RoundTemplate:
 
 
 class DevnetOperator:
-    def __init__(self, evm: DevnetEvm, *, template: RoundTemplate, keep_open: int = 3) -> None:
+    def __init__(
+        self,
+        evm: ChainTransport,
+        *,
+        key: bytes,
+        template: RoundTemplate,
+        keep_open: int = 3,
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
+        """`evm` is any transport: the devnet's EVM, or a ganache node in integration tests."""
         self._evm = evm
-        self._account = Account.from_key(evm.funded_keys[0])
+        self._clock = clock
+        self._account = Account.from_key(key)
         self.address = str(self._account.address)
         self.template = template
         self.keep_open = keep_open
@@ -74,6 +84,11 @@ class DevnetOperator:
             signed = self._account.sign_transaction(tx)
             tx_hash = await self._evm.send_raw(bytes(signed.raw_transaction))
             receipt = await self._evm.receipt(tx_hash)
+            for _ in range(100):  # instant on the devnet and ganache; a short wait elsewhere
+                if receipt is not None:
+                    break
+                await self._clock.sleep(0.1)
+                receipt = await self._evm.receipt(tx_hash)
         if receipt is None or receipt["status"] != 1:
             raise PermanentError(f"devnet operator transaction {tx_hash} failed", service="chain")
 

@@ -130,8 +130,16 @@ def jsipfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         "Routing.Type": "none",
         "Swarm.DisableNatPortMap": True,
     }
-    for key, value in config.items():
-        _jsipfs(repo, "config", "--json", key, json.dumps(value))
+    # Edit the repo's config file directly: one `jsipfs config` per key costs a Node start.
+    config_path = repo / "config"
+    current = json.loads(config_path.read_text())
+    for dotted, value in config.items():
+        *parents, leaf = dotted.split(".")
+        node = current
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    config_path.write_text(json.dumps(current, indent=2))
     log = root / "daemon.log"
     env = {**os.environ, "IPFS_PATH": str(repo)}
     with log.open("wb") as out:

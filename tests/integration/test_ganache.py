@@ -1,0 +1,149 @@
+"""The chain client and the contract against ganache, an independent EVM implementation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from eth_account import Account
+
+from r3mes_desktop.chain.client import ChainClient
+from r3mes_desktop.chain.nonces import NonceStore
+from r3mes_desktop.chain.transport import FallbackTransport, RpcTransport
+from r3mes_desktop.core.clock import SystemClock
+from r3mes_desktop.core.errors import AlreadySubmittedError, AuthenticationError, ValidationError
+from r3mes_desktop.devnet.operator import DevnetOperator
+from tests.helpers.service_fakes import TINY_ROUNDS, bad_pow, gradient, make_caller, solve_pow
+from tests.integration.conftest import GANACHE_KEY0, free_port
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+async def deployed(ganache: str) -> tuple[str, DevnetOperator]:
+    transport = RpcTransport(ganache)
+    operator = DevnetOperator(transport, key=bytes.fromhex(GANACHE_KEY0[2:]), template=TINY_ROUNDS)
+    # A fresh deployment per test: the next nonce of key 0 decides the address.
+    nonce = await transport.nonce(operator.address)
+    import rlp
+    from eth_utils import keccak, to_checksum_address
+
+    operator.contract_address = to_checksum_address(
+        keccak(rlp.encode([bytes.fromhex(operator.address[2:]), nonce]))[12:]
+    )
+    from r3mes_desktop.chain import artifact
+
+    await operator._send(artifact.load().bytecode, to=None, gas=3_000_000)
+    yield operator.contract_address, operator
+    await transport.close()
+
+
+async def _client(url: str, contract: str, tmp_path: Path, operator: DevnetOperator) -> ChainClient:
+    account = Account.create()
+    await operator.fund(account.address)
+    return await ChainClient.connect(
+        transport=RpcTransport(url),
+        account=account,
+        contract_address=contract,
+        caller=make_caller("chain"),
+        nonces=NonceStore(tmp_path / "nonces.sqlite"),
+        expected_chain_id=1337,
+        clock=SystemClock(),
+        poll_s=0.1,
+    )
+
+
+async def test_submit_duplicate_complete_on_ganache(ganache, deployed, tmp_path) -> None:
+    contract, operator = deployed
+    client = await _client(ganache, contract, tmp_path, operator)
+    await operator.ensure_rounds(client.miner_address)
+    rounds = await client.open_rounds()
+    assert len(rounds) == 3 and rounds[0].difficulty == 16
+    spec = rounds[0]
+    _, ghash = gradient("ganache")
+    nonce = solve_pow(ghash, client.miner_address, spec.round_id, spec.difficulty)
+    cid = "bafkreicshnkve3nbgahd4chikndpj6baaglwsfpwowdzoxpo3p3lay76im"
+    signed = await client.sign_submission(
+        round_id=spec.round_id, cid=cid, gradient_hash=ghash, pow_nonce=nonce
+    )
+    await client.broadcast(signed)
+    await client.broadcast(signed)  # "already known" / mined: still a success
+    receipt = await client.wait_receipt(signed.tx_hash, timeout_s=30)
+    assert receipt.success
+    stored = await client.submission_of(spec.round_id)
+    assert stored is not None and stored.cid == cid and stored.pow_nonce == nonce
+    with pytest.raises(AlreadySubmittedError) as dup:
+        await client.sign_submission(
+            round_id=spec.round_id, cid=cid, gradient_hash=ghash, pow_nonce=nonce + 1
+        )
+    assert dup.value.stored_cid == cid
+    await client.complete_task(round_id=spec.round_id)
+    await client.complete_task(round_id=spec.round_id)  # idempotent
+    assert [r.round_id for r in await client.open_rounds()] == [r.round_id for r in rounds[1:]]
+    await client.close()
+
+
+async def test_bad_proof_and_mined_duplicate_are_classified(ganache, deployed, tmp_path) -> None:
+    contract, operator = deployed
+    client = await _client(ganache, contract, tmp_path, operator)
+    await operator.ensure_rounds(client.miner_address)
+    spec = (await client.open_rounds())[0]
+    _, ghash = gradient("bad")
+    wrong = bad_pow(ghash, client.miner_address, spec.round_id, spec.difficulty)
+    with pytest.raises(ValidationError, match="proof of work"):
+        await client.sign_submission(
+            round_id=spec.round_id, cid="bafkabc", gradient_hash=ghash, pow_nonce=wrong
+        )
+    # Two different submissions signed before either is mined: the second one reverts on
+    # chain, and the decoded reason carries the CID the contract kept.
+    good = solve_pow(ghash, client.miner_address, spec.round_id, spec.difficulty)
+    first = await client.sign_submission(
+        round_id=spec.round_id, cid="bafkfirst", gradient_hash=ghash, pow_nonce=good
+    )
+    other_hash = bytes(reversed(ghash))
+    other = solve_pow(other_hash, client.miner_address, spec.round_id, spec.difficulty)
+    second = await client.sign_submission(
+        round_id=spec.round_id, cid="bafksecond", gradient_hash=other_hash, pow_nonce=other
+    )
+    assert second.account_nonce == first.account_nonce + 1
+    await client.broadcast(first)
+    await client.broadcast(second)
+    await client.wait_receipt(first.tx_hash, timeout_s=30)
+    with pytest.raises(AlreadySubmittedError) as dup:
+        await client.wait_receipt(second.tx_hash, timeout_s=30)
+    assert dup.value.stored_cid == "bafkfirst"
+    await client.close()
+
+
+async def test_connect_checks_and_fallback(ganache, deployed, tmp_path) -> None:
+    contract, operator = deployed
+    dead = f"http://127.0.0.1:{free_port()}"
+    account = Account.create()
+    nonces = NonceStore(tmp_path / "n.sqlite")
+    transport = FallbackTransport([RpcTransport(dead), RpcTransport(ganache)])
+    client = await ChainClient.connect(
+        transport=transport, account=account, contract_address=contract,
+        caller=make_caller("chain"), nonces=nonces, expected_chain_id=1337,
+    )  # fmt: skip
+    assert client.chain_id == 1337
+    with pytest.raises(ValidationError, match="chain 1337, expected 5"):
+        await ChainClient.connect(
+            transport=RpcTransport(ganache), account=account, contract_address=contract,
+            caller=make_caller("chain"), nonces=nonces, expected_chain_id=5,
+        )  # fmt: skip
+    with pytest.raises(ValidationError, match="no contract code"):
+        await ChainClient.connect(
+            transport=RpcTransport(ganache), account=account,
+            contract_address="0x" + "12" * 20, caller=make_caller("chain"), nonces=nonces,
+        )  # fmt: skip
+    # An unfunded account: ganache refuses the transaction for lack of funds.
+    await operator.ensure_rounds(client.miner_address)
+    spec = (await client.open_rounds())[0]
+    _, ghash = gradient("poor")
+    nonce = solve_pow(ghash, client.miner_address, spec.round_id, spec.difficulty)
+    with pytest.raises(AuthenticationError, match="insufficient funds"):
+        signed = await client.sign_submission(
+            round_id=spec.round_id, cid="bafkpoor", gradient_hash=ghash, pow_nonce=nonce
+        )
+        await client.broadcast(signed)
+    await client.close()

@@ -141,3 +141,12 @@ class EventBus:
                 callback(event)
             except Exception:
                 log.exception("event subscriber %r failed on %s", callback, event.kind)
+
+
+@dataclass(frozen=True, kw_only=True)
+class MinerStateChanged(Event):
+    """The mining loop's state: idle, mining, pausing, paused, stopping."""
+
+    old_state: str
+    new_state: str
+    reason: str | None = None

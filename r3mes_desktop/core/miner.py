@@ -1,0 +1,171 @@
+"""The mining loop the GUI and the CLI drive: pick open rounds, run them, pipelined.
+
+Training + PoW use the device, so they are one serial lane (inside the saga); as soon as
+a transaction leaves the lane the loop starts the next round, so its training overlaps the
+upload and submission of the previous one. The coordinator's bulkhead bounds how many are
+in flight. States: idle → mining → (pausing → paused | stopping → idle).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+from enum import StrEnum
+from typing import Any
+
+from r3mes_desktop.core.clock import SYSTEM_CLOCK, Clock
+from r3mes_desktop.core.coordinator import Coordinator
+from r3mes_desktop.core.events import EventBus, MinerStateChanged
+from r3mes_desktop.core.steps import Chain, RoundSpec
+
+log = logging.getLogger(__name__)
+
+
+class MinerState(StrEnum):
+    IDLE = "idle"
+    MINING = "mining"
+    PAUSING = "pausing"  # no new rounds; waiting for the running ones
+    PAUSED = "paused"
+    STOPPING = "stopping"  # finishing (or cancelling) the running ones, then idle
+
+
+class Miner:
+    def __init__(
+        self,
+        coordinator: Coordinator,
+        chain: Chain,
+        bus: EventBus,
+        *,
+        clock: Clock = SYSTEM_CLOCK,
+        poll_interval_s: float = 10.0,
+    ) -> None:
+        self.coordinator = coordinator
+        self.chain = chain
+        self.bus = bus
+        self.clock = clock
+        self.poll_interval_s = poll_interval_s
+        self._state = MinerState.IDLE
+        self._loop_task: asyncio.Task[None] | None = None
+        self._inflight: dict[int, asyncio.Task[Any]] = {}
+        self._wake = asyncio.Event()
+
+    @property
+    def state(self) -> MinerState:
+        return self._state
+
+    @property
+    def in_flight(self) -> list[int]:
+        """Round ids of the transactions running now."""
+        return sorted(self._inflight)
+
+    def _set(self, new: MinerState, reason: str | None = None) -> None:
+        if new is self._state:
+            return
+        old, self._state = self._state, new
+        log.info("miner %s -> %s%s", old.value, new.value, f" ({reason})" if reason else "")
+        self.bus.publish(
+            MinerStateChanged(
+                old_state=old.value, new_state=new.value, reason=reason, ts=self.clock.time()
+            )
+        )
+
+    # -- commands -------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Start (or resume) mining."""
+        self._set(MinerState.MINING)
+        if self._loop_task is None or self._loop_task.done():
+            self._loop_task = asyncio.create_task(self._loop(), name="miner-loop")
+
+    async def pause(self) -> None:
+        """Start no new round; the running ones finish; then paused."""
+        if self._state is MinerState.MINING:
+            self._set(MinerState.PAUSING)
+            self._wake.set()
+            self._settle()
+
+    async def finish_then_stop(self) -> None:
+        """Start no new round; let the running ones finish; then idle."""
+        if self._state in (MinerState.MINING, MinerState.PAUSING, MinerState.PAUSED):
+            self._set(MinerState.STOPPING, "finishing running rounds")
+            self._wake.set()
+            self._settle()
+
+    async def stop(self) -> None:
+        """Stop now: running transactions are cancelled where they stand; they stay in
+        the journal and are recovered (resumed) on the next start of the coordinator."""
+        if self._state is MinerState.IDLE:
+            return
+        self._set(MinerState.STOPPING, "stopping now")
+        tasks = [*self._inflight.values()]
+        if self._loop_task is not None:
+            tasks.append(self._loop_task)
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._inflight.clear()
+        self._set(MinerState.IDLE)
+
+    # -- the loop -------------------------------------------------------------------------
+    def _settle(self) -> None:
+        """Move PAUSING/STOPPING on once nothing is running any more."""
+        if self._inflight:
+            return
+        if self._state is MinerState.PAUSING:
+            self._set(MinerState.PAUSED)
+        elif self._state is MinerState.STOPPING:
+            self._set(MinerState.IDLE)
+
+    async def _next_round(self) -> RoundSpec | None:
+        chain = self.coordinator.callers["chain"]
+        try:
+            rounds = await chain.call("open_rounds", self.chain.open_rounds)
+        except Exception as exc:
+            log.warning("could not list open rounds: %s", exc)
+            return None
+        done = await self.coordinator.journal.submitted_rounds(self.chain.miner_address)
+        for spec in sorted(rounds, key=lambda r: r.round_id):
+            if spec.round_id not in done and spec.round_id not in self._inflight:
+                return spec
+        return None
+
+    def _finished(self, round_id: int, task: asyncio.Task[Any]) -> None:
+        self._inflight.pop(round_id, None)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("round %s ended with an error: %s", round_id, task.exception())
+        self._wake.set()
+        self._settle()
+
+    async def _loop(self) -> None:
+        while self._state is MinerState.MINING:
+            spec = await self._next_round()
+            if self._state is not MinerState.MINING:
+                break
+            if spec is None:
+                await self._idle_wait()
+                continue
+            lane_free = asyncio.Event()
+            task = asyncio.create_task(
+                self.coordinator.run_transaction(spec, on_lane_released=lane_free.set),
+                name=f"round-{spec.round_id}",
+            )
+            self._inflight[spec.round_id] = task
+            task.add_done_callback(functools.partial(self._finished, spec.round_id))
+            waiter = asyncio.create_task(lane_free.wait())
+            await asyncio.wait({waiter, task}, return_when=asyncio.FIRST_COMPLETED)
+            waiter.cancel()
+        self._settle()
+
+    async def _idle_wait(self) -> None:
+        """Wait for the next poll, or less if a command or a finished round wakes us."""
+        self._wake.clear()
+        sleeper = asyncio.create_task(self.clock.sleep(self.poll_interval_s))
+        waker = asyncio.create_task(self._wake.wait())
+        try:
+            await asyncio.wait({sleeper, waker}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (sleeper, waker):
+                task.cancel()

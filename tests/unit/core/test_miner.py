@@ -1,0 +1,129 @@
+"""The mining loop: picks unsubmitted open rounds, pipelines training with submission,
+and moves through idle/mining/pausing/paused/stopping."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from r3mes_desktop.core.events import MinerStateChanged
+from r3mes_desktop.core.miner import Miner, MinerState
+from tests.helpers.clocks import settle
+from tests.helpers.coordinator_rig import Rig, make_rig
+from tests.helpers.fakes import make_spec
+
+
+@pytest.fixture
+async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
+    rig = make_rig(tmp_path, max_active_transactions=3)
+    await rig.coordinator.start(background=False)
+    yield rig
+    await rig.coordinator.close()
+
+
+async def until(predicate, rounds: int = 5000) -> None:  # type: ignore[no-untyped-def]
+    """Poll a condition; journal writes finish on their own thread, so yield briefly."""
+    for _ in range(rounds):
+        if predicate():
+            return
+        await asyncio.sleep(0.002)
+    raise AssertionError("condition never became true")
+
+
+async def test_mines_every_open_round_once_then_finishes(rig: Rig) -> None:
+    rig.chain.rounds = [make_spec(r) for r in (3, 1, 2)]
+    miner = Miner(rig.coordinator, rig.chain, rig.bus, clock=rig.clock)
+
+    await miner.start()
+    await until(lambda: len(rig.chain.submissions) == 3)
+    await miner.finish_then_stop()
+    await until(lambda: miner.state is MinerState.IDLE)
+
+    assert sorted(rig.chain.submissions) == [1, 2, 3]
+    assert len(rig.chain.signed) == 3
+    assert [e.new_state for e in rig.of_kind(MinerStateChanged)] == ["mining", "stopping", "idle"]
+    trained = [d["round_id"] for op, d in rig.faults.calls if op == "train"]
+    assert trained == [1, 2, 3]  # lowest round first, each once
+
+
+async def test_training_of_the_next_round_overlaps_the_upload_of_the_previous(rig: Rig) -> None:
+    rig.chain.rounds = [make_spec(1), make_spec(2)]
+    second_training_started = asyncio.Event()
+    train = rig.trainer.train
+    add = rig.store.add_and_pin
+    active_training = 0
+    max_parallel_training = 0
+
+    async def tracking_train(**kwargs):  # type: ignore[no-untyped-def]
+        nonlocal active_training, max_parallel_training
+        active_training += 1
+        max_parallel_training = max(max_parallel_training, active_training)
+        if kwargs["spec"].round_id == 2:
+            second_training_started.set()
+        try:
+            return await train(**kwargs)
+        finally:
+            active_training -= 1
+
+    async def upload_waiting_for_round_2(data: bytes) -> str:
+        if not second_training_started.is_set():
+            await asyncio.wait_for(second_training_started.wait(), timeout=5)
+        return await add(data)
+
+    rig.trainer.train = tracking_train  # type: ignore[method-assign]
+    rig.store.add_and_pin = upload_waiting_for_round_2  # type: ignore[method-assign]
+    miner = Miner(rig.coordinator, rig.chain, rig.bus, clock=rig.clock)
+
+    await miner.start()
+    await until(lambda: len(rig.chain.submissions) == 2)
+    await miner.stop()
+
+    assert max_parallel_training == 1  # one device lane
+    assert sorted(rig.chain.submissions) == [1, 2]
+
+
+async def test_pause_lets_running_rounds_finish_and_start_resumes(rig: Rig) -> None:
+    rig.chain.rounds = [make_spec(1)]
+    miner = Miner(rig.coordinator, rig.chain, rig.bus, clock=rig.clock)
+    await miner.start()
+    await until(lambda: miner.in_flight == [1])
+    await miner.pause()
+    assert miner.state in (MinerState.PAUSING, MinerState.PAUSED)
+    await until(lambda: miner.state is MinerState.PAUSED)
+    assert 1 in rig.chain.submissions
+
+    rig.chain.rounds.append(make_spec(2))
+    await miner.start()
+    await until(lambda: 2 in rig.chain.submissions)
+    await miner.stop()
+    assert miner.state is MinerState.IDLE
+
+
+async def test_stop_cancels_and_leaves_the_transaction_for_recovery(rig: Rig) -> None:
+    rig.chain.rounds = [make_spec(1)]
+    gate = asyncio.Event()
+    add = rig.store.add_and_pin
+
+    async def slow_add(data: bytes) -> str:
+        await gate.wait()
+        return await add(data)
+
+    rig.store.add_and_pin = slow_add  # type: ignore[method-assign]
+    miner = Miner(rig.coordinator, rig.chain, rig.bus, clock=rig.clock)
+    await miner.start()
+    await until(lambda: rig.faults.count("pow") == 1)
+    await settle()
+    await miner.stop()
+
+    assert miner.state is MinerState.IDLE
+    [status] = await rig.coordinator.list_transactions()
+    assert status.state == "ipfs_upload"
+    rig.store.add_and_pin = add  # type: ignore[method-assign]
+    coordinator = await rig.reopen()
+    report = await coordinator.start(background=False)
+    await coordinator.wait_idle()
+    assert report.count == 1
+    assert (await coordinator.status(status.transaction_id)).state == "committed"

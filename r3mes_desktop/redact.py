@@ -116,6 +116,16 @@ def _hex_sub(match: re.Match[str]) -> str:
     return MASK
 
 
+def _is_prose(key: str, value: re.Match[str]) -> bool:
+    """`password: must not be empty` is a message, not a secret: after a colon, a short
+    plain word is prose. (`=` pairs and quoted values are always masked; registered
+    secrets are masked by the registry whatever they look like.)"""
+    if "=" in key or value.group("q"):
+        return False
+    word = value.group(0)
+    return word.isalpha() and len(word) < 16
+
+
 def _mask_pairs(text: str) -> str:
     """`name=value` / `name: value` with a sensitive name: the value is masked.
 
@@ -129,6 +139,8 @@ def _mask_pairs(text: str) -> str:
             continue
         value = _KV_VALUE.match(text, m.end())
         if value is None or value.group(0).startswith(MASK[:-1]):
+            continue
+        if _is_prose(m.group(0), value):
             continue
         quote = value.group("q") or ""
         out.append(text[pos : m.end()] + quote + MASK + quote)

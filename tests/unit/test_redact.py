@@ -89,3 +89,14 @@ def test_json_and_kv_pairs_only_mask_sensitive_names() -> None:
     out = redact(text)
     assert '"tokens_per_s": "512"' in out and "total_tokens=9" in out
     assert "s3cret-value" not in out and "abcdef12" not in out
+
+
+def test_messages_about_secret_fields_stay_readable() -> None:
+    for text in (
+        "private_key: expected 64 hexadecimal digits",
+        "password: must be a non-empty string",
+        "api_token: missing",
+    ):
+        assert redact(text) == text
+    assert "hunter2" not in redact("password: hunter2")
+    assert "correcthorsebatterystaple" not in redact("password: correcthorsebatterystaple")

@@ -1,0 +1,174 @@
+"""Commands that only read: status, stats, transactions, dead-letters (list), verify,
+diagnostics. None of them needs the miner lock or a network."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+from r3mes_desktop.cli.context import CliContext
+from r3mes_desktop.cli.exit_codes import CliError, ExitCode
+from r3mes_desktop.cli.output import format_mapping, format_table
+
+TX_COLUMNS = ["transaction_id", "round_id", "state", "age_seconds", "attempts", "error_category"]
+
+
+async def cmd_status(ctx: CliContext, args: argparse.Namespace) -> int:
+    async with ctx.journal_view() as view:
+        if args.transaction_id:
+            status = await view.status(args.transaction_id)
+            if status is None:
+                raise CliError(f"no transaction {args.transaction_id!r}", ExitCode.NOT_FOUND)
+            ctx.out.emit(status, _human_status)
+            return ExitCode.OK
+        stats = await view.statistics()
+        active = await view.list_transactions(
+            states=[
+                "pending",
+                "training",
+                "ipfs_upload",
+                "blockchain_submit",
+                "task_complete",
+                "compensating",
+            ],
+            limit=100,
+        )
+    summary: dict[str, Any] = {
+        "miner_running": ctx.lock().holder() if ctx.miner_running() else None,
+        "data_dir": str(ctx.paths.data_dir),
+        "keystore": ctx.keystore_address(),
+        "transactions": stats["total_transactions"],
+        "committed": stats["committed_transactions"],
+        "active": [a.to_dict() for a in active],
+        "open_dead_letters": stats["open_dead_letters"],
+    }
+    ctx.out.emit(summary, _human_summary)
+    return ExitCode.OK
+
+
+def _human_status(status: dict[str, Any]) -> str:
+    history = status.pop("history", [])
+    lines = [format_mapping(status)]
+    if history:
+        lines.append("history:")
+        for h in history:
+            what = h.get("new_state") or h.get("kind")
+            err = f" {h['category']}: {h.get('message', '')}" if h.get("category") else ""
+            lines.append(f"  {h['ts']:.3f} {h['kind']:<12} {what}{err}")
+    return "\n".join(lines)
+
+
+def _human_summary(summary: dict[str, Any]) -> str:
+    running = summary["miner_running"]
+    lines = [
+        f"miner:        {'running (pid ' + running + ')' if running else 'not running'}",
+        f"data dir:     {summary['data_dir']}",
+        f"keystore:     {summary['keystore'] or 'none (devnet key used)'}",
+        f"transactions: {summary['transactions']} ({summary['committed']} committed)",
+        f"dead letters: {summary['open_dead_letters']} open",
+        "active:",
+        format_table(summary["active"], TX_COLUMNS),
+    ]
+    return "\n".join(lines)
+
+
+async def cmd_stats(ctx: CliContext, args: argparse.Namespace) -> int:
+    async with ctx.journal_view() as view:
+        stats = await view.statistics(window_s=args.window)
+        if args.errors:
+            stats = {"statistics": stats, "error_analysis": await view.error_analysis()}
+    ctx.out.emit(stats)
+    return ExitCode.OK
+
+
+async def cmd_transactions(ctx: CliContext, args: argparse.Namespace) -> int:
+    async with ctx.journal_view() as view:
+        items = await view.list_transactions(states=args.state or None, limit=args.limit)
+    ctx.out.emit([i.to_dict() for i in items], lambda rows: format_table(rows, TX_COLUMNS))
+    return ExitCode.OK
+
+
+async def cmd_dead_letters_list(ctx: CliContext, args: argparse.Namespace) -> int:
+    status = None if args.all else "open"
+    async with ctx.journal_view() as view:
+        letters = await view.dead_letters(status=status)
+    columns = ["id", "transaction_id", "round_id", "category", "status", "reason"]
+    ctx.out.emit([d.to_dict() for d in letters], lambda rows: format_table(rows, columns))
+    return ExitCode.OK
+
+
+async def cmd_verify(ctx: CliContext, args: argparse.Namespace) -> int:
+    """Verify a journaled submission like a validator: PoW, stored bytes, recomputation."""
+    from r3mes_desktop.mining.verify import verify_submission
+
+    async with ctx.journal_view() as view:
+        rec = await view.record(args.transaction_id)
+        problems = await view.integrity_problems() if args.journal else []
+    if rec is None:
+        raise CliError(f"no transaction {args.transaction_id!r}", ExitCode.NOT_FOUND)
+    if rec.gradient_hash is None or rec.pow_nonce is None:
+        raise CliError(
+            f"transaction {rec.id} has no proof yet (state {rec.state.value})", ExitCode.USAGE
+        )
+    data = await asyncio.to_thread(_stored_bytes, rec.gradient_path)
+    report = await asyncio.to_thread(
+        verify_submission,
+        spec=rec.spec,
+        miner=rec.miner,
+        nonce=rec.pow_nonce,
+        gradient_hash=bytes.fromhex(rec.gradient_hash.removeprefix("0x")),
+        data=data,
+        recompute=args.recompute,
+    )
+    result = {
+        "transaction_id": rec.id,
+        "round_id": rec.round_id,
+        "ok": report.ok and not problems,
+        "pow_valid": report.pow_valid,
+        "gradient_matches": report.gradient_matches,
+        "recomputed": report.recomputed_hash is not None,
+        "stored_bytes_checked": data is not None,
+        "journal_problems": problems,
+    }
+    ctx.out.emit(
+        result, lambda r: report.describe() + ("" if not problems else f"\njournal: {problems}")
+    )
+    return ExitCode.OK if result["ok"] else ExitCode.CHECK_FAILED
+
+
+def _stored_bytes(path: str | None) -> bytes | None:
+    """The gradient file if it is still there (it is removed once the submission commits)."""
+    if path is None or not Path(path).is_file():
+        return None
+    return Path(path).read_bytes()
+
+
+async def cmd_diagnostics(ctx: CliContext, args: argparse.Namespace) -> int:
+    from r3mes_desktop import diagnostics
+
+    extra: dict[str, Any] = {}
+    stats: dict[str, Any] = {}
+    try:
+        async with ctx.journal_view() as view:
+            stats = await view.statistics()
+            extra["error_analysis"] = await view.error_analysis()
+            extra["journal_integrity"] = await view.integrity_problems()
+            extra["recent_transactions"] = [
+                t.to_dict() for t in await view.list_transactions(limit=50)
+            ]
+    except Exception as exc:  # a broken journal is exactly what a bug report needs to say
+        extra["journal_error"] = f"{type(exc).__name__}: {exc}"
+    settings = ctx.settings_dump()
+    dest = args.output or Path.cwd()
+    path = await asyncio.to_thread(
+        diagnostics.export_diagnostics, dest, settings=settings, stats=stats, extra=extra
+    )
+    ctx.out.emit({"path": str(path), "bytes": path.stat().st_size}, lambda r: f"wrote {r['path']}")
+    return ExitCode.OK
+
+
+def dump_json(value: Any) -> str:
+    return json.dumps(value, indent=2, default=str)

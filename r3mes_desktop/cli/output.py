@@ -1,0 +1,137 @@
+"""Human output by default, JSON for scripts, and a one-line progress display on stderr.
+
+stdout carries results only (one JSON document with --json), so `r3mes-miner stats --json
+| jq` always works; progress and warnings go to stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, TextIO
+
+from r3mes_desktop.api.protocol import plain
+from r3mes_desktop.core.events import Event, StepProgress, TransactionStateChanged
+from r3mes_desktop.redact import redact
+
+
+class Output:
+    def __init__(self, *, as_json: bool, stream: TextIO | None = None) -> None:
+        self.as_json = as_json
+        self.stream = stream or sys.stdout
+
+    def emit(self, data: Any, human: Callable[[Any], str] | None = None) -> None:
+        """Print `data` as JSON, or as `human(data)` (default: aligned key/value lines)."""
+        value = plain(data)
+        if self.as_json:
+            text = json.dumps(value, indent=2, sort_keys=True, default=str)
+        else:
+            text = human(value) if human is not None else format_mapping(value)
+        self.stream.write(redact(text) + "\n")
+        self.stream.flush()
+
+
+def format_mapping(value: Any, indent: int = 0) -> str:
+    if not isinstance(value, Mapping):
+        return " " * indent + str(value)
+    if not value:
+        return " " * indent + "(none)"
+    width = max(len(str(k)) for k in value)
+    lines = []
+    for key, item in value.items():
+        if isinstance(item, Mapping):
+            lines.append(f"{' ' * indent}{key}:")
+            lines.append(format_mapping(item, indent + 2))
+        elif isinstance(item, float):
+            lines.append(f"{' ' * indent}{str(key).ljust(width)}  {item:.4g}")
+        else:
+            lines.append(f"{' ' * indent}{str(key).ljust(width)}  {item}")
+    return "\n".join(lines)
+
+
+def format_table(rows: list[Mapping[str, Any]], columns: list[str]) -> str:
+    if not rows:
+        return "(none)"
+    cells = [[_cell(r.get(c)) for c in columns] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
+    head = "  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True))
+    body = ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) for row in cells]
+    return "\n".join([head, *body])
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.1f}"
+    return str(value)
+
+
+class Progress:
+    """Shows the current transaction's step on one stderr line.
+
+    On a terminal the line is rewritten in place; otherwise (journald, a pipe) a line is
+    printed only when the step changes or every `plain_interval_s`, so logs are not flooded.
+    """
+
+    def __init__(
+        self,
+        *,
+        stream: TextIO | None = None,
+        tty: bool | None = None,
+        plain_interval_s: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.stream = stream or sys.stderr
+        self.tty = self.stream.isatty() if tty is None else tty
+        self.plain_interval_s = plain_interval_s
+        self._clock = clock
+        self._last_key: tuple[str, str] | None = None
+        self._last_plain = float("-inf")
+        self._width = 0
+
+    def on_event(self, event: Event) -> None:
+        if isinstance(event, StepProgress):
+            detail = event.detail
+            extras = []
+            for key, unit in (("loss", ""), ("tokens_per_s", " tok/s"), ("hash_rate", " H/s")):
+                value = detail.get(key)
+                if isinstance(value, int | float):
+                    extras.append(f"{key.split('_')[0]} {value:,.4g}{unit}")
+            line = (
+                f"{event.transaction_id[:12]} {event.step:<17} {event.fraction * 100:5.1f}%  "
+                + "  ".join(extras)
+            )
+            self._show((event.transaction_id, event.step), line.rstrip())
+        elif isinstance(event, TransactionStateChanged):
+            line = f"{event.transaction_id[:12]} round {event.round_id}: {event.new_state}"
+            if event.error_message:
+                line += f" ({event.error_category}: {event.error_message})"
+            self._show((event.transaction_id, event.new_state), line, force=True)
+
+    def _show(self, key: tuple[str, str], line: str, *, force: bool = False) -> None:
+        line = redact(line)
+        if self.tty:
+            pad = max(0, self._width - len(line))
+            self.stream.write("\r" + line + " " * pad)
+            if force:
+                self.stream.write("\n")
+                self._width = 0
+            else:
+                self._width = len(line)
+            self.stream.flush()
+            return
+        now = self._clock()
+        if force or key != self._last_key or now - self._last_plain >= self.plain_interval_s:
+            self.stream.write(line + "\n")
+            self.stream.flush()
+            self._last_plain = now
+        self._last_key = key
+
+    def finish(self) -> None:
+        if self.tty and self._width:
+            self.stream.write("\n")
+            self.stream.flush()
+            self._width = 0

@@ -1,13 +1,323 @@
-"""Commands that drive the miner: run, cleanup-stale, resume, dead-letters."""
+"""Commands that drive the miner: run, cleanup-stale, resume, dead-letters (retry/discard).
+
+They open the full `Runtime` (devnet or configured endpoints, worker processes, journal,
+coordinator), which takes the data directory's miner lock: a second miner gets exit 7.
+SIGINT/SIGTERM stop cleanly: running transactions are cancelled where they stand (their
+intent is journaled before every effect, the trainer checkpoints), the workers are reaped,
+and the next start resumes them. A second signal while stopping is ignored with a note;
+the shutdown is already bounded.
+"""
 
 from __future__ import annotations
 
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import AsyncIterator
 from typing import Any
 
 from r3mes_desktop.cli import commands_read
+from r3mes_desktop.cli.context import CliContext
+from r3mes_desktop.cli.exit_codes import CliError, ExitCode
+from r3mes_desktop.cli.output import Progress, format_table
+from r3mes_desktop.core.events import Event, MinerStateChanged, TransactionStateChanged
+
+log = logging.getLogger(__name__)
+
+TERMINAL_STATES = frozenset({"committed", "failed", "rolled_back"})
+_SIGNAL_EXIT = {signal.SIGINT: ExitCode.INTERRUPTED, signal.SIGTERM: ExitCode.TERMINATED}
 
 
 def add_parsers(sub: Any) -> None:
+    p = sub.add_parser("run", help="mine: devnet by default, or the configured endpoints")
+    p.add_argument("--rounds", type=int, default=0, help="stop after N finished transactions")
+    p.add_argument(
+        "--graceful",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="on SIGINT/SIGTERM, let running rounds finish for up to SECONDS before stopping",
+    )
+    p.add_argument("--api", action="store_true", help="serve the local monitoring API")
+    p.add_argument("--api-port", type=int, help="port for the API (default: settings api_port)")
+    p.add_argument("--fast", action="store_true", help="devnet demo: tiny model, short rounds")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("cleanup-stale", help="close transactions stuck longer than a threshold")
+    p.add_argument("--older-than", type=float, help="seconds (default: settings stale_threshold)")
+    p.add_argument("--transaction", help="force-close this one transaction, whatever its age")
+    p.set_defaults(func=cmd_cleanup_stale)
+
+    p = sub.add_parser("resume", help="continue interrupted or training-failed transactions")
+    p.add_argument("transaction_id", nargs="?", help="resume this one (default: list them)")
+    p.add_argument("--all", action="store_true", help="resume every resumable transaction")
+    p.set_defaults(func=cmd_resume)
+
     p = sub.add_parser("dead-letters", help="transactions that will never succeed on their own")
-    p.add_argument("--all", action="store_true", help="include retried and discarded ones")
-    p.set_defaults(func=commands_read.cmd_dead_letters_list)
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--retry", metavar="ID", help="put this dead letter's transaction back")
+    group.add_argument("--discard", metavar="ID", help="give up on it and drop its files")
+    p.add_argument("--all", action="store_true", help="list retried and discarded ones too")
+    p.set_defaults(func=cmd_dead_letters)
+
+
+@contextlib.asynccontextmanager
+async def open_runtime(ctx: CliContext, *, fast: bool = False) -> AsyncIterator[Any]:
+    from r3mes_desktop.runtime import Runtime, RuntimeOptions
+
+    options = RuntimeOptions.fast() if fast else RuntimeOptions()
+    runtime = Runtime(ctx.settings, options=options)
+    try:
+        await runtime.open()
+        yield runtime
+    finally:
+        await runtime.close()
+
+
+class _Signals:
+    """Turns SIGINT/SIGTERM into an asyncio event (and remembers which one came)."""
+
+    def __init__(self) -> None:
+        self.event = asyncio.Event()
+        self.received: signal.Signals | None = None
+        self._loop = asyncio.get_running_loop()
+        self._installed: list[signal.Signals] = []
+
+    def install(self) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._loop.add_signal_handler(sig, self._on_signal, sig)
+                self._installed.append(sig)
+            except (NotImplementedError, RuntimeError):  # Windows: plain handlers
+                signal.signal(
+                    sig, lambda s, _f: self._loop.call_soon_threadsafe(self._on_signal, s)
+                )
+
+    def _on_signal(self, sig: signal.Signals | int) -> None:
+        sig = signal.Signals(sig)
+        if self.received is None:
+            self.received = sig
+            sys.stderr.write(f"\nr3mes-miner: {sig.name}: stopping cleanly…\n")
+        else:
+            sys.stderr.write(f"r3mes-miner: {sig.name} again: already stopping\n")
+        self.event.set()
+
+    def remove(self) -> None:
+        for sig in self._installed:
+            self._loop.remove_signal_handler(sig)
+
+
+async def cmd_run(ctx: CliContext, args: argparse.Namespace) -> int:
+    if args.rounds < 0:
+        raise CliError(f"--rounds must be >= 0, got {args.rounds}", ExitCode.USAGE)
+    if args.graceful < 0:
+        raise CliError(f"--graceful must be >= 0 seconds, got {args.graceful}", ExitCode.USAGE)
+    signals = _Signals()
+    signals.install()
+    finished: list[TransactionStateChanged] = []
+    enough = asyncio.Event()
+
+    def count(event: Event) -> None:
+        if (
+            isinstance(event, TransactionStateChanged)
+            and event.new_state in TERMINAL_STATES
+            and event.old_state not in TERMINAL_STATES
+        ):
+            finished.append(event)
+            if args.rounds and len(finished) >= args.rounds:
+                enough.set()
+
+    try:
+        async with open_runtime(ctx, fast=args.fast) as runtime:
+            progress = None if args.quiet else Progress()
+            unsubscribe = [runtime.bus.subscribe(count)]
+            if progress is not None:
+                unsubscribe.append(runtime.bus.subscribe(progress.on_event))
+            extras = await _start_extras(ctx, args, runtime)
+            try:
+                await runtime.miner.start()
+                log.info("mining started (data dir %s)", runtime.data_dir)
+                waiters = [
+                    asyncio.ensure_future(signals.event.wait()),
+                    asyncio.ensure_future(enough.wait()),
+                ]
+                await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+                for w in waiters:
+                    w.cancel()
+                await _stop_miner(
+                    runtime, signals, graceful_s=args.graceful if signals.received else None
+                )
+            finally:
+                for close in reversed(extras):
+                    await close()
+                for unsub in unsubscribe:
+                    unsub()
+                if progress is not None:
+                    progress.finish()
+            stats = await runtime.coordinator.statistics()
+    finally:
+        signals.remove()
+    summary = {
+        "finished": [
+            {"transaction_id": e.transaction_id, "round_id": e.round_id, "state": e.new_state}
+            for e in finished
+        ],
+        "stopped_by": signals.received.name if signals.received else "rounds",
+        "statistics": stats,
+    }
+    ctx.out.emit(summary, _human_run_summary)
+    return _SIGNAL_EXIT.get(signals.received, ExitCode.OK) if signals.received else ExitCode.OK
+
+
+async def _stop_miner(runtime: Any, signals: _Signals, *, graceful_s: float | None) -> None:
+    """Finish running rounds (rounds reached, or --graceful), else stop where they stand."""
+    miner = runtime.miner
+    if graceful_s is None or graceful_s > 0:
+        idle = asyncio.ensure_future(_until_idle(runtime))
+        await asyncio.sleep(0)  # subscribed before the state can change
+        await miner.finish_then_stop()
+        interrupt = asyncio.ensure_future(_next_signal(signals))
+        await asyncio.wait(
+            {idle, interrupt}, timeout=graceful_s, return_when=asyncio.FIRST_COMPLETED
+        )
+        idle.cancel()
+        interrupt.cancel()
+    await miner.stop()
+
+
+async def _until_idle(runtime: Any) -> None:
+    """Wait for the miner to reach idle (MinerStateChanged), i.e. its rounds finished."""
+    idle = asyncio.Event()
+
+    def watch(event: Event) -> None:
+        if isinstance(event, MinerStateChanged) and event.new_state == "idle":
+            idle.set()
+
+    unsubscribe = runtime.bus.subscribe(watch)
+    try:
+        if str(runtime.miner.state) == "idle":
+            return
+        await idle.wait()
+    finally:
+        unsubscribe()
+
+
+async def _next_signal(signals: _Signals) -> None:
+    """Wait for a signal arriving after now (a first one while finishing rounds)."""
+    signals.event.clear()
+    await signals.event.wait()
+
+
+async def _start_extras(ctx: CliContext, args: argparse.Namespace, runtime: Any) -> list[Any]:
+    """The error-file recorder always; the monitoring API when enabled. Returns closers."""
+    from r3mes_desktop.diagnostics import ErrorDetailRecorder
+
+    recorder = ErrorDetailRecorder(runtime.bus, lookup=runtime.coordinator.status)
+
+    async def close_recorder() -> None:
+        await recorder.drain()
+        recorder.close()
+
+    closers: list[Any] = [close_recorder]
+    settings = runtime.settings
+    if args.api or settings.api_enabled:
+        from r3mes_desktop.api import ApiConfig, ApiServer
+
+        config = ApiConfig.from_settings(settings)
+        port = args.api_port if args.api_port is not None else config.port
+        config = ApiConfig(
+            enabled=True, host=config.host, port=port, protect_reads=config.protect_reads
+        )
+        server = ApiServer(
+            config, coordinator=runtime.coordinator, bus=runtime.bus, breakers=runtime.breakers
+        )
+        await server.start()
+        sys.stderr.write(f"r3mes-miner: monitoring API on {server.url}\n")
+        closers.append(server.stop)
+    return closers
+
+
+def _human_run_summary(summary: dict[str, Any]) -> str:
+    stats = summary["statistics"]
+    lines = [
+        f"stopped by: {summary['stopped_by']}",
+        f"this run:   {len(summary['finished'])} transactions finished",
+        f"journal:    {stats['total_transactions']} total, "
+        f"{stats['committed_transactions']} committed, {stats['failed_transactions']} failed",
+    ]
+    if summary["finished"]:
+        lines.append(format_table(summary["finished"], ["transaction_id", "round_id", "state"]))
+    return "\n".join(lines)
+
+
+async def cmd_cleanup_stale(ctx: CliContext, args: argparse.Namespace) -> int:
+    if args.older_than is not None and args.older_than < 0:
+        raise CliError(f"--older-than must be >= 0 seconds, got {args.older_than}", ExitCode.USAGE)
+    async with open_runtime(ctx) as runtime:
+        coordinator = runtime.coordinator
+        if args.transaction:
+            if await coordinator.journal.get(args.transaction) is None:
+                raise CliError(f"no transaction {args.transaction!r}", ExitCode.NOT_FOUND)
+            report = await coordinator.force_cleanup(args.transaction)
+        else:
+            report = await coordinator.cleanup_stale(older_than_s=args.older_than)
+    ctx.out.emit(report.to_dict(), _human_cleanup)
+    return ExitCode.OK
+
+
+def _human_cleanup(report: dict[str, Any]) -> str:
+    head = f"closed {report['count']} transaction(s) older than {report['older_than_s']:g}s"
+    if not report["cleaned"]:
+        return head
+    return head + "\n" + format_table(report["cleaned"], list(report["cleaned"][0])[:5])
+
+
+async def cmd_resume(ctx: CliContext, args: argparse.Namespace) -> int:
+    progress = None if args.quiet else Progress()
+    async with open_runtime(ctx) as runtime:
+        coordinator = runtime.coordinator
+        unsubscribe = runtime.bus.subscribe(progress.on_event) if progress else None
+        try:
+            resumable = await coordinator.resumable()
+            if not args.transaction_id and not args.all:
+                columns = ["transaction_id", "round_id", "state", "step", "age_seconds"]
+                ctx.out.emit(resumable, lambda rows: format_table(rows, columns))
+                return ExitCode.OK
+            ids = (
+                [args.transaction_id]
+                if args.transaction_id
+                else [r["transaction_id"] for r in resumable]
+            )
+            if args.transaction_id and await coordinator.journal.get(args.transaction_id) is None:
+                raise CliError(f"no transaction {args.transaction_id!r}", ExitCode.NOT_FOUND)
+            results = [await coordinator.resume(tx_id) for tx_id in ids]
+            await coordinator.wait_idle()
+        finally:
+            if unsubscribe is not None:
+                unsubscribe()
+            if progress is not None:
+                progress.finish()
+    rows = [r.to_dict() for r in results]
+    ctx.out.emit(rows, lambda rs: format_table(rs, commands_read.TX_COLUMNS))
+    return ExitCode.OK if all(r["state"] == "committed" for r in rows) else ExitCode.ERROR
+
+
+async def cmd_dead_letters(ctx: CliContext, args: argparse.Namespace) -> int:
+    if not args.retry and not args.discard:
+        return await commands_read.cmd_dead_letters_list(ctx, args)
+    async with open_runtime(ctx) as runtime:
+        coordinator = runtime.coordinator
+        letter_id = args.retry or args.discard
+        open_ids = {str(d.id) for d in await coordinator.journal.dead_letters(status="open")}
+        if str(letter_id) not in open_ids:
+            raise CliError(f"no open dead letter {letter_id!r}", ExitCode.NOT_FOUND)
+        if args.retry:
+            status = await coordinator.retry_dead_letter(letter_id)
+            ctx.out.emit(status)
+            return ExitCode.OK if status.state == "committed" else ExitCode.ERROR
+        await coordinator.discard_dead_letter(letter_id)
+    ctx.out.emit({"discarded": letter_id}, lambda r: f"discarded dead letter {r['discarded']}")
+    return ExitCode.OK

@@ -47,6 +47,14 @@ _ERROR_CLASSES: dict[str, type[R3mesError]] = {
     "authentication": AuthenticationError,
 }
 STARTUP_TIMEOUT_S = 120.0
+JOB_SETTINGS = (
+    "checkpoint_interval",
+    "keep_checkpoints",
+    "min_free_disk_mb",
+    "max_gradient_size_mb",
+    "memory_budget_mb",
+)
+"""Settings sent with every round; the rest (device, threads, heartbeat) fix the process."""
 
 
 class MiningStopped(ResourceError):
@@ -149,6 +157,24 @@ class ProcessTrainer:
         self._finish_then_stop = False
         self._background: set[asyncio.Task[None]] = set()
         self.restarts = 0
+
+    def reconfigure(self, config: MiningConfig) -> None:
+        """Apply new settings: per-round ones from the next round on; device, threads and
+        heartbeat when the worker next (re)starts."""
+        restart = any(
+            getattr(config, k) != getattr(self.config, k)
+            for k in ("device", "num_threads", "heartbeat_interval_s")
+        )
+        self.config = config
+        self.checkpoints = CheckpointStore(
+            self.checkpoints.root,
+            keep=config.keep_checkpoints,
+            min_free_bytes=int(config.min_free_disk_mb * 2**20),
+        )
+        if restart and self._worker is not None and self._job is None:
+            worker, self._worker = self._worker, None
+            worker.send({"type": "shutdown"})
+            threading.Thread(target=worker.process.join, args=(30,), daemon=True).start()
 
     # -- controls (called from the GUI/coordinator on the loop thread) --------------------
     @property
@@ -275,6 +301,7 @@ class ProcessTrainer:
                         "transaction_id": transaction_id,
                         "plan": plan.to_json(),
                         "checkpoint_root": str(self.checkpoints.root),
+                        "settings": {k: getattr(self.config, k) for k in JOB_SETTINGS},
                     }
                 )
                 if self._paused:

@@ -8,6 +8,7 @@ it polls for pause/resume/stop; it sends a heartbeat at least every `heartbeat_i
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -51,18 +52,20 @@ class Child:
         from r3mes_desktop.mining import training  # torch: child only
 
         self.job = msg["job"]
+        # Per-round knobs travel with the job, so changing them needs no worker restart.
+        cfg = dataclasses.replace(self.config, **msg.get("settings", {}))
         plan = TrainPlan.from_json(msg["plan"])
         tx = msg["transaction_id"]
         store = CheckpointStore(
             Path(msg["checkpoint_root"]),
-            keep=self.config.keep_checkpoints,
-            min_free_bytes=int(self.config.min_free_disk_mb * 2**20),
+            keep=cfg.keep_checkpoints,
+            min_free_bytes=int(cfg.min_free_disk_mb * 2**20),
         )
         device = training.resolve_device(self.config.device)
         run = training.RoundTraining(
             plan,
             device=device,
-            memory_budget_mb=self.config.memory_budget_mb,
+            memory_budget_mb=cfg.memory_budget_mb,
             micro_hook=self.beat,
         )
         loaded = store.load_latest(tx, expect={"fingerprint": plan.fingerprint()})
@@ -94,18 +97,18 @@ class Child:
                         "micro_batch": run.micro_batch,
                     }
                 )
-                if run.step % self.config.checkpoint_interval == 0 or run.step == plan.steps:
+                if run.step % cfg.checkpoint_interval == 0 or run.step == plan.steps:
                     save()
         except _Stop:
             self.send({"type": "stopped", "step": run.step})
             return
         out = run.output()
-        max_bytes = self.config.max_gradient_size_mb * 2**20
+        max_bytes = cfg.max_gradient_size_mb * 2**20
         if len(out.data) > max_bytes:
             raise to_r3mes_error(
                 ValueError(
                     f"gradient is {len(out.data) / 2**20:.2f} MB, over max_gradient_size_mb="
-                    f"{self.config.max_gradient_size_mb:g} (R3MES_MAX_GRADIENT_SIZE_MB); "
+                    f"{cfg.max_gradient_size_mb:g} (R3MES_MAX_GRADIENT_SIZE_MB); "
                     "use a smaller lora_rank"
                 )
             )

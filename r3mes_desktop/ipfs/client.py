@@ -82,7 +82,7 @@ class IpfsClient:
                 f"IPFS daemon at {self.where} did not answer {operation} in time", service=SERVICE
             ) from None
         except aioipfs.APIError as exc:
-            message = str(getattr(exc, "message", "") or exc)[:200]
+            message = f"{type(exc).__name__}: {getattr(exc, 'message', '') or exc}"[:200]
             status = getattr(exc, "http_status", -1)
             if isinstance(status, int) and (status >= 502 or status in (408, 429)):
                 raise NetworkError(
@@ -156,7 +156,8 @@ class IpfsClient:
         try:
             await self._call("ipfs.pin_rm", self._client.pin.rm, cid)
         except _ApiRefusal as exc:
-            if "not pinned" in str(exc).lower() or "not found" in str(exc).lower():
+            text = str(exc).lower()
+            if any(n in text for n in ("not pinned", "notpinned", "not found")):
                 return
             raise ValidationError(
                 f"IPFS daemon at {self.where} refused to unpin {cid}: {exc}"

@@ -1,0 +1,133 @@
+"""The chain client on the embedded devnet: signing, nonces across restarts, classification."""
+
+from __future__ import annotations
+
+import pytest
+
+from r3mes_desktop.chain.reverts import NonceConsumedError
+from r3mes_desktop.core.clock import ManualClock
+from r3mes_desktop.core.errors import (
+    AlreadySubmittedError,
+    NetworkError,
+    PermanentError,
+    TimeoutNetworkError,
+    ValidationError,
+)
+from tests.helpers.service_fakes import gradient, open_devnet, solve_pow
+
+
+async def _submission(devnet, spec, tag="a", cid="bafkreiaaaa"):
+    _, ghash = gradient(tag)
+    nonce = solve_pow(ghash, devnet.miner_address, spec.round_id, spec.difficulty)
+    return await devnet.chain.sign_submission(
+        round_id=spec.round_id, cid=cid, gradient_hash=ghash, pow_nonce=nonce
+    )
+
+
+async def test_sign_is_local_idempotent_and_survives_restart(tmp_path) -> None:
+    devnet = await open_devnet(tmp_path)
+    spec = (await devnet.chain.open_rounds())[0]
+    nonce_before = await devnet.evm.nonce(devnet.miner_address)
+    signed = await _submission(devnet, spec)
+    assert await devnet.chain.receipt(signed.tx_hash) is None
+    assert await devnet.evm.nonce(devnet.miner_address) == nonce_before  # no network effect
+    assert await _submission(devnet, spec) == signed
+    await devnet.close()  # "crash" before broadcast
+
+    devnet = await open_devnet(tmp_path)
+    again = await _submission(devnet, spec)
+    assert again == signed  # same bytes and hash as the journal may hold
+    await devnet.chain.broadcast(again)
+    await devnet.chain.broadcast(again)  # already mined: still fine
+    receipt = await devnet.chain.wait_receipt(again.tx_hash, timeout_s=5)
+    assert receipt.success
+    stored = await devnet.chain.submission_of(spec.round_id)
+    assert stored is not None and stored.cid == "bafkreiaaaa"
+    other = (await devnet.chain.open_rounds())[0]
+    assert other.round_id != spec.round_id
+    nxt = await _submission(devnet, other, tag="b")
+    assert nxt.account_nonce == signed.account_nonce + 1
+    await devnet.close()
+
+
+async def test_duplicate_bad_proof_closed_round(tmp_path) -> None:
+    devnet = await open_devnet(tmp_path)
+    first, second, third = await devnet.chain.open_rounds()
+    signed = await _submission(devnet, first, cid="bafkmine")
+    await devnet.chain.broadcast(signed)
+    await devnet.chain.wait_receipt(signed.tx_hash, timeout_s=5)
+    with pytest.raises(AlreadySubmittedError) as dup:
+        await _submission(devnet, first, tag="other", cid="bafkother")
+    assert dup.value.stored_cid == "bafkmine"
+
+    _, ghash = gradient("bad")
+    with pytest.raises(ValidationError, match="proof of work"):
+        await devnet.chain.sign_submission(
+            round_id=second.round_id, cid="bafkx", gradient_hash=ghash, pow_nonce=1
+        )
+    await devnet.operator.close_round(third.round_id)
+    with pytest.raises(PermanentError, match="not open"):
+        await _submission(devnet, third, tag="late")
+    await devnet.close()
+
+
+async def test_complete_task_is_idempotent(tmp_path) -> None:
+    devnet = await open_devnet(tmp_path)
+    spec = (await devnet.chain.open_rounds())[0]
+    with pytest.raises(ValidationError, match="round_id: no submission"):
+        await devnet.task_api.complete_task(round_id=spec.round_id)
+    signed = await _submission(devnet, spec)
+    await devnet.chain.broadcast(signed)
+    await devnet.chain.wait_receipt(signed.tx_hash, timeout_s=5)
+    await devnet.task_api.complete_task(round_id=spec.round_id)
+    nonce = await devnet.evm.nonce(devnet.miner_address)
+    await devnet.task_api.complete_task(round_id=spec.round_id)
+    assert await devnet.evm.nonce(devnet.miner_address) == nonce  # nothing sent again
+    await devnet.close()
+
+
+async def test_stale_unsent_signature_gives_its_nonce_back(tmp_path) -> None:
+    clock = ManualClock()
+    devnet = await open_devnet(tmp_path, clock=clock)
+    a, b, _ = await devnet.chain.open_rounds()
+    abandoned = await _submission(devnet, a)
+    fresh = await _submission(devnet, b, tag="b")
+    assert fresh.account_nonce == abandoned.account_nonce + 1  # A may still be in flight
+    with pytest.raises(NetworkError, match="not accepted yet"):  # a nonce gap (no tx pool)
+        await devnet.chain.broadcast(fresh)
+    await clock.sleep(devnet.chain.stale_nonce_s + 1)
+    _, _, c = await devnet.chain.open_rounds()
+    replacement = await _submission(devnet, c, tag="c")
+    assert replacement.account_nonce == abandoned.account_nonce  # the hole is filled
+    await devnet.chain.broadcast(replacement)
+    await devnet.chain.broadcast(fresh)
+    assert (await devnet.chain.wait_receipt(fresh.tx_hash, timeout_s=5)).success
+    with pytest.raises(NonceConsumedError, match="sign the submission again"):
+        await devnet.chain.broadcast(abandoned)
+    await devnet.close()
+
+
+async def test_wait_receipt_times_out_on_the_injected_clock(tmp_path) -> None:
+    clock = ManualClock()
+    devnet = await open_devnet(tmp_path, clock=clock)
+    with pytest.raises(TimeoutNetworkError, match="not mined within 3s on embedded devnet"):
+        await devnet.chain.wait_receipt("0x" + "ab" * 32, timeout_s=3)
+    assert sum(clock.sleeps) >= 3
+    await devnet.close()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"round_id": -1}, "round_id"),
+        ({"pow_nonce": 2**64}, "pow_nonce"),
+        ({"cid": "not a cid!"}, "cid"),
+        ({"gradient_hash": b"short"}, "gradient_hash"),
+    ],
+)
+async def test_bad_arguments_name_the_field(tmp_path, kwargs, field) -> None:
+    devnet = await open_devnet(tmp_path)
+    args = {"round_id": 1, "cid": "bafkx", "gradient_hash": b"\0" * 32, "pow_nonce": 0}
+    with pytest.raises(ValidationError, match=field):
+        await devnet.chain.sign_submission(**{**args, **kwargs})
+    await devnet.close()

@@ -234,16 +234,18 @@ class Coordinator:
                 miner=self.saga.miner,
                 now=now,
                 deadline=now + self.settings.transaction_timeout,
+                start=TxState.TRAINING,
             )
-            self.bus.publish(
-                TransactionStateChanged(
-                    transaction_id=rec.id,
-                    round_id=rec.round_id,
-                    old_state=None,
-                    new_state=rec.state.value,
-                    ts=now,
+            for old, new in ((None, TxState.PENDING), (TxState.PENDING, TxState.TRAINING)):
+                self.bus.publish(
+                    TransactionStateChanged(
+                        transaction_id=rec.id,
+                        round_id=rec.round_id,
+                        old_state=None if old is None else old.value,
+                        new_state=new.value,
+                        ts=now,
+                    )
                 )
-            )
             rec = await self._drive(rec, on_lane_released=on_lane_released)
         return await self.status(rec.id)
 

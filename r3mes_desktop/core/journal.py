@@ -13,6 +13,7 @@ Why it looks like this:
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import sqlite3
 import uuid
@@ -87,6 +88,7 @@ class Change:
     tx_id: str
     now: float
     state: TxState | None = None
+    via: TxState | None = None  # a state passed through within this commit (history only)
     expect: frozenset[TxState] | None = None
     fields: dict[str, Any] = field(default_factory=dict)
     history: list[HistoryEntry] = field(default_factory=list)
@@ -238,13 +240,35 @@ class Journal:
 
     # -- writes --------------------------------------------------------------------------
     async def create(
-        self, *, tx_id: str, spec: RoundSpec, miner: str, now: float, deadline: float | None
+        self,
+        *,
+        tx_id: str,
+        spec: RoundSpec,
+        miner: str,
+        now: float,
+        deadline: float | None,
+        start: TxState = TxState.PENDING,
     ) -> TransactionRecord:
-        return await self._call(self._create_sync, tx_id, spec, miner, now, deadline)
+        """Insert a new transaction. `start=TRAINING` records PENDING → TRAINING in the
+        same commit (nothing happens in between, so one commit loses nothing)."""
+        return await self._call(self._create_sync, tx_id, spec, miner, now, deadline, start)
 
     def _create_sync(
-        self, tx_id: str, spec: RoundSpec, miner: str, now: float, deadline: float | None
+        self,
+        tx_id: str,
+        spec: RoundSpec,
+        miner: str,
+        now: float,
+        deadline: float | None,
+        start: TxState,
     ) -> TransactionRecord:
+        if start not in (TxState.PENDING, TxState.TRAINING):
+            raise ValidationError(f"a transaction starts pending or training, not {start}")
+        history = [HistoryEntry(tx_id, now, "transition", None, TxState.PENDING.value)]
+        if start is TxState.TRAINING:
+            history.append(
+                HistoryEntry(tx_id, now, "transition", TxState.PENDING.value, start.value)
+            )
         conn = self._db()
         conn.execute("BEGIN IMMEDIATE")
         try:
@@ -255,17 +279,14 @@ class Journal:
                     tx_id,
                     spec.round_id,
                     miner,
-                    TxState.PENDING.value,
+                    start.value,
                     spec_to_json(spec),
                     now,
                     now,
                     deadline,
                 ),
             )
-            _insert_history(
-                conn,
-                [HistoryEntry(tx_id, now, "transition", None, TxState.PENDING.value)],
-            )
+            _insert_history(conn, history)
             conn.execute("COMMIT")
         except sqlite3.IntegrityError as exc:
             conn.execute("ROLLBACK")
@@ -323,19 +344,20 @@ class Journal:
                 sets["finished_at"] = c.now
             elif old in TERMINAL:
                 sets["finished_at"] = None
-            history.insert(
-                0,
+            hops = [old, c.state] if c.via is None else [old, c.via, c.state]
+            history[:0] = [
                 HistoryEntry(
                     c.tx_id,
                     c.now,
                     "transition",
-                    old.value,
-                    c.state.value,
+                    a.value,
+                    b.value,
                     step=c.fields.get("failed_step"),
                     category=c.fields.get("error_category"),
                     message=c.fields.get("error_message"),
-                ),
-            )
+                )
+                for a, b in itertools.pairwise(hops)
+            ]
         sets["updated_at"] = c.now
         assignments = ", ".join(f"{name} = ?" for name in sets)
         try:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import hashlib
+import itertools
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -112,18 +113,22 @@ class Saga:
     async def commit(self, rec: TransactionRecord, change: Change) -> TransactionRecord:
         new = await self.d.journal.apply(change)
         if new.state is not rec.state:
-            self.d.bus.publish(
-                TransactionStateChanged(
-                    transaction_id=new.id,
-                    round_id=new.round_id,
-                    old_state=rec.state.value,
-                    new_state=new.state.value,
-                    failed_step=new.failed_step,
-                    error_category=new.error_category,
-                    error_message=new.error_message,
-                    ts=self.d.clock.time(),
-                )
+            hops = (
+                [rec.state, new.state] if change.via is None else [rec.state, change.via, new.state]
             )
+            for old, state in itertools.pairwise(hops):
+                self.d.bus.publish(
+                    TransactionStateChanged(
+                        transaction_id=new.id,
+                        round_id=new.round_id,
+                        old_state=old.value,
+                        new_state=state.value,
+                        failed_step=new.failed_step,
+                        error_category=new.error_category,
+                        error_message=new.error_message,
+                        ts=self.d.clock.time(),
+                    )
+                )
         return new
 
     def _progress(self, tx_id: str, step: str) -> Callable[[float, Mapping[str, Any]], None]:
@@ -403,13 +408,50 @@ class Saga:
             outbox_add=True,
         )
 
+    async def landed(self, rec: TransactionRecord, block: int | None, note: str | None) -> Change:
+        """The submission is on chain: try the completion once, and if it answers commit
+        BLOCKCHAIN_SUBMIT → TASK_COMPLETE → COMMITTED in one journal write.
+
+        Why one write is enough: the receipt can be asked from the chain again (recovery of
+        BLOCKCHAIN_SUBMIT does that first) and `complete_task` is idempotent, so a crash
+        before this commit costs one lookup and one repeated call, never a duplicate or an
+        orphan. If the completion fails, TASK_COMPLETE and the outbox row are committed
+        first and the next step retries with the full policy.
+        """
+        change = self.submitted(rec, block, note)
+        now = self.d.clock.time
+        once = self.d.task.with_options(policy=RetryPolicy(max_retries=0))
+        try:
+            await once.call(
+                "complete_task",
+                functools.partial(self.d.task_api.complete_task, round_id=rec.round_id),
+                transaction_id=rec.id,
+            )
+        except R3mesError as exc:
+            change.history.append(
+                HistoryEntry(
+                    rec.id,
+                    now(),
+                    "error",
+                    step=TxState.TASK_COMPLETE.value,
+                    attempt=1,
+                    category=str(exc.category),
+                    message=exc.message,
+                )
+            )
+            return change
+        change.state = TxState.COMMITTED
+        change.via = TxState.TASK_COMPLETE
+        change.outbox_add = False
+        return change
+
     async def _submit(self, rec: TransactionRecord, resumed: bool, expired: bool) -> Change:
         tx = rec.id
         assert rec.signed_raw is not None and rec.tx_hash is not None
         if resumed or expired or rec.attempts > 0:
             found, block = await self.find_on_chain(rec)
             if found:
-                return self.submitted(rec, block, "found on chain")
+                return await self.landed(rec, block, "found on chain")
             if expired:
                 raise self._timeout_error(rec)
             await self.ensure_pinned(rec, check_first=True)
@@ -427,7 +469,7 @@ class Saga:
             )
         except AlreadySubmittedError as exc:
             if exc.stored_cid is not None and exc.stored_cid == rec.cid:
-                return self.submitted(rec, None, "already on chain with our CID")
+                return await self.landed(rec, None, "already on chain with our CID")
             raise
         except NetworkError:
             # The broadcast may have reached the node although we never heard back: ask the
@@ -438,11 +480,11 @@ class Saga:
                 log.warning("could not reconcile %s with the chain: %s", tx, check.message)
                 found, block = False, None
             if found:
-                return self.submitted(rec, block, "found on chain after network errors")
+                return await self.landed(rec, block, "found on chain after network errors")
             raise
         if not receipt.success:
             raise ValidationError(f"submission {rec.tx_hash} reverted", service="chain")
-        return self.submitted(rec, receipt.block_number, None)
+        return await self.landed(rec, receipt.block_number, None)
 
     async def _complete(self, rec: TransactionRecord, resumed: bool) -> Change:
         now = self.d.clock.time

@@ -180,21 +180,19 @@ async def test_stale_cleanup_commits_what_the_chain_already_has(rig: Rig) -> Non
 async def test_force_cleanup_of_a_running_transaction(rig: Rig) -> None:
     import asyncio
 
-    gate = asyncio.Event()
+    gate, pinned = asyncio.Event(), asyncio.Event()
     original = rig.store.add_and_pin
 
     async def hanging_add(data: bytes) -> str:
         cid = await original(data)
+        pinned.set()
         await gate.wait()  # pinned, then hangs before answering
         return cid
 
     rig.store.add_and_pin = hanging_add  # type: ignore[method-assign]
     task = asyncio.create_task(rig.coordinator.run_transaction(make_spec(14)))
-    for _ in range(200):
-        await asyncio.sleep(0)
-        running = await rig.coordinator.list_transactions(states=["ipfs_upload"])
-        if running and rig.store.pins:
-            break
+    await asyncio.wait_for(pinned.wait(), timeout=30)
+    running = await rig.coordinator.list_transactions(states=["ipfs_upload"])
     tx_id = running[0].transaction_id
     rig.store.add_and_pin = original  # type: ignore[method-assign]
 

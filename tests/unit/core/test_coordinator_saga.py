@@ -150,7 +150,7 @@ async def test_training_resource_error_is_retried_then_fails_without_compensatio
 
 
 async def test_task_complete_failure_commits_and_the_outbox_delivers_later(rig: Rig) -> None:
-    rig.faults.fail("complete_task", NetworkError("timed out"), times=8)
+    rig.faults.fail("complete_task", NetworkError("timed out"), times=9)
 
     status = await rig.coordinator.run_transaction(make_spec(7))
 
@@ -159,7 +159,7 @@ async def test_task_complete_failure_commits_and_the_outbox_delivers_later(rig: 
     notices = rig.of_kind(Notice)
     assert len(notices) == 1 and notices[0].level == "warning"
     assert (await rig.coordinator.statistics())["pending_task_completions"] == 1
-    # 4 more failures are planned: the first outbox round (1 + 3 retries) fails, backs off
+    # 1 quick try + 4 in the step failed; 4 more: the first outbox round fails, backs off
     assert await rig.coordinator.deliver_outbox() == 0
     assert await rig.coordinator.deliver_outbox() == 0  # not due yet
     rig.clock.advance(120)

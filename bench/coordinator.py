@@ -1,0 +1,319 @@
+"""Coordinator throughput and recovery time, with a same-run baseline.
+
+    .venv/bin/python -m bench.coordinator [--transactions N] [--recovery-rows N]
+
+1. Throughput: N transactions through the real Coordinator (durable journal, WAL,
+   synchronous=FULL, atomic gradient files) with instant in-memory fakes, concurrency
+   R3MES_MAX_ACTIVE_TRANSACTIONS=10. Baseline: a bare sqlite loop doing the same committed
+   writes (same rows, same number of commits, same pragmas) in the same run, once without
+   and once with the gradient file write. Targets: >= 500 tx/s, overhead <= 2x.
+2. Recovery: a journal holding 100,000 transactions (bulk-inserted), timed from
+   `Coordinator.start()` call to return (open, integrity check, unfinished scan).
+   Target <= 1 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import tempfile
+import time
+from pathlib import Path
+
+from r3mes_desktop.core.artifacts import remove_sync, write_atomic_sync
+from r3mes_desktop.core.breaker import BreakerRegistry
+from r3mes_desktop.core.coordinator import Coordinator
+from r3mes_desktop.core.events import EventBus
+from r3mes_desktop.core.journal import Journal, connect, migrate
+from r3mes_desktop.core.records import spec_to_json
+from r3mes_desktop.core.steps import (
+    OnChainSubmission,
+    ProgressCallback,
+    Receipt,
+    RoundSpec,
+    SignedSubmission,
+    TrainingResult,
+)
+
+MINER = "0x" + "cd" * 20
+GRADIENT = b"\x00" * 4096
+
+
+class Settings:
+    transaction_timeout = 300.0
+    max_active_transactions = 10
+    max_gradient_size_mb = 100
+    stale_threshold = 600.0
+    call_timeout = 30.0
+    max_retries = 3
+    retry_initial_delay = 1.0
+    retry_max_delay = 60.0
+    retry_backoff_factor = 2.0
+
+
+class Instant:
+    """Trainer, PoW, store, chain and task API that answer at once."""
+
+    def __init__(self) -> None:
+        self.pins: set[str] = set()
+        self.receipts: dict[str, Receipt] = {}
+        self.nonce = 0
+
+    miner_address = MINER
+
+    async def train(
+        self, *, transaction_id: str, spec: RoundSpec, progress: ProgressCallback
+    ) -> TrainingResult:
+        data = GRADIENT + spec.round_id.to_bytes(8, "big")
+        return TrainingResult(data, hashlib.sha256(data).digest(), 1, 0.1)
+
+    async def discard_checkpoints(self, transaction_id: str) -> None:
+        return None
+
+    async def solve(self, **kwargs: object) -> int:
+        return 1
+
+    async def add_and_pin(self, data: bytes) -> str:
+        cid = "bafk" + hashlib.sha256(data).hexdigest()
+        self.pins.add(cid)
+        return cid
+
+    async def is_pinned(self, cid: str) -> bool:
+        return cid in self.pins
+
+    async def unpin(self, cid: str) -> None:
+        self.pins.discard(cid)
+
+    async def cat(self, cid: str) -> bytes:
+        return b""
+
+    async def open_rounds(self) -> list[RoundSpec]:
+        return []
+
+    async def sign_submission(
+        self, *, round_id: int, cid: str, gradient_hash: bytes, pow_nonce: int
+    ) -> SignedSubmission:
+        self.nonce += 1
+        raw = f"{round_id}:{cid}:{self.nonce}".encode()
+        return SignedSubmission(raw, "0x" + hashlib.sha256(raw).hexdigest(), self.nonce)
+
+    async def broadcast(self, signed: SignedSubmission) -> None:
+        self.receipts[signed.tx_hash] = Receipt(signed.tx_hash, True, 1)
+
+    async def receipt(self, tx_hash: str) -> Receipt | None:
+        return self.receipts.get(tx_hash)
+
+    async def wait_receipt(self, tx_hash: str, *, timeout_s: float) -> Receipt:
+        return self.receipts[tx_hash]
+
+    async def submission_of(self, round_id: int) -> OnChainSubmission | None:
+        return None
+
+    async def complete_task(self, *, round_id: int) -> None:
+        return None
+
+
+def spec(round_id: int) -> RoundSpec:
+    return RoundSpec(round_id=round_id, seed=1, difficulty=16, base_model_id="b", steps=1)
+
+
+async def coordinator_run(root: Path, n: int) -> float:
+    fake = Instant()
+    coordinator = Coordinator(
+        journal=Journal(root / "journal.db"),
+        trainer=fake,
+        pow=fake,
+        store=fake,
+        chain=fake,
+        task_api=fake,
+        settings=Settings(),
+        breakers=BreakerRegistry(),
+        bus=EventBus(),
+        artifacts_dir=root / "artifacts",
+    )
+    await coordinator.start(background=False)
+    t0 = time.perf_counter()
+    results = await asyncio.gather(*(coordinator.run_transaction(spec(r)) for r in range(n)))
+    elapsed = time.perf_counter() - t0
+    assert all(s.state == "committed" for s in results)
+    await coordinator.close()
+    return elapsed
+
+
+def bare_run(root: Path, n: int, *, with_file: bool) -> float:
+    """The same committed sqlite writes as the coordinator, in a plain loop."""
+    conn = connect(root / "bare.db")
+    migrate(conn)
+    history = (
+        "INSERT INTO events (transaction_id, ts, kind, old_state, new_state) "
+        "VALUES (?, ?, 'transition', ?, ?)"
+    )
+    t0 = time.perf_counter()
+    for r in range(n):
+        tx, now = f"tx{r}", time.time()
+        data = GRADIENT + r.to_bytes(8, "big")
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute(
+            "INSERT INTO transactions (id, round_id, miner, state, spec, created_at, "
+            "updated_at, deadline) VALUES (?,?,?,?,?,?,?,?)",
+            (tx, r, MINER, "training", spec_to_json(spec(r)), now, now, now + 300),
+        )
+        conn.execute(history, (tx, now, None, "pending"))
+        conn.execute(history, (tx, now, "pending", "training"))
+        conn.execute("COMMIT")
+        path = root / "artifacts" / f"{tx}.safetensors"
+        if with_file:
+            write_atomic_sync(path, data)
+        digest = hashlib.sha256(data).hexdigest()
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute(
+            "UPDATE transactions SET state='ipfs_upload', gradient_hash=?, gradient_path=?, "
+            "pow_nonce='1', updated_at=? WHERE id=?",
+            (digest, str(path), now, tx),
+        )
+        conn.execute(history, (tx, now, "training", "ipfs_upload"))
+        conn.execute("COMMIT")
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute(
+            "UPDATE transactions SET state='blockchain_submit', cid=?, signed_raw=?, tx_hash=?, "
+            "account_nonce=?, updated_at=? WHERE id=?",
+            ("bafk" + digest, b"raw" * 20, "0x" + digest, r, now, tx),
+        )
+        conn.execute(
+            "INSERT INTO submissions VALUES (?,?,?,?,?)", (r, MINER, tx, "0x" + digest, now)
+        )
+        conn.execute(history, (tx, now, "ipfs_upload", "blockchain_submit"))
+        conn.execute("COMMIT")
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute(
+            "UPDATE transactions SET state='committed', receipt_block=1, finished_at=?, "
+            "updated_at=? WHERE id=?",
+            (now, now, tx),
+        )
+        conn.execute(
+            "INSERT INTO outbox (transaction_id, round_id, created_at, next_attempt_at, "
+            "done_at) VALUES (?,?,?,?,?)",
+            (tx, r, now, now, now),
+        )
+        conn.execute(history, (tx, now, "blockchain_submit", "task_complete"))
+        conn.execute(history, (tx, now, "task_complete", "committed"))
+        conn.execute("COMMIT")
+        if with_file:
+            remove_sync(path)
+    elapsed = time.perf_counter() - t0
+    conn.close()
+    return elapsed
+
+
+def build_big_journal(path: Path, rows: int, unfinished: int) -> None:
+    conn = connect(path)
+    migrate(conn)
+    now = time.time()
+    spec_json = spec_to_json(spec(0))
+    conn.execute("BEGIN")
+    conn.executemany(
+        "INSERT INTO transactions (id, round_id, miner, state, spec, created_at, updated_at, "
+        "deadline, finished_at, gradient_hash, cid, signed_raw, tx_hash, receipt_block) "
+        "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        (
+            (
+                f"tx{r}",
+                r,
+                MINER,
+                "committed" if r >= unfinished else "training",
+                spec_json,
+                now - 1000,
+                now - 999,
+                now + 300,
+                now - 999 if r >= unfinished else None,
+                *(
+                    ("ab" * 32, f"bafk{r}", b"raw" * 20, f"0x{r:064x}", 1)
+                    if r >= unfinished
+                    else (None, None, None, None, None)
+                ),
+            )
+            for r in range(rows)
+        ),
+    )
+    conn.executemany(
+        "INSERT INTO submissions VALUES (?,?,?,?,?)",
+        ((r, MINER, f"tx{r}", f"0x{r:064x}", now) for r in range(unfinished, rows)),
+    )
+    conn.executemany(
+        "INSERT INTO events (transaction_id, ts, kind, old_state, new_state) "
+        "VALUES (?, ?, 'transition', 'task_complete', 'committed')",
+        ((f"tx{r}", now) for r in range(rows)),
+    )
+    conn.execute("COMMIT")
+    conn.close()
+
+
+async def recovery_run(root: Path, *, check_integrity: bool) -> tuple[float, int]:
+    fake = Instant()
+    coordinator = Coordinator(
+        journal=Journal(root / "big.db"),
+        trainer=fake,
+        pow=fake,
+        store=fake,
+        chain=fake,
+        task_api=fake,
+        settings=Settings(),
+        bus=EventBus(),
+        artifacts_dir=root / "artifacts",
+    )
+    t0 = time.perf_counter()
+    report = await coordinator.start(background=False, check_integrity=check_integrity)
+    elapsed = time.perf_counter() - t0
+    await coordinator.wait_idle()
+    await coordinator.close()
+    assert report.integrity_problems == [], report.integrity_problems
+    return elapsed, report.count
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--transactions", type=int, default=2000)
+    parser.add_argument("--recovery-rows", type=int, default=100_000)
+    args = parser.parse_args()
+    n = args.transactions
+    with tempfile.TemporaryDirectory(prefix="r3mes-bench-") as tmp:
+        root = Path(tmp)
+        (root / "artifacts").mkdir()
+        coord_s = asyncio.run(coordinator_run(root / "c", n))
+        bare_s = bare_run(root, n, with_file=False)
+        (root / "bare.db").unlink()
+        for suffix in ("-wal", "-shm"):
+            (root / f"bare.db{suffix}").unlink(missing_ok=True)
+        bare_file_s = bare_run(root, n, with_file=True)
+        build_big_journal(root / "big.db", args.recovery_rows, unfinished=10)
+        rec_full, count = asyncio.run(recovery_run(root, check_integrity=True))
+        rec_fast, _ = asyncio.run(recovery_run(root, check_integrity=False))
+
+    coord_tps, bare_tps, bare_file_tps = n / coord_s, n / bare_s, n / bare_file_s
+    figures = {
+        "transactions": n,
+        "coordinator_tx_per_s": round(coord_tps, 1),
+        "bare_sqlite_tx_per_s": round(bare_tps, 1),
+        "bare_sqlite_plus_gradient_file_tx_per_s": round(bare_file_tps, 1),
+        "overhead_vs_bare_sqlite": round(coord_s / bare_s, 2),
+        "overhead_vs_bare_sqlite_plus_file": round(coord_s / bare_file_s, 2),
+        "recovery_rows": args.recovery_rows,
+        "recovery_unfinished_reconciled": count,
+        "recovery_s_with_integrity_check": round(rec_full, 3),
+        "recovery_s_without_integrity_check": round(rec_fast, 3),
+    }
+    print(json.dumps(figures, indent=2))
+    print(
+        f"throughput {coord_tps:.0f} tx/s (target >= 500: "
+        f"{'met' if coord_tps >= 500 else 'MISSED'}); overhead {coord_s / bare_s:.2f}x bare "
+        f"sqlite, {coord_s / bare_file_s:.2f}x bare sqlite+file (target <= 2x: "
+        f"{'met' if coord_s / bare_file_s <= 2 else 'MISSED'}); recovery of "
+        f"{args.recovery_rows} transactions {rec_full:.3f}s (target <= 1s: "
+        f"{'met' if rec_full <= 1 else 'MISSED'})"
+    )
+
+
+if __name__ == "__main__":
+    main()

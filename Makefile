@@ -1,5 +1,5 @@
 # One entry point for people and CI. `make test` is what .ci/run calls.
-.PHONY: setup test lint run screenshots bench clean
+.PHONY: setup test lint run screenshots bench clean package package-smoke install-desktop
 
 VENV := .venv
 BIN := $(VENV)/bin
@@ -19,5 +19,19 @@ lint:
 bench: setup
 	$(BIN)/python -m bench
 
+# The desktop bundle (dist/r3mes-desktop/, several minutes: torch). Not part of `make test`.
+package: setup
+	$(BIN)/pyinstaller --noconfirm --clean --distpath dist --workpath build/pyinstaller \
+		packaging/r3mes-desktop.spec
+	du -sh dist/r3mes-desktop
+
+# Start the built bundle offscreen until its main window paints; then the headless miner.
+package-smoke:
+	packaging/smoke.sh dist/r3mes-desktop
+
+# Put the .desktop file and icons in the user's application menu (XDG, no root).
+install-desktop:
+	packaging/install-desktop.sh
+
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache tests/peers/node_modules
+	rm -rf $(VENV) build dist .pytest_cache .mypy_cache .ruff_cache tests/peers/node_modules

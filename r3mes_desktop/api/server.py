@@ -45,12 +45,12 @@ class ApiConfig:
 
     @classmethod
     def from_settings(cls, settings: Any) -> ApiConfig:
-        """From `config.Settings` (api_enabled/api_host/api_port[/api_protect_reads])."""
+        """From `config.Settings` (api_enabled, api_host, api_port, api_protect_reads)."""
         return cls(
             enabled=bool(settings.api_enabled),
             host=str(settings.api_host),
             port=int(settings.api_port),
-            protect_reads=bool(getattr(settings, "api_protect_reads", False)),
+            protect_reads=bool(settings.api_protect_reads),
         )
 
     @property

@@ -115,6 +115,7 @@ class Settings(BaseSettings):
     api_enabled: bool = _f(False, "true or false")
     api_host: str = _f("127.0.0.1", "an IP address or localhost")
     api_port: int = _f(8080, "1024–65535", ge=1024, le=65535)
+    api_protect_reads: bool = _f(False, "true or false")  # token on GET endpoints too
 
     # notifications (webhook URL and SMTP password live in the secrets store)
     notify_tray: bool = _f(True, "true or false")

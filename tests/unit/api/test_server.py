@@ -45,6 +45,7 @@ def test_config_from_settings() -> None:
 
     config = ApiConfig.from_settings(Settings(api_enabled=True, api_port=9100))
     assert config == ApiConfig(enabled=True, host="127.0.0.1", port=9100)
+    assert ApiConfig.from_settings(Settings(api_protect_reads=True)).protect_reads
 
 
 def test_config_defaults_and_validation() -> None:

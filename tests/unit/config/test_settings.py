@@ -142,6 +142,7 @@ INVALID: list[tuple[str, Any, str, str]] = [
     ("notify_tray", "perhaps", "invalid", "true or false"),
     ("notify_min_severity", "debug", "invalid", "info, warning or error"),
     ("slack_enabled", 3, "invalid", "true or false"),
+    ("api_protect_reads", "x", "invalid", "true or false"),
     ("email_enabled", "x", "invalid", "true or false"),
     ("smtp_port", 70000, "out of range", "1–65535"),
     ("smtp_starttls", "x", "invalid", "true or false"),

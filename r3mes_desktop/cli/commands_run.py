@@ -212,32 +212,15 @@ async def _next_signal(signals: _Signals) -> None:
 
 
 async def _start_extras(ctx: CliContext, args: argparse.Namespace, runtime: Any) -> list[Any]:
-    """The error-file recorder always; the monitoring API when enabled. Returns closers."""
-    from r3mes_desktop.diagnostics import ErrorDetailRecorder
+    """Error detail files always; the monitoring API when enabled. Returns closers."""
+    from r3mes_desktop.monitoring import Monitoring
 
-    recorder = ErrorDetailRecorder(runtime.bus, lookup=runtime.coordinator.status)
-
-    async def close_recorder() -> None:
-        await recorder.drain()
-        recorder.close()
-
-    closers: list[Any] = [close_recorder]
-    settings = runtime.settings
-    if args.api or settings.api_enabled:
-        from r3mes_desktop.api import ApiConfig, ApiServer
-
-        config = ApiConfig.from_settings(settings)
-        port = args.api_port if args.api_port is not None else config.port
-        config = ApiConfig(
-            enabled=True, host=config.host, port=port, protect_reads=config.protect_reads
-        )
-        server = ApiServer(
-            config, coordinator=runtime.coordinator, bus=runtime.bus, breakers=runtime.breakers
-        )
-        await server.start()
-        sys.stderr.write(f"r3mes-miner: monitoring API on {server.url}\n")
-        closers.append(server.stop)
-    return closers
+    monitoring = await Monitoring.attach(
+        runtime, api=True if args.api else None, port=args.api_port
+    )
+    if monitoring.api_url:
+        sys.stderr.write(f"r3mes-miner: monitoring API on {monitoring.api_url}\n")
+    return [monitoring.close]
 
 
 def _human_run_summary(summary: dict[str, Any]) -> str:

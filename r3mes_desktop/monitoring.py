@@ -1,0 +1,62 @@
+"""What the GUI and the headless miner both attach to an open Runtime: error detail files
+for failed transactions, and the local monitoring API when enabled. No Qt.
+
+    monitoring = await Monitoring.attach(runtime)          # after `await runtime.open()`
+    ...
+    await monitoring.close()                               # before `await runtime.close()`
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from r3mes_desktop.api import ApiConfig, ApiServer
+from r3mes_desktop.diagnostics import ErrorDetailRecorder
+
+log = logging.getLogger(__name__)
+
+
+class Monitoring:
+    def __init__(self, recorder: ErrorDetailRecorder, api: ApiServer | None) -> None:
+        self.recorder = recorder
+        self.api = api
+
+    @classmethod
+    async def attach(
+        cls, runtime: Any, *, api: bool | None = None, port: int | None = None
+    ) -> Monitoring:
+        """`api=None` follows settings.api_enabled; `port` overrides settings.api_port."""
+        recorder = ErrorDetailRecorder(runtime.bus, lookup=runtime.coordinator.status)
+        server = None
+        config = ApiConfig.from_settings(runtime.settings)
+        if api if api is not None else config.enabled:
+            config = ApiConfig(
+                enabled=True,
+                host=config.host,
+                port=config.port if port is None else port,
+                protect_reads=config.protect_reads,
+            )
+            server = ApiServer(
+                config,
+                coordinator=runtime.coordinator,
+                bus=runtime.bus,
+                breakers=runtime.breakers,
+            )
+            try:
+                await server.start()
+            except OSError as exc:  # a busy port must not stop mining
+                log.error("local API not started on %s:%s: %s", config.host, config.port, exc)
+                server = None
+        return cls(recorder, server)
+
+    @property
+    def api_url(self) -> str | None:
+        return self.api.url if self.api is not None else None
+
+    async def close(self) -> None:
+        if self.api is not None:
+            await self.api.stop()
+            self.api = None
+        await self.recorder.drain()
+        self.recorder.close()

@@ -290,8 +290,9 @@ class Coordinator:
         return rec
 
     async def status(self, transaction_id: str) -> TransactionStatus:
-        rec = await self._record(transaction_id)
-        history = await self.journal.history(transaction_id)
+        rec, history = await self.journal.snapshot(transaction_id)
+        if rec is None:
+            raise ValidationError(f"transaction_id {transaction_id!r} is not in the journal")
         return TransactionStatus.of(rec, now=self.clock.time(), history=history)
 
     async def list_transactions(
@@ -401,6 +402,12 @@ class Coordinator:
             raise ValidationError(
                 f"transaction {rec.id} is {rec.state.value}; only failed or rolled back "
                 "transactions can be retried"
+            )
+        owner = await self.journal.submission_owner(rec.round_id, rec.miner)
+        if owner is not None and owner != rec.id:
+            raise ValidationError(
+                f"round {rec.round_id} already has a submission signed by transaction "
+                f"{owner}; retry that one instead of {rec.id}"
             )
         if rec.signed_raw is not None:
             target = TxState.BLOCKCHAIN_SUBMIT

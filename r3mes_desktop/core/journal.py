@@ -13,6 +13,7 @@ Why it looks like this:
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import json
 import sqlite3
@@ -199,6 +200,8 @@ class Journal:
         self._synchronous = synchronous
         self._executor: ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None
+        self._queue: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]]] = []
+        self._flusher: asyncio.Task[None] | None = None
 
     # -- lifecycle -----------------------------------------------------------------------
     async def open(self) -> None:
@@ -214,6 +217,8 @@ class Journal:
     async def close(self) -> None:
         if self._executor is None:
             return
+        if self._flusher is not None:
+            await asyncio.gather(self._flusher, return_exceptions=True)
         await self._call(self._close_sync)
         self._executor.shutdown(wait=True)
         self._executor = None
@@ -228,6 +233,64 @@ class Journal:
             raise RuntimeError("journal is not open")
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, fn, *args)
+
+    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `fn(conn)` inside a write transaction; returns once it is committed.
+
+        Group commit: writes queued while a commit is in flight are applied together in
+        the next sqlite transaction, each inside its own SAVEPOINT (a failing write is
+        rolled back alone and raises to its caller only). Every caller still awaits the
+        commit (and, with synchronous=FULL, the fsync) that holds its write, so "journaled
+        before the effect" is unchanged; concurrent transactions just share one fsync.
+        """
+        fut: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._queue.append((fn, fut))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.ensure_future(self._flush())
+        return await fut
+
+    async def _flush(self) -> None:
+        while self._queue:
+            batch, self._queue = self._queue, []
+            try:
+                results = await self._call(self._run_batch, [fn for fn, _ in batch])
+            except BaseException as exc:
+                for _, fut in batch:
+                    if not fut.done():
+                        fut.set_exception(exc)
+                if not isinstance(exc, Exception):
+                    raise
+                continue
+            for (_, fut), (ok, value) in zip(batch, results, strict=True):
+                if fut.done():
+                    continue
+                if ok:
+                    fut.set_result(value)
+                else:
+                    fut.set_exception(value)
+
+    def _run_batch(self, fns: list[Callable[[sqlite3.Connection], Any]]) -> list[tuple[bool, Any]]:
+        conn = self._db()
+        results: list[tuple[bool, Any]] = []
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for fn in fns:
+                conn.execute("SAVEPOINT write")
+                try:
+                    value = fn(conn)
+                except Exception as exc:
+                    conn.execute("ROLLBACK TO write")
+                    conn.execute("RELEASE write")
+                    results.append((False, exc))
+                else:
+                    conn.execute("RELEASE write")
+                    results.append((True, value))
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        return results
 
     async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run `fn(conn)` on the journal thread (for read-only queries: stats, analytics)."""
@@ -251,9 +314,11 @@ class Journal:
     ) -> TransactionRecord:
         """Insert a new transaction. `start=TRAINING` records PENDING → TRAINING in the
         same commit (nothing happens in between, so one commit loses nothing)."""
-        return await self._call(self._create_sync, tx_id, spec, miner, now, deadline, start)
+        return await self._write(
+            functools.partial(self._create_in_txn, tx_id, spec, miner, now, deadline, start)
+        )
 
-    def _create_sync(
+    def _create_in_txn(
         self,
         tx_id: str,
         spec: RoundSpec,
@@ -261,6 +326,7 @@ class Journal:
         now: float,
         deadline: float | None,
         start: TxState,
+        conn: sqlite3.Connection,
     ) -> TransactionRecord:
         if start not in (TxState.PENDING, TxState.TRAINING):
             raise ValidationError(f"a transaction starts pending or training, not {start}")
@@ -269,52 +335,38 @@ class Journal:
             history.append(
                 HistoryEntry(tx_id, now, "transition", TxState.PENDING.value, start.value)
             )
-        conn = self._db()
-        conn.execute("BEGIN IMMEDIATE")
+        signed_by = conn.execute(
+            "SELECT transaction_id FROM submissions WHERE round_id = ? AND miner = ?",
+            (spec.round_id, miner),
+        ).fetchone()
+        if signed_by is not None:
+            raise DuplicateRoundError(
+                f"round {spec.round_id} already has a submission signed by transaction "
+                f"{signed_by[0]}; retry that transaction instead of starting another"
+            )
         try:
             conn.execute(
                 "INSERT INTO transactions (id, round_id, miner, state, spec, created_at, "
                 "updated_at, deadline) VALUES (?,?,?,?,?,?,?,?)",
-                (
-                    tx_id,
-                    spec.round_id,
-                    miner,
-                    start.value,
-                    spec_to_json(spec),
-                    now,
-                    now,
-                    deadline,
-                ),
+                (tx_id, spec.round_id, miner, start.value, spec_to_json(spec), now, now, deadline),
             )
-            _insert_history(conn, history)
-            conn.execute("COMMIT")
         except sqlite3.IntegrityError as exc:
-            conn.execute("ROLLBACK")
             raise DuplicateRoundError(
                 f"round {spec.round_id} already has a live or committed transaction "
                 f"for miner {miner}"
             ) from exc
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        record = self._get_sync(tx_id)
+        _insert_history(conn, history)
+        record = self._get_in(conn, tx_id)
         assert record is not None
         return record
 
     async def apply(self, change: Change) -> TransactionRecord:
         """Apply `change` in one sqlite transaction and return the updated record."""
-        return await self._call(self._apply_sync, change)
+        return await self._write(functools.partial(self._apply_and_get, change))
 
-    def _apply_sync(self, change: Change) -> TransactionRecord:
-        conn = self._db()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            self._apply_in_txn(conn, change)
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        record = self._get_sync(change.tx_id)
+    def _apply_and_get(self, change: Change, conn: sqlite3.Connection) -> TransactionRecord:
+        self._apply_in_txn(conn, change)
+        record = self._get_in(conn, change.tx_id)
         assert record is not None
         return record
 
@@ -436,86 +488,42 @@ class Journal:
 
     async def append_history(self, entries: list[HistoryEntry]) -> None:
         """Record retries, notes and compensation attempts that change no state."""
-        await self._call(self._append_history_sync, entries)
-
-    def _append_history_sync(self, entries: list[HistoryEntry]) -> None:
-        conn = self._db()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            _insert_history(conn, entries)
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
+        await self._write(lambda conn: _insert_history(conn, entries))
 
     async def compensation_failed(
         self, comp_id: int, *, now: float, next_at: float, error: str, entry: HistoryEntry
     ) -> None:
-        await self._call(self._comp_failed_sync, comp_id, now, next_at, error, entry)
-
-    def _comp_failed_sync(
-        self, comp_id: int, now: float, next_at: float, error: str, entry: HistoryEntry
-    ) -> None:
-        conn = self._db()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        def write(conn: sqlite3.Connection) -> None:
             conn.execute(
                 "UPDATE compensations SET attempts = attempts + 1, last_error = ?, "
                 "next_attempt_at = ?, updated_at = ? WHERE id = ?",
                 (error, next_at, now, comp_id),
             )
             _insert_history(conn, [entry])
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
 
-    async def outbox_failed(self, tx_id: str, *, next_at: float, error: str) -> None:
-        await self._call(self._outbox_failed_sync, tx_id, next_at, error)
-
-    def _outbox_failed_sync(self, tx_id: str, next_at: float, error: str) -> None:
-        conn = self._db()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            conn.execute(
-                "UPDATE outbox SET attempts = attempts + 1, last_error = ?, "
-                "next_attempt_at = ? WHERE transaction_id = ?",
-                (error, next_at, tx_id),
-            )
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
+        await self._write(write)
 
     async def resolve_dead_letter(self, dl_id: str, *, status: str, now: float) -> None:
-        await self._call(self._resolve_dl_sync, dl_id, status, now)
-
-    def _resolve_dl_sync(self, dl_id: str, status: str, now: float) -> None:
-        conn = self._db()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            conn.execute(
+        await self._write(
+            lambda conn: conn.execute(
                 "UPDATE dead_letters SET status = ?, resolved_at = ? WHERE id = ?",
                 (status, now, dl_id),
             )
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
+        )
 
     # -- reads ---------------------------------------------------------------------------
     async def get(self, tx_id: str) -> TransactionRecord | None:
         return await self._call(self._get_sync, tx_id)
 
     def _get_sync(self, tx_id: str) -> TransactionRecord | None:
-        row = (
-            self._db()
-            .execute(
-                f"SELECT {_TX_COLUMNS} FROM transactions WHERE id = ?",  # noqa: S608
-                (tx_id,),
-            )
-            .fetchone()
-        )
+        return self._get_in(self._db(), tx_id)
+
+    @staticmethod
+    def _get_in(conn: sqlite3.Connection, tx_id: str) -> TransactionRecord | None:
+        row = conn.execute(
+            f"SELECT {_TX_COLUMNS} FROM transactions WHERE id = ?",  # noqa: S608
+            (tx_id,),
+        ).fetchone()
         return _record(row) if row is not None else None
 
     async def list_transactions(
@@ -544,6 +552,10 @@ class Journal:
             "ORDER BY created_at"
         )
         return [_record(r) for r in rows]
+
+    async def snapshot(self, tx_id: str) -> tuple[TransactionRecord | None, list[HistoryEntry]]:
+        """The record and its history, read together (one trip to the journal thread)."""
+        return await self._call(lambda: (self._get_sync(tx_id), self._history_sync(tx_id)))
 
     async def history(self, tx_id: str) -> list[HistoryEntry]:
         return await self._call(self._history_sync, tx_id)

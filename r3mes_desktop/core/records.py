@@ -86,7 +86,12 @@ class HistoryEntry:
     message: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+        return {
+            name: value for name in _HISTORY_FIELDS if (value := getattr(self, name)) is not None
+        }
+
+
+_HISTORY_FIELDS = tuple(f.name for f in dataclasses.fields(HistoryEntry))
 
 
 @dataclass(frozen=True)

@@ -41,7 +41,7 @@ from r3mes_desktop.core.errors import (
     to_r3mes_error,
 )
 from r3mes_desktop.core.events import EventBus, Notice, StepProgress, TransactionStateChanged
-from r3mes_desktop.core.journal import Change, DuplicateRoundError, Journal
+from r3mes_desktop.core.journal import Change, Journal
 from r3mes_desktop.core.records import HistoryEntry, TransactionRecord
 from r3mes_desktop.core.resilience import ServiceCaller
 from r3mes_desktop.core.retry import RetryPolicy
@@ -97,6 +97,7 @@ class Saga:
         self.d = deps
         self.lane = asyncio.Lock()
         self._learned_cid: dict[str, str] = {}
+        self._fresh_gradient: dict[str, bytes] = {}  # written and journaled moments ago
         self._training_step: dict[str, int] = {}
         self._lane_released: dict[str, Callable[[], None]] = {}
         self.compensate: Callable[[TransactionRecord], Awaitable[TransactionRecord]] | None = None
@@ -208,6 +209,7 @@ class Saga:
             self._release_lane(rec.id)
             self._learned_cid.pop(rec.id, None)
             self._training_step.pop(rec.id, None)
+            self._fresh_gradient.pop(rec.id, None)
 
     async def _run_step(
         self, rec: TransactionRecord, resumed: bool, expired: bool, remaining: float | None
@@ -281,6 +283,7 @@ class Saga:
                 raise IntegrityError("trainer's gradient_hash is not sha256 of its bytes")
             path = self.gradient_path(tx)
             await artifacts.write_atomic(path, result.data)
+            self._fresh_gradient[tx] = result.data
             nonce = await self.d.resource_policy.call_async(
                 functools.partial(
                     self.d.pow.solve,
@@ -319,7 +322,9 @@ class Saga:
             )
             if pinned:
                 return rec.cid
-        data = await artifacts.read_verified(Path(rec.gradient_path), rec.gradient_hash)
+        data = self._fresh_gradient.pop(tx, None)
+        if data is None:  # resumed or retried: the durable copy, checked against the journal
+            data = await artifacts.read_verified(Path(rec.gradient_path), rec.gradient_hash)
         cid = await self.d.ipfs.call(
             "add_and_pin", functools.partial(self.d.store.add_and_pin, data), transaction_id=tx
         )
@@ -335,12 +340,8 @@ class Saga:
             if rec.signed_raw is not None and rec.tx_hash is not None and rec.cid == cid:
                 signed = SignedSubmission(rec.signed_raw, rec.tx_hash, rec.account_nonce or 0)
             else:
-                owner = await self.d.journal.submission_owner(rec.round_id, rec.miner)
-                if owner is not None and owner != tx:
-                    raise DuplicateRoundError(
-                        f"a submission for round {rec.round_id} was already signed by "
-                        f"transaction {owner}; refusing to sign a second one"
-                    )
+                # No other transaction can hold a signature for this (round, miner): creation
+                # and reopening refuse that, and the claim in the commit below re-checks.
                 assert rec.gradient_hash is not None and rec.pow_nonce is not None
                 signed = await self.d.chain_caller.call(
                     "sign_submission",

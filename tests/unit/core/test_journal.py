@@ -73,13 +73,38 @@ async def test_one_live_transaction_per_round_and_one_signature_ever(journal: Jo
         Change("a", 3.0, fields={"tx_hash": "0x1", "signed_raw": b"raw"}, claim_submission=True)
     )
     await journal.apply(Change("a", 4.0, state=TxState.ROLLED_BACK))
-    # a rolled-back round may get a new transaction, but never a second signature
-    await journal.create(tx_id="b", spec=spec, miner=MINER, now=5.0, deadline=None)
+    # a rolled-back round whose submission was signed gets no new transaction...
+    with pytest.raises(DuplicateRoundError, match="signed by transaction a"):
+        await journal.create(tx_id="b", spec=spec, miner=MINER, now=5.0, deadline=None)
+    # ...and the claim itself refuses a second signature, whoever asks
+    await journal.create(tx_id="c", spec=make_spec(2), miner=MINER, now=5.0, deadline=None)
+    await journal.run(
+        lambda conn: conn.execute(
+            "INSERT INTO submissions VALUES (2, ?, 'a', '0x9', 5.0)", (MINER,)
+        )
+    )
     with pytest.raises(DuplicateRoundError, match="already signed by transaction a"):
-        await journal.apply(Change("b", 6.0, fields={"tx_hash": "0x2"}, claim_submission=True))
-    rec = await journal.get("b")
+        await journal.apply(Change("c", 6.0, fields={"tx_hash": "0x2"}, claim_submission=True))
+    rec = await journal.get("c")
     assert rec is not None and rec.tx_hash is None  # the failed change left nothing behind
     assert await journal.submission_owner(1, MINER) == "a"
+
+
+async def test_group_commit_isolates_a_failing_write(journal: Journal) -> None:
+    import asyncio
+
+    for tx in ("a", "b"):
+        await journal.create(tx_id=tx, spec=make_spec(ord(tx)), miner=MINER, now=1.0, deadline=None)
+    results = await asyncio.gather(
+        journal.apply(Change("a", 2.0, state=TxState.TRAINING)),
+        journal.apply(Change("b", 2.0, state=TxState.TRAINING, expect=frozenset())),
+        journal.apply(Change("b", 3.0, fields={"attempts": 5})),
+        return_exceptions=True,
+    )
+    assert isinstance(results[1], StaleStateError)
+    a, b = await journal.get("a"), await journal.get("b")
+    assert a is not None and a.state is TxState.TRAINING
+    assert b is not None and b.state is TxState.PENDING and b.attempts == 5
 
 
 async def test_a_change_is_all_or_nothing(journal: Journal) -> None:

@@ -8,8 +8,9 @@
    writes (same rows, same number of commits, same pragmas) in the same run, once without
    and once with the gradient file write. Targets: >= 500 tx/s, overhead <= 2x.
 2. Recovery: a journal holding 100,000 transactions (bulk-inserted), timed from
-   `Coordinator.start()` call to return (open, integrity check, unfinished scan).
-   Target <= 1 s.
+   `Coordinator.start()` call to return (open, migrations check, start-up invariant check,
+   unfinished scan, reconciliation decisions). Target <= 1 s. The full on-demand integrity
+   check (`PRAGMA integrity_check` + invariants over every row) is timed separately.
 """
 
 from __future__ import annotations
@@ -252,6 +253,17 @@ def build_big_journal(path: Path, rows: int, unfinished: int) -> None:
     conn.close()
 
 
+async def full_check(root: Path) -> float:
+    journal = Journal(root / "big.db")
+    await journal.open()
+    t0 = time.perf_counter()
+    problems = await journal.integrity_check(full=True)
+    elapsed = time.perf_counter() - t0
+    await journal.close()
+    assert problems == [], problems
+    return elapsed
+
+
 async def recovery_run(root: Path, *, check_integrity: bool) -> tuple[float, int]:
     fake = Instant()
     coordinator = Coordinator(
@@ -316,12 +328,14 @@ def main() -> None:
         build_big_journal(root / "big.db", args.recovery_rows, unfinished=10)
         rec_full, count = asyncio.run(recovery_run(root, check_integrity=True))
         rec_fast, _ = asyncio.run(recovery_run(root, check_integrity=False))
+        full_s = asyncio.run(full_check(root))
     figures.update(
         {
             "recovery_rows": args.recovery_rows,
             "recovery_unfinished_reconciled": count,
-            "recovery_s_with_integrity_check": round(rec_full, 3),
-            "recovery_s_without_integrity_check": round(rec_fast, 3),
+            "recovery_s_with_startup_check": round(rec_full, 3),
+            "recovery_s_without_check": round(rec_fast, 3),
+            "full_integrity_check_s": round(full_s, 3),
         }
     )
     print(json.dumps(figures, indent=2))
@@ -336,8 +350,9 @@ def main() -> None:
             f"(target <= 2x: {'met' if ratio <= 2 else 'MISSED'})"
         )
     print(
-        f"recovery of {args.recovery_rows} transactions: {rec_full:.3f}s with the integrity "
-        f"check, {rec_fast:.3f}s without (target <= 1s: {'met' if rec_full <= 1 else 'MISSED'})"
+        f"recovery of {args.recovery_rows} transactions: {rec_full:.3f}s with the start-up "
+        f"check, {rec_fast:.3f}s without (target <= 1s: {'met' if rec_full <= 1 else 'MISSED'}); "
+        f"full integrity check on demand: {full_s:.3f}s"
     )
 
 

@@ -151,12 +151,13 @@ class Coordinator:
     async def start(
         self, *, background: bool = True, check_integrity: bool = True
     ) -> RecoveryReport:
-        """Open the journal, reconcile every unfinished transaction, start maintenance."""
+        """Open the journal, check the invariants of unfinished/recent transactions,
+        reconcile every unfinished transaction, start maintenance."""
         t0 = time.perf_counter()
         await self.journal.open()
         if self._unsubscribe is None:
             self._unsubscribe = self.bus.subscribe(self._record_retry)
-        problems = await self.journal.integrity_check() if check_integrity else []
+        problems = await self.journal.integrity_check(full=False) if check_integrity else []
         for problem in problems:
             log.error("journal integrity: %s", problem)
         reconciled = []

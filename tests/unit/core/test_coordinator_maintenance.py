@@ -324,3 +324,30 @@ async def test_bad_arguments_name_the_field(rig: Rig) -> None:
         await rig.coordinator.list_transactions(limit=0)
     with pytest.raises(ValidationError, match="transaction_id"):
         await rig.coordinator.status("nope")
+
+
+async def test_background_maintenance_delivers_and_undoes_on_its_own(tmp_path: Path) -> None:
+    import asyncio
+
+    from r3mes_desktop.core.events import StatsChanged
+
+    rig = make_rig(tmp_path)
+    await rig.coordinator.start(background=False)
+    rig.faults.fail("complete_task", NetworkError("timed out"), times=5)  # the quick try + 4
+    committed = await rig.coordinator.run_transaction(make_spec(1))
+    rig.faults.fail("broadcast", AuthenticationError("invalid signature"), times=1)
+    rig.faults.fail("unpin", NetworkError("connection refused"), times=4)
+    undoing = await rig.coordinator.run_transaction(make_spec(2))
+    assert (committed.state, undoing.state) == ("committed", "compensating")
+    coordinator = await rig.reopen()
+
+    await coordinator.start()  # background loops on the ManualClock: no real waiting
+    for _ in range(500):
+        if rig.task_api.completed and not rig.store.pins:
+            break
+        await asyncio.sleep(0.002)
+    await coordinator.close()
+
+    assert rig.task_api.completed == [1]
+    assert rig.store.pins == {committed.cid}
+    assert rig.of_kind(StatsChanged)  # published after transactions end

@@ -11,13 +11,14 @@ from dataclasses import dataclass
 from r3mes_desktop.gui.icons import status_icon
 from r3mes_desktop.gui.qt import QtGui, QtWidgets
 
-MINER_STATES = ("idle", "mining", "paused", "finishing", "stopping", "error")
+MINER_STATES = ("starting", "idle", "mining", "pausing", "paused", "stopping", "error")
+"""core.miner.MinerState values, plus "starting" (runtime opening) and "error" (it failed)."""
 
 ENABLED_IN: dict[str, frozenset[str]] = {
-    "start": frozenset({"idle", "paused", "stopped", "error"}),
+    "start": frozenset({"idle", "paused"}),
     "pause": frozenset({"mining"}),
-    "finish": frozenset({"mining", "paused"}),
-    "stop": frozenset({"mining", "paused", "finishing"}),
+    "finish": frozenset({"mining", "pausing", "paused"}),
+    "stop": frozenset({"mining", "pausing", "paused", "stopping"}),
 }
 
 

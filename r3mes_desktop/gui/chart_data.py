@@ -50,12 +50,13 @@ class ChartData:
     def add_stats(self, stats: Mapping[str, Any], ts: float | None = None) -> None:
         """Fold one statistics snapshot (the coordinator's keys, seeds' names)."""
         t = self._t(ts)
-        breakdown = stats.get("error_breakdown") or {}
-        for cat in CATEGORIES:
-            self.errors[cat] = int(breakdown.get(cat, 0) or 0)
-        for extra, count in breakdown.items():
-            if extra not in self.errors:
-                self.errors["unknown"] += int(count or 0)
+        breakdown = {
+            str(key).removesuffix("_errors"): int(count or 0)
+            for key, count in (stats.get("error_breakdown") or {}).items()
+        }  # the journal's keys are "network_errors", ...; older shapes use "network"
+        self.errors = dict.fromkeys(CATEGORIES, 0)
+        for cat, count in breakdown.items():
+            self.errors[cat if cat in self.errors else "unknown"] += count
         total = float(stats.get("total_transactions", 0) or 0)
         committed = float(stats.get("committed_transactions", stats.get("committed", 0)) or 0)
         failed = float(stats.get("failed_transactions", stats.get("failed", 0)) or 0)

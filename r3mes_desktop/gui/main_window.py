@@ -126,6 +126,9 @@ class MainWindow(QtWidgets.QMainWindow):
         )
         self.alerts = AlertRouter(self.banner, self.tray)
 
+        app_logger = logging.getLogger("r3mes_desktop")
+        if app_logger.getEffectiveLevel() > logging.INFO:  # the log view starts at Info
+            app_logger.setLevel(logging.INFO)
         self.log_handler = log_handler or QtLogHandler()
         self.log_handler.record_emitted.connect(self.log_model.append)
         if log_handler is None:
@@ -152,7 +155,13 @@ class MainWindow(QtWidgets.QMainWindow):
         self.poll_timer.setInterval(poll_ms)
         self.poll_timer.timeout.connect(self.refresh)
         self.poll_timer.start()
-        QtCore.QTimer.singleShot(0, self.load_charts)
+        self._painted = False
+
+    def paintEvent(self, event: QtGui.QPaintEvent) -> None:
+        super().paintEvent(event)
+        if not self._painted:  # charts load after the first paint: keeps the cold start short
+            self._painted = True
+            QtCore.QTimer.singleShot(250, self.load_charts)
 
     def runtime_ready(self) -> None:
         """The runtime is open: show its endpoints and device, enable actions, poll."""
@@ -347,7 +356,7 @@ class MainWindow(QtWidgets.QMainWindow):
             return
         if self.status.problem_text():
             self.tray.set_status("error", self.status.problem_text())
-        elif self._miner_state in ("mining", "finishing"):
+        elif self._miner_state in ("mining", "pausing", "stopping"):
             self.tray.set_status("mining", "mining")
         else:
             self.tray.set_status("idle", self._miner_state)

@@ -21,6 +21,7 @@ from r3mes_desktop.gui.records import down_message, field_of, state_name
 class _Down:
     reason: str
     retry_at: float | None
+    breaker: bool = False  # an open breaker: only its closing clears it, not a health poll
 
 
 def _short_address(address: str) -> str:
@@ -90,13 +91,16 @@ class StatusBarController:
     def on_retry(self, event: RetryScheduled) -> None:
         if event.category != "network" or not event.service:
             return
-        self._down[event.service] = _Down(event.message, self._now() + event.delay)
+        previous = self._down.get(event.service)
+        breaker = previous is not None and previous.breaker
+        reason = previous.reason if breaker and "circuit open" in event.message else event.message
+        self._down[event.service] = _Down(reason, self._now() + event.delay, breaker=breaker)
         self.refresh()
 
     def on_breaker(self, event: BreakerStateChanged) -> None:
         state = state_name(event.new_state)
         if state == "CLOSED":
-            self.mark_up(event.service)
+            self.mark_up(event.service, breaker_closed=True)
         elif state in ("OPEN", "FORCED_OPEN"):
             previous = self._down.get(event.service)
             reason = previous.reason if previous else "too many failures"
@@ -104,12 +108,16 @@ class StatusBarController:
                 reason = "paused by you (breaker forced open)"
             wait = event.seconds_until_half_open
             retry_at = None if wait is None else self._now() + wait
-            self._down[event.service] = _Down(reason, retry_at)
+            self._down[event.service] = _Down(reason, retry_at, breaker=True)
             self.refresh()
 
-    def mark_up(self, service: str) -> None:
-        if self._down.pop(service, None) is not None:
-            self.refresh()
+    def mark_up(self, service: str, *, breaker_closed: bool = False) -> None:
+        """A call or health poll succeeded (or the breaker closed): not down any more."""
+        down = self._down.get(service)
+        if down is None or (down.breaker and not breaker_closed):
+            return
+        del self._down[service]
+        self.refresh()
 
     def refresh(self) -> None:
         now = self._now()

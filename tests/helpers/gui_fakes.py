@@ -9,28 +9,19 @@ from __future__ import annotations
 
 import time
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from r3mes_desktop.core.breaker import BreakerRegistry
 from r3mes_desktop.core.events import (
-    Event,
     EventBus,
+    MinerStateChanged,
     RetryScheduled,
     StepProgress,
     TransactionStateChanged,
 )
 
 FLOW = ("PENDING", "TRAINING", "IPFS_UPLOAD", "BLOCKCHAIN_SUBMIT", "TASK_COMPLETE", "COMMITTED")
-
-
-@dataclass(frozen=True, kw_only=True)
-class MinerStateChanged(Event):
-    """Same name and fields as the core's miner event, so the bridge routes it."""
-
-    old_state: str
-    new_state: str
 
 
 class FakeCoordinator:
@@ -129,7 +120,8 @@ class FakeCoordinator:
         breakdown: dict[str, int] = {}
         for tx in self.txs.values():
             if tx["error_category"]:
-                breakdown[tx["error_category"]] = breakdown.get(tx["error_category"], 0) + 1
+                key = f"{tx['error_category']}_errors"
+                breakdown[key] = breakdown.get(key, 0) + 1
         return {
             "total_transactions": total,
             "committed_transactions": states.count("COMMITTED"),
@@ -186,7 +178,7 @@ class FakeMiner:
         self._go("paused")
 
     async def finish_then_stop(self) -> None:
-        self._go("finishing")
+        self._go("stopping")
 
     async def stop(self) -> None:
         self._go("idle")
@@ -217,3 +209,24 @@ class FakeRuntime:
 
     def device_name(self) -> str:
         return "CPU"
+
+
+class FlakyStore:
+    """Wraps the devnet's real content store; `failing = True` makes uploads fail the way a
+    stopped IPFS daemon does (connection refused). Unpin and reads keep working, so the
+    coordinator's compensation runs for real."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.failing = False
+        self.refused = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def add_and_pin(self, data: bytes) -> str:
+        if self.failing:
+            self.refused += 1
+            raise ConnectionRefusedError(111, "connection refused")
+        cid: str = await self.inner.add_and_pin(data)
+        return cid

@@ -1,0 +1,256 @@
+"""GUI benchmarks: cold start, event-loop responsiveness while mining, mining throughput.
+
+    .venv/bin/python -m bench.gui [--seconds 60] [--skip-throughput]
+
+1. Cold start to the first painted window, `r3mes-desktop` against a bare PySide6 window,
+   both as fresh processes in this run (median of 3); target ratio ≤ 2, and torch must not
+   be imported by the GUI process when it first paints.
+2. Loop lateness while mining on the devnet (training + PoW in worker processes, the real
+   window on the qasync loop): a precise 10 ms timer records how late it fires; prints
+   p50/p99/max, target p99 ≤ 16 ms.
+3. Throughput with the default round: transactions/min and the useful-work share
+   (time the device spends training or proving) / wall, while mining continuously;
+   target ≥ 0.90 (upload and submit of one transaction overlap training of the next).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+BARE_WINDOW = r"""
+import sys, time
+t0 = time.perf_counter()
+from PySide6 import QtCore, QtWidgets
+app = QtWidgets.QApplication(sys.argv[:1])
+window = QtWidgets.QMainWindow()
+window.setWindowTitle("bare")
+window.resize(1280, 800)
+class FirstPaint(QtCore.QObject):
+    def eventFilter(self, obj, event):
+        if event.type() == QtCore.QEvent.Type.Paint:
+            print(f"first-paint-s {time.perf_counter() - t0:.4f}", flush=True)
+            app.quit()
+        return False
+probe = FirstPaint()
+window.installEventFilter(probe)
+window.show()
+app.exec()
+"""
+
+
+def _env(tmp: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env.setdefault("QT_QPA_PLATFORM", "offscreen")
+    env["R3MES_DATA_DIR"] = str(tmp / "data")
+    env["R3MES_CONFIG_DIR"] = str(tmp / "config")
+    return env
+
+
+def _spawn_until_paint(cmd: list[str], env: dict[str, str]) -> tuple[float, str]:
+    """Seconds from spawning `cmd` to its "first-paint" line (includes interpreter start)."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env
+    )
+    assert proc.stdout is not None
+    line = ""
+    for line in proc.stdout:
+        if line.startswith("first-paint-s"):
+            break
+    elapsed = time.perf_counter() - t0
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    if not line.startswith("first-paint-s"):
+        raise RuntimeError(f"{cmd} never painted")
+    return elapsed, line.strip()
+
+
+def cold_start(runs: int = 3) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="r3mes-bench-") as tmp:
+        env = _env(Path(tmp))
+        bare, app, lines = [], [], []
+        for _ in range(runs):
+            bare.append(_spawn_until_paint([sys.executable, "-c", BARE_WINDOW], env)[0])
+            elapsed, line = _spawn_until_paint(
+                [sys.executable, "-m", "r3mes_desktop", "--startup-probe"], env
+            )
+            app.append(elapsed)
+            lines.append(line)
+    torch_loaded = any("torch-imported True" in line for line in lines)
+    result = {
+        "bare_s": statistics.median(bare),
+        "app_s": statistics.median(app),
+        "torch_imported_at_first_paint": torch_loaded,
+    }
+    result["ratio"] = result["app_s"] / result["bare_s"]
+    return result
+
+
+class BusyClock:
+    """Union of busy intervals of the device (training and PoW never overlap: one lane)."""
+
+    def __init__(self) -> None:
+        self.busy_s = 0.0
+        self._depth = 0
+        self._since = 0.0
+
+    def enter(self) -> None:
+        if self._depth == 0:
+            self._since = time.perf_counter()
+        self._depth += 1
+
+    def leave(self) -> None:
+        self._depth -= 1
+        if self._depth == 0:
+            self.busy_s += time.perf_counter() - self._since
+
+    def total(self) -> float:
+        extra = time.perf_counter() - self._since if self._depth else 0.0
+        return self.busy_s + extra
+
+
+class TimedTrainer:
+    def __init__(self, inner: Any, clock: BusyClock) -> None:
+        self._inner, self._clock = inner, clock
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    async def train(self, **kwargs: Any) -> Any:
+        self._clock.enter()
+        try:
+            return await self._inner.train(**kwargs)
+        finally:
+            self._clock.leave()
+
+
+class TimedPow(TimedTrainer):
+    async def solve(self, **kwargs: Any) -> Any:
+        self._clock.enter()
+        try:
+            return await self._inner.solve(**kwargs)
+        finally:
+            self._clock.leave()
+
+
+async def _mine(window: Any, runtime: Any, seconds: float, busy: BusyClock) -> dict[str, Any]:
+    """Start mining, skip the warm-up (first commit), then measure for `seconds`."""
+    from r3mes_desktop.core.events import TransactionStateChanged
+
+    committed: list[float] = []
+    runtime.bus.subscribe(
+        lambda e: (
+            committed.append(time.perf_counter())
+            if isinstance(e, TransactionStateChanged) and str(e.new_state).lower() == "committed"
+            else None
+        )
+    )
+    window.actions.start.trigger()
+    deadline = time.perf_counter() + 600
+    while not committed and time.perf_counter() < deadline:
+        await asyncio.sleep(0.1)
+    window._probe.reset()
+    t0, busy0, n0 = time.perf_counter(), busy.total(), len(committed)
+    await asyncio.sleep(seconds)
+    wall = time.perf_counter() - t0
+    n = len(committed) - n0
+    return {
+        "latency": window._probe.summary(),
+        "tx_per_min": n * 60.0 / wall,
+        "committed": n,
+        "wall_s": wall,
+        "useful_share": (busy.total() - busy0) / wall,
+    }
+
+
+def mining_run(seconds: float, *, fast: bool) -> dict[str, Any]:
+    """The real window and runtime on a qasync loop, mining on a throwaway devnet."""
+    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    tmp = tempfile.mkdtemp(prefix="r3mes-bench-")
+    os.environ["R3MES_DATA_DIR"] = str(Path(tmp) / "data")
+    os.environ["R3MES_CONFIG_DIR"] = str(Path(tmp) / "config")
+    import qasync
+
+    from r3mes_desktop.gui.latency import LatencyProbe
+    from r3mes_desktop.gui.main_window import MainWindow
+    from r3mes_desktop.gui.qt import QtWidgets
+    from r3mes_desktop.runtime import Runtime, RuntimeOptions
+
+    busy = BusyClock()
+    app = QtWidgets.QApplication.instance() or QtWidgets.QApplication(sys.argv[:1])
+    options = RuntimeOptions.fast() if fast else RuntimeOptions(operator_interval_s=0.5)
+    options = RuntimeOptions(
+        **{
+            **options.__dict__,
+            "wrap_trainer": lambda t: TimedTrainer(t, busy),
+            "wrap_pow": lambda p: TimedPow(p, busy),
+        }
+    )
+    runtime = Runtime(options=options)
+    window = MainWindow(runtime, tray_available=False)
+    probe = LatencyProbe(parent=window)
+    window.set_latency_probe(probe)
+    window.show()
+    probe.start()
+
+    async def run() -> dict[str, Any]:
+        await runtime.open()
+        window.runtime_ready()
+        try:
+            return await _mine(window, runtime, seconds, busy)
+        finally:
+            window.shutdown_widgets()
+            await window.tasks.cancel_all()
+            await runtime.close()
+
+    loop = qasync.QEventLoop(app)
+    asyncio.set_event_loop(loop)
+    with loop:
+        return loop.run_until_complete(run())
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="bench.gui")
+    parser.add_argument("--seconds", type=float, default=60.0, help="measured mining time")
+    parser.add_argument("--skip-throughput", action="store_true")
+    args = parser.parse_args(argv)
+
+    start = cold_start()
+    print(
+        f"cold start to first paint: r3mes-desktop {start['app_s'] * 1000:.0f} ms, "
+        f"bare PySide6 window {start['bare_s'] * 1000:.0f} ms, ratio {start['ratio']:.2f} "
+        f"(target ≤ 2.00); torch imported at first paint: "
+        f"{start['torch_imported_at_first_paint']}"
+    )
+    if args.skip_throughput:
+        return 0
+    run = mining_run(args.seconds, fast=False)
+    lat = run["latency"]
+    print(
+        f"loop lateness while mining ({lat.samples} samples over {run['wall_s']:.0f} s): "
+        f"p50 {lat.p50_ms:.1f} ms, p99 {lat.p99_ms:.1f} ms, max {lat.max_ms:.1f} ms "
+        f"(target p99 ≤ 16 ms)"
+    )
+    print(
+        f"mining throughput (default round): {run['tx_per_min']:.2f} tx/min "
+        f"({run['committed']} committed in {run['wall_s']:.0f} s); useful-work share "
+        f"(training+PoW)/wall {run['useful_share']:.3f} (target ≥ 0.90)"
+    )
+    ok = start["ratio"] <= 2.0 and not start["torch_imported_at_first_paint"]
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,342 @@
+"""`Runtime`: the miner's parts, assembled in one place for the GUI and the headless CLI.
+
+settings → devnet (or real endpoints) → breakers → trainer / proof of work (worker
+processes) → journal → coordinator → miner, plus the Slack/e-mail notifier. Constructing a
+Runtime is cheap (only the event bus), so the GUI can paint its window first and `open()`
+the rest afterwards on the same loop. No Qt here.
+
+Blocking work never runs on the loop: settings and keystores load in threads, torch and PoW
+live in worker processes, and those processes are reaped in executor threads on `close()`
+(shutting a process pool down on the loop thread stalled it 700 ms).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from r3mes_desktop.core.events import EventBus
+
+log = logging.getLogger(__name__)
+
+JOURNAL_FILE = "journal.sqlite"
+
+
+@dataclass(frozen=True)
+class RuntimeOptions:
+    """Choices that are not user settings: demo speed, test hooks, where to live."""
+
+    data_dir: Path | None = None
+    settings_overrides: Mapping[str, Any] = field(default_factory=dict)
+    round_steps: int | None = None  # devnet rounds: training steps
+    round_difficulty: int | None = None  # devnet rounds: PoW bits (16..32)
+    round_preset: str | None = None  # devnet rounds: model preset ("tiny", "default"...)
+    operator_interval_s: float | None = 2.0
+    maintenance_interval_s: float = 15.0
+    miner_poll_s: float = 5.0  # how often an idle miner looks for new open rounds
+    wrap_store: Any = None  # callable(store) -> store; fault injection in tests and demos
+    wrap_trainer: Any = None  # callable(trainer) -> trainer; instrumentation (bench.gui)
+    wrap_pow: Any = None  # callable(pow) -> pow
+    clock: Any = None  # the coordinator's and miner's Clock (tests shift wall time)
+
+    @classmethod
+    def fast(cls, **changes: Any) -> RuntimeOptions:
+        """Tiny model, difficulty 16, short rounds: a transaction commits in seconds."""
+        values: dict[str, Any] = {
+            "round_steps": 8,
+            "round_difficulty": 16,
+            "round_preset": "tiny",
+            "operator_interval_s": 0.5,
+            "miner_poll_s": 0.5,
+            "settings_overrides": {"pow_difficulty": 16},
+        }
+        values.update(changes)
+        return cls(**values)
+
+
+class Runtime:
+    """Owns every long-lived part; `await open()` once, `await close()` once."""
+
+    def __init__(self, settings: Any = None, *, options: RuntimeOptions | None = None) -> None:
+        self.options = options or RuntimeOptions()
+        self.bus = EventBus()
+        self.settings: Any = settings
+        self.ready = False
+        self.data_dir: Path = Path()
+        self.breakers: Any = None
+        self.coordinator: Any = None
+        self.miner: Any = None
+        self.trainer: Any = None
+        self.pow: Any = None
+        self.devnet: Any = None
+        self.chain: Any = None
+        self.store: Any = None
+        self.keystore: Any = None
+        self.notifier: Any = None
+        self.faults: Any = None  # a FaultInjector while settings name a fault plan
+        self._transport: Any = None
+        self._lock: Any = None
+        self._background: set[asyncio.Task[Any]] = set()
+        self._closers: list[Any] = []
+
+    # -- opening ------------------------------------------------------------------------------
+    async def open(self) -> None:
+        try:
+            await self._open()
+        except BaseException:
+            await self.close()
+            raise
+        self.ready = True
+
+    async def _open(self) -> None:
+        from r3mes_desktop.config import load_settings, paths, updated
+
+        if self.settings is None:
+            self.settings = await asyncio.to_thread(load_settings)
+        if self.options.settings_overrides:
+            self.settings = updated(self.settings, **dict(self.options.settings_overrides))
+        settings = self.settings
+        app_paths = paths()
+        self.data_dir = Path(self.options.data_dir or app_paths.data_dir)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._take_lock()
+
+        from r3mes_desktop.core.breaker import BreakerRegistry
+        from r3mes_desktop.core.resilience import ServiceCaller
+        from r3mes_desktop.core.retry import RetryPolicy
+
+        self.breakers = BreakerRegistry.from_settings(settings, bus=self.bus)
+        chain_caller = ServiceCaller(
+            service="chain",
+            breaker=self.breakers.get("chain"),
+            policy=RetryPolicy.from_settings(settings),
+            timeout_s=settings.call_timeout,
+            bus=self.bus,
+        )
+        if settings.uses_devnet:
+            await self._open_devnet(chain_caller)
+        else:
+            await self._open_endpoints(chain_caller)
+        if self.options.wrap_store is not None:
+            self.store = self.options.wrap_store(self.store)
+        if settings.fault_plan is not None:  # demos and the chaos harness: off by default
+            from r3mes_desktop.faults import FaultInjector
+
+            self.faults = await asyncio.to_thread(FaultInjector.from_settings, settings)
+            assert self.faults is not None
+            self.faults.bus = self.bus
+            self.faults.wrap_chain(self.chain)
+            self.store = self.faults.wrap_store(self.store)
+
+        from r3mes_desktop.keys import Keystore
+
+        self.keystore = Keystore(self.data_dir / "keys")
+        await self._open_mining()
+        self._open_notifier()
+
+    def _take_lock(self) -> None:
+        try:
+            from r3mes_desktop.instance_lock import InstanceLock
+        except ImportError:  # older checkouts: the GUI's single-instance guard still applies
+            return
+        lock = InstanceLock(self.data_dir)
+        lock.acquire()
+        self._lock = lock
+
+    async def _open_devnet(self, chain_caller: Any) -> None:
+        from r3mes_desktop.devnet import Devnet
+        from r3mes_desktop.devnet.operator import RoundTemplate
+
+        opts = self.options
+        template_args: dict[str, Any] = {}
+        if opts.round_steps is not None:
+            template_args["steps"] = opts.round_steps
+        if opts.round_difficulty is not None:
+            template_args["difficulty"] = opts.round_difficulty
+        else:
+            template_args["difficulty"] = self.settings.pow_difficulty
+        if opts.round_preset is not None:
+            template_args["hyperparams"] = {"preset": opts.round_preset}
+        self.devnet = await Devnet.open(
+            self.data_dir,
+            caller=chain_caller,
+            bus=self.bus,
+            template=RoundTemplate(**template_args),
+            max_gradient_size_mb=self.settings.max_gradient_size_mb,
+            operator_interval_s=opts.operator_interval_s,
+        )
+        self.chain = self.devnet.chain
+        self.store = self.devnet.store
+        self._transport = self.devnet.evm
+
+    async def _open_endpoints(self, chain_caller: Any) -> None:
+        from r3mes_desktop.core.errors import ValidationError
+
+        raise ValidationError(
+            "chain_rpc_urls: real endpoints need the IPFS client, which this build does not "
+            "have yet; clear chain_rpc_urls (Settings → Network → Use the embedded devnet)"
+        )
+
+    async def _open_mining(self) -> None:
+        from r3mes_desktop.core.coordinator import Coordinator
+        from r3mes_desktop.core.journal import Journal
+        from r3mes_desktop.core.miner import Miner
+        from r3mes_desktop.mining.pow import ProcessPow
+        from r3mes_desktop.mining.settings import MiningConfig
+        from r3mes_desktop.mining.worker import ProcessTrainer
+
+        settings = self.settings
+        config = MiningConfig(
+            device=settings.training_device if settings.training_device != "mps" else "auto",
+            max_gradient_size_mb=float(settings.max_gradient_size_mb),
+            checkpoint_interval=settings.checkpoint_interval,
+        )
+        self.trainer = ProcessTrainer(
+            config, checkpoint_root=self.data_dir / "checkpoints", bus=self.bus
+        )
+        self.pow = ProcessPow(processes=config.pow_processes)
+        trainer, pow_ = self.trainer, self.pow
+        if self.options.wrap_trainer is not None:
+            trainer = self.options.wrap_trainer(trainer)
+        if self.options.wrap_pow is not None:
+            pow_ = self.options.wrap_pow(pow_)
+        journal = Journal(self.data_dir / JOURNAL_FILE)
+        if self.faults is not None:
+            trainer = self.faults.wrap_trainer(trainer)
+            journal = self.faults.wrap_journal(journal)
+        self.coordinator = Coordinator(
+            journal=journal,
+            trainer=trainer,
+            pow=pow_,
+            store=self.store,
+            chain=self.chain,
+            task_api=self.devnet.task_api if self.devnet is not None else self.chain,
+            settings=settings,
+            breakers=self.breakers,
+            bus=self.bus,
+            artifacts_dir=self.data_dir / "artifacts",
+            maintenance_interval_s=self.options.maintenance_interval_s,
+            **({"clock": self.options.clock} if self.options.clock is not None else {}),
+        )
+        report = await self.coordinator.start()
+        if self.faults is not None:
+            self.faults.announce()  # a Notice: the GUI and the logs say failures are on purpose
+        if report.count:
+            log.info("recovery reconciled %d unfinished transactions", report.count)
+        self.miner = Miner(
+            self.coordinator,
+            self.chain,
+            self.bus,
+            poll_interval_s=self.options.miner_poll_s,
+            **({"clock": self.options.clock} if self.options.clock is not None else {}),
+        )
+
+    def _open_notifier(self) -> None:
+        from r3mes_desktop.notify import ErrorNotifier, NotifierConfig
+        from r3mes_desktop.secrets_store import SecretsStore
+
+        self.notifier = ErrorNotifier(NotifierConfig.from_settings(self.settings, SecretsStore()))
+        self.notifier.attach(self.bus)
+        self._spawn(self._flush_notifications())
+
+    async def _flush_notifications(self) -> None:
+        while True:
+            await asyncio.sleep(5.0)
+            self.notifier.flush()
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    # -- live settings ----------------------------------------------------------------------
+    def apply_settings(self, settings: Any) -> list[str]:
+        """Take a validated new Settings; apply what can change live, return the rest."""
+        old, self.settings = self.settings, settings
+        if self.notifier is not None:
+            from r3mes_desktop.notify import NotifierConfig
+            from r3mes_desktop.secrets_store import SecretsStore
+
+            self.notifier.reconfigure(NotifierConfig.from_settings(settings, SecretsStore()))
+        if self.coordinator is not None:
+            self.coordinator.settings = settings
+            bulkhead = getattr(self.coordinator, "bulkhead", None)
+            if bulkhead is not None:
+                bulkhead.set_limit(settings.max_active_transactions)
+        restart = ("chain_rpc_urls", "chain_id", "ipfs_api_address", "contract_address")
+        return [
+            name for name in restart if old is None or getattr(old, name) != getattr(settings, name)
+        ]
+
+    # -- facts for the status bar -------------------------------------------------------------
+    def endpoints(self) -> dict[str, str | None]:
+        if self.settings is None or self.settings.uses_devnet:
+            return {"chain": "embedded devnet", "ipfs": "embedded devnet store"}
+        urls = self.settings.chain_rpc_urls
+        return {"chain": urls[0] if urls else None, "ipfs": self.settings.ipfs_api_address}
+
+    def device_name(self) -> str:
+        wanted = self.settings.training_device if self.settings is not None else "auto"
+        return {"auto": "auto (CPU unless a GPU is found)", "cpu": "CPU"}.get(wanted, wanted)
+
+    async def chain_info(self) -> dict[str, Any]:
+        if self.chain is None:
+            raise RuntimeError("runtime not open")
+        account = self.chain.miner_address
+        info: dict[str, Any] = {
+            "network": "devnet" if self.devnet is not None else f"chain {self.chain.chain_id}",
+            "account": account,
+        }
+        if self._transport is not None:
+            wei = await self._transport.balance(account)
+            info["balance"] = wei / 10**18
+            block_number = getattr(self._transport, "block_number", None)
+            if block_number is not None:
+                info["block"] = await block_number()
+        return info
+
+    async def ipfs_info(self) -> str:
+        if self.store is None:
+            raise RuntimeError("runtime not open")
+        if self.devnet is not None:
+            pins = await self.store.pins() if hasattr(self.store, "pins") else []
+            return f"devnet store · {len(pins)} pinned"
+        return str(self.settings.ipfs_api_address)
+
+    # -- closing ------------------------------------------------------------------------------
+    async def close(self) -> None:
+        """Stop mining, close the coordinator and the devnet, reap workers off the loop."""
+        self.ready = False
+        for task in list(self._background):
+            task.cancel()
+        for task in list(self._background):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        steps = [
+            ("miner", self.miner, "stop"),
+            ("coordinator", self.coordinator, "close"),
+            ("trainer", self.trainer, "shutdown"),
+            ("notifier", self.notifier, "close"),
+            ("devnet", self.devnet, "close"),
+        ]
+        for name, part, method in steps:
+            if part is None or not hasattr(part, method):
+                continue
+            started = time.perf_counter()
+            try:
+                result = getattr(part, method)()
+                if asyncio.iscoroutine(result):
+                    await result
+            except Exception:
+                log.exception("closing the %s failed", name)
+            log.debug("closed the %s in %.2f s", name, time.perf_counter() - started)
+        self.miner = self.coordinator = self.trainer = self.notifier = self.devnet = None
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None

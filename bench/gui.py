@@ -150,17 +150,16 @@ async def _mine(window: Any, runtime: Any, seconds: float, busy: BusyClock) -> d
     from r3mes_desktop.core.events import TransactionStateChanged
 
     committed: list[float] = []
-    runtime.bus.subscribe(
-        lambda e: (
+    first = asyncio.Event()
+
+    def on_event(event: Any) -> None:
+        if isinstance(event, TransactionStateChanged) and event.new_state == "committed":
             committed.append(time.perf_counter())
-            if isinstance(e, TransactionStateChanged) and str(e.new_state).lower() == "committed"
-            else None
-        )
-    )
+            first.set()
+
+    runtime.bus.subscribe(on_event)
     window.actions.start.trigger()
-    deadline = time.perf_counter() + 600
-    while not committed and time.perf_counter() < deadline:
-        await asyncio.sleep(0.1)
+    await asyncio.wait_for(first.wait(), timeout=600)
     window._probe.reset()
     t0, busy0, n0 = time.perf_counter(), busy.total(), len(committed)
     await asyncio.sleep(seconds)

@@ -9,7 +9,6 @@ records from libraries, without threading ids through every call.
 from __future__ import annotations
 
 import contextlib
-import contextvars
 import datetime as dt
 import json
 import logging
@@ -17,21 +16,27 @@ import logging.handlers
 import os
 import sys
 import traceback
-from collections.abc import Iterator, Mapping
 from pathlib import Path
-from types import MappingProxyType
 from typing import Any
 
 from r3mes_desktop.config.paths import paths
+from r3mes_desktop.core.logcontext import CONTEXT_FIELDS, current_context, log_context
 from r3mes_desktop.redact import redact
 
-LOG_FILE = "r3mes.log"
-CONTEXT_FIELDS = ("transaction_id", "round_id", "step", "service", "operation")
+__all__ = [
+    "CONTEXT_FIELDS",
+    "ContextFilter",
+    "JsonFormatter",
+    "RedactingFilter",
+    "current_context",
+    "log_context",
+    "log_dir",
+    "log_files",
+    "setup_logging",
+    "teardown_logging",
+]
 
-_EMPTY: Mapping[str, Any] = MappingProxyType({})
-_context: contextvars.ContextVar[Mapping[str, Any]] = contextvars.ContextVar(
-    "r3mes_log_context", default=_EMPTY
-)
+LOG_FILE = "r3mes.log"
 _OURS = "_r3mes_handler"
 _STD_ATTRS = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
 
@@ -41,31 +46,11 @@ def log_dir() -> Path:
     return paths().log_dir
 
 
-def current_context() -> dict[str, Any]:
-    return dict(_context.get())
-
-
-@contextlib.contextmanager
-def log_context(**fields: Any) -> Iterator[Mapping[str, Any]]:
-    """Tag every record logged inside the block (and tasks it spawns) with `fields`."""
-    unknown = set(fields) - set(CONTEXT_FIELDS)
-    if unknown:
-        raise ValueError(f"log_context: unknown field(s) {sorted(unknown)}; use {CONTEXT_FIELDS}")
-    merged = MappingProxyType(
-        {**_context.get(), **{k: v for k, v in fields.items() if v is not None}}
-    )
-    token = _context.set(merged)
-    try:
-        yield merged
-    finally:
-        _context.reset(token)
-
-
 class ContextFilter(logging.Filter):
     """Copies the current log context onto the record (as attributes, not into the text)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        for key, value in _context.get().items():
+        for key, value in current_context().items():
             if not hasattr(record, key):
                 setattr(record, key, value)
         return True

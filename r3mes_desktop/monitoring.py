@@ -8,7 +8,9 @@ for failed transactions, and the local monitoring API when enabled. No Qt.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from pathlib import Path
 from typing import Any
 
 from r3mes_desktop.api import ApiConfig, ApiServer
@@ -60,3 +62,27 @@ class Monitoring:
             self.api = None
         await self.recorder.drain()
         self.recorder.close()
+
+
+async def export_runtime_diagnostics(runtime: Any, dest: Path) -> Path:
+    """ "Export diagnostics" for an open Runtime (the GUI menu): the zip of
+    `diagnostics.export_diagnostics` plus the live breakers, error analysis and recent
+    transactions. Written in a thread; returns the zip's path."""
+    from r3mes_desktop.api.protocol import plain
+    from r3mes_desktop.diagnostics import export_diagnostics
+
+    coordinator = runtime.coordinator
+    extra: dict[str, Any] = {}
+    stats: dict[str, Any] = {}
+    try:
+        stats = await coordinator.statistics()
+        extra["error_analysis"] = await coordinator.error_analysis()
+        extra["recent_transactions"] = plain(await coordinator.list_transactions(limit=50))
+    except Exception as exc:  # the zip is most useful exactly when something is broken
+        extra["coordinator_error"] = f"{type(exc).__name__}: {exc}"
+    if runtime.breakers is not None:
+        extra["circuit_breakers"] = plain(runtime.breakers.snapshot())
+    settings = runtime.settings.model_dump(mode="json") if runtime.settings is not None else {}
+    return await asyncio.to_thread(
+        export_diagnostics, dest, settings=settings, stats=stats, extra=extra
+    )

@@ -53,3 +53,32 @@ async def test_api_off_by_default(tmp_path: Path) -> None:
     monitoring = await Monitoring.attach(runtime)
     assert monitoring.api is None and monitoring.api_url is None
     await monitoring.close()
+
+
+async def test_export_runtime_diagnostics(tmp_path: Path) -> None:
+    import zipfile
+
+    from r3mes_desktop.monitoring import export_runtime_diagnostics
+
+    rig = make_rig(tmp_path)
+    runtime = SimpleNamespace(
+        bus=rig.bus,
+        coordinator=rig.coordinator,
+        breakers=rig.coordinator.breakers,
+        settings=Settings(),
+    )
+    await rig.coordinator.start(background=False)
+    try:
+        await rig.coordinator.run_transaction(make_spec(1))
+        path = await export_runtime_diagnostics(runtime, tmp_path / "out")
+    finally:
+        await rig.coordinator.close()
+    with zipfile.ZipFile(path) as zf:
+        names = set(zf.namelist())
+    assert {
+        "settings.json",
+        "stats.json",
+        "circuit_breakers.json",
+        "error_analysis.json",
+        "recent_transactions.json",
+    } <= names

@@ -21,7 +21,7 @@ _DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 class MiningConfig:
     device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:N"
     preset: str = "default"  # used when the round does not name one
-    num_threads: int = 0  # torch CPU threads; 0 = all cores
+    num_threads: int = 0  # torch CPU threads; 0 = all cores but one (at least one)
     checkpoint_interval: int = 10  # steps between checkpoints
     keep_checkpoints: int = 3
     max_gradient_size_mb: float = 100.0  # R3MES_MAX_GRADIENT_SIZE_MB

@@ -143,12 +143,10 @@ class Child:
                     self.send({"type": "hb"})
 
     def serve(self) -> None:
-        import torch
-
-        from r3mes_desktop.mining import training
+        from r3mes_desktop.mining import training  # sets CUDA/OpenMP env, then imports torch
 
         training.configure_determinism(self.config.num_threads)
-        self.send({"type": "ready", "pid": os.getpid(), "torch": torch.__version__})
+        self.send({"type": "ready", "pid": os.getpid(), "torch": training.torch.__version__})
         while True:
             try:
                 msg = self.recv()

@@ -1,0 +1,95 @@
+"""Training throughput: the worker process against a bare torch loop, same model/data/steps.
+
+Run: .venv/bin/python -m bench.training [--preset default] [--steps 40] [--device cpu]
+     [--repeats 3]. Prints tokens/s of each and their ratio (target >= 0.95). Repeats
+alternate the two and keep each one's best, since other processes share the cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import tempfile
+import time
+from pathlib import Path
+
+from r3mes_desktop.core.steps import RoundSpec
+from r3mes_desktop.mining.settings import MiningConfig
+from r3mes_desktop.mining.worker import ProcessTrainer, plan_for
+
+
+def bare_loop(spec: RoundSpec, config: MiningConfig) -> float:
+    """Seconds for the round as the simplest torch script would train it."""
+    import torch
+    import torch.nn.functional as F
+
+    from r3mes_desktop.mining.data import SyntheticLanguage
+    from r3mes_desktop.mining.model import TinyLM
+    from r3mes_desktop.mining.training import configure_determinism, resolve_device
+
+    configure_determinism(config.num_threads)
+    plan = plan_for(spec, config)
+    p = plan.model
+    device = resolve_device(config.device)
+    started = time.perf_counter()
+    model = TinyLM(p, base_model_id=plan.base_model_id, lora_seed=1).to(device)
+    params = list(model.lora_parameters().values())
+    opt = torch.optim.AdamW(params, lr=p.lr, weight_decay=0.0, foreach=False)
+    lang = SyntheticLanguage(plan.seed, p.vocab_size)
+    for step in range(plan.steps):
+        batch = torch.from_numpy(lang.batch(step, p.batch_size, p.seq_len)).to(device)
+        for i in range(0, p.batch_size, p.micro_batch):
+            chunk = batch[i : i + p.micro_batch]
+            logits = model(chunk[:, :-1])
+            loss = F.cross_entropy(logits.reshape(-1, p.vocab_size), chunk[:, 1:].reshape(-1))
+            (loss * (chunk.shape[0] / p.batch_size)).backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - started
+
+
+async def worker_round(trainer: ProcessTrainer, spec: RoundSpec, tx: str) -> float:
+    started = time.perf_counter()
+    await trainer.train(transaction_id=tx, spec=spec, progress=lambda f, d: None)
+    elapsed = time.perf_counter() - started
+    await trainer.discard_checkpoints(tx)
+    return elapsed
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--preset", default="default")
+    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    config = MiningConfig(device=args.device, preset=args.preset)
+    spec = RoundSpec(round_id=1, seed=7, difficulty=20, base_model_id="bench", steps=args.steps)
+    plan = plan_for(spec, config)
+    tokens = plan.steps * plan.model.batch_size * plan.model.seq_len
+    with tempfile.TemporaryDirectory() as root:
+        trainer = ProcessTrainer(config, checkpoint_root=Path(root))
+        await trainer.start()  # warm worker, as between rounds in the app
+        await worker_round(trainer, spec, "warmup")
+        bare_loop(spec, config)  # warm-up (allocator, kernels)
+        bare_times, worker_times = [], []
+        for i in range(args.repeats):
+            bare_times.append(bare_loop(spec, config))
+            worker_times.append(await worker_round(trainer, spec, f"bench-{i}"))
+        await trainer.shutdown()
+    bare = tokens / min(bare_times)
+    worker = tokens / min(worker_times)
+    print(f"preset={args.preset} device={args.device} steps={plan.steps} tokens/round={tokens}")
+    print(f"bare torch loop : {bare:10.0f} tokens/s  (runs: {[round(t, 3) for t in bare_times]} s)")
+    print(
+        f"worker process  : {worker:10.0f} tokens/s  "
+        f"(runs: {[round(t, 3) for t in worker_times]} s;"
+        f" includes checkpoints every {config.checkpoint_interval} steps, IPC, progress)"
+    )
+    print(f"ratio worker/bare: {worker / bare:.3f}  (target >= 0.95)")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -45,7 +45,14 @@ from r3mes_desktop.core.journal import Change, Journal
 from r3mes_desktop.core.records import HistoryEntry, TransactionRecord
 from r3mes_desktop.core.resilience import ServiceCaller
 from r3mes_desktop.core.retry import RetryPolicy
-from r3mes_desktop.core.steps import Chain, ContentStore, ProofOfWork, SignedSubmission, TaskApi
+from r3mes_desktop.core.steps import (
+    Chain,
+    ContentStore,
+    ProofOfWork,
+    Receipt,
+    SignedSubmission,
+    TaskApi,
+)
 from r3mes_desktop.core.steps import Trainer as TrainerProtocol
 from r3mes_desktop.core.txstate import TERMINAL, TxState
 
@@ -100,6 +107,11 @@ class Saga:
         self._fresh_gradient: dict[str, bytes] = {}  # written and journaled moments ago
         self._training_step: dict[str, int] = {}
         self._lane_released: dict[str, Callable[[], None]] = {}
+        # broadcast + wait is one call: a retry re-sends the same bytes ("already known"
+        # counts as sent) and waits again, so its timeout covers both
+        send_timeout = (deps.chain_caller.timeout_s or 0.0) + deps.receipt_timeout_s
+        self._chain_send = deps.chain_caller.with_options(timeout_s=send_timeout)
+        self._task_once = deps.task.with_options(policy=RetryPolicy(max_retries=0))
         self.compensate: Callable[[TransactionRecord], Awaitable[TransactionRecord]] | None = None
         """Runs a COMPENSATING transaction's pending undo actions (set by the coordinator)."""
 
@@ -421,9 +433,8 @@ class Saga:
         """
         change = self.submitted(rec, block, note)
         now = self.d.clock.time
-        once = self.d.task.with_options(policy=RetryPolicy(max_retries=0))
         try:
-            await once.call(
+            await self._task_once.call(
                 "complete_task",
                 functools.partial(self.d.task_api.complete_task, round_id=rec.round_id),
                 transaction_id=rec.id,
@@ -446,6 +457,10 @@ class Saga:
         change.outbox_add = False
         return change
 
+    async def _broadcast_and_wait(self, signed: SignedSubmission) -> Receipt:
+        await self.d.chain.broadcast(signed)
+        return await self.d.chain.wait_receipt(signed.tx_hash, timeout_s=self.d.receipt_timeout_s)
+
     async def _submit(self, rec: TransactionRecord, resumed: bool, expired: bool) -> Change:
         tx = rec.id
         assert rec.signed_raw is not None and rec.tx_hash is not None
@@ -458,15 +473,8 @@ class Saga:
             await self.ensure_pinned(rec, check_first=True)
         signed = SignedSubmission(rec.signed_raw, rec.tx_hash, rec.account_nonce or 0)
         try:
-            await self.d.chain_caller.call(
-                "broadcast", functools.partial(self.d.chain.broadcast, signed), transaction_id=tx
-            )
-            receipt = await self.d.chain_caller.call(
-                "wait_receipt",
-                functools.partial(
-                    self.d.chain.wait_receipt, rec.tx_hash, timeout_s=self.d.receipt_timeout_s
-                ),
-                transaction_id=tx,
+            receipt = await self._chain_send.call(
+                "broadcast", self._broadcast_and_wait, signed, transaction_id=tx
             )
         except AlreadySubmittedError as exc:
             if exc.stored_cid is not None and exc.stored_cid == rec.cid:

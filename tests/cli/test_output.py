@@ -1,0 +1,71 @@
+"""The progress line: rewritten in place on a terminal, throttled lines elsewhere."""
+
+from __future__ import annotations
+
+import io
+
+from r3mes_desktop.cli.output import Progress, format_table
+from r3mes_desktop.core.events import StepProgress, TransactionStateChanged
+
+
+def _step(fraction: float, **detail: float) -> StepProgress:
+    return StepProgress(
+        transaction_id="mining_tx_abcdef123456789",
+        step="training",
+        fraction=fraction,
+        detail=detail,
+    )
+
+
+def test_terminal_progress_rewrites_one_line() -> None:
+    out = io.StringIO()
+    progress = Progress(stream=out, tty=True)
+    progress.on_event(_step(0.25, loss=4.5, tokens_per_s=812.0))
+    progress.on_event(_step(0.5, loss=4.1))
+    progress.on_event(
+        TransactionStateChanged(
+            transaction_id="mining_tx_abcdef123456789",
+            round_id=3,
+            old_state="training",
+            new_state="ipfs_upload",
+        )
+    )
+    progress.finish()
+    text = out.getvalue()
+    assert text.startswith("\rmining_tx_ab training")
+    assert "25.0%" in text and "tokens 812 tok/s" in text and "50.0%" in text
+    assert text.count("\n") == 1 and text.endswith("\n")
+    assert text.rstrip().endswith("round 3: ipfs_upload")  # padded over the longer line
+
+
+def test_plain_progress_prints_on_change_and_then_every_interval() -> None:
+    now = [0.0]
+    out = io.StringIO()
+    progress = Progress(stream=out, tty=False, plain_interval_s=30, clock=lambda: now[0])
+    progress.on_event(_step(0.1))
+    progress.on_event(_step(0.2))  # same step, too soon: not printed
+    now[0] = 31.0
+    progress.on_event(_step(0.3))
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 2 and "10.0%" in lines[0] and "30.0%" in lines[1]
+    assert "\r" not in out.getvalue()
+
+
+def test_progress_redacts_error_messages() -> None:
+    out = io.StringIO()
+    Progress(stream=out, tty=False).on_event(
+        TransactionStateChanged(
+            transaction_id="t",
+            round_id=1,
+            old_state="blockchain_submit",
+            new_state="failed",
+            error_category="authentication",
+            error_message="signer password=hunter22 rejected",
+        )
+    )
+    assert "hunter22" not in out.getvalue() and "authentication" in out.getvalue()
+
+
+def test_table_alignment() -> None:
+    text = format_table([{"a": "x", "b": 1.25}, {"a": "long", "b": None}], ["a", "b"])
+    assert text.splitlines() == ["A     B  ", "x     1.2", "long  -  "]

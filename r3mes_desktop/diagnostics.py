@@ -17,6 +17,8 @@ import logging
 import os
 import platform
 import re
+import shutil
+import subprocess
 import sys
 import time
 import traceback
@@ -110,7 +112,32 @@ def device_info() -> dict[str, Any]:
         info["torch"] = importlib.metadata.version("torch")
     except importlib.metadata.PackageNotFoundError:
         info["torch"] = None
+    info["gpus"] = _nvidia_gpus()
     return info
+
+
+def _nvidia_gpus() -> list[dict[str, str]] | None:
+    """GPUs as nvidia-smi reports them (None when there is no NVIDIA driver)."""
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return None
+    query = "name,memory.total,memory.used,driver_version,temperature.gpu,utilization.gpu"
+    try:
+        out = subprocess.run(  # noqa: S603 - fixed arguments, resolved executable
+            [smi, f"--query-gpu={query}", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError) as exc:
+        return [{"error": str(exc)}]
+    keys = query.split(",")
+    return [
+        dict(zip(keys, (v.strip() for v in line.split(",")), strict=False))
+        for line in out.splitlines()
+        if line.strip()
+    ]
 
 
 def system_state(*, device: Mapping[str, Any] | None = None) -> dict[str, Any]:

@@ -159,3 +159,14 @@ def test_error_files_are_pruned(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
             transaction_id=f"t{i}", error={"message": "x"}, directory=tmp_path
         )
     assert len(diagnostics.error_files(tmp_path)) == 3
+
+
+def test_gpus_from_nvidia_smi(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    smi = tmp_path / "nvidia-smi"
+    smi.write_text("#!/bin/sh\necho 'NVIDIA H100 80GB HBM3, 81559 MiB, 3 MiB, 550.54, 31, 0'\n")
+    smi.chmod(0o755)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    (gpu,) = diagnostics.device_info()["gpus"]
+    assert gpu["name"] == "NVIDIA H100 80GB HBM3" and gpu["memory.total"] == "81559 MiB"
+    monkeypatch.setenv("PATH", str(tmp_path / "none"))
+    assert diagnostics.device_info()["gpus"] is None

@@ -82,6 +82,15 @@ def atomic_write(path: Path, data: bytes) -> None:
         raise
 
 
+def validate_transaction_id(transaction_id: str) -> str:
+    """Transaction ids name directories: refuse anything that could escape the root."""
+    if not isinstance(transaction_id, str) or not _TX_RE.match(transaction_id):
+        raise ValidationError(
+            "transaction_id must be 1..128 characters of letters, digits, '_', '.', '-'"
+        )
+    return transaction_id
+
+
 class CheckpointStore:
     """save / load_latest / list / delete, per transaction, under `root`."""
 
@@ -101,11 +110,7 @@ class CheckpointStore:
         self.clock = clock or SystemClock()
 
     def _dir(self, transaction_id: str) -> Path:
-        if not _TX_RE.match(transaction_id):
-            raise ValidationError(
-                "transaction_id must be 1..128 characters of letters, digits, '_', '.', '-'"
-            )
-        return self.root / transaction_id
+        return self.root / validate_transaction_id(transaction_id)
 
     def _check_disk(self, directory: Path, needed: int) -> None:
         free = shutil.disk_usage(directory).free

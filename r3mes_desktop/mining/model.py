@@ -38,6 +38,10 @@ def quantize_activations(x: torch.Tensor) -> torch.Tensor:
 class BitLinear(nn.Module):
     """Frozen ternary linear layer; gradients flow to its input through the STE."""
 
+    weight: torch.Tensor
+    ternary: torch.Tensor
+    scale: torch.Tensor
+
     def __init__(self, in_features: int, out_features: int, generator: torch.Generator):
         super().__init__()
         latent = torch.randn(out_features, in_features, generator=generator)
@@ -56,7 +60,7 @@ class LoRALinear(nn.Module):
 
     def __init__(self, base: BitLinear, rank: int, alpha: float, generator: torch.Generator):
         super().__init__()
-        out_features, in_features = base.weight.shape
+        out_features, in_features = base.weight.shape[0], base.weight.shape[1]
         self.base = base
         bound = 1.0 / math.sqrt(in_features)
         a = (torch.rand(rank, in_features, generator=generator) * 2 - 1) * bound
@@ -65,7 +69,8 @@ class LoRALinear(nn.Module):
         self.scaling = alpha / rank
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.base(x) + self.scaling * F.linear(F.linear(x, self.lora_A), self.lora_B)
+        base: torch.Tensor = self.base(x)
+        return base + self.scaling * F.linear(F.linear(x, self.lora_A), self.lora_B)
 
 
 def _rms_norm(x: torch.Tensor) -> torch.Tensor:
@@ -96,10 +101,14 @@ class Block(nn.Module):
         att = (q @ k.transpose(-2, -1)) / math.sqrt(q.shape[-1])
         att = att.masked_fill(mask[:t, :t], float("-inf")).softmax(dim=-1)
         x = x + self.o((att @ v).transpose(1, 2).reshape(b, t, d))
-        return x + self.down(F.gelu(self.up(_rms_norm(x))))
+        out: torch.Tensor = x + self.down(F.gelu(self.up(_rms_norm(x))))
+        return out
 
 
 class TinyLM(nn.Module):
+    embedding: torch.Tensor
+    mask: torch.Tensor
+
     def __init__(self, preset: ModelPreset, *, base_model_id: str, lora_seed: int):
         super().__init__()
         backbone = torch.Generator().manual_seed(backbone_seed(base_model_id))
@@ -124,7 +133,8 @@ class TinyLM(nn.Module):
         x = F.embedding(tokens, self.embedding)
         for layer in self.layers:
             x = layer(x, self.mask)
-        return self.head(_rms_norm(x))
+        logits: torch.Tensor = self.head(_rms_norm(x))
+        return logits
 
     def lora_parameters(self) -> dict[str, nn.Parameter]:
         """Trainable adapters by stable name (the keys of the serialized update)."""

@@ -23,7 +23,7 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -35,6 +35,7 @@ from r3mes_desktop.mining.data import SyntheticLanguage
 from r3mes_desktop.mining.model import TinyLM
 from r3mes_desktop.mining.presets import TrainPlan
 
+TORCH_VERSION = str(torch.__version__)
 _DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 _OOM = (MemoryError, torch.OutOfMemoryError)
 
@@ -154,7 +155,7 @@ class RoundTraining:
             chunk = batch[start : start + micro]
             logits = self.model(chunk[:, :-1])
             loss = F.cross_entropy(logits.reshape(-1, vocab), chunk[:, 1:].reshape(-1))
-            (loss * (chunk.shape[0] / size)).backward()
+            torch.autograd.backward(loss * (chunk.shape[0] / size))
             total += loss.item() * chunk.shape[0] / size
         return total
 
@@ -215,7 +216,7 @@ class RoundTraining:
         arrays["rng/torch"] = torch.get_rng_state().numpy().copy()
         if self.device.type == "cuda":
             arrays["rng/cuda"] = torch.cuda.get_rng_state(self.device).numpy().copy()
-        np_state = np.random.get_state()
+        np_state = cast(tuple[Any, ...], np.random.get_state(legacy=True))
         arrays["rng/numpy_keys"] = np.asarray(np_state[1], dtype=np.uint32)
         py_version, py_internal, py_gauss = random.getstate()
         state = {

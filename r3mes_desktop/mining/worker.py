@@ -33,7 +33,7 @@ from r3mes_desktop.core.errors import (
 )
 from r3mes_desktop.core.events import EventBus, Notice
 from r3mes_desktop.core.steps import ProgressCallback, RoundSpec, TrainingResult
-from r3mes_desktop.mining.checkpoint import CheckpointStore
+from r3mes_desktop.mining.checkpoint import CheckpointStore, validate_transaction_id
 from r3mes_desktop.mining.presets import TrainPlan, make_plan
 from r3mes_desktop.mining.settings import MiningConfig
 
@@ -284,7 +284,7 @@ class ProcessTrainer:
         self, *, transaction_id: str, spec: RoundSpec, progress: ProgressCallback
     ) -> TrainingResult:
         plan = plan_for(spec, self.config)
-        self.checkpoints.list(transaction_id)  # validates the id before any work
+        validate_transaction_id(transaction_id)
         async with self._lock:
             restarts = 0
             while True:

@@ -146,7 +146,7 @@ class Child:
         from r3mes_desktop.mining import training  # sets CUDA/OpenMP env, then imports torch
 
         training.configure_determinism(self.config.num_threads)
-        self.send({"type": "ready", "pid": os.getpid(), "torch": training.torch.__version__})
+        self.send({"type": "ready", "pid": os.getpid(), "torch": training.TORCH_VERSION})
         while True:
             try:
                 msg = self.recv()

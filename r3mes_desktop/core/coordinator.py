@@ -32,6 +32,7 @@ from r3mes_desktop.core.events import (
     TransactionStateChanged,
 )
 from r3mes_desktop.core.journal import Change, Journal
+from r3mes_desktop.core.logcontext import log_context
 from r3mes_desktop.core.outbox import Outbox
 from r3mes_desktop.core.records import (
     CleanupReport,
@@ -259,9 +260,10 @@ class Coordinator:
     ) -> TransactionRecord:
         if rec.id in self._active:
             raise ValidationError(f"transaction {rec.id} is already running")
-        task = asyncio.ensure_future(
-            self.saga.drive(rec, resumed=resumed, on_lane_released=on_lane_released)
-        )
+        with log_context(transaction_id=rec.id, round_id=rec.round_id):
+            task = asyncio.ensure_future(  # the task copies the context: its logs are tagged
+                self.saga.drive(rec, resumed=resumed, on_lane_released=on_lane_released)
+            )
         self._active[rec.id] = task
         try:
             return await task

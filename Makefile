@@ -16,6 +16,17 @@ lint:
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy r3mes_desktop/core
 
+# The app on the embedded devnet (a real window: the offscreen default is dropped).
+run:
+	scripts/bootstrap.sh --gui
+	env -u QT_QPA_PLATFORM $(BIN)/r3mes-desktop
+
+# README screenshots at 1280x800 under Xvfb: the main window while mining, each settings tab.
+screenshots:
+	scripts/bootstrap.sh --gui
+	xvfb-run -a -s "-screen 0 1280x800x24" env QT_QPA_PLATFORM=xcb \
+		$(BIN)/python -m r3mes_desktop.gui.screenshots docs/screenshots
+
 bench: setup
 	$(BIN)/python -m bench
 

@@ -296,10 +296,20 @@ class Runtime:
         if self._transport is not None:
             wei = await self._transport.balance(account)
             info["balance"] = wei / 10**18
-            block_number = getattr(self._transport, "block_number", None)
-            if block_number is not None:
-                info["block"] = await block_number()
+            info["block"] = await self._block_number()
         return info
+
+    async def _block_number(self) -> int | None:
+        """The chain head. ChainTransport has no block_number() yet; the devnet's EVM is
+        asked on its own single-thread executor (the only thread that touches it)."""
+        block_number = getattr(self._transport, "block_number", None)
+        if block_number is not None:
+            return int(await block_number())
+        if self.devnet is not None:
+            evm = self.devnet.evm
+            block = await evm._run(evm.tester.get_block_by_number, "latest")
+            return int(block["number"])
+        return None
 
     async def ipfs_info(self) -> str:
         if self.store is None:

@@ -78,7 +78,8 @@ class AccountTab(QtWidgets.QWidget):
         form.addRow("", self.message)
         note = QtWidgets.QLabel(
             "The key is encrypted with your password (scrypt, V3 keystore, file mode 0600) "
-            "and is never shown again. On the embedded devnet the app funds this address."
+            "and is never shown again. It is for real networks: the embedded devnet mines "
+            "with its own throwaway key."
         )
         note.setWordWrap(True)
         note.setStyleSheet("color: #555;")

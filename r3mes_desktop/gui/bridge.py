@@ -65,10 +65,11 @@ class EventBridge(QtCore.QObject):
 
     @Slot(object)
     def _dispatch(self, event: Event) -> None:
-        self.event.emit(event)
+        # Typed signals first (models update), then `event` (views that read the models).
         route = self._routes.get(type(event).__name__)
         if route is not None:
             route.emit(event)
+        self.event.emit(event)
 
     def close(self) -> None:
         """Stop listening to the core (idempotent)."""

@@ -11,7 +11,9 @@ from collections import deque
 from collections.abc import Mapping
 from typing import Any
 
-from r3mes_desktop.core.events import Event, StepProgress
+from r3mes_desktop.core.events import Event, StepProgress, TransactionStateChanged
+
+THROUGHPUT_WINDOW_S = 120.0
 
 CATEGORIES = ("network", "authentication", "resource", "validation", "permanent", "unknown")
 CATEGORY_COLOURS = ("#1565c0", "#6a1b9a", "#ef6c00", "#c62828", "#4e342e", "#757575")
@@ -31,12 +33,18 @@ class ChartData:
         self.loss: deque[tuple[float, float]] = deque(maxlen=points)
         self.hash_rate: deque[tuple[float, float]] = deque(maxlen=points)
         self.committed = 0
+        self.commit_times: deque[float] = deque(maxlen=10_000)
+        self.last_stats: dict[str, Any] = {}
         self.dirty = False
 
     def _t(self, ts: float | None = None) -> float:
         return (ts if ts is not None else self._clock()) - self.t0
 
     def add_event(self, event: Event) -> None:
+        if isinstance(event, TransactionStateChanged):
+            if str(event.new_state).lower() == "committed":
+                self.commit_times.append(event.ts)
+            return
         if not isinstance(event, StepProgress):
             return
         detail = event.detail
@@ -50,6 +58,7 @@ class ChartData:
     def add_stats(self, stats: Mapping[str, Any], ts: float | None = None) -> None:
         """Fold one statistics snapshot (the coordinator's keys, seeds' names)."""
         t = self._t(ts)
+        self.last_stats = dict(stats)
         breakdown = {
             str(key).removesuffix("_errors"): int(count or 0)
             for key, count in (stats.get("error_breakdown") or {}).items()
@@ -72,7 +81,16 @@ class ChartData:
         self.rates["success"].append((t, rate("success_rate", committed)))
         self.rates["failure"].append((t, rate("failure_rate", failed)))
         self.rates["rollback"].append((t, rate("rollback_rate", rolled)))
-        tpm = stats.get("transactions_per_minute", stats.get("throughput_per_minute"))
-        if tpm is not None:
-            self.throughput.append((t, float(tpm)))
+        self.throughput.append((t, self.recent_throughput(ts)))
         self.dirty = True
+
+    def recent_throughput(self, ts: float | None = None) -> float:
+        """Commits per minute over the last two minutes (or since the window opened).
+
+        The journal's figure averages over its whole statistics window, which lags far
+        behind what the miner is doing now; the chart shows the recent rate.
+        """
+        now = ts if ts is not None else self._clock()
+        span = max(10.0, min(THROUGHPUT_WINDOW_S, now - self.t0))
+        recent = sum(1 for t in self.commit_times if now - t <= span)
+        return recent * 60.0 / span

@@ -52,9 +52,12 @@ class ChartsPanel(QtWidgets.QWidget):
         axis = self.errors_plot.getAxis("bottom")
         axis.setTicks([[(i, c[:4]) for i, c in enumerate(CATEGORIES)]])
         self.errors_plot.setXRange(-0.6, len(CATEGORIES) - 0.4, padding=0)
+        self.errors_plot.setYRange(0, 1, padding=0)
+        self.errors_plot.setMouseEnabled(x=False, y=False)
 
         self.rates_plot = self._plot("Outcome rate", "share")
-        self.rates_plot.addLegend(offset=(-5, 5), labelTextSize="7pt")
+        legend = self.rates_plot.addLegend(offset=(-5, -5), labelTextSize="7pt")
+        legend.setBrush(pg.mkBrush(255, 255, 255, 210))
         self.rates_plot.setYRange(0, 1.05, padding=0)
         self._rate_curves = {
             "success": self.rates_plot.plot(name="success", pen=pg.mkPen("#2e7d32", width=2)),
@@ -68,6 +71,14 @@ class ChartsPanel(QtWidgets.QWidget):
         self.hash_plot = self._plot("PoW hash rate", "H/s")
         self._hash_curve = self.hash_plot.plot(pen=pg.mkPen("#00838f", width=2))
 
+        self.summary = QtWidgets.QLabel()
+        self.summary.setObjectName("charts-summary")
+        self.summary.setAlignment(
+            QtCore.Qt.AlignmentFlag.AlignTop | QtCore.Qt.AlignmentFlag.AlignLeft
+        )
+        self.summary.setStyleSheet("background: white; padding: 8px; color: #333;")
+        self.summary.setWordWrap(True)
+        grid.addWidget(self.summary, 1, 2)
         for pos, plot in enumerate(
             (
                 self.errors_plot,
@@ -93,6 +104,7 @@ class ChartsPanel(QtWidgets.QWidget):
         plot.showGrid(x=True, y=True, alpha=0.2)
         plot.setMenuEnabled(False)
         plot.hideButtons()
+        plot.getAxis("left").enableAutoSIPrefix(False)
         return plot
 
     def add_event(self, event: Event) -> None:
@@ -112,9 +124,36 @@ class ChartsPanel(QtWidgets.QWidget):
         data = self.data
         data.dirty = False
         self.redraws += 1
-        self._bars.setOpts(height=[data.errors[c] for c in CATEGORIES])
+        heights = [data.errors[c] for c in CATEGORIES]
+        self._bars.setOpts(height=heights)
+        self.errors_plot.setYRange(0, max(1, *heights) * 1.1, padding=0)
         for name, curve in self._rate_curves.items():
             curve.setData(*_xy(data.rates[name]))
         self._throughput_curve.setData(*_xy(data.throughput))
         self._loss_curve.setData(*_xy(data.loss))
         self._hash_curve.setData(*_xy(data.hash_rate))
+        self.summary.setText(summary_html(data))
+
+
+def summary_html(data: ChartData) -> str:
+    """The totals beside the plots, from the latest statistics (journal-derived)."""
+    st = data.last_stats
+    if not st:
+        return "<b>Totals</b><br>waiting for the first statistics…"
+    rows = [
+        ("Transactions", f"{st.get('total_transactions', 0)}"),
+        ("Committed", f"{st.get('committed_transactions', 0)}"),
+        ("Rolled back", f"{st.get('rolled_back_transactions', 0)}"),
+        ("Failed (all)", f"{st.get('failed_transactions', 0)}"),
+        ("Success rate", f"{100 * float(st.get('success_rate', 0.0)):.1f} %"),
+        ("Recent throughput", f"{data.recent_throughput():.1f} tx/min"),
+        (
+            "Commit time p50 / p95",
+            f"{float(st.get('commit_time_p50_s', 0.0)):.1f} s / "
+            f"{float(st.get('commit_time_p95_s', 0.0)):.1f} s",
+        ),
+        ("Task completions pending", f"{st.get('pending_task_completions', 0)}"),
+        ("Open dead letters", f"{st.get('open_dead_letters', 0)}"),
+    ]
+    body = "".join(f"<tr><td>{k}</td><td align='right'><b>{v}</b></td></tr>" for k, v in rows)
+    return f"<b>Totals</b><table width='100%' cellspacing='2'>{body}</table>"

@@ -110,6 +110,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self._build_central()
         self.status = StatusBarController(self.statusBar(), {})
         self._probe: Any = None
+        self._device = ""
 
         self.notices = NoticeCenter()
         if tray_available is None:
@@ -224,7 +225,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.tx_view.verticalHeader().setDefaultSectionSize(22)
         header = self.tx_view.horizontalHeader()
         header.setStretchLastSection(True)
-        for col, width in enumerate((80, 55, 330, 75, 65, 75, 110)):
+        for col, width in enumerate((78, 50, 330, 90, 70, 72, 95)):
             self.tx_view.setColumnWidth(col, width)
         self.tx_view.selectionModel().currentRowChanged.connect(self._selection_changed)
 
@@ -318,6 +319,8 @@ class MainWindow(QtWidgets.QMainWindow):
         b.transaction_changed.connect(self.tx_model.apply_event)
         b.step_progress.connect(self.tx_model.apply_event)
         b.step_progress.connect(self.chart_data.add_event)
+        b.step_progress.connect(self._device_from_progress)
+        b.transaction_changed.connect(self.chart_data.add_event)
         b.retry_scheduled.connect(self.tx_model.apply_event)
         b.retry_scheduled.connect(self.status.on_retry)
         b.compensation.connect(self.tx_model.apply_event)
@@ -333,6 +336,11 @@ class MainWindow(QtWidgets.QMainWindow):
         self.dead_panel.discard_requested.connect(self.discard_dead_letter)
 
     def _on_event(self, event: Event) -> None:
+        tx_id = getattr(event, "transaction_id", None)
+        if tx_id is not None and tx_id == self.details.current_id:
+            row = self.tx_model.row(tx_id)
+            if row is not None:  # live fields now; the journal history follows on the poll
+                self.details.show_row(row, self.details.history_for(tx_id, row))
         alert = self.notices.on_event(event)
         if alert is not None:
             self.alerts.show(alert)
@@ -340,6 +348,12 @@ class MainWindow(QtWidgets.QMainWindow):
         if event.kind == "TransactionStateChanged" and new_state in TERMINAL_STATES:
             QtCore.QTimer.singleShot(0, self.refresh)
         self._update_tray()
+
+    def _device_from_progress(self, event: Any) -> None:
+        device = event.detail.get("device") if isinstance(event.detail, Mapping) else None
+        if device and device != self._device:
+            self._device = str(device)
+            self.status.set_device(self._device.upper() if self._device == "cpu" else self._device)
 
     def _tick(self) -> None:
         self.tx_model.tick()
@@ -389,12 +403,29 @@ class MainWindow(QtWidgets.QMainWindow):
                 snapshots.values() if isinstance(snapshots, Mapping) else snapshots
             )
             self.dead_model.set_letters(await rt.coordinator.dead_letters())
-            self._set_resumable(list(await rt.coordinator.resumable()))
+            running = set(getattr(rt.miner, "in_flight", ()) or ())
+            self._set_resumable(
+                [
+                    i
+                    for i in await rt.coordinator.resumable()
+                    if field_of(i, "round_id") not in running
+                ]
+            )
             self._set_miner_state(rt.miner.state)
+            await self._refresh_details()
             await self._refresh_services()
         finally:
             self._refreshing = False
         self.refreshed.emit()
+
+    async def _refresh_details(self) -> None:
+        """Keep the details panel of the selected transaction current (journal history)."""
+        tx_id = self.details.current_id
+        row = self.tx_model.row(tx_id) if tx_id else None
+        if row is not None:
+            status = await self.runtime.coordinator.status(row.transaction_id)
+            if self.details.current_id == row.transaction_id:
+                self.details.show_status(row, status)
 
     async def _refresh_services(self) -> None:
         try:

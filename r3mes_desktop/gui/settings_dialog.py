@@ -141,7 +141,7 @@ class SettingsDialog(QtWidgets.QDialog):
         layout.addWidget(self.tabs)
         layout.addWidget(self.general_error)
         layout.addWidget(self.buttons)
-        self.resize(640, 560)
+        self.resize(620, 500)
         self.load(self.settings)
 
     # -- building ------------------------------------------------------------------------
@@ -159,7 +159,7 @@ class SettingsDialog(QtWidgets.QDialog):
         form = page.layout()
         assert isinstance(form, QtWidgets.QFormLayout)
         form.insertRow(0, "", self.devnet_box)
-        note = QtWidgets.QLabel("Network changes apply the next time mining starts.")
+        note = QtWidgets.QLabel("Network changes apply when the app is restarted.")
         note.setStyleSheet("color: #555;")
         form.addRow("", note)
         return page
@@ -282,7 +282,7 @@ class SettingsDialog(QtWidgets.QDialog):
         return values
 
     def _devnet_toggled(self, on: bool) -> None:
-        for name in ("chain_rpc_urls", "chain_id", "contract_address"):
+        for name in ("chain_rpc_urls", "chain_id", "contract_address", "ipfs_api_address"):
             if name not in self._locked:
                 self.widgets[name].setEnabled(not on)
         if not getattr(self, "_loading", False):
@@ -372,7 +372,7 @@ class SettingsDialog(QtWidgets.QDialog):
         names = changed + [f"{n} (secret)" for n in secret_changes]
         summary = ", ".join(names) if names else "no changes"
         if restart:
-            summary += f" — {', '.join(restart)} apply when mining restarts"
+            summary += f" — {', '.join(restart)} apply when the app is restarted"
         self.applied.emit(summary)
         return True
 

@@ -77,7 +77,8 @@ class TxRow:
     transaction_id: str
     round_id: int | None = None
     state: str = "PENDING"
-    created_at: float = field(default_factory=time.time)
+    created_at: float | None = None  # wall time it started, when known
+    duration_s: float | None = None  # how long a finished one took
     attempts: int = 0
     next_retry_at: float | None = None
     failed_step: str | None = None
@@ -88,7 +89,12 @@ class TxRow:
 
     @property
     def short_id(self) -> str:
-        return self.transaction_id[:8]
+        return self.transaction_id.removeprefix("mining_tx_")[:8]
+
+    def age_text(self, now: float) -> str:
+        if self.state in TERMINAL and self.duration_s is not None:
+            return f"done in {format_age(self.duration_s)}"
+        return "" if self.created_at is None else format_age(now - self.created_at)
 
     def progress_text(self) -> str:
         """e.g. "train ✓ · upload 40% · submit · task" (✓ done, % in progress, bare = not yet)."""
@@ -114,14 +120,19 @@ def row_from_status(status: Any) -> TxRow:
     """Build a row from the coordinator's status record (dict or object, seeds' keys)."""
     tx_id = str(_get(status, "transaction_id") or _get(status, "id"))
     age = _get(status, "age_seconds")
+    state = str(_get(status, "state", "PENDING")).upper()
     created = _get(status, "created_at")
-    if created is None:
-        created = time.time() - float(age or 0.0)
+    duration = None
+    if state in TERMINAL:  # the journal's age of a finished transaction is its duration
+        duration = None if age is None else float(age)
+    elif created is None and age is not None:
+        created = time.time() - float(age)
     row = TxRow(
         transaction_id=tx_id,
         round_id=_get(status, "round_id"),
-        state=str(_get(status, "state", "PENDING")).upper(),
-        created_at=float(created),
+        state=state,
+        created_at=None if created is None else float(created),
+        duration_s=duration,
         attempts=int(_get(status, "attempts", 0) or 0),
         next_retry_at=_get(status, "next_retry_at"),
         failed_step=_upper(_get(status, "failed_step")),
@@ -254,7 +265,7 @@ class TransactionsModel(QtCore.QAbstractTableModel):
         if col == self.COL_STATE:
             return row.state_text()
         if col == self.COL_AGE:
-            return format_age(now - row.created_at)
+            return row.age_text(now)
         if col == self.COL_ATTEMPTS:
             return str(row.attempts)
         if col == self.COL_RETRY:
@@ -271,7 +282,7 @@ class TransactionsModel(QtCore.QAbstractTableModel):
         if col == self.COL_ROUND:
             return row.round_id if row.round_id is not None else -1
         if col == self.COL_AGE:
-            return self._now() - row.created_at
+            return float("inf") if row.created_at is None else self._now() - row.created_at
         if col == self.COL_ATTEMPTS:
             return row.attempts
         if col == self.COL_RETRY:
@@ -316,8 +327,9 @@ class TransactionsModel(QtCore.QAbstractTableModel):
     def apply_event(self, event: Event) -> None:
         """Fold one core event into the table (called by the window from bridge signals)."""
         if isinstance(event, TransactionStateChanged):
-            row = self._ensure(event.transaction_id, round_id=event.round_id, created_at=event.ts)
             old, new = _upper(event.old_state), str(event.new_state).upper()
+            started = event.ts if old is None else None
+            row = self._ensure(event.transaction_id, round_id=event.round_id, created_at=started)
             if old in STEPS and new != old and new not in ("FAILED", "ROLLED_BACK"):
                 row.progress[old] = 1.0
             if new in STEPS:
@@ -331,6 +343,8 @@ class TransactionsModel(QtCore.QAbstractTableModel):
                 row.error_category = event.error_category
             if new in TERMINAL:
                 row.next_retry_at = None
+                if row.created_at is not None:
+                    row.duration_s = max(0.0, event.ts - row.created_at)
             row.history.append(_stamp(event) + describe_event(event))
             self._changed(row.transaction_id)
         elif isinstance(event, StepProgress):
@@ -369,6 +383,10 @@ class TransactionsModel(QtCore.QAbstractTableModel):
             fresh.history = history
             fresh.progress = progress
             fresh.attempts = max(fresh.attempts, existing.attempts)
+            if existing.created_at is not None:
+                fresh.created_at = existing.created_at
+            if fresh.duration_s is None:
+                fresh.duration_s = existing.duration_s
             self._rows[self._index[fresh.transaction_id]] = fresh
             self._changed(fresh.transaction_id)
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from r3mes_desktop.gui.qt import QtWidgets
 from r3mes_desktop.gui.records import field_of
-from r3mes_desktop.gui.transactions_model import TxRow, describe_history_item, row_from_status
+from r3mes_desktop.gui.transactions_model import TxRow, describe_history_item
 
 
 class TransactionDetails(QtWidgets.QTextBrowser):
@@ -17,7 +17,14 @@ class TransactionDetails(QtWidgets.QTextBrowser):
         self.setObjectName("transaction-details")
         self.setOpenLinks(False)
         self.current_id: str | None = None
+        self._journal_history: tuple[str, list[str]] | None = None
         self.show_row(None)
+
+    def history_for(self, transaction_id: str, row: TxRow) -> list[str]:
+        """The journal's history if loaded for this transaction, else the events seen."""
+        if self._journal_history is not None and self._journal_history[0] == transaction_id:
+            return self._journal_history[1]
+        return row.history
 
     def show_row(self, row: TxRow | None, history: list[str] | None = None) -> None:
         if row is None:
@@ -25,13 +32,18 @@ class TransactionDetails(QtWidgets.QTextBrowser):
             self.setHtml("<p style='color:#666'>Select a transaction to see its history.</p>")
             return
         self.current_id = row.transaction_id
-        created = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(row.created_at))
+        created = (
+            time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(row.created_at))
+            if row.created_at is not None
+            else "—"
+        )
         fields = [
             ("Transaction", row.transaction_id),
             ("Round", "" if row.round_id is None else str(row.round_id)),
             ("State", row.state),
             ("Progress", row.progress_text()),
             ("Started", created),
+            ("Age", row.age_text(time.time())),
             ("Attempts", str(row.attempts)),
         ]
         if row.failed_step:
@@ -54,12 +66,16 @@ class TransactionDetails(QtWidgets.QTextBrowser):
         self.setHtml("".join(parts))
 
     def show_status(self, row: TxRow, status: Any) -> None:
-        """Redraw from the coordinator's full record (journal history beats our events)."""
-        fresh = row_from_status(status)
-        fresh.progress = {**row.progress, **fresh.progress}
+        """Redraw with the journal's history of the transaction.
+
+        The fields come from the model's row, which merges polls and live events, so the
+        panel never shows an older state than the table; the history comes from the journal
+        (transitions, retries, compensations, notes), which events alone cannot rebuild.
+        """
         events = field_of(status, "history", "events", default=None)
         history = [describe_history_item(i) for i in events] if events else row.history
-        self.show_row(fresh, history)
+        self._journal_history = (row.transaction_id, history)
+        self.show_row(row, history)
 
     def text(self) -> str:
         return self.toPlainText()

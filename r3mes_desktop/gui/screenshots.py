@@ -1,0 +1,106 @@
+"""Render the README's screenshots: the main window while mining, and each settings tab.
+
+    make screenshots   # = xvfb-run … python -m r3mes_desktop.gui.screenshots docs/screenshots
+
+Runs the real app on a throwaway devnet (fast rounds) in a temporary data directory, so
+the user's own journal and settings are never touched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+async def _until(condition: Any, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError("screenshots: the app did not reach the wanted state in time")
+        await asyncio.sleep(0.2)
+
+
+async def _shoot(window: Any, runtime: Any, out: Path) -> list[Path]:
+    from r3mes_desktop.gui.settings_dialog import SettingsDialog
+
+    written: list[Path] = []
+    await runtime.open()
+    window.runtime_ready()
+    window.actions.start.trigger()
+    committed = lambda: sum(r.state == "COMMITTED" for r in window.tx_model.rows())  # noqa: E731
+    await _until(lambda: committed() >= 3 and window.charts is not None, 300)
+    await asyncio.sleep(4)  # a few more chart points and a transaction in flight
+    window.tx_view.selectRow(0)
+    await asyncio.sleep(1)
+    window.tabs.setCurrentIndex(0)
+    window.charts.redraw_if_dirty()
+    for name, tab in (("main-window", 0), ("main-window-breakers", 1), ("main-window-log", 3)):
+        window.tabs.setCurrentIndex(tab)
+        await asyncio.sleep(0.3)
+        path = out / f"{name}.png"
+        window.grab().save(str(path))
+        written.append(path)
+    window.tabs.setCurrentIndex(0)
+    dialog = SettingsDialog(runtime, parent=window)
+    dialog.show()
+    for index in range(dialog.tabs.count()):
+        dialog.tabs.setCurrentIndex(index)
+        await asyncio.sleep(0.3)
+        label = dialog.tabs.tabText(index).lower()
+        path = out / f"settings-{label}.png"
+        dialog.grab().save(str(path))
+        written.append(path)
+    dialog.close()
+    await runtime.miner.stop()
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    out = Path(args[0] if args else "docs/screenshots").resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    home = Path(tempfile.mkdtemp(prefix="r3mes-screenshots-"))
+    os.environ["R3MES_DATA_DIR"] = str(home / "data")
+    os.environ["R3MES_CONFIG_DIR"] = str(home / "config")
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+
+    import qasync
+
+    from r3mes_desktop.gui.main_window import MainWindow
+    from r3mes_desktop.gui.qt import QtWidgets
+    from r3mes_desktop.runtime import Runtime, RuntimeOptions
+
+    app = QtWidgets.QApplication.instance() or QtWidgets.QApplication(sys.argv[:1])
+    app.setApplicationName("R3MES Desktop")
+    runtime = Runtime(options=RuntimeOptions.fast())
+    window = MainWindow(runtime, tray_available=False)
+    window.resize(1280, 800)
+    window.show()
+    loop = qasync.QEventLoop(app)
+    asyncio.set_event_loop(loop)
+
+    async def run() -> list[Path]:
+        try:
+            return await _shoot(window, runtime, out)
+        finally:
+            window.shutdown_widgets()
+            await window.tasks.cancel_all()
+            await runtime.close()
+
+    with loop:
+        written = loop.run_until_complete(run())
+    for path in written:
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

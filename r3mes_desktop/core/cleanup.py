@@ -47,6 +47,17 @@ async def close_transaction(
             entry["new_state"] = rec.state.value
             entry["action"] = "found on chain: committed, task completion queued"
             return entry
+        # Not mined yet is not "never mined": send the same bytes once more and let the chain
+        # settle it (mined → committed; refused → undone; no answer → left in doubt).
+        rec = await saga.drive(rec, resumed=True)
+        entry["new_state"] = rec.state.value
+        entry["action"] = {
+            TxState.COMMITTED: "sent again and mined: committed",
+            TxState.TASK_COMPLETE: "sent again and mined: task completion queued",
+            TxState.BLOCKCHAIN_SUBMIT: "left open: the chain has not settled the submission",
+        }.get(rec.state, f"the chain refused the submission: {rec.state.value}")
+        log.info("closed %s: %s -> %s (%s)", rec.id, entry["old_state"], rec.state.value, reason)
+        return entry
     if rec.state is TxState.TASK_COMPLETE:
         rec = await saga.drive(rec, resumed=True)
         entry["action"] = "committed, task completion queued"

@@ -329,9 +329,26 @@ class Coordinator:
         """Retry due undo actions once (the background loop calls this)."""
         return await self.compensator.retry_due(skip=self._active.__contains__)
 
+    async def settle_in_doubt(self) -> int:
+        """Re-drive submissions parked in doubt whose next try is due (see `Saga.in_doubt`);
+        the background loop calls this. Returns how many were driven."""
+        now = self.clock.time()
+        driven = 0
+        for rec in await self.journal.unfinished():
+            if (
+                rec.state is not TxState.BLOCKCHAIN_SUBMIT
+                or rec.id in self._active
+                or rec.next_retry_at is None
+                or rec.next_retry_at > now
+            ):
+                continue
+            await self._drive_in_slot(rec, resumed=True)
+            driven += 1
+        return driven
+
     async def _maintenance_loop(self) -> None:
         while True:
-            for job in (self.deliver_outbox, self.retry_compensations):
+            for job in (self.deliver_outbox, self.retry_compensations, self.settle_in_doubt):
                 try:
                     await job()
                 except Exception:

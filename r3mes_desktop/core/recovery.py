@@ -30,7 +30,7 @@ def recovery_action(rec: TransactionRecord, *, now: float) -> dict[str, Any]:
     if expired and rec.state in (TxState.PENDING, TxState.TRAINING, TxState.IPFS_UPLOAD):
         action = "past its deadline: fail and undo"
     elif expired and rec.state is TxState.BLOCKCHAIN_SUBMIT:
-        action = "past its deadline: commit if on chain, else undo"
+        action = "past its deadline: the chain settles it (sent again)"
     return {
         "transaction_id": rec.id,
         "round_id": rec.round_id,

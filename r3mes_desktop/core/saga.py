@@ -210,7 +210,10 @@ class Saga:
                 except StepFailure as failure:
                     return await self.fail(rec, failure.error, step=failure.step)
                 except Exception as exc:
-                    return await self.fail(rec, to_r3mes_error(exc))
+                    error = to_r3mes_error(exc)
+                    if self.in_doubt(rec, error):
+                        return await self.park_in_doubt(rec, error)
+                    return await self.fail(rec, error)
                 rec = await self.commit(rec, change)
                 resumed = False
                 await self._after_commit(rec)
@@ -468,8 +471,8 @@ class Saga:
             found, block = await self.find_on_chain(rec)
             if found:
                 return await self.landed(rec, block, "found on chain")
-            if expired:
-                raise self._timeout_error(rec)
+            # Past its deadline too: the same signed bytes are sent again rather than undone,
+            # because only the chain can say they will never be mined (see `in_doubt`).
             await self.ensure_pinned(rec, check_first=True)
         signed = SignedSubmission(rec.signed_raw, rec.tx_hash, rec.account_nonce or 0)
         try:
@@ -555,6 +558,55 @@ class Saga:
             log.warning("could not learn the CID of %s to undo its upload: %s", rec.id, exc)
             return None
         return cid
+
+    @staticmethod
+    def in_doubt(rec: TransactionRecord, error: R3mesError) -> bool:
+        """Past the pivot, a network failure settles nothing.
+
+        Once the submission is signed its bytes may sit in a node's mempool (a broadcast
+        whose answer was lost, a timeout after sending) and be mined later. Unpinning then
+        would leave a mined submission pointing at deleted content: lost work. Only an answer
+        from the chain settles it: a receipt, the stored submission, or a refusal of the same
+        bytes (nonce consumed, revert, insufficient funds), each of which is not a network error.
+        """
+        return (
+            rec.state is TxState.BLOCKCHAIN_SUBMIT
+            and rec.signed_raw is not None
+            and error.category is ErrorCategory.NETWORK
+        )
+
+    async def park_in_doubt(self, rec: TransactionRecord, error: R3mesError) -> TransactionRecord:
+        """Leave the transaction in BLOCKCHAIN_SUBMIT with a next try; maintenance re-sends
+        the same signed bytes until the chain answers (also after a restart)."""
+        now = self.d.clock.time()
+        delay = self.d.chain_caller.policy.nominal_delay(rec.attempts + 1)
+        message = f"waiting for the chain to settle the submission: {error.message}"
+        change = Change(
+            rec.id,
+            now,
+            expect=frozenset({TxState.BLOCKCHAIN_SUBMIT}),
+            fields={
+                "attempts": rec.attempts + 1,
+                "next_retry_at": now + delay,
+                "error_category": str(error.category),
+                "error_message": message,
+            },
+            history=[
+                HistoryEntry(
+                    rec.id,
+                    now,
+                    "error",
+                    step=TxState.BLOCKCHAIN_SUBMIT.value,
+                    attempt=rec.attempts + 1,
+                    delay=delay,
+                    category=str(error.category),
+                    message=message,
+                )
+            ],
+        )
+        log.warning("transaction %s in doubt, next try in %.0f s: %s", rec.id, delay, message)
+        self.d.bus.publish(Notice(level="warning", message=message, transaction_id=rec.id))
+        return await self.commit(rec, change)
 
     async def fail(
         self,

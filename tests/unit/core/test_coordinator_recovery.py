@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from r3mes_desktop.core.artifacts import write_atomic_sync
+from r3mes_desktop.core.errors import PermanentError
 from r3mes_desktop.core.journal import Change
 from r3mes_desktop.core.txstate import TxState
 from tests.helpers.coordinator_rig import Rig, make_rig
@@ -147,15 +148,28 @@ async def test_mined_before_the_crash_is_found_not_resent(rig: Rig) -> None:
     assert len(rig.chain.broadcasts) == 1
 
 
-async def test_expired_submission_not_on_chain_is_rolled_back(rig: Rig) -> None:
+async def test_expired_submission_not_on_chain_is_sent_again_not_undone(rig: Rig) -> None:
+    # Past the pivot a deadline cannot prove the signed bytes will never be mined: the same
+    # bytes are sent again and the chain settles it (here: mined, so the work is kept).
     tx = await crashed_at(rig, TxState.BLOCKCHAIN_SUBMIT, pinned=True)
     rig.clock.advance(301)
     reconciled = await restart(rig)
-    assert reconciled[0]["action"] == "past its deadline: commit if on chain, else undo"
+    assert reconciled[0]["action"] == "past its deadline: the chain settles it (sent again)"
+    status = await rig.coordinator.status(tx)
+    assert status.state == "committed"
+    assert rig.chain.broadcasts == [rig.chain.signed[0].tx_hash]
+    assert len(rig.chain.submissions) == 1
+
+
+async def test_expired_submission_refused_by_the_chain_is_rolled_back(rig: Rig) -> None:
+    tx = await crashed_at(rig, TxState.BLOCKCHAIN_SUBMIT, pinned=True)
+    rig.faults.fail("broadcast", PermanentError("round 1 is closed"), times=None)
+    rig.clock.advance(301)
+    await restart(rig)
     status = await rig.coordinator.status(tx)
     assert status.state == "rolled_back"
     assert rig.store.pins == set()
-    assert rig.chain.broadcasts == []
+    assert rig.chain.submissions == {}
 
 
 async def test_expired_upload_interrupted_mid_add_is_undone(rig: Rig) -> None:

@@ -11,10 +11,12 @@ from r3mes_desktop.core.errors import (
     AlreadySubmittedError,
     AuthenticationError,
     NetworkError,
+    PermanentError,
     ResourceError,
     ValidationError,
 )
 from r3mes_desktop.core.events import Notice, TransactionStateChanged
+from r3mes_desktop.core.steps import SignedSubmission
 from tests.helpers.coordinator_rig import Rig, make_rig
 from tests.helpers.fakes import make_spec
 
@@ -239,4 +241,58 @@ async def test_timeout_during_upload_unpins(tmp_path: Path) -> None:
     assert status.state == "rolled_back"
     assert status.failed_step == "blockchain_submit"
     assert rig.store.pins == set()
+    await rig.coordinator.close()
+
+
+async def test_submission_in_doubt_is_parked_not_unpinned_then_settled(tmp_path: Path) -> None:
+    # The broadcast reached the node and was mined, but every answer was lost and the chain
+    # stayed unreachable: undoing now would orphan a mined submission (lost work).
+    rig = make_rig(tmp_path, max_retries=1)
+    await rig.coordinator.start(background=False)
+    real_broadcast = rig.chain.broadcast
+
+    async def mined_but_answer_lost(signed: SignedSubmission) -> None:
+        await real_broadcast(signed)
+        raise NetworkError("connection reset by peer")
+
+    rig.chain.broadcast = mined_but_answer_lost  # type: ignore[method-assign]
+    for op in ("receipt", "submission_of"):
+        rig.faults.fail(op, NetworkError("connection refused"), times=None)
+
+    status = await rig.coordinator.run_transaction(make_spec(21))
+
+    assert status.state == "blockchain_submit"
+    assert status.error_category == "network"
+    assert status.next_retry_at is not None
+    assert len(rig.store.pins) == 1  # nothing undone while the chain has not answered
+    assert await rig.coordinator.settle_in_doubt() == 0  # not due yet
+
+    rig.faults.clear()
+    rig.chain.broadcast = real_broadcast  # type: ignore[method-assign]
+    rig.clock.advance(status.next_retry_at - rig.clock.time() + 1)
+    assert await rig.coordinator.settle_in_doubt() == 1
+
+    status = await rig.coordinator.status(status.transaction_id)
+    assert status.state == "committed"
+    assert len(rig.chain.submissions) == 1  # the same bytes: no second submission
+    assert len({s.tx_hash for s in rig.chain.signed}) == 1
+    await rig.coordinator.close()
+
+
+async def test_submission_refused_after_doubt_is_rolled_back(tmp_path: Path) -> None:
+    rig = make_rig(tmp_path, max_retries=1)
+    await rig.coordinator.start(background=False)
+    rig.faults.fail("broadcast", NetworkError("connection refused"), times=None)
+    status = await rig.coordinator.run_transaction(make_spec(22))
+    assert status.state == "blockchain_submit"
+
+    rig.faults.clear()
+    rig.faults.fail("broadcast", PermanentError("nonce consumed by another transaction"))
+    rig.clock.advance(status.next_retry_at - rig.clock.time() + 1)
+    await rig.coordinator.settle_in_doubt()
+
+    status = await rig.coordinator.status(status.transaction_id)
+    assert status.state == "rolled_back"
+    assert rig.store.pins == set()
+    assert rig.chain.submissions == {}
     await rig.coordinator.close()

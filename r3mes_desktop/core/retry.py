@@ -320,6 +320,21 @@ class RetryPolicy:
             else:
                 await gate.wait(seconds, floor=state.floor, clock=clock)
 
+        try:  # fast path: most calls succeed first time and need no engine at all
+            return await attempt()
+        except R3mesError as exc:
+            if not exc.retryable or self.max_attempts <= 1:
+                raise
+            first: R3mesError | None = exc
+
+        async def replay_then_attempt() -> T:
+            # tenacity counts the inline attempt as its first, so delays and numbers are exact
+            nonlocal first
+            if first is not None:
+                failed, first = first, None
+                raise failed
+            return await attempt()
+
         hooks = self._hooks(
             state,
             clock.monotonic,
@@ -329,7 +344,7 @@ class RetryPolicy:
             transaction_id=transaction_id,
         )
         engine = tenacity.AsyncRetrying(sleep=sleep, **hooks)
-        return await engine(attempt)
+        return await engine(replay_then_attempt)
 
     def call(
         self,
@@ -352,6 +367,20 @@ class RetryPolicy:
             except Exception as exc:
                 _raise_classified(exc, service)
 
+        try:  # fast path, as in call_async
+            return attempt()
+        except R3mesError as exc:
+            if not exc.retryable or self.max_attempts <= 1:
+                raise
+            first: R3mesError | None = exc
+
+        def replay_then_attempt() -> T:
+            nonlocal first
+            if first is not None:
+                failed, first = first, None
+                raise failed
+            return attempt()
+
         hooks = self._hooks(
             state,
             monotonic,
@@ -361,4 +390,4 @@ class RetryPolicy:
             transaction_id=transaction_id,
         )
         engine = tenacity.Retrying(sleep=sleep, **hooks)
-        return engine(attempt)
+        return engine(replay_then_attempt)

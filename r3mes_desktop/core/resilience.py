@@ -28,6 +28,7 @@ import functools
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from concurrent.futures import Executor
+from contextvars import ContextVar
 from typing import Any, Generic, TypeVar
 
 from .breaker import CircuitBreaker
@@ -89,6 +90,13 @@ async def call_sync_in_executor(
     return await loop.run_in_executor(executor, functools.partial(fn, *args, **kwargs))
 
 
+_GUARDED: ContextVar[frozenset[int]] = ContextVar("r3mes_guarded_breakers", default=frozenset())
+"""Breakers an enclosing call in this context already guards. A client that calls through
+its own ServiceCaller inside a call of the coordinator's (the chain client under the saga)
+must not ask the same breaker again: in HALF_OPEN the outer call holds the only trial slot,
+the inner one would be refused, and the breaker could never close."""
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class ServiceCaller:
     """Calls one service with retry → breaker → timeout → classify (see the module doc).
@@ -122,10 +130,15 @@ class ServiceCaller:
 
         async def attempt() -> T:
             limit = self._attempt_timeout(start)
-            if self.breaker is None:
+            held = _GUARDED.get()
+            if self.breaker is None or id(self.breaker) in held:
                 return await self._timed(operation, limit, fn, args, kwargs)
             async with self.breaker.guard():
-                return await self._timed(operation, limit, fn, args, kwargs)
+                token = _GUARDED.set(held | {id(self.breaker)})
+                try:
+                    return await self._timed(operation, limit, fn, args, kwargs)
+                finally:
+                    _GUARDED.reset(token)
 
         return await self.policy.call_async(
             attempt,

@@ -41,7 +41,7 @@ async def _shoot(window: Any, runtime: Any, out: Path) -> list[Path]:
     window.tx_view.selectRow(0)
     await asyncio.sleep(1)
     window.tabs.setCurrentIndex(0)
-    window.charts.redraw_if_dirty()
+    window.charts.redraw_if_dirty(everything=True)
     for name, tab in (("main-window", 0), ("main-window-breakers", 1), ("main-window-log", 3)):
         window.tabs.setCurrentIndex(tab)
         await asyncio.sleep(0.3)

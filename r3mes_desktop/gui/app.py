@@ -96,12 +96,14 @@ def main(argv: list[str] | None = None) -> int:
     instance.activated.connect(window.bring_to_front)
     first_paint = FirstPaint(window)
     if args.startup_probe:
-        first_paint.painted.connect(
-            lambda: (
-                print(f"first-paint-s {time.perf_counter() - started:.4f}", flush=True),
-                window.quit(),
-            )
-        )
+
+        def report_and_quit() -> None:
+            torch = "torch" in sys.modules  # the GUI process must not have imported it
+            print(f"first-paint-s {time.perf_counter() - started:.4f} torch-imported {torch}")
+            sys.stdout.flush()
+            window.quit()
+
+        first_paint.painted.connect(report_and_quit)
     window.show()
     probe.start()
 

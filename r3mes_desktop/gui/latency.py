@@ -7,6 +7,7 @@ window shows the figures and `bench.gui` prints them; the target is p99 ≤ 16 m
 
 from __future__ import annotations
 
+import math
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -32,8 +33,8 @@ def percentile(sorted_values: list[float], fraction: float) -> float:
     """Nearest-rank percentile of an already sorted list (0.0 for an empty one)."""
     if not sorted_values:
         return 0.0
-    rank = max(0, min(len(sorted_values) - 1, round(fraction * len(sorted_values) + 0.5) - 1))
-    return sorted_values[rank]
+    rank = math.ceil(fraction * len(sorted_values))  # 1-based nearest rank
+    return sorted_values[max(0, min(len(sorted_values), rank) - 1)]
 
 
 class LatencyProbe(QtCore.QObject):

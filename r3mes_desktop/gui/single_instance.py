@@ -55,15 +55,18 @@ class SingleInstance(QtCore.QObject):
     def _on_connection(self) -> None:
         assert self._server is not None
         while self._server.hasPendingConnections():
-            socket = self._server.nextPendingConnection()
-            socket.readyRead.connect(lambda s=socket: self._read(s))
+            socket = self._server.nextPendingConnection()  # owned by the server
+            socket.readyRead.connect(self._ready_read)
             socket.disconnected.connect(socket.deleteLater)
-            if socket.bytesAvailable():
-                self._read(socket)
+            self._read(socket)
+
+    def _ready_read(self) -> None:
+        socket = self.sender()
+        if isinstance(socket, QtNetwork.QLocalSocket):
+            self._read(socket)
 
     def _read(self, socket: QtNetwork.QLocalSocket) -> None:
-        data = bytes(socket.readAll().data())
-        if b"raise" in data:
+        if b"raise" in bytes(socket.readAll().data()):
             self.activated.emit()
 
     def release(self) -> None:

@@ -1,0 +1,145 @@
+"""Chaos run: the real runtime (devnet, worker processes, journal, coordinator, miner) mining
+N transactions while the fault plan breaks the chain node, the content store, the trainer and
+the journal underneath it; then one fault-free start reconciles what was left unfinished.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.chaos.plans import CHAOS_PLAN, write_plan
+from r3mes_desktop.core.events import Event, TransactionStateChanged
+
+log = logging.getLogger(__name__)
+
+TERMINAL = frozenset({"committed", "failed", "rolled_back"})
+CHAOS_SETTINGS: dict[str, Any] = {
+    "pow_difficulty": 16,
+    "max_retries": 4,
+    "retry_initial_delay": 0.02,
+    "retry_max_delay": 0.2,
+    "breaker_open_timeout": 1.0,
+    "call_timeout": 10.0,
+    "transaction_timeout": 300.0,
+    "max_active_transactions": 4,
+    "model_preset": "tiny",
+}
+"""Short waits so thousands of transactions fit in minutes; the breaker still opens."""
+
+
+@dataclass
+class ChaosResult:
+    attempted: int = 0
+    finished: dict[str, int] = field(default_factory=dict)
+    faults: dict[str, int] = field(default_factory=dict)
+    reconciled_on_restart: int = 0
+    seconds: float = 0.0
+    notices: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def chaos_settings(**changes: Any) -> Any:
+    from r3mes_desktop.config import load_settings, updated
+
+    return updated(load_settings(use_env=False), **{**CHAOS_SETTINGS, **changes})
+
+
+async def _open(settings: Any, data_dir: Path) -> Any:
+    from r3mes_desktop.runtime import Runtime, RuntimeOptions
+
+    options = RuntimeOptions.fast(
+        data_dir=data_dir,
+        operator_interval_s=0.1,
+        miner_poll_s=0.1,
+        maintenance_interval_s=1.0,
+        settings_overrides={},
+    )
+    runtime = Runtime(settings, options=options)
+    return runtime
+
+
+async def run_chaos(
+    root: Path, *, transactions: int, seed: int = 0, plan: dict[str, Any] | None = None
+) -> ChaosResult:
+    """Mine `transactions` rounds under the plan, stop, reconcile fault-free once."""
+    from r3mes_desktop.monitoring import Monitoring
+
+    data_dir = root / "data"
+    plan_path = write_plan(root / "fault-plan.toml", plan or CHAOS_PLAN, seed=seed)
+    result = ChaosResult()
+    created = 0
+    enough = asyncio.Event()
+    done = asyncio.Event()
+    finished: dict[str, str] = {}
+
+    def watch(event: Event) -> None:
+        nonlocal created
+        if not isinstance(event, TransactionStateChanged):
+            if type(event).__name__ == "Notice" and getattr(event, "source", "") == "faults":
+                result.notices += 1
+            return
+        if event.old_state is None:
+            created += 1
+            if created >= transactions:
+                enough.set()
+        if event.new_state in TERMINAL:
+            finished[event.transaction_id] = event.new_state
+            if len(finished) >= transactions:
+                done.set()
+
+    t0 = time.perf_counter()
+    runtime = await _open(chaos_settings(fault_plan=plan_path), data_dir)
+    unsubscribe = runtime.bus.subscribe(watch)
+    await runtime.open()
+    monitoring = await Monitoring.attach(runtime, api=False)
+    try:
+        await runtime.miner.start()
+        await enough.wait()
+        await runtime.miner.finish_then_stop()
+        # Everything started gets to finish, except what a fault left waiting (a journal
+        # write lost to a full disk): the fault-free start below reconciles those.
+        idle = asyncio.ensure_future(runtime.coordinator.wait_idle())
+        finishing = asyncio.ensure_future(done.wait())
+        await asyncio.wait({finishing}, timeout=120)
+        finishing.cancel()
+        idle.cancel()
+        await runtime.miner.stop()
+        result.faults = runtime.faults.by_kind()
+    finally:
+        unsubscribe()
+        await monitoring.close()
+        await runtime.close()
+    result.attempted = created
+    result.reconciled_on_restart = await reconcile(data_dir)
+    result.seconds = time.perf_counter() - t0
+    from bench.chaos.invariants import journal_rows
+
+    states: dict[str, int] = {}
+    for row in journal_rows(data_dir):
+        states[row["state"]] = states.get(row["state"], 0) + 1
+    result.finished = states
+    return result
+
+
+async def reconcile(data_dir: Path) -> int:
+    """One fault-free start: recovery drives every unfinished transaction to its end, the
+    outbox and pending compensations are retried. Returns how many were reconciled."""
+    runtime = await _open(chaos_settings(), data_dir)
+    await runtime.open()
+    try:
+        coordinator = runtime.coordinator
+        unfinished = len(await coordinator.journal.unfinished())
+        await coordinator.wait_idle()
+        for _ in range(3):
+            await coordinator.retry_compensations()
+            await coordinator.deliver_outbox()
+        return unfinished
+    finally:
+        await runtime.close()

@@ -1,0 +1,238 @@
+"""The product's promise as checks against the chain and the store, not the journal alone.
+
+Run on a data dir whose miner is stopped: the devnet chain is rebuilt from its tx log (the
+same replay the app does) and every successful `submitGradient` the miner ever sent is
+counted from the chain itself; pins are read from the store's pin list; statistics are
+recounted from raw rows; secrets are searched for in every file, binary ones included.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from r3mes_desktop.chain.abi import decode_call, decode_output, encode_call
+from r3mes_desktop.core.journal import Journal
+from r3mes_desktop.core.stats import compute_statistics
+from r3mes_desktop.devnet.evm import DevnetEvm
+from r3mes_desktop.devnet.txlog import TxLog
+from r3mes_desktop.ipfs.cid import same_cid
+
+TERMINAL = frozenset({"committed", "failed", "rolled_back"})
+JOURNAL_FILE = "journal.sqlite"
+
+
+@dataclass
+class Findings:
+    """What one check of a data dir saw; `violations` must stay empty."""
+
+    violations: list[str] = field(default_factory=list)
+    states: dict[str, int] = field(default_factory=dict)
+    on_chain_submissions: int = 0
+    pinned: int = 0
+    files_scanned: int = 0
+    checked_at: float = field(default_factory=time.time)
+
+    def fail(self, text: str) -> None:
+        self.violations.append(text)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "violations": self.violations,
+            "states": self.states,
+            "on_chain_submissions": self.on_chain_submissions,
+            "pinned": self.pinned,
+            "files_scanned": self.files_scanned,
+        }
+
+
+def journal_rows(data_dir: Path) -> list[dict[str, Any]]:
+    conn = sqlite3.connect(f"file:{data_dir / JOURNAL_FILE}?mode=ro", uri=True)
+    conn.row_factory = sqlite3.Row
+    try:
+        return [dict(r) for r in conn.execute("SELECT * FROM transactions")]
+    finally:
+        conn.close()
+
+
+async def chain_submissions(data_dir: Path, miner: str) -> tuple[dict[int, Any], Counter[int]]:
+    """(round -> what the contract stores for the miner, round -> successful submitGradient
+    transactions the miner sent), both from the replayed devnet chain."""
+    root = data_dir / "devnet"
+    info = json.loads((root / "devnet.json").read_text(encoding="utf-8"))
+    contract = info["contract_address"]
+    evm = await DevnetEvm.open(root / "chain.log")
+    try:
+        sent: Counter[int] = Counter()
+        for raw in TxLog(root / "chain.log").records():
+            from eth_utils import keccak
+
+            tx_hash = "0x" + keccak(raw).hex()
+            tx = await evm.transaction(tx_hash)
+            if tx is None or str(tx["from"]).lower() != miner.lower():
+                continue
+            receipt = await evm.receipt(tx_hash)
+            try:
+                name, args = decode_call(tx["data"])
+            except Exception:
+                continue
+            if name == "submitGradient" and receipt is not None and receipt["status"] == 1:
+                sent[int(args["roundId"])] += 1
+        last = decode_output(
+            "lastRoundId", await evm.call({"to": contract, "data": encode_call("lastRoundId")})
+        )
+        stored: dict[int, Any] = {}
+        for round_id in range(1, int(last) + 1):
+            data = encode_call("submissionOf", round_id, miner)
+            raw_sub = decode_output("submissionOf", await evm.call({"to": contract, "data": data}))
+            if int(raw_sub[3]) != 0:  # blockNumber: 0 means "no submission"
+                stored[round_id] = raw_sub
+        return stored, sent
+    finally:
+        await evm.close()
+
+
+def pinned_cids(data_dir: Path) -> set[str]:
+    path = data_dir / "devnet" / "store" / "pins.json"
+    if not path.exists():
+        return set()
+    return set(json.loads(path.read_text(encoding="utf-8")).get("pins", []))
+
+
+def recount_matches(data_dir: Path, findings: Findings) -> None:
+    """Statistics (the product's query) against a recount from raw rows."""
+    conn = sqlite3.connect(f"file:{data_dir / JOURNAL_FILE}?mode=ro", uri=True)
+    try:
+        stats = compute_statistics(conn, now=time.time(), window_s=3600)
+        states = Counter(s for (s,) in conn.execute("SELECT state FROM transactions"))
+        categories = Counter(
+            c for (c,) in conn.execute("SELECT category FROM events WHERE category IS NOT NULL")
+        )
+    finally:
+        conn.close()
+    total = sum(states.values())
+    failed_like = states["failed"] + states["rolled_back"] + states["compensating"]
+    expect = {
+        "total_transactions": total,
+        "committed_transactions": states["committed"],
+        "rolled_back_transactions": states["rolled_back"],
+        "compensating_transactions": states["compensating"],
+        "failed_transactions": failed_like,
+        "active_transactions": total - states["committed"] - failed_like,
+    }
+    for key, value in expect.items():
+        if stats[key] != value:
+            findings.fail(f"statistics: {key} = {stats[key]}, recount = {value}")
+    for key, value in stats["error_breakdown"].items():
+        recount = categories.get(key.removesuffix("_errors"), 0)
+        if value != recount:
+            findings.fail(f"statistics: error_breakdown.{key} = {value}, recount = {recount}")
+
+
+def scan_secrets(root: Path, secrets: list[bytes], allowed: set[Path]) -> int:
+    """Every file under `root` (binary included) except `allowed`; returns files scanned."""
+    found: list[str] = []
+    scanned = 0
+    for path in sorted(root.rglob("*")):
+        if not path.is_file() or path.resolve() in allowed:
+            continue
+        try:
+            data = path.read_bytes()
+        except OSError:
+            continue
+        scanned += 1
+        lowered = data.lower()
+        for secret in secrets:
+            if secret in data or secret.lower() in lowered:
+                found.append(str(path.relative_to(root)))
+                break
+    if found:
+        raise AssertionError(f"secret found in {sorted(set(found))}")
+    return scanned
+
+
+def secret_needles(data_dir: Path) -> tuple[list[bytes], set[Path]]:
+    """The dev miner's private key (hex and raw bytes) and keystore password; the two files
+    that hold them by design (encrypted keystore, devnet password file) are allowed."""
+    from r3mes_desktop.devnet.devnet import DEV_PASSWORD_FILE
+    from r3mes_desktop.keys import Keystore
+
+    keys_dir = data_dir / "devnet" / "keys"
+    password_file = keys_dir / DEV_PASSWORD_FILE
+    password = password_file.read_text(encoding="utf-8").strip()
+    keystore = Keystore(keys_dir)
+    account = keystore.unlock(password)
+    key = bytes(account.key)
+    needles = [key.hex().encode(), key, password.encode()]
+    allowed = {p.resolve() for p in keys_dir.iterdir() if p.is_file()}
+    return needles, allowed
+
+
+async def check(data_dir: Path, *, extra_dirs: tuple[Path, ...] = ()) -> Findings:
+    """All invariants on a stopped miner's data dir (devnet)."""
+    findings = Findings()
+    rows = journal_rows(data_dir)
+    findings.states = dict(Counter(r["state"] for r in rows))
+    for r in rows:
+        if r["state"] not in TERMINAL:
+            findings.fail(f"{r['id']}: not terminal ({r['state']}, round {r['round_id']})")
+    miner = json.loads((data_dir / "devnet" / "devnet.json").read_text())["miner_address"]
+    stored, sent = await chain_submissions(data_dir, miner)
+    findings.on_chain_submissions = len(stored)
+    committed = [r for r in rows if r["state"] == "committed"]
+    by_round: dict[int, list[dict[str, Any]]] = {}
+    for r in committed:
+        by_round.setdefault(int(r["round_id"]), []).append(r)
+    for round_id, txs in by_round.items():
+        if len(txs) > 1:
+            findings.fail(f"round {round_id}: {len(txs)} committed transactions")
+    for r in committed:
+        round_id = int(r["round_id"])
+        on_chain = stored.get(round_id)
+        if on_chain is None:
+            findings.fail(f"{r['id']}: COMMITTED but round {round_id} holds no submission")
+            continue
+        cid, gradient_hash = str(on_chain[0]), bytes(on_chain[1]).hex()
+        if r["cid"] is None or not same_cid(cid, r["cid"]):
+            findings.fail(f"{r['id']}: chain holds CID {cid}, journal {r['cid']}")
+        if gradient_hash != r["gradient_hash"]:
+            findings.fail(f"{r['id']}: chain gradient hash differs from the journal's")
+        if sent[round_id] != 1:
+            findings.fail(
+                f"{r['id']}: {sent[round_id]} successful submissions for round {round_id}"
+            )
+    for round_id in stored:
+        if round_id not in by_round:
+            states = [r["state"] for r in rows if int(r["round_id"]) == round_id]
+            findings.fail(f"round {round_id}: on-chain submission without a COMMITTED tx {states}")
+    pins = pinned_cids(data_dir)
+    findings.pinned = len(pins)
+    committed_cids = {r["cid"] for r in committed if r["cid"]}
+    for cid in pins:
+        if not any(same_cid(cid, c) for c in committed_cids):
+            findings.fail(f"pin {cid}: no committed submission (orphan)")
+    for r in committed:
+        if r["cid"] and not any(same_cid(r["cid"], p) for p in pins):
+            findings.fail(f"{r['id']}: committed CID {r['cid']} is not pinned")
+    recount_matches(data_dir, findings)
+    journal = Journal(data_dir / JOURNAL_FILE)
+    await journal.open()
+    try:
+        for problem in await journal.integrity_check():
+            findings.fail(f"journal integrity: {problem}")
+    finally:
+        await journal.close()
+    needles, allowed = secret_needles(data_dir)
+    scanned = 0
+    for root in (data_dir, *extra_dirs):
+        try:
+            scanned += scan_secrets(root, needles, allowed)
+        except AssertionError as exc:
+            findings.fail(f"{root}: {exc}")
+    findings.files_scanned = scanned
+    return findings

@@ -106,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         first_paint.painted.connect(report_and_quit)
     window.show()
     probe.start()
+    _quit_on_signals(window)
 
     with loop:
         code = loop.run_until_complete(
@@ -113,6 +114,25 @@ def main(argv: list[str] | None = None) -> int:
         )
     instance.release()
     return code
+
+
+def _quit_on_signals(window: Any) -> None:
+    """SIGINT/SIGTERM close the app the orderly way (stop mining, journal, reap workers).
+
+    Python runs signal handlers only between bytecodes; while Qt sits in C++ waiting for
+    events nothing would run them, so a named no-op timer wakes the interpreter 4× a second.
+    """
+    import signal
+
+    def request_quit(_signum: int, _frame: Any) -> None:
+        QtCore.QTimer.singleShot(0, window.quit)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, request_quit)
+    wake = QtCore.QTimer(window)
+    wake.setObjectName("signal-wake")
+    wake.timeout.connect(lambda: None)
+    wake.start(250)
 
 
 async def _run(window: Any, runtime: Any, *, start: bool, open_runtime: bool) -> int:

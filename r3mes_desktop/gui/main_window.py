@@ -125,7 +125,7 @@ class MainWindow(QtWidgets.QMainWindow):
             if tray_available
             else None
         )
-        self.alerts = AlertRouter(self.banner, self.tray)
+        self.alerts = AlertRouter(self.banner, self.tray, preferences=self._alert_preferences)
 
         app_logger = logging.getLogger("r3mes_desktop")
         if app_logger.getEffectiveLevel() > logging.INFO:  # the log view starts at Info
@@ -172,6 +172,12 @@ class MainWindow(QtWidgets.QMainWindow):
         self.statusBar().clearMessage()
         self._set_miner_state(getattr(self.runtime.miner, "state", "idle"))
         self.refresh()
+
+    def _alert_preferences(self) -> tuple[bool, str]:
+        settings = getattr(self.runtime, "settings", None)
+        if settings is None:
+            return True, "info"
+        return bool(settings.notify_tray), str(settings.notify_min_severity)
 
     def runtime_failed(self, message: str) -> None:
         self.actions.set_miner_state("error")

@@ -7,6 +7,8 @@ once, from `QSystemTrayIcon.isSystemTrayAvailable()`, and close-to-tray follows 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from r3mes_desktop.gui.banner import NoticeBanner
 from r3mes_desktop.gui.icons import status_icon
 from r3mes_desktop.gui.qt import QtGui, QtWidgets
@@ -72,17 +74,26 @@ class Tray:
 
 
 class AlertRouter:
-    """Tray balloon if there is a tray, else the in-window banner. Counts what it showed."""
+    """Tray balloon if there is a tray and the user wants tray notifications (at or above
+    their minimum severity), else the in-window banner. Keeps the last 50 it showed."""
 
-    def __init__(self, banner: NoticeBanner, tray: Tray | None) -> None:
+    def __init__(
+        self,
+        banner: NoticeBanner,
+        tray: Tray | None,
+        *,
+        preferences: Callable[[], tuple[bool, str]] = lambda: (True, "info"),
+    ) -> None:
         self.banner = banner
         self.tray = tray
+        self.preferences = preferences  # (tray notifications on, minimum severity)
         self.shown: list[Alert] = []
 
     def show(self, alert: Alert) -> None:
         self.shown.append(alert)
         del self.shown[:-50]
-        if self.tray is not None:
-            self.tray.show_alert(alert)
-        else:
+        use_tray, min_severity = self.preferences()
+        if self.tray is None or not use_tray:
             self.banner.show_alert(alert)
+        elif severity_rank(alert.level) >= severity_rank(min_severity):
+            self.tray.show_alert(alert)

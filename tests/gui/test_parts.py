@@ -303,3 +303,29 @@ def test_app_paints_without_importing_torch(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     line = next(x for x in out.stdout.splitlines() if x.startswith("first-paint-s"))
     assert line.endswith("torch-imported False")
+
+
+def test_alerts_follow_the_tray_preference(qtbot: Any) -> None:
+    from r3mes_desktop.gui.banner import NoticeBanner
+    from r3mes_desktop.gui.tray import AlertRouter
+    from r3mes_desktop.notices import Alert
+
+    banner = NoticeBanner()
+    qtbot.addWidget(banner)
+    prefs = [(False, "warning")]
+
+    class TrayStub:  # records balloons; QSystemTrayIcon cannot show them offscreen
+        def __init__(self) -> None:
+            self.balloons: list[str] = []
+
+        def show_alert(self, alert: Alert) -> None:
+            self.balloons.append(alert.message)
+
+    tray = TrayStub()
+    router = AlertRouter(banner, tray, preferences=lambda: prefs[0])  # type: ignore[arg-type]
+    router.show(Alert(level="warning", title="Transaction rolled back", message="IPFS down"))
+    assert banner.text() == "Transaction rolled back — IPFS down" and tray.balloons == []
+    prefs[0] = (True, "warning")
+    router.show(Alert(level="info", title="Done", message="below the threshold"))
+    router.show(Alert(level="error", title="Failed", message="chain down"))
+    assert tray.balloons == ["chain down"]

@@ -183,7 +183,9 @@ def test_ipfs_failure_rolls_back_notifies_and_opens_breaker_reset_closes(
     qtbot.waitUntil(lambda: "ROLLED_BACK" in _new_states(rig), timeout=WAIT_MS)
     # the banner (no tray offscreen) says what happened, in plain words
     qtbot.waitUntil(window.banner.isVisible, timeout=10_000)
-    assert "IPFS unreachable" in window.banner.text()
+    rollback_alerts = [a for a in window.alerts.shown if "IPFS unreachable" in a.message]
+    assert rollback_alerts and rollback_alerts[0].level == "warning"
+    assert rollback_alerts[0].message.endswith("rolled back: IPFS unreachable")
     # the error chart counts the network error
     qtbot.waitUntil(lambda: window.chart_data.errors["network"] >= 1, timeout=WAIT_MS)
     qtbot.waitUntil(lambda: (window.charts.error_heights() or [0])[0] >= 1, timeout=10_000)

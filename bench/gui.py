@@ -161,7 +161,7 @@ async def _mine(window: Any, runtime: Any, seconds: float, busy: BusyClock) -> d
             first.set()
 
     runtime.bus.subscribe(on_event)
-    window.actions.start.trigger()
+    window.window_actions.start.trigger()
     await asyncio.wait_for(first.wait(), timeout=600)
     window._probe.reset()
     t0, busy0, n0 = time.perf_counter(), busy.total(), len(committed)

@@ -14,16 +14,21 @@ from typing import Any
 CHAOS_PLAN: dict[str, Any] = {
     "seed": 0,
     "slow_s": 0.15,
-    "chain": {
+    "chain": {  # per Chain/TaskApi call the coordinator and the miner make
         "connection_refused": 0.12,
         "http_5xx": 0.12,
         "malformed": 0.06,
-        "http_401": 0.03,
+        "http_401": 0.05,
+        "timeout": 0.03,  # half of them after the effect (sent, signed) happened
+        "slow": 0.02,
+    },
+    "chain_rpc": {  # under the chain client, per JSON-RPC request to the node
+        "connection_refused": 0.02,
+        "http_5xx": 0.02,
+        "timeout": 0.01,
         "insufficient_funds": 0.01,  # only on eth_sendRawTransaction
         "invalid_signature": 0.01,  # only on eth_sendRawTransaction
         "nonce_too_low": 0.02,  # only on eth_sendRawTransaction
-        "timeout": 0.03,  # half of them after the request reached the node
-        "slow": 0.02,
     },
     "ipfs": {
         "connection_refused": 0.12,

@@ -148,7 +148,7 @@ async def _run(window: Any, runtime: Any, *, start: bool, open_runtime: bool) ->
         else:
             window.runtime_ready()
             if start:
-                window.actions.start.trigger()
+                window.window_actions.start.trigger()
     await closed.wait()
     await window.tasks.cancel_all()
     await runtime.close()

@@ -84,7 +84,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.bridge = EventBridge(runtime.bus, self)
         self.tasks = TaskRunner(self)
         self.tasks.failed.connect(self._task_failed)
-        self.actions = create_actions(self)
+        self.window_actions = create_actions(self)
         self._quitting = False
         self._refreshing = False
         self._miner_state = "idle"
@@ -118,9 +118,9 @@ class MainWindow(QtWidgets.QMainWindow):
         self.tray = (
             Tray(
                 self,
-                start_pause=self.actions.start_pause,
-                finish=self.actions.finish,
-                quit_action=self.actions.quit,
+                start_pause=self.window_actions.start_pause,
+                finish=self.window_actions.finish,
+                quit_action=self.window_actions.quit,
             )
             if tray_available
             else None
@@ -143,7 +143,7 @@ class MainWindow(QtWidgets.QMainWindow):
         if self._ready:
             self.runtime_ready()
         else:
-            self.actions.set_miner_state("starting")
+            self.window_actions.set_miner_state("starting")
             self.statusBar().showMessage("Starting the miner…")
 
         self.tick_timer = QtCore.QTimer(self)
@@ -180,8 +180,8 @@ class MainWindow(QtWidgets.QMainWindow):
         return bool(settings.notify_tray), str(settings.notify_min_severity)
 
     def runtime_failed(self, message: str) -> None:
-        self.actions.set_miner_state("error")
-        self.actions.start.setEnabled(False)
+        self.window_actions.set_miner_state("error")
+        self.window_actions.start.setEnabled(False)
         self.alerts.show(Alert(level="error", title="Could not start", message=message))
 
     def set_latency_probe(self, probe: Any) -> None:
@@ -195,7 +195,7 @@ class MainWindow(QtWidgets.QMainWindow):
 
     # -- layout ------------------------------------------------------------------------------
     def _build_toolbar_and_menus(self) -> None:
-        a = self.actions
+        a = self.window_actions
         toolbar = self.addToolBar("Mining")
         toolbar.setObjectName("main-toolbar")
         toolbar.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
@@ -309,7 +309,7 @@ class MainWindow(QtWidgets.QMainWindow):
 
     # -- wiring --------------------------------------------------------------------------
     def _connect(self) -> None:
-        a, b = self.actions, self.bridge
+        a, b = self.window_actions, self.bridge
         a.start.triggered.connect(lambda: self._miner_call("start"))
         a.pause.triggered.connect(lambda: self._miner_call("pause"))
         a.start_pause.triggered.connect(self._start_or_pause)
@@ -383,7 +383,7 @@ class MainWindow(QtWidgets.QMainWindow):
 
     def _set_miner_state(self, state: Any) -> None:
         self._miner_state = miner_state_key(state)
-        self.actions.set_miner_state(self._miner_state)
+        self.window_actions.set_miner_state(self._miner_state)
         self._update_tray()
 
     @property
@@ -445,7 +445,7 @@ class MainWindow(QtWidgets.QMainWindow):
 
     def _set_resumable(self, items: list[Any]) -> None:
         self._resumable = items
-        action = self.actions.resume
+        action = self.window_actions.resume
         if items:
             text = describe_resumable(items[0])
             action.setText(text)
@@ -468,7 +468,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.tasks.spawn(call(), name=f"miner.{name}")
 
     def _start_or_pause(self) -> None:
-        self._miner_call("start" if self.actions.start.isEnabled() else "pause")
+        self._miner_call("start" if self.window_actions.start.isEnabled() else "pause")
 
     def report(self, text: str, *, level: str = "info") -> None:
         """Say what a one-click action did: status bar, notice, log."""

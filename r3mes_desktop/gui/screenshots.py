@@ -34,7 +34,7 @@ async def _shoot(window: Any, runtime: Any, out: Path) -> list[Path]:
     written: list[Path] = []
     await runtime.open()
     window.runtime_ready()
-    window.actions.start.trigger()
+    window.window_actions.start.trigger()
     committed = lambda: sum(r.state == "COMMITTED" for r in window.tx_model.rows())  # noqa: E731
     await _until(lambda: committed() >= 3 and window.charts is not None, 300)
     await asyncio.sleep(4)  # a few more chart points and a transaction in flight

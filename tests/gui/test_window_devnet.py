@@ -41,7 +41,7 @@ class Rig:
         return task.result()
 
     def stop_miner(self, qtbot: Any) -> None:
-        self.window.actions.stop.trigger()
+        self.window.window_actions.stop.trigger()
         qtbot.waitUntil(lambda: self.window.miner_state == "idle", timeout=WAIT_MS)
 
 
@@ -109,8 +109,8 @@ async def _close(window: MainWindow, runtime: Runtime) -> None:
 
 def test_start_commits_and_shows_in_view_and_charts(rig: Rig, qtbot: Any) -> None:
     window = rig.window
-    assert window.actions.start.isEnabled()
-    window.actions.start.trigger()
+    assert window.window_actions.start.isEnabled()
+    window.window_actions.start.trigger()
     qtbot.waitUntil(lambda: "COMMITTED" in rig.states().values(), timeout=WAIT_MS)
     # in the view (through the filter proxy), with every step done
     window.state_filter.setCurrentText("Committed")
@@ -131,19 +131,19 @@ def test_start_commits_and_shows_in_view_and_charts(rig: Rig, qtbot: Any) -> Non
 def test_stop_mid_training_then_resume_button_continues(rig: Rig, qtbot: Any) -> None:
     window = rig.window
     before = set(rig.states())
-    window.actions.start.trigger()
+    window.window_actions.start.trigger()
     qtbot.waitUntil(
         lambda: any(rig.states().get(t) == "TRAINING" for t in set(rig.states()) - before),
         timeout=WAIT_MS,
     )
     rig.stop_miner(qtbot)
-    qtbot.waitUntil(window.actions.resume.isEnabled, timeout=WAIT_MS)
-    text = window.actions.resume.text()
+    qtbot.waitUntil(window.window_actions.resume.isEnabled, timeout=WAIT_MS)
+    text = window.window_actions.resume.text()
     item = window._resumable[0]
     assert text.startswith(f"Resume round {item['round_id']}") and "old)" in text
     stopped = item["transaction_id"]
     with qtbot.waitSignal(window.action_reported, timeout=WAIT_MS) as said:
-        window.actions.resume.trigger()
+        window.window_actions.resume.trigger()
     assert said.args[0] == f"{text}: resuming."
     qtbot.waitUntil(lambda: rig.states().get(stopped) == "COMMITTED", timeout=WAIT_MS)
 
@@ -151,7 +151,7 @@ def test_stop_mid_training_then_resume_button_continues(rig: Rig, qtbot: Any) ->
 def test_stale_cleanup_button_closes_old_unfinished_transactions(rig: Rig, qtbot: Any) -> None:
     window = rig.window
     before = set(rig.states())
-    window.actions.start.trigger()
+    window.window_actions.start.trigger()
     qtbot.waitUntil(
         lambda: any(rig.states().get(t) == "TRAINING" for t in set(rig.states()) - before),
         timeout=WAIT_MS,
@@ -163,7 +163,7 @@ def test_stale_cleanup_button_closes_old_unfinished_transactions(rig: Rig, qtbot
     rig.clock.advance_wall(600)  # ten minutes later: past the 60 s stale threshold
     reports: list[str] = []
     window.action_reported.connect(reports.append)
-    window.actions.cleanup.trigger()
+    window.window_actions.cleanup.trigger()
     qtbot.waitUntil(lambda: any(r.startswith("Cleaned up") for r in reports), timeout=WAIT_MS)
     report = next(r for r in reports if r.startswith("Cleaned up"))
     assert report.startswith(f"Cleaned up {len(stuck)} stale transaction")
@@ -179,7 +179,7 @@ def test_ipfs_failure_rolls_back_notifies_and_opens_breaker_reset_closes(
 ) -> None:
     window = rig.window
     rig.store.failing = True
-    window.actions.start.trigger()
+    window.window_actions.start.trigger()
     qtbot.waitUntil(lambda: "ROLLED_BACK" in _new_states(rig), timeout=WAIT_MS)
     # the banner (no tray offscreen) says what happened, in plain words
     qtbot.waitUntil(window.banner.isVisible, timeout=10_000)
@@ -206,7 +206,7 @@ def test_ipfs_failure_rolls_back_notifies_and_opens_breaker_reset_closes(
 
 def test_settings_from_the_window_validate_and_persist(rig: Rig, qtbot: Any) -> None:
     window = rig.window
-    window.actions.settings.trigger()
+    window.window_actions.settings.trigger()
     dialog = window.settings_dialog
     qtbot.addWidget(dialog)
     dialog.set_field("max_active_transactions", "0")

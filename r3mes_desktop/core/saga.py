@@ -32,6 +32,7 @@ from r3mes_desktop.core import artifacts
 from r3mes_desktop.core.clock import Clock
 from r3mes_desktop.core.errors import (
     AlreadySubmittedError,
+    AuthenticationError,
     ErrorCategory,
     IntegrityError,
     NetworkError,
@@ -483,16 +484,19 @@ class Saga:
             if exc.stored_cid is not None and exc.stored_cid == rec.cid:
                 return await self.landed(rec, None, "already on chain with our CID")
             raise
-        except NetworkError:
-            # The broadcast may have reached the node although we never heard back: ask the
-            # chain before anyone unpins content a mined submission points at.
+        except (NetworkError, AuthenticationError) as exc:
+            # The broadcast may have reached the node although we never heard back, or it was
+            # sent and a later read was refused (HTTP 401 on the receipt): ask the chain
+            # before anyone unpins content a mined submission points at.
             try:
                 found, block = await self.find_on_chain(rec)
             except R3mesError as check:
                 log.warning("could not reconcile %s with the chain: %s", tx, check.message)
+                if isinstance(exc, AuthenticationError) and self.in_doubt(rec, check):
+                    raise check from exc  # no answer from the chain: in doubt, never undone
                 found, block = False, None
             if found:
-                return await self.landed(rec, block, "found on chain after network errors")
+                return await self.landed(rec, block, f"found on chain after {exc.category} errors")
             raise
         if not receipt.success:
             raise ValidationError(f"submission {rec.tx_hash} reverted", service="chain")

@@ -103,6 +103,20 @@ async def test_chain_auth_failure_unpins_and_rolls_back(rig: Rig) -> None:
     ]
 
 
+async def test_auth_error_reading_the_receipt_of_a_sent_submission_commits(rig: Rig) -> None:
+    """Sent, then the node refuses the receipt read (HTTP 401): the chain holds our
+    submission, so undoing it would unpin content a mined submission points at (found by
+    bench.chaos as an on-chain submission without a COMMITTED transaction)."""
+    rig.faults.fail("wait_receipt", AuthenticationError("HTTP 401 on the receipt"), times=None)
+
+    status = await rig.coordinator.run_transaction(make_spec(5))
+
+    assert status.state == "committed"
+    assert rig.chain.submissions[5].cid == status.cid
+    assert rig.store.pins == {status.cid}
+    assert [c for c in rig.faults.calls if c[0] == "unpin"] == []
+
+
 async def test_chain_validation_revert_unpins_and_rolls_back(rig: Rig) -> None:
     rig.faults.fail("wait_receipt", ValidationError("bad proof of work"), times=1)
 

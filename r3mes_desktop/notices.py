@@ -23,6 +23,11 @@ from r3mes_desktop.core.events import (
 SEVERITIES = ("info", "warning", "error", "critical")
 
 
+def short_id(transaction_id: str) -> str:
+    """The part of a transaction id people can tell apart ("mining_tx_1a2b3c4d…" → "1a2b3c4d")."""
+    return transaction_id.removeprefix("mining_tx_")[:8]
+
+
 def severity_rank(level: str) -> int:
     """0 for info … 3 for critical; unknown levels count as warnings."""
     level = level.lower()
@@ -132,7 +137,9 @@ class NoticeCenter:
             step = event.failed_step.upper() if event.failed_step else None
             reason = failure_reason(step, event.error_category, event.error_message)
             level = "warning" if new_state == "ROLLED_BACK" else "error"
-            single = f"Transaction {event.transaction_id[:8]} (round {event.round_id}) {kind}: "
+            single = (
+                f"Transaction {short_id(event.transaction_id)} (round {event.round_id}) {kind}: "
+            )
             return self.offer(
                 level=level, kind=kind, reason=reason, single=single + reason, noun="transaction"
             )
@@ -153,7 +160,7 @@ class NoticeCenter:
         if isinstance(event, CompensationFailed):
             single = (
                 f"Could not undo {event.action} of {event.target} for transaction "
-                f"{event.transaction_id[:8]}: {event.message}. It will be retried."
+                f"{short_id(event.transaction_id)}: {event.message}. It will be retried."
             )
             return self.offer(
                 level="error",

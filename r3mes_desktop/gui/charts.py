@@ -71,7 +71,7 @@ class ChartsPanel(QtWidgets.QWidget):
         self._throughput_curve = self.throughput_plot.plot(pen=pg.mkPen("#1565c0", width=2))
         self.loss_plot = self._plot("Training loss", "loss")
         self._loss_curve = self.loss_plot.plot(pen=pg.mkPen("#6a1b9a", width=2))
-        self.hash_plot = self._plot("PoW hash rate", "H/s")
+        self.hash_plot = self._plot("PoW hash rate", "MH/s")
         self._hash_curve = self.hash_plot.plot(pen=pg.mkPen("#00838f", width=2))
 
         self.summary = QtWidgets.QLabel()
@@ -159,7 +159,8 @@ class ChartsPanel(QtWidgets.QWidget):
         elif part == "loss":
             self._loss_curve.setData(*_xy(data.loss))
         elif part == "hash":
-            self._hash_curve.setData(*_xy(data.hash_rate))
+            xs, ys = _xy(data.hash_rate)
+            self._hash_curve.setData(xs, [y / 1e6 for y in ys])  # fits the fixed-width axis
         else:
             self.summary.setText(summary_html(data))
 

@@ -28,6 +28,24 @@ async def _until(condition: Any, timeout_s: float) -> None:
         await asyncio.sleep(0.2)
 
 
+class _SwitchableStore:
+    """The devnet store with an off switch: `down = True` refuses uploads like a stopped
+    IPFS daemon (demo fault injection for the "something is down" screenshot)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.down = False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def add_and_pin(self, data: bytes) -> str:
+        if self.down:
+            raise ConnectionRefusedError(111, "connection refused")
+        cid: str = await self.inner.add_and_pin(data)
+        return cid
+
+
 async def _shoot(window: Any, runtime: Any, out: Path) -> list[Path]:
     from r3mes_desktop.gui.settings_dialog import SettingsDialog
 
@@ -59,6 +77,16 @@ async def _shoot(window: Any, runtime: Any, out: Path) -> list[Path]:
         dialog.grab().save(str(path))
         written.append(path)
     dialog.close()
+    runtime.store.down = True  # IPFS goes away: rollbacks, notice, error chart, breaker
+    rolled = lambda: any(r.state == "ROLLED_BACK" for r in window.tx_model.rows())  # noqa: E731
+    ipfs_open = lambda: getattr(window.breakers_model.row_of("ipfs"), "state", "") == "OPEN"  # noqa: E731
+    await _until(lambda: rolled() and ipfs_open(), 120)
+    await asyncio.sleep(2)
+    window.charts.redraw_if_dirty(everything=True)
+    await asyncio.sleep(0.3)
+    path = out / "main-window-ipfs-down.png"
+    window.grab().save(str(path))
+    written.append(path)
     await runtime.miner.stop()
     return written
 
@@ -80,7 +108,17 @@ def main(argv: list[str] | None = None) -> int:
 
     app = QtWidgets.QApplication.instance() or QtWidgets.QApplication(sys.argv[:1])
     app.setApplicationName("R3MES Desktop")
-    runtime = Runtime(options=RuntimeOptions.fast())
+    runtime = Runtime(
+        options=RuntimeOptions.fast(
+            wrap_store=_SwitchableStore,
+            settings_overrides={
+                "pow_difficulty": 16,
+                "max_retries": 1,
+                "retry_initial_delay": 0.5,
+                "breaker_failure_threshold": 2,
+            },
+        )
+    )
     window = MainWindow(runtime, tray_available=False)
     window.resize(1280, 800)
     window.show()

@@ -41,6 +41,7 @@ class StatusBarController:
         self._endpoints = dict(endpoints)
         self._now = clock
         self._down: dict[str, _Down] = {}
+        self._last_reason: dict[str, str] = {}  # the latest failure per service
         self.problem = QtWidgets.QLabel("")
         self.problem.setObjectName("status-problem")
         self.problem.setStyleSheet("color: #c62828; font-weight: bold;")
@@ -93,7 +94,10 @@ class StatusBarController:
             return
         previous = self._down.get(event.service)
         breaker = previous is not None and previous.breaker
-        reason = previous.reason if breaker and "circuit open" in event.message else event.message
+        if "circuit open" in event.message:  # a rejection: keep saying what the real fault is
+            reason = self._last_reason.get(event.service, "too many failures")
+        else:
+            reason = self._last_reason[event.service] = event.message
         self._down[event.service] = _Down(reason, self._now() + event.delay, breaker=breaker)
         self.refresh()
 
@@ -102,8 +106,7 @@ class StatusBarController:
         if state == "CLOSED":
             self.mark_up(event.service, breaker_closed=True)
         elif state in ("OPEN", "FORCED_OPEN"):
-            previous = self._down.get(event.service)
-            reason = previous.reason if previous else "too many failures"
+            reason = self._last_reason.get(event.service, "too many failures")
             if state == "FORCED_OPEN":
                 reason = "paused by you (breaker forced open)"
             wait = event.seconds_until_half_open

@@ -255,6 +255,9 @@ def test_close_goes_to_tray_only_when_a_tray_exists(qtbot: Any, qloop: Any) -> N
     with_tray.close()
     assert not with_tray.isVisible() and with_tray.tray is not None
     assert with_tray.poll_timer.isActive()  # still mining in the tray
+    with qtbot.waitSignal(with_tray.closed, timeout=1000):
+        with_tray.window_actions.quit.trigger()  # Quit (tray menu) really closes
+    assert not with_tray.poll_timer.isActive()
     no_tray = MainWindow(FakeRuntime(Path(".")), tray_available=False)
     qtbot.addWidget(no_tray)
     no_tray.show()

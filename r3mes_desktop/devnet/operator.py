@@ -50,8 +50,15 @@ class DevnetOperator:
         template: RoundTemplate,
         keep_open: int = 3,
         clock: Clock = SYSTEM_CLOCK,
+        round_ttl_s: float = 900.0,
     ) -> None:
-        """`evm` is any transport: the devnet's EVM, or a ganache node in integration tests."""
+        """`evm` is any transport: the devnet's EVM, or a ganache node in integration tests.
+
+        `round_ttl_s`: a round still open for the miner after this long is closed and
+        replaced. The miner never signs twice for a round, so a round whose signed submission
+        was rolled back stays open for it forever; without the TTL three such rounds would
+        leave the devnet miner idle with nothing to mine.
+        """
         self._evm = evm
         self._clock = clock
         self._account = Account.from_key(key)
@@ -62,6 +69,8 @@ class DevnetOperator:
             to_checksum_address(keccak(rlp.encode([bytes.fromhex(self.address[2:]), 0]))[12:])
         )
         self._lock = asyncio.Lock()
+        self.round_ttl_s = round_ttl_s
+        self._first_seen: dict[int, float] = {}
 
     async def _send(
         self, data: bytes, *, to: str | None, value: int = 0, gas: int = 500_000
@@ -131,8 +140,14 @@ class DevnetOperator:
         """Open rounds until `keep_open` are open for `miner`; close the ones it finished."""
         open_ids = set(await self._view("openRounds"))
         todo = set(await self._view("openRoundsFor", miner))
+        now = self._clock.monotonic()
+        for round_id in todo:
+            self._first_seen.setdefault(round_id, now)
+        expired = {r for r in todo if now - self._first_seen[r] > self.round_ttl_s}
+        todo -= expired
         for done in sorted(open_ids - todo):
             await self.close_round(done)
+            self._first_seen.pop(done, None)
         opened = []
         for _ in range(self.keep_open - len(todo)):
             opened.append(await self.open_round())

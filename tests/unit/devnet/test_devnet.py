@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import stat
 
+from r3mes_desktop.core.clock import ManualClock
 from r3mes_desktop.devnet.devnet import DEV_PASSWORD_FILE
 from r3mes_desktop.devnet.txlog import TxLog
 from tests.helpers.service_fakes import gradient, open_devnet, solve_pow
@@ -61,6 +62,23 @@ async def test_operator_keeps_rounds_open_for_the_miner(tmp_path) -> None:
     assert len(opened) == 1
     assert len(await devnet.chain.open_rounds()) == 2
     assert await devnet.operator.ensure_rounds(devnet.miner_address) == []
+    await devnet.close()
+
+
+async def test_operator_replaces_rounds_left_open_too_long(tmp_path) -> None:
+    """A round whose signed submission was rolled back stays open for the miner (it never
+    signs twice); the TTL replaces it, so the devnet miner cannot run out of rounds (found
+    by bench.chaos: three such rounds left the miner idle for good)."""
+    clock = ManualClock()
+    devnet = await open_devnet(tmp_path, keep_open=2, clock=clock)
+    devnet.operator.round_ttl_s = 60
+    before = [r.round_id for r in await devnet.chain.open_rounds()]
+    assert await devnet.operator.ensure_rounds(devnet.miner_address) == []
+    await clock.sleep(61)
+    opened = await devnet.operator.ensure_rounds(devnet.miner_address)
+    assert len(opened) == 2
+    after = [r.round_id for r in await devnet.chain.open_rounds()]
+    assert after == opened and not set(after) & set(before)
     await devnet.close()
 
 

@@ -44,6 +44,7 @@ class RuntimeOptions:
     wrap_trainer: Any = None  # callable(trainer) -> trainer; instrumentation (bench.gui)
     wrap_pow: Any = None  # callable(pow) -> pow
     clock: Any = None  # the coordinator's and miner's Clock (tests shift wall time)
+    password_prompt: Any = None  # async (address) -> password | None, when not in the keyring
     worker_nice: int = 10  # CPU priority of training/PoW worker processes (0 = leave as is)
 
     @classmethod
@@ -132,7 +133,7 @@ class Runtime:
             self.faults = await asyncio.to_thread(FaultInjector.from_settings, settings)
             assert self.faults is not None
             self.faults.bus = self.bus
-            self.faults.wrap_chain(self.chain)
+            self.chain = self.faults.wrap_chain(self.chain)
             self.store = self.faults.wrap_store(self.store)
 
         from r3mes_desktop.keys import Keystore
@@ -179,12 +180,63 @@ class Runtime:
         self._transport = self.devnet.evm
 
     async def _open_endpoints(self, chain_caller: Any) -> None:
-        from r3mes_desktop.core.errors import ValidationError
+        """Real network: chain RPC URL(s) with fallback, the IPFS API, the miner's keystore."""
+        from r3mes_desktop.chain.client import ChainClient
+        from r3mes_desktop.chain.nonces import NonceStore
+        from r3mes_desktop.chain.transport import FallbackTransport, RpcTransport
+        from r3mes_desktop.core.errors import AuthenticationError, ValidationError
+        from r3mes_desktop.core.resilience import ServiceCaller
+        from r3mes_desktop.core.retry import RetryPolicy
+        from r3mes_desktop.ipfs.client import IpfsClient
+        from r3mes_desktop.keys import Keystore, PasswordVault
 
-        raise ValidationError(
-            "chain_rpc_urls: real endpoints need the IPFS client, which this build does not "
-            "have yet; clear chain_rpc_urls (Settings → Network → Use the embedded devnet)"
+        settings = self.settings
+        for name in ("contract_address", "ipfs_api_address"):
+            if not getattr(settings, name):
+                raise ValidationError(
+                    f"{name}: required when chain_rpc_urls is set (Settings → Network), "
+                    "or clear chain_rpc_urls to use the embedded devnet"
+                )
+        keystore = Keystore(self.data_dir / "keys")
+        address = await asyncio.to_thread(keystore.address)  # "create or import one" if none
+        password = PasswordVault(opted_in=True, address=address).get()  # only if stored
+        if password is None and self.options.password_prompt is not None:
+            password = await self.options.password_prompt(address)
+        if not password:
+            raise AuthenticationError(
+                f"keystore password needed to unlock {address} (none given)", service="keys"
+            )
+        account = await asyncio.to_thread(keystore.unlock, password)
+        urls = list(settings.chain_rpc_urls)
+        transports = [RpcTransport(url, timeout_s=settings.call_timeout) for url in urls]
+        transport: Any = (
+            transports[0] if len(transports) == 1 else FallbackTransport(transports, bus=self.bus)
         )
+        self._transport = transport  # closed by the chain client
+        nonces = await asyncio.to_thread(NonceStore, self.data_dir / "nonces.sqlite")
+        self._closers.append(lambda: asyncio.to_thread(nonces.close))
+        self.chain = await ChainClient.connect(
+            transport=transport,
+            account=account,
+            contract_address=settings.contract_address,
+            caller=chain_caller,
+            nonces=nonces,
+            expected_chain_id=settings.chain_id,
+        )
+        self._closers.append(self.chain.close)
+        ipfs_caller = ServiceCaller(
+            service="ipfs",
+            breaker=self.breakers.get("ipfs"),
+            policy=RetryPolicy.from_settings(settings),
+            timeout_s=settings.call_timeout,
+            bus=self.bus,
+        )
+        self.store = IpfsClient(
+            settings.ipfs_api_address,
+            caller=ipfs_caller,
+            max_gradient_size_mb=settings.max_gradient_size_mb,
+        )
+        self._closers.append(self.store.close)
 
     async def _open_mining(self) -> None:
         from r3mes_desktop.core.coordinator import Coordinator
@@ -219,7 +271,9 @@ class Runtime:
             pow=pow_,
             store=self.store,
             chain=self.chain,
-            task_api=self.devnet.task_api if self.devnet is not None else self.chain,
+            task_api=self.devnet.task_api
+            if self.devnet is not None and self.faults is None
+            else self.chain,
             settings=settings,
             breakers=self.breakers,
             bus=self.bus,
@@ -343,10 +397,9 @@ class Runtime:
     async def ipfs_info(self) -> str:
         if self.store is None:
             raise RuntimeError("runtime not open")
-        if self.devnet is not None:
-            pins = await self.store.pins() if hasattr(self.store, "pins") else []
-            return f"devnet store · {len(pins)} pinned"
-        return str(self.settings.ipfs_api_address)
+        pins = await self.store.pins() if hasattr(self.store, "pins") else []
+        where = "devnet store" if self.devnet is not None else getattr(self.store, "where", "")
+        return f"{where} · {len(pins)} pinned"
 
     # -- closing ------------------------------------------------------------------------------
     async def close(self) -> None:
@@ -375,6 +428,14 @@ class Runtime:
             except Exception:
                 log.exception("closing the %s failed", name)
             log.debug("closed the %s in %.2f s", name, time.perf_counter() - started)
+        for closer in reversed(self._closers):  # real-network clients, newest first
+            try:
+                result = closer()
+                if asyncio.iscoroutine(result) or isinstance(result, asyncio.Future):
+                    await result
+            except Exception:
+                log.exception("closing a network client failed")
+        self._closers.clear()
         self.miner = self.coordinator = self.trainer = self.notifier = self.devnet = None
         if self._lock is not None:
             self._lock.release()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import logging
 import os
 import sys
@@ -89,8 +90,17 @@ def main(argv: list[str] | None = None) -> int:
 
     loop = qasync.QEventLoop(app)
     asyncio.set_event_loop(loop)
-    runtime = Runtime(options=RuntimeOptions.fast() if args.fast else RuntimeOptions())
+    from r3mes_desktop.gui.password_prompt import ask_password
+
+    holder: dict[str, Any] = {}
+
+    async def password_prompt(address: str) -> str | None:
+        return await ask_password(holder.get("window"), address)
+
+    options = RuntimeOptions.fast() if args.fast else RuntimeOptions()
+    runtime = Runtime(options=dataclasses.replace(options, password_prompt=password_prompt))
     window = MainWindow(runtime)
+    holder["window"] = window
     probe = LatencyProbe(parent=window)
     window.set_latency_probe(probe)
     instance.activated.connect(window.bring_to_front)

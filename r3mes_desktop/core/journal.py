@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from r3mes_desktop.core.errors import ValidationError
+from r3mes_desktop.core.errors import IntegrityError, ValidationError
 from r3mes_desktop.core.journal_integrity import check_integrity
 from r3mes_desktop.core.journal_schema import MIGRATIONS, SCHEMA_VERSION
 from r3mes_desktop.core.records import (
@@ -211,8 +211,17 @@ class Journal:
         await self._call(self._open_sync)
 
     def _open_sync(self) -> None:
-        self._conn = connect(self.path, synchronous=self._synchronous)
-        migrate(self._conn)
+        try:
+            self._conn = connect(self.path, synchronous=self._synchronous)
+            migrate(self._conn)
+        except sqlite3.DatabaseError as exc:
+            if isinstance(exc, sqlite3.OperationalError):  # locked, busy, I/O: not damage
+                raise
+            self._close_sync()
+            raise IntegrityError(
+                f"journal {self.path}: {exc}; the file is damaged or is not a journal. Move it "
+                "aside (keep it for a bug report) and start again to begin a new journal"
+            ) from exc
 
     async def close(self) -> None:
         if self._executor is None:

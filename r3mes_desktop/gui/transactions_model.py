@@ -217,6 +217,14 @@ class TransactionsModel(QtCore.QAbstractTableModel):
         self._index: dict[str, int] = {}
         self._now = clock
         self._max_rows = max_rows
+        # Changed rows are signalled together, at most every 100 ms: training progress
+        # arrives many times a second and each dataChanged makes the proxy re-sort.
+        self._dirty: set[str] = set()
+        self.flush_timer = QtCore.QTimer(self)
+        self.flush_timer.setObjectName("transactions-flush")
+        self.flush_timer.setSingleShot(True)
+        self.flush_timer.setInterval(100)
+        self.flush_timer.timeout.connect(self.flush)
 
     # -- Qt model API -------------------------------------------------------------------
     def rowCount(self, parent: QtCore.QModelIndex | None = None) -> int:
@@ -321,8 +329,17 @@ class TransactionsModel(QtCore.QAbstractTableModel):
                 return
 
     def _changed(self, transaction_id: str) -> None:
-        pos = self._index[transaction_id]
-        self.dataChanged.emit(self.index(pos, 0), self.index(pos, len(self.COLUMNS) - 1))
+        self._dirty.add(transaction_id)
+        if not self.flush_timer.isActive():
+            self.flush_timer.start()
+
+    def flush(self) -> None:
+        """Signal every row changed since the last flush, as one span."""
+        positions = [self._index[t] for t in self._dirty if t in self._index]
+        self._dirty.clear()
+        if positions:
+            top, bottom = min(positions), max(positions)
+            self.dataChanged.emit(self.index(top, 0), self.index(bottom, len(self.COLUMNS) - 1))
 
     def apply_event(self, event: Event) -> None:
         """Fold one core event into the table (called by the window from bridge signals)."""
@@ -387,6 +404,8 @@ class TransactionsModel(QtCore.QAbstractTableModel):
                 fresh.created_at = existing.created_at
             if fresh.duration_s is None:
                 fresh.duration_s = existing.duration_s
+            if _shown(fresh) == _shown(existing):
+                continue  # nothing visible changed: no signal, no re-sort
             self._rows[self._index[fresh.transaction_id]] = fresh
             self._changed(fresh.transaction_id)
 
@@ -398,6 +417,22 @@ class TransactionsModel(QtCore.QAbstractTableModel):
             top = self.index(0, self.COL_RETRY)
             bottom = self.index(len(self._rows) - 1, self.COL_RETRY)
             self.dataChanged.emit(top, bottom, [Qt.ItemDataRole.DisplayRole])
+
+
+def _shown(row: TxRow) -> tuple[Any, ...]:
+    """What the table shows of a row (to skip signals when a poll changes nothing)."""
+    return (
+        row.round_id,
+        row.state,
+        row.attempts,
+        row.next_retry_at,
+        row.failed_step,
+        row.error_category,
+        row.error_message,
+        tuple(sorted(row.progress.items())),
+        row.created_at,
+        row.duration_s,
+    )
 
 
 def _stamp(event: Event) -> str:

@@ -32,6 +32,7 @@ from r3mes_desktop.chain.reverts import (
 from r3mes_desktop.chain.transport import CallReverted, ChainTransport, TxRejected
 from r3mes_desktop.core.clock import SYSTEM_CLOCK, Clock
 from r3mes_desktop.core.errors import (
+    AuthenticationError,
     ResourceError,
     TimeoutNetworkError,
     ValidationError,
@@ -316,9 +317,14 @@ class ChainClient:
             return
         try:
             await self._call("chain.broadcast", self._transport.send_raw, signed.raw)
+        except AuthenticationError:
+            self._refused(signed)  # HTTP 401/403: the gateway never forwarded the bytes
+            raise
         except TxRejected as exc:
             if exc.kind == "already_known":
                 return
+            if exc.kind in ("insufficient_funds", "invalid_signature"):
+                self._refused(signed)
             if exc.kind == "nonce_too_low":
                 if await self.receipt(signed.tx_hash) is not None:
                     return
@@ -335,6 +341,12 @@ class ChainClient:
             raise rejection_error(
                 exc.kind, exc.message, where=self.description, account=self._address
             ) from None
+
+    def _refused(self, signed: SignedSubmission) -> None:
+        """The node refused these bytes: they sit in no pool and cannot be mined, so their
+        nonce is a hole for the next signature now, not after `stale_nonce_s` with every
+        later submission stuck behind the gap (found by bench.chaos)."""
+        self._nonces.mark(signed.tx_hash, "superseded")
 
     async def receipt(self, tx_hash: str) -> Receipt | None:
         raw = await self._call("chain.receipt", self._transport.receipt, tx_hash)

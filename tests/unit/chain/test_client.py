@@ -5,9 +5,11 @@ from __future__ import annotations
 import pytest
 
 from r3mes_desktop.chain.reverts import NonceConsumedError
+from r3mes_desktop.chain.transport import TxRejected
 from r3mes_desktop.core.clock import ManualClock
 from r3mes_desktop.core.errors import (
     AlreadySubmittedError,
+    AuthenticationError,
     NetworkError,
     PermanentError,
     TimeoutNetworkError,
@@ -104,6 +106,38 @@ async def test_stale_unsent_signature_gives_its_nonce_back(tmp_path) -> None:
     assert (await devnet.chain.wait_receipt(fresh.tx_hash, timeout_s=5)).success
     with pytest.raises(NonceConsumedError, match="sign the submission again"):
         await devnet.chain.broadcast(abandoned)
+    await devnet.close()
+
+
+class _RefusingOnce:
+    """The devnet's node, refusing the first raw transaction it is sent."""
+
+    def __init__(self, inner, kind: str) -> None:
+        self._inner, self._kind = inner, kind
+
+    def __getattr__(self, name):
+        return getattr(self._inner, name)
+
+    async def send_raw(self, raw: bytes) -> str:
+        if self._kind:
+            kind, self._kind = self._kind, ""
+            raise TxRejected(kind, "insufficient funds for gas * price + value")
+        return await self._inner.send_raw(raw)
+
+
+async def test_a_refused_transaction_gives_its_nonce_back_at_once(tmp_path) -> None:
+    """Refused (insufficient funds): no pool holds it, so the next signature reuses its
+    nonce instead of leaving a gap every later submission waits behind."""
+    devnet = await open_devnet(tmp_path)
+    devnet.chain._transport = _RefusingOnce(devnet.evm, "insufficient_funds")
+    a, b, _ = await devnet.chain.open_rounds()
+    refused = await _submission(devnet, a)
+    with pytest.raises(AuthenticationError, match="insufficient funds"):
+        await devnet.chain.broadcast(refused)
+    fresh = await _submission(devnet, b, tag="b")
+    assert fresh.account_nonce == refused.account_nonce
+    await devnet.chain.broadcast(fresh)
+    assert (await devnet.chain.wait_receipt(fresh.tx_hash, timeout_s=5)).success
     await devnet.close()
 
 

@@ -10,9 +10,9 @@ trap 'rm -rf "$tmp"' EXIT
 export QT_QPA_PLATFORM=offscreen R3MES_CONFIG_DIR="$tmp/config" R3MES_DATA_DIR="$tmp/data" \
   R3MES_LOG_DIR="$tmp/logs"
 
-# --startup-probe prints "first-paint-s <seconds>" once the main window painted, then quits.
+# --startup-probe prints "first-paint-s <seconds> ..." once the main window painted, then quits.
 probe=$(timeout 120 "$bundle/r3mes-desktop" --startup-probe | grep '^first-paint-s ')
-echo "r3mes-desktop: main window painted (${probe#first-paint-s }s after start)"
+echo "r3mes-desktop: main window painted $(echo "$probe" | awk '{print $2}')s after start ($probe)"
 "$bundle/r3mes-miner" --help >/dev/null
 "$bundle/r3mes-miner" --json stats | grep -q '"total_transactions": 0'
 echo "r3mes-miner: stats ok"

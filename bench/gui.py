@@ -52,6 +52,10 @@ def _env(tmp: Path) -> dict[str, str]:
     env.setdefault("QT_QPA_PLATFORM", "offscreen")
     env["R3MES_DATA_DIR"] = str(tmp / "data")
     env["R3MES_CONFIG_DIR"] = str(tmp / "config")
+    # Byte-code caches as on any normal install: the warm-up launch writes them (CI shells
+    # often set PYTHONDONTWRITEBYTECODE, which would recompile our modules on every launch
+    # while PySide6's wheels ship theirs).
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     return env
 
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from collections import defaultdict, deque
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from r3mes_desktop.core.clock import SYSTEM_CLOCK, Clock
 from r3mes_desktop.core.events import (
     BreakerStateChanged,
     CompensationFailed,
@@ -19,6 +19,9 @@ from r3mes_desktop.core.events import (
     Notice,
     TransactionStateChanged,
 )
+
+if TYPE_CHECKING:
+    from r3mes_desktop.core.clock import Clock
 
 SEVERITIES = ("info", "warning", "error", "critical")
 
@@ -74,11 +77,15 @@ class NoticeCenter:
         *,
         window_s: float = 300.0,
         min_interval_s: float = 60.0,
-        clock: Clock = SYSTEM_CLOCK,
+        clock: Clock | None = None,
     ) -> None:
+        if clock is None:  # imported here: core.clock pulls in asyncio, not needed to paint
+            from r3mes_desktop.core.clock import SYSTEM_CLOCK
+
+            clock = SYSTEM_CLOCK
         self._window = window_s
         self._interval = min_interval_s
-        self._clock = clock
+        self._clock: Clock = clock
         self._seen: dict[tuple[str, str], deque[float]] = defaultdict(deque)
         self._last_sent: dict[tuple[str, str], float] = {}
         self._held: dict[tuple[str, str], tuple[str, str]] = {}

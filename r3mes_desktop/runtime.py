@@ -65,9 +65,15 @@ class RuntimeOptions:
 class Runtime:
     """Owns every long-lived part; `await open()` once, `await close()` once."""
 
-    def __init__(self, settings: Any = None, *, options: RuntimeOptions | None = None) -> None:
+    def __init__(
+        self,
+        settings: Any = None,
+        *,
+        options: RuntimeOptions | None = None,
+        bus: EventBus | None = None,
+    ) -> None:
         self.options = options or RuntimeOptions()
-        self.bus = EventBus()
+        self.bus = bus if bus is not None else EventBus()
         self.settings: Any = settings
         self.ready = False
         self.data_dir: Path = Path()

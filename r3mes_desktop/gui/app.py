@@ -8,7 +8,6 @@ same loop, and torch is only ever imported inside the worker processes.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import dataclasses
 import logging
 import os
@@ -82,48 +81,66 @@ def main(argv: list[str] | None = None) -> int:
         print("R3MES Desktop is already running; raised its window.", file=sys.stderr)
         return 0
 
+    from r3mes_desktop.core.events import EventBus
+    from r3mes_desktop.gui.main_window import MainWindow
+
+    bus = EventBus()
+    window = MainWindow(_Starting(bus))
+    instance.activated.connect(window.bring_to_front)
+    first_paint = FirstPaint(window)
+    window.show()
+    _paint_now(app, first_paint, patience_s=10.0 if args.startup_probe else 0.3)
+    if args.startup_probe:
+        torch = "torch" in sys.modules  # the GUI process must not have imported it
+        print(f"first-paint-s {time.perf_counter() - started:.4f} torch-imported {torch}")
+        sys.stdout.flush()
+        window.shutdown_widgets()
+        return 0
+
+    # Only now the rest: asyncio + qasync, the runtime, the loop-lateness probe.
+    import asyncio
+
     import qasync
 
     from r3mes_desktop.gui.latency import LatencyProbe
-    from r3mes_desktop.gui.main_window import MainWindow
+    from r3mes_desktop.gui.password_prompt import ask_password
     from r3mes_desktop.runtime import Runtime, RuntimeOptions
 
-    loop = qasync.QEventLoop(app)
-    asyncio.set_event_loop(loop)
-    from r3mes_desktop.gui.password_prompt import ask_password
-
-    holder: dict[str, Any] = {}
-
     async def password_prompt(address: str) -> str | None:
-        return await ask_password(holder.get("window"), address)
+        return await ask_password(window, address)
 
     options = RuntimeOptions.fast() if args.fast else RuntimeOptions()
-    runtime = Runtime(options=dataclasses.replace(options, password_prompt=password_prompt))
-    window = MainWindow(runtime)
-    holder["window"] = window
+    runtime = Runtime(
+        options=dataclasses.replace(options, password_prompt=password_prompt), bus=bus
+    )
+    window.attach_runtime(runtime)
     probe = LatencyProbe(parent=window)
     window.set_latency_probe(probe)
-    instance.activated.connect(window.bring_to_front)
-    first_paint = FirstPaint(window)
-    if args.startup_probe:
-
-        def report_and_quit() -> None:
-            torch = "torch" in sys.modules  # the GUI process must not have imported it
-            print(f"first-paint-s {time.perf_counter() - started:.4f} torch-imported {torch}")
-            sys.stdout.flush()
-            window.quit()
-
-        first_paint.painted.connect(report_and_quit)
-    window.show()
     probe.start()
     _quit_on_signals(window)
-
+    loop = qasync.QEventLoop(app)
+    asyncio.set_event_loop(loop)
     with loop:
-        code = loop.run_until_complete(
-            _run(window, runtime, start=args.start, open_runtime=not args.startup_probe)
-        )
+        code: int = loop.run_until_complete(_run(window, runtime, start=args.start))
     instance.release()
     return code
+
+
+class _Starting:
+    """What the window holds until the runtime exists: the shared bus, not ready."""
+
+    def __init__(self, bus: Any) -> None:
+        self.bus = bus
+        self.ready = False
+        self.settings = None
+
+
+def _paint_now(app: Any, first_paint: FirstPaint, *, patience_s: float) -> None:
+    """Process events until the window has painted once (or patience runs out)."""
+    deadline = time.perf_counter() + patience_s
+    flags = QtCore.QEventLoop.ProcessEventsFlag.AllEvents
+    while not first_paint.seen and time.perf_counter() < deadline:
+        app.processEvents(flags, 20)
 
 
 def _quit_on_signals(window: Any) -> None:
@@ -145,20 +162,21 @@ def _quit_on_signals(window: Any) -> None:
     wake.start(250)
 
 
-async def _run(window: Any, runtime: Any, *, start: bool, open_runtime: bool) -> int:
+async def _run(window: Any, runtime: Any, *, start: bool) -> int:
     """Open the core, wait for the window to be closed for good, close the core."""
+    import asyncio
+
     closed = asyncio.Event()
     window.closed.connect(closed.set)
-    if open_runtime:
-        try:
-            await runtime.open()
-        except Exception as exc:
-            log.exception("could not start the miner runtime")
-            window.runtime_failed(str(exc))
-        else:
-            window.runtime_ready()
-            if start:
-                window.window_actions.start.trigger()
+    try:
+        await runtime.open()
+    except Exception as exc:
+        log.exception("could not start the miner runtime")
+        window.runtime_failed(str(exc))
+    else:
+        window.runtime_ready()
+        if start:
+            window.window_actions.start.trigger()
     await closed.wait()
     await window.tasks.cancel_all()
     await runtime.close()

@@ -12,13 +12,15 @@ window shows to the user, instead of "Task exception was never retrieved" on std
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from r3mes_desktop.core.events import Event, EventBus
 from r3mes_desktop.gui.qt import QtCore, Signal, Slot
+
+if TYPE_CHECKING:
+    import asyncio
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +104,8 @@ class TaskRunner(QtCore.QObject):
         name: str,
         on_done: Callable[[Any], None] | None = None,
     ) -> asyncio.Task[Any]:
+        import asyncio  # here, not at import: asyncio is not needed to paint the window
+
         task = asyncio.ensure_future(coro)
         task.set_name(name)
         self._tasks.add(task)
@@ -128,6 +132,8 @@ class TaskRunner(QtCore.QObject):
 
     async def cancel_all(self) -> None:
         """Cancel what is still running and wait for it (used on quit)."""
+        import asyncio
+
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
@@ -136,5 +142,7 @@ class TaskRunner(QtCore.QObject):
 
     async def wait_all(self) -> None:
         """Wait for every task to finish (tests and orderly shutdown)."""
+        import asyncio
+
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)

@@ -1,5 +1,5 @@
 # One entry point for people and CI. `make test` is what .ci/run calls.
-.PHONY: setup test lint run screenshots bench clean package package-smoke install-desktop
+.PHONY: setup test lint run screenshots bench clean package package-smoke install-desktop chaos
 
 VENV := .venv
 BIN := $(VENV)/bin
@@ -29,6 +29,11 @@ screenshots:
 
 bench: setup
 	$(BIN)/python -m bench
+
+# Chaos, crash and bad-input runs with invariants checked against the chain (long: see
+# docs/reliability.md for the figures of the last run and smaller commands).
+chaos: setup
+	$(BIN)/python -m bench.chaos --report docs/reliability.md
 
 # The desktop bundle (dist/r3mes-desktop/, several minutes: torch). Not part of `make test`.
 package: setup

@@ -64,6 +64,11 @@ _ONLY_ON = {
     ("chain_rpc", "invalid_signature"): "send_raw",
     ("ipfs", "wrong_cid"): "add_and_pin",
 }
+_NOT_ON = {
+    # A refused send is modelled under the client (chain_rpc), where its real handling of
+    # the refusal (the nonce given back) runs.
+    ("chain", "http_401"): "broadcast",
+}
 
 
 class OutOfMemoryError(RuntimeError):
@@ -174,6 +179,8 @@ class FaultInjector:
         for kind, rate in rates.items():
             if x < rate:
                 if _ONLY_ON.get((service, kind), operation) != operation:
+                    return None
+                if _NOT_ON.get((service, kind)) == operation:
                     return None
                 self.counts[(service, kind)] += 1
                 log.debug("fault injected: %s %s %s", service, operation, kind)

@@ -30,6 +30,7 @@ CHAOS_SETTINGS: dict[str, Any] = {
     "model_preset": "tiny",
 }
 """Short waits so thousands of transactions fit in minutes; the breaker still opens."""
+ROUND_TTL_S = 90.0
 
 
 @dataclass
@@ -98,6 +99,9 @@ async def run_chaos(
     runtime = await _open(chaos_settings(fault_plan=plan_path), data_dir)
     unsubscribe = runtime.bus.subscribe(watch)
     await runtime.open()
+    # Rounds whose signed submission a fault rolled back are never re-signed by this miner;
+    # the operator replaces them after this long (900 s outside the harness).
+    runtime.devnet.operator.round_ttl_s = ROUND_TTL_S
     monitoring = await Monitoring.attach(runtime, api=False)
     try:
         await runtime.miner.start()

@@ -26,6 +26,7 @@ CHAOS_PLAN: dict[str, Any] = {
         "connection_refused": 0.02,
         "http_5xx": 0.02,
         "timeout": 0.01,
+        "http_401": 0.01,
         "insufficient_funds": 0.01,  # only on eth_sendRawTransaction
         "invalid_signature": 0.01,  # only on eth_sendRawTransaction
         "nonce_too_low": 0.02,  # only on eth_sendRawTransaction

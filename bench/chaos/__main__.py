@@ -1,0 +1,153 @@
+"""`python -m bench.chaos`: chaos run, crash run and bad-input run, invariants checked against
+the chain and the store after each, a markdown + JSON report. Exit status 1 on any
+invariant violation or bad input handled badly.
+
+    .venv/bin/python -m bench.chaos --transactions 2000 --crashes 100 --sigterms 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import shutil
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+DIRS = ("R3MES_DATA_DIR", "R3MES_CONFIG_DIR", "R3MES_LOG_DIR", "R3MES_CACHE_DIR")
+
+
+@contextlib.contextmanager
+def app_dirs(root: Path) -> Iterator[None]:
+    """Point the app's directories (settings, secrets, logs) at `root` for a run."""
+    saved = {k: os.environ.get(k) for k in DIRS}
+    for key, sub in zip(DIRS, ("data", "config", "logs", "cache"), strict=True):
+        os.environ[key] = str(root / sub)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench.chaos", description=__doc__)
+    p.add_argument("--transactions", type=int, default=2000, help="chaos run size (0 = skip)")
+    p.add_argument("--crashes", type=int, default=100, help="SIGKILLs of the miner (0 = skip)")
+    p.add_argument("--sigterms", type=int, default=10, help="clean SIGTERM stops")
+    p.add_argument("--no-bad-inputs", action="store_true", help="skip the bad-input table")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-uptime", type=float, default=12.0, help="longest run before a kill")
+    p.add_argument("--out", type=Path, default=Path("build/chaos"), help="work dir (wiped)")
+    p.add_argument("--report", type=Path, help="also write the markdown report here")
+    args = p.parse_args(argv)
+    for name in ("transactions", "crashes", "sigterms"):
+        if getattr(args, name) < 0:
+            p.error(f"--{name} must be >= 0, got {getattr(args, name)}")
+    return args
+
+
+async def _chaos(root: Path, args: argparse.Namespace) -> dict[str, Any]:
+    from bench.chaos.chaos_run import run_chaos
+    from bench.chaos.invariants import check
+
+    with app_dirs(root):
+        result = await run_chaos(root, transactions=args.transactions, seed=args.seed)
+        findings = await check(root / "data", extra_dirs=(root / "logs",))
+    return {"result": result.to_dict(), "invariants": findings.to_dict()}
+
+
+async def _crash(root: Path, args: argparse.Namespace) -> dict[str, Any]:
+    from bench.chaos.chaos_run import reconcile
+    from bench.chaos.crash_run import run_crashes
+    from bench.chaos.invariants import check, journal_rows
+
+    result = await asyncio.to_thread(
+        run_crashes,
+        root,
+        crashes=args.crashes,
+        sigterms=args.sigterms,
+        seed=args.seed,
+        max_uptime_s=args.max_uptime,
+    )
+    with app_dirs(root):
+        left = await reconcile(root / "data")  # the next start, with nothing killing it
+        findings = await check(root / "data", extra_dirs=(root / "logs",))
+    states: dict[str, int] = {}
+    for row in journal_rows(root / "data"):
+        states[row["state"]] = states.get(row["state"], 0) + 1
+    return {
+        "result": result.to_dict(),
+        "reconciled_on_last_start": left,
+        "states": states,
+        "invariants": findings.to_dict(),
+    }
+
+
+async def _bad(root: Path) -> dict[str, Any]:
+    from bench.chaos.bad_inputs import run_bad_inputs
+
+    with app_dirs(root):
+        return await run_bad_inputs(root)
+
+
+async def main_async(args: argparse.Namespace) -> dict[str, Any]:
+    out = args.out
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    from r3mes_desktop.logs import setup_logging, teardown_logging
+
+    report: dict[str, Any] = {
+        "command": "python -m bench.chaos " + " ".join(sys.argv[1:]),
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python "
+        f"{platform.python_version()}",
+        "seed": args.seed,
+    }
+    t0 = time.perf_counter()
+    if args.transactions:
+        setup_logging(directory=out / "chaos" / "logs", console=False)
+        try:
+            report["chaos"] = await _chaos(out / "chaos", args)
+        finally:
+            teardown_logging()
+    if args.crashes or args.sigterms:
+        setup_logging(directory=out / "crash" / "harness-logs", console=False)
+        try:
+            report["crash"] = await _crash(out / "crash", args)
+        finally:
+            teardown_logging()
+    if not args.no_bad_inputs:
+        report["bad_inputs"] = await _bad(out / "bad")
+    report["seconds"] = round(time.perf_counter() - t0, 1)
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    from bench.chaos.report import failures, to_markdown
+
+    args = parse_args(argv)
+    report = asyncio.run(main_async(args))
+    text = to_markdown(report)
+    (args.out / "report.json").write_text(json.dumps(report, indent=1, default=str) + "\n")
+    (args.out / "report.md").write_text(text)
+    if args.report is not None:
+        args.report.write_text(text)
+        args.report.with_suffix(".json").write_text(json.dumps(report, indent=1, default=str))
+    print(text)
+    problems = failures(report)
+    for problem in problems:
+        print(f"FAIL: {problem}", file=sys.stderr)
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,195 @@
+"""Crash run: the headless miner (`r3mes-miner run --fast`, a real subprocess with its own
+data dir) is SIGKILLed at random moments and restarted, then stopped with SIGTERM a few
+times; recovery time is measured from each restart to the journal showing every previously
+unfinished transaction reconciled (terminal) or progressing (state or update time moved).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import signal
+import sqlite3
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+TERMINAL = frozenset({"committed", "failed", "rolled_back"})
+
+
+@dataclass
+class CrashResult:
+    kills: int = 0
+    sigterms: int = 0
+    sigterm_clean_exits: int = 0
+    recoveries_s: list[float] = field(default_factory=list)
+    unrecovered: int = 0  # restarts whose recovery was not seen within the limit
+    lingering_children: int = 0  # worker processes still alive 2 s after their parent died
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dict(self.__dict__)
+        times = sorted(self.recoveries_s)
+        data["recovery_p50_s"] = statistics.median(times) if times else None
+        data["recovery_max_s"] = max(times) if times else None
+        data["recoveries_measured"] = len(times)
+        return data
+
+
+def miner_env(root: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        R3MES_DATA_DIR=str(root / "data"),
+        R3MES_CONFIG_DIR=str(root / "config"),
+        R3MES_LOG_DIR=str(root / "logs"),
+        R3MES_CACHE_DIR=str(root / "cache"),
+        PYTHONUNBUFFERED="1",
+    )
+    return env
+
+
+def _unfinished(journal: Path) -> dict[str, tuple[str, float]]:
+    if not journal.exists():
+        return {}
+    for _ in range(20):
+        try:
+            conn = sqlite3.connect(f"file:{journal}?mode=ro", uri=True, timeout=2)
+            try:
+                return {
+                    tx: (state, updated)
+                    for tx, state, updated in conn.execute(
+                        "SELECT id, state, updated_at FROM transactions"
+                    )
+                    if state not in TERMINAL
+                }
+            finally:
+                conn.close()
+        except sqlite3.OperationalError:
+            time.sleep(0.05)
+    raise RuntimeError(f"journal {journal} unreadable")
+
+
+def _states(journal: Path, ids: set[str]) -> dict[str, tuple[str, float]]:
+    conn = sqlite3.connect(f"file:{journal}?mode=ro", uri=True, timeout=2)
+    try:
+        rows = conn.execute("SELECT id, state, updated_at FROM transactions").fetchall()
+    finally:
+        conn.close()
+    return {tx: (state, updated) for tx, state, updated in rows if tx in ids}
+
+
+def _recovered(journal: Path, before: dict[str, tuple[str, float]]) -> bool:
+    try:
+        now = _states(journal, set(before))
+    except sqlite3.OperationalError:
+        return False
+    return all(now[tx][0] in TERMINAL or now[tx] != before[tx] for tx in before if tx in now)
+
+
+def _start(root: Path) -> subprocess.Popen[bytes]:
+    log = (root / "miner-output.log").open("ab")
+    return subprocess.Popen(
+        [sys.executable, "-m", "r3mes_desktop.cli", "-q", "run", "--fast"],
+        env=miner_env(root),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,  # its own process group: we reap exactly what we started
+    )
+
+
+def _kill_group(proc: subprocess.Popen[bytes], result: CrashResult) -> None:
+    """SIGKILL the miner alone (a crash), then count and reap worker processes it left."""
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    deadline = time.monotonic() + 2.0
+    while time.monotonic() < deadline and _group_alive(proc.pid):
+        time.sleep(0.1)
+    if _group_alive(proc.pid):
+        result.lingering_children += 1
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _wait_mining(root: Path, proc: subprocess.Popen[bytes], *, limit_s: float) -> None:
+    """Until the miner's log says mining started (its signal handlers are in place)."""
+    log = root / "logs" / "r3mes.log"
+    offset = log.stat().st_size if log.exists() else 0
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline and proc.poll() is None:
+        if log.exists():
+            with log.open("rb") as fh:
+                fh.seek(offset)
+                if b"mining started" in fh.read():
+                    return
+        time.sleep(0.1)
+
+
+def _measure_recovery(
+    journal: Path, before: dict[str, tuple[str, float]], started: float, limit_s: float
+) -> float | None:
+    while time.monotonic() - started < limit_s:
+        if _recovered(journal, before):
+            return time.monotonic() - started
+        time.sleep(0.05)
+    return None
+
+
+def run_crashes(
+    root: Path,
+    *,
+    crashes: int,
+    sigterms: int = 5,
+    seed: int = 0,
+    max_uptime_s: float = 12.0,
+    recovery_limit_s: float = 90.0,
+) -> CrashResult:
+    """Kill the miner `crashes` times at random moments, then `sigterms` clean stops."""
+    rng = random.Random(seed)
+    result = CrashResult()
+    journal = root / "data" / "journal.sqlite"
+    root.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    for i in range(crashes + sigterms):
+        before = _unfinished(journal)
+        started = time.monotonic()
+        proc = _start(root)
+        if before:
+            took = _measure_recovery(journal, before, started, recovery_limit_s)
+            if took is None:
+                result.unrecovered += 1
+            else:
+                result.recoveries_s.append(took)
+        if i >= crashes:  # a clean stop is asked of a running miner (handlers installed)
+            _wait_mining(root, proc, limit_s=recovery_limit_s)
+        # a random moment: during startup, recovery, training, upload or submission
+        time.sleep(rng.uniform(0.5, max_uptime_s))
+        if proc.poll() is not None:
+            raise RuntimeError(
+                f"miner exited by itself with {proc.returncode}; see {root / 'miner-output.log'}"
+            )
+        if i < crashes:
+            _kill_group(proc, result)
+            result.kills += 1
+        else:
+            proc.send_signal(signal.SIGTERM)
+            code = proc.wait(timeout=120)
+            result.sigterms += 1
+            result.sigterm_clean_exits += int(code == 143)
+            if _group_alive(proc.pid):
+                result.lingering_children += 1
+                os.killpg(proc.pid, signal.SIGKILL)
+    result.seconds = time.perf_counter() - t0
+    return result

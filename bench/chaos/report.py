@@ -1,0 +1,127 @@
+"""The chaos report: figures in markdown (docs/reliability.md) and what counts as a failure."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def failures(report: dict[str, Any]) -> list[str]:
+    """Everything that must fail the run: invariant violations, bad inputs handled badly,
+    crashes the miner did not recover from, unclean SIGTERM exits."""
+    out: list[str] = []
+    for part in ("chaos", "crash"):
+        section = report.get(part)
+        if section:
+            out += [f"{part}: {v}" for v in section["invariants"]["violations"]]
+    crash = report.get("crash")
+    if crash:
+        result = crash["result"]
+        if result["unrecovered"]:
+            out.append(f"crash: {result['unrecovered']} restarts did not recover in time")
+        if result["sigterm_clean_exits"] != result["sigterms"]:
+            out.append(
+                f"crash: {result['sigterms'] - result['sigterm_clean_exits']} SIGTERM stops "
+                "did not exit cleanly (status 143)"
+            )
+    bad = report.get("bad_inputs")
+    if bad:
+        out += [f"bad input {r['area']} / {r['input']}: {r['detail']}" for r in bad["failed"]]
+    return out
+
+
+def _states(states: dict[str, int]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in sorted(states.items())) or "none"
+
+
+def to_markdown(report: dict[str, Any]) -> str:
+    lines = [
+        "# Reliability: chaos, crash and bad-input runs",
+        "",
+        "Produced by `bench.chaos` (see the command below); invariants are checked against the "
+        "devnet chain (replayed from its transaction log) and the content store, not the "
+        "journal alone. Regenerate with `make chaos` (the full default) or the command shown.",
+        "",
+        f"- Command: `.venv/bin/{report['command']}`",
+        f"- Machine: {report['machine']}",
+        f"- Seed: {report['seed']}; wall time {report['seconds']} s",
+        "",
+    ]
+    problems = failures(report)
+    lines += [f"**Invariant violations and failures: {len(problems)}**", ""]
+    lines += [f"- {p}" for p in problems]
+    chaos = report.get("chaos")
+    if chaos:
+        r, inv = chaos["result"], chaos["invariants"]
+        states = inv["states"]
+        lines += [
+            "## Chaos run",
+            "",
+            "| figure | value |",
+            "|---|---|",
+            f"| transactions attempted | {r['attempted']} |",
+            f"| committed | {states.get('committed', 0)} |",
+            f"| rolled back | {states.get('rolled_back', 0)} |",
+            f"| failed | {states.get('failed', 0)} |",
+            f"| left unfinished by faults, reconciled on the next start | "
+            f"{r['reconciled_on_restart']} |",
+            f"| on-chain submissions (all match a COMMITTED transaction) | "
+            f"{inv['on_chain_submissions']} |",
+            f"| pinned CIDs after cleanup (all committed) | {inv['pinned']} |",
+            f"| files searched for the key and password | {inv['files_scanned']} |",
+            f"| wall time | {r['seconds']:.0f} s ({r['seconds'] / max(r['attempted'], 1):.2f} "
+            "s per transaction) |",
+            f"| invariant violations | {len(inv['violations'])} |",
+            "",
+            "Faults injected, by kind (per call at that layer):",
+            "",
+            "| fault | count |",
+            "|---|---|",
+        ]
+        lines += [f"| {k} | {v} |" for k, v in sorted(r["faults"].items())]
+        lines += [f"| **total** | {sum(r['faults'].values())} |", ""]
+    crash = report.get("crash")
+    if crash:
+        r, inv = crash["result"], crash["invariants"]
+        p50 = "n/a" if r["recovery_p50_s"] is None else f"{r['recovery_p50_s']:.2f} s"
+        mx = "n/a" if r["recovery_max_s"] is None else f"{r['recovery_max_s']:.2f} s"
+        lines += [
+            "## Crash run (headless `r3mes-miner run --fast` as a subprocess)",
+            "",
+            "| figure | value |",
+            "|---|---|",
+            f"| SIGKILLs survived | {r['kills']} |",
+            f"| SIGTERM stops (clean exit 143) | {r['sigterms']} ({r['sigterm_clean_exits']}) |",
+            f"| restarts with unfinished transactions (recovery measured) | "
+            f"{r['recoveries_measured']} |",
+            f"| recovery time p50 / max | {p50} / {mx} |",
+            f"| restarts that did not recover | {r['unrecovered']} |",
+            f"| worker process groups left behind by a killed miner (reaped) | "
+            f"{r['lingering_children']} |",
+            f"| journal states at the end | {_states(crash['states'])} |",
+            f"| on-chain submissions / pinned CIDs | {inv['on_chain_submissions']} / "
+            f"{inv['pinned']} |",
+            f"| invariant violations | {len(inv['violations'])} |",
+            f"| wall time | {r['seconds']:.0f} s |",
+            "",
+            "Recovery time: from the restart (process start, so it includes the interpreter, "
+            "torch import and devnet replay) until every transaction unfinished at the kill is "
+            "terminal or has moved on in the journal.",
+            "",
+        ]
+    bad = report.get("bad_inputs")
+    if bad:
+        lines += [
+            "## Bad-input run",
+            "",
+            f"{bad['tried']} bad inputs tried, {bad['handled']} handled with a clear error "
+            "(or the documented safe fallback), nothing lost, no crash.",
+            "",
+            "| area | input | result |",
+            "|---|---|---|",
+        ]
+        for row in bad["rows"]:
+            detail = str(row["detail"]).replace("|", "\\|").replace("\n", " ")[:110]
+            mark = "ok" if row["ok"] else "**FAIL**"
+            lines.append(f"| {row['area']} | {row['input'].replace('|', '/')} | {mark}: {detail} |")
+        lines.append("")
+    return "\n".join(lines) + "\n"

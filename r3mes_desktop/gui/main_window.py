@@ -395,10 +395,8 @@ class MainWindow(QtWidgets.QMainWindow):
 
     def _on_event(self, event: Event) -> None:
         tx_id = getattr(event, "transaction_id", None)
-        if tx_id is not None and tx_id == self.details.current_id:
-            row = self.tx_model.row(tx_id)
-            if row is not None:  # live fields now; the journal history follows on the poll
-                self.details.show_row(row, self.details.history_for(tx_id, row))
+        if tx_id is not None and tx_id == self.details.current_id and event.kind != "StepProgress":
+            self._show_selected()  # progress (many per second) is redrawn by the 1 s tick
         alert = self.notices.on_event(event)
         if alert is not None:
             self.alerts.show(alert)
@@ -413,8 +411,15 @@ class MainWindow(QtWidgets.QMainWindow):
             self._device = str(device)
             self.status.set_device(self._device.upper() if self._device == "cpu" else self._device)
 
+    def _show_selected(self) -> None:
+        tx_id = self.details.current_id
+        row = self.tx_model.row(tx_id) if tx_id else None
+        if row is not None:  # live fields now; the journal history follows on the poll
+            self.details.show_row(row, self.details.history_for(row.transaction_id, row))
+
     def _tick(self) -> None:
         self.tx_model.tick()
+        self._show_selected()
         self.breakers_model.tick()
         self.status.refresh()
         for alert in self.notices.flush():

@@ -29,7 +29,7 @@ class TransactionDetails(QtWidgets.QTextBrowser):
     def show_row(self, row: TxRow | None, history: list[str] | None = None) -> None:
         if row is None:
             self.current_id = None
-            self.setHtml("<p style='color:#666'>Select a transaction to see its history.</p>")
+            self._set_html("<p style='color:#666'>Select a transaction to see its history.</p>")
             return
         self.current_id = row.transaction_id
         created = (
@@ -43,7 +43,11 @@ class TransactionDetails(QtWidgets.QTextBrowser):
             ("State", row.state),
             ("Progress", row.progress_text()),
             ("Started", created),
-            ("Age", row.age_text(time.time())),
+            *(
+                (("Took", row.age_text(time.time()).removeprefix("done in ")),)
+                if row.duration_s is not None
+                else ()
+            ),
             ("Attempts", str(row.attempts)),
         ]
         if row.failed_step:
@@ -63,7 +67,17 @@ class TransactionDetails(QtWidgets.QTextBrowser):
         parts.append("<p><b>History</b></p><ul style='margin-left:-20px'>")
         parts.extend(f"<li>{html.escape(line)}</li>" for line in lines[-60:])
         parts.append("</ul>")
-        self.setHtml("".join(parts))
+        self._set_html("".join(parts))
+
+    def _set_html(self, text: str) -> None:
+        """Re-render only when something changed, keeping the reader's scroll position."""
+        if text == getattr(self, "_html", None):
+            return
+        self._html = text
+        bar = self.verticalScrollBar()
+        position = bar.value()
+        self.setHtml(text)
+        bar.setValue(position)
 
     def show_status(self, row: TxRow, status: Any) -> None:
         """Redraw with the journal's history of the transaction.

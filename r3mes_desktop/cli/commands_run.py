@@ -17,9 +17,10 @@ import logging
 import signal
 import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
-from r3mes_desktop.cli import commands_read
+from r3mes_desktop.cli import commands_read, secrets_input
 from r3mes_desktop.cli.context import CliContext
 from r3mes_desktop.cli.exit_codes import CliError, ExitCode
 from r3mes_desktop.cli.output import Progress, format_table
@@ -44,16 +45,19 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--api", action="store_true", help="serve the local monitoring API")
     p.add_argument("--api-port", type=int, help="port for the API (default: settings api_port)")
     p.add_argument("--fast", action="store_true", help="devnet demo: tiny model, short rounds")
+    _add_password_options(p)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("cleanup-stale", help="close transactions stuck longer than a threshold")
     p.add_argument("--older-than", type=float, help="seconds (default: settings stale_threshold)")
     p.add_argument("--transaction", help="force-close this one transaction, whatever its age")
+    _add_password_options(p)
     p.set_defaults(func=cmd_cleanup_stale)
 
     p = sub.add_parser("resume", help="continue interrupted or training-failed transactions")
     p.add_argument("transaction_id", nargs="?", help="resume this one (default: list them)")
     p.add_argument("--all", action="store_true", help="resume every resumable transaction")
+    _add_password_options(p)
     p.set_defaults(func=cmd_resume)
 
     p = sub.add_parser("dead-letters", help="transactions that will never succeed on their own")
@@ -61,14 +65,50 @@ def add_parsers(sub: Any) -> None:
     group.add_argument("--retry", metavar="ID", help="put this dead letter's transaction back")
     group.add_argument("--discard", metavar="ID", help="give up on it and drop its files")
     p.add_argument("--all", action="store_true", help="list retried and discarded ones too")
+    _add_password_options(p)
     p.set_defaults(func=cmd_dead_letters)
 
 
+def _password_prompt(args: argparse.Namespace) -> Any:
+    """The keystore password for real endpoints, asked only if the runtime needs it (not in
+    the keyring): from --password-file / --password-stdin, else the terminal."""
+    file: Path | None = getattr(args, "password_file", None)
+    from_stdin: bool = getattr(args, "password_stdin", False)
+
+    async def prompt(address: str) -> str:
+        return await asyncio.to_thread(
+            secrets_input.password,
+            file=file,
+            from_stdin=from_stdin,
+            confirm=False,
+            prompt=f"Keystore password for {address}: ",
+        )
+
+    return prompt
+
+
+def _add_password_options(p: argparse.ArgumentParser) -> None:
+    group = p.add_mutually_exclusive_group()
+    group.add_argument(
+        "--password-file", type=Path, help="keystore password file (real endpoints only)"
+    )
+    group.add_argument(
+        "--password-stdin", action="store_true", help="read the keystore password from stdin"
+    )
+
+
 @contextlib.asynccontextmanager
-async def open_runtime(ctx: CliContext, *, fast: bool = False) -> AsyncIterator[Any]:
+async def open_runtime(
+    ctx: CliContext, *, fast: bool = False, args: argparse.Namespace | None = None
+) -> AsyncIterator[Any]:
     from r3mes_desktop.runtime import Runtime, RuntimeOptions
 
-    options = RuntimeOptions.fast() if fast else RuntimeOptions()
+    prompt = _password_prompt(args) if args is not None else None
+    options = (
+        RuntimeOptions.fast(password_prompt=prompt)
+        if fast
+        else RuntimeOptions(password_prompt=prompt)
+    )
     runtime = Runtime(ctx.settings, options=options)
     try:
         await runtime.open()
@@ -131,7 +171,7 @@ async def cmd_run(ctx: CliContext, args: argparse.Namespace) -> int:
                 enough.set()
 
     try:
-        async with open_runtime(ctx, fast=args.fast) as runtime:
+        async with open_runtime(ctx, fast=args.fast, args=args) as runtime:
             progress = None if args.quiet else Progress()
             unsubscribe = [runtime.bus.subscribe(count)]
             if progress is not None:
@@ -239,7 +279,7 @@ def _human_run_summary(summary: dict[str, Any]) -> str:
 async def cmd_cleanup_stale(ctx: CliContext, args: argparse.Namespace) -> int:
     if args.older_than is not None and args.older_than < 0:
         raise CliError(f"--older-than must be >= 0 seconds, got {args.older_than}", ExitCode.USAGE)
-    async with open_runtime(ctx) as runtime:
+    async with open_runtime(ctx, args=args) as runtime:
         coordinator = runtime.coordinator
         if args.transaction:
             if await coordinator.journal.get(args.transaction) is None:
@@ -260,7 +300,7 @@ def _human_cleanup(report: dict[str, Any]) -> str:
 
 async def cmd_resume(ctx: CliContext, args: argparse.Namespace) -> int:
     progress = None if args.quiet else Progress()
-    async with open_runtime(ctx) as runtime:
+    async with open_runtime(ctx, args=args) as runtime:
         coordinator = runtime.coordinator
         unsubscribe = runtime.bus.subscribe(progress.on_event) if progress else None
         try:
@@ -291,7 +331,7 @@ async def cmd_resume(ctx: CliContext, args: argparse.Namespace) -> int:
 async def cmd_dead_letters(ctx: CliContext, args: argparse.Namespace) -> int:
     if not args.retry and not args.discard:
         return await commands_read.cmd_dead_letters_list(ctx, args)
-    async with open_runtime(ctx) as runtime:
+    async with open_runtime(ctx, args=args) as runtime:
         coordinator = runtime.coordinator
         letter_id = args.retry or args.discard
         open_ids = {str(d.id) for d in await coordinator.journal.dead_letters(status="open")}

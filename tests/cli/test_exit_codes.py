@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from r3mes_desktop.cli.exit_codes import CliError, ExitCode, exit_code_for
@@ -51,3 +53,23 @@ def test_run_argument_ranges(cli: RunCli) -> None:
     assert code == ExitCode.USAGE and "--rounds must be >= 0" in err
     code, _, err = cli("run", "--graceful", "-5")
     assert code == ExitCode.USAGE and "--graceful must be >= 0" in err
+
+
+async def test_runtime_password_prompt_reads_the_file(tmp_path: Path) -> None:
+    import argparse
+
+    from r3mes_desktop.cli.commands_run import _password_prompt
+    from r3mes_desktop.redact import SECRETS, redact
+
+    path = tmp_path / "pw"
+    path.write_text("rig-password-123\n")
+    prompt = _password_prompt(argparse.Namespace(password_file=path, password_stdin=False))
+    try:
+        assert await prompt("0xabc") == "rig-password-123"
+        assert "rig-password-123" not in redact("unlocking with rig-password-123")
+    finally:
+        SECRETS.forget_all()
+    missing = _password_prompt(argparse.Namespace(password_file=None, password_stdin=False))
+    with pytest.raises(CliError) as info:  # no terminal under pytest
+        await missing("0xabc")
+    assert info.value.code is ExitCode.USAGE and "--password-file" in info.value.message

@@ -48,7 +48,9 @@ def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[Configure]:
     plans: list[Configure] = []
 
     @contextlib.asynccontextmanager
-    async def fake_open_runtime(ctx: Any, *, fast: bool = False) -> AsyncIterator[Any]:
+    async def fake_open_runtime(
+        ctx: Any, *, fast: bool = False, args: Any = None
+    ) -> AsyncIterator[Any]:
         rig = make_rig(tmp_path)
         for configure in plans:
             configure(rig)

@@ -321,13 +321,12 @@ class Runtime:
         workers still get all idle CPU, so mining throughput is unchanged. New PoW
         processes start per search, hence the short poll (one /proc read per child).
         """
-        import psutil
-
-        me = psutil.Process()
         seen: set[int] = set()
 
-        def renice_new_children() -> None:  # reads /proc: off the loop
-            for child in me.children(recursive=True):
+        def renice_new_children() -> None:  # imports psutil and reads /proc: off the loop
+            import psutil
+
+            for child in psutil.Process().children(recursive=True):
                 if child.pid in seen:
                     continue
                 with contextlib.suppress(psutil.Error):

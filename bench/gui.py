@@ -237,25 +237,29 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"cold start to first paint: r3mes-desktop {start['app_s'] * 1000:.0f} ms, "
         f"bare PySide6 window {start['bare_s'] * 1000:.0f} ms, ratio {start['ratio']:.2f} "
-        f"(target ≤ 2.00); torch imported at first paint: "
+        f"(target ≤ 2.00: {_met(start['ratio'] <= 2.0)}); torch imported at first paint: "
         f"{start['torch_imported_at_first_paint']}"
     )
-    if args.skip_throughput:
-        return 0
-    run = mining_run(args.seconds, fast=False)
-    lat = run["latency"]
-    print(
-        f"loop lateness while mining ({lat.samples} samples over {run['wall_s']:.0f} s): "
-        f"p50 {lat.p50_ms:.1f} ms, p99 {lat.p99_ms:.1f} ms, max {lat.max_ms:.1f} ms "
-        f"(target p99 ≤ 16 ms)"
-    )
-    print(
-        f"mining throughput (default round): {run['tx_per_min']:.2f} tx/min "
-        f"({run['committed']} committed in {run['wall_s']:.0f} s); useful-work share "
-        f"(training+PoW)/wall {run['useful_share']:.3f} (target ≥ 0.90)"
-    )
-    ok = start["ratio"] <= 2.0 and not start["torch_imported_at_first_paint"]
-    return 0 if ok else 1
+    if not args.skip_throughput:
+        run = mining_run(args.seconds, fast=False)
+        lat = run["latency"]
+        print(
+            f"loop lateness while mining ({lat.samples} samples over {run['wall_s']:.0f} s): "
+            f"p50 {lat.p50_ms:.1f} ms, p99 {lat.p99_ms:.1f} ms, max {lat.max_ms:.1f} ms "
+            f"(target p99 ≤ 16 ms: {_met(lat.p99_ms <= 16.0)})"
+        )
+        print(
+            f"mining throughput (default round): {run['tx_per_min']:.2f} tx/min "
+            f"({run['committed']} committed in {run['wall_s']:.0f} s); useful-work share "
+            f"(training+PoW)/wall {run['useful_share']:.3f} "
+            f"(target ≥ 0.90: {_met(run['useful_share'] >= 0.90)})"
+        )
+    # Timings depend on what else the machine runs, so only the invariant fails the run.
+    return 1 if start["torch_imported_at_first_paint"] else 0
+
+
+def _met(ok: bool) -> str:
+    return "met" if ok else "MISSED"
 
 
 if __name__ == "__main__":

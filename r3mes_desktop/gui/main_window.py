@@ -33,7 +33,7 @@ from r3mes_desktop.gui.transactions_model import (
 )
 from r3mes_desktop.gui.tray import AlertRouter, Tray
 from r3mes_desktop.gui.tx_details import TransactionDetails
-from r3mes_desktop.notices import Alert, NoticeCenter
+from r3mes_desktop.notices import Alert, NoticeCenter, failure_reason, short_id
 
 log = logging.getLogger(__name__)
 
@@ -402,6 +402,7 @@ class MainWindow(QtWidgets.QMainWindow):
             self.alerts.show(alert)
         new_state = str(getattr(event, "new_state", "")).upper()
         if event.kind == "TransactionStateChanged" and new_state in TERMINAL_STATES:
+            self._log_outcome(event)
             QtCore.QTimer.singleShot(0, self.refresh)
         self._update_tray()
 
@@ -410,6 +411,20 @@ class MainWindow(QtWidgets.QMainWindow):
         if device and device != self._device:
             self._device = str(device)
             self.status.set_device(self._device.upper() if self._device == "cpu" else self._device)
+
+    def _log_outcome(self, event: Any) -> None:
+        """One line per finished transaction in the log (and the log view)."""
+        state = str(event.new_state).lower().replace("_", " ")
+        who = f"transaction {short_id(event.transaction_id)} (round {event.round_id})"
+        if state == "committed":
+            log.info("%s committed", who)
+        else:
+            cause = failure_reason(
+                str(event.failed_step).upper() if event.failed_step else None,
+                event.error_category,
+                event.error_message,
+            )
+            log.warning("%s %s: %s", who, state, cause)
 
     def _show_selected(self) -> None:
         tx_id = self.details.current_id

@@ -332,3 +332,46 @@ def test_alerts_follow_the_tray_preference(qtbot: Any) -> None:
     router.show(Alert(level="info", title="Done", message="below the threshold"))
     router.show(Alert(level="error", title="Failed", message="chain down"))
     assert tray.balloons == ["chain down"]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_app_mines_and_quits_cleanly_on_sigterm(tmp_path: Path) -> None:
+    """The real entry point end to end: window, runtime on the devnet, a commit, SIGTERM."""
+    import os
+    import signal
+
+    import psutil
+
+    env = {
+        **os.environ,
+        "QT_QPA_PLATFORM": "offscreen",
+        "R3MES_DATA_DIR": str(tmp_path / "data"),
+        "R3MES_CONFIG_DIR": str(tmp_path / "config"),
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "r3mes_desktop", "--fast", "--start"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stderr is not None
+    try:
+        seen = []
+        for line in proc.stderr:
+            seen.append(line)
+            if ") committed" in line:
+                break
+        assert any(") committed" in line for line in seen), "".join(seen[-20:])
+        workers = psutil.Process(proc.pid).children(recursive=True)
+        proc.send_signal(signal.SIGTERM)
+        rest = proc.communicate(timeout=60)[1]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, rest[-2000:]
+    assert "miner stopping -> idle" in rest or "miner mining -> stopping" in rest
+    _gone, alive = psutil.wait_procs(workers, timeout=10)
+    assert not alive  # no orphaned training or PoW workers

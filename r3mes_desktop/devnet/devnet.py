@@ -31,6 +31,7 @@ from r3mes_desktop.keys import Keystore, write_private_file
 log = logging.getLogger(__name__)
 
 DEV_PASSWORD_FILE = "dev-miner-password.txt"  # noqa: S105 - a file name, not a password
+DEV_STALE_NONCE_S = 30.0
 DEV_SCRYPT_N = 2**14  # throwaway key: a fast unlock matters more than brute-force cost
 
 
@@ -113,6 +114,11 @@ class Devnet:
                 nonces=nonces,
                 clock=clock,
                 poll_s=0.05,
+                # The embedded node sees every transaction the moment it is sent, so a signed
+                # one it has never seen after this long was abandoned (rolled back before its
+                # broadcast): its nonce is refilled instead of stalling every later
+                # submission behind the gap for 10 minutes (found by bench.chaos).
+                stale_nonce_s=DEV_STALE_NONCE_S,
             )
         except BaseException:
             await evm.close()

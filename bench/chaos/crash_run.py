@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 TERMINAL = frozenset({"committed", "failed", "rolled_back"})
+STARTUP_KILLS = 0.2  # share of kills during startup/recovery rather than while mining
+CHILD_GRACE_S = 5.0  # a killed miner's workers should notice and exit within this
 
 
 @dataclass
@@ -29,7 +31,7 @@ class CrashResult:
     sigterm_clean_exits: int = 0
     recoveries_s: list[float] = field(default_factory=list)
     unrecovered: int = 0  # restarts whose recovery was not seen within the limit
-    lingering_children: int = 0  # worker processes still alive 2 s after their parent died
+    lingering_children: int = 0  # worker processes alive CHILD_GRACE_S after the miner died
     seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
@@ -106,7 +108,7 @@ def _kill_group(proc: subprocess.Popen[bytes], result: CrashResult) -> None:
     """SIGKILL the miner alone (a crash), then count and reap worker processes it left."""
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
-    deadline = time.monotonic() + 2.0
+    deadline = time.monotonic() + CHILD_GRACE_S
     while time.monotonic() < deadline and _group_alive(proc.pid):
         time.sleep(0.1)
     if _group_alive(proc.pid):
@@ -172,10 +174,13 @@ def run_crashes(
                 result.unrecovered += 1
             else:
                 result.recoveries_s.append(took)
-        if i >= crashes:  # a clean stop is asked of a running miner (handlers installed)
+        if i >= crashes or rng.random() >= STARTUP_KILLS:
+            # a clean stop is asked of a running miner (its handlers installed); most kills
+            # too land while it mines: training, upload, submission, completion
             _wait_mining(root, proc, limit_s=recovery_limit_s)
-        # a random moment: during startup, recovery, training, upload or submission
-        time.sleep(rng.uniform(0.5, max_uptime_s))
+            time.sleep(rng.uniform(0.2, max_uptime_s))
+        else:  # the rest during startup and recovery
+            time.sleep(rng.uniform(0.5, 4.0))
         if proc.poll() is not None:
             raise RuntimeError(
                 f"miner exited by itself with {proc.returncode}; see {root / 'miner-output.log'}"

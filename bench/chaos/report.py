@@ -95,7 +95,7 @@ def to_markdown(report: dict[str, Any]) -> str:
             f"{r['recoveries_measured']} |",
             f"| recovery time p50 / max | {p50} / {mx} |",
             f"| restarts that did not recover | {r['unrecovered']} |",
-            f"| worker process groups left behind by a killed miner (reaped) | "
+            f"| killed miners whose worker processes outlived them by 5 s (then reaped) | "
             f"{r['lingering_children']} |",
             f"| journal states at the end | {_states(crash['states'])} |",
             f"| on-chain submissions / pinned CIDs | {inv['on_chain_submissions']} / "

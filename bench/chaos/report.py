@@ -29,6 +29,36 @@ def failures(report: dict[str, Any]) -> list[str]:
     return out
 
 
+FINDINGS = """## What the harness found (fixed, each with a regression test)
+
+1. **Circuit breaker could never close again** (`core/resilience.py`): the chain client calls
+   through its own `ServiceCaller` inside the saga's call, both on the `chain` breaker; in
+   HALF_OPEN the outer call held the only trial slot, the inner call was refused, and mining
+   stalled for good after the first burst of chain failures. Nested calls now pass under the
+   enclosing call's guard.
+2. **Lost work on an authentication error after the broadcast** (`core/saga.py`): the node
+   answered the receipt read with HTTP 401 after the submission was mined; the saga unpinned
+   the gradient and closed ROLLED_BACK while the chain held the submission. Authentication
+   errors now ask the chain first, like network errors.
+3. **Devnet miner starved of rounds** (`devnet/operator.py`): a round whose signed submission
+   was rolled back stays open for the miner (it never signs twice), and the operator stopped
+   opening rounds after three of them. Rounds left open past a TTL are replaced.
+4. **Nonce gap after a refused transaction** (`chain/client.py`): bytes refused by the node
+   (insufficient funds, invalid signature, HTTP 401/403) kept their nonce; every later
+   submission waited in doubt behind the gap for 10 minutes. The nonce is given back at once.
+5. **Nonce gap after a rollback before the broadcast** (`devnet/devnet.py`): on the embedded
+   devnet an abandoned signature's nonce is refilled after 30 s instead of 600 s.
+6. **Damaged journal file** (`core/journal.py`): a journal that is not a database surfaced as
+   a bare "file is not a database"; it is now an IntegrityError naming the file and what to do.
+
+Known and not fixed here: on a real chain a rollback after signing but before the broadcast
+still leaves a nonce gap until `stale_nonce_s` (600 s) lets a new signature fill it (the saga
+has no way to hand a signed-but-unsent nonce back to the chain client); a killed miner's
+worker processes (training, proof of work) can outlive it for a few seconds (counted
+above, then reaped by the harness).
+"""
+
+
 def _states(states: dict[str, int]) -> str:
     return ", ".join(f"{k} {v}" for k, v in sorted(states.items())) or "none"
 
@@ -108,6 +138,7 @@ def to_markdown(report: dict[str, Any]) -> str:
             "terminal or has moved on in the journal.",
             "",
         ]
+    lines.append(FINDINGS)
     bad = report.get("bad_inputs")
     if bad:
         lines += [

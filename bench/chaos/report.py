@@ -76,6 +76,16 @@ def to_markdown(report: dict[str, Any]) -> str:
         f"- Seed: {report['seed']}; wall time {report['seconds']} s",
         "",
     ]
+    lines += [
+        "Commands: `make chaos` (the default: 2,000 transactions, 100 SIGKILLs, 10 SIGTERMs, "
+        "the bad-input table), any size with `.venv/bin/python -m bench.chaos --transactions N "
+        "--crashes M --sigterms K`, and the reduced CI version in "
+        "`tests/chaos/test_reduced_chaos.py` (slow-marked). The same faults can be turned on in "
+        "the app: set `fault_plan` (settings.toml or `R3MES_FAULT_PLAN`) to a TOML/JSON plan "
+        "(`r3mes_desktop/faults.py` documents the format; `build/chaos/chaos/fault-plan.toml` "
+        "is the one used here); the app then shows a warning that failures are injected.",
+        "",
+    ]
     problems = failures(report)
     lines += [f"**Invariant violations and failures: {len(problems)}**", ""]
     lines += [f"- {p}" for p in problems]

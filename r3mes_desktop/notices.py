@@ -52,7 +52,7 @@ _STEP_SERVICE = {"IPFS_UPLOAD": "ipfs", "BLOCKCHAIN_SUBMIT": "chain", "TASK_COMP
 def failure_reason(failed_step: str | None, category: str | None, message: str | None) -> str:
     """A short, plain cause for a failed transaction: "IPFS unreachable"."""
     service = _STEP_SERVICE.get(failed_step or "")
-    if category in ("network", None) and service:
+    if category == "network" and service:
         return f"{_SERVICE_NAMES[service][0].upper()}{_SERVICE_NAMES[service][1:]} unreachable"
     if category == "authentication":
         return "the chain rejected the account or signature"

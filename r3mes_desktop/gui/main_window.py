@@ -8,7 +8,6 @@ same (qasync) loop via `TaskRunner`, so no click ever blocks painting.
 from __future__ import annotations
 
 import importlib
-import inspect
 import logging
 from collections.abc import Mapping
 from typing import Any, Protocol
@@ -19,20 +18,21 @@ from r3mes_desktop.gui.banner import NoticeBanner
 from r3mes_desktop.gui.breakers_panel import BreakersModel, BreakersPanel
 from r3mes_desktop.gui.bridge import EventBridge, TaskRunner
 from r3mes_desktop.gui.chart_data import ChartData
+from r3mes_desktop.gui.core_calls import CoreCalls
 from r3mes_desktop.gui.dead_letters_panel import DeadLettersModel, DeadLettersPanel
 from r3mes_desktop.gui.icons import status_icon
 from r3mes_desktop.gui.log_view import LogModel, LogView, QtLogHandler
-from r3mes_desktop.gui.qt import Qt, QtCore, QtGui, QtWidgets, Signal
-from r3mes_desktop.gui.records import describe_cleanup, describe_resumable, field_of
+from r3mes_desktop.gui.qt import QtCore, QtGui, QtWidgets, Signal
+from r3mes_desktop.gui.records import field_of
 from r3mes_desktop.gui.status_bar import StatusBarController
 from r3mes_desktop.gui.transactions_model import (
-    STATE_FILTERS,
     TERMINAL_STATES,
     TransactionsFilter,
     TransactionsModel,
 )
 from r3mes_desktop.gui.tray import AlertRouter, Tray
 from r3mes_desktop.gui.tx_details import TransactionDetails
+from r3mes_desktop.gui.window_layout import build_central, build_toolbar_and_menus
 from r3mes_desktop.notices import Alert, NoticeCenter, failure_reason, short_id
 
 log = logging.getLogger(__name__)
@@ -59,11 +59,7 @@ class RuntimePort(Protocol):
     def device_name(self) -> str: ...
 
 
-async def _maybe_await(value: Any) -> Any:
-    return await value if inspect.isawaitable(value) else value
-
-
-class MainWindow(QtWidgets.QMainWindow):
+class MainWindow(QtWidgets.QMainWindow, CoreCalls):
     refreshed = Signal()  # after each poll of the coordinator (tests wait on it)
     action_reported = Signal(str)  # one-click actions say what they did
     closed = Signal()  # the window closed for good (not hidden to the tray)
@@ -89,7 +85,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self._miner_state = "idle"
         self._resumable: list[Any] = []
 
-        self._build_toolbar_and_menus()
+        build_toolbar_and_menus(self)
         self.banner = NoticeBanner()
         self.tx_model = TransactionsModel(self)
         self.tx_proxy = TransactionsFilter(self)
@@ -104,7 +100,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.log_model = LogModel(self)
         self._panels: tuple[BreakersPanel, DeadLettersPanel, LogView] | None = None
         self.details = TransactionDetails()
-        self._build_central()
+        build_central(self)
         self.status = StatusBarController(self.statusBar(), {})
         self._probe: Any = None
         self._device = ""
@@ -210,89 +206,6 @@ class MainWindow(QtWidgets.QMainWindow):
         self.activateWindow()
 
     # -- layout ------------------------------------------------------------------------------
-    def _build_toolbar_and_menus(self) -> None:
-        a = self.window_actions
-        toolbar = self.addToolBar("Mining")
-        toolbar.setObjectName("main-toolbar")
-        toolbar.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
-        toolbar.setMovable(False)
-        for action in a.toolbar_order():
-            if action is None:
-                toolbar.addSeparator()
-            else:
-                toolbar.addAction(action)
-        menu = self.menuBar()
-        file_menu = menu.addMenu("&File")
-        file_menu.addAction(a.open_data)
-        file_menu.addAction(a.settings)
-        file_menu.addSeparator()
-        file_menu.addAction(a.quit)
-        mining = menu.addMenu("&Mining")
-        for action in (a.start, a.pause, a.finish, a.stop):
-            mining.addAction(action)
-        recovery = menu.addMenu("&Recovery")
-        recovery.addAction(a.resume)
-        recovery.addAction(a.cleanup)
-
-    def _build_central(self) -> None:
-        self.tx_view = QtWidgets.QTableView()
-        self.tx_view.setObjectName("transactions-view")
-        self.tx_view.setModel(self.tx_proxy)
-        self.tx_view.setSortingEnabled(True)
-        self.tx_view.sortByColumn(TransactionsModel.COL_AGE, Qt.SortOrder.AscendingOrder)
-        self.tx_view.setSelectionBehavior(QtWidgets.QAbstractItemView.SelectionBehavior.SelectRows)
-        self.tx_view.setSelectionMode(QtWidgets.QAbstractItemView.SelectionMode.SingleSelection)
-        self.tx_view.setAlternatingRowColors(True)
-        self.tx_view.verticalHeader().hide()
-        self.tx_view.verticalHeader().setDefaultSectionSize(22)
-        header = self.tx_view.horizontalHeader()
-        header.setStretchLastSection(True)
-        for col, width in enumerate((78, 50, 330, 90, 70, 72, 95)):
-            self.tx_view.setColumnWidth(col, width)
-        self.tx_view.selectionModel().currentRowChanged.connect(self._selection_changed)
-
-        self.state_filter = QtWidgets.QComboBox()
-        self.state_filter.setObjectName("state-filter")
-        self.state_filter.addItems(list(STATE_FILTERS))
-        self.state_filter.currentTextChanged.connect(self.tx_proxy.set_state_filter)
-        top = QtWidgets.QHBoxLayout()
-        title = QtWidgets.QLabel("<b>Transactions</b>")
-        top.addWidget(title)
-        top.addStretch(1)
-        top.addWidget(QtWidgets.QLabel("Show:"))
-        top.addWidget(self.state_filter)
-        tx_box = QtWidgets.QWidget()
-        tx_layout = QtWidgets.QVBoxLayout(tx_box)
-        tx_layout.setContentsMargins(0, 0, 0, 0)
-        tx_layout.addLayout(top)
-        tx_layout.addWidget(self.tx_view)
-
-        upper = QtWidgets.QSplitter(Qt.Orientation.Horizontal)
-        upper.addWidget(tx_box)
-        upper.addWidget(self.details)
-        upper.setStretchFactor(0, 3)
-        upper.setStretchFactor(1, 1)
-        upper.setSizes([900, 340])
-
-        self.tabs = QtWidgets.QTabWidget()
-        self.tabs.setObjectName("lower-tabs")
-        self.tabs.addTab(self.charts_host, "Charts")
-        for title in ("Circuit breakers", "Dead letters", "Log"):
-            self.tabs.addTab(QtWidgets.QWidget(), title)  # built after the first paint
-
-        lower = QtWidgets.QSplitter(Qt.Orientation.Vertical)
-        lower.addWidget(upper)
-        lower.addWidget(self.tabs)
-        lower.setSizes([330, 420])
-
-        central = QtWidgets.QWidget()
-        layout = QtWidgets.QVBoxLayout(central)
-        layout.setContentsMargins(6, 6, 6, 2)
-        layout.addWidget(self.banner)
-        layout.addWidget(lower, 1)
-        self.setCentralWidget(central)
-        self.resize(1280, 800)
-
     def load_charts(self) -> None:
         """Import pyqtgraph off the GUI thread (≈0.7 s), then build the plots.
 
@@ -461,166 +374,6 @@ class MainWindow(QtWidgets.QMainWindow):
     @property
     def miner_state(self) -> str:
         return self._miner_state
-
-    # -- polling -------------------------------------------------------------------------
-    def refresh(self) -> None:
-        """Poll the coordinator once (skipped if a poll is still running)."""
-        if self._refreshing or not self._ready:
-            return
-        self._refreshing = True
-        self.tasks.spawn(self._refresh(), name="refresh")
-
-    async def _refresh(self) -> None:
-        rt = self.runtime
-        try:
-            self.tx_model.replace_from_snapshot(await rt.coordinator.list_transactions())
-            stats = await rt.coordinator.statistics(window_s=600)
-            self.chart_data.add_stats(stats if isinstance(stats, Mapping) else vars(stats))
-            snapshots = rt.breakers.snapshot()
-            self.breakers_model.apply_snapshots(
-                snapshots.values() if isinstance(snapshots, Mapping) else snapshots
-            )
-            self.dead_model.set_letters(await rt.coordinator.dead_letters())
-            running = set(getattr(rt.miner, "in_flight", ()) or ())
-            self._set_resumable(
-                [
-                    i
-                    for i in await rt.coordinator.resumable()
-                    if field_of(i, "round_id") not in running
-                ]
-            )
-            self._set_miner_state(rt.miner.state)
-            await self._refresh_details()
-            await self._refresh_services()
-        finally:
-            self._refreshing = False
-        self.refreshed.emit()
-
-    async def _refresh_details(self) -> None:
-        """Keep the details panel of the selected transaction current (journal history)."""
-        tx_id = self.details.current_id
-        row = self.tx_model.row(tx_id) if tx_id else None
-        if row is not None:
-            status = await self.runtime.coordinator.status(row.transaction_id)
-            if self.details.current_id == row.transaction_id:
-                self.details.show_status(row, status)
-
-    async def _refresh_services(self) -> None:
-        try:
-            self.status.set_chain_info(await self.runtime.chain_info())
-        except Exception as exc:  # shown as "down", the poll goes on
-            log.debug("chain info unavailable: %s", exc)
-        try:
-            self.status.set_ipfs_info(await self.runtime.ipfs_info())
-        except Exception as exc:
-            log.debug("ipfs info unavailable: %s", exc)
-
-    def _set_resumable(self, items: list[Any]) -> None:
-        self._resumable = items
-        action = self.window_actions.resume
-        if items:
-            text = describe_resumable(items[0])
-            action.setText(text)
-            action.setToolTip(f"{text} — one click continues where training stopped")
-            action.setEnabled(True)
-        else:
-            action.setText("Resume from checkpoint")
-            action.setToolTip("No checkpoint to resume from")
-            action.setEnabled(False)
-
-    # -- one-click actions -----------------------------------------------------------------
-    def _miner_call(self, name: str) -> None:
-        if not self._ready:
-            return
-
-        async def call() -> None:
-            await _maybe_await(getattr(self.runtime.miner, name)())
-            self._set_miner_state(self.runtime.miner.state)
-
-        self.tasks.spawn(call(), name=f"miner.{name}")
-
-    def _start_or_pause(self) -> None:
-        self._miner_call("start" if self.window_actions.start.isEnabled() else "pause")
-
-    def report(self, text: str, *, level: str = "info") -> None:
-        """Say what a one-click action did: status bar, notice, log."""
-        log.log(logging.WARNING if level == "warning" else logging.INFO, "%s", text)
-        self.statusBar().showMessage(text, 20000)
-        self.alerts.show(Alert(level=level, title="Done", message=text))
-        self.action_reported.emit(text)
-
-    def cleanup_stale(self) -> None:
-        async def run() -> None:
-            report = await self.runtime.coordinator.cleanup_stale()
-            self.report(describe_cleanup(report))
-            await self._refresh_now()
-
-        self.tasks.spawn(run(), name="Clean up stale transactions")
-
-    def resume_from_checkpoint(self) -> None:
-        if not self._resumable:
-            self.report("No checkpoint to resume from.", level="warning")
-            return
-        item = self._resumable[0]
-
-        text = describe_resumable(item)
-        self.report(f"{text}: resuming.")
-
-        async def run() -> None:
-            status = await self.runtime.coordinator.resume(item)
-            state = str(field_of(status, "state", default="done")).upper()
-            self.report(f"Resumed transaction of round {field_of(item, 'round_id')}: {state}.")
-            await self._refresh_now()
-
-        self.tasks.spawn(run(), name="Resume from checkpoint")
-
-    async def _refresh_now(self) -> None:
-        if not self._refreshing:
-            self._refreshing = True
-            await self._refresh()
-
-    def reset_breaker(self, service: str) -> None:
-        self.runtime.breakers.get(service).reset()
-        self.report(f"Circuit breaker for {service} reset: calls flow again.")
-
-    def force_open_breaker(self, service: str) -> None:
-        self.runtime.breakers.get(service).force_open()
-        self.report(
-            f"Circuit breaker for {service} forced open: calls paused until you reset it.",
-            level="warning",
-        )
-
-    def retry_dead_letter(self, letter_id: str) -> None:
-        self.report(f"Dead letter {letter_id[:8]}: trying again.")
-
-        async def run() -> None:
-            status = await self.runtime.coordinator.retry_dead_letter(letter_id)
-            state = str(field_of(status, "state", default="done")).upper()
-            self.report(f"Dead letter {letter_id[:8]} retried: {state}.")
-            await self._refresh_now()
-
-        self.tasks.spawn(run(), name="Retry dead letter")
-
-    def discard_dead_letter(self, letter_id: str) -> None:
-        async def run() -> None:
-            await self.runtime.coordinator.discard_dead_letter(letter_id)
-            self.report(f"Dead letter {letter_id[:8]} discarded.")
-            await self._refresh_now()
-
-        self.tasks.spawn(run(), name="Discard dead letter")
-
-    def open_settings(self) -> None:
-        from r3mes_desktop.gui.settings_dialog import SettingsDialog  # first use only
-
-        dialog = SettingsDialog(self.runtime, parent=self)
-        dialog.applied.connect(lambda changed: self.report(f"Settings saved: {changed}."))
-        dialog.open()
-        self.settings_dialog = dialog
-
-    def open_data_folder(self) -> None:
-        url = QtCore.QUrl.fromLocalFile(str(self.runtime.data_dir))
-        if not QtGui.QDesktopServices.openUrl(url):
-            self.report(f"Data folder: {self.runtime.data_dir}")
 
     def _selection_changed(self, current: QtCore.QModelIndex, _previous: Any) -> None:
         tx_id = (

@@ -32,6 +32,21 @@ class Rig:
     def __init__(self, window: MainWindow, runtime: Runtime, store: FlakyStore, clock: Any):
         self.window, self.runtime, self.store, self.clock = window, runtime, store, clock
 
+    def diagnose(self) -> str:
+        """What the window and runtime show now (attached to a timed-out wait)."""
+        breakers = {n: b.state for n, b in self.runtime.breakers.snapshot().items()}
+        return (
+            f"states={self.states()} miner={self.window.miner_state} breakers={breakers} "
+            f"alerts={[a.message for a in self.window.alerts.shown][-5:]} "
+            f"refused={self.store.refused}"
+        )
+
+    def wait(self, qtbot: Any, condition: Any, what: str, timeout_ms: int = WAIT_MS) -> None:
+        try:
+            qtbot.waitUntil(condition, timeout=timeout_ms)
+        except Exception as exc:  # pytest-qt's TimeoutError says nothing about the app
+            raise AssertionError(f"timed out waiting for {what}: {self.diagnose()}") from exc
+
     def states(self) -> dict[str, str]:
         return {row.transaction_id: row.state for row in self.window.tx_model.rows()}
 
@@ -42,7 +57,28 @@ class Rig:
 
     def stop_miner(self, qtbot: Any) -> None:
         self.window.window_actions.stop.trigger()
-        qtbot.waitUntil(lambda: self.window.miner_state == "idle", timeout=WAIT_MS)
+        self.wait(qtbot, lambda: self.window.miner_state == "idle", "the miner to stop")
+
+    def stop_mid_round(self, qtbot: Any) -> list[str]:
+        """Start, click Stop while a round trains; the ids left unfinished in the journal.
+
+        Tiny rounds train in about a second, so a round may finish before Stop lands; then
+        it simply tries again.
+        """
+        for _attempt in range(5):
+            before = set(self.states())
+            self.window.window_actions.start.trigger()
+            qtbot.waitUntil(
+                lambda before=before: any(
+                    self.states().get(t) == "TRAINING" for t in set(self.states()) - before
+                ),
+                timeout=WAIT_MS,
+            )
+            self.stop_miner(qtbot)
+            unfinished = self.run(qtbot, self.runtime.coordinator.journal.unfinished())
+            if unfinished:
+                return [rec.id for rec in unfinished]
+        raise AssertionError("Stop never caught a round before it finished")
 
 
 def _spin_until(app: Any, done: Any, seconds: float) -> None:
@@ -130,13 +166,7 @@ def test_start_commits_and_shows_in_view_and_charts(rig: Rig, qtbot: Any) -> Non
 
 def test_stop_mid_training_then_resume_button_continues(rig: Rig, qtbot: Any) -> None:
     window = rig.window
-    before = set(rig.states())
-    window.window_actions.start.trigger()
-    qtbot.waitUntil(
-        lambda: any(rig.states().get(t) == "TRAINING" for t in set(rig.states()) - before),
-        timeout=WAIT_MS,
-    )
-    rig.stop_miner(qtbot)
+    rig.stop_mid_round(qtbot)
     qtbot.waitUntil(window.window_actions.resume.isEnabled, timeout=WAIT_MS)
     text = window.window_actions.resume.text()
     item = window._resumable[0]
@@ -150,16 +180,7 @@ def test_stop_mid_training_then_resume_button_continues(rig: Rig, qtbot: Any) ->
 
 def test_stale_cleanup_button_closes_old_unfinished_transactions(rig: Rig, qtbot: Any) -> None:
     window = rig.window
-    before = set(rig.states())
-    window.window_actions.start.trigger()
-    qtbot.waitUntil(
-        lambda: any(rig.states().get(t) == "TRAINING" for t in set(rig.states()) - before),
-        timeout=WAIT_MS,
-    )
-    rig.stop_miner(qtbot)
-    unfinished = rig.run(qtbot, rig.runtime.coordinator.journal.unfinished())
-    stuck = [rec.id for rec in unfinished]
-    assert stuck
+    stuck = rig.stop_mid_round(qtbot)
     rig.clock.advance_wall(600)  # ten minutes later: past the 60 s stale threshold
     reports: list[str] = []
     window.action_reported.connect(reports.append)
@@ -180,7 +201,7 @@ def test_ipfs_failure_rolls_back_notifies_and_opens_breaker_reset_closes(
     window = rig.window
     rig.store.failing = True
     window.window_actions.start.trigger()
-    qtbot.waitUntil(lambda: "ROLLED_BACK" in _new_states(rig), timeout=WAIT_MS)
+    rig.wait(qtbot, lambda: "ROLLED_BACK" in _new_states(rig), "a rollback")
     # the banner (no tray offscreen) says what happened, in plain words
     qtbot.waitUntil(window.banner.isVisible, timeout=10_000)
     rollback_alerts = [a for a in window.alerts.shown if "IPFS unreachable" in a.message]
@@ -190,9 +211,10 @@ def test_ipfs_failure_rolls_back_notifies_and_opens_breaker_reset_closes(
     qtbot.waitUntil(lambda: window.chart_data.errors["network"] >= 1, timeout=WAIT_MS)
     qtbot.waitUntil(lambda: (window.charts.error_heights() or [0])[0] >= 1, timeout=10_000)
     # the IPFS breaker opened after repeated refusals; the panel shows it
-    qtbot.waitUntil(
+    rig.wait(
+        qtbot,
         lambda: (row := window.breakers_model.row_of("ipfs")) is not None and row.state == "OPEN",
-        timeout=WAIT_MS,
+        "the IPFS breaker to open",
     )
     assert "Can't reach IPFS" in window.status.problem_text()
     rig.stop_miner(qtbot)

@@ -73,3 +73,7 @@ def test_failure_reasons_and_severity() -> None:
         "the contract rejected the submission"
     )
     assert severity_rank("error") > severity_rank("warning") > severity_rank("info")
+    # no category (e.g. a stale cleanup) is not "unreachable": the journal's reason is kept
+    assert failure_reason("IPFS_UPLOAD", None, "stale: ipfs_upload for 600s") == (
+        "ipfs upload: stale: ipfs_upload for 600s"
+    )

@@ -8,7 +8,7 @@ from typing import Any
 
 from r3mes_desktop.gui.qt import QtWidgets
 from r3mes_desktop.gui.records import field_of
-from r3mes_desktop.gui.transactions_model import TxRow, describe_history_item
+from r3mes_desktop.gui.tx_rows import TxRow, describe_history_item
 
 
 class TransactionDetails(QtWidgets.QTextBrowser):

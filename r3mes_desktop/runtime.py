@@ -171,8 +171,7 @@ class Runtime:
             template_args["difficulty"] = opts.round_difficulty
         else:
             template_args["difficulty"] = self.settings.pow_difficulty
-        if opts.round_preset is not None:
-            template_args["hyperparams"] = {"preset": opts.round_preset}
+        template_args["hyperparams"] = {"preset": opts.round_preset or self.settings.model_preset}
         self.devnet = await Devnet.open(
             self.data_dir,
             caller=chain_caller,
@@ -257,6 +256,7 @@ class Runtime:
             device=settings.training_device if settings.training_device != "mps" else "auto",
             max_gradient_size_mb=float(settings.max_gradient_size_mb),
             checkpoint_interval=settings.checkpoint_interval,
+            preset=settings.model_preset,
         )
         self.trainer = ProcessTrainer(
             config, checkpoint_root=self.data_dir / "checkpoints", bus=self.bus

@@ -227,7 +227,7 @@ class ChainClient:
     async def _sign(self, data: bytes, *, what: str, round_id: int) -> SignedSubmission:
         key = self._payload_key(data)
         async with self._nonce_lock:
-            existing = self._nonces.find_payload(key)
+            existing = await asyncio.to_thread(self._nonces.find_payload, key)
             if existing is not None and await self._still_valid(existing):
                 return SignedSubmission(existing.raw, existing.tx_hash, existing.nonce)
             tx = {"from": self._address, "to": self.contract_address, "data": data}
@@ -248,7 +248,8 @@ class ChainClient:
                     service="chain",
                 )
             nonce, supersede = await self._pick_nonce()
-            signed = self._account.sign_transaction(
+            signed = await asyncio.to_thread(  # scrypt-free but ~ms of ECDSA: off the loop
+                self._account.sign_transaction,
                 {
                     "type": 2,
                     "chainId": self.chain_id,
@@ -259,7 +260,7 @@ class ChainClient:
                     "gas": gas,
                     "maxFeePerGas": max_fee,
                     "maxPriorityFeePerGas": min(tip, max_fee),
-                }
+                },
             )
             record = SignedRecord(
                 tx_hash="0x" + bytes(signed.hash).hex(),
@@ -269,8 +270,12 @@ class ChainClient:
                 created=self._clock.time(),
                 state="signed",
             )
-            self._nonces.record(
-                account=self._address, chain_id=self.chain_id, record=record, supersede=supersede
+            await asyncio.to_thread(
+                self._nonces.record,
+                account=self._address,
+                chain_id=self.chain_id,
+                record=record,
+                supersede=supersede,
             )
             log.info("signed %s: tx %s nonce %d gas %d", what, record.tx_hash, nonce, gas)
             return SignedSubmission(record.raw, record.tx_hash, nonce)
@@ -284,17 +289,19 @@ class ChainClient:
             return True
         if await self._call("chain.transaction", self._transport.transaction, record.tx_hash):
             return True
-        self._nonces.mark(record.tx_hash, "superseded")
+        await asyncio.to_thread(self._nonces.mark, record.tx_hash, "superseded")
         return False
 
     async def _pick_nonce(self) -> tuple[int, str | None]:
         """max(node pending count, durable next), filling holes and replacing stale
         signed-but-never-sent transactions so one abandoned signature cannot block forever."""
         pending = await self._call("chain.nonce", self._transport.nonce, self._address)
-        stored = self._nonces.next_nonce(self._address, self.chain_id)
+        stored = await asyncio.to_thread(self._nonces.next_nonce, self._address, self.chain_id)
         if stored <= pending:
             return pending, None
-        live = self._nonces.unlanded_from(self._address, self.chain_id, pending)
+        live = await asyncio.to_thread(
+            self._nonces.unlanded_from, self._address, self.chain_id, pending
+        )
         used = {r.nonce for r in live}
         for n in range(pending, stored):
             if n not in used:
@@ -318,13 +325,13 @@ class ChainClient:
         try:
             await self._call("chain.broadcast", self._transport.send_raw, signed.raw)
         except AuthenticationError:
-            self._refused(signed)  # HTTP 401/403: the gateway never forwarded the bytes
+            await self._refused(signed)  # HTTP 401/403: the gateway never forwarded the bytes
             raise
         except TxRejected as exc:
             if exc.kind == "already_known":
                 return
             if exc.kind in ("insufficient_funds", "invalid_signature"):
-                self._refused(signed)
+                await self._refused(signed)
             if exc.kind == "nonce_too_low":
                 if await self.receipt(signed.tx_hash) is not None:
                     return
@@ -332,7 +339,7 @@ class ChainClient:
                     "chain.transaction", self._transport.transaction, signed.tx_hash
                 ):
                     return
-                self._nonces.mark(signed.tx_hash, "superseded")
+                await asyncio.to_thread(self._nonces.mark, signed.tx_hash, "superseded")
                 raise NonceConsumedError(
                     f"transaction {signed.tx_hash}: nonce {signed.account_nonce} was used by "
                     "another transaction; sign the submission again",
@@ -342,11 +349,11 @@ class ChainClient:
                 exc.kind, exc.message, where=self.description, account=self._address
             ) from None
 
-    def _refused(self, signed: SignedSubmission) -> None:
+    async def _refused(self, signed: SignedSubmission) -> None:
         """The node refused these bytes: they sit in no pool and cannot be mined, so their
         nonce is a hole for the next signature now, not after `stale_nonce_s` with every
         later submission stuck behind the gap (found by bench.chaos)."""
-        self._nonces.mark(signed.tx_hash, "superseded")
+        await asyncio.to_thread(self._nonces.mark, signed.tx_hash, "superseded")
 
     async def receipt(self, tx_hash: str) -> Receipt | None:
         raw = await self._call("chain.receipt", self._transport.receipt, tx_hash)
@@ -360,7 +367,7 @@ class ChainClient:
             found = await self.receipt(tx_hash)
             if found is not None:
                 if found.success:
-                    self._nonces.mark(tx_hash, "landed")
+                    await asyncio.to_thread(self._nonces.mark, tx_hash, "landed")
                     return found
                 raise await self._failure(tx_hash)
             remaining = deadline - self._clock.monotonic()
@@ -374,7 +381,7 @@ class ChainClient:
 
     async def _failure(self, tx_hash: str) -> Exception:
         """Why a mined transaction reverted: re-run its call to read the reason."""
-        self._nonces.mark(tx_hash, "landed")
+        await asyncio.to_thread(self._nonces.mark, tx_hash, "landed")
         tx = await self._call("chain.transaction", self._transport.transaction, tx_hash)
         round_id = -1
         name = "transaction"

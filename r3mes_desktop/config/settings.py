@@ -101,7 +101,8 @@ class Settings(BaseSettings):
 
     # training
     training_device: str = _f("auto", "auto, cpu, cuda, cuda:N or mps")
-    model_preset: Literal["tiny", "small", "default"] = _f("default", "tiny, small or default")
+    # Model size of the devnet's rounds, and of a real round that names none (mining presets).
+    model_preset: Literal["tiny", "default", "large"] = _f("default", "tiny, default or large")
     checkpoint_interval: int = _f(50, "1–100000 steps", ge=1, le=100000)
 
     # circuit breakers (one per service, same knobs)

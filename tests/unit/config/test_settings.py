@@ -124,7 +124,7 @@ INVALID: list[tuple[str, Any, str, str]] = [
     ("ipfs_api_address", "localhost:5001", "not a multiaddr or URL", "a multiaddr"),
     ("contract_address", "0x1234", "not a contract address", "0x followed by 40 hex digits"),
     ("training_device", "gpu", "unknown device", "auto, cpu, cuda, cuda:N or mps"),
-    ("model_preset", "huge", "invalid", "tiny, small or default"),
+    ("model_preset", "huge", "invalid", "tiny, default or large"),
     ("checkpoint_interval", 0, "out of range", "1–100000 steps"),
     ("breaker_window_size", 0, "out of range", "1–1000 calls"),
     ("breaker_failure_threshold", 11, "must be ≤ breaker_window_size = 10", "1–1000 failures"),

@@ -39,6 +39,7 @@ class WindowActions:
     cleanup: QtGui.QAction
     settings: QtGui.QAction
     open_data: QtGui.QAction
+    export_diagnostics: QtGui.QAction
     quit: QtGui.QAction
 
     def set_miner_state(self, state: str) -> None:
@@ -110,6 +111,13 @@ def create_actions(parent: QtWidgets.QWidget) -> WindowActions:
         parent, "Open data folder", "Ctrl+Shift+O", "Open the folder with the journal and logs"
     )
     open_data.setIcon(style.standardIcon(sp.SP_DirOpenIcon))
+    export_diagnostics = _action(
+        parent,
+        "Export diagnostics…",
+        "",
+        "Write one zip for a bug report: logs, error files, settings, statistics "
+        "(no keys, passwords, tokens or webhook URLs)",
+    )
     quit_action = _action(parent, "Quit", QtGui.QKeySequence.StandardKey.Quit, "Quit R3MES")
     start_pause = QtGui.QAction("Start mining", parent)
     start_pause.setObjectName("action-start-pause")
@@ -123,5 +131,6 @@ def create_actions(parent: QtWidgets.QWidget) -> WindowActions:
         cleanup=cleanup,
         settings=settings,
         open_data=open_data,
+        export_diagnostics=export_diagnostics,
         quit=quit_action,
     )

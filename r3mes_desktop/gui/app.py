@@ -168,17 +168,29 @@ async def _run(window: Any, runtime: Any, *, start: bool) -> int:
 
     closed = asyncio.Event()
     window.closed.connect(closed.set)
+    from r3mes_desktop.logs import setup_logging
+    from r3mes_desktop.monitoring import Monitoring
+
+    # JSON-lines file in the log dir, redacted; the console keeps basicConfig's handler.
+    setup_logging(console=False)
+    monitoring = None
     try:
         await runtime.open()
+        # error detail files always; the local API (and /metrics) when settings enable it
+        monitoring = await Monitoring.attach(runtime)
     except Exception as exc:
         log.exception("could not start the miner runtime")
         window.runtime_failed(str(exc))
     else:
+        if monitoring.api_url:
+            log.info("monitoring API on %s", monitoring.api_url)
         window.runtime_ready()
         if start:
             window.window_actions.start.trigger()
     await closed.wait()
     await window.tasks.cancel_all()
+    if monitoring is not None:
+        await monitoring.close()
     await runtime.close()
     return 0
 

@@ -186,6 +186,19 @@ class CoreCalls:
         dialog.open()
         self.settings_dialog = dialog
 
+    def export_diagnostics(self) -> None:
+        """Write the bug-report zip into the data folder's diagnostics/ and say where."""
+
+        async def run() -> None:
+            from r3mes_desktop.monitoring import export_runtime_diagnostics
+
+            path = await export_runtime_diagnostics(
+                self.runtime, self.runtime.data_dir / "diagnostics"
+            )
+            self.report(f"Diagnostics written to {path} (no keys, passwords or tokens inside).")
+
+        self.tasks.spawn(run(), name="Export diagnostics")
+
     def open_data_folder(self) -> None:
         url = QtCore.QUrl.fromLocalFile(str(self.runtime.data_dir))
         if not QtGui.QDesktopServices.openUrl(url):

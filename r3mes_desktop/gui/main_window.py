@@ -288,6 +288,7 @@ class MainWindow(QtWidgets.QMainWindow, CoreCalls):
         a.cleanup.triggered.connect(self.cleanup_stale)
         a.settings.triggered.connect(self.open_settings)
         a.open_data.triggered.connect(self.open_data_folder)
+        a.export_diagnostics.triggered.connect(self.export_diagnostics)
         a.quit.triggered.connect(self.quit)
 
         b.event.connect(self._on_event)

@@ -30,6 +30,7 @@ def build_toolbar_and_menus(window: MainWindow) -> None:
     menu = window.menuBar()
     file_menu = menu.addMenu("&File")
     file_menu.addAction(a.open_data)
+    file_menu.addAction(a.export_diagnostics)
     file_menu.addAction(a.settings)
     file_menu.addSeparator()
     file_menu.addAction(a.quit)

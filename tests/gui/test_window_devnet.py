@@ -8,14 +8,17 @@ way they happen: the IPFS store refuses connections (a wrapper around the real s
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import qasync
+from eth_account import Account
 
 from r3mes_desktop.config import load_settings, paths
+from r3mes_desktop.devnet.devnet import DEV_PASSWORD_FILE
 from r3mes_desktop.gui.main_window import MainWindow
 from r3mes_desktop.gui.qt import QtCore
 from r3mes_desktop.gui.transactions_model import TransactionsModel
@@ -243,6 +246,27 @@ def test_settings_from_the_window_validate_and_persist(rig: Rig, qtbot: Any) -> 
     assert rig.runtime.coordinator.bulkhead.limit == 3  # applied live
     assert load_settings(paths().settings_file).max_active_transactions == 3
     assert not Path(paths().settings_file).read_text().count("pow_difficulty = 40")
+
+
+def test_export_diagnostics_writes_a_zip_without_secrets(rig: Rig, qtbot: Any) -> None:
+    import zipfile
+
+    window = rig.window
+    folder = rig.runtime.data_dir / "diagnostics"
+    window.window_actions.export_diagnostics.trigger()
+    rig.wait(qtbot, lambda: folder.is_dir() and any(folder.glob("*.zip")), "the zip")
+    (zip_path,) = folder.glob("*.zip")
+    with zipfile.ZipFile(zip_path) as archive:
+        names = archive.namelist()
+        blob = b"".join(archive.read(n) for n in names)
+    assert names  # logs, settings, stats, versions
+    (password_file,) = rig.runtime.data_dir.rglob(DEV_PASSWORD_FILE)
+    password = password_file.read_text().strip()
+    keystore = json.loads(next(password_file.parent.glob("*.json")).read_text())
+    key_hex = bytes(Account.decrypt(keystore, password)).hex()
+    assert password.encode() not in blob
+    assert key_hex.encode() not in blob and key_hex.upper().encode() not in blob
+    assert any("Diagnostics written to" in a.message for a in window.alerts.shown)
 
 
 def _new_states(rig: Rig) -> set[str]:

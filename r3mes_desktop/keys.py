@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 
+from r3mes_desktop.core.artifacts import write_atomic_sync
 from r3mes_desktop.core.errors import AuthenticationError, ValidationError
 from r3mes_desktop.redact import register_secret
 
@@ -32,23 +31,7 @@ _HEX_KEY = re.compile(r"(0x)?[0-9a-fA-F]{64}")
 
 def write_private_file(path: Path, text: str) -> None:
     """Atomic write of a 0600 file: the key file is never visible half-written or world-readable."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    write_atomic_sync(path, text.encode("utf-8"), mode=0o600)
 
 
 def _check_password(password: str) -> None:

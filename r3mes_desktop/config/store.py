@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 import tomllib
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -19,6 +18,8 @@ from urllib.parse import urlsplit
 
 import pydantic
 import tomli_w
+
+from r3mes_desktop.core.artifacts import write_atomic_sync
 
 from .paths import paths
 from .settings import (
@@ -195,23 +196,5 @@ def save_settings(settings: Settings, path: Path | None = None) -> Path:
 
 
 def write_atomic(target: Path, data: bytes, *, mode: int = 0o644) -> None:
-    """Temp file in the same directory, fsync, os.replace: readers see old or new, never half."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    with contextlib.suppress(OSError):
-        dir_fd = os.open(target.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+    """Readers see the old file or the new one, never half (core.artifacts does the work)."""
+    write_atomic_sync(target, data, mode=mode)

@@ -11,26 +11,39 @@ import asyncio
 import contextlib
 import hashlib
 import os
+import tempfile
 from pathlib import Path
 
 from r3mes_desktop.core.errors import IntegrityError
 
 
-def write_atomic_sync(path: Path, data: bytes) -> None:
-    """tmp file + fsync + rename + directory fsync: the file is whole or absent, and durable."""
+def write_atomic_sync(path: Path, data: bytes, *, mode: int = 0o644) -> None:
+    """tmp file + fsync + rename + directory fsync: the file is whole or absent, and durable.
+
+    The one atomic write of the project (gradients, checkpoints, settings, keystores, the
+    devnet store). `mode` is set before any byte is written, so a 0600 secret is never
+    readable by others, not even half-written. Temp files end in `.tmp` (cleanups skip them).
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    if hasattr(os, "O_DIRECTORY"):
-        fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        if hasattr(os, "fchmod"):
+            os.fchmod(fd, mode)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    with contextlib.suppress(OSError):  # no directory fds on Windows
+        dir_fd = os.open(path.parent, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
         try:
-            os.fsync(fd)
+            os.fsync(dir_fd)
         finally:
-            os.close(fd)
+            os.close(dir_fd)
 
 
 def read_verified_sync(path: Path, expected_hex: str) -> bytes:

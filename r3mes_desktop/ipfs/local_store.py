@@ -10,33 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import tempfile
 import threading
 from pathlib import Path
 from typing import Any
 
+from r3mes_desktop.core.artifacts import write_atomic_sync
 from r3mes_desktop.core.errors import IntegrityError, PermanentError
 from r3mes_desktop.ipfs.cid import compute_cid, parse_cid, same_cid
 from r3mes_desktop.ipfs.limits import check_size
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 class LocalContentStore:
@@ -66,14 +47,14 @@ class LocalContentStore:
         return set(data.get("pins", []))
 
     def _save_pins(self, pins: set[str]) -> None:
-        _atomic_write(self._pins_path, json.dumps({"pins": sorted(pins)}).encode())
+        write_atomic_sync(self._pins_path, json.dumps({"pins": sorted(pins)}).encode())
 
     def _add_sync(self, data: bytes) -> str:
         cid = compute_cid(bytes(data))
         path = self.blobs / cid
         with self._lock:
             if not path.exists():
-                _atomic_write(path, bytes(data))
+                write_atomic_sync(path, bytes(data))
             pins = self._pins()
             if cid not in pins:
                 pins.add(cid)
@@ -129,7 +110,7 @@ class LocalContentStore:
             pins = self._pins()
             removed = 0
             for path in self.blobs.iterdir():
-                if path.name not in pins and not path.name.startswith(".tmp-"):
+                if path.name not in pins and not path.name.endswith(".tmp"):
                     path.unlink()
                     removed += 1
         return removed

@@ -10,12 +10,10 @@ the newest checkpoint back, skipping (with a warning) any whose record or checks
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import hashlib
 import json
 import logging
-import os
 import re
 import shutil
 from dataclasses import dataclass
@@ -26,6 +24,7 @@ import numpy as np
 from safetensors.numpy import load as st_load
 from safetensors.numpy import save as st_save
 
+from r3mes_desktop.core.artifacts import write_atomic_sync
 from r3mes_desktop.core.clock import Clock, SystemClock
 from r3mes_desktop.core.errors import ResourceError, ValidationError
 
@@ -54,29 +53,11 @@ class LoadedCheckpoint:
     state: dict[str, Any]
 
 
-def _fsync_dir(path: Path) -> None:
-    if os.name == "nt":  # directories cannot be opened for fsync on Windows
-        return
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def atomic_write(path: Path, data: bytes) -> None:
     """Write `data` to `path` so a reader sees the old file or the new one, never a torn one."""
-    tmp = path.with_name(path.name + ".tmp")
     try:
-        with open(tmp, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
+        write_atomic_sync(path, data)
     except OSError as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
             raise ResourceError(f"no space left writing {path.name}; mining paused") from exc
         raise

@@ -125,10 +125,8 @@ def _group_alive(pgid: int) -> bool:
     return True
 
 
-def _wait_mining(root: Path, proc: subprocess.Popen[bytes], *, limit_s: float) -> None:
-    """Until the miner's log says mining started (its signal handlers are in place)."""
-    log = root / "logs" / "r3mes.log"
-    offset = log.stat().st_size if log.exists() else 0
+def _wait_mining(log: Path, offset: int, proc: subprocess.Popen[bytes], *, limit_s: float) -> None:
+    """Until the miner's log (past `offset`) says mining started (signal handlers in place)."""
     deadline = time.monotonic() + limit_s
     while time.monotonic() < deadline and proc.poll() is None:
         if log.exists():
@@ -166,6 +164,8 @@ def run_crashes(
     t0 = time.perf_counter()
     for i in range(crashes + sigterms):
         before = _unfinished(journal)
+        log = root / "logs" / "r3mes.log"
+        offset = log.stat().st_size if log.exists() else 0  # this start's lines come after
         started = time.monotonic()
         proc = _start(root)
         if before:
@@ -177,7 +177,7 @@ def run_crashes(
         if i >= crashes or rng.random() >= STARTUP_KILLS:
             # a clean stop is asked of a running miner (its handlers installed); most kills
             # too land while it mines: training, upload, submission, completion
-            _wait_mining(root, proc, limit_s=recovery_limit_s)
+            _wait_mining(log, offset, proc, limit_s=recovery_limit_s)
             time.sleep(rng.uniform(0.2, max_uptime_s))
         else:  # the rest during startup and recovery
             time.sleep(rng.uniform(0.5, 4.0))

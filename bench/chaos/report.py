@@ -50,6 +50,9 @@ FINDINGS = """## What the harness found (fixed, each with a regression test)
    devnet an abandoned signature's nonce is refilled after 30 s instead of 600 s.
 6. **Damaged journal file** (`core/journal.py`): a journal that is not a database surfaced as
    a bare "file is not a database"; it is now an IntegrityError naming the file and what to do.
+7. **Orphan pin** (`core/saga.py`, found by the 200-transaction run below): an add that
+   pinned but timed out, then a retry refused with HTTP 401, rolled back without learning the
+   CID, so nothing unpinned it. Any failure in IPFS_UPLOAD now learns the CID for the undo.
 
 Known and not fixed here: on a real chain a rollback after signing but before the broadcast
 still leaves a nonce gap until `stale_nonce_s` (600 s) lets a new signature fill it (the saga
@@ -149,6 +152,8 @@ def to_markdown(report: dict[str, Any]) -> str:
             "",
         ]
     lines.append(FINDINGS)
+    if report.get("earlier"):
+        lines += [report["earlier"], ""]
     bad = report.get("bad_inputs")
     if bad:
         lines += [

@@ -492,8 +492,11 @@ class Saga:
                 found, block = await self.find_on_chain(rec)
             except R3mesError as check:
                 log.warning("could not reconcile %s with the chain: %s", tx, check.message)
-                if isinstance(exc, AuthenticationError) and self.in_doubt(rec, check):
-                    raise check from exc  # no answer from the chain: in doubt, never undone
+                if isinstance(exc, AuthenticationError):  # no answer from the chain: in doubt
+                    raise NetworkError(
+                        f"could not ask the chain whether {rec.tx_hash} was mined: {check.message}",
+                        service="chain",
+                    ) from exc
                 found, block = False, None
             if found:
                 return await self.landed(rec, block, f"found on chain after {exc.category} errors")

@@ -53,6 +53,10 @@ FINDINGS = """## What the harness found (fixed, each with a regression test)
 7. **Orphan pin** (`core/saga.py`, found by the 200-transaction run below): an add that
    pinned but timed out, then a retry refused with HTTP 401, rolled back without learning the
    CID, so nothing unpinned it. Any failure in IPFS_UPLOAD now learns the CID for the undo.
+8. **Lost work when the reconciling lookup also failed** (`core/saga.py`, found by the
+   40-transaction run reported here, whose one violation it is): HTTP 401 on the receipt
+   after the broadcast landed, then a second 401 on the lookup; it counted as "not on chain".
+   A failed lookup now parks the submission in doubt for the chain to settle later.
 
 Known and not fixed here: on a real chain a rollback after signing but before the broadcast
 still leaves a nonce gap until `stale_nonce_s` (600 s) lets a new signature fill it (the saga

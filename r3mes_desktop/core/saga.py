@@ -388,7 +388,24 @@ class Saga:
 
     async def find_on_chain(self, rec: TransactionRecord) -> tuple[bool, int | None]:
         """Is our submission on chain? (found, block). Raises AlreadySubmittedError when the
-        contract holds another CID for this (round, miner)."""
+        contract holds another CID for this (round, miner).
+
+        A failed lookup (any category: a 401 on a read is not the chain refusing our bytes)
+        is "no answer" and raised as a NetworkError, so the submission stays in doubt.
+        """
+        try:
+            return await self._lookup_on_chain(rec)
+        except AlreadySubmittedError:
+            raise
+        except R3mesError as exc:
+            if exc.category is ErrorCategory.NETWORK:
+                raise
+            raise NetworkError(
+                f"could not ask the chain whether {rec.tx_hash} was mined: {exc.message}",
+                service="chain",
+            ) from exc
+
+    async def _lookup_on_chain(self, rec: TransactionRecord) -> tuple[bool, int | None]:
         tx = rec.id
         if rec.tx_hash is not None:
             receipt = await self.d.chain_caller.call(

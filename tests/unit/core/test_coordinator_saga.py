@@ -311,3 +311,38 @@ async def test_submission_refused_after_doubt_is_rolled_back(tmp_path: Path) -> 
     assert rig.store.pins == set()
     assert rig.chain.submissions == {}
     await rig.coordinator.close()
+
+
+async def test_failed_lookup_of_a_parked_submission_keeps_it_in_doubt(tmp_path: Path) -> None:
+    # Found by bench.chaos: re-driving a parked submission, the receipt read answered 401.
+    # A failed read is no answer from the chain; the mined submission must not be undone.
+    rig = make_rig(tmp_path, max_retries=1)
+    await rig.coordinator.start(background=False)
+    real_broadcast = rig.chain.broadcast
+
+    async def mined_but_answer_lost(signed: SignedSubmission) -> None:
+        await real_broadcast(signed)
+        raise NetworkError("connection reset by peer")
+
+    rig.chain.broadcast = mined_but_answer_lost  # type: ignore[method-assign]
+    for op in ("receipt", "submission_of"):
+        rig.faults.fail(op, NetworkError("connection refused"), times=None)
+    status = await rig.coordinator.run_transaction(make_spec(23))
+    assert status.state == "blockchain_submit"
+
+    rig.faults.clear()
+    rig.faults.fail("receipt", AuthenticationError("HTTP 401 unauthorized"), times=None)
+    rig.clock.advance(status.next_retry_at - rig.clock.time() + 1)
+    await rig.coordinator.settle_in_doubt()
+    status = await rig.coordinator.status(status.transaction_id)
+    assert status.state == "blockchain_submit"  # still in doubt, nothing undone
+    assert len(rig.store.pins) == 1
+
+    rig.faults.clear()
+    rig.chain.broadcast = real_broadcast  # type: ignore[method-assign]
+    rig.clock.advance(status.next_retry_at - rig.clock.time() + 1)
+    await rig.coordinator.settle_in_doubt()
+    status = await rig.coordinator.status(status.transaction_id)
+    assert status.state == "committed"
+    assert len(rig.chain.submissions) == 1
+    await rig.coordinator.close()

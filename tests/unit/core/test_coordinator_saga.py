@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -259,9 +260,8 @@ async def test_timeout_during_upload_unpins(tmp_path: Path) -> None:
     await rig.coordinator.close()
 
 
-async def test_submission_in_doubt_is_parked_not_unpinned_then_settled(tmp_path: Path) -> None:
-    # The broadcast reached the node and was mined, but every answer was lost and the chain
-    # stayed unreachable: undoing now would orphan a mined submission (lost work).
+async def park_a_mined_submission(tmp_path: Path, round_id: int) -> tuple[Rig, Any]:
+    """The broadcast reached the node and was mined, but every answer was lost: parked."""
     rig = make_rig(tmp_path, max_retries=1)
     await rig.coordinator.start(background=False)
     real_broadcast = rig.chain.broadcast
@@ -273,8 +273,16 @@ async def test_submission_in_doubt_is_parked_not_unpinned_then_settled(tmp_path:
     rig.chain.broadcast = mined_but_answer_lost  # type: ignore[method-assign]
     for op in ("receipt", "submission_of"):
         rig.faults.fail(op, NetworkError("connection refused"), times=None)
+    status = await rig.coordinator.run_transaction(make_spec(round_id))
+    rig.faults.clear()
+    rig.chain.broadcast = real_broadcast  # type: ignore[method-assign]
+    return rig, status
 
-    status = await rig.coordinator.run_transaction(make_spec(21))
+
+async def test_submission_in_doubt_is_parked_not_unpinned_then_settled(tmp_path: Path) -> None:
+    # The broadcast reached the node and was mined, but every answer was lost and the chain
+    # stayed unreachable: undoing now would orphan a mined submission (lost work).
+    rig, status = await park_a_mined_submission(tmp_path, 21)
 
     assert status.state == "blockchain_submit"
     assert status.error_category == "network"
@@ -282,8 +290,6 @@ async def test_submission_in_doubt_is_parked_not_unpinned_then_settled(tmp_path:
     assert len(rig.store.pins) == 1  # nothing undone while the chain has not answered
     assert await rig.coordinator.settle_in_doubt() == 0  # not due yet
 
-    rig.faults.clear()
-    rig.chain.broadcast = real_broadcast  # type: ignore[method-assign]
     rig.clock.advance(status.next_retry_at - rig.clock.time() + 1)
     assert await rig.coordinator.settle_in_doubt() == 1
 
@@ -316,21 +322,9 @@ async def test_submission_refused_after_doubt_is_rolled_back(tmp_path: Path) -> 
 async def test_failed_lookup_of_a_parked_submission_keeps_it_in_doubt(tmp_path: Path) -> None:
     # Found by bench.chaos: re-driving a parked submission, the receipt read answered 401.
     # A failed read is no answer from the chain; the mined submission must not be undone.
-    rig = make_rig(tmp_path, max_retries=1)
-    await rig.coordinator.start(background=False)
-    real_broadcast = rig.chain.broadcast
-
-    async def mined_but_answer_lost(signed: SignedSubmission) -> None:
-        await real_broadcast(signed)
-        raise NetworkError("connection reset by peer")
-
-    rig.chain.broadcast = mined_but_answer_lost  # type: ignore[method-assign]
-    for op in ("receipt", "submission_of"):
-        rig.faults.fail(op, NetworkError("connection refused"), times=None)
-    status = await rig.coordinator.run_transaction(make_spec(23))
+    rig, status = await park_a_mined_submission(tmp_path, 23)
     assert status.state == "blockchain_submit"
 
-    rig.faults.clear()
     rig.faults.fail("receipt", AuthenticationError("HTTP 401 unauthorized"), times=None)
     rig.clock.advance(status.next_retry_at - rig.clock.time() + 1)
     await rig.coordinator.settle_in_doubt()
@@ -339,7 +333,6 @@ async def test_failed_lookup_of_a_parked_submission_keeps_it_in_doubt(tmp_path: 
     assert len(rig.store.pins) == 1
 
     rig.faults.clear()
-    rig.chain.broadcast = real_broadcast  # type: ignore[method-assign]
     rig.clock.advance(status.next_retry_at - rig.clock.time() + 1)
     await rig.coordinator.settle_in_doubt()
     status = await rig.coordinator.status(status.transaction_id)

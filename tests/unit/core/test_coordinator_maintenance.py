@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -19,14 +18,6 @@ from r3mes_desktop.core.journal import Change
 from r3mes_desktop.core.txstate import TxState
 from tests.helpers.coordinator_rig import Rig, make_rig
 from tests.helpers.fakes import make_spec
-
-
-@pytest.fixture
-async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
-    rig = make_rig(tmp_path)
-    await rig.coordinator.start(background=False)
-    yield rig
-    await rig.coordinator.close()
 
 
 async def test_failed_unpin_stays_compensating_and_is_retried_later(rig: Rig) -> None:

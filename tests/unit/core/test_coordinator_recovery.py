@@ -3,25 +3,13 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator
-from pathlib import Path
-
-import pytest
 
 from r3mes_desktop.core.artifacts import write_atomic_sync
 from r3mes_desktop.core.errors import PermanentError
 from r3mes_desktop.core.journal import Change
 from r3mes_desktop.core.txstate import TxState
-from tests.helpers.coordinator_rig import Rig, make_rig
+from tests.helpers.coordinator_rig import Rig
 from tests.helpers.fakes import cid_for, gradient_for, make_spec
-
-
-@pytest.fixture
-async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
-    rig = make_rig(tmp_path)
-    await rig.coordinator.start(background=False)
-    yield rig
-    await rig.coordinator.close()
 
 
 async def crashed_at(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -20,14 +19,6 @@ from r3mes_desktop.core.events import Notice, TransactionStateChanged
 from r3mes_desktop.core.steps import SignedSubmission
 from tests.helpers.coordinator_rig import Rig, make_rig
 from tests.helpers.fakes import make_spec
-
-
-@pytest.fixture
-async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
-    rig = make_rig(tmp_path)
-    await rig.coordinator.start(background=False)
-    yield rig
-    await rig.coordinator.close()
 
 
 async def test_happy_path_commits_with_every_artifact(rig: Rig) -> None:

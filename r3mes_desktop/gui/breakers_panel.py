@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from r3mes_desktop.core.events import BreakerStateChanged
+from r3mes_desktop.gui.list_model import ListTableModel
 from r3mes_desktop.gui.qt import Qt, QtCore, QtGui, QtWidgets, Signal
 from r3mes_desktop.gui.records import (
     BREAKER_COLOURS,
@@ -36,25 +37,13 @@ class BreakerRow:
         return max(0.0, self.half_open_at - now)
 
 
-class BreakersModel(QtCore.QAbstractTableModel):
+class BreakersModel(ListTableModel):
     COLUMNS = ("Service", "State", "Failures", "Half-open in", "")
     STATE_ROLE = Qt.ItemDataRole.UserRole + 1
 
     def __init__(self, parent: QtCore.QObject | None = None, *, clock: Any = time.monotonic):
         super().__init__(parent)
-        self._rows: list[BreakerRow] = []
         self._now = clock
-
-    def rowCount(self, parent: QtCore.QModelIndex | None = None) -> int:
-        return 0 if parent is not None and parent.isValid() else len(self._rows)
-
-    def columnCount(self, parent: QtCore.QModelIndex | None = None) -> int:
-        return 0 if parent is not None and parent.isValid() else len(self.COLUMNS)
-
-    def headerData(self, section: int, orientation: Qt.Orientation, role: int = 0) -> Any:
-        if role == Qt.ItemDataRole.DisplayRole and orientation == Qt.Orientation.Horizontal:
-            return self.COLUMNS[section]
-        return None
 
     def data(self, index: QtCore.QModelIndex, role: int = 0) -> Any:
         if not index.isValid():

@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from r3mes_desktop.gui.list_model import ListTableModel
 from r3mes_desktop.gui.qt import Qt, QtCore, QtWidgets, Signal
 from r3mes_desktop.gui.records import field_of
 
@@ -31,24 +32,9 @@ def row_from_letter(letter: Any) -> DeadLetterRow:
     )
 
 
-class DeadLettersModel(QtCore.QAbstractTableModel):
+class DeadLettersModel(ListTableModel):
     COLUMNS = ("Transaction", "Round", "When", "Reason")
     ID_ROLE = Qt.ItemDataRole.UserRole + 1
-
-    def __init__(self, parent: QtCore.QObject | None = None) -> None:
-        super().__init__(parent)
-        self._rows: list[DeadLetterRow] = []
-
-    def rowCount(self, parent: QtCore.QModelIndex | None = None) -> int:
-        return 0 if parent is not None and parent.isValid() else len(self._rows)
-
-    def columnCount(self, parent: QtCore.QModelIndex | None = None) -> int:
-        return 0 if parent is not None and parent.isValid() else len(self.COLUMNS)
-
-    def headerData(self, section: int, orientation: Qt.Orientation, role: int = 0) -> Any:
-        if role == Qt.ItemDataRole.DisplayRole and orientation == Qt.Orientation.Horizontal:
-            return self.COLUMNS[section]
-        return None
 
     def data(self, index: QtCore.QModelIndex, role: int = 0) -> Any:
         if not index.isValid():

@@ -148,3 +148,33 @@ async def test_integrity_check_names_broken_invariants(journal: Journal) -> None
 async def test_bad_synchronous_mode_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValidationError, match="synchronous"):
         Journal(tmp_path / "x.db", synchronous="OFF")
+
+
+async def test_the_returned_record_is_what_the_journal_holds(journal: Journal) -> None:
+    """`create` and `apply` build the record without reading it back: it must equal a read."""
+    created = await journal.create(
+        tx_id="a", spec=make_spec(1), miner=MINER, now=1.0, deadline=9.0, start=TxState.TRAINING
+    )
+    assert created == await journal.get("a")
+    changes = [
+        Change(
+            "a",
+            2.0,
+            state=TxState.IPFS_UPLOAD,
+            fields={"gradient_hash": "ab" * 32, "gradient_path": "/g", "pow_nonce": 2**70},
+        ),
+        Change(
+            "a",
+            3.0,
+            state=TxState.BLOCKCHAIN_SUBMIT,
+            fields={"cid": "bafk1", "signed_raw": b"raw", "tx_hash": "0x1", "account_nonce": 4},
+            claim_submission=True,
+        ),
+        Change("a", 4.0, fields={"attempts": 1, "next_retry_at": 5.5, "error_message": "x"}),
+        Change("a", 6.0, state=TxState.COMMITTED, via=TxState.TASK_COMPLETE),
+        Change("a", 7.0, state=TxState.TRAINING, fields={"pow_nonce": None}),
+    ]
+    for change in changes:
+        returned = await journal.apply(change)
+        assert returned == await journal.get("a")
+    assert returned.finished_at is None and returned.pow_nonce is None

@@ -297,9 +297,6 @@ class Saga:
             digest = hashlib.sha256(result.data).digest()
             if digest != result.gradient_hash:
                 raise IntegrityError("trainer's gradient_hash is not sha256 of its bytes")
-            path = self.gradient_path(tx)
-            await artifacts.write_atomic(path, result.data)
-            self._fresh_gradient[tx] = result.data
             nonce = await self.d.resource_policy.call_async(
                 functools.partial(
                     self.d.pow.solve,
@@ -315,6 +312,11 @@ class Saga:
                 clock=self.d.clock,
                 transaction_id=tx,
             )
+        # The device is free now: the next round trains while this gradient is made durable.
+        self._release_lane(tx)
+        path = self.gradient_path(tx)
+        await artifacts.write_atomic(path, result.data)
+        self._fresh_gradient[tx] = result.data
         return Change(
             tx,
             self.d.clock.time(),

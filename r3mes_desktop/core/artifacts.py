@@ -46,6 +46,67 @@ def write_atomic_sync(path: Path, data: bytes, *, mode: int = 0o644) -> None:
             os.close(dir_fd)
 
 
+def write_durable_many_sync(items: list[tuple[Path, bytes]]) -> list[BaseException | None]:
+    """Atomic, durable writes of several files, with one fsync per directory.
+
+    The same guarantees as `write_atomic_sync` for each file (whole or absent, durable when
+    this returns None for it), but all the data is written before the first fsync, so the
+    file system can flush them together, and each directory is fsynced once for all its
+    renames. Returns one entry per item: None, or the error that item failed with.
+    """
+    errors: list[BaseException | None] = [None] * len(items)
+    temps: list[tuple[int, int, str]] = []  # item index, fd, temp path
+    for i, (path, data) in enumerate(items):
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        except OSError as exc:
+            errors[i] = exc
+            continue
+        temps.append((i, fd, tmp))
+        try:
+            if hasattr(os, "fchmod"):
+                os.fchmod(fd, 0o644)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+        except OSError as exc:
+            errors[i] = exc
+    for i, fd, _ in temps:
+        try:
+            if errors[i] is None:
+                os.fsync(fd)
+        except OSError as exc:
+            errors[i] = exc
+        finally:
+            os.close(fd)
+    dirs: dict[Path, None] = {}  # ordered set
+    for i, _, tmp in temps:
+        path = items[i][0]
+        if errors[i] is None:
+            try:
+                os.replace(tmp, path)
+            except OSError as exc:
+                errors[i] = exc
+            else:
+                dirs[path.parent] = None
+                continue
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+    for directory in dirs:
+        _fsync_dir(directory)
+    return errors
+
+
+def _fsync_dir(directory: Path) -> None:
+    with contextlib.suppress(OSError):  # no directory fds on Windows (as write_atomic_sync)
+        dir_fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+
 def read_verified_sync(path: Path, expected_hex: str) -> bytes:
     try:
         data = path.read_bytes()

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from r3mes_desktop.core.errors import IntegrityError, ValidationError
+from r3mes_desktop.core.journal_batch import BatchStats, GroupCommitter, Write
 from r3mes_desktop.core.journal_integrity import check_integrity
 from r3mes_desktop.core.journal_schema import MIGRATIONS, SCHEMA_VERSION
 from r3mes_desktop.core.records import (
@@ -101,6 +102,9 @@ class Change:
     compensations_add: list[tuple[str, str]] = field(default_factory=list)
     compensations_done: list[int] = field(default_factory=list)
     dead_letter: tuple[str, str, dict[str, Any]] | None = None  # reason, category, payload
+    durable: bool = True  # on disk before `apply` returns: intent records, terminal states
+    artifact: tuple[Path, bytes] | None = None  # a file made durable before the commit
+    remove_after: tuple[Path, ...] = ()  # files deleted once the change is committed
 
 
 def _record(row: sqlite3.Row | tuple[Any, ...]) -> TransactionRecord:
@@ -204,8 +208,9 @@ class Journal:
         self._synchronous = synchronous
         self._executor: ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None
-        self._queue: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]]] = []
-        self._flusher: asyncio.Task[None] | None = None
+        self._writer = GroupCommitter(
+            executor=self._the_executor, conn=self._db, synchronous=synchronous
+        )
 
     # -- lifecycle -----------------------------------------------------------------------
     async def open(self) -> None:
@@ -217,6 +222,7 @@ class Journal:
     def _open_sync(self) -> None:
         try:
             self._conn = connect(self.path, synchronous=self._synchronous)
+            self._writer.connected(self._synchronous)
             migrate(self._conn)
         except sqlite3.DatabaseError as exc:
             if isinstance(exc, sqlite3.OperationalError):  # locked, busy, I/O: not damage
@@ -230,8 +236,7 @@ class Journal:
     async def close(self) -> None:
         if self._executor is None:
             return
-        if self._flusher is not None:
-            await asyncio.gather(self._flusher, return_exceptions=True)
+        await self._writer.drain()
         await self._call(self._close_sync)
         self._executor.shutdown(wait=True)
         self._executor = None
@@ -241,103 +246,40 @@ class Journal:
             self._conn.close()
             self._conn = None
 
+    def _the_executor(self) -> ThreadPoolExecutor:
+        if self._executor is None:
+            raise RuntimeError("journal is not open")
+        return self._executor
+
     async def _call(self, fn: Callable[..., T], *args: Any) -> T:
         if self._executor is None:
             raise RuntimeError("journal is not open")
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, fn, *args)
 
-    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run `fn(conn)` inside a write transaction; returns once it is committed.
+    async def _write(
+        self,
+        fn: Callable[[sqlite3.Connection], T],
+        *,
+        durable: bool = True,
+        artifact: tuple[Path, bytes] | None = None,
+        remove_after: tuple[Path, ...] = (),
+    ) -> T:
+        """Run `fn(conn)` in the next group commit; returns once that commit is done.
 
-        Group commit: writes queued while a commit is in flight are applied together in
-        the next sqlite transaction, each inside its own SAVEPOINT (a failing write is
-        rolled back alone and raises to its caller only). Every caller still awaits the
-        commit (and, with synchronous=FULL, the fsync) that holds its write, so "journaled
-        before the effect" is unchanged; concurrent transactions just share one fsync.
-        """
-        fut: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._queue.append((fn, fut))
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.ensure_future(self._flush())
-        return await fut
+        `durable`: the commit is on disk (synchronous=FULL) before this returns; for intent
+        records and terminal states. `artifact` is made durable before the commit,
+        `remove_after` deleted after it (see journal_batch)."""
+        if self._executor is None:
+            raise RuntimeError("journal is not open")
+        result: T = await self._writer.submit(
+            Write(fn, durable=durable, artifact=artifact, remove_after=remove_after)
+        )
+        return result
 
-    async def _flush(self) -> None:
-        while self._queue:
-            batch, self._queue = self._queue, []
-            try:
-                results = await self._call(self._run_batch, [fn for fn, _ in batch])
-            except BaseException as exc:
-                for _, fut in batch:
-                    if not fut.done():
-                        fut.set_exception(exc)
-                if not isinstance(exc, Exception):
-                    raise
-                continue
-            for (_, fut), (ok, value) in zip(batch, results, strict=True):
-                if fut.done():
-                    continue
-                if ok:
-                    fut.set_result(value)
-                else:
-                    fut.set_exception(value)
-
-    def _run_batch(self, fns: list[Callable[[sqlite3.Connection], Any]]) -> list[tuple[bool, Any]]:
-        """Apply `fns` in one sqlite transaction; a failing write fails alone.
-
-        Optimistic: the writes run without savepoints (2 statements each saved on the hot
-        path). Only if one raises is the transaction rolled back and the batch replayed with a
-        SAVEPOINT around each write. The writes are pure functions of the connection (no
-        Python side effects), so replaying them is safe.
-        """
-        conn = self._db()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            results: list[tuple[bool, Any]] = [(True, fn(conn)) for fn in fns]
-        except Exception as exc:
-            conn.execute("ROLLBACK")
-            if len(fns) == 1:
-                return [(False, exc)]
-            return self._run_isolated(conn, fns)
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
-        self._commit(conn)
-        return results
-
-    def _run_isolated(
-        self, conn: sqlite3.Connection, fns: list[Callable[[sqlite3.Connection], Any]]
-    ) -> list[tuple[bool, Any]]:
-        results: list[tuple[bool, Any]] = []
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            for fn in fns:
-                conn.execute("SAVEPOINT write")
-                try:
-                    value = fn(conn)
-                except Exception as exc:
-                    conn.execute("ROLLBACK TO write")
-                    conn.execute("RELEASE write")
-                    results.append((False, exc))
-                else:
-                    conn.execute("RELEASE write")
-                    results.append((True, value))
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
-        self._commit(conn)
-        return results
-
-    @staticmethod
-    def _commit(conn: sqlite3.Connection) -> None:
-        try:
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
+    @property
+    def write_stats(self) -> BatchStats:
+        return self._writer.stats
 
     async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run `fn(conn)` on the journal thread (for read-only queries: stats, analytics)."""
@@ -416,9 +358,14 @@ class Journal:
 
     async def apply(self, change: Change) -> TransactionRecord:
         """Apply `change` in one sqlite transaction and return the updated record."""
-        return await self._write(functools.partial(self._apply_and_get, change))
+        return await self._write(
+            functools.partial(self._apply_in_txn_conn, change),
+            durable=change.durable,
+            artifact=change.artifact,
+            remove_after=change.remove_after,
+        )
 
-    def _apply_and_get(self, change: Change, conn: sqlite3.Connection) -> TransactionRecord:
+    def _apply_in_txn_conn(self, change: Change, conn: sqlite3.Connection) -> TransactionRecord:
         return self._apply_in_txn(conn, change)
 
     def _apply_in_txn(self, conn: sqlite3.Connection, c: Change) -> TransactionRecord:
@@ -551,8 +498,10 @@ class Journal:
         return after
 
     async def append_history(self, entries: list[HistoryEntry]) -> None:
-        """Record retries, notes and compensation attempts that change no state."""
-        await self._write(lambda conn: _insert_history(conn, entries))
+        """Record retries, notes and compensation attempts that change no state.
+
+        Not durable: no effect waits on these rows; the next durable commit carries them."""
+        await self._write(lambda conn: _insert_history(conn, entries), durable=False)
 
     async def compensation_failed(
         self, comp_id: int, *, now: float, next_at: float, error: str, entry: HistoryEntry
@@ -565,7 +514,7 @@ class Journal:
             )
             _insert_history(conn, [entry])
 
-        await self._write(write)
+        await self._write(write, durable=False)  # a lost row only means an earlier retry
 
     async def resolve_dead_letter(self, dl_id: str, *, status: str, now: float) -> None:
         await self._write(

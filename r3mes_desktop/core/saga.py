@@ -125,6 +125,9 @@ class Saga:
         return self.d.artifacts_dir / f"{tx_id}.safetensors"
 
     async def commit(self, rec: TransactionRecord, change: Change) -> TransactionRecord:
+        if change.state is TxState.COMMITTED and rec.gradient_path:
+            # the journal deletes the gradient once COMMITTED is on disk, not before
+            change.remove_after = (*change.remove_after, Path(rec.gradient_path))
         new = await self.d.journal.apply(change)
         if new.state is not rec.state:
             hops = (
@@ -263,8 +266,6 @@ class Saga:
                 await self.d.trainer.discard_checkpoints(rec.id)
             except Exception as exc:
                 log.warning("discarding checkpoints of %s failed: %s", rec.id, exc)
-        elif rec.state is TxState.COMMITTED and rec.gradient_path:
-            await artifacts.remove(Path(rec.gradient_path))
 
     # -- steps ----------------------------------------------------------------------------
     async def _train(self, rec: TransactionRecord) -> Change:
@@ -312,10 +313,11 @@ class Saga:
                 clock=self.d.clock,
                 transaction_id=tx,
             )
-        # The device is free now: the next round trains while this gradient is made durable.
+        # The device is free now: the next round trains while this one's gradient is made
+        # durable. The journal writes it (atomically, fsynced) before committing its hash,
+        # together with the other gradients and records of its group commit.
         self._release_lane(tx)
         path = self.gradient_path(tx)
-        await artifacts.write_atomic(path, result.data)
         self._fresh_gradient[tx] = result.data
         return Change(
             tx,
@@ -328,6 +330,7 @@ class Saga:
                 "pow_nonce": int(nonce),
                 "training_step": self._training_step.get(tx),
             },
+            artifact=(path, result.data),
         )
 
     async def ensure_pinned(self, rec: TransactionRecord, *, check_first: bool) -> str:

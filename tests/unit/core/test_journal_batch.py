@@ -1,0 +1,127 @@
+"""The group-commit write path: sync mode per batch, artifacts before the commit, deletions
+after it, a failing write or artifact failing alone."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from r3mes_desktop.core import artifacts
+from r3mes_desktop.core.journal import Change, Journal, StaleStateError
+from r3mes_desktop.core.txstate import TxState
+from tests.helpers.fakes import MINER, make_spec
+
+
+def _sync_mode(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("PRAGMA synchronous").fetchone()[0])  # 1 NORMAL, 2 FULL
+
+
+@pytest.fixture
+async def journal(tmp_path: Path) -> AsyncIterator[Journal]:
+    j = Journal(tmp_path / "j.db")
+    await j.open()
+    yield j
+    await j.close()
+
+
+async def test_only_batches_holding_a_durable_write_commit_with_full(journal: Journal) -> None:
+    assert await journal._write(_sync_mode, durable=False) == 1
+    assert await journal._write(_sync_mode) == 2
+    # a durable write makes its whole batch durable (and every earlier WAL frame with it)
+    together = await asyncio.gather(
+        journal._write(_sync_mode, durable=False),
+        journal._write(_sync_mode, durable=True),
+        journal._write(_sync_mode, durable=False),
+    )
+    assert together == [2, 2, 2]
+    stats = journal.write_stats
+    assert (stats.batches, stats.durable_commits) == (3, 2)
+
+
+async def test_a_normal_journal_never_switches_to_full(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "n.db", synchronous="NORMAL")
+    await journal.open()
+    try:
+        assert await journal._write(_sync_mode) == 1
+        assert await journal._write(_sync_mode, durable=False) == 1
+    finally:
+        await journal.close()
+
+
+async def test_the_artifact_is_on_disk_before_its_record_commits(
+    journal: Journal, tmp_path: Path
+) -> None:
+    await journal.create(tx_id="a", spec=make_spec(1), miner=MINER, now=1.0, deadline=None)
+    path = tmp_path / "artifacts" / "a.safetensors"
+    seen: list[bytes] = []
+
+    def check(conn: sqlite3.Connection) -> None:
+        seen.append(path.read_bytes())  # runs inside the transaction, before COMMIT
+
+    await journal._write(check, artifact=(path, b"gradient"))
+    assert seen == [b"gradient"]
+    assert not [p for p in path.parent.iterdir() if p.name.endswith(".tmp")]
+
+
+async def test_a_failing_artifact_fails_only_its_own_write(
+    journal: Journal, tmp_path: Path
+) -> None:
+    for tx, r in (("a", 1), ("b", 2)):
+        await journal.create(tx_id=tx, spec=make_spec(r), miner=MINER, now=1.0, deadline=None)
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_bytes(b"")
+    good = tmp_path / "artifacts" / "b.safetensors"
+    results = await asyncio.gather(
+        journal.apply(
+            Change("a", 2.0, state=TxState.TRAINING, artifact=(blocker / "a.safetensors", b"x"))
+        ),
+        journal.apply(Change("b", 2.0, state=TxState.TRAINING, artifact=(good, b"y"))),
+        return_exceptions=True,
+    )
+    assert isinstance(results[0], OSError)
+    a, b = await journal.get("a"), await journal.get("b")
+    assert a is not None and a.state is TxState.PENDING
+    assert b is not None and b.state is TxState.TRAINING and good.read_bytes() == b"y"
+
+
+async def test_files_are_removed_only_after_their_change_committed(
+    journal: Journal, tmp_path: Path
+) -> None:
+    await journal.create(tx_id="a", spec=make_spec(1), miner=MINER, now=1.0, deadline=None)
+    kept, gone = tmp_path / "kept.bin", tmp_path / "gone.bin"
+    kept.write_bytes(b"k")
+    gone.write_bytes(b"g")
+    with pytest.raises(StaleStateError):
+        await journal.apply(
+            Change(
+                "a",
+                2.0,
+                state=TxState.COMMITTED,
+                expect=frozenset({TxState.TASK_COMPLETE}),
+                remove_after=(kept,),
+            )
+        )
+    assert kept.exists()
+    await journal.apply(Change("a", 3.0, state=TxState.TRAINING, remove_after=(gone,)))
+    assert not gone.exists() and journal.write_stats.removed == 1
+
+
+def test_write_durable_many_writes_every_file_whole(tmp_path: Path) -> None:
+    items = [(tmp_path / "d" / f"g{i}.safetensors", os.urandom(5000 + i)) for i in range(5)]
+    items.append((tmp_path / "file" / "x", b"z"))
+    (tmp_path / "file").write_bytes(b"")  # a file where a directory should be
+    errors = artifacts.write_durable_many_sync(items)
+    assert errors[:5] == [None] * 5 and isinstance(errors[5], OSError)
+    for path, data in items[:5]:
+        digest = hashlib.sha256(data).hexdigest()
+        assert artifacts.read_verified_sync(path, digest) == data
+        assert path.stat().st_mode & 0o777 == 0o644
+    assert sorted(p.name for p in (tmp_path / "d").iterdir()) == [
+        f"g{i}.safetensors" for i in range(5)
+    ]

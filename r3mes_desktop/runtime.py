@@ -388,15 +388,11 @@ class Runtime:
         return info
 
     async def _block_number(self) -> int | None:
-        """The chain head. ChainTransport has no block_number() yet; the devnet's EVM is
-        asked on its own single-thread executor (the only thread that touches it)."""
+        """The chain head, where the transport can tell (ChainTransport has no
+        block_number(); the devnet's EVM has)."""
         block_number = getattr(self._transport, "block_number", None)
         if block_number is not None:
             return int(await block_number())
-        if self.devnet is not None:
-            evm = self.devnet.evm
-            block = await evm._run(evm.tester.get_block_by_number, "latest")
-            return int(block["number"])
         return None
 
     async def ipfs_info(self) -> str:

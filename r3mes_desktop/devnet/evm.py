@@ -1,225 +1,226 @@
-"""The devnet's chain: eth-tester over py-evm, behind the same transport as a real node.
+"""`DevnetEvm`: the devnet's chain behind the same transport as a real node.
 
-Every eth-tester call is synchronous and CPU-bound (py-evm executes in Python), so all of them
-run on one dedicated worker thread, never on the event loop; one thread also serialises access
-to the in-memory chain, which is not thread-safe. Each accepted raw transaction is appended to
-the fsynced `TxLog` before the send returns, and replayed at open: the devnet survives an app
-restart with the same hashes, nonces and contract address.
+The EVM itself (`evm_core`, eth-tester over pure-Python py-evm) runs in a child process
+(`evm_process`) this object owns: run in executor threads of the app's process it held the
+GIL for tens of milliseconds per call and the window stalled (bench.gui measured p99 loop
+lateness 26-69 ms, max 512 ms). Calls go one at a time over a pipe as JSON frames, sent and
+awaited on one dedicated thread that sleeps in the pipe read without the GIL, so the event
+loop never blocks. If the process dies, the call in flight fails as a retryable
+NetworkError and the next call starts a fresh process, which replays the fsynced log: the
+chain comes back with the same state, like a restarted node.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
-import re
-from collections.abc import Callable
+import json
+import multiprocessing as mp
 from concurrent.futures import ThreadPoolExecutor
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-from eth_tester import EthereumTester, PyEVMBackend
-from eth_tester.exceptions import TransactionFailed, TransactionNotFound
 from eth_utils import to_checksum_address
 
-from r3mes_desktop.chain.abi import decode_revert
-from r3mes_desktop.chain.transport import CallReverted, TxRejected, rejection_kind
-from r3mes_desktop.devnet.txlog import TxLog
-
-T = TypeVar("T")
+from r3mes_desktop.chain.transport import CallReverted, TxRejected
+from r3mes_desktop.core import errors
 
 DESCRIPTION = "embedded devnet"
 CALL_SENDER = "0x7E5F4552091A69125d5DfCb7b8C2659029395Bdf"  # genesis account of test key 0x…01
+OPEN_TIMEOUT_S = 600.0  # replaying a long log executes every transaction again
+CALL_TIMEOUT_S = 120.0  # far above any single call; a hung process is killed and replaced
+_ERROR_CLASSES: dict[str, type[errors.R3mesError]] = {
+    cls.__name__: cls
+    for cls in (
+        errors.NetworkError,
+        errors.TimeoutNetworkError,
+        errors.ResourceError,
+        errors.AuthenticationError,
+        errors.ValidationError,
+        errors.IntegrityError,
+        errors.PermanentError,
+    )
+}
 
 
-def _single_run_estimate(state: Any, transaction: Any) -> int:
-    """Gas estimate from one execution at the block gas limit (intrinsic + used + refunds).
-
-    py-evm's default estimator bisects (about 20 executions per estimate), which made it the
-    devnet's dominant cost; the client adds its own margin on top of the estimate.
-    """
-    from eth.vm.spoof import SpoofTransaction
-
-    probe = SpoofTransaction(transaction, gas=state.gas_limit, gas_price=0)
-    snapshot = state.snapshot()
-    try:
-        computation = state.apply_transaction(probe)
-        if computation.is_error:
-            raise computation.error
-        execution = computation.get_gas_used() + computation.get_gas_refund()
-        return int(transaction.intrinsic_gas + execution)
-    finally:
-        state.revert(snapshot)
-
-
-def _build_tester() -> tuple[EthereumTester, PyEVMBackend]:
-    from eth_tester.backends.pyevm.main import ShanghaiVM
-
-    # Shanghai rules, the same the contract is compiled for and ganache runs.
-    backend = PyEVMBackend(vm_configuration=((0, ShanghaiVM),))
-    backend.chain.gas_estimator = staticmethod(_single_run_estimate)
-    return EthereumTester(backend), backend
+def _error(payload: dict[str, Any]) -> errors.R3mesError:
+    """Rebuild the classified error the EVM process reported."""
+    name, message = str(payload.get("class")), str(payload.get("message"))
+    if name == "TxRejected":
+        return TxRejected(str(payload.get("kind", "other")), message)
+    if name == "CallReverted":
+        reason = payload.get("reason")
+        return CallReverted(None if reason is None else str(reason), message)
+    return _ERROR_CLASSES.get(name, errors.PermanentError)(message, service="chain")
 
 
 class DevnetEvm:
-    """A `ChainTransport` over an in-process EVM whose state is rebuilt from a tx log."""
+    """A `ChainTransport` over the devnet's EVM process, whose state is rebuilt from a log."""
 
     def __init__(self, log_path: Path) -> None:
-        self._log_path = log_path
+        self._log_path = Path(log_path)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="devnet-evm")
-        self._tester: EthereumTester | None = None
-        self._backend: PyEVMBackend | None = None
-        self._log: TxLog | None = None
+        self._process: BaseProcess | None = None
+        self._conn: Connection | None = None
+        self._funded_keys: list[bytes] = []
         self.replayed = 0
+        self.starts = 0  # processes started: 1 unless one died and was replaced
+        self._closed = False
 
     @classmethod
     async def open(cls, log_path: Path) -> DevnetEvm:
         evm = cls(log_path)
-        await evm._run(evm._open_sync)
+        try:
+            await evm._in_thread(evm._start)
+        except BaseException:
+            await evm.close()
+            raise
         return evm
 
-    def _open_sync(self) -> None:
-        self._tester, self._backend = _build_tester()
-        self._log = TxLog(self._log_path)
-        for raw in self._log.records():
-            self._tester.send_raw_transaction("0x" + raw.hex())
-            self.replayed += 1
+    # -- the process ------------------------------------------------------------------------
+    def _start(self) -> None:
+        from r3mes_desktop.devnet.evm_process import serve
 
-    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        ctx = mp.get_context("spawn")
+        parent_conn, child_conn = ctx.Pipe(duplex=True)
+        process = ctx.Process(
+            target=serve,
+            args=(child_conn, str(self._log_path)),
+            name="r3mes-devnet-evm",
+            daemon=True,
+        )
+        process.start()
+        child_conn.close()  # only the child holds it now: its EOF is ours, and vice versa
+        self._process, self._conn = process, parent_conn
+        self.starts += 1
+        try:
+            ready = self._reply(OPEN_TIMEOUT_S, "open")
+        except BaseException:
+            self._stop_process(grace_s=5)
+            raise
+        self._funded_keys = [bytes.fromhex(k) for k in ready["funded_keys"]]
+        self.replayed = int(ready["replayed"])
+
+    def _reply(self, timeout_s: float, method: str) -> Any:
+        assert self._conn is not None
+        try:
+            if not self._conn.poll(timeout_s):
+                self._stop_process()
+                raise errors.TimeoutNetworkError(
+                    f"the {DESCRIPTION}'s EVM gave no answer to {method} in {timeout_s:.0f} s; "
+                    "it was restarted",
+                    service="chain",
+                )
+            reply = json.loads(self._conn.recv_bytes())
+        except (EOFError, OSError, ValueError) as exc:
+            code = self._stop_process()
+            raise errors.NetworkError(
+                f"the {DESCRIPTION}'s EVM process exited during {method} (exit code {code}, "
+                f"{type(exc).__name__}); the next call restarts it from its log",
+                service="chain",
+            ) from None
+        if "error" in reply:
+            raise _error(reply["error"])
+        return reply["result"]
+
+    def _stop_process(self, grace_s: float = 0.0) -> int | None:
+        """Reap (or kill) the process and drop the pipe; returns its exit code."""
+        process, conn = self._process, self._conn
+        self._process = self._conn = None
+        if conn is not None:
+            conn.close()  # EOF for the child if it is still reading
+        if process is None:
+            return None
+        process.join(grace_s)
+        if process.is_alive():
+            process.kill()
+            process.join(10)
+        return process.exitcode
+
+    def _roundtrip(self, method: str, params: list[Any]) -> Any:
+        if self._conn is None:
+            self._start()
+        assert self._conn is not None
+        with contextlib.suppress(OSError):  # a dead process: the read below reports it
+            self._conn.send_bytes(json.dumps({"method": method, "params": params}).encode())
+        return self._reply(CALL_TIMEOUT_S, method)
+
+    async def _in_thread(self, fn: Any, *args: Any) -> Any:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, functools.partial(fn, *args))
 
-    @property
-    def tester(self) -> EthereumTester:
-        assert self._tester is not None, "devnet not open"
-        return self._tester
+    async def _call(self, method: str, *params: Any) -> Any:
+        return await self._in_thread(self._roundtrip, method, list(params))
 
+    # -- ChainTransport ---------------------------------------------------------------------
     @property
     def funded_keys(self) -> list[bytes]:
         """Private keys of eth-tester's pre-funded genesis accounts (public test keys)."""
-        assert self._backend is not None, "devnet not open"
-        return [key.to_bytes() for key in self._backend.account_keys]
+        return list(self._funded_keys)
 
     @property
     def description(self) -> str:
         return DESCRIPTION
 
     async def chain_id(self) -> int:
-        return int(await self._run(lambda: self.tester.backend.chain.chain_id))
+        return int(await self._call("chain_id"))
 
     async def get_code(self, address: str) -> bytes:
-        code = await self._run(self.tester.get_code, to_checksum_address(address))
+        code = await self._call("get_code", to_checksum_address(address))
         return bytes.fromhex(str(code)[2:])
 
     async def nonce(self, address: str) -> int:
-        return int(await self._run(self.tester.get_nonce, to_checksum_address(address)))
+        return int(await self._call("nonce", to_checksum_address(address)))
 
     async def balance(self, address: str) -> int:
-        return int(await self._run(self.tester.get_balance, to_checksum_address(address)))
+        return int(await self._call("balance", to_checksum_address(address)))
+
+    async def block_number(self) -> int:
+        return int(await self._call("block_number"))
 
     async def fee_params(self) -> tuple[int, int]:
-        block = await self._run(self.tester.get_block_by_number, "latest")
-        base_fee = int(block["base_fee_per_gas"])
+        base_fee = int(await self._call("base_fee"))
         tip = 10**9
         return 2 * base_fee + tip, tip
 
     async def estimate_gas(self, tx: dict[str, Any]) -> int:
-        return int(await self._run(self._reverting, self.tester.estimate_gas, _tester_tx(tx)))
+        return int(await self._call("estimate_gas", _tester_tx(tx)))
 
     async def call(self, tx: dict[str, Any]) -> bytes:
-        result = await self._run(self._reverting, self.tester.call, _tester_tx(tx))
+        result = await self._call("call", _tester_tx(tx))
         return bytes.fromhex(str(result)[2:])
 
-    @staticmethod
-    def _reverting(fn: Callable[[dict[str, Any]], T], tx: dict[str, Any]) -> T:
-        try:
-            return fn(tx)
-        except TransactionFailed as exc:
-            payload: Any = exc.args[0] if exc.args else None
-            if isinstance(payload, Exception) and payload.args:  # py-evm's Revert(data)
-                payload = payload.args[0]
-            reason = decode_revert(payload) if isinstance(payload, bytes) else None
-            text = f"execution reverted: {reason}" if reason else str(payload)
-            if reason is None:
-                match = re.search(r"execution reverted:?\s*(.*)$", text)
-                reason = match.group(1).strip() if match and match.group(1) else None
-            raise CallReverted(reason, text) from None
-
     async def send_raw(self, raw: bytes) -> str:
-        return await self._run(self._send_sync, raw)
-
-    def _send_sync(self, raw: bytes) -> str:
-        from eth_account import Account
-
-        tx_hash = "0x" + _keccak(raw).hex()
-        try:
-            sender = Account.recover_transaction(raw)
-        except Exception:
-            raise TxRejected("invalid_signature", "invalid signature or encoding") from None
-        try:
-            self.tester.get_transaction_by_hash(tx_hash)
-        except TransactionNotFound:
-            pass
-        else:
-            raise TxRejected("already_known", f"already known: {tx_hash}")
-        try:
-            result = self.tester.send_raw_transaction("0x" + raw.hex())
-        except Exception as exc:
-            text = str(exc)
-            match = re.search(r"Expected (\d+), but got (\d+)", text)
-            if match and int(match.group(2)) < int(match.group(1)):
-                raise TxRejected("nonce_too_low", f"nonce too low: {text}") from None
-            if match:
-                raise TxRejected(
-                    "nonce_gap", f"nonce ahead of the account ({sender}): {text}"
-                ) from None
-            raise TxRejected(rejection_kind(text), text) from None
-        assert self._log is not None
-        self._log.append(raw)
-        return str(result).lower()
+        return str(await self._call("send_raw", raw.hex()))
 
     async def receipt(self, tx_hash: str) -> dict[str, Any] | None:
-        def get() -> dict[str, Any] | None:
-            try:
-                r = self.tester.get_transaction_receipt(tx_hash)
-            except TransactionNotFound:
-                return None
-            if r.get("block_number") is None:
-                return None
-            return {
-                "status": int(r["status"]),
-                "blockNumber": int(r["block_number"]),
-                "transactionHash": str(r["transaction_hash"]).lower(),
-            }
-
-        return await self._run(get)
+        result: dict[str, Any] | None = await self._call("receipt", tx_hash)
+        return result
 
     async def transaction(self, tx_hash: str) -> dict[str, Any] | None:
-        def get() -> dict[str, Any] | None:
-            try:
-                t = self.tester.get_transaction_by_hash(tx_hash)
-            except TransactionNotFound:
-                return None
-            data = t.get("data") or t.get("input") or "0x"
-            return {
-                "from": t["from"],
-                "to": t["to"],
-                "data": bytes.fromhex(str(data)[2:]),
-                "blockNumber": t.get("block_number"),
-            }
-
-        return await self._run(get)
+        t = await self._call("transaction", tx_hash)
+        if t is None:
+            return None
+        return {**t, "data": bytes.fromhex(str(t["data"])[2:])}
 
     async def close(self) -> None:
-        if self._log is not None:
-            await self._run(self._log.close)
-            self._log = None
-        self._executor.shutdown(wait=True)
+        """Ask the process to close its log and exit; reaped on the EVM thread, off the loop."""
+        if self._closed:
+            return
+        self._closed = True
 
+        def stop() -> None:
+            if self._conn is not None:
+                with contextlib.suppress(OSError):
+                    self._conn.send_bytes(json.dumps({"method": "close"}).encode())
+                    self._conn.poll(10)
+            self._stop_process(grace_s=10)
 
-def _keccak(data: bytes) -> bytes:
-    from eth_utils import keccak
-
-    return bytes(keccak(data))
+        await self._in_thread(stop)
+        self._executor.shutdown(wait=False)
 
 
 def _tester_tx(tx: dict[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,168 @@
+"""The devnet's chain itself: eth-tester over py-evm, rebuilt from its transaction log.
+
+Synchronous and CPU-bound (py-evm executes in pure Python), so it runs only inside the
+devnet's EVM process (`evm_process`): in the app's own process it held the GIL for tens of
+milliseconds per transaction and stalled the window. Every method takes and returns plain
+JSON values (hex strings for bytes), the wire format of that process. Each accepted raw
+transaction is appended to the fsynced `TxLog` before the send returns, and replayed at
+open: the devnet survives a restart with the same hashes, nonces and contract address.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from eth_tester import EthereumTester, PyEVMBackend
+from eth_tester.exceptions import TransactionFailed, TransactionNotFound
+from eth_utils import keccak
+
+from r3mes_desktop.chain.abi import decode_revert
+from r3mes_desktop.chain.transport import CallReverted, TxRejected, rejection_kind
+from r3mes_desktop.devnet.txlog import TxLog
+
+T = TypeVar("T")
+
+
+def _single_run_estimate(state: Any, transaction: Any) -> int:
+    """Gas estimate from one execution at the block gas limit (intrinsic + used + refunds).
+
+    py-evm's default estimator bisects (about 20 executions per estimate), which made it the
+    devnet's dominant cost; the client adds its own margin on top of the estimate.
+    """
+    from eth.vm.spoof import SpoofTransaction
+
+    probe = SpoofTransaction(transaction, gas=state.gas_limit, gas_price=0)
+    snapshot = state.snapshot()
+    try:
+        computation = state.apply_transaction(probe)
+        if computation.is_error:
+            raise computation.error
+        execution = computation.get_gas_used() + computation.get_gas_refund()
+        return int(transaction.intrinsic_gas + execution)
+    finally:
+        state.revert(snapshot)
+
+
+def _build_tester() -> tuple[EthereumTester, PyEVMBackend]:
+    from eth_tester.backends.pyevm.main import ShanghaiVM
+
+    # Shanghai rules, the same the contract is compiled for and ganache runs.
+    backend = PyEVMBackend(vm_configuration=((0, ShanghaiVM),))
+    backend.chain.gas_estimator = staticmethod(_single_run_estimate)
+    return EthereumTester(backend), backend
+
+
+def _reverting(fn: Callable[[dict[str, Any]], T], tx: dict[str, Any]) -> T:
+    try:
+        return fn(tx)
+    except TransactionFailed as exc:
+        payload: Any = exc.args[0] if exc.args else None
+        if isinstance(payload, Exception) and payload.args:  # py-evm's Revert(data)
+            payload = payload.args[0]
+        reason = decode_revert(payload) if isinstance(payload, bytes) else None
+        text = f"execution reverted: {reason}" if reason else str(payload)
+        if reason is None:
+            match = re.search(r"execution reverted:?\s*(.*)$", text)
+            reason = match.group(1).strip() if match and match.group(1) else None
+        raise CallReverted(reason, text) from None
+
+
+class EvmCore:
+    """The in-memory chain plus its log; `tx` arguments are eth-tester dicts (hex data)."""
+
+    def __init__(self, log_path: Path) -> None:
+        self.tester, self._backend = _build_tester()
+        self._log = TxLog(log_path)
+        self.replayed = 0
+        for raw in self._log.records():
+            self.tester.send_raw_transaction("0x" + raw.hex())
+            self.replayed += 1
+
+    def funded_keys(self) -> list[str]:
+        """Private keys of eth-tester's pre-funded genesis accounts (public test keys)."""
+        return [key.to_bytes().hex() for key in self._backend.account_keys]
+
+    def chain_id(self) -> int:
+        return int(self.tester.backend.chain.chain_id)
+
+    def get_code(self, address: str) -> str:
+        return str(self.tester.get_code(address))
+
+    def nonce(self, address: str) -> int:
+        return int(self.tester.get_nonce(address))
+
+    def balance(self, address: str) -> int:
+        return int(self.tester.get_balance(address))
+
+    def base_fee(self) -> int:
+        return int(self.tester.get_block_by_number("latest")["base_fee_per_gas"])
+
+    def block_number(self) -> int:
+        return int(self.tester.get_block_by_number("latest")["number"])
+
+    def estimate_gas(self, tx: dict[str, Any]) -> int:
+        return int(_reverting(self.tester.estimate_gas, tx))
+
+    def call(self, tx: dict[str, Any]) -> str:
+        return str(_reverting(self.tester.call, tx))
+
+    def send_raw(self, raw_hex: str) -> str:
+        from eth_account import Account
+
+        raw = bytes.fromhex(raw_hex)
+        tx_hash = "0x" + bytes(keccak(raw)).hex()
+        try:
+            sender = Account.recover_transaction(raw)
+        except Exception:
+            raise TxRejected("invalid_signature", "invalid signature or encoding") from None
+        try:
+            self.tester.get_transaction_by_hash(tx_hash)
+        except TransactionNotFound:
+            pass
+        else:
+            raise TxRejected("already_known", f"already known: {tx_hash}")
+        try:
+            result = self.tester.send_raw_transaction("0x" + raw_hex)
+        except Exception as exc:
+            text = str(exc)
+            match = re.search(r"Expected (\d+), but got (\d+)", text)
+            if match and int(match.group(2)) < int(match.group(1)):
+                raise TxRejected("nonce_too_low", f"nonce too low: {text}") from None
+            if match:
+                raise TxRejected(
+                    "nonce_gap", f"nonce ahead of the account ({sender}): {text}"
+                ) from None
+            raise TxRejected(rejection_kind(text), text) from None
+        self._log.append(raw)
+        return str(result).lower()
+
+    def receipt(self, tx_hash: str) -> dict[str, Any] | None:
+        try:
+            r = self.tester.get_transaction_receipt(tx_hash)
+        except TransactionNotFound:
+            return None
+        if r.get("block_number") is None:
+            return None
+        return {
+            "status": int(r["status"]),
+            "blockNumber": int(r["block_number"]),
+            "transactionHash": str(r["transaction_hash"]).lower(),
+        }
+
+    def transaction(self, tx_hash: str) -> dict[str, Any] | None:
+        try:
+            t = self.tester.get_transaction_by_hash(tx_hash)
+        except TransactionNotFound:
+            return None
+        return {
+            "from": t["from"],
+            "to": t["to"],
+            "data": str(t.get("data") or t.get("input") or "0x"),
+            "blockNumber": t.get("block_number"),
+        }
+
+    def close(self) -> None:
+        self._log.close()

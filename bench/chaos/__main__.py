@@ -11,12 +11,13 @@ import argparse
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import platform
 import shutil
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -116,23 +117,35 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     if args.transactions:
         setup_logging(directory=out / "chaos" / "logs", console=False)
         try:
-            report["chaos"] = await _chaos(out / "chaos", args)
+            report["chaos"] = await _part("chaos", _chaos(out / "chaos", args))
         finally:
             teardown_logging()
     if args.crashes or args.sigterms:
         setup_logging(directory=out / "crash" / "harness-logs", console=False)
         try:
-            report["crash"] = await _crash(out / "crash", args)
+            report["crash"] = await _part("crash", _crash(out / "crash", args))
         finally:
             teardown_logging()
     if not args.no_bad_inputs:
-        report["bad_inputs"] = await _bad(out / "bad")
+        report["bad_inputs"] = await _part("bad_inputs", _bad(out / "bad"))
     report["seconds"] = round(time.perf_counter() - t0, 1)
     return report
 
 
+async def _part(name: str, run: Coroutine[Any, Any, dict[str, Any]]) -> dict[str, Any]:
+    """A sub-run that raises becomes one line in the report (and a failure), not a lost
+    report: the traceback goes to the run's log file, the line to the summary."""
+    started = time.perf_counter()
+    try:
+        return await run
+    except Exception as exc:
+        logging.getLogger(__name__).exception("the %s run raised", name)
+        took = time.perf_counter() - started
+        return {"error": f"{type(exc).__name__}: {str(exc)[:300]} (after {took:.0f} s)"}
+
+
 def main(argv: list[str] | None = None) -> int:
-    from bench.chaos.report import failures, to_markdown
+    from bench.chaos.report import failures, summary, to_markdown
 
     args = parse_args(argv)
     report = asyncio.run(main_async(args))
@@ -146,6 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     problems = failures(report)
     for problem in problems:
         print(f"FAIL: {problem}", file=sys.stderr)
+    print(summary(report, problems), file=sys.stderr)
     return 1 if problems else 0
 
 

@@ -6,6 +6,7 @@ the journal underneath it; then one fault-free start reconciles what was left un
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -13,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.chaos.plans import CHAOS_PLAN, write_plan
-from r3mes_desktop.core.events import Event, TransactionStateChanged
+from r3mes_desktop.core.events import Event, MinerStateChanged, TransactionStateChanged
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +32,8 @@ CHAOS_SETTINGS: dict[str, Any] = {
 }
 """Short waits so thousands of transactions fit in minutes; the breaker still opens."""
 ROUND_TTL_S = 90.0
+FINISH_LIMIT_S = 120.0
+STALL_S = 2 * ROUND_TTL_S  # no new transaction for this long: the miner is stuck
 
 
 @dataclass
@@ -41,6 +44,7 @@ class ChaosResult:
     reconciled_on_restart: int = 0
     seconds: float = 0.0
     notices: int = 0
+    stalled: str | None = None  # the miner started no transaction for STALL_S: a failure
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -66,6 +70,28 @@ async def _open(settings: Any, data_dir: Path) -> Any:
     return runtime
 
 
+async def _until_idle(runtime: Any, stopped: asyncio.Event, limit_s: float) -> None:
+    """Until the stopping miner has no transaction running (or `limit_s` passed)."""
+    deadline = time.monotonic() + limit_s
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stopped.wait(), limit_s)
+    with contextlib.suppress(TimeoutError):
+        waiting = asyncio.shield(runtime.coordinator.wait_idle())  # a timeout cancels no task
+        await asyncio.wait_for(waiting, max(deadline - time.monotonic(), 0.0))
+
+
+async def _until_enough(enough: asyncio.Event, created: Any, wanted: int) -> str | None:
+    """Wait until `wanted` transactions were created, or say how the miner got stuck."""
+    seen = -1
+    while not enough.is_set():
+        if created() == seen:
+            return f"miner stuck: no new transaction for {STALL_S:.0f} s at {seen} of {wanted}"
+        seen = created()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(enough.wait(), STALL_S)
+    return None
+
+
 async def run_chaos(
     root: Path, *, transactions: int, seed: int = 0, plan: dict[str, Any] | None = None
 ) -> ChaosResult:
@@ -77,11 +103,12 @@ async def run_chaos(
     result = ChaosResult()
     created = 0
     enough = asyncio.Event()
-    done = asyncio.Event()
-    finished: dict[str, str] = {}
+    stopped = asyncio.Event()
 
     def watch(event: Event) -> None:
         nonlocal created
+        if isinstance(event, MinerStateChanged) and event.new_state == "idle":
+            stopped.set()  # the only way back to idle after start: nothing runs any more
         if not isinstance(event, TransactionStateChanged):
             if type(event).__name__ == "Notice" and getattr(event, "source", "") == "faults":
                 result.notices += 1
@@ -90,10 +117,6 @@ async def run_chaos(
             created += 1
             if created >= transactions:
                 enough.set()
-        if event.new_state in TERMINAL:
-            finished[event.transaction_id] = event.new_state
-            if len(finished) >= transactions:
-                done.set()
 
     t0 = time.perf_counter()
     runtime = await _open(chaos_settings(fault_plan=plan_path), data_dir)
@@ -105,15 +128,12 @@ async def run_chaos(
     monitoring = await Monitoring.attach(runtime, api=False)
     try:
         await runtime.miner.start()
-        await enough.wait()
+        result.stalled = await _until_enough(enough, lambda: created, transactions)
         await runtime.miner.finish_then_stop()
-        # Everything started gets to finish, except what a fault left waiting (a journal
-        # write lost to a full disk): the fault-free start below reconciles those.
-        idle = asyncio.ensure_future(runtime.coordinator.wait_idle())
-        finishing = asyncio.ensure_future(done.wait())
-        await asyncio.wait({finishing}, timeout=120)
-        finishing.cancel()
-        idle.cancel()
+        # Everything started gets to finish. A transaction a fault left waiting (a journal
+        # write lost to a full disk ends its task) is not waited for: the miner is idle once
+        # no task runs, and the fault-free start below reconciles what they left.
+        await _until_idle(runtime, stopped, FINISH_LIMIT_S)
         await runtime.miner.stop()
         result.faults = runtime.faults.by_kind()
     finally:

@@ -32,6 +32,8 @@ class CrashResult:
     recoveries_s: list[float] = field(default_factory=list)
     unrecovered: int = 0  # restarts whose recovery was not seen within the limit
     lingering_children: int = 0  # worker processes alive CHILD_GRACE_S after the miner died
+    startups_s: list[float] = field(default_factory=list)  # process start → mining started
+    reaping_s: float = 0.0  # waiting for killed miners' worker processes to exit
     seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
@@ -40,6 +42,9 @@ class CrashResult:
         data["recovery_p50_s"] = statistics.median(times) if times else None
         data["recovery_max_s"] = max(times) if times else None
         data["recoveries_measured"] = len(times)
+        starts = sorted(self.startups_s)
+        data["startup_p50_s"] = statistics.median(starts) if starts else None
+        data["startup_max_s"] = max(starts) if starts else None
         return data
 
 
@@ -108,33 +113,65 @@ def _kill_group(proc: subprocess.Popen[bytes], result: CrashResult) -> None:
     """SIGKILL the miner alone (a crash), then count and reap worker processes it left."""
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
-    deadline = time.monotonic() + CHILD_GRACE_S
+    started = time.monotonic()
+    deadline = started + CHILD_GRACE_S
     while time.monotonic() < deadline and _group_alive(proc.pid):
-        time.sleep(0.1)
+        time.sleep(0.05)
     if _group_alive(proc.pid):
         result.lingering_children += 1
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
+        _reap_group(proc.pid)
+    result.reaping_s += time.monotonic() - started
+
+
+def _reap_group(pgid: int) -> None:
+    """SIGKILL what is left of the group and wait until it is gone: a worker still exiting
+    must not overlap the next start."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while _group_alive(pgid) and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
+def _tail(path: Path, lines: int = 4) -> str:
+    """The last lines of a file, on one line (for an error message a CI log shows)."""
+    try:
+        text = path.read_bytes()[-4000:].decode("utf-8", "replace")
+    except OSError as exc:
+        return f"({exc})"
+    return " | ".join(line.strip() for line in text.splitlines()[-lines:])
 
 
 def _group_alive(pgid: int) -> bool:
+    """Whether a live (not zombie) process of the group is left: a container whose init
+    does not reap would otherwise show exited workers as alive forever."""
     try:
         os.killpg(pgid, 0)
     except ProcessLookupError:
         return False
-    return True
+    import psutil
+
+    for proc in psutil.process_iter(["status"]):
+        with contextlib.suppress(psutil.Error, OSError):
+            if proc.info["status"] != psutil.STATUS_ZOMBIE and os.getpgid(proc.pid) == pgid:
+                return True
+    return False
 
 
-def _wait_mining(log: Path, offset: int, proc: subprocess.Popen[bytes], *, limit_s: float) -> None:
-    """Until the miner's log (past `offset`) says mining started (signal handlers in place)."""
+def _wait_mining(log: Path, offset: int, proc: subprocess.Popen[bytes], *, limit_s: float) -> bool:
+    """Until the miner's log (past `offset`) says mining started (signal handlers in place);
+    False if it did not within `limit_s`."""
     deadline = time.monotonic() + limit_s
     while time.monotonic() < deadline and proc.poll() is None:
         if log.exists():
             with log.open("rb") as fh:
+                if os.fstat(fh.fileno()).st_size < offset:  # rotated since: all of it is new
+                    offset = 0
                 fh.seek(offset)
                 if b"mining started" in fh.read():
-                    return
+                    return True
         time.sleep(0.1)
+    return False
 
 
 def _measure_recovery(
@@ -177,13 +214,15 @@ def run_crashes(
         if i >= crashes or rng.random() >= STARTUP_KILLS:
             # a clean stop is asked of a running miner (its handlers installed); most kills
             # too land while it mines: training, upload, submission, completion
-            _wait_mining(log, offset, proc, limit_s=recovery_limit_s)
+            if _wait_mining(log, offset, proc, limit_s=recovery_limit_s):
+                result.startups_s.append(time.monotonic() - started)
             time.sleep(rng.uniform(0.2, max_uptime_s))
         else:  # the rest during startup and recovery
             time.sleep(rng.uniform(0.5, 4.0))
         if proc.poll() is not None:
             raise RuntimeError(
-                f"miner exited by itself with {proc.returncode}; see {root / 'miner-output.log'}"
+                f"miner exited by itself with {proc.returncode} (start {i + 1}); its output "
+                f"ends: {_tail(root / 'miner-output.log')}"
             )
         if i < crashes:
             _kill_group(proc, result)
@@ -195,6 +234,6 @@ def run_crashes(
             result.sigterm_clean_exits += int(code == 143)
             if _group_alive(proc.pid):
                 result.lingering_children += 1
-                os.killpg(proc.pid, signal.SIGKILL)
+                _reap_group(proc.pid)
     result.seconds = time.perf_counter() - t0
     return result

@@ -9,12 +9,19 @@ def failures(report: dict[str, Any]) -> list[str]:
     """Everything that must fail the run: invariant violations, bad inputs handled badly,
     crashes the miner did not recover from, unclean SIGTERM exits."""
     out: list[str] = []
+    for part in ("chaos", "crash", "bad_inputs"):
+        section = report.get(part)
+        if section and "error" in section:  # the sub-run itself raised
+            out.append(f"{part}: raised {section['error']}")
     for part in ("chaos", "crash"):
         section = report.get(part)
-        if section:
+        if section and "invariants" in section:
             out += [f"{part}: {v}" for v in section["invariants"]["violations"]]
+    chaos = report.get("chaos")
+    if chaos and "result" in chaos and chaos["result"].get("stalled"):
+        out.append(f"chaos: {chaos['result']['stalled']}")
     crash = report.get("crash")
-    if crash:
+    if crash and "result" in crash:
         result = crash["result"]
         if result["unrecovered"]:
             out.append(f"crash: {result['unrecovered']} restarts did not recover in time")
@@ -24,9 +31,39 @@ def failures(report: dict[str, Any]) -> list[str]:
                 "did not exit cleanly (status 143)"
             )
     bad = report.get("bad_inputs")
-    if bad:
+    if bad and "failed" in bad:
         out += [f"bad input {r['area']} / {r['input']}: {r['detail']}" for r in bad["failed"]]
     return out
+
+
+def summary(report: dict[str, Any], problems: list[str] | None = None) -> str:
+    """One line that says what failed and the run's key counts: the first thing a CI log
+    shows (the markdown report and the harness's log files hold the rest)."""
+    problems = failures(report) if problems is None else problems
+    parts = [f"{len(problems)} failures {problems}" if problems else "0 failures"]
+    chaos = report.get("chaos") or {}
+    if "result" in chaos:
+        r = chaos["result"]
+        parts.append(
+            f"chaos: attempted {r['attempted']}, journal {chaos['invariants']['states']}, "
+            f"faults {sum(r['faults'].values())}, notices {r['notices']}, "
+            f"reconciled on restart {r['reconciled_on_restart']}, {r['seconds']:.0f} s"
+        )
+    crash = report.get("crash") or {}
+    if "result" in crash:
+        r = crash["result"]
+        parts.append(
+            f"crash: kills {r['kills']}, sigterms {r['sigterms']} "
+            f"(clean {r['sigterm_clean_exits']}), unrecovered {r['unrecovered']}, "
+            f"recovery p50/max {r['recovery_p50_s']}/{r['recovery_max_s']} s, lingering "
+            f"{r['lingering_children']}, journal {crash['states']}, {r['seconds']:.0f} s"
+        )
+    bad = report.get("bad_inputs") or {}
+    if "tried" in bad:
+        parts.append(f"bad inputs: tried {bad['tried']}, failed {len(bad['failed'])}")
+    if "seconds" in report:
+        parts.append(f"total {report['seconds']} s")
+    return "; ".join(parts)
 
 
 FINDINGS = """## What the harness found (fixed, each with a regression test)
@@ -97,7 +134,7 @@ def to_markdown(report: dict[str, Any]) -> str:
     lines += [f"**Invariant violations and failures: {len(problems)}**", ""]
     lines += [f"- {p}" for p in problems]
     chaos = report.get("chaos")
-    if chaos:
+    if chaos and "result" in chaos:
         r, inv = chaos["result"], chaos["invariants"]
         states = inv["states"]
         lines += [
@@ -127,7 +164,7 @@ def to_markdown(report: dict[str, Any]) -> str:
         lines += [f"| {k} | {v} |" for k, v in sorted(r["faults"].items())]
         lines += [f"| **total** | {sum(r['faults'].values())} |", ""]
     crash = report.get("crash")
-    if crash:
+    if crash and "result" in crash:
         r, inv = crash["result"], crash["invariants"]
         p50 = "n/a" if r["recovery_p50_s"] is None else f"{r['recovery_p50_s']:.2f} s"
         mx = "n/a" if r["recovery_max_s"] is None else f"{r['recovery_max_s']:.2f} s"
@@ -159,7 +196,7 @@ def to_markdown(report: dict[str, Any]) -> str:
     if report.get("earlier"):
         lines += [report["earlier"], ""]
     bad = report.get("bad_inputs")
-    if bad:
+    if bad and "rows" in bad:
         lines += [
             "## Bad-input run",
             "",

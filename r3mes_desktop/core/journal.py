@@ -277,6 +277,10 @@ class Journal:
         )
         return result
 
+    async def settle(self) -> None:
+        """Wait until queued writes are committed and the files they release are deleted."""
+        await self._writer.drain()
+
     @property
     def write_stats(self) -> BatchStats:
         return self._writer.stats

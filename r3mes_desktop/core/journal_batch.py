@@ -7,7 +7,8 @@ Why it looks like this:
 - A write may carry an artifact (the gradient file) that must be durable before the record
   naming it can be: the batch writes all its artifacts, fsyncs each once and each
   directory once, and only then commits. A write may also name files to delete once it
-  is committed (the gradient of a committed round).
+  is committed (the gradient of a committed round); that happens off the journal thread,
+  since an unlink can wait behind the file system's journal commit.
 - Only writes marked `durable` need the commit on disk before the caller goes on (intent
   records, terminal states). A batch with none of them commits with synchronous=NORMAL;
   a WAL commit still survives a process kill, and the next durable commit's WAL fsync makes
@@ -68,6 +69,7 @@ class GroupCommitter:
         self._mode: str | None = None  # what the connection is set to now (None: unknown)
         self._queue: list[tuple[Write, asyncio.Future[Any]]] = []
         self._flusher: asyncio.Task[None] | None = None
+        self._removals: set[asyncio.Future[None]] = set()
         self.stats = BatchStats()
 
     def connected(self, synchronous: str) -> None:
@@ -82,8 +84,11 @@ class GroupCommitter:
         return await fut
 
     async def drain(self) -> None:
+        """Wait for the queued writes and the deletions they asked for."""
         if self._flusher is not None:
             await asyncio.gather(self._flusher, return_exceptions=True)
+        while self._removals:
+            await asyncio.gather(*self._removals, return_exceptions=True)
 
     async def _flush(self) -> None:
         loop = asyncio.get_running_loop()
@@ -93,6 +98,16 @@ class GroupCommitter:
                 results = await loop.run_in_executor(
                     self._executor(), self.run_batch, [w for w, _ in batch]
                 )
+                removals = [
+                    path
+                    for (write, _), (ok, _) in zip(batch, results, strict=True)
+                    if ok
+                    for path in write.remove_after
+                ]
+                if removals:  # committed: delete on the default executor, not this thread
+                    removal = loop.run_in_executor(None, self._remove_all, removals)
+                    self._removals.add(removal)
+                    removal.add_done_callback(self._removals.discard)
             except BaseException as exc:
                 for _, fut in batch:
                     if not fut.done():
@@ -125,19 +140,16 @@ class GroupCommitter:
             self.stats.writes += len(todo)
             self.stats.durable_commits += durable
         results = dict(zip(todo, done, strict=True)) | failed
-        for i, write in enumerate(writes):
-            if write.remove_after and results[i][0]:
-                for path in write.remove_after:
-                    self._remove(path)
         return [results[i] for i in range(len(writes))]
 
-    def _remove(self, path: Path) -> None:
-        try:
-            artifacts.remove_sync(path)
-        except OSError as exc:  # committed already: a leftover file is only disk space
-            log.warning("could not delete %s after its commit: %s", path.name, exc)
-        else:
-            self.stats.removed += 1
+    def _remove_all(self, paths: list[Path]) -> None:
+        for path in paths:
+            try:
+                artifacts.remove_sync(path)
+            except OSError as exc:  # committed already: a leftover file is only disk space
+                log.warning("could not delete %s after its commit: %s", path.name, exc)
+            else:
+                self.stats.removed += 1
 
     def _set_mode(self, conn: sqlite3.Connection, mode: str) -> None:
         if self._mode != mode:

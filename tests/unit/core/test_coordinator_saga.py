@@ -51,6 +51,7 @@ async def test_happy_path_commits_with_every_artifact(rig: Rig) -> None:
     assert rec.tx_hash == rig.chain.signed[0].tx_hash
     assert rec.pow_nonce is not None and rec.gradient_hash is not None
     assert rig.trainer.discarded == [status.transaction_id]
+    await rig.coordinator.journal.settle()  # the gradient is deleted once COMMITTED is on disk
     assert not (rig.tmp / "artifacts" / f"{status.transaction_id}.safetensors").exists()
     states = [e.new_state for e in rig.of_kind(TransactionStateChanged)]
     assert states == [

@@ -109,6 +109,7 @@ async def test_files_are_removed_only_after_their_change_committed(
         )
     assert kept.exists()
     await journal.apply(Change("a", 3.0, state=TxState.TRAINING, remove_after=(gone,)))
+    await journal.settle()  # deletions run off the journal thread
     assert not gone.exists() and journal.write_stats.removed == 1
 
 

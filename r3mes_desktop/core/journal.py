@@ -13,7 +13,6 @@ Why it looks like this:
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import functools
 import itertools
 import json
@@ -375,21 +374,16 @@ class Journal:
     def _apply_in_txn(self, conn: sqlite3.Connection, c: Change) -> TransactionRecord:
         """Apply `c` and return the record as it now stands in the journal.
 
-        The row is read once, before the update, and the new record is that row with the
-        written values (no second SELECT): the UPDATE below writes exactly `sets`."""
-        before = self._get_in(conn, c.tx_id)
-        if before is None:
-            raise ValidationError(f"transaction_id {c.tx_id!r} is not in the journal")
-        old = before.state
-        round_id, miner = before.round_id, before.miner
-        if c.expect is not None and old not in c.expect:
-            raise StaleStateError(
-                f"transaction {c.tx_id} is {old.value}, expected one of "
-                f"{sorted(s.value for s in c.expect)}"
-            )
+        When `c.expect` names one state (every saga step does), that state is the old one
+        and a single `UPDATE ... WHERE state = ? RETURNING` checks, writes and reads back;
+        otherwise the state is read first. No row returned: missing or in another state."""
         bad = set(c.fields) - _UPDATABLE
         if bad:
             raise ValidationError(f"journal fields {sorted(bad)} cannot be updated")
+        if c.expect is not None and len(c.expect) == 1:
+            (old,) = c.expect
+        else:
+            old = self._state_of(conn, c)
         sets = dict(c.fields)
         if "pow_nonce" in sets and sets["pow_nonce"] is not None:
             sets["pow_nonce"] = str(sets["pow_nonce"])
@@ -415,22 +409,25 @@ class Journal:
                 for a, b in itertools.pairwise(hops)
             ]
         sets["updated_at"] = c.now
-        shown = dict(sets)  # the written values as the record types them
-        if "state" in shown:
-            shown["state"] = TxState(shown["state"])
-        if shown.get("pow_nonce") is not None:
-            shown["pow_nonce"] = int(shown["pow_nonce"])
-        after = dataclasses.replace(before, **shown)
         assignments = ", ".join(f"{name} = ?" for name in sets)
         try:
-            conn.execute(
-                f"UPDATE transactions SET {assignments} WHERE id = ?",  # noqa: S608 (whitelisted names)
-                (*sets.values(), c.tx_id),
-            )
+            rows = conn.execute(
+                f"UPDATE transactions SET {assignments} WHERE id = ? AND state = ? "  # noqa: S608 (whitelisted names)
+                f"RETURNING {_TX_COLUMNS}",
+                (*sets.values(), c.tx_id, old.value),
+            ).fetchall()
         except sqlite3.IntegrityError as exc:
+            row = conn.execute(
+                "SELECT round_id, miner FROM transactions WHERE id = ?", (c.tx_id,)
+            ).fetchone()
             raise DuplicateRoundError(
-                f"round {round_id} already has a live or committed transaction for {miner}"
+                f"round {row[0]} already has a live or committed transaction for {row[1]}"
             ) from exc
+        if not rows:
+            self._state_of(conn, c)  # raises: missing, or not in the expected state
+            raise StaleStateError(f"transaction {c.tx_id} changed state while being written")
+        after = _record(rows[0])
+        round_id, miner = after.round_id, after.miner
         if c.claim_submission:
             # One statement: insert the claim, or refresh our own; another owner's row is
             # left alone (the WHERE) and shows as "nothing changed".
@@ -500,6 +497,19 @@ class Journal:
         if history:
             _insert_history(conn, history)
         return after
+
+    @staticmethod
+    def _state_of(conn: sqlite3.Connection, c: Change) -> TxState:
+        row = conn.execute("SELECT state FROM transactions WHERE id = ?", (c.tx_id,)).fetchone()
+        if row is None:
+            raise ValidationError(f"transaction_id {c.tx_id!r} is not in the journal")
+        state = TxState(row[0])
+        if c.expect is not None and state not in c.expect:
+            raise StaleStateError(
+                f"transaction {c.tx_id} is {state.value}, expected one of "
+                f"{sorted(s.value for s in c.expect)}"
+            )
+        return state
 
     async def append_history(self, entries: list[HistoryEntry]) -> None:
         """Record retries, notes and compensation attempts that change no state.

@@ -50,7 +50,7 @@ class BatchStats:
 
     batches: int = 0
     writes: int = 0
-    durable_commits: int = 0
+    fsynced_commits: int = 0  # commits made with the durable mode (FULL/EXTRA)
     artifacts: int = 0
     removed: int = 0
 
@@ -138,7 +138,7 @@ class GroupCommitter:
             done = self._transaction([writes[i].fn for i in todo], durable=durable)
             self.stats.batches += 1
             self.stats.writes += len(todo)
-            self.stats.durable_commits += durable
+            self.stats.fsynced_commits += durable and self._durable_mode != "NORMAL"
         results = dict(zip(todo, done, strict=True)) | failed
         return [results[i] for i in range(len(writes))]
 

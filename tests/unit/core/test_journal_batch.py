@@ -41,7 +41,7 @@ async def test_only_batches_holding_a_durable_write_commit_with_full(journal: Jo
     )
     assert together == [2, 2, 2]
     stats = journal.write_stats
-    assert (stats.batches, stats.durable_commits) == (3, 2)
+    assert (stats.batches, stats.fsynced_commits) == (3, 2)
 
 
 async def test_a_normal_journal_never_switches_to_full(tmp_path: Path) -> None:
@@ -50,6 +50,7 @@ async def test_a_normal_journal_never_switches_to_full(tmp_path: Path) -> None:
     try:
         assert await journal._write(_sync_mode) == 1
         assert await journal._write(_sync_mode, durable=False) == 1
+        assert journal.write_stats.fsynced_commits == 0
     finally:
         await journal.close()
 

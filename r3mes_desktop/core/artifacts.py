@@ -46,6 +46,9 @@ def write_atomic_sync(path: Path, data: bytes, *, mode: int = 0o644) -> None:
             os.close(dir_fd)
 
 
+_O_BINARY = getattr(os, "O_BINARY", 0)  # Windows: no newline translation
+
+
 def write_durable_many_sync(items: list[tuple[Path, bytes]]) -> list[BaseException | None]:
     """Atomic, durable writes of several files, with one fsync per directory.
 
@@ -57,9 +60,12 @@ def write_durable_many_sync(items: list[tuple[Path, bytes]]) -> list[BaseExcepti
     errors: list[BaseException | None] = [None] * len(items)
     temps: list[tuple[int, int, str]] = []  # item index, fd, temp path
     for i, (path, data) in enumerate(items):
+        # one writer per journal (and so per artifacts dir): a fixed temp name is enough,
+        # and a leftover of a killed run is simply truncated
+        tmp = str(path.parent / f".{path.name}.{os.getpid()}.tmp")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | _O_BINARY, 0o644)
         except OSError as exc:
             errors[i] = exc
             continue

@@ -163,6 +163,14 @@ def _insert_history(conn: sqlite3.Connection, entries: Iterable[HistoryEntry]) -
         )
 
 
+def _history_in(conn: sqlite3.Connection, tx_id: str) -> list[HistoryEntry]:
+    rows = conn.execute(
+        f"SELECT {_HISTORY_COLUMNS} FROM events WHERE transaction_id = ? ORDER BY id",  # noqa: S608
+        (tx_id,),
+    )
+    return [_history(r) for r in rows]
+
+
 def migrate(conn: sqlite3.Connection, *, target: int = SCHEMA_VERSION) -> int:
     """Apply the missing migrations up to `target`; each in its own transaction."""
     version = int(conn.execute("PRAGMA user_version").fetchone()[0])
@@ -539,11 +547,16 @@ class Journal:
         )
 
     # -- reads ---------------------------------------------------------------------------
-    async def get(self, tx_id: str) -> TransactionRecord | None:
-        return await self._call(self._get_sync, tx_id)
+    async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """A light query served by the group commit's next batch, after its commit: one
+        trip to the journal thread shared with the writes queued beside it."""
+        if self._executor is None:
+            raise RuntimeError("journal is not open")
+        result: T = await self._writer.submit(Write(fn, read=True))
+        return result
 
-    def _get_sync(self, tx_id: str) -> TransactionRecord | None:
-        return self._get_in(self._db(), tx_id)
+    async def get(self, tx_id: str) -> TransactionRecord | None:
+        return await self._read(functools.partial(self._get_in, tx_id=tx_id))
 
     @staticmethod
     def _get_in(conn: sqlite3.Connection, tx_id: str) -> TransactionRecord | None:
@@ -582,18 +595,10 @@ class Journal:
 
     async def snapshot(self, tx_id: str) -> tuple[TransactionRecord | None, list[HistoryEntry]]:
         """The record and its history, read together (one trip to the journal thread)."""
-        return await self._call(lambda: (self._get_sync(tx_id), self._history_sync(tx_id)))
+        return await self._read(lambda conn: (self._get_in(conn, tx_id), _history_in(conn, tx_id)))
 
     async def history(self, tx_id: str) -> list[HistoryEntry]:
-        return await self._call(self._history_sync, tx_id)
-
-    def _history_sync(self, tx_id: str) -> list[HistoryEntry]:
-        rows = self._db().execute(
-            f"SELECT {_HISTORY_COLUMNS} FROM events WHERE transaction_id = ? "  # noqa: S608
-            "ORDER BY id",
-            (tx_id,),
-        )
-        return [_history(r) for r in rows]
+        return await self._read(functools.partial(_history_in, tx_id=tx_id))
 
     async def submission_owner(self, round_id: int, miner: str) -> str | None:
         def query(conn: sqlite3.Connection) -> str | None:

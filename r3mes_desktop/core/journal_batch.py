@@ -42,6 +42,7 @@ class Write:
     durable: bool = True
     artifact: tuple[Path, bytes] | None = None  # durable on disk before the commit
     remove_after: tuple[Path, ...] = ()  # deleted once the commit is done
+    read: bool = False  # a query: run after the batch's commit, outside any transaction
 
 
 @dataclass
@@ -125,21 +126,29 @@ class GroupCommitter:
 
     # -- on the journal thread ----------------------------------------------------------
     def run_batch(self, writes: list[Write]) -> list[tuple[bool, Any]]:
-        failed: dict[int, tuple[bool, Any]] = {}  # writes whose artifact could not be written
+        """Artifacts, then one transaction for the writes, then the queued reads (which so
+        see every write queued before them)."""
+        results: dict[int, tuple[bool, Any]] = {}
         files = [(i, w.artifact) for i, w in enumerate(writes) if w.artifact is not None]
         if files:
             errors = artifacts.write_durable_many_sync([artifact for _, artifact in files])
-            failed = {i: (False, e) for (i, _), e in zip(files, errors, strict=True) if e}
+            results.update((i, (False, e)) for (i, _), e in zip(files, errors, strict=True) if e)
             self.stats.artifacts += len(files)
-        todo = [i for i in range(len(writes)) if i not in failed]
-        done: list[tuple[bool, Any]] = []
+        todo = [i for i, w in enumerate(writes) if not w.read and i not in results]
         if todo:
             durable = any(writes[i].durable for i in todo)
             done = self._transaction([writes[i].fn for i in todo], durable=durable)
+            results.update(zip(todo, done, strict=True))
             self.stats.batches += 1
             self.stats.writes += len(todo)
             self.stats.fsynced_commits += durable and self._durable_mode != "NORMAL"
-        results = dict(zip(todo, done, strict=True)) | failed
+        conn = self._conn()
+        for i, write in enumerate(writes):
+            if write.read:
+                try:
+                    results[i] = (True, write.fn(conn))
+                except Exception as exc:
+                    results[i] = (False, exc)
         return [results[i] for i in range(len(writes))]
 
     def _remove_all(self, paths: list[Path]) -> None:

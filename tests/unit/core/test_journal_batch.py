@@ -127,3 +127,24 @@ def test_write_durable_many_writes_every_file_whole(tmp_path: Path) -> None:
     assert sorted(p.name for p in (tmp_path / "d").iterdir()) == [
         f"g{i}.safetensors" for i in range(5)
     ]
+
+
+async def test_a_queued_read_sees_the_writes_queued_before_it(journal: Journal) -> None:
+    await journal.create(tx_id="a", spec=make_spec(1), miner=MINER, now=1.0, deadline=None)
+
+    def broken(conn: sqlite3.Connection) -> None:
+        conn.execute("SELECT nope FROM transactions")
+
+    results = await asyncio.gather(
+        journal.apply(Change("a", 2.0, state=TxState.TRAINING)),
+        journal.get("a"),
+        journal._read(broken),
+        journal.history("a"),
+        return_exceptions=True,
+    )
+    assert journal.write_stats.batches == 2  # create, then one batch for all four
+    rec, failure, history = results[1], results[2], results[3]
+    assert rec is not None and not isinstance(rec, BaseException)
+    assert rec.state is TxState.TRAINING
+    assert isinstance(failure, sqlite3.OperationalError)
+    assert isinstance(history, list) and [h.new_state for h in history][-1] == "training"

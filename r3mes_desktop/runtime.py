@@ -46,6 +46,7 @@ class RuntimeOptions:
     clock: Any = None  # the coordinator's and miner's Clock (tests shift wall time)
     password_prompt: Any = None  # async (address) -> password | None, when not in the keyring
     worker_nice: int = 10  # CPU priority of training/PoW worker processes (0 = leave as is)
+    warm_trainer: bool = False  # spawn the training worker (torch import) while opening
 
     @classmethod
     def fast(cls, **changes: Any) -> RuntimeOptions:
@@ -57,6 +58,7 @@ class RuntimeOptions:
             "operator_interval_s": 0.5,
             "miner_poll_s": 0.5,
             "settings_overrides": {"pow_difficulty": 16},
+            "warm_trainer": True,
         }
         values.update(changes)
         return cls(**values)
@@ -91,6 +93,7 @@ class Runtime:
         self._transport: Any = None
         self._lock: Any = None
         self._background: set[asyncio.Task[Any]] = set()
+        self._warming: asyncio.Future[Any] | None = None
         self._closers: list[Any] = []
 
     # -- opening ------------------------------------------------------------------------------
@@ -114,6 +117,11 @@ class Runtime:
         self.data_dir = Path(self.options.data_dir or app_paths.data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._take_lock()
+        if self.options.warm_trainer:
+            # The worker's torch import (seconds) overlaps the devnet replay and recovery
+            # setup instead of delaying the first (or the first recovered) round after them.
+            self.trainer = self._make_trainer()
+            self._warming = asyncio.ensure_future(self.trainer.start())
 
         from r3mes_desktop.core.breaker import BreakerRegistry
         from r3mes_desktop.core.resilience import ServiceCaller
@@ -243,11 +251,7 @@ class Runtime:
         )
         self._closers.append(self.store.close)
 
-    async def _open_mining(self) -> None:
-        from r3mes_desktop.core.coordinator import Coordinator
-        from r3mes_desktop.core.journal import Journal
-        from r3mes_desktop.core.miner import Miner
-        from r3mes_desktop.mining.pow import ProcessPow
+    def _make_trainer(self) -> Any:
         from r3mes_desktop.mining.settings import MiningConfig
         from r3mes_desktop.mining.worker import ProcessTrainer
 
@@ -258,10 +262,29 @@ class Runtime:
             checkpoint_interval=settings.checkpoint_interval,
             preset=settings.model_preset,
         )
-        self.trainer = ProcessTrainer(
-            config, checkpoint_root=self.data_dir / "checkpoints", bus=self.bus
-        )
-        self.pow = ProcessPow(processes=config.pow_processes)
+        return ProcessTrainer(config, checkpoint_root=self.data_dir / "checkpoints", bus=self.bus)
+
+    async def _warmed(self) -> None:
+        """Wait for the warm-up (one worker, never two); a failed one is only logged: the
+        first round spawns the worker again and reports a real failure there."""
+        warming, self._warming = self._warming, None
+        if warming is not None:
+            try:
+                await warming
+            except Exception as exc:
+                log.warning("training worker warm-up failed: %s", exc)
+
+    async def _open_mining(self) -> None:
+        from r3mes_desktop.core.coordinator import Coordinator
+        from r3mes_desktop.core.journal import Journal
+        from r3mes_desktop.core.miner import Miner
+        from r3mes_desktop.mining.pow import ProcessPow
+
+        settings = self.settings
+        if self.trainer is None:
+            self.trainer = self._make_trainer()
+        await self._warmed()  # before recovery can ask the trainer for a worker too
+        self.pow = ProcessPow(processes=self.trainer.config.pow_processes)
         trainer, pow_ = self.trainer, self.pow
         if self.options.wrap_trainer is not None:
             trainer = self.options.wrap_trainer(trainer)
@@ -406,6 +429,7 @@ class Runtime:
     async def close(self) -> None:
         """Stop mining, close the coordinator and the devnet, reap workers off the loop."""
         self.ready = False
+        await self._warmed()  # a worker being spawned is reaped by the trainer's shutdown
         for task in list(self._background):
             task.cancel()
         for task in list(self._background):

@@ -50,6 +50,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-uptime", type=float, default=12.0, help="longest run before a kill")
     p.add_argument("--out", type=Path, default=Path("build/chaos"), help="work dir (wiped)")
     p.add_argument("--report", type=Path, help="also write the markdown report here")
+    p.add_argument("--quiet", action="store_true", help="print the one-line summary only")
     args = p.parse_args(argv)
     for name in ("transactions", "crashes", "sigterms"):
         if getattr(args, name) < 0:
@@ -136,10 +137,13 @@ async def _part(name: str, run: Coroutine[Any, Any, dict[str, Any]]) -> dict[str
     """A sub-run that raises becomes one line in the report (and a failure), not a lost
     report: the traceback goes to the run's log file, the line to the summary."""
     started = time.perf_counter()
+    log = logging.getLogger("bench.chaos")  # not __name__: that is "__main__" under -m
     try:
-        return await run
+        section = await run
+        log.info("%s part done in %.0f s", name, time.perf_counter() - started)
+        return section
     except Exception as exc:
-        logging.getLogger(__name__).exception("the %s run raised", name)
+        log.exception("the %s run raised", name)
         took = time.perf_counter() - started
         return {"error": f"{type(exc).__name__}: {str(exc)[:300]} (after {took:.0f} s)"}
 
@@ -155,7 +159,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.report is not None:
         args.report.write_text(text)
         args.report.with_suffix(".json").write_text(json.dumps(report, indent=1, default=str))
-    print(text)
+    if not args.quiet:
+        print(text)
     problems = failures(report)
     for problem in problems:
         print(f"FAIL: {problem}", file=sys.stderr)

@@ -7,6 +7,7 @@ unfinished transaction reconciled (terminal) or progressing (state or update tim
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import random
 import signal
@@ -18,6 +19,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 TERMINAL = frozenset({"committed", "failed", "rolled_back"})
 STARTUP_KILLS = 0.2  # share of kills during startup/recovery rather than while mining
@@ -197,12 +200,13 @@ def run_crashes(
     rng = random.Random(seed)
     result = CrashResult()
     journal = root / "data" / "journal.sqlite"
+    output = root / "miner-output.log"
     root.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     for i in range(crashes + sigterms):
         before = _unfinished(journal)
-        log = root / "logs" / "r3mes.log"
-        offset = log.stat().st_size if log.exists() else 0  # this start's lines come after
+        miner_log = root / "logs" / "r3mes.log"
+        offset = miner_log.stat().st_size if miner_log.exists() else 0  # this start's lines
         started = time.monotonic()
         proc = _start(root)
         if before:
@@ -214,7 +218,7 @@ def run_crashes(
         if i >= crashes or rng.random() >= STARTUP_KILLS:
             # a clean stop is asked of a running miner (its handlers installed); most kills
             # too land while it mines: training, upload, submission, completion
-            if _wait_mining(log, offset, proc, limit_s=recovery_limit_s):
+            if _wait_mining(miner_log, offset, proc, limit_s=recovery_limit_s):
                 result.startups_s.append(time.monotonic() - started)
             time.sleep(rng.uniform(0.2, max_uptime_s))
         else:  # the rest during startup and recovery
@@ -222,7 +226,7 @@ def run_crashes(
         if proc.poll() is not None:
             raise RuntimeError(
                 f"miner exited by itself with {proc.returncode} (start {i + 1}); its output "
-                f"ends: {_tail(root / 'miner-output.log')}"
+                f"ends: {_tail(output)}"
             )
         if i < crashes:
             _kill_group(proc, result)
@@ -232,8 +236,18 @@ def run_crashes(
             code = proc.wait(timeout=120)
             result.sigterms += 1
             result.sigterm_clean_exits += int(code == 143)
+            if code != 143:
+                log.error("crash run: SIGTERM exit %s; output: %s", code, _tail(output))
             if _group_alive(proc.pid):
                 result.lingering_children += 1
                 _reap_group(proc.pid)
+        log.info(
+            "crash run: start %d of %d done (%s), %d unfinished before it, %.0f s so far",
+            i + 1,
+            crashes + sigterms,
+            "SIGKILL" if i < crashes else "SIGTERM",
+            len(before),
+            time.perf_counter() - t0,
+        )
     result.seconds = time.perf_counter() - t0
     return result

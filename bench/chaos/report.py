@@ -103,6 +103,10 @@ above, then reaped by the harness).
 """
 
 
+def _seconds(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f} s"
+
+
 def _states(states: dict[str, int]) -> str:
     return ", ".join(f"{k} {v}" for k, v in sorted(states.items())) or "none"
 
@@ -179,6 +183,8 @@ def to_markdown(report: dict[str, Any]) -> str:
             f"{r['recoveries_measured']} |",
             f"| recovery time p50 / max | {p50} / {mx} |",
             f"| restarts that did not recover | {r['unrecovered']} |",
+            f"| start to mining (interpreter, imports, devnet replay, recovery) p50 / max | "
+            f"{_seconds(r.get('startup_p50_s'))} / {_seconds(r.get('startup_max_s'))} |",
             f"| killed miners whose worker processes outlived them by 5 s (then reaped) | "
             f"{r['lingering_children']} |",
             f"| journal states at the end | {_states(crash['states'])} |",

@@ -102,3 +102,34 @@ def test_verify_submission_recomputes_gradient_and_checks_pow() -> None:
     )
     assert wrong_nonce.gradient_matches and not wrong_nonce.pow_valid
     assert "torch" in sys.modules  # recomputation is the one path that loads torch
+
+
+@pytest.mark.parametrize("hasher", ["openssl", "builtin"])
+def test_one_process_finds_the_first_valid_nonce_and_counts_every_hash(hasher: str) -> None:
+    """Nonces are scanned in order from 0 in process 0's range: the answer is the smallest
+    valid nonce (no candidate skipped or mis-numbered) and the counter equals nonce + 1."""
+    from r3mes_desktop.core.pow import pow_prefix
+    from r3mes_desktop.mining.pow import NonceSearch
+
+    search = NonceSearch(pow_prefix(GH, MINER, 9), 16, processes=1, hasher=hasher).start()
+    try:
+        while search.status().nonce is None:
+            search.stop_event.wait(0.05)
+        search.join()
+        status = search.status()
+    finally:
+        search.cancel()
+        search.join()
+    nonce = status.nonce
+    assert nonce is not None and is_valid_pow(GH, MINER, 9, nonce, 16)
+    assert not any(is_valid_pow(GH, MINER, 9, n, 16) for n in range(nonce))
+    assert status.hashes == nonce + 1
+    assert search.hashers() == [hasher]
+
+
+def test_hasher_choice_is_validated_and_auto_picks_an_available_one() -> None:
+    from r3mes_desktop.mining.pow import pick_hasher, sha256_constructors
+
+    assert pick_hasher("auto") in sha256_constructors()
+    with pytest.raises(ValidationError, match="hasher"):
+        ProcessPow(hasher="fast")

@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 
 TERMINAL = frozenset({"committed", "failed", "rolled_back"})
 STARTUP_KILLS = 0.2  # share of kills during startup/recovery rather than while mining
-CHILD_GRACE_S = 5.0  # a killed miner's workers should notice and exit within this
+CHILD_GRACE_S = 2.0  # a killed miner's workers should notice and exit within this
 
 
 @dataclass
@@ -63,34 +63,38 @@ def miner_env(root: Path) -> dict[str, str]:
     return env
 
 
+def _rows(journal: Path, *, read_only: bool = True) -> dict[str, tuple[str, float]]:
+    """Every transaction's (state, updated_at); none while the journal has no table yet (a
+    miner killed during its first start)."""
+    uri = f"file:{journal}?mode=ro" if read_only else f"file:{journal}"
+    conn = sqlite3.connect(uri, uri=True, timeout=2)
+    try:
+        rows = conn.execute("SELECT id, state, updated_at FROM transactions").fetchall()
+    except sqlite3.OperationalError as exc:
+        if "no such table" in str(exc):
+            return {}
+        raise
+    finally:
+        conn.close()
+    return {tx: (state, updated) for tx, state, updated in rows}
+
+
 def _unfinished(journal: Path) -> dict[str, tuple[str, float]]:
     if not journal.exists():
         return {}
-    for _ in range(20):
+    for attempt in range(20):
         try:
-            conn = sqlite3.connect(f"file:{journal}?mode=ro", uri=True, timeout=2)
-            try:
-                return {
-                    tx: (state, updated)
-                    for tx, state, updated in conn.execute(
-                        "SELECT id, state, updated_at FROM transactions"
-                    )
-                    if state not in TERMINAL
-                }
-            finally:
-                conn.close()
+            # a killed writer can leave a WAL index only a writable connection may rebuild
+            rows = _rows(journal, read_only=attempt < 10)
         except sqlite3.OperationalError:
             time.sleep(0.05)
+            continue
+        return {tx: row for tx, row in rows.items() if row[0] not in TERMINAL}
     raise RuntimeError(f"journal {journal} unreadable")
 
 
 def _states(journal: Path, ids: set[str]) -> dict[str, tuple[str, float]]:
-    conn = sqlite3.connect(f"file:{journal}?mode=ro", uri=True, timeout=2)
-    try:
-        rows = conn.execute("SELECT id, state, updated_at FROM transactions").fetchall()
-    finally:
-        conn.close()
-    return {tx: (state, updated) for tx, state, updated in rows if tx in ids}
+    return {tx: row for tx, row in _rows(journal).items() if tx in ids}
 
 
 def _recovered(journal: Path, before: dict[str, tuple[str, float]]) -> bool:

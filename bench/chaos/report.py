@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from bench.chaos.crash_run import CHILD_GRACE_S
+
 
 def failures(report: dict[str, Any]) -> list[str]:
     """Everything that must fail the run: invariant violations, bad inputs handled badly,
@@ -183,9 +185,10 @@ def to_markdown(report: dict[str, Any]) -> str:
             f"{r['recoveries_measured']} |",
             f"| recovery time p50 / max | {p50} / {mx} |",
             f"| restarts that did not recover | {r['unrecovered']} |",
-            f"| start to mining (interpreter, imports, devnet replay, recovery) p50 / max | "
+            f"| process start until mining and recovered (imports, devnet, worker) p50 / max | "
             f"{_seconds(r.get('startup_p50_s'))} / {_seconds(r.get('startup_max_s'))} |",
-            f"| killed miners whose worker processes outlived them by 5 s (then reaped) | "
+            f"| killed miners whose worker processes outlived them by {CHILD_GRACE_S:.0f} s "
+            "(then reaped) | "
             f"{r['lingering_children']} |",
             f"| journal states at the end | {_states(crash['states'])} |",
             f"| on-chain submissions / pinned CIDs | {inv['on_chain_submissions']} / "

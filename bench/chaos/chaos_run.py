@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import sqlite3
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +35,8 @@ CHAOS_SETTINGS: dict[str, Any] = {
 """Short waits so thousands of transactions fit in minutes; the breaker still opens."""
 ROUND_TTL_S = 90.0
 FINISH_LIMIT_S = 120.0
+KEEP_OPEN = CHAOS_SETTINGS["max_active_transactions"] + 2  # rounds open for the miner
+MAX_EXTRA_ROUNDS = 40  # the contract holds at most 64 open rounds
 RECONCILE_LIMIT_S = 120.0  # > the devnet's 30 s nonce refill plus a receipt wait
 STALL_S = 2 * ROUND_TTL_S  # no new transaction for this long: the miner is stuck
 
@@ -70,6 +73,43 @@ async def _open(settings: Any, data_dir: Path) -> Any:
     )
     runtime = Runtime(settings, options=options)
     return runtime
+
+
+ABANDONED_SQL = """
+SELECT count(*) FROM submissions s
+WHERE NOT EXISTS (SELECT 1 FROM transactions t
+                  WHERE t.round_id = s.round_id AND t.state NOT IN ('rolled_back', 'failed'))
+  AND (SELECT max(finished_at) FROM transactions t WHERE t.round_id = s.round_id) > ?
+"""
+
+
+def _abandoned_rounds(journal: Path, since: float) -> int:
+    """Rounds the miner signed for (claimed) whose transactions all rolled back or failed
+    after `since`: still open on chain, never to be signed again by this miner."""
+    try:
+        conn = sqlite3.connect(f"file:{journal}?mode=ro", uri=True, timeout=1)
+        try:
+            return int(conn.execute(ABANDONED_SQL, (since,)).fetchone()[0])
+        finally:
+            conn.close()
+    except sqlite3.OperationalError:  # not created yet, or busy: ask again next time
+        return 0
+
+
+async def _feed_rounds(operator: Any, data_dir: Path) -> None:
+    """The devnet operator keeps `keep_open` rounds open that the miner has not submitted to
+    on chain: 3 by default, fewer than the transactions the miner may run at once, so under
+    faults (slow uploads and submissions) the training lane waits for rounds. And a round
+    whose signed submission a fault rolled back stays among them until the round TTL,
+    though this miner never signs it again. As the network's many open rounds would, keep
+    KEEP_OPEN fresh rounds (the operator's code and TTL are unchanged)."""
+    base = max(operator.keep_open, KEEP_OPEN)
+    journal = data_dir / "journal.sqlite"
+    while True:
+        since = time.time() - ROUND_TTL_S
+        abandoned = await asyncio.to_thread(_abandoned_rounds, journal, since)
+        operator.keep_open = base + min(abandoned, MAX_EXTRA_ROUNDS)
+        await asyncio.sleep(1.0)
 
 
 async def _until_idle(runtime: Any, stopped: asyncio.Event, limit_s: float) -> None:
@@ -127,6 +167,7 @@ async def run_chaos(
     # Rounds whose signed submission a fault rolled back are never re-signed by this miner;
     # the operator replaces them after this long (900 s outside the harness).
     runtime.devnet.operator.round_ttl_s = ROUND_TTL_S
+    feeding = asyncio.ensure_future(_feed_rounds(runtime.devnet.operator, data_dir))
     monitoring = await Monitoring.attach(runtime, api=False)
     try:
         await runtime.miner.start()
@@ -140,6 +181,7 @@ async def run_chaos(
         await runtime.miner.stop()
         result.faults = runtime.faults.by_kind()
     finally:
+        feeding.cancel()
         unsubscribe()
         await monitoring.close()
         await runtime.close()

@@ -61,7 +61,9 @@ def chaos_settings(**changes: Any) -> Any:
     return updated(load_settings(use_env=False), **{**CHAOS_SETTINGS, **changes})
 
 
-async def _open(settings: Any, data_dir: Path) -> Any:
+async def _open(settings: Any, data_dir: Path, *, mining: bool = True) -> Any:
+    """A runtime on `data_dir`; one that will not mine spawns its training worker only if
+    recovery needs it."""
     from r3mes_desktop.runtime import Runtime, RuntimeOptions
 
     options = RuntimeOptions.fast(
@@ -70,6 +72,7 @@ async def _open(settings: Any, data_dir: Path) -> Any:
         miner_poll_s=0.1,
         maintenance_interval_s=1.0,
         settings_overrides={},
+        warm_trainer=mining,
     )
     runtime = Runtime(settings, options=options)
     return runtime
@@ -208,7 +211,7 @@ async def reconcile(data_dir: Path, *, limit_s: float = RECONCILE_LIMIT_S) -> in
     journal_file = data_dir / "journal.sqlite"
     rows = journal_rows(data_dir) if journal_file.exists() else []
     unfinished = sum(r["state"] not in TERMINAL for r in rows)
-    runtime = await _open(chaos_settings(), data_dir)
+    runtime = await _open(chaos_settings(), data_dir, mining=False)
     await runtime.open()
     try:
         coordinator = runtime.coordinator

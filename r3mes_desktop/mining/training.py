@@ -66,6 +66,11 @@ def configure_determinism(num_threads: int) -> None:
     torch.set_num_threads(num_threads if num_threads > 0 else default_threads())
 
 
+def torch_threads() -> int:
+    """The intra-op thread count torch is using now (reported with each result)."""
+    return int(torch.get_num_threads())
+
+
 def default_threads() -> int:
     """All cores but one (kept for the GUI and the event loop), at least one."""
     return max(1, (os.cpu_count() or 2) - 1)

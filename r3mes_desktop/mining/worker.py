@@ -343,6 +343,10 @@ class ProcessTrainer:
                         "micro_batch": float(result["micro_batch"]),
                         "oom_retries": float(result["oom_retries"]),
                         "worker_restarts": float(restarts),
+                        "threads": float(result.get("threads", 0)),
+                        # Where the child's time went (setup, steps, blocking checkpoint
+                        # capture, overlapped checkpoint writes, whole job): bench.training.
+                        **{f"time_{k}": float(v) for k, v in result.get("timing", {}).items()},
                     },
                 )
 

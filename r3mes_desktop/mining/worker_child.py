@@ -4,13 +4,21 @@ Talks to the parent over a multiprocessing pipe with JSON frames (`send_bytes`, 
 pickling `send`); the update bytes follow a "result" frame as one raw frame. Between steps
 it polls for pause/resume/stop; it sends a heartbeat at least every `heartbeat_interval_s`
 (also between micro-batches and while paused), which the parent's watchdog relies on.
+
+Periodic checkpoints are captured between steps (a copy of the state, the only part that
+must stop training) and written by a background thread while the next steps run: the
+safetensors encoding, checksum and fsyncs then overlap training instead of adding to it.
+One write is in flight at most; pause, stop and the end of a round wait for it, so the
+parent never sees "paused" or a result before the checkpoint is on disk.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
+import threading
 import time
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -24,6 +32,57 @@ from r3mes_desktop.mining.settings import MiningConfig
 
 class _Stop(Exception):
     """The parent asked to stop; the current state is checkpointed."""
+
+
+class BackgroundSaver:
+    """Writes captured checkpoints on a thread; errors surface in the training thread."""
+
+    def __init__(self, store: CheckpointStore, transaction_id: str, round_id: int) -> None:
+        self.store = store
+        self.transaction_id = transaction_id
+        self.round_id = round_id
+        self.write_s = 0.0  # spent writing, overlapped with training
+        self._thread: threading.Thread | None = None
+        self._step = 0
+        self._error: BaseException | None = None
+
+    def submit(self, step: int, arrays: dict[str, Any], state: dict[str, Any]) -> int | None:
+        """Start writing this checkpoint; returns the step of the previous one if it had
+        to be waited for (it is now on disk)."""
+        done = self.wait()
+        self._step = step
+        self._thread = threading.Thread(
+            target=self._write, args=(step, arrays, state), name="r3mes-ckpt", daemon=True
+        )
+        self._thread.start()
+        return done
+
+    def _write(self, step: int, arrays: dict[str, Any], state: dict[str, Any]) -> None:
+        started = time.perf_counter()
+        try:
+            self.store.save(
+                self.transaction_id, round_id=self.round_id, step=step, tensors=arrays, state=state
+            )
+        except BaseException as exc:  # re-raised in the training thread by wait()/finished()
+            self._error = exc
+        self.write_s += time.perf_counter() - started
+
+    def finished(self) -> int | None:
+        """The step of a write that has completed since the last call, without blocking."""
+        if self._thread is not None and not self._thread.is_alive():
+            return self.wait()
+        return None
+
+    def wait(self) -> int | None:
+        """Block until the write in flight is on disk; its step, or None if there was none."""
+        if self._thread is None:
+            return None
+        self._thread.join()
+        self._thread = None
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+        return self._step
 
 
 class Child:
@@ -51,6 +110,7 @@ class Child:
     def run_job(self, msg: dict[str, Any]) -> None:
         from r3mes_desktop.mining import training  # torch: child only
 
+        job_started = time.perf_counter()
         self.job = msg["job"]
         # Per-round knobs travel with the job, so changing them needs no worker restart.
         cfg = dataclasses.replace(self.config, **msg.get("settings", {}))
@@ -72,20 +132,30 @@ class Child:
         if loaded is not None:
             run.restore(loaded.tensors, loaded.state)
             self.send({"type": "resumed_from", "step": run.step})
+        saver = BackgroundSaver(store, tx, plan.round_id)
+        timing = {"setup_s": time.perf_counter() - job_started, "steps_s": 0.0, "capture_s": 0.0}
 
-        def save() -> None:
+        def saved(step: int | None) -> None:
+            if step is not None:
+                self.send({"type": "checkpoint", "step": step})
+
+        def checkpoint(*, wait: bool) -> None:
+            started = time.perf_counter()
             arrays, state = run.checkpoint_state()
-            store.save(tx, round_id=plan.round_id, step=run.step, tensors=arrays, state=state)
-            self.send({"type": "checkpoint", "step": run.step})
+            timing["capture_s"] += time.perf_counter() - started
+            saved(saver.submit(run.step, arrays, state))
+            if wait:
+                saved(saver.wait())
 
         label = str(device) if device.type == "cpu" else f"{device} ({_cuda_name(device)})"
         per_step = plan.model.batch_size * plan.model.seq_len
         try:
             while run.step < plan.steps:
-                self._control(save)
+                self._control(lambda: checkpoint(wait=True))
                 started = time.perf_counter()
                 loss = run.train_step()
                 elapsed = max(time.perf_counter() - started, 1e-9)
+                timing["steps_s"] += elapsed
                 self.send(
                     {
                         "type": "progress",
@@ -97,11 +167,17 @@ class Child:
                         "micro_batch": run.micro_batch,
                     }
                 )
+                saved(saver.finished())
                 if run.step % cfg.checkpoint_interval == 0 or run.step == plan.steps:
-                    save()
+                    checkpoint(wait=False)
+            saved(saver.wait())  # on disk before the result: nothing writes after it
         except _Stop:
             self.send({"type": "stopped", "step": run.step})
             return
+        except BaseException:
+            with contextlib.suppress(Exception):
+                saver.wait()  # leave no write running; the first error is the one reported
+            raise
         out = run.output()
         max_bytes = cfg.max_gradient_size_mb * 2**20
         if len(out.data) > max_bytes:
@@ -119,6 +195,12 @@ class Child:
             "micro_batch": out.micro_batch,
             "oom_retries": out.oom_retries,
             "device": label,
+            "threads": training.torch_threads(),
+            "timing": {
+                **timing,
+                "checkpoint_write_s": saver.write_s,
+                "job_s": time.perf_counter() - job_started,
+            },
         }
         self.send(meta, out.data)
 

@@ -139,27 +139,38 @@ def _history(row: tuple[Any, ...]) -> HistoryEntry:
     return HistoryEntry(*row)
 
 
-_INSERT_HISTORY = f"INSERT INTO events ({_HISTORY_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)"  # noqa: S608
+_HISTORY_ROW = "(?,?,?,?,?,?,?,?,?,?)"
+_INSERT_HISTORY = [""] + [
+    f"INSERT INTO events ({_HISTORY_COLUMNS}) VALUES "  # noqa: S608
+    + ",".join([_HISTORY_ROW] * n)
+    for n in range(1, 5)
+]
 
 
 def _insert_history(conn: sqlite3.Connection, entries: Iterable[HistoryEntry]) -> None:
-    # execute per row: a step writes one to three rows, and for so few executemany's
-    # setup costs several times a plain execute
-    for h in entries:
+    """One statement for a step's rows (one to four; more go in chunks): per-statement
+    cost, not per-row cost, dominates at this size."""
+    rows = list(entries)
+    for start in range(0, len(rows), 4):
+        chunk = rows[start : start + 4]
         conn.execute(
-            _INSERT_HISTORY,
-            (
-                h.transaction_id,
-                h.ts,
-                h.kind,
-                h.old_state,
-                h.new_state,
-                h.step,
-                h.attempt,
-                h.delay,
-                h.category,
-                h.message,
-            ),
+            _INSERT_HISTORY[len(chunk)],
+            [
+                value
+                for h in chunk
+                for value in (
+                    h.transaction_id,
+                    h.ts,
+                    h.kind,
+                    h.old_state,
+                    h.new_state,
+                    h.step,
+                    h.attempt,
+                    h.delay,
+                    h.category,
+                    h.message,
+                )
+            ],
         )
 
 
@@ -335,26 +346,32 @@ class Journal:
             history.append(
                 HistoryEntry(tx_id, now, "transition", TxState.PENDING.value, start.value)
             )
-        signed_by = conn.execute(
-            "SELECT transaction_id FROM submissions WHERE round_id = ? AND miner = ?",
-            (spec.round_id, miner),
-        ).fetchone()
-        if signed_by is not None:
-            raise DuplicateRoundError(
-                f"round {spec.round_id} already has a submission signed by transaction "
-                f"{signed_by[0]}; retry that transaction instead of starting another"
-            )
         try:
-            conn.execute(
+            # inserted only if no submission was ever signed for this (round, miner)
+            inserted = conn.execute(
                 "INSERT INTO transactions (id, round_id, miner, state, spec, created_at, "
-                "updated_at, deadline) VALUES (?,?,?,?,?,?,?,?)",
-                (tx_id, spec.round_id, miner, start.value, spec_to_json(spec), now, now, deadline),
-            )
+                "updated_at, deadline) SELECT ?,?,?,?,?,?,?,? WHERE NOT EXISTS "
+                "(SELECT 1 FROM submissions WHERE round_id = ? AND miner = ?)",
+                (
+                    *(tx_id, spec.round_id, miner, start.value, spec_to_json(spec)),
+                    *(now, now, deadline, spec.round_id, miner),
+                ),
+            ).rowcount
         except sqlite3.IntegrityError as exc:
             raise DuplicateRoundError(
                 f"round {spec.round_id} already has a live or committed transaction "
                 f"for miner {miner}"
             ) from exc
+        if inserted != 1:
+            signed_by = conn.execute(
+                "SELECT transaction_id FROM submissions WHERE round_id = ? AND miner = ?",
+                (spec.round_id, miner),
+            ).fetchone()
+            raise DuplicateRoundError(
+                f"round {spec.round_id} already has a submission signed by transaction "
+                f"{signed_by[0] if signed_by else '?'}; retry that transaction instead of "
+                "starting another"
+            )
         _insert_history(conn, history)
         return TransactionRecord(
             id=tx_id,

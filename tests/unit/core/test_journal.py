@@ -178,3 +178,12 @@ async def test_the_returned_record_is_what_the_journal_holds(journal: Journal) -
         returned = await journal.apply(change)
         assert returned == await journal.get("a")
     assert returned.finished_at is None and returned.pow_nonce is None
+
+
+async def test_history_rows_keep_their_order_however_many(journal: Journal) -> None:
+    await journal.create(tx_id="a", spec=make_spec(1), miner=MINER, now=1.0, deadline=None)
+    notes = [HistoryEntry("a", 2.0 + i, "note", message=f"n{i}") for i in range(9)]
+    await journal.append_history(notes)
+    history = await journal.history("a")
+    assert [h.message for h in history[1:]] == [f"n{i}" for i in range(9)]
+    assert history[1:] == notes

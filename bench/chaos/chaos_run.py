@@ -35,7 +35,6 @@ CHAOS_SETTINGS: dict[str, Any] = {
 """Short waits so thousands of transactions fit in minutes; the breaker still opens."""
 ROUND_TTL_S = 90.0
 FINISH_LIMIT_S = 120.0
-KEEP_OPEN = CHAOS_SETTINGS["max_active_transactions"] + 2  # rounds open for the miner
 MAX_EXTRA_ROUNDS = 40  # the contract holds at most 64 open rounds
 RECONCILE_LIMIT_S = 120.0  # > the devnet's 30 s nonce refill plus a receipt wait
 STALL_S = 2 * ROUND_TTL_S  # no new transaction for this long: the miner is stuck
@@ -100,13 +99,13 @@ def _abandoned_rounds(journal: Path, since: float) -> int:
 
 
 async def _feed_rounds(operator: Any, data_dir: Path) -> None:
-    """The devnet operator keeps `keep_open` rounds open that the miner has not submitted to
-    on chain: 3 by default, fewer than the transactions the miner may run at once, so under
-    faults (slow uploads and submissions) the training lane waits for rounds. And a round
-    whose signed submission a fault rolled back stays among them until the round TTL,
-    though this miner never signs it again. As the network's many open rounds would, keep
-    KEEP_OPEN fresh rounds (the operator's code and TTL are unchanged)."""
-    base = max(operator.keep_open, KEEP_OPEN)
+    """The devnet operator keeps `keep_open` (3) rounds open that the miner has not
+    submitted to on chain. A round whose signed submission a fault rolled back stays among
+    them until the round TTL, though this miner never signs it again; as the network's many
+    open rounds would, open one more per such round (the operator's code and TTL are
+    unchanged). More rounds than that only add contention: with 6 open, the chain breaker
+    stayed half-open and nonce gaps piled up, and fewer transactions committed."""
+    base = operator.keep_open
     journal = data_dir / "journal.sqlite"
     while True:
         since = time.time() - ROUND_TTL_S

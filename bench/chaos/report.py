@@ -105,6 +105,34 @@ above, then reaped by the harness).
 """
 
 
+HARNESS_NOTES = """## Harness speed and robustness
+
+What made the chaos and crash runs slow or flaky, and what changed (the runtime, worker
+processes, journal and fault plan are the real ones throughout):
+
+- The chaos run waited up to 120 s at its end for every transaction to reach a terminal
+  state, including one whose task a journal fault (a full disk) had ended: it can only be
+  reconciled by the next start. It now waits for the miner to go idle (nothing running).
+- The devnet operator keeps 3 rounds open for the miner, and a round whose signed
+  submission a fault rolled back stayed among them until the round TTL (90 s): the miner
+  idled. The chaos run opens one more round per such abandoned round, until its TTL.
+  (Keeping 6 open instead made it slower: the chain breaker stayed half-open under the
+  extra concurrent calls and nonce gaps piled up.)
+- The training worker (its torch import, seconds) was spawned by the first round, after
+  the devnet replay and recovery setup; in fast mode (`RuntimeOptions.warm_trainer`) it is
+  spawned first and overlaps them, which shortens recovery after each restart.
+- The reconciling start ran once: a submission parked in doubt (behind an abandoned
+  nonce, refilled after 30 s) could still be unfinished when it closed. It now runs until
+  nothing is unfinished (120 s at most; whatever is left is a violation).
+- Crash run: a miner killed in its very first start can leave a journal file without
+  tables, which read as "unreadable" and stopped the run; the next start's leftovers are
+  now awaited before it begins (killed workers reaped, not only signalled).
+- A failure now starts with one line naming what failed and the run's counts
+  (`bench.chaos.report.summary`); the CI test keeps pytest's captured log to errors and the
+  harness's progress lines.
+"""
+
+
 def _seconds(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.2f} s"
 
@@ -202,6 +230,7 @@ def to_markdown(report: dict[str, Any]) -> str:
             "",
         ]
     lines.append(FINDINGS)
+    lines.append(HARNESS_NOTES)
     if report.get("earlier"):
         lines += [report["earlier"], ""]
     bad = report.get("bad_inputs")

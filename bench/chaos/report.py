@@ -89,13 +89,17 @@ FINDINGS = """## What the harness found (fixed, each with a regression test)
    devnet an abandoned signature's nonce is refilled after 30 s instead of 600 s.
 6. **Damaged journal file** (`core/journal.py`): a journal that is not a database surfaced as
    a bare "file is not a database"; it is now an IntegrityError naming the file and what to do.
-7. **Orphan pin** (`core/saga.py`, found by the 200-transaction run below): an add that
+7. **Orphan pin** (`core/saga.py`, found by an earlier 200-transaction run): an add that
    pinned but timed out, then a retry refused with HTTP 401, rolled back without learning the
    CID, so nothing unpinned it. Any failure in IPFS_UPLOAD now learns the CID for the undo.
-8. **Lost work when the reconciling lookup also failed** (`core/saga.py`, found by the
-   40-transaction run reported here, whose one violation it is): HTTP 401 on the receipt
-   after the broadcast landed, then a second 401 on the lookup; it counted as "not on chain".
+8. **Lost work when the reconciling lookup also failed** (`core/saga.py`, found by an
+   earlier 40-transaction run): HTTP 401 on the receipt after the broadcast landed, then a
+   second 401 on the lookup; it counted as "not on chain".
    A failed lookup now parks the submission in doubt for the chain to settle later.
+9. **Lost work when a lookup of a parked submission failed** (`core/saga.py`, found by a
+   re-check of the same seed after fix 8): re-driving a submission parked in doubt, the
+   receipt read answered HTTP 401 and the authentication category rolled back a mined
+   submission. Any failed chain lookup is now "no answer" and keeps the submission in doubt.
 
 Known and not fixed here: on a real chain a rollback after signing but before the broadcast
 still leaves a nonce gap until `stale_nonce_s` (600 s) lets a new signature fill it (the saga

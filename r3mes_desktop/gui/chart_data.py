@@ -17,6 +17,7 @@ THROUGHPUT_WINDOW_S = 120.0
 
 CATEGORIES = ("network", "authentication", "resource", "validation", "permanent", "unknown")
 CATEGORY_COLOURS = ("#1565c0", "#6a1b9a", "#ef6c00", "#c62828", "#4e342e", "#757575")
+PARTS = ("errors", "rates", "throughput", "loss", "hash", "summary")
 
 
 class ChartData:
@@ -36,6 +37,13 @@ class ChartData:
         self.commit_times: deque[float] = deque(maxlen=10_000)
         self.last_stats: dict[str, Any] = {}
         self.dirty = False
+        # What changed since the plots last drew it: each plot redraws only its own part.
+        self.versions: dict[str, int] = dict.fromkeys(PARTS, 0)
+
+    def _changed(self, *parts: str) -> None:
+        for part in parts:
+            self.versions[part] += 1
+        self.dirty = True
 
     def _t(self, ts: float | None = None) -> float:
         return (ts if ts is not None else self._clock()) - self.t0
@@ -50,22 +58,27 @@ class ChartData:
         detail = event.detail
         if "loss" in detail:
             self.loss.append((self._t(event.ts), float(detail["loss"])))
-            self.dirty = True
+            self._changed("loss")
         if "hash_rate" in detail:
             self.hash_rate.append((self._t(event.ts), float(detail["hash_rate"])))
-            self.dirty = True
+            self._changed("hash")
 
     def add_stats(self, stats: Mapping[str, Any], ts: float | None = None) -> None:
         """Fold one statistics snapshot (the coordinator's keys, seeds' names)."""
         t = self._t(ts)
+        if dict(stats) != self.last_stats:
+            self._changed("summary")
         self.last_stats = dict(stats)
         breakdown = {
             str(key).removesuffix("_errors"): int(count or 0)
             for key, count in (stats.get("error_breakdown") or {}).items()
         }  # the journal's keys are "network_errors", ...; older shapes use "network"
-        self.errors = dict.fromkeys(CATEGORIES, 0)
+        errors = dict.fromkeys(CATEGORIES, 0)
         for cat, count in breakdown.items():
-            self.errors[cat if cat in self.errors else "unknown"] += count
+            errors[cat if cat in errors else "unknown"] += count
+        if errors != self.errors:
+            self.errors = errors
+            self._changed("errors")
         total = float(stats.get("total_transactions", 0) or 0)
         committed = float(stats.get("committed_transactions", stats.get("committed", 0)) or 0)
         failed = float(stats.get("failed_transactions", stats.get("failed", 0)) or 0)
@@ -82,7 +95,7 @@ class ChartData:
         self.rates["failure"].append((t, rate("failure_rate", failed)))
         self.rates["rollback"].append((t, rate("rollback_rate", rolled)))
         self.throughput.append((t, self.recent_throughput(ts)))
-        self.dirty = True
+        self._changed("rates", "throughput")
 
     def recent_throughput(self, ts: float | None = None) -> float:
         """Commits per minute over the last two minutes (or since the window opened).

@@ -1,27 +1,57 @@
 """Charts (pyqtgraph): errors by category, outcome rates, throughput, loss, PoW hash rate.
 
-Events and statistics only update `ChartData` and set a dirty flag; a named timer redraws
+Events and statistics only update `ChartData` (a version per plot); a named timer redraws
 when something changed, never once per event. A full redraw of five plots is one long
 paint (tens of ms on a busy laptop CPU, measured as p99 loop stalls of 140 ms while the
-workers used every core), so each timer tick refreshes ONE plot, round robin, and nothing
-is redrawn while the charts are not on screen.
+workers used every core), so each timer tick refreshes ONE plot whose data changed, each
+plot at most every `min_interval_s`, and nothing is redrawn while the charts are not on
+screen. Axis ranges are set by hand and move in coarse steps (`coarse_range`): with
+auto-range every new point moved the axes, and pyqtgraph re-laid out their ticks and
+labels in Python on every paint (measured: paints of 15-48 ms, most of the loop stalls
+left while mining once the devnet's EVM had moved to its own process).
 """
 
 from __future__ import annotations
 
+import math
+import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import pyqtgraph as pg
 
 from r3mes_desktop.core.events import Event
-from r3mes_desktop.gui.chart_data import CATEGORIES, CATEGORY_COLOURS, ChartData
+from r3mes_desktop.gui.chart_data import CATEGORIES, CATEGORY_COLOURS, PARTS, ChartData
 from r3mes_desktop.gui.qt import QtCore, QtWidgets
 
 
 def _xy(points: deque[tuple[float, float]]) -> tuple[list[float], list[float]]:
     return [p[0] for p in points], [p[1] for p in points]
+
+
+def nice_step(value: float) -> float:
+    """The smallest 1, 2 or 5 × 10^k that is ≥ `value` (> 0)."""
+    power = 10.0 ** math.floor(math.log10(value))
+    for factor in (1.0, 2.0, 5.0, 10.0):
+        if factor * power >= value * (1 - 1e-9):
+            return factor * power
+    return 10.0 * power
+
+
+def coarse_range(
+    values: Sequence[float], *, min_step: float, from_zero: bool = False
+) -> tuple[float, float]:
+    """An axis range around `values` in whole steps of a round size (a quarter of the span
+    or more), so it stays put while new points arrive and the axis is not re-laid out."""
+    if not values:
+        return 0.0, nice_step(min_step)
+    lo = min(0.0, min(values)) if from_zero else min(values)
+    hi = max(values)
+    step = nice_step(max(min_step, (hi - lo) / 4.0))
+    lo_q = math.floor(lo / step) * step
+    hi_q = math.ceil(hi / step) * step
+    return lo_q, hi_q if hi_q > lo_q else lo_q + step
 
 
 class ChartsPanel(QtWidgets.QWidget):
@@ -33,13 +63,18 @@ class ChartsPanel(QtWidgets.QWidget):
         *,
         data: ChartData | None = None,
         refresh_ms: int = 200,
+        min_interval_s: float = 2.0,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__(parent)
         pg.setConfigOptions(antialias=False, background="w", foreground="#333")
         self.data = data if data is not None else ChartData()
-        self.data.dirty = True
         self.redraws = 0
-        self._pending: list[str] = []
+        self.min_interval_s = min_interval_s
+        self._monotonic = monotonic
+        self._drawn: dict[str, int] = dict.fromkeys(PARTS, -1)  # data version last drawn
+        self._drawn_at: dict[str, float] = dict.fromkeys(PARTS, -math.inf)
+        self._ranges: dict[tuple[int, str], tuple[float, float]] = {}
         grid = QtWidgets.QGridLayout(self)
         grid.setContentsMargins(2, 2, 2, 2)
         grid.setSpacing(4)
@@ -81,6 +116,10 @@ class ChartsPanel(QtWidgets.QWidget):
         )
         self.summary.setStyleSheet("background: white; padding: 8px; color: #333;")
         self.summary.setWordWrap(True)
+        # Its text changes with every statistics poll; a size hint that follows the text
+        # re-laid out the whole grid, plots included (LayoutRequest stalls up to 51 ms).
+        ignored = QtWidgets.QSizePolicy.Policy.Ignored
+        self.summary.setSizePolicy(ignored, ignored)
         grid.addWidget(self.summary, 1, 2)
         for pos, plot in enumerate(
             (
@@ -112,8 +151,10 @@ class ChartsPanel(QtWidgets.QWidget):
             plot.getAxis(side).setStyle(autoExpandTextSpace=False, autoReduceTextSpace=False)
         plot.getAxis("left").setWidth(48)
         plot.setMouseEnabled(x=False, y=False)
-        plot.setDownsampling(auto=True, mode="peak")
-        plot.setClipToView(True)
+        # At most `points` (600) samples: downsampling and clipping cost more than they save.
+        plot.setDownsampling(auto=False)
+        plot.setClipToView(False)
+        plot.disableAutoRange()
         return plot
 
     def add_event(self, event: Event) -> None:
@@ -127,42 +168,73 @@ class ChartsPanel(QtWidgets.QWidget):
         heights = self._bars.opts.get("height")
         return [int(h) for h in heights] if heights is not None else []
 
-    PARTS = ("errors", "rates", "throughput", "loss", "hash", "summary")
+    PARTS = PARTS
 
     def redraw_if_dirty(self, *, everything: bool = False) -> None:
-        """One timer tick: queue every part if data changed, then refresh one part
-        (all of them with `everything`, e.g. before a screenshot)."""
-        if self.data.dirty:
-            self.data.dirty = False
-            self._pending += [p for p in self.PARTS if p not in self._pending]
-        if not self._pending or not (everything or self.isVisible()):
+        """One timer tick: redraw the changed part that waited longest, if it is due (all
+        changed parts at once with `everything`, e.g. before a screenshot)."""
+        if not (everything or self.isVisible()):
             return
-        if everything:
-            parts, self._pending = self._pending, []
-        else:
-            parts, self._pending = self._pending[:1], self._pending[1:]
-        for part in parts:
+        versions = self.data.versions
+        now = self._monotonic()
+        changed = [p for p in PARTS if versions[p] != self._drawn[p]]
+        if not everything:
+            due = [p for p in changed if now - self._drawn_at[p] >= self.min_interval_s]
+            changed = sorted(due, key=lambda p: self._drawn_at[p])[:1]
+        if not changed:
+            return
+        for part in changed:
+            self._drawn[part], self._drawn_at[part] = versions[part], now
             self._draw(part)
         self.redraws += 1
+
+    def _set_range(self, plot: pg.PlotWidget, axis: str, lo_hi: tuple[float, float]) -> None:
+        """Move an axis only when its coarse range changed (a move re-lays out its ticks)."""
+        key = (id(plot), axis)
+        if self._ranges.get(key) == lo_hi:
+            return
+        self._ranges[key] = lo_hi
+        if axis == "x":
+            plot.setXRange(*lo_hi, padding=0)
+        else:
+            plot.setYRange(*lo_hi, padding=0)
+
+    def _time_series(
+        self, plot: pg.PlotWidget, xs: list[float], ys: list[float], *, from_zero: bool
+    ) -> None:
+        self._set_range(plot, "x", coarse_range(xs, min_step=60.0))
+        min_step = max(1e-3, 0.05 * max((abs(y) for y in ys), default=0.0))
+        self._set_range(plot, "y", coarse_range(ys, min_step=min_step, from_zero=from_zero))
 
     def _draw(self, part: str) -> None:
         data = self.data
         if part == "errors":
             heights = [data.errors[c] for c in CATEGORIES]
             self._bars.setOpts(height=heights)
-            self.errors_plot.setYRange(0, max(1, *heights) * 1.1, padding=0)
+            self._set_range(self.errors_plot, "y", (0, max(1, *heights) * 1.1))
         elif part == "rates":
+            xs: list[float] = []
             for name, curve in self._rate_curves.items():
-                curve.setData(*_xy(data.rates[name]))
+                xs, ys = _xy(data.rates[name])
+                curve.setData(xs, ys)
+            self._set_range(self.rates_plot, "x", coarse_range(xs, min_step=60.0))
         elif part == "throughput":
-            self._throughput_curve.setData(*_xy(data.throughput))
+            xs, ys = _xy(data.throughput)
+            self._throughput_curve.setData(xs, ys)
+            self._time_series(self.throughput_plot, xs, ys, from_zero=True)
         elif part == "loss":
-            self._loss_curve.setData(*_xy(data.loss))
+            xs, ys = _xy(data.loss)
+            self._loss_curve.setData(xs, ys)
+            self._time_series(self.loss_plot, xs, ys, from_zero=False)
         elif part == "hash":
             xs, ys = _xy(data.hash_rate)
-            self._hash_curve.setData(xs, [y / 1e6 for y in ys])  # fits the fixed-width axis
+            ys = [y / 1e6 for y in ys]  # fits the fixed-width axis
+            self._hash_curve.setData(xs, ys)
+            self._time_series(self.hash_plot, xs, ys, from_zero=True)
         else:
-            self.summary.setText(summary_html(data))
+            html = summary_html(data)
+            if html != self.summary.text():
+                self.summary.setText(html)
 
 
 def summary_html(data: ChartData) -> str:

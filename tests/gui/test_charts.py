@@ -1,0 +1,90 @@
+"""Charts redraw only what changed, at most one plot per tick and each plot at most every
+`min_interval_s`, on axes that stay put while points arrive (a moved axis is re-laid out
+in Python on the next paint: the loop stalls bench.gui measured while mining)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from r3mes_desktop.core.events import StepProgress
+from r3mes_desktop.gui.chart_data import ChartData
+from r3mes_desktop.gui.charts import ChartsPanel, coarse_range, nice_step
+
+
+class Ticks:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _loss(data: ChartData, t: float, loss: float) -> None:
+    data.add_event(
+        StepProgress(
+            transaction_id="tx", step="training", fraction=0.5, detail={"loss": loss}, ts=t
+        )
+    )
+
+
+def _panel(qtbot: Any, data: ChartData, clock: Ticks) -> ChartsPanel:
+    panel = ChartsPanel(data=data, min_interval_s=2.0, monotonic=clock)
+    panel.redraw_timer.stop()  # the test drives the ticks
+    qtbot.addWidget(panel)
+    panel.show()
+    panel.redraw_if_dirty(everything=True)
+    return panel
+
+
+def test_only_changed_plots_redraw_one_per_tick_and_not_too_often(qtbot: Any) -> None:
+    data, clock = ChartData(clock=lambda: 0.0), Ticks()
+    panel = _panel(qtbot, data, clock)
+    drawn = panel.redraws
+    clock.now += 10
+    panel.redraw_if_dirty()
+    assert panel.redraws == drawn  # nothing changed: nothing painted
+    _loss(data, 1.0, 2.5)
+    data.add_stats({"total_transactions": 1, "committed_transactions": 1}, ts=1.0)
+    changed = {"loss", "rates", "throughput", "summary"}
+    seen = set()
+    for _ in range(len(changed)):
+        before = dict(panel._drawn)
+        panel.redraw_if_dirty()
+        seen |= {p for p in panel.PARTS if panel._drawn[p] != before[p]}
+        assert panel.redraws == drawn + len(seen)  # one plot per tick
+    assert seen == changed
+    _loss(data, 2.0, 2.4)
+    panel.redraw_if_dirty()
+    assert panel._drawn["loss"] != data.versions["loss"]  # drawn < 2 s ago: waits
+    clock.now += 2.0
+    panel.redraw_if_dirty()
+    assert panel._drawn["loss"] == data.versions["loss"]
+    _, ys = panel._loss_curve.getData()
+    assert list(ys) == [2.5, 2.4]
+
+
+def test_axes_stay_put_while_points_arrive_inside_their_coarse_range(qtbot: Any) -> None:
+    data, clock = ChartData(clock=lambda: 0.0), Ticks()
+    panel = _panel(qtbot, data, clock)
+    ranges = []
+    for i in range(1, 40):
+        _loss(data, float(i), 3.0 - i * 0.01)
+        clock.now += 2.0
+        panel.redraw_if_dirty()
+        ranges.append(panel.loss_plot.getViewBox().viewRange())
+    x_ranges = {tuple(r[0]) for r in ranges}
+    assert x_ranges == {(0.0, 100.0)}  # 39 new points, one x range
+    y_ranges = {tuple(round(v, 6) for v in r[1]) for r in ranges}
+    assert len(y_ranges) <= 3  # the loss fell by 0.39: the y axis moved at most twice
+    lo, hi = ranges[-1][1]
+    assert lo <= 2.61 and hi >= 2.99  # and shows every point
+
+
+def test_coarse_ranges_are_round_and_cover_the_values() -> None:
+    assert [nice_step(v) for v in (60, 0.25, 1, 3e-3, 7)] == [100, 0.5, 1, 5e-3, 10]
+    assert coarse_range([0, 5, 130], min_step=60) == (0, 200)
+    assert coarse_range([2.3, 4.7, 5.1], min_step=1e-3) == (2, 6)
+    assert coarse_range([], min_step=60) == (0, 100)
+    assert coarse_range([0.4, 0.2], min_step=1e-3, from_zero=True) == pytest.approx((0, 0.4))

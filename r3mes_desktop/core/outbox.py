@@ -64,6 +64,7 @@ class Outbox:
                                 message=error.message,
                             )
                         ],
+                        durable=False,  # bookkeeping: a lost row only means an earlier retry
                     )
                 )
                 continue

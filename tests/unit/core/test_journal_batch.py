@@ -6,7 +6,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import signal
 import sqlite3
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -148,3 +151,39 @@ async def test_a_queued_read_sees_the_writes_queued_before_it(journal: Journal) 
     assert rec.state is TxState.TRAINING
     assert isinstance(failure, sqlite3.OperationalError)
     assert isinstance(history, list) and [h.new_state for h in history][-1] == "training"
+
+
+_KILLED_AFTER_NORMAL_COMMIT = """
+import asyncio, os, signal, sys
+from r3mes_desktop.core.journal import Journal
+from r3mes_desktop.core.records import HistoryEntry
+from tests.helpers.fakes import MINER, make_spec
+
+async def main() -> None:
+    journal = Journal(sys.argv[1])
+    await journal.open()
+    await journal.create(tx_id="a", spec=make_spec(1), miner=MINER, now=1.0, deadline=None)
+    await journal.append_history([HistoryEntry("a", 2.0, "note", message="not fsynced")])
+    os.kill(os.getpid(), signal.SIGKILL)  # no close, no checkpoint
+
+asyncio.run(main())
+"""
+
+
+def test_a_process_kill_loses_no_commit_even_a_normal_one(tmp_path: Path) -> None:
+    """SQLite: committed WAL transactions survive an application crash whatever the sync
+    mode; only a power loss can take the non-fsynced tail."""
+    root = Path(__file__).resolve().parents[3]
+    proc = subprocess.run(
+        [sys.executable, "-c", _KILLED_AFTER_NORMAL_COMMIT, str(tmp_path / "k.db")],
+        cwd=root,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == -signal.SIGKILL
+    conn = sqlite3.connect(str(tmp_path / "k.db"))
+    try:
+        messages = [r[0] for r in conn.execute("SELECT message FROM events ORDER BY id")]
+    finally:
+        conn.close()
+    assert messages == [None, "not fsynced"]

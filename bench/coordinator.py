@@ -306,13 +306,24 @@ async def recovery_run(root: Path, *, check_integrity: bool) -> tuple[float, int
     return elapsed, report.count
 
 
+def _cpu_s() -> float:
+    """CPU seconds of this process, all threads (user + system)."""
+    return time.process_time()
+
+
 def throughput(root: Path, n: int, synchronous: str, concurrency: int) -> dict[str, object]:
+    """One coordinator run and the two bare loops, each with its wall and CPU time: on a
+    shared machine the CPU per transaction is the steadier figure."""
     (root / "artifacts").mkdir(exist_ok=True)
+    cpu0 = _cpu_s()
     coord_s, accounting = asyncio.run(
         coordinator_run(root / f"c-{synchronous}-{concurrency}", n, synchronous, concurrency)
     )
+    cpu1 = _cpu_s()
     bare_s = bare_run(root, n, with_file=False, synchronous=synchronous)
+    cpu2 = _cpu_s()
     bare_file_s = bare_run(root, n, with_file=True, synchronous=synchronous)
+    cpu3 = _cpu_s()
     return {
         "concurrency": concurrency,
         "coordinator_tx_per_s": round(n / coord_s, 1),
@@ -320,6 +331,11 @@ def throughput(root: Path, n: int, synchronous: str, concurrency: int) -> dict[s
         "bare_sqlite_plus_gradient_file_tx_per_s": round(n / bare_file_s, 1),
         "overhead_vs_bare_sqlite": round(coord_s / bare_s, 2),
         "overhead_vs_bare_sqlite_plus_file": round(coord_s / bare_file_s, 2),
+        "cpu_ms_per_tx": {
+            "coordinator": round((cpu1 - cpu0) / n * 1e3, 3),
+            "bare_sqlite": round((cpu2 - cpu1) / n * 1e3, 3),
+            "bare_sqlite_plus_gradient_file": round((cpu3 - cpu2) / n * 1e3, 3),
+        },
         "coordinator_journal": accounting,
         "bare_loop_per_tx": {
             "commits": 4,

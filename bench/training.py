@@ -1,7 +1,7 @@
 """Training throughput: the worker process against a bare torch loop, same model/data/steps.
 
 Run: .venv/bin/python -m bench.training [--preset default] [--steps 40] [--device cpu]
-     [--repeats 3]. Prints tokens/s of each and their ratio (target >= 0.95).
+     [--repeats 5]. Prints tokens/s of each and their ratio (target >= 0.95).
 
 Kept fair: both sides get the same torch settings from `training.configure_determinism`
 (deterministic algorithms, the same thread count — printed for both) and the same
@@ -10,10 +10,10 @@ wait policy applies on both sides); both are warmed up once before timing (the w
 a warm, long-lived process, as between rounds in the app); both clocks start before the
 model is built and stop when the update exists (the worker's also covers dispatching the
 job, per-step progress frames, checkpoints every `checkpoint_interval` steps and sending
-the result back). Repeats alternate the two, since other processes share the cores: the
-ratio is given best-vs-best and as the median of back-to-back pairs. The worker's own
-breakdown (setup, steps, blocking checkpoint capture, overlapped checkpoint writes) shows
-where any difference goes.
+the result back). Repeats alternate the two (and which goes first), since other processes
+share the cores: the ratio is given best-vs-best and as the median of back-to-back pairs.
+The worker's own breakdown (setup, steps, blocking checkpoint capture, overlapped
+checkpoint writes) shows where any difference goes.
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ async def main() -> None:
     parser.add_argument("--preset", default="default")
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     config = MiningConfig(device=args.device, preset=args.preset)
     spec = RoundSpec(round_id=1, seed=7, difficulty=20, base_model_id="bench", steps=args.steps)
@@ -96,10 +96,13 @@ async def main() -> None:
         worker_times: list[float] = []
         metrics: list[Mapping[str, float]] = []
         for i in range(args.repeats):
-            bare_times.append(bare_loop(spec, config)[0])
+            if i % 2:  # alternate which side goes first: load drifting up or down favours neither
+                bare_times.append(bare_loop(spec, config)[0])
             elapsed, m = await worker_round(trainer, spec, f"bench-{i}")
             worker_times.append(elapsed)
             metrics.append(m)
+            if not i % 2:
+                bare_times.append(bare_loop(spec, config)[0])
         await trainer.shutdown()
     bare = tokens / min(bare_times)
     worker = tokens / min(worker_times)

@@ -82,15 +82,18 @@ async def _open(settings: Any, data_dir: Path, *, mining: bool = True) -> Any:
 
 ABANDONED_SQL = """
 SELECT count(*) FROM submissions s
-WHERE NOT EXISTS (SELECT 1 FROM transactions t
-                  WHERE t.round_id = s.round_id AND t.state NOT IN ('rolled_back', 'failed'))
-  AND (SELECT max(finished_at) FROM transactions t WHERE t.round_id = s.round_id) > ?
+WHERE NOT EXISTS (SELECT 1 FROM transactions t WHERE t.round_id = s.round_id
+                  AND t.state NOT IN ('blockchain_submit', 'rolled_back', 'failed'))
+  AND (EXISTS (SELECT 1 FROM transactions t WHERE t.round_id = s.round_id
+               AND t.state = 'blockchain_submit')
+       OR (SELECT max(finished_at) FROM transactions t WHERE t.round_id = s.round_id) > ?)
 """
 
 
 def _abandoned_rounds(journal: Path, since: float) -> int:
-    """Rounds the miner signed for (claimed) whose transactions all rolled back or failed
-    after `since`: still open on chain, never to be signed again by this miner."""
+    """Rounds the miner signed for (claimed) and will not start again, though on chain they
+    are still open for it: the submission is parked in doubt (waiting behind a nonce gap,
+    up to 30 s on the devnet), or it rolled back or failed after `since` (never re-signed)."""
     try:
         conn = sqlite3.connect(f"file:{journal}?mode=ro", uri=True, timeout=1)
         try:
@@ -103,11 +106,12 @@ def _abandoned_rounds(journal: Path, since: float) -> int:
 
 async def _feed_rounds(operator: Any, data_dir: Path) -> None:
     """The devnet operator keeps `keep_open` (3) rounds open that the miner has not
-    submitted to on chain. A round whose signed submission a fault rolled back stays among
-    them until the round TTL, though this miner never signs it again; as the network's many
-    open rounds would, open one more per such round (the operator's code and TTL are
-    unchanged). More rounds than that only add contention: with 6 open, the chain breaker
-    stayed half-open and nonce gaps piled up, and fewer transactions committed."""
+    submitted to on chain. A round whose signed submission is parked in doubt, or was
+    rolled back (never signed again), stays among them, so three of those left the miner
+    idle for up to 30 s (the nonce gap) or the round TTL (90 s). As the network's many open
+    rounds would, open one more per such round (the operator's code and TTL are unchanged).
+    More rounds than that only add contention: with 6 always open, the chain breaker stayed
+    half-open and nonce gaps piled up, and fewer transactions committed."""
     base = operator.keep_open
     journal = data_dir / "journal.sqlite"
     while True:

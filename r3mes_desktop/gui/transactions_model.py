@@ -3,7 +3,10 @@
 Rows come from two sources: the coordinator's `list_transactions()` snapshot (authoritative,
 polled) and the bridge's events in between (state changes, step progress, retries), so the
 table moves as the saga moves without querying the journal per event. Ages and retry
-countdowns tick once a second via `tick()`, which only signals those two columns.
+countdowns tick once a second via `tick()`, which asks the views for a repaint only.
+
+`data()` runs in Python for every visible cell and every role a delegate asks for (about
+ten per cell per paint), so roles the model does not answer are turned away first.
 """
 
 from __future__ import annotations
@@ -44,6 +47,14 @@ class TransactionsModel(QtCore.QAbstractTableModel):
     SORT_ROLE = Qt.ItemDataRole.UserRole + 1
     STATE_ROLE = Qt.ItemDataRole.UserRole + 2
     ID_ROLE = Qt.ItemDataRole.UserRole + 3
+    _DISPLAY = int(Qt.ItemDataRole.DisplayRole)
+    _TOOLTIP = int(Qt.ItemDataRole.ToolTipRole)
+    _FOREGROUND = int(Qt.ItemDataRole.ForegroundRole)
+    _ROLES = frozenset(
+        {_DISPLAY, _TOOLTIP, _FOREGROUND, int(SORT_ROLE), int(STATE_ROLE), int(ID_ROLE)}
+    )
+    ticked = QtCore.Signal()
+    """Once a second while there are rows: ages and countdowns changed; repaint them."""
 
     def __init__(
         self, parent: QtCore.QObject | None = None, *, clock: Any = time.time, max_rows: int = 2000
@@ -75,11 +86,15 @@ class TransactionsModel(QtCore.QAbstractTableModel):
         return None
 
     def data(self, index: QtCore.QModelIndex, role: int = 0) -> Any:
-        if not index.isValid() or index.row() >= len(self._rows):
+        role = int(role)
+        if role not in self._ROLES:
+            return None  # decoration, font, alignment, ...: most calls end here
+        pos = index.row()
+        if not 0 <= pos < len(self._rows) or not index.isValid():
             return None
-        row = self._rows[index.row()]
+        row = self._rows[pos]
         col = index.column()
-        if role == Qt.ItemDataRole.DisplayRole:
+        if role == self._DISPLAY:
             return self._display(row, col)
         if role == self.SORT_ROLE:
             return self._sort_key(row, col)
@@ -87,7 +102,7 @@ class TransactionsModel(QtCore.QAbstractTableModel):
             return row.state
         if role == self.ID_ROLE:
             return row.transaction_id
-        if role == Qt.ItemDataRole.ToolTipRole:
+        if role == self._TOOLTIP:
             if col == self.COL_ERROR and row.error_message:
                 cat = f"[{row.error_category}] " if row.error_category else ""
                 return f"{cat}{row.failed_step or ''}\n{row.error_message}"
@@ -95,7 +110,7 @@ class TransactionsModel(QtCore.QAbstractTableModel):
                 return row.transaction_id
             if col == self.COL_STATE:
                 return row.state_text()
-        if role == Qt.ItemDataRole.ForegroundRole and col == self.COL_STATE:
+        if role == self._FOREGROUND and col == self.COL_STATE:
             colour = STATE_COLOURS.get(row.state)
             return QtGui.QBrush(QtGui.QColor(colour)) if colour else None
         return None
@@ -246,13 +261,15 @@ class TransactionsModel(QtCore.QAbstractTableModel):
             self._changed(fresh.transaction_id)
 
     def tick(self) -> None:
-        """Refresh the time-dependent columns (age, countdown) once a second."""
+        """Refresh the time-dependent columns (age, countdown) once a second.
+
+        Only their text moves with time: their sort keys (creation time, retry due time)
+        do not, so the rows keep their order and a repaint of the visible cells is enough.
+        A dataChanged over every row made the sort proxy re-sort the whole table each
+        second (30-45 ms at 300 rows, measured, and growing with the table).
+        """
         if self._rows:
-            top, bottom = self.index(0, self.COL_AGE), self.index(len(self._rows) - 1, self.COL_AGE)
-            self.dataChanged.emit(top, bottom, [Qt.ItemDataRole.DisplayRole])
-            top = self.index(0, self.COL_RETRY)
-            bottom = self.index(len(self._rows) - 1, self.COL_RETRY)
-            self.dataChanged.emit(top, bottom, [Qt.ItemDataRole.DisplayRole])
+            self.ticked.emit()
 
 
 STATE_FILTERS: dict[str, frozenset[str] | None] = {

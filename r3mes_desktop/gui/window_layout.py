@@ -49,6 +49,7 @@ def build_central(window: MainWindow) -> None:
     window.tx_view.setModel(window.tx_proxy)
     window.tx_view.setSortingEnabled(True)
     window.tx_view.sortByColumn(TransactionsModel.COL_AGE, Qt.SortOrder.AscendingOrder)
+    window.tx_model.ticked.connect(window.tx_view.viewport().update)  # ages, countdowns
     window.tx_view.setSelectionBehavior(QtWidgets.QAbstractItemView.SelectionBehavior.SelectRows)
     window.tx_view.setSelectionMode(QtWidgets.QAbstractItemView.SelectionMode.SingleSelection)
     window.tx_view.setAlternatingRowColors(True)

@@ -90,7 +90,8 @@ class DevnetOperator:
             }
             if to is not None:
                 tx["to"] = to
-            signed = self._account.sign_transaction(tx)
+            # Signing is milliseconds of Python (RLP, keccak): not on the event loop.
+            signed = await asyncio.to_thread(self._account.sign_transaction, tx)
             tx_hash = await self._evm.send_raw(bytes(signed.raw_transaction))
             receipt = await self._evm.receipt(tx_hash)
             for _ in range(100):  # instant on the devnet and ganache; a short wait elsewhere

@@ -1,10 +1,10 @@
 """What the chain client needs from a node, and the JSON-RPC implementation of it.
 
 Two transports implement `ChainTransport`: `RpcTransport` (a real node over HTTP through
-web3's AsyncHTTPProvider) and the devnet's in-process EVM. Both return plain Python values
-and raise classified errors whose message says which endpoint failed and how, so the client
-above them is transport-agnostic. Node responses are validated here: a hostile or broken
-node gets a NetworkError naming the URL, never an AttributeError three layers up.
+web3's AsyncHTTPProvider) and the devnet's EVM (in a child process). Both return plain
+Python values and raise classified errors whose message says which endpoint failed and how,
+so the client above them is transport-agnostic. Node responses are validated here: a hostile
+or broken node gets a NetworkError naming the URL, never an AttributeError three layers up.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""The embedded devnet: in-process EVM, local content store, dev keys and an operator, so a
-newcomer mines end to end with zero setup."""
+"""The embedded devnet: an EVM in a child process, local content store, dev keys and an
+operator, so a newcomer mines end to end with zero setup."""
 
 from r3mes_desktop.devnet.devnet import Devnet
 

@@ -1,11 +1,12 @@
 """`Devnet`: the embedded network the app uses when no endpoints are configured.
 
 `await Devnet.open(data_dir)` gives the same objects a real network gives — a `ChainClient`
-(Chain + TaskApi) over the in-process EVM and a `LocalContentStore` (ContentStore) — plus the
-operator that keeps rounds open. Everything lives under `<data_dir>/devnet/` and survives a
-restart: the chain is replayed from its transaction log, the store is on disk, the nonce
-store is sqlite. The dev miner key is a devnet throwaway: its password is stored next to it
-(0600) precisely so the devnet needs no prompt; never fund it on a real network.
+(Chain + TaskApi) over the devnet's EVM (a child process, see `evm.py`) and a
+`LocalContentStore` (ContentStore) — plus the operator that keeps rounds open. Everything
+lives under `<data_dir>/devnet/` and survives a restart: the chain is replayed from its
+transaction log, the store is on disk, the nonce store is sqlite. The dev miner key is a
+devnet throwaway: its password is stored next to it (0600) precisely so the devnet needs no
+prompt; never fund it on a real network.
 """
 
 from __future__ import annotations

@@ -80,44 +80,54 @@ async def _open(settings: Any, data_dir: Path, *, mining: bool = True) -> Any:
     return runtime
 
 
+PARKED_SQL = """
+SELECT count(DISTINCT s.round_id) FROM submissions s JOIN transactions t
+  ON t.round_id = s.round_id AND t.state = 'blockchain_submit'
+"""
 ABANDONED_SQL = """
-SELECT count(*) FROM submissions s
+SELECT s.round_id FROM submissions s
 WHERE NOT EXISTS (SELECT 1 FROM transactions t WHERE t.round_id = s.round_id
-                  AND t.state NOT IN ('blockchain_submit', 'rolled_back', 'failed'))
-  AND (EXISTS (SELECT 1 FROM transactions t WHERE t.round_id = s.round_id
-               AND t.state = 'blockchain_submit')
-       OR (SELECT max(finished_at) FROM transactions t WHERE t.round_id = s.round_id) > ?)
+                  AND t.state NOT IN ('rolled_back', 'failed'))
 """
 
 
-def _abandoned_rounds(journal: Path, since: float) -> int:
-    """Rounds the miner signed for (claimed) and will not start again, though on chain they
-    are still open for it: the submission is parked in doubt (waiting behind a nonce gap,
-    up to 30 s on the devnet), or it rolled back or failed after `since` (never re-signed)."""
+def _claimed_rounds(journal: Path) -> tuple[int, set[int]]:
+    """Rounds the miner signed for (claimed) and will not start again while they stay open
+    for it on chain: (how many are parked in doubt or being submitted, the ids of those
+    whose transactions all rolled back or failed: never to be signed again)."""
     try:
         conn = sqlite3.connect(f"file:{journal}?mode=ro", uri=True, timeout=1)
         try:
-            return int(conn.execute(ABANDONED_SQL, (since,)).fetchone()[0])
+            parked = int(conn.execute(PARKED_SQL).fetchone()[0])
+            abandoned = {int(r) for (r,) in conn.execute(ABANDONED_SQL)}
+            return parked, abandoned
         finally:
             conn.close()
     except sqlite3.OperationalError:  # not created yet, or busy: ask again next time
-        return 0
+        return 0, set()
 
 
 async def _feed_rounds(operator: Any, data_dir: Path) -> None:
     """The devnet operator keeps `keep_open` (3) rounds open that the miner has not
-    submitted to on chain. A round whose signed submission is parked in doubt, or was
-    rolled back (never signed again), stays among them, so three of those left the miner
-    idle for up to 30 s (the nonce gap) or the round TTL (90 s). As the network's many open
-    rounds would, open one more per such round (the operator's code and TTL are unchanged).
-    More rounds than that only add contention: with 6 always open, the chain breaker stayed
-    half-open and nonce gaps piled up, and fewer transactions committed."""
+    submitted to on chain. A claimed round (signed for) whose transaction rolled back stays
+    among them until the round TTL, though this miner never signs it again, and one parked
+    in doubt stays until its nonce gap is refilled (30 s): three such rounds left the miner
+    idle. The harness plays the network's part: it closes abandoned rounds at once (as
+    their deadline would) and opens one more round per parked one. More open rounds than
+    that cost: the miner reads every open round's spec per poll, each read faulted at the
+    plan's rates, and with 6 always open the chain breaker stayed half-open."""
     base = operator.keep_open
     journal = data_dir / "journal.sqlite"
+    closed: set[int] = set()
     while True:
-        since = time.time() - ROUND_TTL_S
-        abandoned = await asyncio.to_thread(_abandoned_rounds, journal, since)
-        operator.keep_open = base + min(abandoned, MAX_EXTRA_ROUNDS)
+        parked, abandoned = await asyncio.to_thread(_claimed_rounds, journal)
+        for round_id in sorted(abandoned - closed):
+            closed.add(round_id)
+            try:
+                await operator.close_round(round_id)
+            except Exception as exc:  # already closed (TTL), or replaced: nothing to do
+                log.debug("closing abandoned round %d: %s", round_id, exc)
+        operator.keep_open = base + min(parked, MAX_EXTRA_ROUNDS)
         await asyncio.sleep(1.0)
 
 

@@ -117,11 +117,13 @@ processes, journal and fault plan are the real ones throughout):
 - The chaos run waited up to 120 s at its end for every transaction to reach a terminal
   state, including one whose task a journal fault (a full disk) had ended: it can only be
   reconciled by the next start. It now waits for the miner to go idle (nothing running).
-- The devnet operator keeps 3 rounds open for the miner, and a round whose signed
-  submission a fault rolled back stayed among them until the round TTL (90 s): the miner
-  idled. The chaos run opens one more round per such abandoned round, until its TTL.
-  (Keeping 6 open instead made it slower: the chain breaker stayed half-open under the
-  extra concurrent calls and nonce gaps piled up.)
+- The devnet operator keeps 3 rounds open for the miner. A round the miner signed for
+  stays open for it until the submission lands, although the miner never starts it again:
+  after a rollback until the round TTL (90 s), when parked in doubt until the nonce gap is
+  refilled (30 s). Three such rounds left the miner idle. The chaos run now closes
+  abandoned rounds at once (as their deadline would) and opens one more round per parked
+  one. (Keeping 6 always open was slower: the miner reads every open round's spec per poll,
+  each read faulted at the plan's rates, and the chain breaker stayed half-open.)
 - The training worker (its torch import, seconds) was spawned by the first round, after
   the devnet replay and recovery setup; in fast mode (`RuntimeOptions.warm_trainer`) it is
   spawned first and overlaps them, which shortens recovery after each restart.

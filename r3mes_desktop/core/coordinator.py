@@ -271,9 +271,18 @@ class Coordinator:
             self._active.pop(rec.id, None)
             await self._maybe_publish_stats()
 
-    async def _drive_in_slot(self, rec: TransactionRecord, *, resumed: bool) -> TransactionRecord:
+    async def _drive_in_slot(
+        self, rec: TransactionRecord, *, resumed: bool
+    ) -> TransactionRecord | None:
+        """Drive `rec` once a bulkhead slot is free; None if, by then, another driver runs
+        or has finished it. Recovery and the maintenance pass can both pick the same
+        transaction while they wait: driving the stale copy redid its effects (an upload
+        after the undo: an orphan pin, found by bench.chaos) before its commit was refused."""
         async with self.bulkhead.slot():
-            return await self._drive(rec, resumed=resumed)
+            current = await self.journal.get(rec.id)
+            if current is None or current.state in TERMINAL or rec.id in self._active:
+                return None
+            return await self._drive(current, resumed=resumed)
 
     async def _maybe_publish_stats(self) -> None:
         now = self.clock.monotonic()
@@ -342,8 +351,8 @@ class Coordinator:
                 or rec.next_retry_at > now
             ):
                 continue
-            await self._drive_in_slot(rec, resumed=True)
-            driven += 1
+            if await self._drive_in_slot(rec, resumed=True) is not None:
+                driven += 1
         return driven
 
     async def _maintenance_loop(self) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -331,3 +332,43 @@ async def test_failed_lookup_of_a_parked_submission_keeps_it_in_doubt(tmp_path: 
     assert status.state == "committed"
     assert len(rig.chain.submissions) == 1
     await rig.coordinator.close()
+
+
+async def test_a_parked_submission_finished_by_another_driver_is_not_driven_again(
+    tmp_path: Path,
+) -> None:
+    # Found by bench.chaos (an orphan pin): at a restart, recovery and the first maintenance
+    # pass both picked the same parked submission while waiting for a bulkhead slot; the
+    # second to get one drove its stale copy of a transaction the first had rolled back,
+    # redoing effects before its commit was refused. A driver now drives what the journal
+    # holds when its slot comes.
+    rig = make_rig(tmp_path, max_retries=1, max_active_transactions=1)
+    await rig.coordinator.start(background=False)
+    rig.faults.fail("broadcast", NetworkError("connection refused"), times=None)
+    status = await rig.coordinator.run_transaction(make_spec(24))
+    assert status.state == "blockchain_submit"
+    rig.faults.clear()
+    rig.faults.fail("broadcast", PermanentError("nonce consumed by another transaction"))
+    rig.clock.advance(status.next_retry_at - rig.clock.time() + 1)
+
+    coordinator = await rig.reopen()
+    slot = coordinator.bulkhead.slot()
+    await slot.__aenter__()  # a running round holds the only slot
+    await coordinator.start(background=False)  # recovery waits for the slot
+    settling = asyncio.ensure_future(coordinator.settle_in_doubt())  # so does maintenance
+
+    async def both_waiting() -> None:  # the journal read runs off the loop: not a tick
+        while coordinator.bulkhead.waiting < 2:  # noqa: ASYNC110 - no event to wait on
+            await asyncio.sleep(0.01)
+
+    await asyncio.wait_for(both_waiting(), 10)
+    await slot.__aexit__(None, None, None)
+    await settling  # no StaleStateError: the second driver saw it finished
+    await coordinator.wait_idle()
+
+    status = await coordinator.status(status.transaction_id)
+    assert status.state == "rolled_back"
+    assert rig.store.pins == set()  # nothing re-uploaded after the undo
+    assert rig.chain.submissions == {}
+    assert await coordinator.journal.integrity_check() == []
+    await coordinator.close()

@@ -100,6 +100,13 @@ FINDINGS = """## What the harness found (fixed, each with a regression test)
    re-check of the same seed after fix 8): re-driving a submission parked in doubt, the
    receipt read answered HTTP 401 and the authentication category rolled back a mined
    submission. Any failed chain lookup is now "no answer" and keeps the submission in doubt.
+10. **Orphan pin from a stale second driver** (`core/coordinator.py`, found by the
+   120-transaction CI-size run): at the reconciling start, recovery and the first
+   maintenance pass both picked the same submission parked in doubt while waiting for a
+   bulkhead slot; the second to get one drove its stale copy of a transaction the first had
+   already rolled back (the round had closed: reverted), redoing the upload after the
+   undo, and its commit was refused. A driver now re-reads the journal once its slot comes
+   and leaves a transaction that another driver runs or has finished.
 
 Known and not fixed here: on a real chain a rollback after signing but before the broadcast
 still leaves a nonce gap until `stale_nonce_s` (600 s) lets a new signature fill it (the saga

@@ -3,15 +3,16 @@
 Run: .venv/bin/python -m bench.pow [--seconds 2] [--repeats 3]. Searches with an
 unreachable target so nothing stops early. Both sides are timed the same way: wall time
 (openssl with -elapsed; its default divides by CPU time, which flatters it on a busy
-machine), warm processes only (a search's rate is taken between two counter readings once
-every process has hashed; its start-up — spawn, imports, hasher choice — is reported on
-its own line). openssl's figure for 64-byte inputs (two compressions each) is converted to
-hashes/s; ours needs one compression per nonce thanks to the midstate. Scaling compares 1
-process with N processes in the same run; openssl, 1 and N are interleaved and each keeps
-its best, since other processes share the cores (the 1-process figure is the best of the
-auto, OpenSSL-forced and CPython-forced runs, which makes the scaling figure, if anything,
-pessimistic). `openssl speed -multi N` in the same run shows what the machine itself
-scales to at that moment. Targets: >= 0.5 of openssl per core, >= 0.95 linear scaling.
+machine), warm processes only (a search's rate is taken between two counter readings
+once every process has hashed and settled on its hasher; its start-up, spawn and
+imports, is reported on its own line). openssl's figure for 64-byte inputs (two
+compressions each) is converted to hashes/s; ours needs one compression per nonce thanks
+to the midstate. Scaling compares 1 process with N processes in the same run; openssl, 1
+and N are interleaved and each keeps its best, since other processes share the cores
+(the 1-process figure is the best of the auto, OpenSSL-forced and CPython-forced runs,
+which makes the scaling figure, if anything, pessimistic). `openssl speed -multi N` in
+the same run shows what the machine itself scales to at that moment. Targets: >= 0.5 of
+openssl per core, >= 0.95 linear scaling.
 """
 
 from __future__ import annotations
@@ -57,7 +58,9 @@ def search_rate(processes: int, seconds: float, hasher: str = "auto") -> Run:
         while min(search.per_process()) == 0:  # every process is hashing
             time.sleep(0.01)
         startup = time.perf_counter() - started
-        time.sleep(0.2)
+        while not all(search.hashers()):  # and has settled on its hasher (useful work too)
+            time.sleep(0.01)
+        time.sleep(0.1)
         c0, t0 = search.per_process(), time.perf_counter()
         time.sleep(seconds)
         c1, t1 = search.per_process(), time.perf_counter()

@@ -104,10 +104,11 @@ def test_verify_submission_recomputes_gradient_and_checks_pow() -> None:
     assert "torch" in sys.modules  # recomputation is the one path that loads torch
 
 
-@pytest.mark.parametrize("hasher", ["openssl", "builtin"])
+@pytest.mark.parametrize("hasher", ["openssl", "builtin", "auto"])
 def test_one_process_finds_the_first_valid_nonce_and_counts_every_hash(hasher: str) -> None:
     """Nonces are scanned in order from 0 in process 0's range: the answer is the smallest
-    valid nonce (no candidate skipped or mis-numbered) and the counter equals nonce + 1."""
+    valid nonce (no candidate skipped or mis-numbered) and the counter equals nonce + 1 —
+    also while "auto" alternates implementations batch by batch."""
     from r3mes_desktop.core.pow import pow_prefix
     from r3mes_desktop.mining.pow import NonceSearch
 
@@ -124,12 +125,30 @@ def test_one_process_finds_the_first_valid_nonce_and_counts_every_hash(hasher: s
     assert nonce is not None and is_valid_pow(GH, MINER, 9, nonce, 16)
     assert not any(is_valid_pow(GH, MINER, 9, n, 16) for n in range(nonce))
     assert status.hashes == nonce + 1
-    assert search.hashers() == [hasher]
+    if hasher != "auto":
+        assert search.hashers() == [hasher]
 
 
-def test_hasher_choice_is_validated_and_auto_picks_an_available_one() -> None:
-    from r3mes_desktop.mining.pow import pick_hasher, sha256_constructors
+def test_hasher_choice_is_validated_and_auto_tries_every_available_one() -> None:
+    from r3mes_desktop.mining.pow import hashers_for, sha256_constructors
 
-    assert pick_hasher("auto") in sha256_constructors()
+    assert hashers_for("auto") == list(sha256_constructors())
+    assert hashers_for("openssl") == ["openssl"]
     with pytest.raises(ValidationError, match="hasher"):
         ProcessPow(hasher="fast")
+
+
+def test_auto_settles_on_one_hasher_and_keeps_searching() -> None:
+    from r3mes_desktop.core.pow import pow_prefix
+    from r3mes_desktop.mining.pow import TRIAL_BATCHES, NonceSearch, sha256_constructors
+
+    search = NonceSearch(pow_prefix(GH, MINER, 9), 32, processes=1, target=bytes(32)).start()
+    try:
+        while not search.hashers()[0]:
+            assert search.status().running
+            search.stop_event.wait(0.02)
+        assert search.hashers()[0] in sha256_constructors()
+        assert search.status().hashes >= TRIAL_BATCHES * len(sha256_constructors()) * 4096
+    finally:
+        search.cancel()
+        search.join()

@@ -25,8 +25,8 @@ from bench.chaos.report import failures, summary
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
-TRANSACTIONS = 20
-CRASHES = 10
+TRANSACTIONS = 40
+CRASHES = 15
 SIGTERMS = 2
 
 
@@ -81,7 +81,7 @@ def test_reduced_chaos_run_keeps_every_invariant(tmp_path: Path) -> None:
                 "--transactions", str(TRANSACTIONS),
                 "--crashes", str(CRASHES),
                 "--sigterms", str(SIGTERMS),
-                "--max-uptime", "4",
+                "--max-uptime", "3",
                 "--seed", "1",
                 "--out", str(out),
                 "--quiet",

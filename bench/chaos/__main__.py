@@ -52,6 +52,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--report", type=Path, help="also write the markdown report here")
     p.add_argument("--quiet", action="store_true", help="print the one-line summary only")
     args = p.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # the command, also under pytest
     for name in ("transactions", "crashes", "sigterms"):
         if getattr(args, name) < 0:
             p.error(f"--{name} must be >= 0, got {getattr(args, name)}")
@@ -109,7 +110,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     from r3mes_desktop.logs import setup_logging, teardown_logging
 
     report: dict[str, Any] = {
-        "command": "python -m bench.chaos " + " ".join(sys.argv[1:]),
+        "command": "python -m bench.chaos " + " ".join(args.argv),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python "
         f"{platform.python_version()}",
         "seed": args.seed,

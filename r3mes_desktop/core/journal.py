@@ -174,6 +174,16 @@ def _insert_history(conn: sqlite3.Connection, entries: Iterable[HistoryEntry]) -
         )
 
 
+@functools.lru_cache(maxsize=256)
+def _update_sql(names: tuple[str, ...]) -> str:
+    """The state-checked UPDATE for these columns (whitelisted: `_UPDATABLE` + state)."""
+    assignments = ", ".join(f"{name} = ?" for name in names)
+    return (
+        f"UPDATE transactions SET {assignments} WHERE id = ? AND state = ? "  # noqa: S608
+        f"RETURNING {_TX_COLUMNS}"
+    )
+
+
 def _history_in(conn: sqlite3.Connection, tx_id: str) -> list[HistoryEntry]:
     rows = conn.execute(
         f"SELECT {_HISTORY_COLUMNS} FROM events WHERE transaction_id = ? ORDER BY id",  # noqa: S608
@@ -434,12 +444,9 @@ class Journal:
                 for a, b in itertools.pairwise(hops)
             ]
         sets["updated_at"] = c.now
-        assignments = ", ".join(f"{name} = ?" for name in sets)
         try:
             rows = conn.execute(
-                f"UPDATE transactions SET {assignments} WHERE id = ? AND state = ? "  # noqa: S608 (whitelisted names)
-                f"RETURNING {_TX_COLUMNS}",
-                (*sets.values(), c.tx_id, old.value),
+                _update_sql(tuple(sets)), (*sets.values(), c.tx_id, old.value)
             ).fetchall()
         except sqlite3.IntegrityError as exc:
             row = conn.execute(

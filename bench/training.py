@@ -127,6 +127,13 @@ async def main() -> None:
         f"{best.get('time_checkpoint_write_s', 0.0):.3f} s (overlapped), job {job:.3f} s; "
         f"dispatch + result transfer {min(worker_times) - job:.3f} s"
     )
+    outside = [w - m.get("time_steps_s", 0.0) for w, m in zip(worker_times, metrics, strict=True)]
+    print(
+        f"medians over the {args.repeats} runs: bare round {statistics.median(bare_times):.3f} s; "
+        f"worker round {statistics.median(worker_times):.3f} s, of which steps "
+        f"{statistics.median(m.get('time_steps_s', 0.0) for m in metrics):.3f} s and "
+        f"everything else (setup, capture, IPC, result) {statistics.median(outside):.3f} s"
+    )
     pairs = sorted(b / w for b, w in zip(bare_times, worker_times, strict=True))
     print(
         f"ratio worker/bare: {worker / bare:.3f} best-vs-best, "

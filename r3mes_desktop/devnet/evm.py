@@ -65,6 +65,7 @@ class DevnetEvm:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="devnet-evm")
         self._process: BaseProcess | None = None
         self._conn: Connection | None = None
+        self._lifeline: Connection | None = None  # its closing ends the process at once
         self._funded_keys: list[bytes] = []
         self.replayed = 0
         self.starts = 0  # processes started: 1 unless one died and was replaced
@@ -86,15 +87,17 @@ class DevnetEvm:
 
         ctx = mp.get_context("spawn")
         parent_conn, child_conn = ctx.Pipe(duplex=True)
+        lifeline_read, lifeline_write = ctx.Pipe(duplex=False)  # never written: EOF = we died
         process = ctx.Process(
             target=serve,
-            args=(child_conn, str(self._log_path)),
+            args=(child_conn, str(self._log_path), lifeline_read),
             name="r3mes-devnet-evm",
             daemon=True,
         )
         process.start()
-        child_conn.close()  # only the child holds it now: its EOF is ours, and vice versa
-        self._process, self._conn = process, parent_conn
+        child_conn.close()  # only the child holds these now: its EOF is ours, and vice versa
+        lifeline_read.close()
+        self._process, self._conn, self._lifeline = process, parent_conn, lifeline_write
         self.starts += 1
         try:
             ready = self._reply(OPEN_TIMEOUT_S, "open")
@@ -128,13 +131,15 @@ class DevnetEvm:
 
     def _stop_process(self, grace_s: float = 0.0) -> int | None:
         """Reap (or kill) the process and drop the pipe; returns its exit code."""
-        process, conn = self._process, self._conn
-        self._process = self._conn = None
+        process, conn, lifeline = self._process, self._conn, self._lifeline
+        self._process = self._conn = self._lifeline = None
         if conn is not None:
             conn.close()  # EOF for the child if it is still reading
         if process is None:
             return None
         process.join(grace_s)
+        if lifeline is not None:
+            lifeline.close()  # a process still busy after the grace exits now
         if process.is_alive():
             process.kill()
             process.join(10)

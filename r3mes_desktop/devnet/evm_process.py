@@ -6,9 +6,13 @@ wire format is JSON frames over a multiprocessing `Connection` (`send_bytes`/`re
 never pickled objects): request `{"method": ..., "params": [...]}`, reply
 `{"result": ...}` or `{"error": {"class": ..., "message": ..., "kind"/"reason": ...}}`.
 
-The process dies with its owner: the owner holds the only other end of the pipe, so when
-the owner exits in any way (even SIGKILL) the next read here ends in EOF and this process
-returns. SIGINT is ignored: a Ctrl+C in a terminal reaches the whole process group, and the
+The process dies with its owner: the owner holds the only write end of a second pipe, the
+lifeline, so when the owner exits in any way (even SIGKILL) a thread here reads EOF on it
+and ends the process at once, even in the middle of a long replay or call (the request
+pipe's EOF alone was only seen between requests: a miner killed while starting left this
+process replaying for seconds). Nothing is lost by exiting there: every accepted
+transaction was fsynced before its answer, and a torn last record is dropped at the next
+open. SIGINT is ignored: a Ctrl+C in a terminal reaches the whole process group, and the
 owner closes the devnet itself, in order.
 """
 
@@ -16,7 +20,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import signal
+import threading
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -50,9 +56,19 @@ def encode_error(exc: BaseException) -> dict[str, Any]:
     return out
 
 
-def serve(conn: Connection, log_path: str) -> None:
+def _exit_with_owner(lifeline: Connection) -> None:
+    """Block on the lifeline; its EOF (or anything else) means the owner is gone."""
+    with contextlib.suppress(EOFError, OSError):
+        lifeline.recv_bytes()
+    os._exit(0)
+
+
+def serve(conn: Connection, log_path: str, lifeline: Connection) -> None:
     """Spawn target: open the chain (replaying its log), say ready, answer until EOF."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    threading.Thread(
+        target=_exit_with_owner, args=(lifeline,), name="owner-lifeline", daemon=True
+    ).start()
     from r3mes_desktop.devnet.evm_core import EvmCore
 
     try:

@@ -25,6 +25,8 @@ from r3mes_desktop.core.events import Event
 from r3mes_desktop.gui.chart_data import CATEGORIES, CATEGORY_COLOURS, PARTS, ChartData
 from r3mes_desktop.gui.qt import QtCore, QtWidgets
 
+X_MIN_STEP_S = 10.0  # time axes move in steps of at least 10 s (a quarter of the span later)
+
 
 def _xy(points: deque[tuple[float, float]]) -> tuple[list[float], list[float]]:
     return [p[0] for p in points], [p[1] for p in points]
@@ -202,7 +204,7 @@ class ChartsPanel(QtWidgets.QWidget):
     def _time_series(
         self, plot: pg.PlotWidget, xs: list[float], ys: list[float], *, from_zero: bool
     ) -> None:
-        self._set_range(plot, "x", coarse_range(xs, min_step=60.0))
+        self._set_range(plot, "x", coarse_range(xs, min_step=X_MIN_STEP_S))
         min_step = max(1e-3, 0.05 * max((abs(y) for y in ys), default=0.0))
         self._set_range(plot, "y", coarse_range(ys, min_step=min_step, from_zero=from_zero))
 
@@ -217,7 +219,7 @@ class ChartsPanel(QtWidgets.QWidget):
             for name, curve in self._rate_curves.items():
                 xs, ys = _xy(data.rates[name])
                 curve.setData(xs, ys)
-            self._set_range(self.rates_plot, "x", coarse_range(xs, min_step=60.0))
+            self._set_range(self.rates_plot, "x", coarse_range(xs, min_step=X_MIN_STEP_S))
         elif part == "throughput":
             xs, ys = _xy(data.throughput)
             self._throughput_curve.setData(xs, ys)

@@ -30,12 +30,14 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from multiprocessing.connection import Connection
 from typing import Any
 
 from r3mes_desktop.core.clock import Clock, SystemClock
 from r3mes_desktop.core.errors import ResourceError, ValidationError
 from r3mes_desktop.core.pow import is_valid_pow, pow_prefix, pow_target, validate_difficulty
 from r3mes_desktop.core.steps import ProgressCallback
+from r3mes_desktop.lifeline import Lifeline, exit_with_owner
 
 CHUNK = 1 << 16
 BATCH = 1 << 12  # hashes between counter updates and stop checks (a few ms)
@@ -85,12 +87,14 @@ def search_worker(
     counters: Any,
     hasher: str = "auto",
     chosen: Any = None,
+    lifeline: Connection | None = None,
 ) -> None:
     """Scan nonces (high << 32 | mid << 16 | tail) until `stop` is set; report via shared
     memory. With several implementations, the first `TRIAL_BATCHES` batches alternate
     between them — real search work, nothing wasted — and the one with the fastest batch
     is kept (the fastest, not the mean: a batch preempted by another process says nothing
     about the hasher). `chosen[index]` records it (1 OpenSSL, 2 CPython's)."""
+    exit_with_owner(lifeline)  # an app killed mid-search must not leave us hashing
     names = hashers_for(hasher)
     news = [sha256_constructors()[name] for name in names]
     calls = [(t.copy, t.update, t.digest) for t in (type(new(b"")) for new in news)]
@@ -169,6 +173,7 @@ class NonceSearch:
         self.has_found = ctx.Value("b", 0, lock=False)  # written under found's lock
         self.counters = ctx.Array("Q", self.processes, lock=False)
         self.chosen = ctx.Array("b", self.processes, lock=False)  # 0 until the hasher is picked
+        self.lifeline = Lifeline(ctx)
         self.procs = [
             ctx.Process(
                 target=search_worker,
@@ -184,6 +189,7 @@ class NonceSearch:
                     self.counters,
                     hasher,
                     self.chosen,
+                    self.lifeline.child_end,
                 ),
                 name=f"r3mes-pow-{i}",
                 daemon=True,
@@ -194,6 +200,7 @@ class NonceSearch:
     def start(self) -> NonceSearch:
         for proc in self.procs:
             proc.start()
+        self.lifeline.handed_over()
         return self
 
     def status(self) -> SearchStatus:
@@ -223,6 +230,7 @@ class NonceSearch:
             if proc.is_alive():
                 proc.kill()
                 proc.join(1.0)
+        self.lifeline.cut()
 
 
 def solve_blocking(

@@ -33,6 +33,7 @@ from r3mes_desktop.core.errors import (
 )
 from r3mes_desktop.core.events import EventBus, Notice
 from r3mes_desktop.core.steps import ProgressCallback, RoundSpec, TrainingResult
+from r3mes_desktop.lifeline import Lifeline, exit_with_owner
 from r3mes_desktop.mining.checkpoint import CheckpointStore, validate_transaction_id
 from r3mes_desktop.mining.presets import TrainPlan, make_plan
 from r3mes_desktop.mining.settings import MiningConfig
@@ -65,8 +66,10 @@ class _WorkerLost(Exception):
     """The child died or stopped sending heartbeats."""
 
 
-def _child_entry(conn: Connection, config_json: str) -> None:
-    """Spawn target: imports the torch side only inside the child."""
+def _child_entry(conn: Connection, config_json: str, lifeline: Connection | None = None) -> None:
+    """Spawn target: imports the torch side only inside the child (which exits as soon as
+    this process is gone, even in the middle of a step)."""
+    exit_with_owner(lifeline)
     from r3mes_desktop.mining.worker_child import child_main
 
     child_main(conn, config_json)
@@ -94,9 +97,16 @@ def plan_for(spec: RoundSpec, config: MiningConfig) -> TrainPlan:
 class _Worker:
     """One child process, its pipe, and the thread that feeds its frames to the loop."""
 
-    def __init__(self, process: BaseProcess, conn: Connection, loop: asyncio.AbstractEventLoop):
+    def __init__(
+        self,
+        process: BaseProcess,
+        conn: Connection,
+        loop: asyncio.AbstractEventLoop,
+        lifeline: Lifeline | None = None,
+    ):
         self.process = process
         self.conn = conn
+        self.lifeline = lifeline
         self.loop = loop
         self.queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self.last_seen = 0.0
@@ -124,6 +134,10 @@ class _Worker:
             return True
         except (OSError, ValueError):
             return False
+
+    def cut_lifeline(self) -> None:
+        if self.lifeline is not None:
+            self.lifeline.cut()
 
     @property
     def pid(self) -> int | None:
@@ -219,13 +233,18 @@ class ProcessTrainer:
     def _spawn(self, loop: asyncio.AbstractEventLoop) -> _Worker:
         ctx = mp.get_context("spawn")
         parent_conn, child_conn = ctx.Pipe(duplex=True)
+        lifeline = Lifeline(ctx)
         config_json = json.dumps(self.config.to_json())
         process = ctx.Process(
-            target=_child_entry, args=(child_conn, config_json), name="r3mes-trainer", daemon=True
+            target=_child_entry,
+            args=(child_conn, config_json, lifeline.child_end),
+            name="r3mes-trainer",
+            daemon=True,
         )
         process.start()
         child_conn.close()
-        return _Worker(process, parent_conn, loop)
+        lifeline.handed_over()
+        return _Worker(process, parent_conn, loop, lifeline)
 
     async def _ensure_worker(self) -> _Worker:
         if self._worker is not None and self._worker.process.is_alive():
@@ -255,6 +274,7 @@ class ProcessTrainer:
                 worker.process.kill()
             worker.process.join(10)
             worker.conn.close()
+            worker.cut_lifeline()
 
         await asyncio.get_running_loop().run_in_executor(None, reap)
 
@@ -272,6 +292,7 @@ class ProcessTrainer:
                 worker.process.kill()
                 worker.process.join(5)
             worker.conn.close()
+            worker.cut_lifeline()
 
         await asyncio.get_running_loop().run_in_executor(None, reap)
 

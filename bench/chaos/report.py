@@ -176,8 +176,8 @@ def to_markdown(report: dict[str, Any]) -> str:
         "the bad-input table), any size with `.venv/bin/python -m bench.chaos --transactions N "
         "--crashes M --sigterms K`, and the reduced CI version in "
         "`tests/chaos/test_reduced_chaos.py` (part of `make test`: 40 chaos transactions, "
-        "15 SIGKILLs and 2 SIGTERMs of the headless miner, the bad-input table; 4.5 to 6 "
-        "minutes on the shared 2-core machine). The same faults can be turned on in "
+        "15 SIGKILLs and 2 SIGTERMs of the headless miner, the bad-input table; its "
+        "last run took 354 s on the shared 2-core machine). The same faults can be turned on in "
         "the app: set `fault_plan` (settings.toml or `R3MES_FAULT_PLAN`) to a TOML/JSON plan "
         "(`r3mes_desktop/faults.py` documents the format; `<out>/chaos/fault-plan.toml` "
         "is the one used here); the app then shows a warning that failures are injected.",

@@ -13,7 +13,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Callable, Coroutine, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -142,6 +142,7 @@ class Coordinator:
         self.maintenance_interval_s = maintenance_interval_s
         self.sweep_interval_s = sweep_interval_s
         self._active: dict[str, asyncio.Task[TransactionRecord]] = {}
+        self._closing: set[str] = set()  # being cleaned up: no driver may start on them
         self._spawned: set[asyncio.Task[Any]] = set()
         self._writes: set[asyncio.Task[None]] = set()
         self._background: list[asyncio.Task[None]] = []
@@ -260,6 +261,8 @@ class Coordinator:
     ) -> TransactionRecord:
         if rec.id in self._active:
             raise ValidationError(f"transaction {rec.id} is already running")
+        if rec.id in self._closing:
+            raise ValidationError(f"transaction {rec.id} is being cleaned up")
         with log_context(transaction_id=rec.id, round_id=rec.round_id):
             task = asyncio.ensure_future(  # the task copies the context: its logs are tagged
                 self.saga.drive(rec, resumed=resumed, on_lane_released=on_lane_released)
@@ -280,7 +283,7 @@ class Coordinator:
         after the undo: an orphan pin, found by bench.chaos) before its commit was refused."""
         async with self.bulkhead.slot():
             current = await self.journal.get(rec.id)
-            if current is None or current.state in TERMINAL or rec.id in self._active:
+            if current is None or current.state in TERMINAL or self._busy(rec.id):
                 return None
             return await self._drive(current, resumed=resumed)
 
@@ -332,11 +335,11 @@ class Coordinator:
     # -- maintenance ----------------------------------------------------------------------
     async def deliver_outbox(self) -> int:
         """Deliver due task completions once (the background loop calls this)."""
-        return await self.outbox.deliver_due(skip=self._active.__contains__)
+        return await self.outbox.deliver_due(skip=self._busy)
 
     async def retry_compensations(self) -> int:
         """Retry due undo actions once (the background loop calls this)."""
-        return await self.compensator.retry_due(skip=self._active.__contains__)
+        return await self.compensator.retry_due(skip=self._busy)
 
     async def settle_in_doubt(self) -> int:
         """Re-drive submissions parked in doubt whose next try is due (see `Saga.in_doubt`);
@@ -374,12 +377,25 @@ class Coordinator:
             except Exception:
                 log.exception("stale sweep failed")
 
-    async def _stop_running(self, transaction_id: str) -> None:
-        task = self._active.get(transaction_id)
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+    def _busy(self, transaction_id: str) -> bool:
+        """Someone is driving or closing it: nobody else may touch it now."""
+        return transaction_id in self._active or transaction_id in self._closing
+
+    @contextlib.asynccontextmanager
+    async def _closing_one(self, transaction_id: str) -> AsyncIterator[None]:
+        """Hold off every driver (recovery, maintenance, resume) while `transaction_id` is
+        closed, and stop the one running it: a driver starting between the read and the
+        close would move the transaction under the cleanup's feet."""
+        self._closing.add(transaction_id)
+        try:
+            task = self._active.get(transaction_id)
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+            yield
+        finally:
+            self._closing.discard(transaction_id)
 
     async def cleanup_stale(self, *, older_than_s: float | None = None) -> CleanupReport:
         """Close every unfinished transaction older than the threshold (default
@@ -393,26 +409,26 @@ class Coordinator:
             age = now - rec.created_at
             if age < threshold:
                 continue
-            await self._stop_running(rec.id)
-            fresh = await self._record(rec.id)
-            if fresh.state in TERMINAL:
-                continue
-            reason = f"stale: {fresh.state.value} for {age:.0f}s (threshold {threshold:g}s)"
-            cleaned.append(
-                await close_transaction(self.saga, self.compensator, fresh, reason=reason)
-            )
+            async with self._closing_one(rec.id):
+                fresh = await self._record(rec.id)
+                if fresh.state in TERMINAL:
+                    continue
+                reason = f"stale: {fresh.state.value} for {age:.0f}s (threshold {threshold:g}s)"
+                cleaned.append(
+                    await close_transaction(self.saga, self.compensator, fresh, reason=reason)
+                )
         return CleanupReport(checked_at=now, older_than_s=threshold, cleaned=cleaned)
 
     async def force_cleanup(self, transaction_id: str) -> CleanupReport:
         """Close one transaction now, whatever its age (stops it if it is running)."""
-        await self._stop_running(transaction_id)
-        rec = await self._record(transaction_id)
-        now = self.clock.time()
-        if rec.state in TERMINAL:
-            return CleanupReport(checked_at=now, older_than_s=0.0)
-        entry = await close_transaction(
-            self.saga, self.compensator, rec, reason="force-cleaned by the user"
-        )
+        async with self._closing_one(transaction_id):
+            rec = await self._record(transaction_id)
+            now = self.clock.time()
+            if rec.state in TERMINAL:
+                return CleanupReport(checked_at=now, older_than_s=0.0)
+            entry = await close_transaction(
+                self.saga, self.compensator, rec, reason="force-cleaned by the user"
+            )
         return CleanupReport(checked_at=now, older_than_s=0.0, cleaned=[entry])
 
     # -- dead letters and resume ----------------------------------------------------------

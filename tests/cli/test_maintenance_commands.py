@@ -20,26 +20,12 @@ from r3mes_desktop.cli import commands_run
 from r3mes_desktop.cli.exit_codes import ExitCode
 from r3mes_desktop.config import paths
 from r3mes_desktop.core.errors import PermanentError
-from r3mes_desktop.core.steps import ProgressCallback, RoundSpec, TrainingResult
 from r3mes_desktop.instance_lock import InstanceLock
 from tests.cli.conftest import RunCli
 from tests.helpers.coordinator_rig import Rig, build_coordinator, make_rig
-from tests.helpers.fakes import make_spec
+from tests.helpers.fakes import BlockingTrainer, make_spec
 
 Configure = Callable[[Rig], None]
-
-
-class BlockingTrainer:
-    """Training that never ends: the transaction stays in TRAINING until cancelled."""
-
-    async def train(
-        self, *, transaction_id: str, spec: RoundSpec, progress: ProgressCallback
-    ) -> TrainingResult:
-        await asyncio.Event().wait()
-        raise AssertionError("unreachable")
-
-    async def discard_checkpoints(self, transaction_id: str) -> None:
-        return None
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ state, completions) in one sqlite file, so a process restarted after SIGKILL see
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import sqlite3
@@ -79,6 +80,19 @@ def gradient_for(spec: RoundSpec) -> bytes:
 
 def cid_for(data: bytes) -> str:
     return "bafkrei" + hashlib.sha256(data).hexdigest()[:40]
+
+
+class BlockingTrainer:
+    """Training that never ends: the transaction stays in TRAINING until cancelled."""
+
+    async def train(
+        self, *, transaction_id: str, spec: RoundSpec, progress: ProgressCallback
+    ) -> TrainingResult:
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    async def discard_checkpoints(self, transaction_id: str) -> None:
+        return None
 
 
 class FakeTrainer:

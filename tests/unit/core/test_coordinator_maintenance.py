@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -16,8 +17,8 @@ from r3mes_desktop.core.errors import (
 from r3mes_desktop.core.events import CompensationDone, CompensationFailed
 from r3mes_desktop.core.journal import Change
 from r3mes_desktop.core.txstate import TxState
-from tests.helpers.coordinator_rig import Rig, make_rig
-from tests.helpers.fakes import make_spec
+from tests.helpers.coordinator_rig import Rig, build_coordinator, make_rig
+from tests.helpers.fakes import BlockingTrainer, make_spec
 
 
 async def test_failed_unpin_stays_compensating_and_is_retried_later(rig: Rig) -> None:
@@ -342,3 +343,35 @@ async def test_background_maintenance_delivers_and_undoes_on_its_own(tmp_path: P
     assert rig.task_api.completed == [1]
     assert rig.store.pins == {committed.cid}
     assert rig.of_kind(StatsChanged)  # published after transactions end
+
+
+async def test_stale_cleanup_holds_off_the_recovery_of_the_same_transaction(
+    tmp_path: Path,
+) -> None:
+    first = make_rig(tmp_path)
+    await first.coordinator.start(background=False)
+    rec = await first.coordinator.journal.create(
+        tx_id="mining_tx_stuck",
+        spec=make_spec(9),
+        miner=first.coordinator.saga.miner,
+        now=first.clock.time(),
+        deadline=None,
+    )
+    await first.coordinator.close()
+
+    rig = make_rig(tmp_path)
+    rig.trainer = BlockingTrainer()  # type: ignore[assignment]
+    rig.coordinator = build_coordinator(rig)
+    rig.clock.advance(3600)
+    await rig.coordinator.start(background=False)  # recovery queues a driver for it
+    try:
+        # the cleanup starts before that driver runs: it must not drive the transaction
+        # between the cleanup's read and its close (that close then met "is training")
+        report = await rig.coordinator.cleanup_stale(older_than_s=600)
+        assert report.transactions == [rec.id]
+        for _ in range(5):  # let the queued driver run, if it still would
+            await asyncio.sleep(0)
+        status = await rig.coordinator.status(rec.id)
+        assert status.state == "failed" and "stale" in (status.error_message or "")
+    finally:
+        await rig.coordinator.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -72,7 +73,5 @@ def test_a_sigkilled_owner_leaves_no_search_process_behind() -> None:
     finally:
         if owner.poll() is None:
             owner.kill()
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(owner.pid, signal.SIGKILL)  # anything of ours that is somehow left
-        except ProcessLookupError:
-            pass

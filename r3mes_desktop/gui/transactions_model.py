@@ -23,6 +23,7 @@ from r3mes_desktop.core.events import (
     StepProgress,
     TransactionStateChanged,
 )
+from r3mes_desktop.gui.list_model import ListTableModel
 from r3mes_desktop.gui.qt import Qt, QtCore, QtGui
 from r3mes_desktop.gui.tx_rows import (
     PROGRESS_STEP,
@@ -41,7 +42,7 @@ from r3mes_desktop.gui.tx_rows import (
 __all__ = ["STATE_FILTERS", "TERMINAL_STATES", "TransactionsFilter", "TransactionsModel", "TxRow"]
 
 
-class TransactionsModel(QtCore.QAbstractTableModel):
+class TransactionsModel(ListTableModel):
     COLUMNS = ("ID", "Round", "State", "Age", "Attempts", "Next retry", "Failed step", "Error")
     COL_ID, COL_ROUND, COL_STATE, COL_AGE, COL_ATTEMPTS, COL_RETRY, COL_FAILED, COL_ERROR = range(8)
     SORT_ROLE = Qt.ItemDataRole.UserRole + 1
@@ -73,18 +74,7 @@ class TransactionsModel(QtCore.QAbstractTableModel):
         self.flush_timer.setInterval(100)
         self.flush_timer.timeout.connect(self.flush)
 
-    # -- Qt model API -------------------------------------------------------------------
-    def rowCount(self, parent: QtCore.QModelIndex | None = None) -> int:
-        return 0 if parent is not None and parent.isValid() else len(self._rows)
-
-    def columnCount(self, parent: QtCore.QModelIndex | None = None) -> int:
-        return 0 if parent is not None and parent.isValid() else len(self.COLUMNS)
-
-    def headerData(self, section: int, orientation: Qt.Orientation, role: int = 0) -> Any:
-        if role == Qt.ItemDataRole.DisplayRole and orientation == Qt.Orientation.Horizontal:
-            return self.COLUMNS[section]
-        return None
-
+    # -- Qt model API (rows, columns and titles come from ListTableModel) ------------------
     def data(self, index: QtCore.QModelIndex, role: int = 0) -> Any:
         role = int(role)
         if role not in self._ROLES:

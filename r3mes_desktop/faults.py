@@ -196,8 +196,11 @@ class FaultInjector:
     def by_kind(self) -> dict[str, int]:
         return {f"{s}.{k}": n for (s, k), n in sorted(self.counts.items())}
 
+    def announcement(self) -> str:
+        return f"Fault plan active ({self.plan.describe()}): failures are injected on purpose."
+
     def announce(self) -> None:
-        text = f"Fault plan active ({self.plan.describe()}): failures are injected on purpose."
+        text = self.announcement()
         log.warning("%s plan file: %s", text, self.plan.source)
         if self.bus is not None:
             self.bus.publish(Notice(level="warning", message=text, source="faults"))

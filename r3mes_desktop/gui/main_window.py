@@ -181,6 +181,9 @@ class MainWindow(QtWidgets.QMainWindow, CoreCalls):
         self._ready = True
         self.status.set_endpoints(self.runtime.endpoints())
         self.status.set_device(self.runtime.device_name())
+        faults = getattr(self.runtime, "faults", None)
+        if faults is not None:  # its notice may have come before the bridge listened
+            self.status.show_fault_plan(faults.announcement())
         self.statusBar().clearMessage()
         self._set_miner_state(getattr(self.runtime.miner, "state", "idle"))
         self.refresh()
@@ -299,6 +302,7 @@ class MainWindow(QtWidgets.QMainWindow, CoreCalls):
         b.transaction_changed.connect(self.chart_data.add_event)
         b.retry_scheduled.connect(self.tx_model.apply_event)
         b.retry_scheduled.connect(self.status.on_retry)
+        b.notice.connect(self.status.on_notice)
         b.compensation.connect(self.tx_model.apply_event)
         b.breaker_changed.connect(self.breakers_model.apply_event)
         b.breaker_changed.connect(self.status.on_breaker)

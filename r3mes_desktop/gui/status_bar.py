@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from r3mes_desktop.core.events import BreakerStateChanged, RetryScheduled
+from r3mes_desktop.core.events import BreakerStateChanged, Notice, RetryScheduled
 from r3mes_desktop.gui.qt import QtWidgets
 from r3mes_desktop.gui.records import down_message, field_of, state_name
 
@@ -53,8 +53,16 @@ class StatusBarController:
         self.device.setObjectName("status-device")
         self.loop = QtWidgets.QLabel("")
         self.loop.setObjectName("status-loop")
+        # A banner can be dismissed; while failures are injected on purpose the window must
+        # say so for as long as it runs, or a test run looks like a broken network.
+        self.fault_plan = QtWidgets.QLabel("Fault plan active")
+        self.fault_plan.setObjectName("status-fault-plan")
+        self.fault_plan.setStyleSheet(
+            "color: white; background: #e65100; font-weight: bold; padding: 0 6px;"
+        )
+        self.fault_plan.hide()
         bar.addWidget(self.problem, 1)
-        for label in (self.chain, self.ipfs, self.device, self.loop):
+        for label in (self.fault_plan, self.chain, self.ipfs, self.device, self.loop):
             bar.addPermanentWidget(label)
 
     def set_endpoints(self, endpoints: Mapping[str, str | None]) -> None:
@@ -87,6 +95,15 @@ class StatusBarController:
 
     def set_loop_figures(self, text: str) -> None:
         self.loop.setText(text)
+
+    def show_fault_plan(self, description: str) -> None:
+        """Failures are injected on purpose (a fault plan is set): say so until the end."""
+        self.fault_plan.setToolTip(description)
+        self.fault_plan.show()
+
+    def on_notice(self, event: Notice) -> None:
+        if event.source == "faults":
+            self.show_fault_plan(event.message)
 
     # -- outages -----------------------------------------------------------------------------
     def on_retry(self, event: RetryScheduled) -> None:

@@ -190,6 +190,23 @@ def test_log_view_filters_by_level_and_search(qtbot: Any) -> None:
     assert [line.split(": ", 1)[1] for line in view.visible_lines()] == ["chain down"]
 
 
+def test_an_active_fault_plan_stays_on_the_status_bar(qtbot: Any, qloop: Any) -> None:
+    runtime = FakeRuntime(Path("."))
+    window = MainWindow(runtime, tray_available=False, poll_ms=100)
+    qtbot.addWidget(window)
+    badge = window.status.fault_plan
+    assert badge.isHidden()
+    runtime.bus.publish(Notice(level="warning", message="low disk", source="disk"))
+    runtime.bus.publish(
+        Notice(level="warning", message="Fault plan active (ipfs 30%)", source="faults")
+    )
+    qtbot.waitUntil(lambda: not badge.isHidden(), timeout=3000)
+    assert badge.text() == "Fault plan active"
+    assert badge.toolTip() == "Fault plan active (ipfs 30%)"
+    window.banner.hide()  # the banner can be dismissed; the badge stays
+    assert not badge.isHidden()
+
+
 def test_breakers_panel_force_open_and_reset_the_real_breaker(qtbot: Any, qloop: Any) -> None:
     runtime = FakeRuntime(Path("."))
     window = MainWindow(runtime, tray_available=False, poll_ms=100)

@@ -1,4 +1,5 @@
-"""The coordinator rig most core tests start from: fakes, a ManualClock, a real journal."""
+"""Fixtures the core tests share: a fresh journal, and the coordinator rig most start from
+(fakes, a ManualClock, a real journal)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from r3mes_desktop.core.journal import Journal
 from tests.helpers.coordinator_rig import Rig, make_rig
 
 
@@ -16,3 +18,11 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
     await rig.coordinator.start(background=False)
     yield rig
     await rig.coordinator.close()
+
+
+@pytest.fixture
+async def journal(tmp_path: Path) -> AsyncIterator[Journal]:
+    j = Journal(tmp_path / "j.db")
+    await j.open()
+    yield j
+    await j.close()

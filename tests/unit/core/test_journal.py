@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -21,14 +20,6 @@ from r3mes_desktop.core.journal_schema import SCHEMA_VERSION
 from r3mes_desktop.core.records import HistoryEntry
 from r3mes_desktop.core.txstate import TxState
 from tests.helpers.fakes import MINER, make_spec
-
-
-@pytest.fixture
-async def journal(tmp_path: Path) -> AsyncIterator[Journal]:
-    j = Journal(tmp_path / "j.db")
-    await j.open()
-    yield j
-    await j.close()
 
 
 async def test_pragmas_and_schema_version(journal: Journal) -> None:

@@ -127,3 +127,39 @@ async def test_stop_cancels_and_leaves_the_transaction_for_recovery(rig: Rig) ->
     await coordinator.wait_idle()
     assert report.count == 1
     assert (await coordinator.status(status.transaction_id)).state == "committed"
+
+
+async def test_finish_then_stop_completes_every_running_round_and_starts_no_new_one(
+    rig: Rig,
+) -> None:
+    """Round 1 uploads (held), round 2 trains (held), round 3 is open: finishing must
+    commit 1 and 2 (the upload and the lane both complete) and never start 3."""
+    rig.chain.rounds = [make_spec(r) for r in (1, 2, 3)]
+    upload_gate, training_gate = asyncio.Event(), asyncio.Event()
+    add, train = rig.store.add_and_pin, rig.trainer.train
+
+    async def held_add(data: bytes) -> str:
+        await upload_gate.wait()
+        return await add(data)
+
+    async def held_train(**kwargs):  # type: ignore[no-untyped-def]
+        if kwargs["spec"].round_id == 2:
+            await training_gate.wait()
+        return await train(**kwargs)
+
+    rig.store.add_and_pin = held_add  # type: ignore[method-assign]
+    rig.trainer.train = held_train  # type: ignore[method-assign]
+    miner = Miner(rig.coordinator, rig.chain, rig.bus, clock=rig.clock)
+    await miner.start()
+    await until(lambda: miner.in_flight == [1, 2])
+
+    await miner.finish_then_stop()
+    assert miner.state is MinerState.STOPPING
+    upload_gate.set()
+    training_gate.set()
+    await until(lambda: miner.state is MinerState.IDLE)
+
+    assert sorted(rig.chain.submissions) == [1, 2]
+    assert [d["round_id"] for op, d in rig.faults.calls if op == "train"] == [1, 2]
+    states = {s.round_id: s.state for s in await rig.coordinator.list_transactions()}
+    assert states == {1: "committed", 2: "committed"}

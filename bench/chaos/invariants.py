@@ -1,9 +1,10 @@
 """The product's promise as checks against the chain and the store, not the journal alone.
 
-Run on a data dir whose miner is stopped: the devnet chain is rebuilt from its tx log (the
-same replay the app does) and every successful `submitGradient` the miner ever sent is
-counted from the chain itself; pins are read from the store's pin list; statistics are
-recounted from raw rows; secrets are searched for in every file, binary ones included.
+Run on a data dir whose miner is stopped: the devnet chain is rebuilt from its whole tx
+log (not from the snapshot the app restores: a wrong snapshot would show here) and every
+successful `submitGradient` the miner ever sent is counted from the chain itself; pins are
+read from the store's pin list; statistics are recounted from raw rows; secrets are
+searched for in every file, binary ones included.
 """
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ async def chain_submissions(data_dir: Path, miner: str) -> tuple[dict[int, Any],
     root = data_dir / "devnet"
     info = json.loads((root / "devnet.json").read_text(encoding="utf-8"))
     contract = info["contract_address"]
-    evm = await DevnetEvm.open(root / "chain.log")
+    evm = await DevnetEvm.open(root / "chain.log", snapshots=False)  # the whole log again
     try:
         sent: Counter[int] = Counter()
         for raw in TxLog(root / "chain.log").records():

@@ -3,9 +3,9 @@
 `await Devnet.open(data_dir)` gives the same objects a real network gives — a `ChainClient`
 (Chain + TaskApi) over the devnet's EVM (a child process, see `evm.py`) and a
 `LocalContentStore` (ContentStore) — plus the operator that keeps rounds open. Everything
-lives under `<data_dir>/devnet/` and survives a restart: the chain is replayed from its
-transaction log, the store is on disk, the nonce store is sqlite. The dev miner key is a
-devnet throwaway: its password is stored next to it (0600) precisely so the devnet needs no
+lives under `<data_dir>/devnet/` and survives a restart: the chain is restored from its
+snapshot and transaction log, the store is on disk, the nonce store is sqlite. The dev miner
+key is a devnet throwaway: its password is stored next to it (0600) precisely so the devnet needs no
 prompt; never fund it on a real network.
 """
 
@@ -130,9 +130,15 @@ class Devnet:
             "miner_address": str(account.address),
             "chain_id": chain.chain_id,
             "replayed_transactions": evm.replayed,
+            "restored_transactions": evm.restored,
         }
         (root / "devnet.json").write_text(json.dumps(info, indent=1), encoding="utf-8")
-        log.info("devnet open: %s (replayed %d transactions)", contract, evm.replayed)
+        log.info(
+            "devnet open: %s (%d transactions from a snapshot, %d replayed)",
+            contract,
+            evm.restored,
+            evm.replayed,
+        )
         devnet = cls(root=root, evm=evm, chain=chain, store=store, operator=operator, nonces=nonces)
         await operator.ensure_rounds(devnet.miner_address)
         if operator_interval_s is not None:

@@ -6,8 +6,9 @@ GIL for tens of milliseconds per call and the window stalled (bench.gui measured
 lateness 26-69 ms, max 512 ms). Calls go one at a time over a pipe as JSON frames, sent and
 awaited on one dedicated thread that sleeps in the pipe read without the GIL, so the event
 loop never blocks. If the process dies, the call in flight fails as a retryable
-NetworkError and the next call starts a fresh process, which replays the fsynced log: the
-chain comes back with the same state, like a restarted node.
+NetworkError and the next call starts a fresh process, which restores the latest snapshot
+and replays the rest of the fsynced log (`snapshot`): the chain comes back with the same
+state, like a restarted node.
 """
 
 from __future__ import annotations
@@ -60,20 +61,24 @@ def _error(payload: dict[str, Any]) -> errors.R3mesError:
 class DevnetEvm:
     """A `ChainTransport` over the devnet's EVM process, whose state is rebuilt from a log."""
 
-    def __init__(self, log_path: Path) -> None:
+    def __init__(self, log_path: Path, *, snapshots: bool = True) -> None:
         self._log_path = Path(log_path)
+        self._snapshots = snapshots
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="devnet-evm")
         self._process: BaseProcess | None = None
         self._conn: Connection | None = None
         self._lifeline: Connection | None = None  # its closing ends the process at once
         self._funded_keys: list[bytes] = []
-        self.replayed = 0
+        self.replayed = 0  # log records executed again at the last start
+        self.restored = 0  # log records whose state came from a snapshot at the last start
         self.starts = 0  # processes started: 1 unless one died and was replaced
         self._closed = False
 
     @classmethod
-    async def open(cls, log_path: Path) -> DevnetEvm:
-        evm = cls(log_path)
+    async def open(cls, log_path: Path, *, snapshots: bool = True) -> DevnetEvm:
+        """`snapshots=False`: rebuild the state from the whole log and write no snapshot
+        (an audit that must not trust a cached state)."""
+        evm = cls(log_path, snapshots=snapshots)
         try:
             await evm._in_thread(evm._start)
         except BaseException:
@@ -90,7 +95,7 @@ class DevnetEvm:
         lifeline_read, lifeline_write = ctx.Pipe(duplex=False)  # never written: EOF = we died
         process = ctx.Process(
             target=serve,
-            args=(child_conn, str(self._log_path), lifeline_read),
+            args=(child_conn, str(self._log_path), lifeline_read, self._snapshots),
             name="r3mes-devnet-evm",
             daemon=True,
         )
@@ -106,6 +111,7 @@ class DevnetEvm:
             raise
         self._funded_keys = [bytes.fromhex(k) for k in ready["funded_keys"]]
         self.replayed = int(ready["replayed"])
+        self.restored = int(ready.get("restored", 0))
 
     def _reply(self, timeout_s: float, method: str) -> Any:
         assert self._conn is not None

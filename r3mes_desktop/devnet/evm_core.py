@@ -10,6 +10,7 @@ open: the devnet survives a restart with the same hashes, nonces and contract ad
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -24,6 +25,7 @@ from r3mes_desktop.chain.transport import CallReverted, TxRejected, rejection_ki
 from r3mes_desktop.devnet.txlog import TxLog
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 def _single_run_estimate(state: Any, transaction: Any) -> int:
@@ -70,16 +72,94 @@ def _reverting(fn: Callable[[dict[str, Any]], T], tx: dict[str, Any]) -> T:
         raise CallReverted(reason, text) from None
 
 
-class EvmCore:
-    """The in-memory chain plus its log; `tx` arguments are eth-tester dicts (hex data)."""
+SNAPSHOT_EVERY = 100
+"""Log records executed since the last snapshot before a new one is written (a write costs
+a few milliseconds per 100 logged transactions; a start replays at most this many)."""
 
-    def __init__(self, log_path: Path) -> None:
+
+def snapshot_path(log_path: Path) -> Path:
+    return log_path.with_name(log_path.name + ".snapshot")
+
+
+class EvmCore:
+    """The in-memory chain plus its log; `tx` arguments are eth-tester dicts (hex data).
+
+    At open the state comes from the latest intact snapshot of the log's prefix (see
+    `snapshot`), then the rest of the log is replayed; `restored` and `replayed` say how
+    many records each covered. Every `snapshot_every` logged transactions, and at close, a
+    new snapshot is written (only of a state built from exactly the logged records).
+    """
+
+    def __init__(self, log_path: Path, *, snapshot_every: int | None = SNAPSHOT_EVERY) -> None:
         self.tester, self._backend = _build_tester()
         self._log = TxLog(log_path)
+        self._log_path = log_path
+        self._snapshot_path = snapshot_path(log_path)
+        self._snapshot_every = snapshot_every
+        self._diverged = False  # executed a transaction the log failed to record
+        entries = self._log.records_with_ends()
+        self.restored = self._restore(len(entries)) if snapshot_every else 0
         self.replayed = 0
-        for raw in self._log.records():
+        for raw, _ in entries[self.restored :]:
             self.tester.send_raw_transaction("0x" + raw.hex())
             self.replayed += 1
+        self._records = len(entries)
+        self._snapshot_records = self.restored
+        self._snapshot_if_due()
+
+    # -- snapshots ----------------------------------------------------------------------------
+    def _kv(self) -> dict[bytes, bytes]:
+        db = self._backend.chain.chaindb.db  # AtomicDB over the MemoryDB that holds it all
+        store: dict[bytes, bytes] = db.wrapped_db.kv_store
+        return store
+
+    def _restore(self, logged: int) -> int:
+        """Load the latest usable snapshot; returns the log records it covers (0: none)."""
+        from eth.db.atomic import AtomicDB
+        from eth.db.backends.memory import MemoryDB
+
+        from r3mes_desktop.devnet import snapshot
+
+        snap = snapshot.read(self._snapshot_path, self._log_path)
+        if snap is None:
+            return 0
+        if snap.records > logged:  # cannot happen with a checked log prefix; be safe
+            log.warning("devnet snapshot covers more than the log holds: replaying it all")
+            return 0
+        chain_class = type(self._backend.chain)
+        chain = chain_class(AtomicDB(MemoryDB(snap.entries)))
+        if chain.get_canonical_head().hash != snap.head:
+            log.warning("devnet snapshot head mismatch: replaying the whole log")
+            return 0
+        chain.gas_estimator = staticmethod(_single_run_estimate)
+        self._backend.chain = chain
+        return snap.records
+
+    def snapshot(self) -> bool:
+        """Write a snapshot of the state now (all logged records); False if the state is
+        not exactly the log's (a record failed to write) or there is nothing new."""
+        from r3mes_desktop.devnet import snapshot
+
+        if self._diverged or not self._snapshot_every or self._records == self._snapshot_records:
+            return False
+        snapshot.write(
+            self._snapshot_path,
+            self._kv(),
+            records=self._records,
+            log_path=self._log_path,
+            log_offset=self._log.end,
+            head=bytes(self._backend.chain.get_canonical_head().hash),
+        )
+        self._snapshot_records = self._records
+        return True
+
+    def _snapshot_if_due(self) -> None:
+        every = self._snapshot_every
+        if every and self._records - self._snapshot_records >= every:
+            try:
+                self.snapshot()
+            except OSError as exc:  # a full disk: the log still holds everything
+                log.warning("devnet snapshot not written: %s", exc)
 
     def funded_keys(self) -> list[str]:
         """Private keys of eth-tester's pre-funded genesis accounts (public test keys)."""
@@ -136,7 +216,13 @@ class EvmCore:
                     "nonce_gap", f"nonce ahead of the account ({sender}): {text}"
                 ) from None
             raise TxRejected(rejection_kind(text), text) from None
-        self._log.append(raw)
+        try:
+            self._log.append(raw)
+        except BaseException:
+            self._diverged = True  # executed but not logged: no snapshot of this state
+            raise
+        self._records += 1
+        self._snapshot_if_due()
         return str(result).lower()
 
     def receipt(self, tx_hash: str) -> dict[str, Any] | None:
@@ -165,4 +251,11 @@ class EvmCore:
         }
 
     def close(self) -> None:
-        self._log.close()
+        """Snapshot what the log gained since the last one (the next start restores it),
+        then close the log."""
+        try:
+            self.snapshot()
+        except OSError as exc:
+            log.warning("devnet snapshot not written at close: %s", exc)
+        finally:
+            self._log.close()

@@ -63,20 +63,26 @@ def _exit_with_owner(lifeline: Connection) -> None:
     os._exit(0)
 
 
-def serve(conn: Connection, log_path: str, lifeline: Connection) -> None:
-    """Spawn target: open the chain (replaying its log), say ready, answer until EOF."""
+def serve(conn: Connection, log_path: str, lifeline: Connection, snapshots: bool = True) -> None:
+    """Spawn target: open the chain (its snapshot and the log's tail, or with `snapshots`
+    off the whole log, writing none), say ready, answer until EOF."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     threading.Thread(
         target=_exit_with_owner, args=(lifeline,), name="owner-lifeline", daemon=True
     ).start()
-    from r3mes_desktop.devnet.evm_core import EvmCore
+    from r3mes_desktop.devnet.evm_core import SNAPSHOT_EVERY, EvmCore
 
     try:
-        core = EvmCore(Path(log_path))
+        core = EvmCore(Path(log_path), snapshot_every=SNAPSHOT_EVERY if snapshots else None)
     except Exception as exc:
         _send(conn, {"error": encode_error(exc)})
         return
-    _send(conn, {"result": {"funded_keys": core.funded_keys(), "replayed": core.replayed}})
+    ready = {
+        "funded_keys": core.funded_keys(),
+        "replayed": core.replayed,
+        "restored": core.restored,
+    }
+    _send(conn, {"result": ready})
     try:
         while True:
             try:

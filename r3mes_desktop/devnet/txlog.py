@@ -53,11 +53,21 @@ class TxLog:
     def records(self) -> list[bytes]:
         return [body for body, _ in self._iter_with_offsets()]
 
+    def records_with_ends(self) -> list[tuple[bytes, int]]:
+        """Each record with the byte offset where it ends (a snapshot names its prefix)."""
+        return list(self._iter_with_offsets())
+
+    @property
+    def end(self) -> int:
+        """Bytes of valid records in the file (what a snapshot of the whole log covers)."""
+        return self._valid_end
+
     def append(self, raw: bytes) -> None:
         """Write one record and fsync before returning: an acknowledged tx survives a crash."""
         self._fh.write(_HEADER.pack(len(raw), zlib.crc32(raw)) + raw)
         self._fh.flush()
         os.fsync(self._fh.fileno())
+        self._valid_end += _HEADER.size + len(raw)
 
     def close(self) -> None:
         self._fh.close()

@@ -94,6 +94,7 @@ class ChainClient:
         self.stale_nonce_s = stale_nonce_s
         self.task_timeout_s = task_timeout_s
         self._nonce_lock = asyncio.Lock()
+        self._round_specs: dict[int, RoundSpec | None] = {}  # listed rounds, read once each
 
     @classmethod
     async def connect(
@@ -158,33 +159,48 @@ class ChainClient:
             ) from None
 
     async def open_rounds(self) -> list[RoundSpec]:
-        """Open rounds this miner has not submitted to yet (a round accepts one submission)."""
-        ids = await self._view("openRoundsFor", self._address)
+        """Open rounds this miner has not submitted to yet (a round accepts one submission).
+
+        One `openRoundsFor` read per call; a round's spec is read once and kept while the
+        round stays listed: the contract never changes a round after `openRound` (only
+        `isOpen`, and `openRoundsFor` lists open rounds only). Reading every listed round's
+        spec on every poll cost one node request per open round per poll.
+        """
+        ids = sorted(int(r) for r in await self._view("openRoundsFor", self._address))
+        known = self._round_specs
+        for stale in set(known) - set(ids):  # closed or submitted to: never listed again
+            del known[stale]
         specs = []
-        for round_id in sorted(ids):
-            seed, difficulty, steps, hyper, base_model, is_open, exists = await self._view(
-                "getRound", round_id
-            )
-            if not (is_open and exists):
-                continue
-            try:
-                params = json.loads(hyper) if hyper else {}
-                if not isinstance(params, dict):
-                    raise ValueError("not an object")
-            except ValueError:
-                log.warning("round %s: hyperparams are not a JSON object; round skipped", round_id)
-                continue
-            specs.append(
-                RoundSpec(
-                    round_id=int(round_id),
-                    seed=int(seed),
-                    difficulty=int(difficulty),
-                    base_model_id=str(base_model),
-                    steps=int(steps),
-                    hyperparams=params,
-                )
-            )
+        for round_id in ids:
+            if round_id not in known:
+                known[round_id] = await self._read_round(round_id)
+            spec = known[round_id]
+            if spec is not None:
+                specs.append(spec)
         return specs
+
+    async def _read_round(self, round_id: int) -> RoundSpec | None:
+        """The round's spec; None for a round the miner cannot run (skipped while listed)."""
+        seed, difficulty, steps, hyper, base_model, is_open, exists = await self._view(
+            "getRound", round_id
+        )
+        if not (is_open and exists):  # closed since it was listed: never listed again
+            return None
+        try:
+            params = json.loads(hyper) if hyper else {}
+            if not isinstance(params, dict):
+                raise ValueError("not an object")
+        except ValueError:
+            log.warning("round %s: hyperparams are not a JSON object; round skipped", round_id)
+            return None
+        return RoundSpec(
+            round_id=round_id,
+            seed=int(seed),
+            difficulty=int(difficulty),
+            base_model_id=str(base_model),
+            steps=int(steps),
+            hyperparams=params,
+        )
 
     async def _submission_tuple(self, round_id: int) -> tuple[Any, ...] | None:
         raw = await self._view("submissionOf", round_id, self._address)

@@ -165,3 +165,28 @@ async def test_bad_arguments_name_the_field(tmp_path, kwargs, field) -> None:
     with pytest.raises(ValidationError, match=field):
         await devnet.chain.sign_submission(**{**args, **kwargs})
     await devnet.close()
+
+
+async def test_open_rounds_reads_each_rounds_spec_once_while_it_is_listed(tmp_path) -> None:
+    """A round's spec never changes after `openRound`: one `getRound` per round, not one
+    per round per poll; a closed round drops out of the list (and the cache)."""
+    devnet = await open_devnet(tmp_path, keep_open=2)
+    reads: list[str] = []
+    view = devnet.chain._view
+
+    async def counting(fn_name: str, *args: object) -> object:
+        reads.append(fn_name)
+        return await view(fn_name, *args)
+
+    devnet.chain._view = counting  # type: ignore[method-assign]
+    first = await devnet.chain.open_rounds()
+    again = await devnet.chain.open_rounds()
+    assert again == first and len(first) == 2
+    assert reads.count("getRound") == 2 and reads.count("openRoundsFor") == 2
+    await devnet.operator.close_round(first[0].round_id)
+    opened = await devnet.operator.ensure_rounds(devnet.miner_address)
+    now = await devnet.chain.open_rounds()
+    assert [r.round_id for r in now] == sorted([first[1].round_id, *opened])
+    assert reads.count("getRound") == 3  # only the new round was read
+    assert first[0].round_id not in devnet.chain._round_specs
+    await devnet.close()

@@ -119,18 +119,35 @@ class Miner:
         elif self._state is MinerState.STOPPING:
             self._set(MinerState.IDLE)
 
-    async def _next_round(self) -> RoundSpec | None:
+    async def _list_rounds(self) -> list[RoundSpec] | None:
+        """The open rounds (through the chain's caller: retry, breaker); None if that failed."""
         chain = self.coordinator.callers["chain"]
         try:
-            rounds = await chain.call("open_rounds", self.chain.open_rounds)
+            rounds: list[RoundSpec] = await chain.call("open_rounds", self.chain.open_rounds)
         except Exception as exc:
             log.warning("could not list open rounds: %s", exc)
+            return None
+        return rounds
+
+    async def _pick(self, rounds: list[RoundSpec] | None) -> RoundSpec | None:
+        """The lowest listed round not submitted to and not running now."""
+        if not rounds:
             return None
         done = await self.coordinator.journal.submitted_rounds(self.chain.miner_address)
         for spec in sorted(rounds, key=lambda r: r.round_id):
             if spec.round_id not in done and spec.round_id not in self._inflight:
                 return spec
         return None
+
+    async def _next_round(
+        self, prefetched: asyncio.Task[list[RoundSpec] | None] | None = None
+    ) -> RoundSpec | None:
+        """From the listing made while the last round trained, else from a fresh one."""
+        if prefetched is not None:
+            spec = await self._pick(await prefetched)
+            if spec is not None or self._state is not MinerState.MINING:
+                return spec
+        return await self._pick(await self._list_rounds())
 
     def _finished(self, round_id: int, task: asyncio.Task[Any]) -> None:
         self._inflight.pop(round_id, None)
@@ -140,23 +157,33 @@ class Miner:
         self._settle()
 
     async def _loop(self) -> None:
-        while self._state is MinerState.MINING:
-            spec = await self._next_round()
-            if self._state is not MinerState.MINING:
-                break
-            if spec is None:
-                await self._idle_wait()
-                continue
-            lane_free = asyncio.Event()
-            task = asyncio.create_task(
-                self.coordinator.run_transaction(spec, on_lane_released=lane_free.set),
-                name=f"round-{spec.round_id}",
-            )
-            self._inflight[spec.round_id] = task
-            task.add_done_callback(functools.partial(self._finished, spec.round_id))
-            waiter = asyncio.create_task(lane_free.wait())
-            await asyncio.wait({waiter, task}, return_when=asyncio.FIRST_COMPLETED)
-            waiter.cancel()
+        # The next round's listing runs while the current one trains: listing is a chain
+        # call, and under failures its retries and an open breaker took as long as the
+        # training itself, every round, with the device lane idle meanwhile.
+        listing: asyncio.Task[list[RoundSpec] | None] | None = None
+        try:
+            while self._state is MinerState.MINING:
+                spec = await self._next_round(listing)
+                listing = None
+                if self._state is not MinerState.MINING:
+                    break
+                if spec is None:
+                    await self._idle_wait()
+                    continue
+                lane_free = asyncio.Event()
+                task = asyncio.create_task(
+                    self.coordinator.run_transaction(spec, on_lane_released=lane_free.set),
+                    name=f"round-{spec.round_id}",
+                )
+                self._inflight[spec.round_id] = task
+                task.add_done_callback(functools.partial(self._finished, spec.round_id))
+                listing = asyncio.create_task(self._list_rounds(), name="miner-list-rounds")
+                waiter = asyncio.create_task(lane_free.wait())
+                await asyncio.wait({waiter, task}, return_when=asyncio.FIRST_COMPLETED)
+                waiter.cancel()
+        finally:
+            if listing is not None:
+                listing.cancel()
         self._settle()
 
     async def _idle_wait(self) -> None:

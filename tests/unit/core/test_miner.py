@@ -163,3 +163,37 @@ async def test_finish_then_stop_completes_every_running_round_and_starts_no_new_
     assert [d["round_id"] for op, d in rig.faults.calls if op == "train"] == [1, 2]
     states = {s.round_id: s.state for s in await rig.coordinator.list_transactions()}
     assert states == {1: "committed", 2: "committed"}
+
+
+async def test_the_next_rounds_are_listed_while_the_current_round_trains(rig: Rig) -> None:
+    """Listing open rounds is a chain call (retries, breaker waits under failures): it runs
+    while the current round holds the device lane (its journal writes and training), not
+    only after the lane is free."""
+    rig.chain.rounds = [make_spec(1), make_spec(2)]
+    second_listing = asyncio.Event()
+    train, list_rounds = rig.trainer.train, rig.chain.open_rounds
+    listings = 0
+
+    async def held_train(**kwargs):  # type: ignore[no-untyped-def]
+        if kwargs["spec"].round_id == 1:  # the lane stays busy until the next listing
+            await asyncio.wait_for(second_listing.wait(), timeout=5)
+        return await train(**kwargs)
+
+    async def listing():  # type: ignore[no-untyped-def]
+        nonlocal listings
+        listings += 1
+        if listings == 2:
+            second_listing.set()
+        return await list_rounds()
+
+    rig.trainer.train = held_train  # type: ignore[method-assign]
+    rig.chain.open_rounds = listing  # type: ignore[method-assign]
+    miner = Miner(rig.coordinator, rig.chain, rig.bus, clock=rig.clock)
+    await miner.start()
+    await until(lambda: len(rig.chain.submissions) == 2)
+    await miner.finish_then_stop()
+    await until(lambda: miner.state is MinerState.IDLE)
+
+    # without the listing during round 1's lane, its training would wait out the timeout
+    assert sorted(rig.chain.submissions) == [1, 2]
+    assert [d["round_id"] for op, d in rig.faults.calls if op == "train"] == [1, 2]

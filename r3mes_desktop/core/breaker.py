@@ -202,8 +202,10 @@ class CircuitBreaker:
 
     # -- admission and outcomes ----------------------------------------------------------------
 
-    def _admit(self) -> bool:
-        """Admit one call or raise CircuitOpenError; returns whether it is a half-open trial."""
+    def admit(self) -> bool:
+        """Admit one call or raise CircuitOpenError; returns whether it is a half-open trial.
+
+        Every admitted call must be ended with exactly one `settle(trial, ...)`."""
         state = self.state
         if state is BreakerState.DISABLED or state is BreakerState.CLOSED:
             self.calls += 1
@@ -259,18 +261,26 @@ class CircuitBreaker:
 
         A cancelled body frees its trial slot without counting either way.
         """
-        trial = self._admit()
+        trial = self.admit()
         try:
             yield
-        except Exception as exc:
-            self._record(failed=classify(exc) in UNHEALTHY, trial=trial)
+        except BaseException as exc:
+            self.settle(trial, exc)
             raise
-        except BaseException:
-            if trial:
-                self._trials_in_flight = max(0, self._trials_in_flight - 1)
-            raise
-        else:
+        self.settle(trial)
+
+    def settle(self, trial: bool, exc: BaseException | None = None) -> None:
+        """Record how an admitted call ended: `exc=None` is a success; an Exception counts as
+        a failure when its category is UNHEALTHY, else as a success; anything else (a
+        cancellation) frees the trial slot without counting either way.
+
+        The plain-call form of `guard()`, for callers on a hot path (ServiceCaller)."""
+        if exc is None:
             self._record(failed=False, trial=trial)
+        elif isinstance(exc, Exception):
+            self._record(failed=classify(exc) in UNHEALTHY, trial=trial)
+        elif trial:
+            self._trials_in_flight = max(0, self._trials_in_flight - 1)
 
     async def call(self, fn: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
         async with self.guard():

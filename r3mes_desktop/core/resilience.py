@@ -125,23 +125,20 @@ class ServiceCaller:
         transaction_id: str | None = None,
         **kwargs: Any,
     ) -> T:
-        """Await `fn(*args, **kwargs)`; raises a classified R3mesError when it gives up."""
+        """Await `fn(*args, **kwargs)`; raises a classified R3mesError when it gives up.
+
+        The first attempt is awaited inline (no retry engine, no closures: most calls
+        succeed first time); only a failure hands over to `RetryPolicy.retry_async`, which
+        goes on exactly as if the engine had made that attempt."""
         start = self.clock.monotonic()
-
-        async def attempt() -> T:
-            limit = self._attempt_timeout(start)
-            held = _GUARDED.get()
-            if self.breaker is None or id(self.breaker) in held:
-                return await self._timed(operation, limit, fn, args, kwargs)
-            async with self.breaker.guard():
-                token = _GUARDED.set(held | {id(self.breaker)})
-                try:
-                    return await self._timed(operation, limit, fn, args, kwargs)
-                finally:
-                    _GUARDED.reset(token)
-
-        return await self.policy.call_async(
-            attempt,
+        try:
+            return await self._attempt(operation, start, fn, args, kwargs)
+        except Exception as exc:
+            failed = exc
+        return await self.policy.retry_async(
+            failed,
+            functools.partial(self._attempt, operation, start, fn, args, kwargs),
+            start=start,
             operation=operation,
             service=self.service,
             bus=self.bus,
@@ -176,14 +173,43 @@ class ServiceCaller:
         remaining = max(0.0, deadline - (self.clock.monotonic() - start))
         return remaining if self.timeout_s is None else min(self.timeout_s, remaining)
 
-    async def _timed(
+    async def _attempt(
         self,
         operation: str,
-        limit_s: float | None,
+        start: float,
         fn: Callable[..., Awaitable[T]],
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
     ) -> T:
+        """One attempt: breaker admission, then `fn` under the per-call timeout."""
+        breaker = self.breaker
+        if breaker is None:
+            return await self._timed(operation, start, fn, args, kwargs)
+        held = _GUARDED.get()
+        key = id(breaker)
+        if key in held:
+            return await self._timed(operation, start, fn, args, kwargs)
+        trial = breaker.admit()
+        token = _GUARDED.set(held | {key})
+        try:
+            result = await self._timed(operation, start, fn, args, kwargs)
+        except BaseException as exc:
+            breaker.settle(trial, exc)
+            raise
+        finally:
+            _GUARDED.reset(token)
+        breaker.settle(trial)
+        return result
+
+    async def _timed(
+        self,
+        operation: str,
+        start: float,
+        fn: Callable[..., Awaitable[T]],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> T:
+        limit_s = self._attempt_timeout(start)
         if limit_s is None:
             return await fn(*args, **kwargs)
         try:

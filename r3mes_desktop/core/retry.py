@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import random
 import time
@@ -306,11 +307,59 @@ class RetryPolicy:
 
         `fn` keywords named like these parameters must be bound with functools.partial.
         """
-        state = _CallState(start=clock.monotonic())
+        start = clock.monotonic()
+        try:  # fast path: most calls succeed first time and need no engine, no closures
+            return await fn(*args, **kwargs)
+        except Exception as exc:
+            failed = exc
+        return await self.retry_async(
+            failed,
+            functools.partial(fn, *args, **kwargs) if args or kwargs else fn,
+            start=start,
+            operation=operation,
+            service=service,
+            bus=bus,
+            clock=clock,
+            transaction_id=transaction_id,
+            gate=gate,
+        )
+
+    async def retry_async(
+        self,
+        failed: Exception,
+        fn: Callable[[], Awaitable[T]],
+        *,
+        start: float,
+        operation: str,
+        service: str | None = None,
+        bus: EventBus | None = None,
+        clock: Clock = SYSTEM_CLOCK,
+        transaction_id: str | None = None,
+        gate: RetryGate | None = None,
+    ) -> T:
+        """Go on with a call whose first attempt, started at `start` (`clock.monotonic()`),
+        raised `failed`: classify it, and retry `fn()` under this policy if it may be.
+
+        The callers' fast path (`call_async`, `ServiceCaller.call`) makes the first attempt
+        inline; waits, attempt numbers, events and the deadline are those of a call that
+        went through the engine from its first attempt."""
+        first: R3mesError | None = to_r3mes_error(failed, service=service)
+        assert first is not None
+        if not first.retryable or self.max_attempts <= 1:
+            if first is failed:
+                raise first
+            raise first from failed
+        state = _CallState(start=start)
 
         async def attempt() -> T:
+            nonlocal first
+            if first is not None:  # tenacity counts the inline attempt as its first
+                replayed, first = first, None
+                if replayed is failed:
+                    raise replayed
+                raise replayed from failed
             try:
-                return await fn(*args, **kwargs)
+                return await fn()
             except Exception as exc:
                 _raise_classified(exc, service)
 
@@ -319,21 +368,6 @@ class RetryPolicy:
                 await clock.sleep(seconds)
             else:
                 await gate.wait(seconds, floor=state.floor, clock=clock)
-
-        try:  # fast path: most calls succeed first time and need no engine at all
-            return await attempt()
-        except R3mesError as exc:
-            if not exc.retryable or self.max_attempts <= 1:
-                raise
-            first: R3mesError | None = exc
-
-        async def replay_then_attempt() -> T:
-            # tenacity counts the inline attempt as its first, so delays and numbers are exact
-            nonlocal first
-            if first is not None:
-                failed, first = first, None
-                raise failed
-            return await attempt()
 
         hooks = self._hooks(
             state,
@@ -344,7 +378,7 @@ class RetryPolicy:
             transaction_id=transaction_id,
         )
         engine = tenacity.AsyncRetrying(sleep=sleep, **hooks)
-        return await engine(replay_then_attempt)
+        return await engine(attempt)
 
     def call(
         self,

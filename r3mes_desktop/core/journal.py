@@ -106,13 +106,18 @@ class Change:
     remove_after: tuple[Path, ...] = ()  # files deleted once the change is committed
 
 
+_spec = functools.lru_cache(maxsize=1024)(spec_from_json)
+"""A transaction's spec never changes and every write of it reads it back: parse it once
+(RoundSpec is frozen; records of one transaction share it)."""
+
+
 def _record(row: sqlite3.Row | tuple[Any, ...]) -> TransactionRecord:
     return TransactionRecord(
         id=row[0],
         round_id=row[1],
         miner=row[2],
         state=TxState(row[3]),
-        spec=spec_from_json(row[4]),
+        spec=_spec(row[4]),
         created_at=row[5],
         updated_at=row[6],
         deadline=row[7],
@@ -235,9 +240,13 @@ class Journal:
         self.path = Path(path)
         self._synchronous = synchronous
         self._executor: ThreadPoolExecutor | None = None
+        self._remover: ThreadPoolExecutor | None = None  # deletes committed rounds' files
         self._conn: sqlite3.Connection | None = None
         self._writer = GroupCommitter(
-            executor=self._the_executor, conn=self._db, synchronous=synchronous
+            executor=self._the_executor,
+            remover=self._the_remover,
+            conn=self._db,
+            synchronous=synchronous,
         )
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -245,6 +254,7 @@ class Journal:
         if self._executor is not None:
             return
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="journal")
+        self._remover = ThreadPoolExecutor(max_workers=1, thread_name_prefix="journal-rm")
         await self._call(self._open_sync)
 
     def _open_sync(self) -> None:
@@ -266,8 +276,13 @@ class Journal:
             return
         await self._writer.drain()
         await self._call(self._close_sync)
-        self._executor.shutdown(wait=True)
-        self._executor = None
+        self._shutdown_threads()
+
+    def _shutdown_threads(self) -> None:
+        for executor in (self._executor, self._remover):
+            if executor is not None:
+                executor.shutdown(wait=True)
+        self._executor = self._remover = None
 
     def _close_sync(self) -> None:
         if self._conn is not None:
@@ -278,6 +293,11 @@ class Journal:
         if self._executor is None:
             raise RuntimeError("journal is not open")
         return self._executor
+
+    def _the_remover(self) -> ThreadPoolExecutor:
+        if self._remover is None:
+            raise RuntimeError("journal is not open")
+        return self._remover
 
     async def _call(self, fn: Callable[..., T], *args: Any) -> T:
         if self._executor is None:

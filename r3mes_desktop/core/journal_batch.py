@@ -21,6 +21,7 @@ Why it looks like this:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import sqlite3
 from collections.abc import Callable
@@ -32,6 +33,11 @@ from typing import Any
 from r3mes_desktop.core import artifacts
 
 log = logging.getLogger(__name__)
+
+
+def _nothing() -> None:
+    """Queued behind the deletions: when it has run, so have they."""
+
 
 WriteFn = Callable[[sqlite3.Connection], Any]
 
@@ -57,20 +63,31 @@ class BatchStats:
 
 
 class GroupCommitter:
+    """Batches writes for the journal thread (see the module doc).
+
+    The hand-offs are plain callbacks, not `run_in_executor` futures: the batch goes to the
+    journal executor with `submit`, and the journal thread hands the results back with one
+    `call_soon_threadsafe`, which also starts the next batch. Deletions go to their own
+    thread and never wake the loop; `drain` waits for them with a no-op queued behind them
+    (that thread runs its work in order)."""
+
     def __init__(
         self,
         *,
         executor: Callable[[], Executor],
+        remover: Callable[[], Executor],
         conn: Callable[[], sqlite3.Connection],
         synchronous: str,
     ) -> None:
         self._executor = executor
+        self._remover = remover
         self._conn = conn
         self._durable_mode = synchronous
         self._mode: str | None = None  # what the connection is set to now (None: unknown)
         self._queue: list[tuple[Write, asyncio.Future[Any]]] = []
-        self._flusher: asyncio.Task[None] | None = None
-        self._removals: set[asyncio.Future[None]] = set()
+        self._in_flight: asyncio.AbstractEventLoop | None = None  # loop awaiting a batch
+        self._idle: list[asyncio.Future[None]] = []  # drain() calls waiting for no batch
+        self._removing = False  # deletions were queued since the last drain
         self.stats = BatchStats()
 
     def connected(self, synchronous: str) -> None:
@@ -78,51 +95,97 @@ class GroupCommitter:
         self._mode = synchronous
 
     async def submit(self, write: Write) -> Any:
-        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Any] = loop.create_future()
         self._queue.append((write, fut))
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.ensure_future(self._flush())
+        if self._in_flight is not loop:  # none in flight (or only for a loop now gone)
+            # started on the next turn of the loop: writes queued in this turn join it
+            self._in_flight = loop
+            loop.call_soon(self._start, loop)
         return await fut
 
     async def drain(self) -> None:
         """Wait for the queued writes and the deletions they asked for."""
-        if self._flusher is not None:
-            await asyncio.gather(self._flusher, return_exceptions=True)
-        while self._removals:
-            await asyncio.gather(*self._removals, return_exceptions=True)
-
-    async def _flush(self) -> None:
         loop = asyncio.get_running_loop()
-        while self._queue:
-            batch, self._queue = self._queue, []
-            try:
-                results = await loop.run_in_executor(
-                    self._executor(), self.run_batch, [w for w, _ in batch]
-                )
-                removals = [
-                    path
-                    for (write, _), (ok, _) in zip(batch, results, strict=True)
-                    if ok
-                    for path in write.remove_after
-                ]
-                if removals:  # committed: delete on the default executor, not this thread
-                    removal = loop.run_in_executor(None, self._remove_all, removals)
-                    self._removals.add(removal)
-                    removal.add_done_callback(self._removals.discard)
-            except BaseException as exc:
-                for _, fut in batch:
-                    if not fut.done():
-                        fut.set_exception(exc)
-                if not isinstance(exc, Exception):
-                    raise
-                continue
-            for (_, fut), (ok, value) in zip(batch, results, strict=True):
+        while self._queue or self._in_flight is loop:
+            waiter: asyncio.Future[None] = loop.create_future()
+            self._idle.append(waiter)
+            await waiter
+        if self._removing:
+            self._removing = False
+            await loop.run_in_executor(self._remover(), _nothing)
+
+    def _start(self, loop: asyncio.AbstractEventLoop) -> None:
+        batch, self._queue = self._queue, []
+        self._in_flight = loop
+        if not batch:
+            self._in_flight = None
+            self._wake_idle()
+            return
+        try:
+            self._executor().submit(self._run_and_hand_back, loop, batch)
+        except BaseException as exc:  # the journal is closed
+            self._in_flight = None
+            self._hand_back(loop, batch, exc)
+            if not isinstance(exc, Exception):
+                raise
+
+    def _run_and_hand_back(
+        self, loop: asyncio.AbstractEventLoop, batch: list[tuple[Write, asyncio.Future[Any]]]
+    ) -> None:
+        """On the journal thread: run the batch, then give the results to the loop."""
+        outcome: list[tuple[bool, Any]] | BaseException
+        try:
+            outcome = self.run_batch([write for write, _ in batch])
+        except BaseException as exc:
+            outcome = exc
+        if isinstance(outcome, list):
+            removals = [
+                path
+                for (write, _), (ok, _) in zip(batch, outcome, strict=True)
+                if ok
+                for path in write.remove_after
+            ]
+            if removals:  # committed: delete on the remover thread, not this one
+                try:
+                    self._remover().submit(self._remove_all, removals)
+                    self._removing = True
+                except RuntimeError as exc:  # closing: a leftover file is only disk space
+                    log.warning("could not queue %d deletions: %s", len(removals), exc)
+        with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
+            loop.call_soon_threadsafe(self._hand_back, loop, batch, outcome)
+
+    def _hand_back(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        batch: list[tuple[Write, asyncio.Future[Any]]],
+        outcome: list[tuple[bool, Any]] | BaseException,
+    ) -> None:
+        """On the loop: start the next batch, then resolve this one's futures."""
+        if self._in_flight is loop:
+            self._in_flight = None
+            if self._queue:
+                self._start(loop)
+        if isinstance(outcome, BaseException):
+            for _, fut in batch:
+                if not fut.done():
+                    fut.set_exception(outcome)
+        else:
+            for (_, fut), (ok, value) in zip(batch, outcome, strict=True):
                 if fut.done():
                     continue
                 if ok:
                     fut.set_result(value)
                 else:
                     fut.set_exception(value)
+        if self._in_flight is not loop and not self._queue:
+            self._wake_idle()
+
+    def _wake_idle(self) -> None:
+        idle, self._idle = self._idle, []
+        for waiter in idle:
+            if not waiter.done():
+                waiter.set_result(None)
 
     # -- on the journal thread ----------------------------------------------------------
     def run_batch(self, writes: list[Write]) -> list[tuple[bool, Any]]:

@@ -10,6 +10,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -178,3 +179,41 @@ def test_a_process_kill_loses_no_commit_even_a_normal_one(tmp_path: Path) -> Non
     finally:
         conn.close()
     assert messages == [None, "not fsynced"]
+
+
+async def test_writes_queued_while_a_batch_runs_share_the_next_one(journal: Journal) -> None:
+    """The journal thread hands a batch back and starts the next with what queued meanwhile."""
+    release = threading.Event()
+    started = threading.Event()
+
+    def slow(conn: sqlite3.Connection) -> str:
+        started.set()
+        release.wait(5)
+        return "first"
+
+    before = journal.write_stats.batches
+    first = asyncio.ensure_future(journal._write(slow))
+    assert await asyncio.to_thread(started.wait, 5)
+    later = [asyncio.ensure_future(journal._write(_sync_mode)) for _ in range(3)]
+    read = asyncio.ensure_future(journal.get("nobody"))
+    await asyncio.sleep(0)
+    assert not any(f.done() for f in [first, *later, read])
+    release.set()
+    assert await first == "first"
+    assert await asyncio.gather(*later) == [2, 2, 2] and await read is None
+    assert journal.write_stats.batches - before == 2
+
+
+async def test_close_waits_for_the_deletions_of_committed_changes(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "j.db")
+    await journal.open()
+    await journal.create(tx_id="a", spec=make_spec(1), miner=MINER, now=1.0, deadline=None)
+    gone = [tmp_path / f"g{i}.bin" for i in range(3)]
+    for path in gone:
+        path.write_bytes(b"g")
+    await journal.apply(Change("a", 2.0, state=TxState.TRAINING, remove_after=tuple(gone)))
+    await journal.close()
+    assert not any(path.exists() for path in gone)
+    assert journal.write_stats.removed == 3
+    with pytest.raises(RuntimeError, match="not open"):
+        await journal.get("a")

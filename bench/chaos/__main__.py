@@ -60,13 +60,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 async def _chaos(root: Path, args: argparse.Namespace) -> dict[str, Any]:
-    from bench.chaos.chaos_run import run_chaos
+    from bench.chaos.chaos_run import run_chaos, run_settings
     from bench.chaos.invariants import check
 
     with app_dirs(root):
         result = await run_chaos(root, transactions=args.transactions, seed=args.seed)
         findings = await check(root / "data", extra_dirs=(root / "logs",))
-    return {"result": result.to_dict(), "invariants": findings.to_dict()}
+    return {
+        "result": result.to_dict(),
+        "invariants": findings.to_dict(),
+        "settings": run_settings(),
+    }
 
 
 async def _crash(root: Path, args: argparse.Namespace) -> dict[str, Any]:

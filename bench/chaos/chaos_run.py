@@ -34,7 +34,15 @@ CHAOS_SETTINGS: dict[str, Any] = {
 }
 """Short waits so thousands of transactions fit in minutes; the breaker still opens."""
 ROUND_TTL_S = 90.0
+STALE_NONCE_S = 10.0
+"""The devnet's refill of an abandoned signature's nonce (30 s in the app's devnet, 600 s
+on a real chain): a signed submission waits for its broadcast at most a few seconds here
+(4 retries of at most 0.2 s, a 1 s breaker), and every parked submission behind a gap waited
+the full 30 s, which was most of each reconciling start."""
+OPERATOR_INTERVAL_S = 0.25
+MINER_POLL_S = 0.1
 FINISH_LIMIT_S = 120.0
+FEED_INTERVAL_S = 0.25  # a sqlite read of the journal; as often as the operator's pass
 MAX_EXTRA_ROUNDS = 40  # the contract holds at most 64 open rounds
 RECONCILE_LIMIT_S = 120.0  # > the devnet's 30 s nonce refill plus a receipt wait
 STALL_S = 2 * ROUND_TTL_S  # no new transaction for this long: the miner is stuck
@@ -70,8 +78,8 @@ async def _open(settings: Any, data_dir: Path, *, mining: bool = True) -> Any:
         # Each operator pass is two contract views in the devnet's EVM (pure Python, 28 ms
         # a pass measured on the shared 2-core machine): every 0.1 s that is a quarter of a
         # core; every 0.25 s still tops rounds up well before the miner runs out.
-        operator_interval_s=0.25,
-        miner_poll_s=0.1,
+        operator_interval_s=OPERATOR_INTERVAL_S,
+        miner_poll_s=MINER_POLL_S,
         maintenance_interval_s=1.0,
         settings_overrides={},
         warm_trainer=mining,
@@ -80,9 +88,46 @@ async def _open(settings: Any, data_dir: Path, *, mining: bool = True) -> Any:
     return runtime
 
 
-PARKED_SQL = """
-SELECT count(DISTINCT s.round_id) FROM submissions s JOIN transactions t
-  ON t.round_id = s.round_id AND t.state = 'blockchain_submit'
+async def _open_devnet_runtime(settings: Any, data_dir: Path, *, mining: bool = True) -> Any:
+    """`_open`, opened, with the devnet's harness timings (see `run_settings`)."""
+    runtime = await _open(settings, data_dir, mining=mining)
+    await runtime.open()
+    # Rounds whose signed submission a fault rolled back are never re-signed by this miner;
+    # the operator replaces them after this long (900 s outside the harness).
+    runtime.devnet.operator.round_ttl_s = ROUND_TTL_S
+    runtime.devnet.chain.stale_nonce_s = STALE_NONCE_S
+    return runtime
+
+
+def _round_template() -> str:
+    from r3mes_desktop.runtime import RuntimeOptions
+
+    fast = RuntimeOptions.fast()
+    return (
+        f"{fast.round_steps} training steps, difficulty {fast.round_difficulty}, "
+        f"model preset {fast.round_preset} (RuntimeOptions.fast)"
+    )
+
+
+def run_settings() -> dict[str, Any]:
+    """What the chaos run changes from the app's defaults, for the report."""
+    from bench.chaos.plans import CHAOS_PLAN
+
+    return {
+        **CHAOS_SETTINGS,
+        "devnet round_ttl_s": ROUND_TTL_S,
+        "devnet stale_nonce_s": STALE_NONCE_S,
+        "devnet operator_interval_s": OPERATOR_INTERVAL_S,
+        "devnet rounds kept open": "3 + one per round with a transaction running",
+        "miner_poll_s": MINER_POLL_S,
+        "devnet rounds": _round_template(),
+        "fault plan": {k: v for k, v in CHAOS_PLAN.items() if isinstance(v, dict)},
+    }
+
+
+CLAIMED_SQL = """
+SELECT count(DISTINCT round_id) FROM transactions
+WHERE state NOT IN ('committed', 'rolled_back', 'failed')
 """
 ABANDONED_SQL = """
 SELECT s.round_id FROM submissions s
@@ -92,13 +137,13 @@ WHERE NOT EXISTS (SELECT 1 FROM transactions t WHERE t.round_id = s.round_id
 
 
 def _claimed_rounds(journal: Path) -> tuple[int, set[int]]:
-    """Rounds the miner signed for (claimed) and will not start again while they stay open
-    for it on chain: (how many are parked in doubt or being submitted, the ids of those
-    whose transactions all rolled back or failed: never to be signed again)."""
+    """Rounds the miner is working on or signed for, which stay open for it on chain until
+    its submission lands: (how many have a transaction running, parked in doubt included;
+    the ids of those whose transactions all rolled back or failed: never signed again)."""
     try:
         conn = sqlite3.connect(f"file:{journal}?mode=ro", uri=True, timeout=1)
         try:
-            parked = int(conn.execute(PARKED_SQL).fetchone()[0])
+            parked = int(conn.execute(CLAIMED_SQL).fetchone()[0])
             abandoned = {int(r) for (r,) in conn.execute(ABANDONED_SQL)}
             return parked, abandoned
         finally:
@@ -109,13 +154,15 @@ def _claimed_rounds(journal: Path) -> tuple[int, set[int]]:
 
 async def _feed_rounds(operator: Any, data_dir: Path) -> None:
     """The devnet operator keeps `keep_open` (3) rounds open that the miner has not
-    submitted to on chain. A claimed round (signed for) whose transaction rolled back stays
-    among them until the round TTL, though this miner never signs it again, and one parked
-    in doubt stays until its nonce gap is refilled (30 s): three such rounds left the miner
-    idle. The harness plays the network's part: it closes abandoned rounds at once (as
-    their deadline would) and opens one more round per parked one. More open rounds than
-    that cost: the miner reads every open round's spec per poll, each read faulted at the
-    plan's rates, and with 6 always open the chain breaker stayed half-open."""
+    submitted to on chain. A round the miner runs a transaction for stays among them until
+    its submission lands (uploads and submissions wait out retries and an open breaker for
+    seconds), a claimed round (signed for) whose transaction rolled back stays until the
+    round TTL, though this miner never signs it again, and one parked in doubt stays until
+    its nonce gap is refilled (30 s): with up to `max_active_transactions` running, the
+    miner found nothing new to start for seconds at a time. The harness plays the network's
+    part (a real one has many rounds open): it closes abandoned rounds at once (as their
+    deadline would) and opens one more round per round with a transaction running. (Each
+    poll reads only the list of open rounds and the specs of new ones.)"""
     base = operator.keep_open
     journal = data_dir / "journal.sqlite"
     closed: set[int] = set()
@@ -128,7 +175,7 @@ async def _feed_rounds(operator: Any, data_dir: Path) -> None:
             except Exception as exc:  # already closed (TTL), or replaced: nothing to do
                 log.debug("closing abandoned round %d: %s", round_id, exc)
         operator.keep_open = base + min(parked, MAX_EXTRA_ROUNDS)
-        await asyncio.sleep(1.0)
+        await asyncio.sleep(FEED_INTERVAL_S)
 
 
 async def _until_idle(runtime: Any, stopped: asyncio.Event, limit_s: float) -> None:
@@ -186,6 +233,7 @@ async def run_chaos(
     # Rounds whose signed submission a fault rolled back are never re-signed by this miner;
     # the operator replaces them after this long (900 s outside the harness).
     runtime.devnet.operator.round_ttl_s = ROUND_TTL_S
+    runtime.devnet.chain.stale_nonce_s = STALE_NONCE_S
     feeding = asyncio.ensure_future(_feed_rounds(runtime.devnet.operator, data_dir))
     monitoring = await Monitoring.attach(runtime, api=False)
     try:
@@ -227,8 +275,7 @@ async def reconcile(data_dir: Path, *, limit_s: float = RECONCILE_LIMIT_S) -> in
     journal_file = data_dir / "journal.sqlite"
     rows = journal_rows(data_dir) if journal_file.exists() else []
     unfinished = sum(r["state"] not in TERMINAL for r in rows)
-    runtime = await _open(chaos_settings(), data_dir, mining=False)
-    await runtime.open()
+    runtime = await _open_devnet_runtime(chaos_settings(), data_dir, mining=False)
     try:
         coordinator = runtime.coordinator
         deadline = time.monotonic() + limit_s

@@ -154,6 +154,30 @@ def _seconds(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.2f} s"
 
 
+def _settings(settings: dict[str, Any] | None) -> list[str]:
+    """The chaos run's settings that differ from the app's defaults (short waits so
+    thousands of transactions fit in minutes) and its fault plan, as run."""
+    if not settings:
+        return []
+    lines = [
+        "Settings of the chaos run (the app's defaults otherwise; the fault plan as above, "
+        "rates per call):",
+        "",
+        "| setting | value |",
+        "|---|---|",
+    ]
+    for key, value in settings.items():
+        if isinstance(value, dict):
+            value = "; ".join(
+                f"{service}: " + ", ".join(f"{k} {v}" for k, v in kinds.items())
+                if isinstance(kinds, dict)
+                else f"{service}: {kinds}"
+                for service, kinds in value.items()
+            )
+        lines.append(f"| {key} | {value} |")
+    return [*lines, ""]
+
+
 def _states(states: dict[str, int]) -> str:
     return ", ".join(f"{k} {v}" for k, v in sorted(states.items())) or "none"
 
@@ -216,6 +240,7 @@ def to_markdown(report: dict[str, Any]) -> str:
         ]
         lines += [f"| {k} | {v} |" for k, v in sorted(r["faults"].items())]
         lines += [f"| **total** | {sum(r['faults'].values())} |", ""]
+        lines += _settings(chaos.get("settings"))
     crash = report.get("crash")
     if crash and "result" in crash:
         r, inv = crash["result"], crash["invariants"]

@@ -145,19 +145,20 @@ def _history(row: tuple[Any, ...]) -> HistoryEntry:
 
 
 _HISTORY_ROW = "(?,?,?,?,?,?,?,?,?,?)"
+_HISTORY_CHUNK = 16
 _INSERT_HISTORY = [""] + [
     f"INSERT INTO events ({_HISTORY_COLUMNS}) VALUES "  # noqa: S608
     + ",".join([_HISTORY_ROW] * n)
-    for n in range(1, 5)
+    for n in range(1, _HISTORY_CHUNK + 1)
 ]
 
 
 def _insert_history(conn: sqlite3.Connection, entries: Iterable[HistoryEntry]) -> None:
-    """One statement for a step's rows (one to four; more go in chunks): per-statement
-    cost, not per-row cost, dominates at this size."""
+    """One statement for up to 16 rows (more go in chunks): per-statement cost, not
+    per-row cost, dominates at this size."""
     rows = list(entries)
-    for start in range(0, len(rows), 4):
-        chunk = rows[start : start + 4]
+    for start in range(0, len(rows), _HISTORY_CHUNK):
+        chunk = rows[start : start + _HISTORY_CHUNK]
         conn.execute(
             _INSERT_HISTORY[len(chunk)],
             [
@@ -177,6 +178,25 @@ def _insert_history(conn: sqlite3.Connection, entries: Iterable[HistoryEntry]) -
                 )
             ],
         )
+
+
+class _HistoryRows:
+    """History rows of the writes of one group commit, inserted together just before its
+    commit (see journal_batch.Deferred); touched only on the journal thread."""
+
+    def __init__(self) -> None:
+        self._rows: list[HistoryEntry] = []
+
+    def add(self, entries: Iterable[HistoryEntry]) -> None:
+        self._rows.extend(entries)
+
+    def flush(self, conn: sqlite3.Connection) -> None:
+        rows, self._rows = self._rows, []
+        if rows:
+            _insert_history(conn, rows)
+
+    def discard(self) -> None:
+        self._rows.clear()
 
 
 @functools.lru_cache(maxsize=256)
@@ -242,11 +262,13 @@ class Journal:
         self._executor: ThreadPoolExecutor | None = None
         self._remover: ThreadPoolExecutor | None = None  # deletes committed rounds' files
         self._conn: sqlite3.Connection | None = None
+        self._history = _HistoryRows()
         self._writer = GroupCommitter(
             executor=self._the_executor,
             remover=self._the_remover,
             conn=self._db,
             synchronous=synchronous,
+            deferred=self._history,
         )
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -402,7 +424,7 @@ class Journal:
                 f"{signed_by[0] if signed_by else '?'}; retry that transaction instead of "
                 "starting another"
             )
-        _insert_history(conn, history)
+        self._history.add(history)
         return TransactionRecord(
             id=tx_id,
             round_id=spec.round_id,
@@ -546,8 +568,7 @@ class Journal:
                     json.dumps(payload, sort_keys=True),
                 ),
             )
-        if history:
-            _insert_history(conn, history)
+        self._history.add(history)
         return after
 
     @staticmethod
@@ -567,7 +588,7 @@ class Journal:
         """Record retries, notes and compensation attempts that change no state.
 
         Not durable: no effect waits on these rows; the next durable commit carries them."""
-        await self._write(lambda conn: _insert_history(conn, entries), durable=False)
+        await self._write(lambda conn: self._history.add(entries), durable=False)
 
     async def compensation_failed(
         self, comp_id: int, *, now: float, next_at: float, error: str, entry: HistoryEntry
@@ -578,7 +599,7 @@ class Journal:
                 "next_attempt_at = ?, updated_at = ? WHERE id = ?",
                 (error, next_at, now, comp_id),
             )
-            _insert_history(conn, [entry])
+            self._history.add([entry])
 
         await self._write(write, durable=False)  # a lost row only means an earlier retry
 

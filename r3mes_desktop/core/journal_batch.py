@@ -28,7 +28,7 @@ from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from r3mes_desktop.core import artifacts
 
@@ -40,6 +40,14 @@ def _nothing() -> None:
 
 
 WriteFn = Callable[[sqlite3.Connection], Any]
+
+
+class Deferred(Protocol):
+    """Rows the writes hand over instead of inserting one statement each (history rows):
+    written together before the commit, or dropped with the writes that made them."""
+
+    def flush(self, conn: sqlite3.Connection) -> None: ...
+    def discard(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -78,8 +86,10 @@ class GroupCommitter:
         remover: Callable[[], Executor],
         conn: Callable[[], sqlite3.Connection],
         synchronous: str,
+        deferred: Deferred | None = None,
     ) -> None:
         self._executor = executor
+        self._deferred = deferred
         self._remover = remover
         self._conn = conn
         self._durable_mode = synchronous
@@ -235,17 +245,28 @@ class GroupCommitter:
         conn.execute("BEGIN IMMEDIATE")
         try:
             results: list[tuple[bool, Any]] = [(True, fn(conn)) for fn in fns]
+            self._flush(conn)
         except Exception as exc:
+            self._discard()
             conn.execute("ROLLBACK")
             if len(fns) == 1:
                 return [(False, exc)]
             return self._isolated(conn, fns)
         except BaseException:
+            self._discard()
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
         self._commit(conn)
         return results
+
+    def _flush(self, conn: sqlite3.Connection) -> None:
+        if self._deferred is not None:
+            self._deferred.flush(conn)
+
+    def _discard(self) -> None:
+        if self._deferred is not None:
+            self._deferred.discard()
 
     def _isolated(self, conn: sqlite3.Connection, fns: list[WriteFn]) -> list[tuple[bool, Any]]:
         results: list[tuple[bool, Any]] = []
@@ -255,7 +276,9 @@ class GroupCommitter:
                 conn.execute("SAVEPOINT write")
                 try:
                     value = fn(conn)
+                    self._flush(conn)
                 except Exception as exc:
+                    self._discard()
                     conn.execute("ROLLBACK TO write")
                     conn.execute("RELEASE write")
                     results.append((False, exc))
@@ -263,6 +286,7 @@ class GroupCommitter:
                     conn.execute("RELEASE write")
                     results.append((True, value))
         except BaseException:
+            self._discard()
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise

@@ -17,6 +17,7 @@ import pytest
 
 from r3mes_desktop.core import artifacts
 from r3mes_desktop.core.journal import Change, Journal, StaleStateError
+from r3mes_desktop.core.records import HistoryEntry
 from r3mes_desktop.core.txstate import TxState
 from tests.helpers.fakes import MINER, make_spec
 
@@ -217,3 +218,32 @@ async def test_close_waits_for_the_deletions_of_committed_changes(tmp_path: Path
     assert journal.write_stats.removed == 3
     with pytest.raises(RuntimeError, match="not open"):
         await journal.get("a")
+
+
+async def test_history_rows_of_a_batch_are_written_together_and_dropped_with_their_write(
+    journal: Journal,
+) -> None:
+    """History rows wait for the end of the batch (one statement for many): a write that
+    fails takes its rows with it, the others keep theirs, in order."""
+    for tx in ("a", "b"):
+        await journal.create(tx_id=tx, spec=make_spec(ord(tx)), miner=MINER, now=1.0, deadline=None)
+
+    def fails_after_queuing(conn: sqlite3.Connection) -> None:
+        journal._history.add([HistoryEntry("a", 9.0, "note", message="never")])
+        raise sqlite3.IntegrityError("refused")
+
+    notes = [HistoryEntry("b", 3.0 + i, "note", message=f"n{i}") for i in range(40)]
+    before = journal.write_stats.batches
+    results = await asyncio.gather(
+        journal.apply(Change("a", 2.0, state=TxState.TRAINING)),
+        journal._write(fails_after_queuing),
+        journal.append_history(notes),
+        journal.apply(Change("b", 50.0, state=TxState.TRAINING)),
+        return_exceptions=True,
+    )
+    assert isinstance(results[1], sqlite3.IntegrityError)
+    assert journal.write_stats.batches - before == 1
+    history_a, history_b = await journal.history("a"), await journal.history("b")
+    assert [h.new_state for h in history_a] == ["pending", "training"]
+    assert "never" not in [h.message for h in history_a]
+    assert history_b[1:-1] == notes and history_b[-1].new_state == "training"

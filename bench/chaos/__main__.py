@@ -15,6 +15,7 @@ import logging
 import os
 import platform
 import shutil
+import subprocess
 import sys
 import time
 from collections.abc import Coroutine, Iterator
@@ -51,6 +52,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=Path("build/chaos"), help="work dir (wiped)")
     p.add_argument("--report", type=Path, help="also write the markdown report here")
     p.add_argument("--quiet", action="store_true", help="print the one-line summary only")
+    p.add_argument(
+        "--parallel",
+        action="store_true",
+        help="run the crash part in its own process while the chaos part runs (both checked "
+        "as always; on 2 cores they slow each other down, so the timings are not comparable)",
+    )
     args = p.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # the command, also under pytest
     for name in ("transactions", "crashes", "sigterms"):
@@ -120,13 +127,24 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         "seed": args.seed,
     }
     t0 = time.perf_counter()
-    if args.transactions:
-        setup_logging(directory=out / "chaos" / "logs", console=False)
-        try:
-            report["chaos"] = await _part("chaos", _chaos(out / "chaos", args))
-        finally:
-            teardown_logging()
-    if args.crashes or args.sigterms:
+    crashing = args.crashes or args.sigterms
+    beside = _start_crash_part(out / "crash-part", args) if crashing and args.parallel else None
+    try:
+        if beside is not None:
+            report["parallel"] = True
+        if args.transactions:
+            setup_logging(directory=out / "chaos" / "logs", console=False)
+            try:
+                report["chaos"] = await _part("chaos", _chaos(out / "chaos", args))
+            finally:
+                teardown_logging()
+        if beside is not None:
+            crash_part = _crash_part_result(beside, out / "crash-part")
+            report["crash"] = await _part("crash", crash_part)
+    finally:
+        if beside is not None and beside.poll() is None:  # interrupted: leave nothing behind
+            stop_tree(beside)
+    if crashing and beside is None:
         setup_logging(directory=out / "crash" / "harness-logs", console=False)
         try:
             report["crash"] = await _part("crash", _crash(out / "crash", args))
@@ -136,6 +154,55 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         report["bad_inputs"] = await _part("bad_inputs", _bad(out / "bad"))
     report["seconds"] = round(time.perf_counter() - t0, 1)
     return report
+
+
+def _start_crash_part(out: Path, args: argparse.Namespace) -> subprocess.Popen[bytes]:
+    """`--parallel`: the crash part as its own `python -m bench.chaos` process (its own work
+    dir, environment and log files), started now."""
+    command = [
+        sys.executable, "-m", "bench.chaos",
+        "--transactions", "0",
+        "--crashes", str(args.crashes),
+        "--sigterms", str(args.sigterms),
+        "--no-bad-inputs",
+        "--max-uptime", str(args.max_uptime),
+        "--seed", str(args.seed),
+        "--out", str(out),
+        "--quiet",
+    ]  # fmt: skip
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+
+async def _crash_part_result(proc: subprocess.Popen[bytes], out: Path) -> dict[str, Any]:
+    """The crash section of the parallel crash part's report, once it exits."""
+    try:
+        output, _ = await asyncio.to_thread(proc.communicate)
+    finally:
+        if proc.poll() is None:  # cancelled or interrupted: stop it and what it started
+            stop_tree(proc)
+    report_file = out / "report.json"
+    if not report_file.exists():
+        tail = " | ".join(output.decode(errors="replace").strip().splitlines()[-3:])
+        raise RuntimeError(f"the crash part exited with {proc.returncode}, no report: {tail}")
+    section: dict[str, Any] = json.loads(report_file.read_text())["crash"]
+    return section
+
+
+def stop_tree(proc: subprocess.Popen[bytes]) -> None:
+    """SIGKILL a harness process and what it started (its miner runs in a session of its
+    own, which a signal to the harness alone would leave running)."""
+    import psutil
+
+    try:
+        tree = [psutil.Process(proc.pid)]
+        tree += tree[0].children(recursive=True)
+    except psutil.NoSuchProcess:
+        tree = []
+    for p in tree:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            p.kill()
+    psutil.wait_procs(tree, timeout=30)
+    proc.wait(timeout=30)
 
 
 async def _part(name: str, run: Coroutine[Any, Any, dict[str, Any]]) -> dict[str, Any]:

@@ -29,20 +29,24 @@ CHAOS_SETTINGS: dict[str, Any] = {
     "breaker_open_timeout": 1.0,
     "call_timeout": 10.0,
     "transaction_timeout": 300.0,
-    "max_active_transactions": 4,
+    "max_active_transactions": 16,
     "model_preset": "tiny",
 }
-"""Short waits so thousands of transactions fit in minutes; the breaker still opens."""
+"""Short waits so thousands of transactions fit in minutes; the breaker still opens. Up to
+16 transactions in flight: submissions parked in doubt behind an open breaker are re-driven
+in bulkhead slots, and with 4 slots a growing backlog of them starved new rounds (200
+transactions: 19 started per 30 s at first, 7 at the end; with 16 a steady 22-28)."""
 ROUND_TTL_S = 90.0
 STALE_NONCE_S = 10.0
 """The devnet's refill of an abandoned signature's nonce (30 s in the app's devnet, 600 s
 on a real chain): a signed submission waits for its broadcast at most a few seconds here
 (4 retries of at most 0.2 s, a 1 s breaker), and every parked submission behind a gap waited
 the full 30 s, which was most of each reconciling start."""
-OPERATOR_INTERVAL_S = 0.25
+OPERATOR_INTERVAL_S = 0.5
 MINER_POLL_S = 0.1
 FINISH_LIMIT_S = 120.0
-FEED_INTERVAL_S = 0.25  # a sqlite read of the journal; as often as the operator's pass
+FEED_INTERVAL_S = 0.5  # a sqlite read of the journal; as often as the operator's pass
+MAINTENANCE_INTERVAL_S = 2.0  # the app's is 15 s; parked submissions re-driven this often
 MAX_EXTRA_ROUNDS = 40  # the contract holds at most 64 open rounds
 RECONCILE_LIMIT_S = 120.0  # > the devnet's 30 s nonce refill plus a receipt wait
 STALL_S = 2 * ROUND_TTL_S  # no new transaction for this long: the miner is stuck
@@ -77,10 +81,10 @@ async def _open(settings: Any, data_dir: Path, *, mining: bool = True) -> Any:
         data_dir=data_dir,
         # Each operator pass is two contract views in the devnet's EVM (pure Python, 28 ms
         # a pass measured on the shared 2-core machine): every 0.1 s that is a quarter of a
-        # core; every 0.25 s still tops rounds up well before the miner runs out.
+        # core; every 0.5 s still tops rounds up (several per pass) before the miner runs out.
         operator_interval_s=OPERATOR_INTERVAL_S,
         miner_poll_s=MINER_POLL_S,
-        maintenance_interval_s=1.0,
+        maintenance_interval_s=MAINTENANCE_INTERVAL_S,
         settings_overrides={},
         warm_trainer=mining,
     )
@@ -120,6 +124,9 @@ def run_settings() -> dict[str, Any]:
         "devnet operator_interval_s": OPERATOR_INTERVAL_S,
         "devnet rounds kept open": "3 + one per round with a transaction running",
         "miner_poll_s": MINER_POLL_S,
+        "maintenance_interval_s (outbox, undo retries, parked submissions)": (
+            MAINTENANCE_INTERVAL_S
+        ),
         "devnet rounds": _round_template(),
         "fault plan": {k: v for k, v in CHAOS_PLAN.items() if isinstance(v, dict)},
     }

@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import logging
 import sqlite3
+import threading
 from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
@@ -37,6 +38,11 @@ log = logging.getLogger(__name__)
 
 def _nothing() -> None:
     """Queued behind the deletions: when it has run, so have they."""
+
+
+def _fail(fut: asyncio.Future[Any], exc: BaseException) -> None:
+    if not fut.done():
+        fut.set_exception(exc)
 
 
 WriteFn = Callable[[sqlite3.Connection], Any]
@@ -70,14 +76,18 @@ class BatchStats:
     removed: int = 0
 
 
+Item = tuple[Write, "asyncio.Future[Any]"]
+
+
 class GroupCommitter:
     """Batches writes for the journal thread (see the module doc).
 
-    The hand-offs are plain callbacks, not `run_in_executor` futures: the batch goes to the
-    journal executor with `submit`, and the journal thread hands the results back with one
-    `call_soon_threadsafe`, which also starts the next batch. Deletions go to their own
-    thread and never wake the loop; `drain` waits for them with a no-op queued behind them
-    (that thread runs its work in order)."""
+    The journal thread drives the batches: when one is committed it hands the results to
+    the loop (one `call_soon_threadsafe`) and takes what queued meanwhile as the next
+    batch at once, without waiting for the loop to wake up. One batch per executor job,
+    so the journal's other calls (queries, maintenance) queued on the same thread run in
+    between. Deletions go to their own thread and never wake the loop; `drain` waits for
+    them with a no-op queued behind them (that thread runs its work in order)."""
 
     def __init__(
         self,
@@ -94,8 +104,10 @@ class GroupCommitter:
         self._conn = conn
         self._durable_mode = synchronous
         self._mode: str | None = None  # what the connection is set to now (None: unknown)
-        self._queue: list[tuple[Write, asyncio.Future[Any]]] = []
-        self._in_flight: asyncio.AbstractEventLoop | None = None  # loop awaiting a batch
+        self._lock = threading.Lock()  # guards _queue and _running (loop + journal thread)
+        self._queue: list[Item] = []
+        self._running = False  # a batch job is queued or running on the journal thread
+        self._start_loop: asyncio.AbstractEventLoop | None = None  # a start is pending there
         self._idle: list[asyncio.Future[None]] = []  # drain() calls waiting for no batch
         self._removing = False  # deletions were queued since the last drain
         self.stats = BatchStats()
@@ -107,17 +119,25 @@ class GroupCommitter:
     async def submit(self, write: Write) -> Any:
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[Any] = loop.create_future()
-        self._queue.append((write, fut))
-        if self._in_flight is not loop:  # none in flight (or only for a loop now gone)
-            # started on the next turn of the loop: writes queued in this turn join it
-            self._in_flight = loop
-            loop.call_soon(self._start, loop)
+        with self._lock:
+            self._queue.append((write, fut))
+            # a start left pending on a loop that closed before running it would hold
+            # every later write: start again
+            stale = self._start_loop is not None and self._start_loop.is_closed()
+            start, self._running = not self._running or stale, True
+        if start:  # on the next turn of the loop: writes queued in this turn join the batch
+            self._start_loop = loop
+            loop.call_soon(self._start)
         return await fut
+
+    def _busy(self) -> bool:
+        with self._lock:
+            return self._running or bool(self._queue)
 
     async def drain(self) -> None:
         """Wait for the queued writes and the deletions they asked for."""
         loop = asyncio.get_running_loop()
-        while self._queue or self._in_flight is loop:
+        while self._busy():
             waiter: asyncio.Future[None] = loop.create_future()
             self._idle.append(waiter)
             await waiter
@@ -125,61 +145,69 @@ class GroupCommitter:
             self._removing = False
             await loop.run_in_executor(self._remover(), _nothing)
 
-    def _start(self, loop: asyncio.AbstractEventLoop) -> None:
-        batch, self._queue = self._queue, []
-        self._in_flight = loop
-        if not batch:
-            self._in_flight = None
-            self._wake_idle()
-            return
+    def _start(self) -> None:
+        """Queue a batch job on the journal thread (from the loop or the journal thread)."""
+        self._start_loop = None
         try:
-            self._executor().submit(self._run_and_hand_back, loop, batch)
-        except BaseException as exc:  # the journal is closed
-            self._in_flight = None
-            self._hand_back(loop, batch, exc)
+            self._executor().submit(self._run_one)
+        except BaseException as exc:  # the journal is closed: fail what is queued
+            with self._lock:
+                batch, self._queue = self._queue, []
+                self._running = False
+            for _, fut in batch:
+                with contextlib.suppress(RuntimeError):
+                    fut.get_loop().call_soon_threadsafe(_fail, fut, exc)
             if not isinstance(exc, Exception):
                 raise
 
-    def _run_and_hand_back(
-        self, loop: asyncio.AbstractEventLoop, batch: list[tuple[Write, asyncio.Future[Any]]]
-    ) -> None:
-        """On the journal thread: run the batch, then give the results to the loop."""
-        outcome: list[tuple[bool, Any]] | BaseException
-        try:
-            outcome = self.run_batch([write for write, _ in batch])
-        except BaseException as exc:
-            outcome = exc
-        if isinstance(outcome, list):
-            removals = [
-                path
-                for (write, _), (ok, _) in zip(batch, outcome, strict=True)
-                if ok
-                for path in write.remove_after
-            ]
-            if removals:  # committed: delete on the remover thread, not this one
-                try:
-                    self._remover().submit(self._remove_all, removals)
-                    self._removing = True
-                except RuntimeError as exc:  # closing: a leftover file is only disk space
-                    log.warning("could not queue %d deletions: %s", len(removals), exc)
-        with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
-            loop.call_soon_threadsafe(self._hand_back, loop, batch, outcome)
+    def _run_one(self) -> None:
+        """On the journal thread: take the queued writes, commit them, hand the results
+        back, and queue the next job if more writes came in meanwhile."""
+        with self._lock:
+            batch, self._queue = self._queue, []
+        outcome: list[tuple[bool, Any]] | BaseException = []
+        if batch:
+            try:
+                outcome = self.run_batch([write for write, _ in batch])
+            except BaseException as exc:
+                outcome = exc
+            if isinstance(outcome, list):
+                self._remove_committed(batch, outcome)
+        with self._lock:
+            more = bool(self._queue)
+            self._running = more
+        if batch:
+            loop = batch[0][1].get_loop()
+            with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
+                loop.call_soon_threadsafe(self._hand_back, batch, outcome)
+        elif not more:
+            for waiter in list(self._idle):
+                with contextlib.suppress(RuntimeError):
+                    waiter.get_loop().call_soon_threadsafe(self._wake_idle)
+        if more:
+            self._start()
+
+    def _remove_committed(self, batch: list[Item], outcome: list[tuple[bool, Any]]) -> None:
+        removals = [
+            path
+            for (write, _), (ok, _) in zip(batch, outcome, strict=True)
+            if ok
+            for path in write.remove_after
+        ]
+        if removals:  # committed: delete on the remover thread, not this one
+            try:
+                self._remover().submit(self._remove_all, removals)
+                self._removing = True
+            except RuntimeError as exc:  # closing: a leftover file is only disk space
+                log.warning("could not queue %d deletions: %s", len(removals), exc)
 
     def _hand_back(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        batch: list[tuple[Write, asyncio.Future[Any]]],
-        outcome: list[tuple[bool, Any]] | BaseException,
+        self, batch: list[Item], outcome: list[tuple[bool, Any]] | BaseException
     ) -> None:
-        """On the loop: start the next batch, then resolve this one's futures."""
-        if self._in_flight is loop:
-            self._in_flight = None
-            if self._queue:
-                self._start(loop)
+        """On the loop: resolve the batch's futures."""
         if isinstance(outcome, BaseException):
             for _, fut in batch:
-                if not fut.done():
-                    fut.set_exception(outcome)
+                _fail(fut, outcome)
         else:
             for (_, fut), (ok, value) in zip(batch, outcome, strict=True):
                 if fut.done():
@@ -188,10 +216,11 @@ class GroupCommitter:
                     fut.set_result(value)
                 else:
                     fut.set_exception(value)
-        if self._in_flight is not loop and not self._queue:
-            self._wake_idle()
+        self._wake_idle()
 
     def _wake_idle(self) -> None:
+        if not self._idle or self._busy():
+            return
         idle, self._idle = self._idle, []
         for waiter in idle:
             if not waiter.done():

@@ -247,3 +247,35 @@ async def test_history_rows_of_a_batch_are_written_together_and_dropped_with_the
     assert [h.new_state for h in history_a] == ["pending", "training"]
     assert "never" not in [h.message for h in history_a]
     assert history_b[1:-1] == notes and history_b[-1].new_state == "training"
+
+
+async def test_a_query_queued_while_writes_stream_in_runs_between_batches(
+    journal: Journal,
+) -> None:
+    """The journal thread chains batches itself, one job each: a query queued meanwhile
+    runs before the next batch rather than after the stream of writes ends."""
+    release = threading.Event()
+    started = threading.Event()
+
+    def slow(conn: sqlite3.Connection) -> None:
+        started.set()
+        release.wait(5)
+
+    first = asyncio.ensure_future(journal._write(slow))
+    assert await asyncio.to_thread(started.wait, 5)
+    creates = [
+        asyncio.ensure_future(
+            journal.create(tx_id=f"t{i}", spec=make_spec(i), miner=MINER, now=1.0, deadline=None)
+        )
+        for i in range(3)
+    ]
+    await asyncio.sleep(0)
+    count = asyncio.ensure_future(
+        journal.run(lambda conn: conn.execute("SELECT COUNT(*) FROM transactions").fetchone()[0])
+    )
+    await asyncio.sleep(0)
+    release.set()
+    await first
+    assert await count == 0  # ran before the batch of creates queued ahead of it
+    assert [rec.id for rec in await asyncio.gather(*creates)] == ["t0", "t1", "t2"]
+    await journal.settle()

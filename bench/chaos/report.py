@@ -136,7 +136,9 @@ processes, journal and fault plan are the real ones throughout):
   spawned first and overlaps them, which shortens recovery after each restart.
 - The reconciling start ran once: a submission parked in doubt (behind an abandoned
   nonce, refilled after 30 s) could still be unfinished when it closed. It now runs until
-  nothing is unfinished (120 s at most; whatever is left is a violation).
+  nothing is unfinished (300 s at most; whatever is left is a violation). 120 s was too
+  short for a 250-transaction run: its last submissions were parked behind some 40
+  abandoned nonces, which new signatures (task completions) refill about one a second.
 - Crash run: a miner killed in its very first start can leave a journal file without
   tables, which read as "unreadable" and stopped the run; the next start's leftovers are
   now awaited before it begins (killed workers reaped, not only signalled).

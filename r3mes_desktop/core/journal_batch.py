@@ -16,6 +16,9 @@ Why it looks like this:
 - Optimistic: no SAVEPOINT per write; if one write raises, the batch is rolled back and
   replayed with a SAVEPOINT around each write, so it fails alone. Writes are pure
   functions of the connection, so replaying them is safe.
+- Rows many writes add (history) are `Deferred`: inserted together just before the commit
+  (per write, inside its SAVEPOINT, when replaying), so a batch pays one statement for
+  them, not one per write.
 """
 
 from __future__ import annotations

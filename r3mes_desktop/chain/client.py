@@ -33,6 +33,7 @@ from r3mes_desktop.chain.transport import CallReverted, ChainTransport, TxReject
 from r3mes_desktop.core.clock import SYSTEM_CLOCK, Clock
 from r3mes_desktop.core.errors import (
     AuthenticationError,
+    R3mesError,
     ResourceError,
     TimeoutNetworkError,
     ValidationError,
@@ -264,37 +265,106 @@ class ChainClient:
                     service="chain",
                 )
             nonce, supersede = await self._pick_nonce()
-            signed = await asyncio.to_thread(  # scrypt-free but ~ms of ECDSA: off the loop
-                self._account.sign_transaction,
+            record = await self._sign_record(
                 {
-                    "type": 2,
-                    "chainId": self.chain_id,
-                    "nonce": nonce,
                     "to": self.contract_address,
                     "data": data,
-                    "value": 0,
                     "gas": gas,
                     "maxFeePerGas": max_fee,
                     "maxPriorityFeePerGas": min(tip, max_fee),
                 },
-            )
-            record = SignedRecord(
-                tx_hash="0x" + bytes(signed.hash).hex(),
                 nonce=nonce,
-                payload_key=key,
-                raw=bytes(signed.raw_transaction),
-                created=self._clock.time(),
-                state="signed",
-            )
-            await asyncio.to_thread(
-                self._nonces.record,
-                account=self._address,
-                chain_id=self.chain_id,
-                record=record,
+                key=key,
                 supersede=supersede,
             )
             log.info("signed %s: tx %s nonce %d gas %d", what, record.tx_hash, nonce, gas)
             return SignedSubmission(record.raw, record.tx_hash, nonce)
+
+    async def _sign_record(
+        self, fields: dict[str, Any], *, nonce: int, key: str, supersede: str | None
+    ) -> SignedRecord:
+        """Sign a type-2 transaction with `nonce` and store it (advancing the durable next
+        nonce) before anyone may broadcast it: intent before effect."""
+        signed = await asyncio.to_thread(  # scrypt-free but ~ms of ECDSA: off the loop
+            self._account.sign_transaction,
+            {"type": 2, "chainId": self.chain_id, "nonce": nonce, "value": 0, **fields},
+        )
+        record = SignedRecord(
+            tx_hash="0x" + bytes(signed.hash).hex(),
+            nonce=nonce,
+            payload_key=key,
+            raw=bytes(signed.raw_transaction),
+            created=self._clock.time(),
+            state="signed",
+        )
+        await asyncio.to_thread(
+            self._nonces.record,
+            account=self._address,
+            chain_id=self.chain_id,
+            record=record,
+            supersede=supersede,
+        )
+        return record
+
+    async def fill_nonce_gaps(self) -> int:
+        """Send a zero-value transfer to ourselves for every nonce below our highest live
+        signature that nothing live will use (a signature refused or abandoned before its
+        broadcast, or one never seen by the node after `stale_nonce_s`).
+
+        Why: a node mines an account's transactions in nonce order, so one hole parks every
+        later submission; `_pick_nonce` fills holes only when something new is signed, and a
+        miner that signs nothing new (stopped, no open round) would wait forever. Returns
+        how many fillers were sent."""
+        sent = 0
+        async with self._nonce_lock:
+            pending = await self._call("chain.nonce", self._transport.nonce, self._address)
+            live = await asyncio.to_thread(
+                self._nonces.unlanded_from, self._address, self.chain_id, pending
+            )
+            if not live:
+                return 0
+            by_nonce = {r.nonce: r for r in live}
+            top = max(by_nonce)
+            for n in range(pending, top):
+                holder = by_nonce.get(n)
+                if holder is not None and not await self._abandoned(holder):
+                    continue
+                max_fee, tip = await self._call("chain.fee_params", self._transport.fee_params)
+                filler = await self._sign_record(
+                    {
+                        "to": self._address,
+                        "data": b"",
+                        "gas": 21_000,
+                        "maxFeePerGas": max_fee,
+                        "maxPriorityFeePerGas": min(tip, max_fee),
+                    },
+                    nonce=n,
+                    key=f"nonce-filler:{self.chain_id}:{n}",
+                    supersede=None if holder is None else holder.tx_hash,
+                )
+                await self._send_filler(filler)
+                sent += 1
+        if sent:
+            log.warning("filled %d nonce gap(s) below nonce %d with empty transfers", sent, top)
+        return sent
+
+    async def _abandoned(self, record: SignedRecord) -> bool:
+        """A live signature the node has never seen, older than `stale_nonce_s`."""
+        if self._clock.time() - record.created < self.stale_nonce_s:
+            return False
+        return not await self._call(
+            "chain.transaction", self._transport.transaction, record.tx_hash
+        )
+
+    async def _send_filler(self, record: SignedRecord) -> None:
+        try:
+            await self._call("chain.broadcast", self._transport.send_raw, record.raw)
+        except TxRejected as exc:
+            if exc.kind != "already_known":
+                await asyncio.to_thread(self._nonces.mark, record.tx_hash, "superseded")
+                raise rejection_error(
+                    exc.kind, exc.message, where=self.description, account=self._address
+                ) from None
 
     async def _still_valid(self, record: SignedRecord) -> bool:
         """Can these signed bytes still be (or have they been) mined?"""
@@ -339,12 +409,24 @@ class ChainClient:
         if await self.receipt(signed.tx_hash) is not None:
             return
         try:
-            await self._call("chain.broadcast", self._transport.send_raw, signed.raw)
+            try:
+                await self._call("chain.broadcast", self._transport.send_raw, signed.raw)
+            except TxRejected as exc:  # a node without a queue refuses bytes behind a hole
+                if exc.kind != "nonce_gap" or not await self.fill_nonce_gaps():
+                    raise
+                await self._call("chain.broadcast", self._transport.send_raw, signed.raw)
         except AuthenticationError:
             await self._refused(signed)  # HTTP 401/403: the gateway never forwarded the bytes
             raise
         except TxRejected as exc:
             if exc.kind == "already_known":
+                # A node with a queue keeps bytes behind a hole and answers a re-send so:
+                # they are mined only once the holes below them are filled. The bytes are
+                # in; a filler that fails now is tried again at the next re-send.
+                try:
+                    await self.fill_nonce_gaps()
+                except R3mesError as fill_error:
+                    log.warning("could not fill nonce gaps yet: %s", fill_error)
                 return
             if exc.kind in ("insufficient_funds", "invalid_signature"):
                 await self._refused(signed)

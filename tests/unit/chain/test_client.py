@@ -141,6 +141,38 @@ async def test_a_refused_transaction_gives_its_nonce_back_at_once(tmp_path) -> N
     await devnet.close()
 
 
+async def test_a_submission_behind_a_hole_fills_it_and_lands_without_a_new_signature(
+    tmp_path,
+) -> None:
+    """Nonce N refused (a hole), N+1 never sent and stale, N+2 parked behind them: its
+    re-send fills both with empty transfers to ourselves and lands, although nothing new
+    is signed (a stopped miner must not wait for the next round to unblock its work)."""
+    clock = ManualClock()
+    devnet = await open_devnet(tmp_path, clock=clock)
+    devnet.chain._transport = _RefusingOnce(devnet.evm, "insufficient_funds")
+    a, b, c = await devnet.chain.open_rounds()
+    start = await devnet.evm.nonce(devnet.miner_address)
+    refused = await _submission(devnet, a)
+    abandoned = await _submission(devnet, b, tag="b")
+    parked = await _submission(devnet, c, tag="c")
+    with pytest.raises(AuthenticationError):
+        await devnet.chain.broadcast(refused)
+    with pytest.raises(NetworkError, match="not accepted yet"):  # N+1 may still be sent
+        await devnet.chain.broadcast(parked)
+    assert await devnet.evm.nonce(devnet.miner_address) == start + 1  # N filled at once
+
+    await clock.sleep(devnet.chain.stale_nonce_s + 1)
+    await devnet.chain.broadcast(parked)
+    assert (await devnet.chain.wait_receipt(parked.tx_hash, timeout_s=5)).success
+    assert await devnet.evm.nonce(devnet.miner_address) == start + 3  # 2 fillers + ours
+    assert (await devnet.chain.submission_of(c.round_id)).cid == "bafkreiaaaa"
+    assert await devnet.chain.submission_of(b.round_id) is None
+    with pytest.raises(NonceConsumedError, match="sign the submission again"):
+        await devnet.chain.broadcast(abandoned)
+    assert await devnet.chain.fill_nonce_gaps() == 0  # nothing live above the account
+    await devnet.close()
+
+
 async def test_wait_receipt_times_out_on_the_injected_clock(tmp_path) -> None:
     clock = ManualClock()
     devnet = await open_devnet(tmp_path, clock=clock)

@@ -121,6 +121,7 @@ async def test_broadcast_rejections_are_classified(tmp_path, message, outcome) -
         "eth_getCode": "0x6000",
         "eth_getTransactionReceipt": None,
         "eth_getTransactionByHash": None,
+        "eth_getTransactionCount": "0x4",  # "already known" looks for holes below
         "eth_sendRawTransaction": {"error": {"code": -32000, "message": message}},
     }
     async with rpc_server(answers) as server:

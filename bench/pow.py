@@ -16,9 +16,10 @@ the same run shows what the machine itself scales to at that moment.
 
 This VM's speed drifts by +-20% over a few seconds, so best-of-each can pair a lucky 1-process
 run with an unlucky N-process one (openssl's own -multi read 0.98-1.15 of linear that way).
-The scaling figure is therefore also taken as the median of back-to-back pairs (1 process,
-then N, order alternating), the same hasher on both sides, and the same pairing is applied to
-openssl speed: a ratio per pair shares its time window, the median drops the outliers.
+The scaling and per-core figures are therefore also taken as medians of back-to-back pairs
+(order alternating; the same hasher on both sides of a scaling pair), and the same pairing is
+applied to openssl speed's own scaling: a ratio per pair shares its time window, the median
+drops the outliers.
 Targets: >= 0.5 of openssl per core, >= 0.95 linear scaling.
 """
 
@@ -105,6 +106,24 @@ def _spread(ratios: list[float]) -> str:
     )
 
 
+def cpu_times() -> list[int]:
+    """The aggregate `cpu` line of /proc/stat (user ... steal), or [] off Linux."""
+    try:
+        with open("/proc/stat", encoding="ascii") as f:
+            return [int(x) for x in f.readline().split()[1:9]]
+    except OSError:
+        return []
+
+
+def steal_share(before: list[int], after: list[int]) -> float | None:
+    """Share of CPU time the hypervisor gave to other guests between two readings: a VM's
+    benchmark figures mean little when this is high."""
+    if len(before) < 8 or len(after) < 8:
+        return None
+    total = sum(after) - sum(before)
+    return (after[7] - before[7]) / total if total else None
+
+
 def _m(rate: float) -> str:
     return f"{rate / 1e6:6.3f}"
 
@@ -117,6 +136,7 @@ def main() -> None:
     args = parser.parse_args()
     cores = os.cpu_count() or 1
     load_before = os.getloadavg()[0]
+    cpu_before = cpu_times()
     ssl_runs: list[float] = []
     ssl_all_runs: list[float] = []
     single: dict[str, list[Run]] = {"auto": [], "openssl": [], "builtin": []}
@@ -196,8 +216,16 @@ def main() -> None:
         cores,
     )
     print(f"scaling, paired ({picked})    : {_spread(ours)}; target >= 0.95")
+    stolen = steal_share(cpu_before, cpu_times())
     if ssl:
         secs = max(1, round(args.seconds))
+        per_core = paired_scaling(  # "cores" = 1: the ratio ours / openssl's, one core each
+            lambda: openssl_hashes_per_s(secs) or 0.0,
+            lambda: search_rate(1, args.seconds, hasher=picked).rate,
+            args.pairs,
+            1,
+        )
+        print(f"per core vs openssl, paired : {_spread(per_core)}; target >= 0.5")
         theirs = paired_scaling(
             lambda: openssl_hashes_per_s(secs) or 0.0,
             lambda: openssl_hashes_per_s(secs, cores) or 0.0,
@@ -205,6 +233,11 @@ def main() -> None:
             cores,
         )
         print(f"openssl -multi {cores}, paired     : {_spread(theirs)}")
+    if stolen is not None:
+        print(
+            f"CPU time stolen by the hypervisor: {stolen:.1%} up to the paired scaling "
+            f"(figures taken while it is above a few % are noise)"
+        )
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ bench: setup
 # Chaos, crash and bad-input runs with invariants checked against the chain (long: see
 # docs/reliability.md for the figures of the last run and smaller commands).
 chaos: setup
-	$(BIN)/python -m bench.chaos --report docs/reliability.md
+	$(BIN)/python -m bench.chaos --parallel --report docs/reliability.md
 
 # The desktop bundle (dist/r3mes-desktop/, several minutes: torch). Not part of `make test`.
 package: setup

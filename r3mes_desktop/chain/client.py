@@ -325,11 +325,14 @@ class ChainClient:
                 return 0
             by_nonce = {r.nonce: r for r in live}
             top = max(by_nonce)
+            fees: tuple[int, int] | None = None
             for n in range(pending, top):
                 holder = by_nonce.get(n)
                 if holder is not None and not await self._abandoned(holder):
                     continue
-                max_fee, tip = await self._call("chain.fee_params", self._transport.fee_params)
+                if fees is None:  # one fee reading serves every filler of this pass
+                    fees = await self._call("chain.fee_params", self._transport.fee_params)
+                max_fee, tip = fees
                 filler = await self._sign_record(
                     {
                         "to": self._address,

@@ -13,7 +13,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
-from r3mes_desktop.cli import commands_keys, commands_read
+from r3mes_desktop.cli import arg_types, commands_keys, commands_read
 from r3mes_desktop.cli.context import CliContext
 from r3mes_desktop.cli.exit_codes import CliError, ExitCode, exit_code_for
 from r3mes_desktop.cli.output import Output
@@ -27,26 +27,6 @@ EPILOG = """exit codes:
   0 ok, 1 error, 2 usage, 3 config invalid, 4 auth/keystore, 5 service unreachable,
   6 not found, 7 busy (another miner uses this data dir), 8 check failed,
   130 interrupted (SIGINT), 143 terminated (SIGTERM) - both after a clean shutdown"""
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-    return value
-
-
-def _limit(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if not 1 <= value <= 100_000:
-        raise argparse.ArgumentTypeError(f"accepted 1..100000, got {value}")
-    return value
 
 
 def _password_options(p: argparse.ArgumentParser) -> None:
@@ -113,13 +93,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=commands_read.cmd_status)
 
     p = sub.add_parser("stats", help="statistics from the journal (the seeds' keys)")
-    p.add_argument("--window", type=_positive_float, default=3600.0, help="seconds (3600)")
+    p.add_argument("--window", type=arg_types.positive_float, default=3600.0, help="seconds (3600)")
     p.add_argument("--errors", action="store_true", help="include the error analysis")
     p.set_defaults(func=commands_read.cmd_stats)
 
     p = sub.add_parser("transactions", help="list transactions, newest first")
     p.add_argument("--state", action="append", help="only this state (repeatable)")
-    p.add_argument("--limit", type=_limit, default=50)
+    p.add_argument("--limit", type=arg_types.count, default=50)
     p.set_defaults(func=commands_read.cmd_transactions)
 
     p = sub.add_parser("verify", help="verify a journaled submission like a validator")

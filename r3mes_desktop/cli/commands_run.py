@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from r3mes_desktop.cli import commands_read, secrets_input
+from r3mes_desktop.cli import arg_types, commands_read, secrets_input
 from r3mes_desktop.cli.context import CliContext
 from r3mes_desktop.cli.exit_codes import CliError, ExitCode
 from r3mes_desktop.cli.output import Progress, format_table
@@ -45,6 +45,12 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--api", action="store_true", help="serve the local monitoring API")
     p.add_argument("--api-port", type=int, help="port for the API (default: settings api_port)")
     p.add_argument("--fast", action="store_true", help="devnet demo: tiny model, short rounds")
+    p.add_argument(
+        "--round-steps",
+        type=arg_types.count,
+        metavar="N",
+        help="devnet rounds: training steps per round (1..100000; default 20, 8 with --fast)",
+    )
     _add_password_options(p)
     p.set_defaults(func=cmd_run)
 
@@ -104,11 +110,10 @@ async def open_runtime(
     from r3mes_desktop.runtime import Runtime, RuntimeOptions
 
     prompt = _password_prompt(args) if args is not None else None
-    options = (
-        RuntimeOptions.fast(password_prompt=prompt)
-        if fast
-        else RuntimeOptions(password_prompt=prompt)
-    )
+    changes: dict[str, Any] = {"password_prompt": prompt}
+    if getattr(args, "round_steps", None) is not None:
+        changes["round_steps"] = args.round_steps
+    options = RuntimeOptions.fast(**changes) if fast else RuntimeOptions(**changes)
     runtime = Runtime(ctx.settings, options=options)
     try:
         await runtime.open()

@@ -14,6 +14,7 @@ from typing import Any, TextIO
 
 from r3mes_desktop.api.protocol import plain
 from r3mes_desktop.core.events import Event, StepProgress, TransactionStateChanged
+from r3mes_desktop.notices import short_id
 from r3mes_desktop.redact import redact
 
 
@@ -88,7 +89,7 @@ class Progress:
         self.tty = self.stream.isatty() if tty is None else tty
         self.plain_interval_s = plain_interval_s
         self._clock = clock
-        self._last_key: tuple[str, str] | None = None
+        self._last_key: tuple[str, str, str] | None = None
         self._last_plain = float("-inf")
         self._width = 0
 
@@ -101,17 +102,17 @@ class Progress:
                 if isinstance(value, int | float):
                     extras.append(f"{key.split('_')[0]} {value:,.4g}{unit}")
             line = (
-                f"{event.transaction_id[:12]} {event.step:<17} {event.fraction * 100:5.1f}%  "
+                f"{short_id(event.transaction_id)} {event.step:<17} {event.fraction * 100:5.1f}%  "
                 + "  ".join(extras)
             )
-            self._show((event.transaction_id, event.step), line.rstrip())
+            self._show(("progress", event.transaction_id, event.step), line.rstrip())
         elif isinstance(event, TransactionStateChanged):
-            line = f"{event.transaction_id[:12]} round {event.round_id}: {event.new_state}"
+            line = f"{short_id(event.transaction_id)} round {event.round_id}: {event.new_state}"
             if event.error_message:
                 line += f" ({event.error_category}: {event.error_message})"
-            self._show((event.transaction_id, event.new_state), line, force=True)
+            self._show(("state", event.transaction_id, event.new_state), line, force=True)
 
-    def _show(self, key: tuple[str, str], line: str, *, force: bool = False) -> None:
+    def _show(self, key: tuple[str, str, str], line: str, *, force: bool = False) -> None:
         line = redact(line)
         if self.tty:
             pad = max(0, self._width - len(line))

@@ -32,7 +32,7 @@ def test_terminal_progress_rewrites_one_line() -> None:
     )
     progress.finish()
     text = out.getvalue()
-    assert text.startswith("\rmining_tx_ab training")
+    assert text.startswith("\rabcdef12 training")  # the id people tell apart
     assert "25.0%" in text and "tokens 812 tok/s" in text and "50.0%" in text
     assert text.count("\n") == 1 and text.endswith("\n")
     assert text.rstrip().endswith("round 3: ipfs_upload")  # padded over the longer line
@@ -49,6 +49,24 @@ def test_plain_progress_prints_on_change_and_then_every_interval() -> None:
     lines = out.getvalue().splitlines()
     assert len(lines) == 2 and "10.0%" in lines[0] and "30.0%" in lines[1]
     assert "\r" not in out.getvalue()
+
+
+def test_plain_progress_shows_the_first_figures_right_after_the_state_line() -> None:
+    """A step's state line ("round 3: training") and its first progress figures are two
+    things to print: the figures must not wait for the interval behind the state line."""
+    out = io.StringIO()
+    progress = Progress(stream=out, tty=False, plain_interval_s=30, clock=lambda: 0.0)
+    progress.on_event(
+        TransactionStateChanged(
+            transaction_id="mining_tx_abcdef123456789",
+            round_id=3,
+            old_state="pending",
+            new_state="training",
+        )
+    )
+    progress.on_event(_step(0.1, loss=4.5))
+    lines = out.getvalue().splitlines()
+    assert lines == ["abcdef12 round 3: training", "abcdef12 training           10.0%  loss 4.5"]
 
 
 def test_progress_redacts_error_messages() -> None:

@@ -48,11 +48,16 @@ def _rows(root: Path) -> dict[str, str]:
         conn.close()
 
 
+# Rounds of 300 tiny-model steps train for seconds (8 would take ~0.1 s): the SIGTERM sent on
+# the first training figures lands in training even when this test process is slow to read.
+ROUND_STEPS = "300"
+
+
 def test_sigterm_mid_transaction_then_restart_commits_it(tmp_path: Path) -> None:
-    proc = _miner(tmp_path)
+    proc = _miner(tmp_path, "--round-steps", ROUND_STEPS)
     seen = []
     assert proc.stderr is not None
-    for line in proc.stderr:  # progress lines: "<tx> training  12.5% ..."
+    for line in proc.stderr:  # progress lines: "<short id> training  12.5% ..."
         seen.append(line)
         if " training " in line and "%" in line:
             break
@@ -67,7 +72,7 @@ def test_sigterm_mid_transaction_then_restart_commits_it(tmp_path: Path) -> None
     assert summary is None or summary["stopped_by"] == "SIGTERM"
 
     states = _rows(tmp_path)
-    (tx_id,) = [t for t in states if t.startswith(interrupted)]
+    (tx_id,) = [t for t in states if t.removeprefix("mining_tx_").startswith(interrupted)]
     assert states[tx_id] in ("pending", "training"), states  # journaled, not lost, not faked
     integrity = subprocess.run(
         [sys.executable, "-m", "r3mes_desktop.cli", "--json", "status", tx_id],
@@ -79,7 +84,7 @@ def test_sigterm_mid_transaction_then_restart_commits_it(tmp_path: Path) -> None
     assert integrity.returncode == 0, integrity.stderr
     assert json.loads(integrity.stdout)["state"] == states[tx_id]
 
-    restart = _miner(tmp_path, "--rounds", "1", "--json", "-q")
+    restart = _miner(tmp_path, "--round-steps", ROUND_STEPS, "--rounds", "1", "--json", "-q")
     out, err = restart.communicate(timeout=240)
     assert restart.returncode == 0, err
     summary = json.loads(out)

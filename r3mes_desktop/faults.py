@@ -257,11 +257,13 @@ class _Network:
     def _error(self, kind: str, op: str) -> Exception:
         where, s = self._where, self.service
         if kind == "connection_refused":
-            return NetworkError(
+            refused = NetworkError(
                 f"{where} is unreachable ({op}): ConnectionRefusedError: "
                 "[Errno 111] Connection refused",
                 service=s,
             )
+            refused.__cause__ = ConnectionRefusedError(errno.ECONNREFUSED, "Connection refused")
+            return refused
         if kind == "http_5xx":
             return NetworkError(f"{where} answered {op} with HTTP 503", service=s)
         if kind == "http_401":

@@ -26,6 +26,13 @@ if TYPE_CHECKING:
 SEVERITIES = ("info", "warning", "error", "critical")
 
 
+def undo_text(action: str, target: str) -> str:
+    """An undo action in words ("unpin_upload" targets a gradient hash, not a CID)."""
+    if action == "unpin_upload":
+        return "the upload (unpin whatever IPFS pinned)"
+    return f"{action} of {target}"
+
+
 def short_id(transaction_id: str) -> str:
     """The part of a transaction id people can tell apart ("mining_tx_1a2b3c4d…" → "1a2b3c4d")."""
     return transaction_id.removeprefix("mining_tx_")[:8]
@@ -166,7 +173,7 @@ class NoticeCenter:
             )
         if isinstance(event, CompensationFailed):
             single = (
-                f"Could not undo {event.action} of {event.target} for transaction "
+                f"Could not undo {undo_text(event.action, event.target)} for transaction "
                 f"{short_id(event.transaction_id)}: {event.message}. It will be retried."
             )
             return self.offer(

@@ -33,6 +33,9 @@ class Compensator:
 
     async def _undo(self, rec: TransactionRecord, action: str, target: str) -> None:
         d = self.saga.d
+        if action == "unpin_upload":  # target: the gradient hash; the CID is learned first
+            target = await self.saga.upload_cid(rec)
+            action = "unpin"
         if action == "unpin":
             await d.ipfs.call(
                 "unpin", functools.partial(d.store.unpin, target), transaction_id=rec.id

@@ -279,6 +279,24 @@ def classify(exc: BaseException) -> ErrorCategory:
     return ErrorCategory.UNKNOWN
 
 
+def never_sent(exc: BaseException) -> bool:
+    """Did the failed call certainly not reach the service (so it had no effect)?
+
+    Only a refused connection (ECONNREFUSED anywhere in the cause chain) or a call the
+    breaker stopped says so; a timeout, a reset or a 5xx may follow an effect.
+    """
+    seen: BaseException | None = exc
+    for _ in range(16):
+        if seen is None:
+            return False
+        if isinstance(seen, CircuitOpenError | ConnectionRefusedError):
+            return True
+        if isinstance(seen, OSError) and seen.errno == errno.ECONNREFUSED:
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 def to_r3mes_error(exc: BaseException, *, service: str | None = None) -> R3mesError:
     """Wrap `exc` in the class of its category, keeping it as `__cause__`.
 

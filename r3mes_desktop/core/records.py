@@ -98,7 +98,7 @@ _HISTORY_FIELDS = tuple(f.name for f in dataclasses.fields(HistoryEntry))
 class CompensationRow:
     id: int
     transaction_id: str
-    action: str  # "unpin"
+    action: str  # "unpin" (target: CID) or "unpin_upload" (target: gradient hash)
     target: str
     status: str  # "pending" | "done"
     attempts: int

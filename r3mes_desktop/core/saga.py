@@ -39,6 +39,7 @@ from r3mes_desktop.core.errors import (
     R3mesError,
     TimeoutNetworkError,
     ValidationError,
+    never_sent,
     to_r3mes_error,
 )
 from r3mes_desktop.core.events import EventBus, Notice, StepProgress, TransactionStateChanged
@@ -105,6 +106,9 @@ class Saga:
         self.d = deps
         self.lane = asyncio.Lock()
         self._learned_cid: dict[str, str] = {}
+        # Transactions whose adds, in this process, all certainly failed to reach IPFS
+        # (connection refused, breaker open): nothing can be pinned, nothing to undo.
+        self._adds_unsent: set[str] = set()
         self._fresh_gradient: dict[str, bytes] = {}  # written and journaled moments ago
         self._training_step: dict[str, int] = {}
         self._lane_released: dict[str, Callable[[], None]] = {}
@@ -227,6 +231,7 @@ class Saga:
         finally:
             self._release_lane(rec.id)
             self._learned_cid.pop(rec.id, None)
+            self._adds_unsent.discard(rec.id)
             self._training_step.pop(rec.id, None)
             self._fresh_gradient.pop(rec.id, None)
 
@@ -346,9 +351,18 @@ class Saga:
         data = self._fresh_gradient.pop(tx, None)
         if data is None:  # resumed or retried: the durable copy, checked against the journal
             data = await artifacts.read_verified(Path(rec.gradient_path), rec.gradient_hash)
-        cid = await self.d.ipfs.call(
-            "add_and_pin", functools.partial(self.d.store.add_and_pin, data), transaction_id=tx
-        )
+        if not check_first:  # a first upload: nothing pinned yet
+            self._adds_unsent.add(tx)
+
+        async def add() -> str:
+            try:
+                return await self.d.store.add_and_pin(data)
+            except BaseException as exc:
+                if not never_sent(exc):
+                    self._adds_unsent.discard(tx)
+                raise
+
+        cid = await self.d.ipfs.call("add_and_pin", add, transaction_id=tx)
         self._learned_cid[tx] = cid
         if rec.cid is not None and cid != rec.cid:
             raise IntegrityError(f"re-pinned gradient got CID {cid}, journal holds {rec.cid}")
@@ -570,23 +584,23 @@ class Saga:
         return committed
 
     # -- failure --------------------------------------------------------------------------
+    async def upload_cid(self, rec: TransactionRecord) -> str:
+        """The CID an interrupted upload may have pinned: re-adding the journaled bytes is
+        idempotent and names it, so the undo can unpin it (no orphan pins). One try."""
+        assert rec.gradient_path is not None and rec.gradient_hash is not None
+        data = await artifacts.read_verified(Path(rec.gradient_path), rec.gradient_hash)
+        once = self.d.ipfs.with_options(policy=RetryPolicy(max_retries=0))
+        cid: str = await once.call(
+            "add_and_pin", functools.partial(self.d.store.add_and_pin, data), transaction_id=rec.id
+        )
+        return cid
+
     async def _learn_cid(self, rec: TransactionRecord) -> str | None:
-        """The CID an interrupted upload may have pinned: re-adding the same bytes is
-        idempotent and names it, so the undo can unpin it (no orphan pins)."""
-        if rec.gradient_path is None or rec.gradient_hash is None:
-            return None
         try:
-            data = await artifacts.read_verified(Path(rec.gradient_path), rec.gradient_hash)
-            once = self.d.ipfs.with_options(policy=RetryPolicy(max_retries=0))
-            cid: str = await once.call(
-                "add_and_pin",
-                functools.partial(self.d.store.add_and_pin, data),
-                transaction_id=rec.id,
-            )
+            return await self.upload_cid(rec)
         except Exception as exc:
             log.warning("could not learn the CID of %s to undo its upload: %s", rec.id, exc)
             return None
-        return cid
 
     @staticmethod
     def in_doubt(rec: TransactionRecord, error: R3mesError) -> bool:
@@ -654,12 +668,23 @@ class Saga:
         # Any failure in IPFS_UPLOAD may follow an add that pinned but never answered (a
         # timeout on an earlier attempt, then a 401 on the retry): learn the CID so the undo
         # unpins it (an orphan pin found by bench.chaos when only the last error was looked at).
-        if cid is None and rec.state is TxState.IPFS_UPLOAD:
+        maybe_pinned = (
+            rec.gradient_path is not None
+            and rec.gradient_hash is not None
+            and rec.id not in self._adds_unsent
+        )
+        if cid is None and rec.state is TxState.IPFS_UPLOAD and maybe_pinned:
             cid = await self._learn_cid(rec)
         now = self.d.clock.time()
         comps: list[tuple[str, str]] = []
         if rec.state not in (TxState.PENDING, TxState.TRAINING) and cid is not None:
             comps.append(("unpin", cid))
+        elif rec.state is TxState.IPFS_UPLOAD and maybe_pinned:
+            # Not even the re-add answered (the ipfs breaker open, found by bench.chaos as an
+            # orphan pin): the undo learns the CID later, then unpins; until then the
+            # transaction stays COMPENSATING.
+            assert rec.gradient_hash is not None
+            comps.append(("unpin_upload", rec.gradient_hash))
         if rec.state in (TxState.PENDING, TxState.TRAINING):
             new_state = TxState.FAILED
         else:

@@ -18,6 +18,7 @@ from r3mes_desktop.core.events import (
     RetryScheduled,
     TransactionStateChanged,
 )
+from r3mes_desktop.notices import undo_text
 
 STEPS = ("TRAINING", "IPFS_UPLOAD", "BLOCKCHAIN_SUBMIT", "TASK_COMPLETE")
 STEP_LABELS = {
@@ -193,9 +194,9 @@ def describe_event(event: Event) -> str:
             f"({event.category}: {event.message})"
         )
     if isinstance(event, CompensationDone):
-        return f"compensated: {event.action} {event.target}"
+        return f"compensated: {undo_text(event.action, event.target)}"
     if isinstance(event, CompensationFailed):
-        return f"compensation failed: {event.action} {event.target} ({event.message})"
+        return f"compensation failed: {undo_text(event.action, event.target)} ({event.message})"
     return event.kind
 
 

@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 from r3mes_desktop.core.clock import ManualClock
-from r3mes_desktop.core.events import BreakerStateChanged, Notice, TransactionStateChanged
+from r3mes_desktop.core.events import (
+    BreakerStateChanged,
+    CompensationFailed,
+    Notice,
+    TransactionStateChanged,
+)
 from r3mes_desktop.notices import NoticeCenter, failure_reason, severity_rank
 
 
@@ -76,4 +81,22 @@ def test_failure_reasons_and_severity() -> None:
     # no category (e.g. a stale cleanup) is not "unreachable": the journal's reason is kept
     assert failure_reason("IPFS_UPLOAD", None, "stale: ipfs_upload for 600s") == (
         "ipfs upload: stale: ipfs_upload for 600s"
+    )
+
+
+def test_a_failed_undo_of_an_unanswered_upload_is_said_in_words() -> None:
+    center = NoticeCenter(window_s=300, min_interval_s=60, clock=ManualClock())
+    alert = center.on_event(
+        CompensationFailed(
+            transaction_id="mining_tx_1a2b3c4d5e",
+            action="unpin_upload",
+            target="ab" * 32,  # a gradient hash: meaningless to a person
+            category="network",
+            message="ipfs: circuit open",
+        )
+    )
+    assert alert is not None and alert.level == "error"
+    assert alert.message == (
+        "Could not undo the upload (unpin whatever IPFS pinned) for transaction 1a2b3c4d: "
+        "ipfs: circuit open. It will be retried."
     )

@@ -251,8 +251,10 @@ async def test_statistics_are_exact_and_survive_reopen(rig: Rig) -> None:
         rig.clock.advance(10)
         await rig.coordinator.run_transaction(make_spec(round_id))
     rig.faults.fail("add_and_pin", NetworkError("connection refused"), times=None)
-    await rig.coordinator.run_transaction(make_spec(4))  # 4 network errors, rolled back
+    await rig.coordinator.run_transaction(make_spec(4))  # 4 network errors
     rig.faults.clear()
+    rig.clock.advance(60)
+    assert await rig.coordinator.retry_compensations() == 1  # IPFS answers: rolled back
     rig.faults.fail("train", ValidationError("bad data"), times=1)
     await rig.coordinator.run_transaction(make_spec(5))  # failed
 
@@ -268,7 +270,7 @@ async def test_statistics_are_exact_and_survive_reopen(rig: Rig) -> None:
     assert stats["transactions_per_minute"] == pytest.approx(3 * 60 / 3600)
     assert stats["commit_time_mean_s"] == 0.0  # instant fakes, no waits
     assert stats["error_breakdown"] == {
-        "network_errors": 4,  # 3 retries + the final failure
+        "network_errors": 5,  # 3 retries + the final failure + the undo's first try
         "resource_errors": 0,
         "authentication_errors": 0,
         "validation_errors": 1,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 from pathlib import Path
 from typing import Any
 
@@ -71,13 +72,68 @@ async def test_ipfs_failure_rolls_back_and_nothing_stays_pinned(rig: Rig) -> Non
 
     status = await rig.coordinator.run_transaction(make_spec(2))
 
-    assert status.state == "rolled_back"
+    # Nothing answered, so nothing shows whether an add pinned before its answer was lost:
+    # the undo (learn the CID by re-adding, unpin) is pending, not claimed done.
+    assert status.state == "compensating"
     assert status.failed_step == "ipfs_upload"
     assert status.error_category == "network"
-    assert rig.store.pins == set()
     assert rig.chain.signed == []
-    # 1 + max_retries (3) + 1 re-add to learn the CID an unanswered add may have pinned
-    assert rig.faults.count("add_and_pin") == 5
+    # 1 + max_retries (3) + 1 re-add to learn the CID + 1 by the undo's first run
+    assert rig.faults.count("add_and_pin") == 6
+
+    rig.faults.clear()
+    rig.clock.advance(60)
+    assert await rig.coordinator.retry_compensations() == 1
+    status = await rig.coordinator.status(status.transaction_id)
+    assert status.state == "rolled_back"
+    assert status.error_message == "connection refused"  # the original error is kept
+    assert rig.store.pins == set()
+
+
+async def test_ipfs_refusing_every_connection_rolls_back_at_once(rig: Rig) -> None:
+    """A refused connection never reached the daemon: nothing can be pinned, so there is
+    nothing to learn or undo (a stopped IPFS daemon gives a plain rollback)."""
+    refused = ConnectionRefusedError(errno.ECONNREFUSED, "Connection refused")
+    rig.faults.fail("add_and_pin", refused, times=None)
+
+    status = await rig.coordinator.run_transaction(make_spec(6))
+
+    assert status.state == "rolled_back"
+    assert status.failed_step == "ipfs_upload"
+    assert status.compensation is None
+    assert rig.faults.count("add_and_pin") == 4  # 1 + max_retries (3), no re-add
+    assert rig.store.pins == set()
+
+
+async def test_upload_pinned_but_unanswered_with_the_breaker_open_leaves_no_orphan(
+    rig: Rig,
+) -> None:
+    """Found by bench.chaos (an orphan pin): every add pinned but its answer was lost, and
+    the re-add that names the CID for the undo was refused too (ipfs breaker open). The
+    transaction must not close ROLLED_BACK with the content still pinned."""
+    real_add = rig.store.add_and_pin
+    lost = [6]  # 1 + 3 retries, the re-add to learn the CID, the undo's first try
+
+    async def add_then_lose_the_answer(data: bytes) -> str:
+        cid = await real_add(data)
+        if lost[0]:
+            lost[0] -= 1
+            raise NetworkError("read timed out")
+        return cid
+
+    rig.store.add_and_pin = add_then_lose_the_answer  # type: ignore[method-assign]
+    status = await rig.coordinator.run_transaction(make_spec(7))
+    assert status.state == "compensating" and status.compensation == "pending"
+    assert len(rig.store.pins) == 1  # pinned, and the journal knows it must undo it
+    rows = await rig.coordinator.journal.compensations(tx_id=status.transaction_id)
+    assert [r.action for r in rows] == ["unpin_upload"]
+
+    rig.clock.advance(60)
+    assert await rig.coordinator.retry_compensations() == 1
+    after = await rig.coordinator.status(status.transaction_id)
+    assert after.state == "rolled_back"
+    assert rig.store.pins == set()
+    assert await rig.coordinator.journal.integrity_check() == []
 
 
 async def test_chain_auth_failure_unpins_and_rolls_back(rig: Rig) -> None:

@@ -223,3 +223,33 @@ def test_handle_specific_errors_on_plain_def() -> None:
     with pytest.raises(E.PermanentError) as info:
         write(own)
     assert info.value is own and own.__cause__ is None
+
+
+def _raised_from(cause: BaseException) -> E.NetworkError:
+    try:
+        try:
+            raise cause
+        except BaseException:
+            raise E.NetworkError("IPFS daemon is unreachable") from None  # like IpfsClient
+    except E.NetworkError as exc:
+        return exc
+
+
+@pytest.mark.parametrize(
+    ("exc", "unsent"),
+    [
+        (ConnectionRefusedError(errno.ECONNREFUSED, "Connection refused"), True),
+        (_raised_from(ConnectionRefusedError(errno.ECONNREFUSED, "refused")), True),
+        (_raised_from(OSError(errno.ECONNREFUSED, "refused")), True),
+        (E.CircuitOpenError("ipfs: circuit open"), True),
+        (E.NetworkError("connection refused"), False),  # words alone prove nothing
+        (_raised_from(ConnectionResetError(errno.ECONNRESET, "reset")), False),
+        (E.TimeoutNetworkError("did not answer in time"), False),
+        (TimeoutError(), False),
+        (E.NetworkError("HTTP 503"), False),
+    ],
+)
+def test_never_sent_only_for_refused_connections_and_open_breakers(
+    exc: BaseException, unsent: bool
+) -> None:
+    assert E.never_sent(exc) is unsent

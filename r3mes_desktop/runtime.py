@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import logging
 import time
 from collections.abc import Mapping
@@ -62,6 +63,13 @@ class RuntimeOptions:
         }
         values.update(changes)
         return cls(**values)
+
+
+def _log_warm_up_failure(warming: asyncio.Future[Any]) -> None:
+    """A failed warm-up is only logged: the first round spawns the worker again and
+    reports a real failure there."""
+    if not warming.cancelled() and warming.exception() is not None:
+        log.warning("training worker warm-up failed: %s", warming.exception())
 
 
 class Runtime:
@@ -168,6 +176,21 @@ class Runtime:
         self._lock = lock
 
     async def _open_devnet(self, chain_caller: Any) -> None:
+        from r3mes_desktop.devnet.evm import DevnetEvm, evm_log
+
+        # The EVM process imports eth-tester and restores the chain while this process
+        # imports the chain client's web3/eth-account stack (seconds each, one after the
+        # other before): a restart reaches mining that much sooner on two cores.
+        (self.data_dir / "devnet").mkdir(parents=True, exist_ok=True)
+        opening = asyncio.ensure_future(DevnetEvm.open(evm_log(self.data_dir)))
+        try:
+            await asyncio.to_thread(importlib.import_module, "r3mes_desktop.devnet.devnet")
+            evm = await asyncio.shield(opening)
+        except BaseException:
+            opening.cancel()  # a no-op once opened; a cancelled open closes its process
+            with contextlib.suppress(BaseException):
+                await (await opening).close()
+            raise
         from r3mes_desktop.devnet import Devnet
         from r3mes_desktop.devnet.operator import RoundTemplate
 
@@ -187,6 +210,7 @@ class Runtime:
             template=RoundTemplate(**template_args),
             max_gradient_size_mb=self.settings.max_gradient_size_mb,
             operator_interval_s=opts.operator_interval_s,
+            evm=evm,
         )
         self.chain = self.devnet.chain
         self.store = self.devnet.store
@@ -265,14 +289,12 @@ class Runtime:
         return ProcessTrainer(config, checkpoint_root=self.data_dir / "checkpoints", bus=self.bus)
 
     async def _warmed(self) -> None:
-        """Wait for the warm-up (one worker, never two); a failed one is only logged: the
-        first round spawns the worker again and reports a real failure there."""
+        """Wait for the warm-up (a worker being spawned is then reaped by the trainer's
+        shutdown, never left behind); its failure was logged by `_log_warm_up_failure`."""
         warming, self._warming = self._warming, None
         if warming is not None:
-            try:
+            with contextlib.suppress(Exception):
                 await warming
-            except Exception as exc:
-                log.warning("training worker warm-up failed: %s", exc)
 
     async def _open_mining(self) -> None:
         from r3mes_desktop.core.coordinator import Coordinator
@@ -283,7 +305,10 @@ class Runtime:
         settings = self.settings
         if self.trainer is None:
             self.trainer = self._make_trainer()
-        await self._warmed()  # before recovery can ask the trainer for a worker too
+        if self._warming is not None:
+            # Recovery and mining start now; a round waits for the same worker (the trainer
+            # spawns one, never two); close() still awaits the warm-up.
+            self._warming.add_done_callback(_log_warm_up_failure)
         self.pow = ProcessPow(processes=self.trainer.config.pow_processes)
         trainer, pow_ = self.trainer, self.pow
         if self.options.wrap_trainer is not None:

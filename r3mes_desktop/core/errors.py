@@ -279,22 +279,31 @@ def classify(exc: BaseException) -> ErrorCategory:
     return ErrorCategory.UNKNOWN
 
 
-def never_sent(exc: BaseException) -> bool:
-    """Did the failed call certainly not reach the service (so it had no effect)?
+def had_no_effect(exc: BaseException) -> bool:
+    """Did the failed call certainly change nothing on the service?
 
-    Only a refused connection (ECONNREFUSED anywhere in the cause chain) or a call the
-    breaker stopped says so; a timeout, a reset or a 5xx may follow an effect.
+    Yes for a refused connection (ECONNREFUSED anywhere in the cause chain), a call the
+    breaker stopped, and a refusal the service answered (authentication, validation,
+    permanent). No for timeouts, resets, 5xx, malformed answers and anything unknown: the
+    request may have been carried out before its answer was lost. An IntegrityError (the
+    service named other content) counts as an effect: it may have stored something.
     """
     seen: BaseException | None = exc
     for _ in range(16):
         if seen is None:
-            return False
+            break
         if isinstance(seen, CircuitOpenError | ConnectionRefusedError):
             return True
         if isinstance(seen, OSError) and seen.errno == errno.ECONNREFUSED:
             return True
         seen = seen.__cause__ or seen.__context__
-    return False
+    if isinstance(exc, IntegrityError) or not isinstance(exc, Exception):
+        return False
+    return classify(exc) in (
+        ErrorCategory.AUTHENTICATION,
+        ErrorCategory.VALIDATION,
+        ErrorCategory.PERMANENT,
+    )
 
 
 def to_r3mes_error(exc: BaseException, *, service: str | None = None) -> R3mesError:

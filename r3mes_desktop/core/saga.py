@@ -39,7 +39,7 @@ from r3mes_desktop.core.errors import (
     R3mesError,
     TimeoutNetworkError,
     ValidationError,
-    never_sent,
+    had_no_effect,
     to_r3mes_error,
 )
 from r3mes_desktop.core.events import EventBus, Notice, StepProgress, TransactionStateChanged
@@ -106,8 +106,8 @@ class Saga:
         self.d = deps
         self.lane = asyncio.Lock()
         self._learned_cid: dict[str, str] = {}
-        # Transactions whose adds, in this process, all certainly failed to reach IPFS
-        # (connection refused, breaker open): nothing can be pinned, nothing to undo.
+        # Transactions whose adds, in this process, all certainly changed nothing (refused
+        # connections, an open breaker, refusals the daemon answered): nothing to undo.
         self._adds_unsent: set[str] = set()
         self._fresh_gradient: dict[str, bytes] = {}  # written and journaled moments ago
         self._training_step: dict[str, int] = {}
@@ -358,7 +358,7 @@ class Saga:
             try:
                 return await self.d.store.add_and_pin(data)
             except BaseException as exc:
-                if not never_sent(exc):
+                if not had_no_effect(exc):
                     self._adds_unsent.discard(tx)
                 raise
 

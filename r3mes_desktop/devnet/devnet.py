@@ -24,7 +24,7 @@ from r3mes_desktop.chain.nonces import NonceStore
 from r3mes_desktop.core.clock import SYSTEM_CLOCK, Clock
 from r3mes_desktop.core.events import EventBus
 from r3mes_desktop.core.resilience import ServiceCaller
-from r3mes_desktop.devnet.evm import DevnetEvm
+from r3mes_desktop.devnet.evm import DevnetEvm, evm_log
 from r3mes_desktop.devnet.operator import DevnetOperator, RoundTemplate
 from r3mes_desktop.ipfs.local_store import LocalContentStore
 from r3mes_desktop.keys import Keystore, write_private_file
@@ -89,12 +89,16 @@ class Devnet:
         keep_open: int = 3,
         max_gradient_size_mb: int = 100,
         operator_interval_s: float | None = 5.0,
+        evm: DevnetEvm | None = None,
     ) -> Devnet:
         """Open (or create) the devnet under `data_dir/devnet`; `operator_interval_s=None`
-        leaves the operator loop off (call `operator.ensure_rounds` yourself)."""
+        leaves the operator loop off (call `operator.ensure_rounds` yourself). `evm`: one
+        already opened on `evm_log(data_dir)` (its process started before these modules
+        were imported, see `Runtime`); it is closed with the devnet."""
         root = Path(data_dir) / "devnet"
         root.mkdir(parents=True, exist_ok=True)
-        evm = await DevnetEvm.open(root / "chain.log")
+        if evm is None:
+            evm = await DevnetEvm.open(evm_log(data_dir))
         try:
             account = await asyncio.to_thread(_dev_account, root)
             operator = DevnetOperator(

@@ -24,9 +24,6 @@ from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
 
-from eth_utils import to_checksum_address
-
-from r3mes_desktop.chain.transport import CallReverted, TxRejected
 from r3mes_desktop.core import errors
 
 DESCRIPTION = "embedded devnet"
@@ -49,6 +46,8 @@ _ERROR_CLASSES: dict[str, type[errors.R3mesError]] = {
 
 def _error(payload: dict[str, Any]) -> errors.R3mesError:
     """Rebuild the classified error the EVM process reported."""
+    from r3mes_desktop.chain.transport import CallReverted, TxRejected
+
     name, message = str(payload.get("class")), str(payload.get("message"))
     if name == "TxRejected":
         return TxRejected(str(payload.get("kind", "other")), message)
@@ -232,6 +231,18 @@ class DevnetEvm:
 
         await self._in_thread(stop)
         self._executor.shutdown(wait=False)
+
+
+def evm_log(data_dir: Path) -> Path:
+    """The devnet chain's transaction log (its durable state) under a data dir."""
+    return Path(data_dir) / "devnet" / "chain.log"
+
+
+def to_checksum_address(address: str) -> str:
+    """eth_utils' (web3's stack is imported after the EVM process starts, not before)."""
+    from eth_utils import to_checksum_address as checksum
+
+    return str(checksum(address))
 
 
 def _tester_tx(tx: dict[str, Any]) -> dict[str, Any]:

@@ -165,6 +165,7 @@ class ProcessTrainer:
         self.clock = clock or SystemClock()
         self._worker: _Worker | None = None
         self._lock = asyncio.Lock()
+        self._spawning = asyncio.Lock()  # a warm-up and a first round share one worker
         self._job: str | None = None
         self._paused = False
         self._stopped = False
@@ -247,6 +248,10 @@ class ProcessTrainer:
         return _Worker(process, parent_conn, loop, lifeline)
 
     async def _ensure_worker(self) -> _Worker:
+        async with self._spawning:
+            return await self._ensure_worker_now()
+
+    async def _ensure_worker_now(self) -> _Worker:
         if self._worker is not None and self._worker.process.is_alive():
             return self._worker
         if self._worker is not None:

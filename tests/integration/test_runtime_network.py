@@ -60,9 +60,11 @@ async def test_runtime_mines_a_round_on_ganache_and_jsipfs(
 
     runtime = Runtime(settings, options=RuntimeOptions(data_dir=data_dir, password_prompt=prompt))
     committed = asyncio.Event()
+    first: list[str] = []
 
     def on_event(event: Any) -> None:
         if isinstance(event, TransactionStateChanged) and event.new_state == "committed":
+            first.append(event.transaction_id)
             committed.set()
 
     runtime.bus.subscribe(on_event)
@@ -74,6 +76,10 @@ async def test_runtime_mines_a_round_on_ganache_and_jsipfs(
         await asyncio.wait_for(committed.wait(), timeout=240)
         info = await runtime.chain_info()
         assert info["network"] == "chain 1337" and info["account"] == address
-        assert (await runtime.ipfs_info()).endswith("1 pinned")
+        await runtime.miner.stop()  # the next of the 3 open rounds may be uploading already
+        cid = (await runtime.coordinator.status(first[0])).cid
+        assert cid is not None and cid in await runtime.store.pins()
+        pinned = len(await runtime.store.pins())
+        assert (await runtime.ipfs_info()).endswith(f"· {pinned} pinned")
     finally:
         await runtime.close()

@@ -236,20 +236,25 @@ def _raised_from(cause: BaseException) -> E.NetworkError:
 
 
 @pytest.mark.parametrize(
-    ("exc", "unsent"),
+    ("exc", "no_effect"),
     [
         (ConnectionRefusedError(errno.ECONNREFUSED, "Connection refused"), True),
         (_raised_from(ConnectionRefusedError(errno.ECONNREFUSED, "refused")), True),
         (_raised_from(OSError(errno.ECONNREFUSED, "refused")), True),
         (E.CircuitOpenError("ipfs: circuit open"), True),
+        (E.AuthenticationError("HTTP 401"), True),  # refused by the service: an answer
+        (E.PermanentError("model gone"), True),
+        (E.ValidationError("gradient too large"), True),
+        (E.IntegrityError("the daemon named other bytes"), False),  # it may have stored them
         (E.NetworkError("connection refused"), False),  # words alone prove nothing
         (_raised_from(ConnectionResetError(errno.ECONNRESET, "reset")), False),
         (E.TimeoutNetworkError("did not answer in time"), False),
         (TimeoutError(), False),
         (E.NetworkError("HTTP 503"), False),
+        (asyncio.CancelledError(), False),  # a call timeout cancels it wherever it was
     ],
 )
-def test_never_sent_only_for_refused_connections_and_open_breakers(
-    exc: BaseException, unsent: bool
+def test_had_no_effect_only_for_refusals_and_calls_never_made(
+    exc: BaseException, no_effect: bool
 ) -> None:
-    assert E.never_sent(exc) is unsent
+    assert E.had_no_effect(exc) is no_effect

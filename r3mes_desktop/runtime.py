@@ -347,6 +347,9 @@ class Runtime:
             poll_interval_s=self.options.miner_poll_s,
             **({"clock": self.options.clock} if self.options.clock is not None else {}),
         )
+        if self.devnet is not None:
+            miner = self.miner
+            self.devnet.operator.on_opened = lambda _ids: miner.wake()
 
     def _open_notifier(self) -> None:
         from r3mes_desktop.notify import ErrorNotifier, NotifierConfig

@@ -43,7 +43,10 @@ on a real chain): a signed submission waits for its broadcast at most a few seco
 (4 retries of at most 0.2 s, a 1 s breaker), and every parked submission behind a gap waited
 the full 30 s, which was most of each reconciling start."""
 OPERATOR_INTERVAL_S = 0.5
-MINER_POLL_S = 0.1
+MINER_POLL_S = 1.0
+"""The devnet operator wakes the miner when it opens rounds; polling is the fallback. At
+0.1 s the miner's listings (a contract view over every open round, in pure-Python py-evm)
+took about half of the EVM process's CPU (py-spy)."""
 FINISH_LIMIT_S = 120.0
 FEED_INTERVAL_S = 0.5  # a sqlite read of the journal; as often as the operator's pass
 MAINTENANCE_INTERVAL_S = 2.0  # the app's is 15 s; parked submissions re-driven this often

@@ -85,6 +85,11 @@ class Miner:
             self._wake.set()
             self._settle()
 
+    def wake(self) -> None:
+        """New rounds may be open (the devnet operator just opened some): look now, not
+        at the next poll."""
+        self._wake.set()
+
     async def finish_then_stop(self) -> None:
         """Start no new round; let the running ones finish; then idle."""
         if self._state in (MinerState.MINING, MinerState.PAUSING, MinerState.PAUSED):
@@ -187,8 +192,8 @@ class Miner:
         self._settle()
 
     async def _idle_wait(self) -> None:
-        """Wait for the next poll, or less if a command or a finished round wakes us."""
-        self._wake.clear()
+        """Wait for the next poll, or less if a command, a finished round or `wake()` wakes
+        us (a wake that came while the last listing ran counts: it may have missed it)."""
         sleeper = asyncio.create_task(self.clock.sleep(self.poll_interval_s))
         waker = asyncio.create_task(self._wake.wait())
         try:
@@ -196,3 +201,4 @@ class Miner:
         finally:
             for task in (sleeper, waker):
                 task.cancel()
+            self._wake.clear()

@@ -14,7 +14,7 @@ import asyncio
 import hashlib
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -71,6 +71,9 @@ class DevnetOperator:
         self._lock = asyncio.Lock()
         self.round_ttl_s = round_ttl_s
         self._first_seen: dict[int, float] = {}
+        # Told the ids of rounds a pass opened (the runtime wakes the miner: it need not
+        # poll the chain often to start them at once).
+        self.on_opened: Callable[[list[int]], None] | None = None
 
     async def _send(
         self, data: bytes, *, to: str | None, value: int = 0, gas: int = 500_000
@@ -152,6 +155,8 @@ class DevnetOperator:
         opened = []
         for _ in range(self.keep_open - len(todo)):
             opened.append(await self.open_round())
+        if opened and self.on_opened is not None:
+            self.on_opened(opened)
         return opened
 
     async def run(

@@ -197,3 +197,23 @@ async def test_the_next_rounds_are_listed_while_the_current_round_trains(rig: Ri
     # without the listing during round 1's lane, its training would wait out the timeout
     assert sorted(rig.chain.submissions) == [1, 2]
     assert [d["round_id"] for op, d in rig.faults.calls if op == "train"] == [1, 2]
+
+
+async def test_wake_starts_a_newly_opened_round_without_waiting_for_the_poll(rig: Rig) -> None:
+    """The devnet operator wakes the miner when it opens rounds: with a poll interval the
+    test never reaches, the new round is still mined."""
+    rig.chain.rounds = [make_spec(1)]
+    miner = Miner(rig.coordinator, rig.chain, rig.bus, poll_interval_s=3600)  # a real clock
+    await miner.start()
+    await until(lambda: len(rig.chain.submissions) == 1 and not miner.in_flight)
+    for _ in range(50):  # the miner lists again (nothing new) and waits for its poll
+        await settle()
+    listed = rig.faults.count("open_rounds")
+    rig.chain.rounds = [make_spec(1), make_spec(2)]
+    for _ in range(50):
+        await settle()
+    assert len(rig.chain.submissions) == 1  # not seen: the next poll is an hour away
+    assert rig.faults.count("open_rounds") == listed
+    miner.wake()
+    await until(lambda: len(rig.chain.submissions) == 2)
+    await miner.stop()

@@ -107,6 +107,14 @@ FINDINGS = """## What the harness found (fixed, each with a regression test)
    already rolled back (the round had closed: reverted), redoing the upload after the
    undo, and its commit was refused. A driver now re-reads the journal once its slot comes
    and leaves a transaction that another driver runs or has finished.
+11. **Orphan pin when even the CID re-add went unanswered** (`core/saga.py`, found by a
+   30-transaction run, seed 1): every add of an upload failed without an answer, and the
+   re-add that names the CID for the undo was refused by the open `ipfs` breaker; the
+   transaction closed ROLLED_BACK with nothing to unpin while the content stayed pinned.
+   It now stays COMPENSATING with an `unpin_upload` undo (learn the CID by re-adding the
+   journaled bytes, then unpin) that maintenance retries until IPFS answers. An add refused
+   by the daemon or never received (connection refused, breaker open) changed nothing and
+   registers no undo (`core.errors.had_no_effect`).
 
 Known and not fixed here: on a real chain a rollback after signing but before the broadcast
 still leaves a nonce gap until `stale_nonce_s` (600 s) lets a new signature fill it (the saga
@@ -169,6 +177,22 @@ processes, journal and fault plan are the real ones throughout):
 - `--parallel` runs the crash part in its own process beside the chaos part (the CI test
   does, to fit the suite's time budget on 2 cores); every invariant is still checked on
   both parts.
+- eth-tester finds a transaction or receipt by hash by walking every block back from the
+  head (170 ms for an unknown hash on a 363-block chain): every broadcast asked ("already
+  known?"), so sends got slower as a run went on, and the invariant check's per-transaction
+  lookups took about 190 s after a 200-transaction run. The devnet EVM now asks py-evm's
+  hash index (all 726 lookups of that chain: 0.95 s).
+- A restart imported the chain client's web3/eth-account stack (about 3 s) and only then
+  started the devnet's EVM process, which imports eth-tester and restores the chain (about
+  4 s); the EVM process now starts first and both overlap. Recovery no longer waits for
+  the training worker's torch import either (a round that needs it waits; one worker, never
+  two). Opening the devnet went from 4.6 s to 2.8 s, "mining started" from 5.8 s to 3.7 s
+  after process start on the idle machine.
+- The miner polled the chain every 0.1 s here; its listings (a contract view over every
+  open round) took about half of the EVM process's CPU (py-spy). The devnet operator now
+  wakes the miner when it opens rounds, and the harness polls every second.
+- CI-size run (`tests/chaos/test_reduced_chaos.py`) on the 2-core machine: 420 s before
+  the three changes above, 253-265 s after.
 """
 
 

@@ -134,6 +134,10 @@ def rig(qapp: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
         _spin_until(qapp, closing.done, 60)
         window.close()
         window.deleteLater()
+        # Delete it now, while its loop is open: a deferred delete left pending is carried
+        # out by pytest-qt's processEvents in some later test (a core test once died in a
+        # segfault there).
+        QtCore.QCoreApplication.sendPostedEvents(None, QtCore.QEvent.Type.DeferredDelete)
         loop._QEventLoop__is_running = False  # type: ignore[attr-defined]  # see conftest
         asyncio.events._set_running_loop(None)
         loop.close()

@@ -108,7 +108,7 @@ class Saga:
         self._learned_cid: dict[str, str] = {}
         # Transactions whose adds, in this process, all certainly changed nothing (refused
         # connections, an open breaker, refusals the daemon answered): nothing to undo.
-        self._adds_unsent: set[str] = set()
+        self._adds_without_effect: set[str] = set()
         self._fresh_gradient: dict[str, bytes] = {}  # written and journaled moments ago
         self._training_step: dict[str, int] = {}
         self._lane_released: dict[str, Callable[[], None]] = {}
@@ -231,7 +231,7 @@ class Saga:
         finally:
             self._release_lane(rec.id)
             self._learned_cid.pop(rec.id, None)
-            self._adds_unsent.discard(rec.id)
+            self._adds_without_effect.discard(rec.id)
             self._training_step.pop(rec.id, None)
             self._fresh_gradient.pop(rec.id, None)
 
@@ -352,14 +352,14 @@ class Saga:
         if data is None:  # resumed or retried: the durable copy, checked against the journal
             data = await artifacts.read_verified(Path(rec.gradient_path), rec.gradient_hash)
         if not check_first:  # a first upload: nothing pinned yet
-            self._adds_unsent.add(tx)
+            self._adds_without_effect.add(tx)
 
         async def add() -> str:
             try:
                 return await self.d.store.add_and_pin(data)
             except BaseException as exc:
                 if not had_no_effect(exc):
-                    self._adds_unsent.discard(tx)
+                    self._adds_without_effect.discard(tx)
                 raise
 
         cid = await self.d.ipfs.call("add_and_pin", add, transaction_id=tx)
@@ -671,7 +671,7 @@ class Saga:
         maybe_pinned = (
             rec.gradient_path is not None
             and rec.gradient_hash is not None
-            and rec.id not in self._adds_unsent
+            and rec.id not in self._adds_without_effect
         )
         if cid is None and rec.state is TxState.IPFS_UPLOAD and maybe_pinned:
             cid = await self._learn_cid(rec)

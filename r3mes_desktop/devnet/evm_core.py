@@ -221,7 +221,7 @@ class EvmCore:
         self._snapshot_if_due()
         return str(result).lower()
 
-    def _locate(self, tx_hash: str) -> tuple[Any, Any, int] | None:
+    def _locate(self, tx_hash: str) -> tuple[Any, Any, Any] | None:
         """(block, transaction, receipt) of a mined transaction, through py-evm's hash
         index. eth-tester's own lookup walks every block back from the head: 170 ms for
         an unknown hash on a 363-block chain (every broadcast asks), growing with it."""

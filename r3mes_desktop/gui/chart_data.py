@@ -16,6 +16,8 @@ from r3mes_desktop.core.events import Event, StepProgress, TransactionStateChang
 THROUGHPUT_WINDOW_S = 120.0
 
 CATEGORIES = ("network", "authentication", "resource", "validation", "permanent", "unknown")
+# Tick labels short enough for a third of the window (the full names are in the tooltip).
+CATEGORY_LABELS = ("network", "auth", "resource", "invalid", "perm.", "unknown")
 CATEGORY_COLOURS = ("#1565c0", "#6a1b9a", "#ef6c00", "#c62828", "#4e342e", "#757575")
 PARTS = ("errors", "rates", "throughput", "loss", "hash", "summary")
 

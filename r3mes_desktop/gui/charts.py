@@ -22,7 +22,13 @@ from typing import Any
 import pyqtgraph as pg
 
 from r3mes_desktop.core.events import Event
-from r3mes_desktop.gui.chart_data import CATEGORIES, CATEGORY_COLOURS, PARTS, ChartData
+from r3mes_desktop.gui.chart_data import (
+    CATEGORIES,
+    CATEGORY_COLOURS,
+    CATEGORY_LABELS,
+    PARTS,
+    ChartData,
+)
 from r3mes_desktop.gui.qt import QtCore, QtWidgets
 
 X_MIN_STEP_S = 10.0  # time axes move in steps of at least 10 s (a quarter of the span later)
@@ -90,7 +96,14 @@ class ChartsPanel(QtWidgets.QWidget):
         )
         self.errors_plot.addItem(self._bars)
         axis = self.errors_plot.getAxis("bottom")
-        axis.setTicks([[(i, c[:4]) for i, c in enumerate(CATEGORIES)]])
+        axis.setTicks([list(enumerate(CATEGORY_LABELS))])
+        self.errors_plot.setToolTip(
+            "Errors by category: "
+            + ", ".join(
+                name if short == name else f"{short} = {name}"
+                for short, name in zip(CATEGORY_LABELS, CATEGORIES, strict=True)
+            )
+        )
         self.errors_plot.setXRange(-0.6, len(CATEGORIES) - 0.4, padding=0)
         self.errors_plot.setYRange(0, 1, padding=0)
         self.errors_plot.setMouseEnabled(x=False, y=False)
@@ -205,7 +218,11 @@ class ChartsPanel(QtWidgets.QWidget):
         self, plot: pg.PlotWidget, xs: list[float], ys: list[float], *, from_zero: bool
     ) -> None:
         self._set_range(plot, "x", coarse_range(xs, min_step=X_MIN_STEP_S))
-        min_step = max(1e-3, 0.05 * max((abs(y) for y in ys), default=0.0))
+        peak = max((abs(y) for y in ys), default=0.0)
+        if not peak:  # no point yet, or only zeros: 0..1, not ticks (0.0008) that overrun
+            self._set_range(plot, "y", (0.0, 1.0))
+            return
+        min_step = max(1e-3, 0.05 * peak)
         self._set_range(plot, "y", coarse_range(ys, min_step=min_step, from_zero=from_zero))
 
     def _draw(self, part: str) -> None:

@@ -4,6 +4,7 @@ in Python on the next paint: the loop stalls bench.gui measured while mining).""
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import pytest
@@ -11,6 +12,7 @@ import pytest
 from r3mes_desktop.core.events import StepProgress
 from r3mes_desktop.gui.chart_data import ChartData
 from r3mes_desktop.gui.charts import ChartsPanel, coarse_range, nice_step
+from r3mes_desktop.gui.qt import QtGui
 
 
 class Ticks:
@@ -88,3 +90,30 @@ def test_coarse_ranges_are_round_and_cover_the_values() -> None:
     assert coarse_range([2.3, 4.7, 5.1], min_step=1e-3) == (2, 6)
     assert coarse_range([], min_step=60) == (0, 100)
     assert coarse_range([0.4, 0.2], min_step=1e-3, from_zero=True) == pytest.approx((0, 0.4))
+
+
+def test_error_categories_are_labelled_in_words_that_fit(qtbot: Any) -> None:
+    panel = _panel(qtbot, ChartData(clock=lambda: 0.0), Ticks())
+    panel.resize(1280, 400)  # the main window's width: each plot gets about a third
+    axis = panel.errors_plot.getAxis("bottom")
+    labels = [label for _, label in axis._tickLevels[0]]
+    assert labels == ["network", "auth", "resource", "invalid", "perm.", "unknown"]
+    qtbot.waitUntil(lambda: axis.geometry().width() > 300)  # laid out at that width
+    pitch = axis.geometry().width() / len(labels)  # one category's share of the axis
+    metrics = QtGui.QFontMetrics(axis.style.get("tickFont") or panel.font())
+    widths = [metrics.horizontalAdvance(label) for label in labels]
+    # neighbours, centred one pitch apart, keep a gap; the last one stays on the axis
+    assert all((a + b) / 2 + 8 < pitch for a, b in itertools.pairwise(widths))
+    assert widths[-1] / 2 < pitch / 2, (widths, pitch)
+    tip = panel.errors_plot.toolTip()
+    assert "auth = authentication" in tip and "perm. = permanent" in tip
+
+
+def test_empty_plots_start_on_a_unit_range_whose_ticks_fit(qtbot: Any) -> None:
+    data = ChartData(clock=lambda: 0.0)
+    data.add_stats({"total_transactions": 0, "committed_transactions": 0}, ts=1.0)
+    panel = _panel(qtbot, data, Ticks())
+    assert data.throughput  # a first point, at 0 tx/min
+    for plot in (panel.throughput_plot, panel.loss_plot, panel.hash_plot):
+        (_, _), (lo, hi) = plot.viewRange()
+        assert (lo, hi) == (0.0, 1.0)  # not 0..0.001, whose "0.0008" overran the axis label

@@ -32,6 +32,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from r3mes_desktop.cli.arg_types import count as count_arg
 from r3mes_desktop.core.artifacts import remove_sync, write_durable_many_sync
 from r3mes_desktop.core.breaker import BreakerRegistry
 from r3mes_desktop.core.coordinator import Coordinator
@@ -397,7 +398,7 @@ def main() -> None:
     )
     parser.add_argument(
         "--repeats",
-        type=int,
+        type=count_arg,
         default=3,
         help="rounds of coordinator and bare runs, alternating which goes first (default 3)",
     )

@@ -67,7 +67,8 @@ class EventStream:
             await response.write(b": connected\n\n")
             while True:
                 try:
-                    item = await asyncio.wait_for(queue.get(), self._heartbeat_s)
+                    async with asyncio.timeout(self._heartbeat_s):
+                        item = await queue.get()
                 except TimeoutError:
                     await response.write(b": heartbeat\n\n")
                     continue

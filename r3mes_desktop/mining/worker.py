@@ -259,7 +259,8 @@ class ProcessTrainer:
         loop = asyncio.get_running_loop()
         worker = await loop.run_in_executor(None, self._spawn, loop)
         try:
-            msg = await asyncio.wait_for(worker.queue.get(), timeout=STARTUP_TIMEOUT_S)
+            async with asyncio.timeout(STARTUP_TIMEOUT_S):
+                msg = await worker.queue.get()
         except TimeoutError:
             msg = {"type": "timeout"}
         if msg.get("type") != "ready":
@@ -384,7 +385,10 @@ class ProcessTrainer:
         poll = min(self.config.heartbeat_interval_s, timeout / 4)
         while True:
             try:
-                msg = await asyncio.wait_for(worker.queue.get(), timeout=poll)
+                # Not asyncio.wait_for: on 3.11 it swallows a cancel that lands together
+                # with a frame, and Stop/SIGTERM then let the round train on to the end.
+                async with asyncio.timeout(poll):
+                    msg = await worker.queue.get()
             except TimeoutError:
                 silent = self.clock.monotonic() - worker.last_seen
                 if silent > timeout:

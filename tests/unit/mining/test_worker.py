@@ -203,3 +203,30 @@ async def test_pause_resume_stop_and_finish_then_stop(
     assert t.worker_pid in (pid, None) and t.stopped  # same worker all along, now released
     with pytest.raises(MiningStopped):
         await t.train(transaction_id="tx-next", spec=SHORT, progress=rec.progress)
+
+
+async def test_a_cancel_landing_with_a_frame_is_not_swallowed(tmp_path: Any) -> None:
+    """Stop/SIGTERM cancel the round while the child streams progress. On 3.11,
+    asyncio.wait_for returned the frame and dropped such a cancel, so the round trained on
+    to the end and committed after Stop (CI failed twice on it). Here the frame and the
+    cancel land in the same loop iteration, deterministically."""
+    import asyncio
+    from types import SimpleNamespace
+
+    pool = ProcessTrainer(CONFIG, checkpoint_root=tmp_path)
+    queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    worker = SimpleNamespace(queue=queue, last_seen=pool.clock.monotonic(), process=None)
+    seen: list[float] = []
+    pump = asyncio.create_task(
+        pool._pump(worker, "job", "tx", lambda fraction, _detail: seen.append(fraction))  # type: ignore[arg-type]
+    )
+    for _ in range(5):  # let the pump reach its wait for the next frame
+        await asyncio.sleep(0)
+    frame = {"type": "progress", "job": "job", "step": 1, "steps": 4, "loss": 1.0}
+    queue.put_nowait({**frame, "tokens_per_s": 1.0, "device": "cpu", "micro_batch": 1})
+    pump.cancel()
+    done, _ = await asyncio.wait({pump}, timeout=5)
+    assert done, "the pump ignored the cancel and kept waiting for frames"
+    assert pump.cancelled()
+    assert seen == []  # the frame was not consumed by a pump that should have stopped
+    assert queue.qsize() == 1

@@ -107,13 +107,14 @@ async def cmd_verify(ctx: CliContext, args: argparse.Namespace) -> int:
     async with ctx.journal_view() as view:
         rec = await view.record(args.transaction_id)
         problems = await view.integrity_problems() if args.journal else []
+        # the gradient is deleted once the submission commits: None then
+        data = None if rec is None else await view.journal.stored_gradient(rec)
     if rec is None:
         raise CliError(f"no transaction {args.transaction_id!r}", ExitCode.NOT_FOUND)
     if rec.gradient_hash is None or rec.pow_nonce is None:
         raise CliError(
             f"transaction {rec.id} has no proof yet (state {rec.state.value})", ExitCode.USAGE
         )
-    data = await asyncio.to_thread(_stored_bytes, rec.gradient_path)
     report = await asyncio.to_thread(
         verify_submission,
         spec=rec.spec,
@@ -137,13 +138,6 @@ async def cmd_verify(ctx: CliContext, args: argparse.Namespace) -> int:
         result, lambda r: report.describe() + ("" if not problems else f"\njournal: {problems}")
     )
     return ExitCode.OK if result["ok"] else ExitCode.CHECK_FAILED
-
-
-def _stored_bytes(path: str | None) -> bytes | None:
-    """The gradient file if it is still there (it is removed once the submission commits)."""
-    if path is None or not Path(path).is_file():
-        return None
-    return Path(path).read_bytes()
 
 
 async def cmd_diagnostics(ctx: CliContext, args: argparse.Namespace) -> int:

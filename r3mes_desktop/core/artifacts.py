@@ -133,6 +133,18 @@ def read_verified_sync(path: Path, expected_hex: str) -> bytes:
     return data
 
 
+def read_if_present_sync(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return None
+
+
+async def read_if_present(path: Path) -> bytes | None:
+    """The file's bytes as they are, or None when it is gone."""
+    return await asyncio.get_running_loop().run_in_executor(None, read_if_present_sync, path)
+
+
 def remove_sync(path: Path) -> None:
     with contextlib.suppress(FileNotFoundError):
         path.unlink()

@@ -17,7 +17,6 @@ from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mappin
 from pathlib import Path
 from typing import Any, Protocol
 
-from r3mes_desktop.core import artifacts
 from r3mes_desktop.core.analytics import AnalyticsConfig, analyse
 from r3mes_desktop.core.breaker import BreakerRegistry
 from r3mes_desktop.core.cleanup import close_transaction
@@ -456,7 +455,7 @@ class Coordinator:
             )
         if rec.signed_raw is not None:
             target = TxState.BLOCKCHAIN_SUBMIT
-        elif rec.gradient_path and await artifacts.exists(Path(rec.gradient_path)):
+        elif rec.gradient_hash and await self.journal.has_gradient(rec):
             target = TxState.IPFS_UPLOAD
         else:
             target = TxState.TRAINING
@@ -494,8 +493,7 @@ class Coordinator:
         await self.journal.resolve_dead_letter(letter.id, status="discarded", now=self.clock.time())
         rec = await self._record(letter.transaction_id)
         if rec.state in TERMINAL and rec.state is not TxState.COMMITTED:
-            if rec.gradient_path:
-                await artifacts.remove(Path(rec.gradient_path))
+            await self.journal.drop_gradient(rec)
             with contextlib.suppress(Exception):
                 await self.saga.d.trainer.discard_checkpoints(rec.id)
 

@@ -7,13 +7,20 @@ Why it looks like this:
   loop and writes are naturally serialised (no "database is locked").
 - Every write is one `Change` applied in one sqlite transaction: a transition, its history
   rows, its outbox/compensation/dead-letter rows and its artifacts land together or not at all.
+- A gradient up to `inline_gradient_max` bytes (256 KiB: the tiny and default presets) is a
+  row of the `gradients` table, written by the commit that names it; a bigger one is a file
+  made durable before that commit. SQLite's own measurements ("Internal Versus External
+  BLOBs") find small blobs faster inside the database, and here each file cost an fsync of
+  its own plus one of its directory: most of a round's disk time (docs/coordinator.md).
 - Secrets never enter: the signed raw transaction is public data; keys are never passed in.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
+import hashlib
 import itertools
 import json
 import sqlite3
@@ -24,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from r3mes_desktop.core import artifacts
 from r3mes_desktop.core.errors import IntegrityError, ValidationError
 from r3mes_desktop.core.journal_batch import BatchStats, GroupCommitter, Write
 from r3mes_desktop.core.journal_integrity import check_integrity
@@ -102,8 +110,13 @@ class Change:
     compensations_done: list[int] = field(default_factory=list)
     dead_letter: tuple[str, str, dict[str, Any]] | None = None  # reason, category, payload
     durable: bool = True  # on disk before `apply` returns: intent records, terminal states
-    artifact: tuple[Path, bytes] | None = None  # a file made durable before the commit
+    artifact: tuple[Path, bytes] | None = None  # the gradient: a row, or a durable file
     remove_after: tuple[Path, ...] = ()  # files deleted once the change is committed
+    drop_gradient: bool = False  # its gradient row is deleted by this commit
+
+
+INLINE_GRADIENT_MAX = 256 * 1024
+"""Gradients up to this size are stored in the journal itself (see the module doc)."""
 
 
 _spec = functools.lru_cache(maxsize=1024)(spec_from_json)
@@ -252,12 +265,21 @@ def connect(path: Path, *, synchronous: str = "FULL") -> sqlite3.Connection:
 class Journal:
     """Async facade over one sqlite connection owned by one worker thread."""
 
-    def __init__(self, path: Path | str, *, synchronous: str = "FULL") -> None:
+    def __init__(
+        self,
+        path: Path | str,
+        *,
+        synchronous: str = "FULL",
+        inline_gradient_max: int = INLINE_GRADIENT_MAX,
+    ) -> None:
         if synchronous not in ("FULL", "NORMAL", "EXTRA"):
             raise ValidationError(
                 f"journal synchronous must be FULL, EXTRA or NORMAL, got {synchronous!r}"
             )
+        if inline_gradient_max < 0:
+            raise ValidationError(f"inline_gradient_max = {inline_gradient_max}: accepted >= 0")
         self.path = Path(path)
+        self.inline_gradient_max = inline_gradient_max
         self._synchronous = synchronous
         self._executor: ThreadPoolExecutor | None = None
         self._remover: ThreadPoolExecutor | None = None  # deletes committed rounds' files
@@ -437,16 +459,35 @@ class Journal:
         )
 
     async def apply(self, change: Change) -> TransactionRecord:
-        """Apply `change` in one sqlite transaction and return the updated record."""
+        """Apply `change` in one sqlite transaction and return the updated record.
+
+        A small gradient (`artifact`) becomes a row of this transaction (its record then
+        has no `gradient_path`); a big one a durable file written before the commit."""
+        inline: bytes | None = None
+        if change.artifact is not None and len(change.artifact[1]) <= self.inline_gradient_max:
+            inline = change.artifact[1]
+            change = dataclasses.replace(
+                change, artifact=None, fields={**change.fields, "gradient_path": None}
+            )
         return await self._write(
-            functools.partial(self._apply_in_txn_conn, change),
+            functools.partial(self._apply_in_txn_conn, change, inline),
             durable=change.durable,
             artifact=change.artifact,
             remove_after=change.remove_after,
         )
 
-    def _apply_in_txn_conn(self, change: Change, conn: sqlite3.Connection) -> TransactionRecord:
-        return self._apply_in_txn(conn, change)
+    def _apply_in_txn_conn(
+        self, change: Change, inline: bytes | None, conn: sqlite3.Connection
+    ) -> TransactionRecord:
+        after = self._apply_in_txn(conn, change)
+        if inline is not None:
+            conn.execute(
+                "INSERT OR REPLACE INTO gradients (transaction_id, data) VALUES (?, ?)",
+                (change.tx_id, inline),
+            )
+        if change.drop_gradient:
+            conn.execute("DELETE FROM gradients WHERE transaction_id = ?", (change.tx_id,))
+        return after
 
     def _apply_in_txn(self, conn: sqlite3.Connection, c: Change) -> TransactionRecord:
         """Apply `c` and return the record as it now stands in the journal.
@@ -622,6 +663,53 @@ class Journal:
 
     async def get(self, tx_id: str) -> TransactionRecord | None:
         return await self._read(functools.partial(self._get_in, tx_id=tx_id))
+
+    # -- the journaled gradient (a row of `gradients`, or the file `gradient_path`) --------
+    async def gradient(self, rec: TransactionRecord) -> bytes:
+        """The gradient `rec` journaled, checked against its hash; IntegrityError when it
+        is gone or not what the journal says."""
+        if rec.gradient_hash is None:
+            raise IntegrityError(f"transaction {rec.id} has no journaled gradient")
+        expected = rec.gradient_hash
+        data = await self.stored_gradient(rec)
+        if data is None:
+            where = f"file {Path(rec.gradient_path).name}" if rec.gradient_path else "row"
+            raise IntegrityError(f"gradient {where} of {rec.id} is missing")
+        if await asyncio.to_thread(lambda: hashlib.sha256(data).hexdigest()) != expected:
+            raise IntegrityError(f"gradient of {rec.id} does not match its journaled hash")
+        return data
+
+    async def stored_gradient(self, rec: TransactionRecord) -> bytes | None:
+        """The stored gradient bytes as they are (unchecked), or None when there are none."""
+        data = await self._read(functools.partial(self._inline_gradient, tx_id=rec.id))
+        if data is None and rec.gradient_path:
+            data = await artifacts.read_if_present(Path(rec.gradient_path))
+        return data
+
+    async def has_gradient(self, rec: TransactionRecord) -> bool:
+        found = await self._read(
+            lambda conn: conn.execute(
+                "SELECT 1 FROM gradients WHERE transaction_id = ?", (rec.id,)
+            ).fetchone()
+        )
+        if found is not None:
+            return True
+        return bool(rec.gradient_path) and await artifacts.exists(Path(rec.gradient_path or ""))
+
+    async def drop_gradient(self, rec: TransactionRecord) -> None:
+        """Delete the gradient (row and file): its round needs it no more."""
+        await self._write(
+            lambda conn: conn.execute("DELETE FROM gradients WHERE transaction_id = ?", (rec.id,)),
+            durable=False,
+        )
+        if rec.gradient_path:
+            await artifacts.remove(Path(rec.gradient_path))
+
+    @staticmethod
+    def _inline_gradient(conn: sqlite3.Connection, tx_id: str) -> bytes | None:
+        row = conn.execute("SELECT data FROM gradients WHERE transaction_id = ?", (tx_id,))
+        found = row.fetchone()
+        return None if found is None else bytes(found[0])
 
     @staticmethod
     def _get_in(conn: sqlite3.Connection, tx_id: str) -> TransactionRecord | None:

@@ -129,6 +129,16 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE transactions ADD COLUMN training_step INTEGER",
         "CREATE INDEX events_errors ON events(ts) WHERE category IS NOT NULL",
     ),
+    # 3: gradients small enough to live in the journal (see Journal.inline_gradient_max):
+    # they ride the commit that names them, with no file of their own to fsync.
+    (
+        """
+        CREATE TABLE gradients (
+            transaction_id TEXT PRIMARY KEY REFERENCES transactions(id),
+            data BLOB NOT NULL
+        )
+        """,
+    ),
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -129,9 +129,11 @@ class Saga:
         return self.d.artifacts_dir / f"{tx_id}.safetensors"
 
     async def commit(self, rec: TransactionRecord, change: Change) -> TransactionRecord:
-        if change.state is TxState.COMMITTED and rec.gradient_path:
-            # the journal deletes the gradient once COMMITTED is on disk, not before
-            change.remove_after = (*change.remove_after, Path(rec.gradient_path))
+        if change.state is TxState.COMMITTED and rec.gradient_hash:
+            # the gradient goes with the COMMITTED commit (a row) or once it is on disk (a file)
+            change.drop_gradient = True
+            if rec.gradient_path:
+                change.remove_after = (*change.remove_after, Path(rec.gradient_path))
         new = await self.d.journal.apply(change)
         if new.state is not rec.state:
             hops = (
@@ -340,7 +342,7 @@ class Saga:
 
     async def ensure_pinned(self, rec: TransactionRecord, *, check_first: bool) -> str:
         """Pin the journaled gradient and return its CID (re-adding is idempotent)."""
-        assert rec.gradient_path is not None and rec.gradient_hash is not None
+        assert rec.gradient_hash is not None
         tx = rec.id
         if check_first and rec.cid is not None:
             pinned = await self.d.ipfs.call(
@@ -350,7 +352,7 @@ class Saga:
                 return rec.cid
         data = self._fresh_gradient.pop(tx, None)
         if data is None:  # resumed or retried: the durable copy, checked against the journal
-            data = await artifacts.read_verified(Path(rec.gradient_path), rec.gradient_hash)
+            data = await self.d.journal.gradient(rec)
         if not check_first:  # a first upload: nothing pinned yet
             self._adds_without_effect.add(tx)
 
@@ -587,8 +589,7 @@ class Saga:
     async def upload_cid(self, rec: TransactionRecord) -> str:
         """The CID an interrupted upload may have pinned: re-adding the journaled bytes is
         idempotent and names it, so the undo can unpin it (no orphan pins). One try."""
-        assert rec.gradient_path is not None and rec.gradient_hash is not None
-        data = await artifacts.read_verified(Path(rec.gradient_path), rec.gradient_hash)
+        data = await self.d.journal.gradient(rec)
         once = self.d.ipfs.with_options(policy=RetryPolicy(max_retries=0))
         cid: str = await once.call(
             "add_and_pin", functools.partial(self.d.store.add_and_pin, data), transaction_id=rec.id
@@ -668,11 +669,7 @@ class Saga:
         # Any failure in IPFS_UPLOAD may follow an add that pinned but never answered (a
         # timeout on an earlier attempt, then a 401 on the retry): learn the CID so the undo
         # unpins it (an orphan pin found by bench.chaos when only the last error was looked at).
-        maybe_pinned = (
-            rec.gradient_path is not None
-            and rec.gradient_hash is not None
-            and rec.id not in self._adds_without_effect
-        )
+        maybe_pinned = rec.gradient_hash is not None and rec.id not in self._adds_without_effect
         if cid is None and rec.state is TxState.IPFS_UPLOAD and maybe_pinned:
             cid = await self._learn_cid(rec)
         now = self.d.clock.time()

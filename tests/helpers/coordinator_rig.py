@@ -11,7 +11,7 @@ from r3mes_desktop.core.breaker import BreakerConfig, BreakerRegistry
 from r3mes_desktop.core.clock import ManualClock
 from r3mes_desktop.core.coordinator import Coordinator
 from r3mes_desktop.core.events import Event, EventBus
-from r3mes_desktop.core.journal import Journal
+from r3mes_desktop.core.journal import INLINE_GRADIENT_MAX, Journal
 from tests.helpers.fakes import FakeChain, FakePow, FakeStore, FakeTaskApi, FakeTrainer, Faults
 
 
@@ -29,6 +29,7 @@ class Rig:
     settings: Settings
     coordinator: Coordinator
     events: list[Event] = field(default_factory=list)
+    inline_gradient_max: int = INLINE_GRADIENT_MAX  # 0: every gradient is a file
 
     def of_kind(self, kind: type[Event]) -> list[Any]:
         return [e for e in self.events if isinstance(e, kind)]
@@ -45,7 +46,7 @@ def build_coordinator(rig: Rig) -> Coordinator:
         BreakerConfig(window_size=50, failure_threshold=50), clock=rig.clock, bus=rig.bus
     )
     return Coordinator(
-        journal=Journal(rig.tmp / "journal.db"),
+        journal=Journal(rig.tmp / "journal.db", inline_gradient_max=rig.inline_gradient_max),
         trainer=rig.trainer,
         pow=rig.pow,
         store=rig.store,
@@ -59,7 +60,7 @@ def build_coordinator(rig: Rig) -> Coordinator:
     )
 
 
-def make_rig(tmp: Path, **settings: Any) -> Rig:
+def make_rig(tmp: Path, *, inline_gradient_max: int = INLINE_GRADIENT_MAX, **settings: Any) -> Rig:
     clock = ManualClock()
     bus = EventBus()
     faults = Faults()
@@ -75,6 +76,7 @@ def make_rig(tmp: Path, **settings: Any) -> Rig:
         task_api=FakeTaskApi(faults),
         settings=Settings(**settings),
         coordinator=None,  # type: ignore[arg-type]
+        inline_gradient_max=inline_gradient_max,
     )
     bus.subscribe(rig.events.append)
     rig.coordinator = build_coordinator(rig)

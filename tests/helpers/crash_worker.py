@@ -57,7 +57,11 @@ async def main(root: Path, rounds: int, kill_spec: str | None) -> None:
     bus = EventBus()
     bus.subscribe(killer.on_event)
     coordinator = Coordinator(
-        journal=Journal(root / "journal.db"),
+        # the test alternates where gradients go between starts: rows, then files
+        journal=Journal(
+            root / "journal.db",
+            inline_gradient_max=int(os.environ.get("CRASH_INLINE_GRADIENT_MAX", "262144")),
+        ),
         trainer=FakeTrainer(crash_hook=killer),
         pow=FakePow(crash_hook=killer),
         store=FileStore(world, crash_hook=killer),

@@ -12,9 +12,10 @@ from r3mes_desktop.core.journal import Journal
 from tests.helpers.coordinator_rig import Rig, make_rig
 
 
-@pytest.fixture
-async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
-    rig = make_rig(tmp_path)
+@pytest.fixture(params=["inline", "file"])
+async def rig(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Rig]:
+    """Both ways a gradient is journaled: a row of the journal, or a durable file."""
+    rig = make_rig(tmp_path, inline_gradient_max=0 if request.param == "file" else 1 << 20)
     await rig.coordinator.start(background=False)
     yield rig
     await rig.coordinator.close()

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from r3mes_desktop.core import artifacts
 from r3mes_desktop.core.errors import (
     AuthenticationError,
     NetworkError,
@@ -224,13 +223,15 @@ async def test_dead_letter_discard(rig: Rig) -> None:
     assert status.state == "rolled_back"
     [letter] = await rig.coordinator.dead_letters()
     assert letter.category == "permanent"
-    gradient = Path(letter.payload["gradient_path"])
-    assert await artifacts.exists(gradient)
+    rec = await rig.coordinator.journal.get(status.transaction_id)
+    assert rec is not None and await rig.coordinator.journal.has_gradient(rec)
+    assert (letter.payload["gradient_path"] is None) == (rig.inline_gradient_max > 0)
 
     await rig.coordinator.discard_dead_letter(letter.id)
 
     assert await rig.coordinator.dead_letters() == []
-    assert not await artifacts.exists(gradient)
+    assert not await rig.coordinator.journal.has_gradient(rec)
+    assert not (rig.tmp / "artifacts" / f"{rec.id}.safetensors").exists()
     assert status.transaction_id in rig.trainer.discarded
 
 

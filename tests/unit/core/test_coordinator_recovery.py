@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 
-from r3mes_desktop.core.artifacts import write_atomic_sync
 from r3mes_desktop.core.errors import PermanentError
 from r3mes_desktop.core.journal import Change
 from r3mes_desktop.core.txstate import TxState
@@ -37,8 +36,7 @@ async def crashed_at(
         return rec.id
     data = gradient_for(spec)
     path = rig.tmp / "artifacts" / f"{rec.id}.safetensors"
-    write_atomic_sync(path, data)
-    await journal.apply(
+    await journal.apply(  # as the saga does: the journal keeps the bytes (a row or a file)
         Change(
             rec.id,
             now,
@@ -48,6 +46,7 @@ async def crashed_at(
                 "gradient_path": str(path),
                 "pow_nonce": 42,
             },
+            artifact=(path, data),
         )
     )
     cid = cid_for(data)

@@ -55,6 +55,7 @@ async def test_happy_path_commits_with_every_artifact(rig: Rig) -> None:
     assert rig.trainer.discarded == [status.transaction_id]
     await rig.coordinator.journal.settle()  # the gradient is deleted once COMMITTED is on disk
     assert not (rig.tmp / "artifacts" / f"{status.transaction_id}.safetensors").exists()
+    assert not await rig.coordinator.journal.has_gradient(rec)
     states = [e.new_state for e in rig.of_kind(TransactionStateChanged)]
     assert states == [
         "pending",

@@ -43,11 +43,14 @@ POINTS = [
 ]
 
 
-def run_worker(root: Path, kill: str | None) -> int:
+def run_worker(root: Path, kill: str | None, *, inline: bool = True) -> int:
+    """One start of the worker; `inline=False`: its journal writes gradients as files (so
+    recoveries read what the other kind of start wrote)."""
     cmd = [sys.executable, "-m", "tests.helpers.crash_worker", str(root), str(ROUNDS)]
     if kill:
         cmd.append(kill)
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    env = {**os.environ, "CRASH_INLINE_GRADIENT_MAX": "262144" if inline else "0"}
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=60, env=env)
     if proc.returncode not in (0, -signal.SIGKILL):
         raise AssertionError(f"worker failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     return proc.returncode
@@ -60,7 +63,7 @@ def test_sigkill_anywhere_then_recover(tmp_path: Path) -> None:
     kills: dict[str, int] = {}
     for i in range(KILLS):
         op, phase = POINTS[i % len(POINTS)]
-        rc = run_worker(tmp_path, f"{op}:{phase}:{rng.randint(1, 3)}")
+        rc = run_worker(tmp_path, f"{op}:{phase}:{rng.randint(1, 3)}", inline=i % 2 == 0)
         if rc == -signal.SIGKILL:
             kills[f"{op}:{phase}"] = kills.get(f"{op}:{phase}", 0) + 1
     assert run_worker(tmp_path, None) == 0
@@ -101,8 +104,11 @@ def test_sigkill_anywhere_then_recover(tmp_path: Path) -> None:
             journal.execute("SELECT COUNT(*) FROM outbox WHERE done_at IS NULL").fetchone()[0] == 0
         )
         assert check_integrity(journal) == []
+        # committed rounds keep no gradient row (files: see the leftovers below)
+        assert journal.execute("SELECT COUNT(*) FROM gradients").fetchone()[0] == 0
     finally:
         journal.close()
         world.close()
-    leftovers = [p for p in os.listdir(tmp_path / "artifacts") if not p.startswith(".")]
+    artifacts = tmp_path / "artifacts"
+    leftovers = [p for p in os.listdir(artifacts) if not p.startswith(".")]
     assert len(leftovers) <= sum(kills.values())  # only files a kill interrupted removing

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from r3mes_desktop.core.errors import ValidationError
+from r3mes_desktop.core.errors import IntegrityError, ValidationError
 from r3mes_desktop.core.journal import (
     Change,
     DuplicateRoundError,
@@ -178,3 +178,82 @@ async def test_history_rows_keep_their_order_however_many(journal: Journal) -> N
     history = await journal.history("a")
     assert [h.message for h in history[1:]] == [f"n{i}" for i in range(9)]
     assert history[1:] == notes
+
+
+async def _at_upload(journal: Journal, tx: str, data: bytes, tmp_path: Path) -> Path:
+    import hashlib
+
+    await journal.create(tx_id=tx, spec=make_spec(len(data)), miner=MINER, now=1.0, deadline=None)
+    await journal.apply(Change(tx, 2.0, state=TxState.TRAINING))
+    path = tmp_path / "artifacts" / f"{tx}.safetensors"
+    await journal.apply(
+        Change(
+            tx,
+            3.0,
+            state=TxState.IPFS_UPLOAD,
+            expect=frozenset({TxState.TRAINING}),
+            fields={"gradient_hash": hashlib.sha256(data).hexdigest(), "gradient_path": str(path)},
+            artifact=(path, data),
+        )
+    )
+    return path
+
+
+async def test_a_small_gradient_is_a_row_a_big_one_a_file(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "g.db", inline_gradient_max=1024)
+    await journal.open()
+    try:
+        small, big = b"s" * 1024, b"b" * 1025
+        small_path = await _at_upload(journal, "small", small, tmp_path)
+        big_path = await _at_upload(journal, "big", big, tmp_path)
+        s, b = await journal.get("small"), await journal.get("big")
+        assert s is not None and b is not None
+        assert s.gradient_path is None and not small_path.exists()  # no file, no fsync
+        assert b.gradient_path == str(big_path) and big_path.read_bytes() == big
+        assert await journal.gradient(s) == small and await journal.gradient(b) == big
+        assert await journal.has_gradient(s) and await journal.has_gradient(b)
+
+        await journal.apply(Change("small", 4.0, fields={"cid": "c"}, drop_gradient=True))
+        assert not await journal.has_gradient(s)
+        with pytest.raises(IntegrityError, match="gradient row of small is missing"):
+            await journal.gradient(s)
+        await journal.drop_gradient(b)
+        assert not big_path.exists() and await journal.stored_gradient(b) is None
+    finally:
+        await journal.close()
+
+
+async def test_a_gradient_row_that_does_not_match_its_hash_is_refused(
+    journal: Journal, tmp_path: Path
+) -> None:
+    await _at_upload(journal, "t", b"gradient", tmp_path)
+    await journal.run(
+        lambda conn: conn.execute(
+            "UPDATE gradients SET data = ? WHERE transaction_id = 't'", (b"x",)
+        )
+    )
+    rec = await journal.get("t")
+    assert rec is not None
+    with pytest.raises(IntegrityError, match="does not match its journaled hash"):
+        await journal.gradient(rec)
+
+
+async def test_a_refused_change_leaves_no_gradient_row(journal: Journal, tmp_path: Path) -> None:
+    await journal.create(tx_id="t", spec=make_spec(1), miner=MINER, now=1.0, deadline=None)
+    with pytest.raises(StaleStateError):  # still PENDING: a too-late training result
+        await journal.apply(
+            Change(
+                "t",
+                2.0,
+                state=TxState.IPFS_UPLOAD,
+                expect=frozenset({TxState.TRAINING}),
+                artifact=(tmp_path / "t.safetensors", b"late"),
+            )
+        )
+    rows = await journal.run(lambda conn: conn.execute("SELECT COUNT(*) FROM gradients").fetchone())
+    assert rows == (0,)
+
+
+def test_inline_gradient_max_is_checked(tmp_path: Path) -> None:
+    with pytest.raises(ValidationError, match="inline_gradient_max = -1: accepted >= 0"):
+        Journal(tmp_path / "x.db", inline_gradient_max=-1)

@@ -69,6 +69,7 @@ async def test_the_artifact_is_on_disk_before_its_record_commits(
 async def test_a_failing_artifact_fails_only_its_own_write(
     journal: Journal, tmp_path: Path
 ) -> None:
+    journal.inline_gradient_max = 0  # files, whatever their size
     for tx, r in (("a", 1), ("b", 2)):
         await journal.create(tx_id=tx, spec=make_spec(r), miner=MINER, now=1.0, deadline=None)
     blocker = tmp_path / "not-a-dir"

@@ -487,6 +487,13 @@ class Journal:
             )
         if change.drop_gradient:
             conn.execute("DELETE FROM gradients WHERE transaction_id = ?", (change.tx_id,))
+        elif after.state in (TxState.ROLLED_BACK, TxState.FAILED):
+            # undone for good: only an open dead letter's retry would upload it again
+            conn.execute(
+                "DELETE FROM gradients WHERE transaction_id = ? AND NOT EXISTS (SELECT 1 "
+                "FROM dead_letters WHERE transaction_id = ? AND status = 'open')",
+                (change.tx_id, change.tx_id),
+            )
         return after
 
     def _apply_in_txn(self, conn: sqlite3.Connection, c: Change) -> TransactionRecord:

@@ -153,6 +153,8 @@ async def test_chain_auth_failure_unpins_and_rolls_back(rig: Rig) -> None:
     assert [(d.transaction_id, d.category) for d in letters] == [
         (status.transaction_id, "authentication")
     ]
+    rec = await rig.coordinator.journal.get(status.transaction_id)
+    assert rec is not None and await rig.coordinator.journal.has_gradient(rec)  # to retry
 
 
 async def test_auth_error_reading_the_receipt_of_a_sent_submission_commits(rig: Rig) -> None:
@@ -178,6 +180,9 @@ async def test_chain_validation_revert_unpins_and_rolls_back(rig: Rig) -> None:
     assert status.error_category == "validation"
     assert rig.store.pins == set()
     assert await rig.coordinator.dead_letters() == []  # retrying the same proof cannot help
+    if rig.inline_gradient_max:  # so nothing will upload its gradient again: the row goes
+        rec = await rig.coordinator.journal.get(status.transaction_id)
+        assert rec is not None and not await rig.coordinator.journal.has_gradient(rec)
 
 
 async def test_network_retries_wait_the_configured_delays(tmp_path: Path) -> None:

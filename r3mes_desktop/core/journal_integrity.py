@@ -57,6 +57,17 @@ _INVARIANTS: tuple[tuple[str, str], ...] = (
         "AND c.status = 'pending')",
     ),
     (
+        "transaction uploading or submitting without its gradient (row or file)",
+        "SELECT t.id FROM {tx} t WHERE t.state IN ('ipfs_upload','blockchain_submit') "
+        "AND t.gradient_path IS NULL AND NOT EXISTS "
+        "(SELECT 1 FROM gradients g WHERE g.transaction_id = t.id)",
+    ),
+    (
+        "gradient row kept for a committed transaction",
+        "SELECT g.transaction_id FROM gradients g JOIN {tx} t ON t.id = g.transaction_id "
+        "WHERE t.state = 'committed'",
+    ),
+    (
         "pending task completion for a transaction that is not committed",
         "SELECT o.transaction_id FROM outbox o JOIN {tx} t ON t.id = o.transaction_id "
         "WHERE o.done_at IS NULL AND t.state NOT IN ('task_complete','committed')",

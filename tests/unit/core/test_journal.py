@@ -257,3 +257,22 @@ async def test_a_refused_change_leaves_no_gradient_row(journal: Journal, tmp_pat
 def test_inline_gradient_max_is_checked(tmp_path: Path) -> None:
     with pytest.raises(ValidationError, match="inline_gradient_max = -1: accepted >= 0"):
         Journal(tmp_path / "x.db", inline_gradient_max=-1)
+
+
+async def test_integrity_check_names_a_lost_or_leftover_gradient_row(
+    journal: Journal, tmp_path: Path
+) -> None:
+    await _at_upload(journal, "t", b"gradient", tmp_path)
+    assert await journal.integrity_check() == []
+    await journal.run(lambda conn: conn.execute("DELETE FROM gradients"))
+    assert any(
+        "uploading or submitting without its gradient" in p and "t" in p
+        for p in await journal.integrity_check()
+    )
+    await journal.run(lambda conn: conn.execute("INSERT INTO gradients VALUES ('t', x'00')"))
+    await journal.run(
+        lambda conn: conn.execute(
+            "UPDATE transactions SET state = 'committed', finished_at = 4 WHERE id = 't'"
+        )
+    )
+    assert any("gradient row kept for a committed" in p for p in await journal.integrity_check())

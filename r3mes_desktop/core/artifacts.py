@@ -9,12 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import os
 import tempfile
 from pathlib import Path
-
-from r3mes_desktop.core.errors import IntegrityError
 
 
 def write_atomic_sync(path: Path, data: bytes, *, mode: int = 0o644) -> None:
@@ -123,16 +120,6 @@ def _fsync_dir(directory: Path) -> None:
             os.close(dir_fd)
 
 
-def read_verified_sync(path: Path, expected_hex: str) -> bytes:
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError as exc:
-        raise IntegrityError(f"gradient file {path.name} is missing") from exc
-    if hashlib.sha256(data).hexdigest() != expected_hex:
-        raise IntegrityError(f"gradient file {path.name} does not match its journaled hash")
-    return data
-
-
 def read_if_present_sync(path: Path) -> bytes | None:
     try:
         return path.read_bytes()
@@ -152,13 +139,6 @@ def remove_sync(path: Path) -> None:
 
 async def write_atomic(path: Path, data: bytes) -> None:
     await asyncio.get_running_loop().run_in_executor(None, write_atomic_sync, path, data)
-
-
-async def read_verified(path: Path, expected_hex: str) -> bytes:
-    """The gradient bytes, or IntegrityError when missing or not what the journal says."""
-    return await asyncio.get_running_loop().run_in_executor(
-        None, read_verified_sync, path, expected_hex
-    )
 
 
 async def remove(path: Path) -> None:

@@ -699,9 +699,8 @@ class Journal:
                 "SELECT 1 FROM gradients WHERE transaction_id = ?", (rec.id,)
             ).fetchone()
         )
-        if found is not None:
-            return True
-        return bool(rec.gradient_path) and await artifacts.exists(Path(rec.gradient_path or ""))
+        path = rec.gradient_path
+        return found is not None or (path is not None and await artifacts.exists(Path(path)))
 
     async def drop_gradient(self, rec: TransactionRecord) -> None:
         """Delete the gradient (row and file): its round needs it no more."""

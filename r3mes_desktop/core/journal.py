@@ -112,7 +112,6 @@ class Change:
     durable: bool = True  # on disk before `apply` returns: intent records, terminal states
     artifact: tuple[Path, bytes] | None = None  # the gradient: a row, or a durable file
     remove_after: tuple[Path, ...] = ()  # files deleted once the change is committed
-    drop_gradient: bool = False  # its gradient row is deleted by this commit
 
 
 INLINE_GRADIENT_MAX = 256 * 1024
@@ -485,7 +484,7 @@ class Journal:
                 "INSERT OR REPLACE INTO gradients (transaction_id, data) VALUES (?, ?)",
                 (change.tx_id, inline),
             )
-        if change.drop_gradient:
+        if after.state is TxState.COMMITTED:  # submitted and settled: nobody reads it again
             conn.execute("DELETE FROM gradients WHERE transaction_id = ?", (change.tx_id,))
         elif after.state in (TxState.ROLLED_BACK, TxState.FAILED):
             # undone for good: only an open dead letter's retry would upload it again

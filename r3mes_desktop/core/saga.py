@@ -129,11 +129,9 @@ class Saga:
         return self.d.artifacts_dir / f"{tx_id}.safetensors"
 
     async def commit(self, rec: TransactionRecord, change: Change) -> TransactionRecord:
-        if change.state is TxState.COMMITTED and rec.gradient_hash:
-            # the gradient goes with the COMMITTED commit (a row) or once it is on disk (a file)
-            change.drop_gradient = True
-            if rec.gradient_path:
-                change.remove_after = (*change.remove_after, Path(rec.gradient_path))
+        if change.state is TxState.COMMITTED and rec.gradient_path:
+            # a gradient file goes once COMMITTED is on disk (a row goes with that commit)
+            change.remove_after = (*change.remove_after, Path(rec.gradient_path))
         new = await self.d.journal.apply(change)
         if new.state is not rec.state:
             hops = (

@@ -213,7 +213,7 @@ async def test_a_small_gradient_is_a_row_a_big_one_a_file(tmp_path: Path) -> Non
         assert await journal.gradient(s) == small and await journal.gradient(b) == big
         assert await journal.has_gradient(s) and await journal.has_gradient(b)
 
-        await journal.apply(Change("small", 4.0, fields={"cid": "c"}, drop_gradient=True))
+        await journal.drop_gradient(s)
         assert not await journal.has_gradient(s)
         with pytest.raises(IntegrityError, match="gradient row of small is missing"):
             await journal.gradient(s)

@@ -81,6 +81,7 @@ class MainWindow(QtWidgets.QMainWindow, CoreCalls):
         self.tasks.failed.connect(self._task_failed)
         self.window_actions = create_actions(self)
         self._quitting = False
+        self._shut = False  # widgets shut down: late timers must not start core work
         self._refreshing = False
         self._miner_state = "idle"
         self._resumable: list[Any] = []
@@ -215,7 +216,7 @@ class MainWindow(QtWidgets.QMainWindow, CoreCalls):
         Keeps it out of the cold start: the window paints first, the charts follow, and no
         data is lost meanwhile because `chart_data` collects from the start.
         """
-        if self.charts is not None:
+        if self.charts is not None or self._shut:
             return
 
         async def load() -> None:
@@ -421,6 +422,8 @@ class MainWindow(QtWidgets.QMainWindow, CoreCalls):
 
     def shutdown_widgets(self) -> None:
         """Stop timers and listeners; the runtime itself is closed by the app."""
+        self._shut = True
+        self._ready = False  # a refresh queued by a last event must not poll a closing core
         self.tick_timer.stop()
         self.poll_timer.stop()
         if self.charts is not None:

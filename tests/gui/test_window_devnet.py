@@ -206,14 +206,18 @@ def test_ipfs_failure_rolls_back_notifies_and_opens_breaker_reset_closes(
     rig: Rig, qtbot: Any
 ) -> None:
     window = rig.window
+    before = set(rig.states())  # earlier tests rolled back stale rounds: only new ones count
     rig.store.failing = True
     window.window_actions.start.trigger()
-    rig.wait(qtbot, lambda: "ROLLED_BACK" in _new_states(rig), "a rollback")
+    rig.wait(qtbot, lambda: "ROLLED_BACK" in _new_states(rig, before), "a rollback")
+
+    def rollback_alerts() -> list[Any]:
+        return [a for a in window.alerts.shown if "IPFS unreachable" in a.message]
+
     # the banner (no tray offscreen) says what happened, in plain words
-    qtbot.waitUntil(window.banner.isVisible, timeout=10_000)
-    rollback_alerts = [a for a in window.alerts.shown if "IPFS unreachable" in a.message]
-    assert rollback_alerts and rollback_alerts[0].level == "warning"
-    assert rollback_alerts[0].message.endswith("rolled back: IPFS unreachable")
+    rig.wait(qtbot, lambda: rollback_alerts() and window.banner.isVisible(), "the alert")
+    assert rollback_alerts()[0].level == "warning"
+    assert rollback_alerts()[0].message.endswith("rolled back: IPFS unreachable")
     # the error chart counts the network error
     qtbot.waitUntil(lambda: window.chart_data.errors["network"] >= 1, timeout=WAIT_MS)
     qtbot.waitUntil(lambda: (window.charts.error_heights() or [0])[0] >= 1, timeout=10_000)
@@ -274,5 +278,5 @@ def test_export_diagnostics_writes_a_zip_without_secrets(rig: Rig, qtbot: Any) -
     assert key_hex.encode() not in blob and key_hex.upper().encode() not in blob
 
 
-def _new_states(rig: Rig) -> set[str]:
-    return set(rig.states().values())
+def _new_states(rig: Rig, before: set[str]) -> set[str]:
+    return {state for tx_id, state in rig.states().items() if tx_id not in before}

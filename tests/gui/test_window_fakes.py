@@ -60,3 +60,14 @@ def test_state_filter(window: MainWindow, qtbot: Any) -> None:
     assert window.tx_proxy.rowCount() == 1
     window.state_filter.setCurrentText("All")
     assert window.tx_proxy.rowCount() == 2
+
+
+def test_timers_firing_after_shutdown_start_no_core_work(window: MainWindow, qtbot: Any) -> None:
+    """The chart loader (250 ms after the first paint) and the refresh an event queues may
+    fire after the window shut down, when no event loop is left to run them: they must
+    start nothing (CI once saw "no current event loop" from exactly this)."""
+    window.shutdown_widgets()
+    window.load_charts()
+    window.refresh()
+    assert window.tasks.running == 0
+    assert window.charts is None

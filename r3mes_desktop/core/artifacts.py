@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import os
 import tempfile
+from collections.abc import Collection
 from pathlib import Path
 
 
@@ -147,3 +148,34 @@ async def remove(path: Path) -> None:
 
 async def exists(path: Path) -> bool:
     return await asyncio.get_running_loop().run_in_executor(None, path.exists)
+
+
+GRADIENT_SUFFIX = ".safetensors"
+
+
+def remove_strays_sync(directory: Path, keep: Collection[str]) -> int:
+    """Delete the gradient files of transactions not in `keep`, and temp files left by a
+    killed write; returns how many. Run when no write is under way (at start).
+
+    A gradient file is `<transaction id>.safetensors`; its temp files start with a dot and
+    end in `.tmp` (both writers). Nothing else in `directory` is touched."""
+    removed = 0
+    try:
+        entries = list(os.scandir(directory))
+    except FileNotFoundError:
+        return 0
+    for entry in entries:
+        name = entry.name
+        stray_tmp = name.startswith(".") and name.endswith(".tmp") and GRADIENT_SUFFIX in name
+        stray = name.endswith(GRADIENT_SUFFIX) and name[: -len(GRADIENT_SUFFIX)] not in keep
+        if (stray_tmp or stray) and entry.is_file(follow_symlinks=False):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(entry.path)
+                removed += 1
+    return removed
+
+
+async def remove_strays(directory: Path, keep: Collection[str]) -> int:
+    return await asyncio.get_running_loop().run_in_executor(
+        None, remove_strays_sync, directory, keep
+    )

@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mappin
 from pathlib import Path
 from typing import Any, Protocol
 
+from r3mes_desktop.core import artifacts
 from r3mes_desktop.core.analytics import AnalyticsConfig, analyse
 from r3mes_desktop.core.breaker import BreakerRegistry
 from r3mes_desktop.core.cleanup import close_transaction
@@ -161,6 +162,12 @@ class Coordinator:
         problems = await self.journal.integrity_check(full=False) if check_integrity else []
         for problem in problems:
             log.error("journal integrity: %s", problem)
+        strays = 0
+        if not self._active:  # nothing writes gradients yet: what no one holds is a stray
+            holders = await self.journal.gradient_holders()
+            strays = await artifacts.remove_strays(self.saga.d.artifacts_dir, holders)
+            if strays:
+                log.info("removed %d gradient files no transaction needs", strays)
         reconciled = []
         for rec in await self.journal.unfinished():
             if rec.id in self._active:
@@ -174,6 +181,7 @@ class Coordinator:
             duration_s=time.perf_counter() - t0,
             reconciled=reconciled,
             integrity_problems=problems,
+            strays_removed=strays,
         )
 
     async def close(self) -> None:
@@ -490,10 +498,10 @@ class Coordinator:
 
     async def discard_dead_letter(self, letter_id: str) -> None:
         letter = await self._letter(letter_id)
+        # the journal releases the gradient with the letter (row and file)
         await self.journal.resolve_dead_letter(letter.id, status="discarded", now=self.clock.time())
         rec = await self._record(letter.transaction_id)
         if rec.state in TERMINAL and rec.state is not TxState.COMMITTED:
-            await self.journal.drop_gradient(rec)
             with contextlib.suppress(Exception):
                 await self.saga.d.trainer.discard_checkpoints(rec.id)
 

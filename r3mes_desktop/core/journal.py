@@ -25,7 +25,7 @@ import itertools
 import json
 import sqlite3
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -354,7 +354,7 @@ class Journal:
         *,
         durable: bool = True,
         artifact: tuple[Path, bytes] | None = None,
-        remove_after: tuple[Path, ...] = (),
+        remove_after: Sequence[Path] = (),
     ) -> T:
         """Run `fn(conn)` in the next group commit; returns once that commit is done.
 
@@ -468,32 +468,54 @@ class Journal:
             change = dataclasses.replace(
                 change, artifact=None, fields={**change.fields, "gradient_path": None}
             )
+        removals = list(change.remove_after)  # the commit may add the gradient's file
         return await self._write(
-            functools.partial(self._apply_in_txn_conn, change, inline),
+            functools.partial(self._apply_in_txn_conn, change, inline, removals),
             durable=change.durable,
             artifact=change.artifact,
-            remove_after=change.remove_after,
+            remove_after=removals,
         )
 
     def _apply_in_txn_conn(
-        self, change: Change, inline: bytes | None, conn: sqlite3.Connection
+        self,
+        change: Change,
+        inline: bytes | None,
+        removals: list[Path],
+        conn: sqlite3.Connection,
     ) -> TransactionRecord:
+        """The change, plus the gradient's lifecycle: stored with the upload's intent,
+        released (row deleted in this commit, file once it is done) when nobody will read
+        it again: on COMMITTED, and on ROLLED_BACK / FAILED unless an open dead letter's
+        retry would upload it again."""
         after = self._apply_in_txn(conn, change)
         if inline is not None:
             conn.execute(
                 "INSERT OR REPLACE INTO gradients (transaction_id, data) VALUES (?, ?)",
                 (change.tx_id, inline),
             )
-        if after.state is TxState.COMMITTED:  # submitted and settled: nobody reads it again
-            conn.execute("DELETE FROM gradients WHERE transaction_id = ?", (change.tx_id,))
-        elif after.state in (TxState.ROLLED_BACK, TxState.FAILED):
-            # undone for good: only an open dead letter's retry would upload it again
-            conn.execute(
-                "DELETE FROM gradients WHERE transaction_id = ? AND NOT EXISTS (SELECT 1 "
-                "FROM dead_letters WHERE transaction_id = ? AND status = 'open')",
-                (change.tx_id, change.tx_id),
-            )
+        self._release_gradient_if_unneeded(conn, after, removals)
         return after
+
+    @staticmethod
+    def _release_gradient_if_unneeded(
+        conn: sqlite3.Connection, rec: TransactionRecord, removals: list[Path]
+    ) -> None:
+        """Delete `rec`'s gradient row (in this commit) and queue its file (deleted after
+        it) if nobody will read it again: committed, or undone with no open dead letter."""
+        if rec.state is TxState.COMMITTED:
+            released = True
+        elif rec.state in (TxState.ROLLED_BACK, TxState.FAILED):
+            open_letter = conn.execute(
+                "SELECT 1 FROM dead_letters WHERE transaction_id = ? AND status = 'open'",
+                (rec.id,),
+            ).fetchone()
+            released = open_letter is None
+        else:
+            released = False
+        if released:
+            conn.execute("DELETE FROM gradients WHERE transaction_id = ?", (rec.id,))
+            if rec.gradient_path:
+                removals.append(Path(rec.gradient_path))
 
     def _apply_in_txn(self, conn: sqlite3.Connection, c: Change) -> TransactionRecord:
         """Apply `c` and return the record as it now stands in the journal.
@@ -651,12 +673,20 @@ class Journal:
         await self._write(write, durable=False)  # a lost row only means an earlier retry
 
     async def resolve_dead_letter(self, dl_id: str, *, status: str, now: float) -> None:
-        await self._write(
-            lambda conn: conn.execute(
-                "UPDATE dead_letters SET status = ?, resolved_at = ? WHERE id = ?",
+        """Close a dead letter; the last one of an undone transaction takes its gradient."""
+        removals: list[Path] = []
+
+        def write(conn: sqlite3.Connection) -> None:
+            row = conn.execute(
+                "UPDATE dead_letters SET status = ?, resolved_at = ? WHERE id = ? "
+                "RETURNING transaction_id",
                 (status, now, dl_id),
-            )
-        )
+            ).fetchone()
+            rec = None if row is None else self._get_in(conn, row[0])
+            if rec is not None:
+                self._release_gradient_if_unneeded(conn, rec, removals)
+
+        await self._write(write, remove_after=removals)
 
     # -- reads ---------------------------------------------------------------------------
     async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
@@ -701,15 +731,6 @@ class Journal:
         path = rec.gradient_path
         return found is not None or (path is not None and await artifacts.exists(Path(path)))
 
-    async def drop_gradient(self, rec: TransactionRecord) -> None:
-        """Delete the gradient (row and file): its round needs it no more."""
-        await self._write(
-            lambda conn: conn.execute("DELETE FROM gradients WHERE transaction_id = ?", (rec.id,)),
-            durable=False,
-        )
-        if rec.gradient_path:
-            await artifacts.remove(Path(rec.gradient_path))
-
     @staticmethod
     def _inline_gradient(conn: sqlite3.Connection, tx_id: str) -> bytes | None:
         row = conn.execute("SELECT data FROM gradients WHERE transaction_id = ?", (tx_id,))
@@ -739,6 +760,17 @@ class Journal:
         sql += " ORDER BY created_at DESC, id DESC LIMIT ?"
         params.append(limit)
         return [_record(r) for r in self._db().execute(sql, params)]
+
+    async def gradient_holders(self) -> set[str]:
+        """Ids of the transactions whose gradient may still be read: the unfinished ones
+        and those with an open dead letter (a retry uploads it again)."""
+        rows = await self._read(
+            lambda conn: conn.execute(
+                f"SELECT id FROM transactions WHERE {_UNFINISHED_SQL} "  # noqa: S608
+                "UNION SELECT transaction_id FROM dead_letters WHERE status = 'open'"
+            ).fetchall()
+        )
+        return {str(row[0]) for row in rows}
 
     async def unfinished(self) -> list[TransactionRecord]:
         """Every non-terminal transaction (uses the partial index: fast on big journals)."""

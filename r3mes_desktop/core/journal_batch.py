@@ -28,7 +28,7 @@ import contextlib
 import logging
 import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,7 +64,7 @@ class Write:
     fn: WriteFn
     durable: bool = True
     artifact: tuple[Path, bytes] | None = None  # durable on disk before the commit
-    remove_after: tuple[Path, ...] = ()  # deleted once the commit is done
+    remove_after: Sequence[Path] = ()  # deleted once the commit is done (read after it)
     read: bool = False  # a query: run after the batch's commit, outside any transaction
 
 

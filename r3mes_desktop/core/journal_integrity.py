@@ -63,9 +63,11 @@ _INVARIANTS: tuple[tuple[str, str], ...] = (
         "(SELECT 1 FROM gradients g WHERE g.transaction_id = t.id)",
     ),
     (
-        "gradient row kept for a committed transaction",
+        "gradient row kept for a committed transaction, or an undone one without an open "
+        "dead letter",
         "SELECT g.transaction_id FROM gradients g JOIN {tx} t ON t.id = g.transaction_id "
-        "WHERE t.state = 'committed'",
+        "WHERE t.state = 'committed' OR (t.state IN ('failed','rolled_back') AND NOT EXISTS "
+        "(SELECT 1 FROM dead_letters d WHERE d.transaction_id = t.id AND d.status = 'open'))",
     ),
     (
         "pending task completion for a transaction that is not committed",

@@ -224,6 +224,7 @@ class RecoveryReport:
     duration_s: float
     reconciled: list[dict[str, Any]] = field(default_factory=list)
     integrity_problems: list[str] = field(default_factory=list)
+    strays_removed: int = 0  # gradient files a kill left behind, deleted at start
 
     @property
     def count(self) -> int:
@@ -235,4 +236,5 @@ class RecoveryReport:
             "count": self.count,
             "reconciled": list(self.reconciled),
             "integrity_problems": list(self.integrity_problems),
+            "strays_removed": self.strays_removed,
         }

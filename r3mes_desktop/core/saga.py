@@ -126,12 +126,9 @@ class Saga:
         return self.d.chain.miner_address
 
     def gradient_path(self, tx_id: str) -> Path:
-        return self.d.artifacts_dir / f"{tx_id}.safetensors"
+        return self.d.artifacts_dir / f"{tx_id}{artifacts.GRADIENT_SUFFIX}"
 
     async def commit(self, rec: TransactionRecord, change: Change) -> TransactionRecord:
-        if change.state is TxState.COMMITTED and rec.gradient_path:
-            # a gradient file goes once COMMITTED is on disk (a row goes with that commit)
-            change.remove_after = (*change.remove_after, Path(rec.gradient_path))
         new = await self.d.journal.apply(change)
         if new.state is not rec.state:
             hops = (

@@ -174,3 +174,37 @@ async def test_task_complete_commits_and_the_outbox_continues(rig: Rig) -> None:
     assert rig.task_api.completed == []
     assert await rig.coordinator.deliver_outbox() == 1
     assert rig.task_api.completed == [1]
+
+
+async def test_start_deletes_gradient_files_a_kill_left_and_keeps_needed_ones(rig: Rig) -> None:
+    """A kill between the commit that released a gradient and the file's deletion (or in
+    the middle of a write) leaves a file nobody reads: the next start deletes it. Files of
+    unfinished transactions and of open dead letters stay; other files are not touched."""
+    unfinished = await crashed_at(rig, TxState.IPFS_UPLOAD, round_id=1, pinned=True)
+    lettered = await crashed_at(rig, TxState.IPFS_UPLOAD, round_id=2)
+    journal = rig.coordinator.journal
+    await journal.apply(
+        Change(
+            lettered,
+            rig.clock.time(),
+            state=TxState.FAILED,
+            dead_letter=("refused", "validation", {}),
+        )
+    )
+    artifacts = rig.tmp / "artifacts"
+    artifacts.mkdir(exist_ok=True)
+    for name in (
+        f"{unfinished}.safetensors",
+        f"{lettered}.safetensors",
+        "tx-committed-long-ago.safetensors",
+        ".tx-9.safetensors.4242.tmp",
+        "notes.txt",
+    ):
+        if not (artifacts / name).exists():
+            (artifacts / name).write_bytes(b"x")
+    coordinator = await rig.reopen()
+    report = await coordinator.start(background=False)
+    left = sorted(p.name for p in artifacts.iterdir())
+    assert left == sorted([f"{unfinished}.safetensors", f"{lettered}.safetensors", "notes.txt"])
+    assert report.strays_removed == 2
+    await coordinator.wait_idle()

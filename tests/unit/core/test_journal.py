@@ -213,11 +213,13 @@ async def test_a_small_gradient_is_a_row_a_big_one_a_file(tmp_path: Path) -> Non
         assert await journal.gradient(s) == small and await journal.gradient(b) == big
         assert await journal.has_gradient(s) and await journal.has_gradient(b)
 
-        await journal.drop_gradient(s)
+        upload = frozenset({TxState.IPFS_UPLOAD})
+        await journal.apply(Change("small", 4.0, state=TxState.ROLLED_BACK, expect=upload))
         assert not await journal.has_gradient(s)
         with pytest.raises(IntegrityError, match="gradient row of small is missing"):
             await journal.gradient(s)
-        await journal.drop_gradient(b)
+        await journal.apply(Change("big", 4.0, state=TxState.ROLLED_BACK, expect=upload))
+        await journal.settle()
         assert not big_path.exists() and await journal.stored_gradient(b) is None
     finally:
         await journal.close()
@@ -276,3 +278,49 @@ async def test_integrity_check_names_a_lost_or_leftover_gradient_row(
         )
     )
     assert any("gradient row kept for a committed" in p for p in await journal.integrity_check())
+    await journal.run(
+        lambda conn: conn.execute("UPDATE transactions SET state = 'rolled_back' WHERE id = 't'")
+    )
+    assert any(
+        "or an undone one without an open dead" in p for p in await journal.integrity_check()
+    )
+
+
+@pytest.mark.parametrize("size", [16, 4096], ids=["row", "file"])
+async def test_a_gradient_is_released_when_nobody_will_read_it_again(
+    tmp_path: Path, size: int
+) -> None:
+    """Committed, or undone without an open dead letter: the row goes in that commit and
+    the file just after it. An open dead letter keeps it (its retry uploads it again)."""
+    journal = Journal(tmp_path / "r.db", inline_gradient_max=1024)
+    await journal.open()
+    try:
+        await _at_upload(journal, "done", b"d" * size, tmp_path)  # round = size (make_spec)
+        await _at_upload(journal, "undone", b"u" * (size + 1), tmp_path)
+        await _at_upload(journal, "lettered", b"l" * (size + 2), tmp_path)
+        upload = frozenset({TxState.IPFS_UPLOAD})
+        await journal.apply(Change("done", 4.0, state=TxState.COMMITTED, expect=upload))
+        await journal.apply(Change("undone", 4.0, state=TxState.ROLLED_BACK, expect=upload))
+        letter = ("ipfs refused", "validation", {})
+        await journal.apply(
+            Change("lettered", 4.0, state=TxState.FAILED, expect=upload, dead_letter=letter)
+        )
+        await journal.settle()  # the file deletions run after the commit
+        kept = {}
+        for tx in ("done", "undone", "lettered"):
+            rec = await journal.get(tx)
+            assert rec is not None
+            kept[tx] = await journal.has_gradient(rec)
+        assert kept == {"done": False, "undone": False, "lettered": True}
+        left = sorted(p.name for p in (tmp_path / "artifacts").glob("*"))
+        assert left == ([] if size <= 1024 else ["lettered.safetensors"])
+        # discarding the dead letter releases it, in the same commit
+        (dl,) = await journal.dead_letters()
+        await journal.resolve_dead_letter(dl.id, status="discarded", now=5.0)
+        await journal.settle()
+        rec = await journal.get("lettered")
+        assert rec is not None and not await journal.has_gradient(rec)
+        assert list((tmp_path / "artifacts").glob("*")) == []
+        assert not [p for p in await journal.integrity_check() if "gradient" in p]
+    finally:
+        await journal.close()

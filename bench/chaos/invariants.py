@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from r3mes_desktop.chain.abi import decode_call, decode_output, encode_call
+from r3mes_desktop.core.artifacts import GRADIENT_SUFFIX
 from r3mes_desktop.core.journal import Journal
 from r3mes_desktop.core.stats import compute_statistics
 from r3mes_desktop.devnet.evm import DevnetEvm
@@ -103,6 +104,28 @@ def pinned_cids(data_dir: Path) -> set[str]:
     if not path.exists():
         return set()
     return set(json.loads(path.read_text(encoding="utf-8")).get("pins", []))
+
+
+def stray_gradients(data_dir: Path, rows: list[dict[str, Any]], findings: Findings) -> None:
+    """Gradient files (and temp files) kept for no one: every file in `artifacts/` must
+    belong to an unfinished transaction or to one with an open dead letter."""
+    folder = data_dir / "artifacts"
+    if not folder.exists():
+        return
+    conn = sqlite3.connect(f"file:{data_dir / JOURNAL_FILE}?mode=ro", uri=True)
+    try:
+        lettered = {
+            str(t)
+            for (t,) in conn.execute(
+                "SELECT transaction_id FROM dead_letters WHERE status = 'open'"
+            )
+        }
+    finally:
+        conn.close()
+    holders = lettered | {str(r["id"]) for r in rows if r["state"] not in TERMINAL}
+    for path in sorted(folder.iterdir()):
+        if path.suffix != GRADIENT_SUFFIX or path.stem not in holders:
+            findings.fail(f"artifacts/{path.name}: a file no transaction needs")
 
 
 def recount_matches(data_dir: Path, findings: Findings) -> None:
@@ -220,6 +243,7 @@ async def check(data_dir: Path, *, extra_dirs: tuple[Path, ...] = ()) -> Finding
     for r in committed:
         if r["cid"] and not any(same_cid(r["cid"], p) for p in pins):
             findings.fail(f"{r['id']}: committed CID {r['cid']} is not pinned")
+    stray_gradients(data_dir, rows, findings)
     recount_matches(data_dir, findings)
     journal = Journal(data_dir / JOURNAL_FILE)
     await journal.open()

@@ -48,6 +48,7 @@ class RuntimeOptions:
     password_prompt: Any = None  # async (address) -> password | None, when not in the keyring
     worker_nice: int = 10  # CPU priority of training/PoW worker processes (0 = leave as is)
     warm_trainer: bool = False  # spawn the training worker (torch import) while opening
+    inline_gradient_max: int | None = None  # journal rows up to this size (None: default)
 
     @classmethod
     def fast(cls, **changes: Any) -> RuntimeOptions:
@@ -315,7 +316,11 @@ class Runtime:
             trainer = self.options.wrap_trainer(trainer)
         if self.options.wrap_pow is not None:
             pow_ = self.options.wrap_pow(pow_)
-        journal = Journal(self.data_dir / JOURNAL_FILE)
+        inline = self.options.inline_gradient_max
+        journal = Journal(
+            self.data_dir / JOURNAL_FILE,
+            **({"inline_gradient_max": inline} if inline is not None else {}),
+        )
         if self.faults is not None:
             trainer = self.faults.wrap_trainer(trainer)
             journal = self.faults.wrap_journal(journal)

@@ -84,9 +84,11 @@ def chaos_settings(**changes: Any) -> Any:
     return updated(load_settings(use_env=False), **{**CHAOS_SETTINGS, **changes})
 
 
-async def _open(settings: Any, data_dir: Path, *, mining: bool = True) -> Any:
+async def _open(
+    settings: Any, data_dir: Path, *, mining: bool = True, inline_gradient_max: int | None = None
+) -> Any:
     """A runtime on `data_dir`; one that will not mine spawns its training worker only if
-    recovery needs it."""
+    recovery needs it. `inline_gradient_max=0`: every gradient a file, not a journal row."""
     from r3mes_desktop.runtime import Runtime, RuntimeOptions
 
     options = RuntimeOptions.fast(
@@ -99,6 +101,7 @@ async def _open(settings: Any, data_dir: Path, *, mining: bool = True) -> Any:
         maintenance_interval_s=MAINTENANCE_INTERVAL_S,
         settings_overrides={},
         warm_trainer=mining,
+        inline_gradient_max=inline_gradient_max,
     )
     runtime = Runtime(settings, options=options)
     return runtime
@@ -143,6 +146,7 @@ def run_settings() -> dict[str, Any]:
             MAINTENANCE_INTERVAL_S
         ),
         "devnet rounds": _round_template(),
+        "gradients": "files in the faulted run, journal rows (the default) on the next start",
         "fault plan": {k: v for k, v in CHAOS_PLAN.items() if isinstance(v, dict)},
     }
 
@@ -250,7 +254,9 @@ async def run_chaos(
                 enough.set()
 
     t0 = time.perf_counter()
-    runtime = await _open(chaos_settings(fault_plan=plan_path), data_dir)
+    # Gradients as files here (rows, the default for small ones, in the crash part and in
+    # the fault-free start below): each kind meets faults, and recovery reads the other.
+    runtime = await _open(chaos_settings(fault_plan=plan_path), data_dir, inline_gradient_max=0)
     unsubscribe = runtime.bus.subscribe(watch)
     await runtime.open()
     # Rounds whose signed submission a fault rolled back are never re-signed by this miner;

@@ -38,6 +38,7 @@ class Findings:
     on_chain_submissions: int = 0
     pinned: int = 0
     files_scanned: int = 0
+    gradients: dict[str, int] = field(default_factory=dict)  # journaled as "file" / "row"
     checked_at: float = field(default_factory=time.time)
 
     def fail(self, text: str) -> None:
@@ -50,6 +51,7 @@ class Findings:
             "on_chain_submissions": self.on_chain_submissions,
             "pinned": self.pinned,
             "files_scanned": self.files_scanned,
+            "gradients": self.gradients,
         }
 
 
@@ -243,6 +245,9 @@ async def check(data_dir: Path, *, extra_dirs: tuple[Path, ...] = ()) -> Finding
     for r in committed:
         if r["cid"] and not any(same_cid(r["cid"], p) for p in pins):
             findings.fail(f"{r['id']}: committed CID {r['cid']} is not pinned")
+    findings.gradients = dict(
+        Counter("file" if r["gradient_path"] else "row" for r in rows if r["gradient_hash"])
+    )
     stray_gradients(data_dir, rows, findings)
     recount_matches(data_dir, findings)
     journal = Journal(data_dir / JOURNAL_FILE)

@@ -38,6 +38,11 @@ def failures(report: dict[str, Any]) -> list[str]:
     return out
 
 
+def _kinds(invariants: dict[str, Any]) -> str:
+    kinds = invariants.get("gradients") or {}
+    return f"{kinds.get('file', 0)} / {kinds.get('row', 0)}"
+
+
 def summary(report: dict[str, Any], problems: list[str] | None = None) -> str:
     """One line that says what failed and the run's key counts: the first thing a CI log
     shows (the markdown report and the harness's log files hold the rest)."""
@@ -281,6 +286,7 @@ def to_markdown(report: dict[str, Any]) -> str:
             f"| on-chain submissions (all match a COMMITTED transaction) | "
             f"{inv['on_chain_submissions']} |",
             f"| pinned CIDs after cleanup (all committed) | {inv['pinned']} |",
+            f"| gradients journaled as files / as rows | {_kinds(inv)} |",
             f"| files searched for the key and password | {inv['files_scanned']} |",
             f"| wall time | {r['seconds']:.0f} s ({r['seconds'] / max(r['attempted'], 1):.2f} "
             "s per transaction) |",
@@ -318,6 +324,7 @@ def to_markdown(report: dict[str, Any]) -> str:
             f"| journal states at the end | {_states(crash['states'])} |",
             f"| on-chain submissions / pinned CIDs | {inv['on_chain_submissions']} / "
             f"{inv['pinned']} |",
+            f"| gradients journaled as files / as rows | {_kinds(inv)} |",
             f"| invariant violations | {len(inv['violations'])} |",
             f"| wall time | {r['seconds']:.0f} s |",
             "",

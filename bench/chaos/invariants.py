@@ -4,7 +4,8 @@ Run on a data dir whose miner is stopped: the devnet chain is rebuilt from its w
 log (not from the snapshot the app restores: a wrong snapshot would show here) and every
 successful `submitGradient` the miner ever sent is counted from the chain itself; pins are
 read from the store's pin list; statistics are recounted from raw rows; secrets are
-searched for in every file, binary ones included.
+searched for in every file, binary ones included; every gradient file left on disk must
+belong to a transaction that may still read it (unfinished, or with an open dead letter).
 """
 
 from __future__ import annotations

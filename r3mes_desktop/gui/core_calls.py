@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
@@ -159,24 +160,64 @@ class CoreCalls:
             level="warning",
         )
 
-    def retry_dead_letter(self, letter_id: str) -> None:
-        self.report(f"Dead letter {letter_id[:8]}: trying again.")
+    def retry_dead_letters(self, letter_ids: list[str]) -> None:
+        """Retry every selected letter; their rounds run side by side within the bulkhead."""
+        if len(letter_ids) == 1:
+            self.report(f"Dead letter {letter_ids[0][:8]}: trying again.")
+        else:
+            self.report(f"Retrying {len(letter_ids)} dead letters.")
 
         async def run() -> None:
-            status = await self.runtime.coordinator.retry_dead_letter(letter_id)
-            state = str(field_of(status, "state", default="done")).upper()
-            self.report(f"Dead letter {letter_id[:8]} retried: {state}.")
+            import asyncio  # here, not at import: asyncio is not needed to paint the window
+
+            retry = self.runtime.coordinator.retry_dead_letter
+            outcomes = await asyncio.gather(*map(retry, letter_ids), return_exceptions=True)
             await self._refresh_now()
+            if len(letter_ids) == 1:
+                if isinstance(outcomes[0], BaseException):
+                    raise outcomes[0]  # the task runner shows it
+                state = str(field_of(outcomes[0], "state", default="done")).upper()
+                self.report(f"Dead letter {letter_ids[0][:8]} retried: {state}.")
+                return
+            self._report_bulk("Retried", letter_ids, outcomes)
 
-        self.tasks.spawn(run(), name="Retry dead letter")
+        self.tasks.spawn(run(), name="Retry dead letters")
 
-    def discard_dead_letter(self, letter_id: str) -> None:
+    def discard_dead_letters(self, letter_ids: list[str]) -> None:
         async def run() -> None:
-            await self.runtime.coordinator.discard_dead_letter(letter_id)
-            self.report(f"Dead letter {letter_id[:8]} discarded.")
+            outcomes: list[Any] = []
+            for letter_id in letter_ids:
+                try:
+                    await self.runtime.coordinator.discard_dead_letter(letter_id)
+                    outcomes.append(None)
+                except Exception as exc:
+                    if len(letter_ids) == 1:
+                        raise
+                    outcomes.append(exc)
             await self._refresh_now()
+            if len(letter_ids) == 1:
+                self.report(f"Dead letter {letter_ids[0][:8]} discarded.")
+                return
+            self._report_bulk("Discarded", letter_ids, outcomes)
 
-        self.tasks.spawn(run(), name="Discard dead letter")
+        self.tasks.spawn(run(), name="Discard dead letters")
+
+    def _report_bulk(self, verb: str, letter_ids: list[str], outcomes: list[Any]) -> None:
+        """One line for a bulk action: how many, the states they reached, what failed."""
+        errors = [o for o in outcomes if isinstance(o, BaseException)]
+        done = len(letter_ids) - len(errors)
+        states = Counter(
+            str(field_of(o, "state", default="")).upper()
+            for o in outcomes
+            if o is not None and not isinstance(o, BaseException)
+        )
+        states.pop("", None)
+        text = f"{verb} {done} of {len(letter_ids)} dead letters"
+        if states:
+            text += ": " + ", ".join(f"{n} {s}" for s, n in sorted(states.items()))
+        if errors:
+            text += f"; {len(errors)} could not be: {errors[0]}"
+        self.report(text + ".", level="warning" if errors else "info")
 
     def open_settings(self) -> None:
         from r3mes_desktop.gui.settings_dialog import SettingsDialog  # first use only

@@ -10,6 +10,7 @@ from typing import Any
 from r3mes_desktop.gui.list_model import ListTableModel
 from r3mes_desktop.gui.qt import Qt, QtCore, QtWidgets, Signal
 from r3mes_desktop.gui.records import field_of
+from r3mes_desktop.notices import short_id
 
 
 @dataclass(frozen=True)
@@ -42,7 +43,7 @@ class DeadLettersModel(ListTableModel):
         row = self._rows[index.row()]
         if role == Qt.ItemDataRole.DisplayRole:
             return (
-                row.transaction_id[:8],
+                short_id(row.transaction_id),
                 str(row.round_id),
                 time.strftime("%d %b %H:%M", time.localtime(row.created_at))
                 if row.created_at
@@ -68,8 +69,11 @@ class DeadLettersModel(ListTableModel):
 
 
 class DeadLettersPanel(QtWidgets.QWidget):
-    retry_requested = Signal(str)
-    discard_requested = Signal(str)
+    """The letters, and Retry / Discard for every selected one (Shift/Ctrl-click, Ctrl+A):
+    a chain outage can leave hundreds, and one click each is no way to clear them."""
+
+    retry_requested = Signal(list)  # letter ids
+    discard_requested = Signal(list)
 
     def __init__(self, model: DeadLettersModel, parent: QtWidgets.QWidget | None = None) -> None:
         super().__init__(parent)
@@ -78,7 +82,7 @@ class DeadLettersPanel(QtWidgets.QWidget):
         self.view.setModel(model)
         self.view.verticalHeader().hide()
         self.view.setSelectionBehavior(QtWidgets.QAbstractItemView.SelectionBehavior.SelectRows)
-        self.view.setSelectionMode(QtWidgets.QAbstractItemView.SelectionMode.SingleSelection)
+        self.view.setSelectionMode(QtWidgets.QAbstractItemView.SelectionMode.ExtendedSelection)
         self.view.horizontalHeader().setStretchLastSection(True)
         self.empty = QtWidgets.QLabel("No dead letters: nothing failed for good.")
         self.empty.setStyleSheet("color: #555;")
@@ -86,10 +90,14 @@ class DeadLettersPanel(QtWidgets.QWidget):
         self.retry_button.setObjectName("dead-letter-retry")
         self.discard_button = QtWidgets.QPushButton("Discard")
         self.discard_button.setObjectName("dead-letter-discard")
+        hint = "Acts on every selected letter (Shift- or Ctrl-click, Ctrl+A: several)"
+        for button in (self.retry_button, self.discard_button):
+            button.setToolTip(hint)
         self.retry_button.clicked.connect(lambda: self._emit(self.retry_requested))
         self.discard_button.clicked.connect(lambda: self._emit(self.discard_requested))
         buttons = QtWidgets.QHBoxLayout()
-        buttons.addWidget(self.empty, 1)
+        buttons.addWidget(self.empty)
+        buttons.addStretch(1)  # the buttons stay their size, at the right
         buttons.addWidget(self.retry_button)
         buttons.addWidget(self.discard_button)
         layout = QtWidgets.QVBoxLayout(self)
@@ -100,22 +108,26 @@ class DeadLettersPanel(QtWidgets.QWidget):
         self.view.selectionModel().selectionChanged.connect(self._update_buttons)
         self._update_buttons()
 
-    def selected_id(self) -> str | None:
-        rows = self.view.selectionModel().selectedRows()
-        if not rows:
-            return None
-        return str(self.model.data(rows[0], DeadLettersModel.ID_ROLE))
+    def selected_ids(self) -> list[str]:
+        rows = sorted(self.view.selectionModel().selectedRows(), key=lambda i: i.row())
+        return [str(self.model.data(index, DeadLettersModel.ID_ROLE)) for index in rows]
 
     def select_row(self, pos: int) -> None:
         self.view.selectRow(pos)
 
+    def select_all(self) -> None:
+        self.view.selectAll()
+
     def _emit(self, signal: Any) -> None:
-        letter = self.selected_id()
-        if letter is not None:
-            signal.emit(letter)
+        letters = self.selected_ids()
+        if letters:
+            signal.emit(letters)
 
     def _update_buttons(self, *_: Any) -> None:
-        has = self.selected_id() is not None
-        self.retry_button.setEnabled(has)
-        self.discard_button.setEnabled(has)
+        count = len(self.selected_ids())
+        suffix = f" {count}" if count > 1 else ""
+        self.retry_button.setText(f"Retry{suffix}")
+        self.discard_button.setText(f"Discard{suffix}")
+        self.retry_button.setEnabled(count > 0)
+        self.discard_button.setEnabled(count > 0)
         self.empty.setVisible(self.model.rowCount() == 0)

@@ -305,6 +305,53 @@ def test_dead_letters_retry_and_discard(qtbot: Any, qloop: Any) -> None:
     ]
 
 
+def test_dead_letters_act_on_every_selected_letter(qtbot: Any, qloop: Any) -> None:
+    runtime = FakeRuntime(Path("."))
+    coordinator = runtime.coordinator
+    coordinator.letters = [
+        {"id": f"dl{i}", "transaction_id": f"mining_tx_{i}{'0' * 11}", "round_id": i, "reason": "x"}
+        for i in range(1, 6)
+    ]
+    refuse = coordinator.retry_dead_letter
+
+    async def retry(letter_id: str) -> dict[str, str]:
+        if letter_id == "dl2":
+            raise ValueError("dead letter dl2 is not open")
+        await refuse(letter_id)
+        return {"state": "committed"}
+
+    coordinator.retry_dead_letter = retry
+    window = MainWindow(runtime, tray_available=False, poll_ms=100)
+    qtbot.addWidget(window)
+    qtbot.waitUntil(lambda: window.dead_model.rowCount() == 5, timeout=3000)
+    assert window.dead_model.index(0, 0).data() == "10000000"  # the short id, as elsewhere
+    panel = window.dead_panel
+    reports: list[str] = []
+    window.action_reported.connect(reports.append)
+    panel.select_row(0)
+    panel.view.selectionModel().select(
+        window.dead_model.index(1, 0),
+        QtCore.QItemSelectionModel.SelectionFlag.Select
+        | QtCore.QItemSelectionModel.SelectionFlag.Rows,
+    )
+    assert panel.selected_ids() == ["dl1", "dl2"] and panel.retry_button.text() == "Retry 2"
+    panel.retry_button.click()
+    qtbot.waitUntil(lambda: any(r.startswith("Retried") for r in reports), timeout=3000)
+    assert reports[-1] == (
+        "Retried 1 of 2 dead letters: 1 COMMITTED; 1 could not be: dead letter dl2 is not open."
+    )
+    qtbot.waitUntil(lambda: window.dead_model.rowCount() == 4, timeout=3000)
+    panel.select_all()
+    assert panel.discard_button.text() == "Discard 4"
+    panel.discard_button.click()
+    qtbot.waitUntil(lambda: window.dead_model.rowCount() == 0, timeout=3000)
+    assert reports[-1] == "Discarded 4 of 4 dead letters."
+    assert [c for c in coordinator.calls if c[0] == "discard_dead_letter"] == [
+        ("discard_dead_letter", f"dl{i}") for i in (2, 3, 4, 5)
+    ]
+    assert not panel.retry_button.isEnabled() and panel.retry_button.text() == "Retry"
+
+
 @pytest.mark.slow
 def test_app_paints_without_importing_torch(tmp_path: Path) -> None:
     env = {

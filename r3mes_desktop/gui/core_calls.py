@@ -166,58 +166,41 @@ class CoreCalls:
             self.report(f"Dead letter {letter_ids[0][:8]}: trying again.")
         else:
             self.report(f"Retrying {len(letter_ids)} dead letters.")
+        self._on_letters("retried", self.runtime.coordinator.retry_dead_letter, letter_ids)
+
+    def discard_dead_letters(self, letter_ids: list[str]) -> None:
+        self._on_letters("discarded", self.runtime.coordinator.discard_dead_letter, letter_ids)
+
+    def _on_letters(self, verb: str, call: Any, letter_ids: list[str]) -> None:
+        """Run `call` on each letter, then say in one line what came of them: the state a
+        retried round reached, and what could not be done (one letter: its error as is)."""
 
         async def run() -> None:
             import asyncio  # here, not at import: asyncio is not needed to paint the window
 
-            retry = self.runtime.coordinator.retry_dead_letter
-            outcomes = await asyncio.gather(*map(retry, letter_ids), return_exceptions=True)
+            outcomes = await asyncio.gather(*map(call, letter_ids), return_exceptions=True)
             await self._refresh_now()
+            errors = [o for o in outcomes if isinstance(o, BaseException)]
+            if len(letter_ids) == 1 and errors:
+                raise errors[0]  # the task runner shows it
+            states = Counter(
+                str(field_of(o, "state", default="")).upper()
+                for o in outcomes
+                if o is not None and not isinstance(o, BaseException)
+            )
+            states.pop("", None)
+            said = ", ".join(f"{n} {s}" for s, n in sorted(states.items()))
             if len(letter_ids) == 1:
-                if isinstance(outcomes[0], BaseException):
-                    raise outcomes[0]  # the task runner shows it
-                state = str(field_of(outcomes[0], "state", default="done")).upper()
-                self.report(f"Dead letter {letter_ids[0][:8]} retried: {state}.")
-                return
-            self._report_bulk("Retried", letter_ids, outcomes)
+                text = f"Dead letter {letter_ids[0][:8]} {verb}"
+                said = said.removeprefix("1 ")
+            else:
+                text = f"{verb.capitalize()} {len(outcomes) - len(errors)} of {len(letter_ids)} "
+                text += "dead letters"
+            text += f": {said}" if said else ""
+            text += f"; {len(errors)} could not be: {errors[0]}" if errors else ""
+            self.report(text + ".", level="warning" if errors else "info")
 
-        self.tasks.spawn(run(), name="Retry dead letters")
-
-    def discard_dead_letters(self, letter_ids: list[str]) -> None:
-        async def run() -> None:
-            outcomes: list[Any] = []
-            for letter_id in letter_ids:
-                try:
-                    await self.runtime.coordinator.discard_dead_letter(letter_id)
-                    outcomes.append(None)
-                except Exception as exc:
-                    if len(letter_ids) == 1:
-                        raise
-                    outcomes.append(exc)
-            await self._refresh_now()
-            if len(letter_ids) == 1:
-                self.report(f"Dead letter {letter_ids[0][:8]} discarded.")
-                return
-            self._report_bulk("Discarded", letter_ids, outcomes)
-
-        self.tasks.spawn(run(), name="Discard dead letters")
-
-    def _report_bulk(self, verb: str, letter_ids: list[str], outcomes: list[Any]) -> None:
-        """One line for a bulk action: how many, the states they reached, what failed."""
-        errors = [o for o in outcomes if isinstance(o, BaseException)]
-        done = len(letter_ids) - len(errors)
-        states = Counter(
-            str(field_of(o, "state", default="")).upper()
-            for o in outcomes
-            if o is not None and not isinstance(o, BaseException)
-        )
-        states.pop("", None)
-        text = f"{verb} {done} of {len(letter_ids)} dead letters"
-        if states:
-            text += ": " + ", ".join(f"{n} {s}" for s, n in sorted(states.items()))
-        if errors:
-            text += f"; {len(errors)} could not be: {errors[0]}"
-        self.report(text + ".", level="warning" if errors else "info")
+        self.tasks.spawn(run(), name=f"Dead letters {verb}")
 
     def open_settings(self) -> None:
         from r3mes_desktop.gui.settings_dialog import SettingsDialog  # first use only

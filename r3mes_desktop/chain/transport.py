@@ -53,17 +53,72 @@ class CallReverted(ValidationError):
 
 
 _REJECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("already_known", ("already known", "known transaction", "already imported")),
-    ("nonce_too_low", ("nonce too low", "nonce is too low", "oldnonce")),
-    ("underpriced", ("underpriced", "fee cap less than block base fee", "max fee per gas less")),
+    # Order matters: "replacement transaction underpriced" must not read as a bare nonce text.
+    (
+        "already_known",
+        (
+            "already known",
+            "known transaction",
+            "already imported",
+            "existing tx with same hash",  # erigon
+            "alreadyknown",  # nethermind
+        ),
+    ),
+    (
+        "underpriced",
+        (
+            "underpriced",  # geth, erigon, anvil, ganache, hardhat ("Replacement transaction ...")
+            "fee cap less than block base fee",
+            "max fee per gas less",
+            "could not replace existing tx",  # erigon
+            "insufficient gas price to replace",  # reth, anvil
+            "replacementnotallowed",  # nethermind
+            "feetoolowtocompete",  # nethermind
+            "fee too low",
+        ),
+    ),
+    (
+        "nonce_too_low",
+        (
+            "nonce too low",  # geth, erigon, anvil, hardhat, ganache 7
+            "nonce is too low",
+            "oldnonce",  # nethermind
+            "nonce has already been used",
+        ),
+    ),
+    (
+        "nonce_gap",
+        (
+            "nonce too high",  # geth, erigon, anvil, hardhat
+            "nonce ahead of the account",
+            "noncegap",  # nethermind
+            "noncetoofarinfuture",  # nethermind
+            "nonce too distant",  # erigon
+            "nonce gap",
+        ),
+    ),
     ("insufficient_funds", ("insufficient funds", "sender doesn't have enough funds")),
     ("invalid_signature", ("invalid signature", "invalid sender", "invalid chain id")),
 )
 
+_GANACHE_NONCE = re.compile(
+    r"doesn't have the correct nonce\. account has nonce of: (\d+) tx has nonce of: (\d+)"
+)
+"""ganache says neither "low" nor "high": the two numbers tell which."""
+
 
 def rejection_kind(message: str) -> str:
-    """Map a node's refusal text to a kind (`other` when unrecognised)."""
+    """Map a node's refusal text to a kind (`other` when unrecognised).
+
+    Every node words the same refusals its own way; all of them must land on one kind, or a
+    consumed nonce reads as a bad input and strands the round (tests/unit/chain/
+    test_rejection_wordings.py holds each node's text).
+    """
     lowered = message.lower()
+    ganache = _GANACHE_NONCE.search(lowered)
+    if ganache is not None:
+        account_nonce, tx_nonce = int(ganache.group(1)), int(ganache.group(2))
+        return "nonce_too_low" if tx_nonce < account_nonce else "nonce_gap"
     for kind, needles in _REJECTIONS:
         if any(n in lowered for n in needles):
             return kind

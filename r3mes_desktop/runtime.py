@@ -253,14 +253,18 @@ class Runtime:
         self._transport = transport  # closed by the chain client
         nonces = await asyncio.to_thread(NonceStore, self.data_dir / "nonces.sqlite")
         self._closers.append(lambda: asyncio.to_thread(nonces.close))
-        self.chain = await ChainClient.connect(
-            transport=transport,
-            account=account,
-            contract_address=settings.contract_address,
-            caller=chain_caller,
-            nonces=nonces,
-            expected_chain_id=settings.chain_id,
-        )
+        try:
+            self.chain = await ChainClient.connect(
+                transport=transport,
+                account=account,
+                contract_address=settings.contract_address,
+                caller=chain_caller,
+                nonces=nonces,
+                expected_chain_id=settings.chain_id,
+            )
+        except BaseException:
+            await transport.close()  # no client owns it yet: its HTTP session would leak
+            raise
         self._closers.append(self.chain.close)
         ipfs_caller = ServiceCaller(
             service="ipfs",

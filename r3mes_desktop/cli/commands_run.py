@@ -24,6 +24,7 @@ from r3mes_desktop.cli import arg_types, commands_read, secrets_input
 from r3mes_desktop.cli.context import CliContext
 from r3mes_desktop.cli.exit_codes import CliError, ExitCode
 from r3mes_desktop.cli.output import Progress, format_table
+from r3mes_desktop.core.errors import ValidationError
 from r3mes_desktop.core.events import Event, MinerStateChanged, TransactionStateChanged
 
 log = logging.getLogger(__name__)
@@ -116,10 +117,25 @@ async def open_runtime(
     options = RuntimeOptions.fast(**changes) if fast else RuntimeOptions(**changes)
     runtime = Runtime(ctx.settings, options=options)
     try:
-        await runtime.open()
+        try:
+            await runtime.open()
+        except ValidationError as exc:
+            raise config_error(exc) from None
         yield runtime
     finally:
         await runtime.close()
+
+
+def config_error(exc: ValidationError) -> Exception:
+    """A ValidationError naming a setting ("chain_id: ...", "contract_address: ...") while
+    connecting means settings.toml / R3MES_* point at the wrong network or contract: exit 3
+    (config invalid), not 2 (usage), since no command-line argument can fix it."""
+    from r3mes_desktop.config import Settings
+
+    field, sep, _ = exc.message.partition(":")
+    if sep and field.strip() in Settings.model_fields:
+        return CliError(f"settings invalid: {exc.message}", ExitCode.CONFIG)
+    return exc
 
 
 class _Signals:

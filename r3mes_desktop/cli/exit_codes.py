@@ -3,7 +3,8 @@
 0   ok
 1   error: the operation failed (see the message; details in the log)
 2   usage: bad command line or argument value
-3   config: settings.toml / R3MES_* environment invalid
+3   config: settings.toml / R3MES_* environment invalid, or the configured chain RPC is on
+    another chain id or has no contract code at contract_address
 4   auth: keystore missing, wrong password, key rejected by the chain
 5   unavailable: a service (chain RPC, IPFS, task API) unreachable or its breaker open
 6   not found: no such transaction or dead letter

@@ -40,14 +40,20 @@ _SENSITIVE_WORDS = frozenset(
 _SENSITIVE_PAIRS = frozenset({("private", "key"), ("api", "key"), ("secret", "key")})
 """Setting/dict keys whose values are always masked, whatever they hold."""
 
-# Hashes labelled as such (tx hash, gradient hash, block hash) stay readable: they are
-# public and diagnostics need them. Any other bare 32-byte hex value may be a private key.
-_HASH_LABEL = r"(?:tx_?hash|transaction[ _]hash|gradient_?hash|block_?hash|hash)"
-_HEX64 = re.compile(
-    rf"(?P<label>{_HASH_LABEL}[\"']?\s*[:=]?\s*[\"']?)?"
-    r"(?<![0-9a-fA-Fx])(?P<hex>(?:0x)?[0-9a-fA-F]{64})(?![0-9a-fA-F])",
+# Public data stays readable: transaction and block hashes, addresses and CIDs are what a
+# support log is for. A 32-byte hex value is the one shape a private key shares with a tx
+# hash, so shape alone decides nothing: the unlocked key is registered (exact match), and an
+# unregistered 64-hex value is masked only where the text calls it a key, secret or seed
+# (`key 0x...`, `private_key: "..."`, `secret=...`).
+_KEYED_HEX64 = re.compile(
+    r"(?P<ctx>\b\w*(?:key|secret|seed|mnemonic)[\"']?\s*(?:[:=]|\bis\b|\bwas\b)?\s*[\"']?)"
+    r"(?<![0-9a-fA-F])(?:0x)?[0-9a-fA-F]{64}(?![0-9a-fA-F])",
     re.IGNORECASE,
 )
+_HEX64 = re.compile(r"(?:0x)?[0-9a-fA-F]{64}")
+_KEY_WORDS = frozenset({"key", "privkey", "privatekey", "secret", "seed", "mnemonic"})
+_PUBLIC_VALUE = re.compile(r"0x[0-9a-fA-F]{40}|Qm[1-9A-HJ-NP-Za-km-z]{44}|b[a-z2-7]{58,}")
+"""A 20-byte address or a CID: public, and never the shape of a token or a password."""
 _WEBHOOK_URL = re.compile(
     r"https?://[^\s\"'<>]*(?:hooks\.slack\.com|discord(?:app)?\.com/api/webhooks|webhook"
     r"|office\.com/webhook|hooks\.)[^\s\"'<>]*",
@@ -55,7 +61,9 @@ _WEBHOOK_URL = re.compile(
 )
 _URL_USERINFO = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^\s:/@]+):[^\s@/]+@", re.I)
 _BEARER = re.compile(r"\b(?P<kind>bearer|token|basic)\s+(?P<val>[A-Za-z0-9._~+/=-]{8,})", re.I)
-_JSON_PAIR = re.compile(r"(?P<key>\"(?P<name>[A-Za-z0-9_.-]+)\"\s*:\s*)\"(?:[^\"\\]|\\.)*\"")
+_JSON_PAIR = re.compile(
+    r"(?P<key>\"(?P<name>[A-Za-z0-9_.-]+)\"\s*:\s*)\"(?P<val>(?:[^\"\\]|\\.)*)\""
+)
 _KV_KEY = re.compile(r"\b(?P<name>[A-Za-z][A-Za-z0-9_.-]*)['\"]?\s*[:=]\s*")
 _KV_VALUE = re.compile(r"(?P<q>['\"])(?:(?!(?P=q)).)*(?P=q)|[^\s'\",;&}\]]+")
 
@@ -76,7 +84,8 @@ class SecretRegistry:
         variants = {text}
         if re.fullmatch(r"(0x)?[0-9a-fA-F]+", text):
             bare = text[2:] if text.lower().startswith("0x") else text
-            variants |= {bare, "0x" + bare, bare.lower(), "0x" + bare.lower()}
+            for form in (bare, bare.lower(), bare.upper()):
+                variants |= {form, "0x" + form}
         with self._lock:
             for v in variants:
                 if len(v) >= MIN_SECRET_LEN:
@@ -110,10 +119,17 @@ def register_secret(value: str | bytes | None) -> None:
     SECRETS.register(value)
 
 
-def _hex_sub(match: re.Match[str]) -> str:
-    if match.group("label"):
+def _json_sub(match: re.Match[str]) -> str:
+    if not is_sensitive_key(match.group("name")) or _PUBLIC_VALUE.fullmatch(match.group("val")):
         return match.group(0)
-    return MASK
+    return f'{match.group("key")}"{MASK}"'
+
+
+def _bearer_sub(match: re.Match[str]) -> str:
+    """`token 0x5FbDB...` names an ERC-20 token's address, not a credential."""
+    if match.group("kind").lower() != "bearer" and _PUBLIC_VALUE.fullmatch(match.group("val")):
+        return match.group(0)
+    return f"{match.group('kind')} {MASK}"
 
 
 def _is_prose(key: str, value: re.Match[str]) -> bool:
@@ -140,7 +156,7 @@ def _mask_pairs(text: str) -> str:
         value = _KV_VALUE.match(text, m.end())
         if value is None or value.group(0).startswith(MASK[:-1]):
             continue
-        if _is_prose(m.group(0), value):
+        if _is_prose(m.group(0), value) or _PUBLIC_VALUE.fullmatch(value.group(0).strip("'\"")):
             continue
         quote = value.group("q") or ""
         out.append(text[pos : m.end()] + quote + MASK + quote)
@@ -156,13 +172,10 @@ def redact(text: str, registry: SecretRegistry | None = None) -> str:
     text = (registry or SECRETS).scrub(text)
     text = _WEBHOOK_URL.sub(MASK, text)
     text = _URL_USERINFO.sub(lambda m: f"{m.group('scheme')}{m.group('user')}:{MASK}@", text)
-    text = _JSON_PAIR.sub(
-        lambda m: f'{m.group("key")}"{MASK}"' if is_sensitive_key(m.group("name")) else m.group(0),
-        text,
-    )
-    text = _BEARER.sub(lambda m: f"{m.group('kind')} {MASK}", text)
+    text = _JSON_PAIR.sub(_json_sub, text)
+    text = _BEARER.sub(_bearer_sub, text)
     text = _mask_pairs(text)
-    return _HEX64.sub(_hex_sub, text)
+    return _KEYED_HEX64.sub(lambda m: m.group("ctx") + MASK, text)
 
 
 def is_sensitive_key(key: str) -> bool:
@@ -175,13 +188,23 @@ def is_sensitive_key(key: str) -> bool:
     return any(pair in _SENSITIVE_PAIRS for pair in itertools.pairwise(words))
 
 
+def _names_key(key: str) -> bool:
+    """`key`, `signing_key`, `seed`: a 32-byte hex value under such a name is a secret."""
+    snake = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", key).lower()
+    return any(w in _KEY_WORDS for w in re.split(r"[^a-z0-9]+", snake))
+
+
 def redact_obj(value: Any, registry: SecretRegistry | None = None) -> Any:
     """Deep-copy a JSON-like value: sensitive keys masked, every string redacted."""
     if isinstance(value, Mapping):
         out: dict[str, Any] = {}
         for k, v in value.items():
             key = str(k)
-            if is_sensitive_key(key) and v not in (None, "", [], {}):
+            if isinstance(v, str) and _PUBLIC_VALUE.fullmatch(v):
+                out[key] = v
+            elif (is_sensitive_key(key) and v not in (None, "", [], {})) or (
+                isinstance(v, str) and _names_key(key) and _HEX64.fullmatch(v)
+            ):
                 out[key] = MASK
             else:
                 out[key] = redact_obj(v, registry)

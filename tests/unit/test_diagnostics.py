@@ -113,7 +113,7 @@ def test_export_contains_everything_and_no_planted_secret(tmp_path: Path) -> Non
     logs.teardown_logging()
     # A log line written before redaction existed (older version, or copied in by hand).
     raw = logs.log_dir() / "r3mes.log.1"
-    raw.write_text(json.dumps({"msg": f"raw {KEY} {WEBHOOK} token={TOKEN} pw {PASSWORD}"}) + "\n")
+    raw.write_text(json.dumps({"msg": f"key {KEY} {WEBHOOK} token={TOKEN} pw {PASSWORD}"}) + "\n")
     with pytest.raises(NetworkError) as info:
         _failing()
     diagnostics.write_error_detail(transaction_id="t9", exc=info.value, inputs={"key": KEY})

@@ -8,13 +8,19 @@ from r3mes_desktop.redact import MASK, SecretRegistry, redact, redact_obj
 
 KEY = "0x4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3f362318"
 TX = "0x" + "ab" * 32
+ADDRESS = "0x5FbDB2315678afecb367f032d93F642f64180aa3"
+CID_V1 = "bafkreia3ni2eh4ykrloarqjesdk3clf6tkczb5whnnz2cxg3hleib234yq"
+CID_V0 = "QmYwAPJzv5CZsnA625s3Xf2nemtYgPpHdWEz79ojWnPbdG"
 
 
 @pytest.mark.parametrize(
     ("text", "secret"),
     [
         (f"loaded key {KEY}", KEY[2:]),
-        (f"key without prefix {KEY[2:]}!", KEY[2:]),
+        (f"imported key {KEY[2:]}!", KEY[2:]),
+        (f"private key is {KEY}", KEY[2:]),
+        (f'{{"signing_key": "{KEY}"}}', KEY[2:]),
+        (f"seed={KEY[2:]}", KEY[2:]),
         ("post to https://hooks.slack.com/services/T000/B000/XXXXSECRET now", "XXXXSECRET"),
         ("https://discord.com/api/webhooks/123/tok-en_SECRET", "tok-en_SECRET"),
         ("https://example.org/webhook/abc123SECRET", "abc123SECRET"),
@@ -100,3 +106,41 @@ def test_messages_about_secret_fields_stay_readable() -> None:
         assert redact(text) == text
     assert "hunter2" not in redact("password: hunter2")
     assert "correcthorsebatterystaple" not in redact("password: correcthorsebatterystaple")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        f"transaction {TX} was not mined within 120 s",
+        f"Transaction HexBytes('{TX}') is not in the chain after 120 seconds",
+        f"submitGradient reverted: {TX[2:]}",
+        f"miner {ADDRESS} has 0 ETH; block {TX}",
+        f"token {ADDRESS} balance 12",
+        f"token_address={ADDRESS} contract={ADDRESS.lower()}",
+        f'{{"token_address": "{ADDRESS}", "cid": "{CID_V1}"}}',
+        f"uploaded {CID_V1} and pinned {CID_V0}",
+    ],
+)
+def test_public_hashes_addresses_and_cids_stay_readable(text: str) -> None:
+    assert redact(text) == text
+
+
+def test_registered_key_is_masked_next_to_a_readable_tx_hash() -> None:
+    reg = SecretRegistry()
+    reg.register(bytes.fromhex(KEY[2:]))
+    out = redact(f"transaction {TX} signed with {KEY} ({KEY[2:].upper()})", reg)
+    assert out == f"transaction {TX} signed with {MASK} ({MASK})"
+
+
+def test_redact_obj_keeps_public_values_and_masks_keys_by_name() -> None:
+    record = {
+        "tx_hash": TX,
+        "contract_address": ADDRESS,
+        "token_address": ADDRESS,
+        "cid": CID_V1,
+        "key": KEY,
+        "signing_key": KEY[2:],
+        "key_count": 3,
+    }
+    out = redact_obj(record)
+    assert out == {**record, "key": MASK, "signing_key": MASK}

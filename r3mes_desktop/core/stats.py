@@ -3,7 +3,12 @@
 Keys follow the seeds. As there, `failed_transactions` counts every transaction that did
 not commit (FAILED, ROLLED_BACK, and COMPENSATING ones whose undo is still pending) and
 `rolled_back_transactions` the subset that was fully undone; rates are over all
-transactions. Throughput and commit times are over the last `window_s` seconds.
+transactions. Throughput and commit times are over the last `window_s` seconds, but
+`transactions_per_minute` divides that window's commits by the part of the window the journal
+covers (`throughput_covered_s`: since its first transaction, at least `MIN_COVERED_S`), so a
+miner that has run 20 s reports its real rate rather than spreading its commits over an hour
+it did not exist for. Time the miner was stopped after its first transaction stays covered:
+the commits before a restart are in the window too.
 `error_breakdown` counts every journaled error occurrence (each retried attempt, each final
 failure, each failed undo or deferred completion) by category.
 """
@@ -16,6 +21,9 @@ from typing import Any
 from r3mes_desktop.core.errors import ErrorCategory
 
 BREAKDOWN_KEYS: tuple[str, ...] = tuple(f"{c.value}_errors" for c in ErrorCategory)
+MIN_COVERED_S = 1.0
+"""Floor of the throughput's time base, so commits in the journal's first instant do not
+divide by zero or report an absurd rate."""
 
 
 def _percentile(sorted_values: list[float], q: float) -> float:
@@ -49,6 +57,10 @@ def compute_statistics(conn: sqlite3.Connection, *, now: float, window_s: float)
         )
     )
     outbox_pending = conn.execute("SELECT COUNT(*) FROM outbox WHERE done_at IS NULL").fetchone()[0]
+    first_created = conn.execute("SELECT MIN(created_at) FROM transactions").fetchone()[0]
+    covered = window_s
+    if first_created is not None:
+        covered = min(window_s, max(now - first_created, MIN_COVERED_S))
     dead_letters = conn.execute(
         "SELECT COUNT(*) FROM dead_letters WHERE status = 'open'"
     ).fetchone()[0]
@@ -63,7 +75,8 @@ def compute_statistics(conn: sqlite3.Connection, *, now: float, window_s: float)
         "failure_rate": failed / total if total else 0.0,
         "rollback_rate": rolled_back / total if total else 0.0,
         "window_s": window_s,
-        "transactions_per_minute": len(durations) * 60.0 / window_s if window_s > 0 else 0.0,
+        "throughput_covered_s": covered,
+        "transactions_per_minute": len(durations) * 60.0 / covered if covered > 0 else 0.0,
         "commit_time_mean_s": sum(durations) / len(durations) if durations else 0.0,
         "commit_time_p50_s": _percentile(durations, 50),
         "commit_time_p95_s": _percentile(durations, 95),

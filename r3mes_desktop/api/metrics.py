@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from r3mes_desktop.core.errors import RETRYABLE, ErrorCategory
 from r3mes_desktop.core.events import (
     Event,
     EventBus,
@@ -23,6 +24,7 @@ from r3mes_desktop.core.events import (
     StepProgress,
     TransactionStateChanged,
 )
+from r3mes_desktop.core.txstate import STEPS
 
 BREAKER_STATES = ("closed", "half_open", "open", "forced_open", "disabled")
 TX_STATES = (
@@ -39,6 +41,18 @@ TX_STATES = (
 FAILURE_STATES = frozenset({"failed", "rolled_back", "compensating"})
 LATENCY_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, float("inf"))
 MAX_TRACKED = 10_000
+FAILURE_CATEGORIES = tuple(c.value for c in ErrorCategory)
+FAILURE_STEPS = (*(s.value for s in STEPS), "unknown")
+RETRY_OPERATIONS: Mapping[str, tuple[str, ...]] = {
+    "trainer": ("train",),
+    "pow": ("pow",),
+    "ipfs": ("add_and_pin", "is_pinned", "unpin"),
+    "chain": ("open_rounds", "sign_submission", "broadcast", "receipt", "submission_of"),
+    "task_api": ("complete_task",),
+}
+"""The (service, operation) pairs the coordinator and the miner loop retry. Their retry
+series exist at 0 from the start; another pair still counts, from its first retry on."""
+RETRY_CATEGORIES = tuple(sorted(c.value for c in RETRYABLE))
 
 
 def states_of(stats: Mapping[str, Any]) -> dict[str, float]:
@@ -169,8 +183,27 @@ class MinerMetrics:
         )
         self.up_since = Gauge("r3mes_start_time_seconds", "When this miner started", registry=r)
         self.up_since.set(time.time())
+        self._create_known_children()
         self._started: dict[str, float] = {}
         self._unsubscribe = bus.subscribe(self.observe) if bus is not None else None
+
+    def _create_known_children(self) -> None:
+        """Every known label combination of the live counters, at 0.
+
+        A labelled child is otherwise born at its first increment, with the value 1: the
+        scraper never sees it at 0, so `increase()` misses the first failure of each kind
+        after every start, and a rule on a series that does not exist yet (no commit since
+        the start) finds nothing to fire on.
+        """
+        for state in TX_STATES:
+            self.transitions.labels(state)
+        for category in FAILURE_CATEGORIES:
+            for step in FAILURE_STEPS:
+                self.failures.labels(category, step)
+        for service, operations in RETRY_OPERATIONS.items():
+            for operation in operations:
+                for category in RETRY_CATEGORIES:
+                    self.retries.labels(service, operation, category)
 
     def close(self) -> None:
         if self._unsubscribe is not None:

@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
+import itertools
+import re
+from pathlib import Path
+
 from prometheus_client.parser import text_string_to_metric_families
 
-from r3mes_desktop.api.metrics import MinerMetrics
-from r3mes_desktop.core.events import RetryScheduled, StepProgress, TransactionStateChanged
+from r3mes_desktop.api.metrics import RETRY_OPERATIONS, TX_STATES, MinerMetrics
+from r3mes_desktop.core.errors import ErrorCategory
+from r3mes_desktop.core.events import (
+    EventBus,
+    RetryScheduled,
+    StepProgress,
+    TransactionStateChanged,
+)
+from r3mes_desktop.core.txstate import STEPS
 from tests.unit.api.conftest import Api
 
 
@@ -123,3 +134,96 @@ def test_seeds_style_totals_are_understood() -> None:
         "compensating": 1,
         "active": 1,
     }
+
+
+def _scrape(metrics: MinerMetrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return _samples(metrics.exposition().decode())
+
+
+def _increase(values: list[float | None]) -> float | None:
+    """Prometheus' `increase()` over scraped values (without its edge extrapolation): no
+    result from fewer than two samples of the series, a drop counts as a counter reset."""
+    present = [v for v in values if v is not None]
+    if len(present) < 2:
+        return None
+    total = 0.0
+    for before, after in itertools.pairwise(present):
+        total += after - before if after >= before else after
+    return total
+
+
+def test_a_fresh_process_exposes_every_known_label_combination_at_zero() -> None:
+    samples = _scrape(MinerMetrics())
+
+    for state in TX_STATES:
+        assert samples[("r3mes_transitions_total", (("state", state),))] == 0
+    for category in ErrorCategory:
+        for step in (*(s.value for s in STEPS), "unknown"):
+            key = (
+                "r3mes_transaction_failures_total",
+                (("category", category.value), ("step", step)),
+            )
+            assert samples[key] == 0, key
+    for service, operation in [("ipfs", "add_and_pin"), ("chain", "broadcast")]:
+        for category in ("network", "resource"):
+            key = (
+                "r3mes_retries_total",
+                (("category", category), ("operation", operation), ("service", service)),
+            )
+            assert samples[key] == 0, key
+
+
+def test_increase_over_a_fresh_process_sees_the_first_failure() -> None:
+    bus = EventBus()
+    metrics = MinerMetrics(bus)
+    key = (
+        "r3mes_transaction_failures_total",
+        (("category", "network"), ("step", "ipfs_upload")),
+    )
+    committed = ("r3mes_transitions_total", (("state", "committed"),))
+    retried = (
+        "r3mes_retries_total",
+        (("category", "network"), ("operation", "add_and_pin"), ("service", "ipfs")),
+    )
+    first = _scrape(metrics)
+    bus.publish(_tx("b", None, "pending", 150.0))
+    bus.publish(
+        RetryScheduled(
+            operation="add_and_pin",
+            service="ipfs",
+            attempt=1,
+            delay=1.0,
+            category="network",
+            message="reset",
+        )
+    )
+    bus.publish(
+        _tx(
+            "b",
+            "ipfs_upload",
+            "failed",
+            151.0,
+            failed_step="ipfs_upload",
+            error_category="network",
+        )
+    )
+    second = _scrape(metrics)
+
+    assert _increase([first.get(key), second.get(key)]) == 1
+    assert _increase([first.get(retried), second.get(retried)]) == 1
+    # R3mesNoCommits sums increase() of this series: it must exist (at 0) without a commit
+    assert _increase([first.get(committed), second.get(committed)]) == 0
+
+
+def test_retried_operations_of_the_core_are_all_known() -> None:
+    """A new or renamed retried call must be added to RETRY_OPERATIONS, or its first retry
+    after each start is lost to `increase()` again."""
+    core = Path(__file__).resolve().parents[3] / "r3mes_desktop" / "core"
+    called: set[str] = set()
+    for name in ("saga.py", "outbox.py", "compensation.py", "miner.py"):
+        text = (core / name).read_text()
+        called |= set(re.findall(r"\.call\(\s*\"([a-z_]+)\"", text))
+        called |= set(re.findall(r"operation=\"([a-z_]+)\"", text))
+    known = {op for ops in RETRY_OPERATIONS.values() for op in ops}
+    assert {"add_and_pin", "broadcast", "complete_task", "train"} <= called
+    assert called <= known, called - known

@@ -71,6 +71,40 @@ def failure_reason(failed_step: str | None, category: str | None, message: str |
     return f"{step} failed ({category or 'unknown'})" if not message else f"{step}: {message[:80]}"
 
 
+def plain_reason(message: str) -> str:
+    """Drop exception class prefixes ("ClientConnectorError: …") and keep it to one line."""
+    line = (message or "unknown error").strip().splitlines()[0]
+    lowered = line.lower()
+    for needle in ("connection refused", "timed out", "connection reset", "name resolution"):
+        if needle in lowered:
+            return needle
+    head, sep, tail = line.partition(": ")
+    if sep and head.replace("_", "").replace(".", "").isalnum() and " " not in head:
+        line = tail
+    return line[:140]
+
+
+def retry_text(
+    *,
+    service: str | None,
+    operation: str,
+    category: str,
+    message: str,
+    attempt: int,
+    max_attempts: int | None,
+    delay: float,
+) -> str:
+    """A scheduled retry in words, for a console line or a status bar:
+    "IPFS unreachable (connection refused) — retry 2/3 in 4 s".
+
+    `attempt` is the attempt that just failed, so the coming retry is retry number `attempt`
+    of `max_attempts - 1` (the first attempt is not a retry)."""
+    name = _SERVICE_NAMES.get(service or "", service or operation)
+    what = f"{name} unreachable" if category == "network" else f"{name} failed ({category})"
+    of = f"/{max_attempts - 1}" if max_attempts is not None and max_attempts > 1 else ""
+    return f"{what} ({plain_reason(message)}) — retry {attempt}{of} in {max(0.0, delay):.0f} s"
+
+
 class NoticeCenter:
     """Events in, grouped alerts out.
 

@@ -13,8 +13,13 @@ from collections.abc import Callable, Mapping
 from typing import Any, TextIO
 
 from r3mes_desktop.api.protocol import plain
-from r3mes_desktop.core.events import Event, StepProgress, TransactionStateChanged
-from r3mes_desktop.notices import short_id
+from r3mes_desktop.core.events import (
+    Event,
+    RetryScheduled,
+    StepProgress,
+    TransactionStateChanged,
+)
+from r3mes_desktop.notices import retry_text, short_id
 from r3mes_desktop.redact import redact
 
 
@@ -71,7 +76,8 @@ def _cell(value: Any) -> str:
 
 
 class Progress:
-    """Shows the current transaction's step on one stderr line.
+    """Shows the current transaction's step on one stderr line, and each scheduled retry
+    ("IPFS unreachable (connection refused) — retry 2/3 in 4 s") on a line of its own.
 
     On a terminal the line is rewritten in place; otherwise (journald, a pipe) a line is
     printed only when the step changes or every `plain_interval_s`, so logs are not flooded.
@@ -111,6 +117,24 @@ class Progress:
             if event.error_message:
                 line += f" ({event.error_category}: {event.error_message})"
             self._show(("state", event.transaction_id, event.new_state), line, force=True)
+        elif isinstance(event, RetryScheduled):
+            # Retries are logged at INFO, below the console's level: without this line an
+            # outage looks like a hang.
+            text = retry_text(
+                service=event.service,
+                operation=event.operation,
+                category=event.category,
+                message=event.message,
+                attempt=event.attempt,
+                max_attempts=event.max_attempts,
+                delay=event.delay,
+            )
+            if event.transaction_id:
+                line = f"{short_id(event.transaction_id)} {text}"
+            else:
+                line = text[:1].upper() + text[1:]
+            key = ("retry", event.service or event.operation, str(event.attempt))
+            self._show(key, line, force=True)
 
     def _show(self, key: tuple[str, str, str], line: str, *, force: bool = False) -> None:
         line = redact(line)

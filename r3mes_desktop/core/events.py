@@ -42,6 +42,7 @@ class RetryScheduled(Event):
     category: str
     message: str
     transaction_id: str | None = None
+    max_attempts: int | None = None  # the policy's limit, so a display can say "retry 2/3"
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -277,6 +277,7 @@ class RetryPolicy:
                         category=str(error.category),
                         message=error.message,
                         transaction_id=transaction_id,
+                        max_attempts=self.max_attempts,
                     )
                 )
 

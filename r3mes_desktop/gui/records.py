@@ -11,6 +11,8 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from r3mes_desktop.notices import plain_reason
+
 SERVICE_LABELS = {"chain": "Chain RPC", "ipfs": "IPFS", "task_api": "Task API"}
 SERVICE_PHRASE = {"chain": "the chain RPC", "ipfs": "IPFS", "task_api": "the task API"}
 
@@ -109,16 +111,3 @@ def down_message(service: str, endpoint: str | None, reason: str, retry_in: floa
     if retry_in is not None:
         text += f" — retrying in {max(0.0, retry_in):.0f} s"
     return text
-
-
-def plain_reason(message: str) -> str:
-    """Drop exception class prefixes ("ClientConnectorError: …") and keep it to one line."""
-    line = (message or "unknown error").strip().splitlines()[0]
-    lowered = line.lower()
-    for needle in ("connection refused", "timed out", "connection reset", "name resolution"):
-        if needle in lowered:
-            return needle
-    head, sep, tail = line.partition(": ")
-    if sep and head.replace("_", "").replace(".", "").isalnum() and " " not in head:
-        line = tail
-    return line[:140]

@@ -5,7 +5,14 @@ from __future__ import annotations
 import io
 
 from r3mes_desktop.cli.output import Progress, format_table
-from r3mes_desktop.core.events import StepProgress, TransactionStateChanged
+from r3mes_desktop.core.errors import NetworkError
+from r3mes_desktop.core.events import (
+    EventBus,
+    RetryScheduled,
+    StepProgress,
+    TransactionStateChanged,
+)
+from r3mes_desktop.core.retry import RetryPolicy
 
 
 def _step(fraction: float, **detail: float) -> StepProgress:
@@ -87,3 +94,57 @@ def test_progress_redacts_error_messages() -> None:
 def test_table_alignment() -> None:
     text = format_table([{"a": "x", "b": 1.25}, {"a": "long", "b": None}], ["a", "b"])
     assert text.splitlines() == ["A     B  ", "x     1.2", "long  -  "]
+
+
+def test_retries_show_as_lines_naming_service_attempt_and_delay() -> None:
+    """An outage retried at INFO (below the console level) still shows on the console."""
+    out = io.StringIO()
+    progress = Progress(stream=out, tty=False, plain_interval_s=30, clock=lambda: 0.0)
+    for attempt, delay in ((1, 2.0), (2, 4.0)):
+        progress.on_event(
+            RetryScheduled(
+                operation="ipfs.add_and_pin",
+                service="ipfs",
+                attempt=attempt,
+                delay=delay,
+                category="network",
+                message="ClientConnectorError: Connection refused (127.0.0.1:5001)",
+                transaction_id="mining_tx_abcdef123456789",
+                max_attempts=4,
+            )
+        )
+    progress.on_event(
+        RetryScheduled(
+            operation="chain.receipt",
+            service="chain",
+            attempt=1,
+            delay=0.4,
+            category="network",
+            message="timed out after 30 s",
+        )
+    )
+    assert out.getvalue().splitlines() == [
+        "abcdef12 IPFS unreachable (connection refused) — retry 1/3 in 2 s",
+        "abcdef12 IPFS unreachable (connection refused) — retry 2/3 in 4 s",
+        "The chain RPC unreachable (timed out) — retry 1 in 0 s",
+    ]
+
+
+async def test_a_real_retry_policy_reports_its_attempt_limit_to_the_display() -> None:
+    out = io.StringIO()
+    progress = Progress(stream=out, tty=True)
+    bus = EventBus()
+    bus.subscribe(progress.on_event)
+    failures = [NetworkError("connection refused", service="ipfs")] * 2
+
+    async def flaky() -> str:
+        if failures:
+            raise failures.pop()
+        return "ok"
+
+    policy = RetryPolicy(max_retries=3, initial_delay=0.0)
+    assert await policy.call_async(flaky, operation="ipfs.cat", service="ipfs", bus=bus) == "ok"
+    assert out.getvalue() == (
+        "\rIPFS unreachable (connection refused) — retry 1/3 in 0 s\n"
+        "\rIPFS unreachable (connection refused) — retry 2/3 in 0 s\n"
+    )

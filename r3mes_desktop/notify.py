@@ -6,6 +6,11 @@ threshold and caps sends per hour. The webhook URL and SMTP password come from t
 store and never appear in a log line or an error message: failures are logged by kind
 ("HTTP 404", "ConnectionRefusedError"), not by URL. No Qt here; the GUI and the headless
 CLI both use it.
+
+E-mail goes over verified TLS only when a password is involved: implicit TLS on port 465,
+STARTTLS otherwise, both with `ssl.create_default_context()` (certificate chain and host
+name checked), so the SMTP password cannot be handed to an impostor on the path. A login
+over a plaintext connection is refused rather than attempted.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 import smtplib
+import ssl
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,6 +31,45 @@ from r3mes_desktop.core.events import Event, EventBus
 from r3mes_desktop.notices import Alert, NoticeCenter, severity_rank
 
 log = logging.getLogger(__name__)
+
+IMPLICIT_TLS_PORT = 465
+"""SMTP submission over TLS from the first byte (RFC 8314); other ports use STARTTLS."""
+
+
+class PlaintextLoginRefused(ValueError):
+    """A login was configured over a connection that would not be encrypted."""
+
+
+@dataclass(frozen=True)
+class EmailFailure:
+    """Why an alert e-mail was not sent, in words safe for a log.
+
+    `category` is one of: tls (certificate, host name, or no STARTTLS offered),
+    authentication, config, network, smtp. `reason` names the exception type and, for TLS,
+    the verifier's words; it never holds the password or the server's reply text.
+    """
+
+    category: str
+    reason: str
+
+    @classmethod
+    def of(cls, exc: BaseException) -> EmailFailure:
+        name = type(exc).__name__
+        if isinstance(exc, ssl.SSLCertVerificationError):
+            detail = exc.verify_message or "certificate verify failed"
+            return cls("tls", f"{name}: {detail}; the password was not sent")
+        if isinstance(exc, ssl.SSLError | smtplib.SMTPNotSupportedError):
+            return cls("tls", f"{name}: no verified TLS session; the password was not sent")
+        if isinstance(exc, smtplib.SMTPAuthenticationError):
+            return cls("authentication", f"{name}: the server refused the SMTP login")
+        if isinstance(exc, PlaintextLoginRefused):
+            return cls("config", f"{name}: {exc}")
+        if isinstance(exc, smtplib.SMTPException):
+            return cls("smtp", name)
+        return cls("network", name)
+
+    def __str__(self) -> str:
+        return f"{self.reason} [{self.category}]"
 
 
 @dataclass(frozen=True)
@@ -75,17 +120,18 @@ class ErrorNotifier:
         *,
         clock: Clock = SYSTEM_CLOCK,
         center: NoticeCenter | None = None,
-        smtp_factory: Callable[..., smtplib.SMTP] = smtplib.SMTP,
+        tls_context: ssl.SSLContext | None = None,
     ) -> None:
         self.config = config
         self.clock = clock
         self.center = center or NoticeCenter(clock=clock)
-        self._smtp_factory = smtp_factory
+        self._tls_context = tls_context
         self._sent: deque[float] = deque()
         self._tasks: set[asyncio.Task[None]] = set()
         self._unsubscribe: Callable[[], None] | None = None
         self.delivered: list[Alert] = []  # what went out (diagnostics and tests)
         self.dropped = 0
+        self.email_failures: list[EmailFailure] = []  # why e-mails were not sent
 
     def reconfigure(self, config: NotifierConfig) -> None:
         """Live settings change: the next alert uses the new channels and threshold."""
@@ -156,18 +202,40 @@ class ErrorNotifier:
         message["To"] = ", ".join(cfg.email_to)
         message.set_content(alert.message)
 
-        def deliver() -> None:
-            with self._smtp_factory(cfg.smtp_host, cfg.smtp_port, timeout=cfg.timeout_s) as smtp:
-                if cfg.smtp_starttls:
-                    smtp.starttls()
-                if cfg.smtp_username:
-                    smtp.login(cfg.smtp_username, cfg.smtp_password)
-                smtp.send_message(message)
-
         try:
-            await asyncio.to_thread(deliver)
+            await asyncio.to_thread(self._deliver_email, message)
         except Exception as exc:  # never the password, never the server's reply text
-            log.warning("e-mail notification failed: %s", type(exc).__name__)
+            failure = EmailFailure.of(exc)
+            self.email_failures.append(failure)
+            log.warning("e-mail notification failed: %s", failure)
+
+    def _deliver_email(self, message: EmailMessage) -> None:
+        """Connect (implicit TLS on 465, else STARTTLS when enabled), log in, send.
+
+        Every TLS handshake verifies the certificate and the host name before the
+        password is sent; `smtp_starttls = false` with a password is refused.
+        """
+        cfg = self.config
+        context = self._tls_context or ssl.create_default_context()
+        smtp: smtplib.SMTP
+        if cfg.smtp_port == IMPLICIT_TLS_PORT:
+            smtp = smtplib.SMTP_SSL(
+                cfg.smtp_host, cfg.smtp_port, timeout=cfg.timeout_s, context=context
+            )
+        else:
+            if cfg.smtp_username and not cfg.smtp_starttls:
+                raise PlaintextLoginRefused(
+                    f"smtp_starttls is false and smtp_port is {cfg.smtp_port}: the SMTP "
+                    f"password would travel unencrypted; enable smtp_starttls or use port "
+                    f"{IMPLICIT_TLS_PORT} (implicit TLS)"
+                )
+            smtp = smtplib.SMTP(cfg.smtp_host, cfg.smtp_port, timeout=cfg.timeout_s)
+        with smtp:
+            if cfg.smtp_starttls and cfg.smtp_port != IMPLICIT_TLS_PORT:
+                smtp.starttls(context=context)
+            if cfg.smtp_username:
+                smtp.login(cfg.smtp_username, cfg.smtp_password)
+            smtp.send_message(message)
 
     async def close(self) -> None:
         if self._unsubscribe is not None:

@@ -212,10 +212,8 @@ async def get_metrics(request: web.Request) -> web.Response:
     registry = _breakers(request)
     breakers = {n: plain(s) for n, s in (registry.snapshot() if registry else {}).items()}
     metrics.set_snapshot(stats=stats if isinstance(stats, dict) else {}, breakers=breakers)
-    return web.Response(
-        body=metrics.exposition(),
-        headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"},
-    )
+    body, content_type = metrics.negotiate(request.headers.get("Accept"))
+    return web.Response(body=body, headers={"Content-Type": content_type, "Vary": "Accept"})
 
 
 async def get_events(request: web.Request) -> web.StreamResponse:

@@ -14,6 +14,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
 from r3mes_desktop.core.errors import RETRYABLE, ErrorCategory
@@ -217,7 +218,19 @@ class MinerMetrics:
         self._snapshot.breakers = breakers
 
     def exposition(self) -> bytes:
+        """The classic text format (0.0.4)."""
         return generate_latest(self.registry)
+
+    def negotiate(self, accept: str | None) -> tuple[bytes, str]:
+        """The exposition and its Content-Type in the format the scraper's `Accept` asks for.
+
+        Prometheus lists `application/openmetrics-text` first: OpenMetrics carries the
+        counters' `_created` times and an `# EOF` that tells a cut-off scrape from a short
+        one. Anything else (curl, an old scraper) gets the text format 0.0.4. The choice is
+        prometheus_client's own, so it follows the formats the library can write.
+        """
+        encoder, content_type = choose_encoder(accept or "")
+        return encoder(self.registry), content_type
 
     def observe(self, event: Event) -> None:
         if isinstance(event, RetryScheduled):

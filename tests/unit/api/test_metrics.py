@@ -6,6 +6,9 @@ import itertools
 import re
 from pathlib import Path
 
+from prometheus_client.openmetrics.parser import (
+    text_string_to_metric_families as openmetrics_families,
+)
 from prometheus_client.parser import text_string_to_metric_families
 
 from r3mes_desktop.api.metrics import RETRY_OPERATIONS, TX_STATES, MinerMetrics
@@ -227,3 +230,42 @@ def test_retried_operations_of_the_core_are_all_known() -> None:
     known = {op for ops in RETRY_OPERATIONS.values() for op in ops}
     assert {"add_and_pin", "broadcast", "complete_task", "train"} <= called
     assert called <= known, called - known
+
+
+PROMETHEUS_ACCEPT = (
+    "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;"
+    "q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
+)
+"""The Accept header Prometheus 2.x sends with each scrape."""
+
+
+async def test_metrics_speak_openmetrics_when_the_scraper_asks(api: Api) -> None:
+    api.bus.publish(_tx("a", None, "pending", 100.0))
+    api.bus.publish(_tx("a", "task_complete", "committed", 130.0))
+
+    resp = await api.client.get("/metrics", headers={"Accept": PROMETHEUS_ACCEPT})
+
+    assert resp.status == 200
+    assert resp.headers["Content-Type"].startswith("application/openmetrics-text; version=1.0.0")
+    assert "Accept" in resp.headers["Vary"]
+    text = await resp.text()
+    assert text.endswith("# EOF\n")
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in openmetrics_families(text)  # strict: rejects the 0.0.4 text format
+        for s in family.samples
+    }
+    assert samples[("r3mes_transitions_total", (("state", "committed"),))] == 1
+    assert samples[("r3mes_transitions_total", (("state", "failed"),))] == 0
+    assert samples[("r3mes_transactions", (("state", "committed"),))] == 3
+
+
+async def test_metrics_default_to_the_text_format(api: Api) -> None:
+    for headers in ({}, {"Accept": "*/*"}, {"Accept": "text/plain;version=0.0.4"}):
+        resp = await api.client.get("/metrics", headers=headers)
+
+        assert resp.status == 200
+        assert resp.headers["Content-Type"] == "text/plain; version=0.0.4; charset=utf-8"
+        text = await resp.text()
+        assert "# EOF" not in text
+        assert ("r3mes_transactions", (("state", "committed"),)) in _samples(text)

@@ -355,6 +355,9 @@ class FaultyTransport(_Network):
     async def nonce(self, address: str) -> int:
         return await self._call("nonce", self._inner.nonce, address)
 
+    async def confirmed_nonce(self, address: str) -> int:
+        return await self._call("confirmed_nonce", self._inner.confirmed_nonce, address)
+
     async def fee_params(self) -> tuple[int, int]:
         return await self._call("fee_params", self._inner.fee_params)
 

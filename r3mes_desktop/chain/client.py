@@ -33,6 +33,7 @@ from r3mes_desktop.chain.transport import CallReverted, ChainTransport, TxReject
 from r3mes_desktop.core.clock import SYSTEM_CLOCK, Clock
 from r3mes_desktop.core.errors import (
     AuthenticationError,
+    NetworkError,
     R3mesError,
     ResourceError,
     TimeoutNetworkError,
@@ -434,21 +435,41 @@ class ChainClient:
             if exc.kind in ("insufficient_funds", "invalid_signature"):
                 await self._refused(signed)
             if exc.kind == "nonce_too_low":
-                if await self.receipt(signed.tx_hash) is not None:
-                    return
-                if await self._call(
-                    "chain.transaction", self._transport.transaction, signed.tx_hash
-                ):
-                    return
-                await asyncio.to_thread(self._nonces.mark, signed.tx_hash, "superseded")
-                raise NonceConsumedError(
-                    f"transaction {signed.tx_hash}: nonce {signed.account_nonce} was used by "
-                    "another transaction; sign the submission again",
-                    service="chain",
-                ) from None
+                await self._prove_void(signed)
+                return
             raise rejection_error(
                 exc.kind, exc.message, where=self.description, account=self._address
             ) from None
+
+    async def _prove_void(self, signed: SignedSubmission) -> None:
+        """The node says our nonce is too low: return if these bytes are (being) mined,
+        raise NonceConsumedError if the chain proves they never can be, else a NetworkError.
+
+        The proof reads the confirmed (latest-block) count first, then the receipt: once a
+        block holds nonce N of this account, N is taken for good, and if the taker were our
+        bytes their receipt would already exist. A node's word alone is not enough (a
+        misbehaving node or an injected fault says "nonce too low" for a live nonce, and
+        signing again then could land the same call twice).
+        """
+        confirmed = await self._call(
+            "chain.confirmed_nonce", self._transport.confirmed_nonce, self._address
+        )
+        if await self.receipt(signed.tx_hash) is not None:
+            return
+        if signed.account_nonce >= confirmed:
+            raise NetworkError(
+                f"{self.description} refused transaction {signed.tx_hash} as nonce too low, "
+                f"but the latest block counts {confirmed} transactions of {self._address}; "
+                "waiting for the chain to settle it",
+                service="chain",
+            )
+        await asyncio.to_thread(self._nonces.mark, signed.tx_hash, "superseded")
+        raise NonceConsumedError(
+            f"transaction {signed.tx_hash} can never be mined: nonce {signed.account_nonce} "
+            f"of {self._address} was used by another transaction (the latest block counts "
+            f"{confirmed}) and no receipt exists for it",
+            service="chain",
+        )
 
     async def _refused(self, signed: SignedSubmission) -> None:
         """The node refused these bytes: they sit in no pool and cannot be mined, so their

@@ -12,6 +12,7 @@ from r3mes_desktop.core.errors import (
     NetworkError,
     PermanentError,
     R3mesError,
+    SignatureVoidError,
     ValidationError,
 )
 
@@ -19,9 +20,10 @@ SERVICE = "chain"
 DUPLICATE = "already submitted"
 
 
-class NonceConsumedError(PermanentError):
-    """Our signed transaction's nonce was used by another transaction that landed first;
-    these exact bytes can never be mined. Sign the call again for a fresh nonce."""
+class NonceConsumedError(SignatureVoidError):
+    """Our signed transaction's nonce was used by another transaction that landed first
+    (a hand-sent one, a second rig on the same key, a filler): these exact bytes can never
+    be mined, and the saga signs the same call again with a fresh nonce."""
 
 
 def revert_error(reason: str | None, *, what: str, stored_cid: str | None = None) -> R3mesError:

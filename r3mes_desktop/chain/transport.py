@@ -146,6 +146,10 @@ class ChainTransport(Protocol):
         """Transaction count including pending transactions."""
         ...
 
+    async def confirmed_nonce(self, address: str) -> int:
+        """Transaction count of the latest block: nonces below it are taken for good."""
+        ...
+
     async def fee_params(self) -> tuple[int, int]:
         """(max fee per gas, priority fee per gas) for a type-2 transaction."""
         ...
@@ -252,6 +256,10 @@ class RpcTransport:
 
     async def nonce(self, address: str) -> int:
         result = await self._checked("eth_getTransactionCount", [address, "pending"])
+        return _hex_int(result, "nonce", self._where)
+
+    async def confirmed_nonce(self, address: str) -> int:
+        result = await self._checked("eth_getTransactionCount", [address, "latest"])
         return _hex_int(result, "nonce", self._where)
 
     async def balance(self, address: str) -> int:
@@ -396,6 +404,9 @@ class FallbackTransport:
 
     async def nonce(self, address: str) -> int:
         return await self._endpoints.call(lambda t: t.nonce(address))
+
+    async def confirmed_nonce(self, address: str) -> int:
+        return await self._endpoints.call(lambda t: t.confirmed_nonce(address))
 
     async def balance(self, address: str) -> int:
         return await self._endpoints.call(lambda t: t.balance(address))

@@ -139,6 +139,16 @@ class PermanentError(R3mesError):
     category = ErrorCategory.PERMANENT
 
 
+class SignatureVoidError(PermanentError):
+    """The chain proved that our signed transaction can never be mined: its nonce is below
+    the account's confirmed nonce and no receipt exists for its hash.
+
+    Signing the same call again with a fresh nonce is then safe (the old bytes can never
+    land, so the effect still happens at most once); the saga does it, and so does a
+    dead-letter retry. Permanent only for these bytes, never for the call.
+    """
+
+
 _CATEGORY_CLASS: dict[ErrorCategory, type[R3mesError]] = {
     ErrorCategory.NETWORK: NetworkError,
     ErrorCategory.RESOURCE: ResourceError,

@@ -37,6 +37,7 @@ from r3mes_desktop.core.errors import (
     IntegrityError,
     NetworkError,
     R3mesError,
+    SignatureVoidError,
     TimeoutNetworkError,
     ValidationError,
     had_no_effect,
@@ -70,6 +71,10 @@ DEAD_LETTER_CATEGORIES = frozenset(
 )
 """Final failures worth a later manual retry: the peer, the wallet or the machine may be
 fixed. Validation/unknown failures are shown as failed but retrying the same input is futile."""
+
+
+MAX_RESIGNS = 3
+"""Signatures voided by someone else's use of the nonce that one drive replaces."""
 
 
 class StepFailure(Exception):
@@ -112,6 +117,7 @@ class Saga:
         self._fresh_gradient: dict[str, bytes] = {}  # written and journaled moments ago
         self._training_step: dict[str, int] = {}
         self._lane_released: dict[str, Callable[[], None]] = {}
+        self._resigned: dict[str, int] = {}  # signatures voided and replaced, this drive
         # broadcast + wait is one call: a retry re-sends the same bytes ("already known"
         # counts as sent) and waits again, so its timeout covers both
         send_timeout = (deps.chain_caller.timeout_s or 0.0) + deps.receipt_timeout_s
@@ -231,6 +237,7 @@ class Saga:
             self._adds_without_effect.discard(rec.id)
             self._training_step.pop(rec.id, None)
             self._fresh_gradient.pop(rec.id, None)
+            self._resigned.pop(rec.id, None)
 
     async def _run_step(
         self, rec: TransactionRecord, resumed: bool, expired: bool, remaining: float | None
@@ -517,6 +524,8 @@ class Saga:
             if exc.stored_cid is not None and exc.stored_cid == rec.cid:
                 return await self.landed(rec, None, "already on chain with our CID")
             raise
+        except SignatureVoidError as exc:
+            return await self._sign_again(rec, exc)
         except (NetworkError, AuthenticationError) as exc:
             # The broadcast may have reached the node although we never heard back, or it was
             # sent and a later read was refused (HTTP 401 on the receipt): ask the chain
@@ -537,6 +546,54 @@ class Saga:
         if not receipt.success:
             raise ValidationError(f"submission {rec.tx_hash} reverted", service="chain")
         return await self.landed(rec, receipt.block_number, None)
+
+    async def _sign_again(self, rec: TransactionRecord, void: SignatureVoidError) -> Change:
+        """Replace a signature the chain proved can never be mined with a fresh one.
+
+        Exactly-once holds: the old bytes can never land, and the contract takes one
+        submission per (round, miner), which `find_on_chain` asks first. The new signature is
+        journaled (and the claim moved to its hash) before it is broadcast: intent before
+        effect. A nonce taken again and again (a runaway script on the same key) is not
+        chased forever: after MAX_RESIGNS in one drive the transaction fails and its dead
+        letter's Retry signs again.
+        """
+        count = self._resigned.get(rec.id, 0) + 1
+        if count > MAX_RESIGNS:
+            raise void
+        self._resigned[rec.id] = count
+        found, block = await self.find_on_chain(rec)
+        if found:
+            return await self.landed(rec, block, "found on chain")
+        assert rec.cid is not None and rec.gradient_hash is not None and rec.pow_nonce is not None
+        signed = await self.d.chain_caller.call(
+            "sign_submission",
+            functools.partial(
+                self.d.chain.sign_submission,
+                round_id=rec.round_id,
+                cid=rec.cid,
+                gradient_hash=bytes.fromhex(rec.gradient_hash),
+                pow_nonce=rec.pow_nonce,
+            ),
+            transaction_id=rec.id,
+        )
+        now = self.d.clock.time()
+        note = (
+            f"{void.message}; signed again with account nonce {signed.account_nonce} "
+            f"(tx {signed.tx_hash})"
+        )
+        log.warning("transaction %s: %s", rec.id, note)
+        return Change(
+            rec.id,
+            now,
+            expect=frozenset({TxState.BLOCKCHAIN_SUBMIT}),
+            fields={
+                "signed_raw": signed.raw,
+                "tx_hash": signed.tx_hash,
+                "account_nonce": signed.account_nonce,
+            },
+            history=[HistoryEntry(rec.id, now, "note", message=note)],
+            claim_submission=True,
+        )
 
     async def _complete(self, rec: TransactionRecord, resumed: bool) -> Change:
         now = self.d.clock.time

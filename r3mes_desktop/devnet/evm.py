@@ -185,6 +185,11 @@ class DevnetEvm:
     async def nonce(self, address: str) -> int:
         return int(await self._call("nonce", to_checksum_address(address)))
 
+    async def confirmed_nonce(self, address: str) -> int:
+        """The devnet mines each accepted transaction at once and keeps no queue, so its
+        pending count is its confirmed one."""
+        return await self.nonce(address)
+
     async def balance(self, address: str) -> int:
         return int(await self._call("balance", to_checksum_address(address)))
 

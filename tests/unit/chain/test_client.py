@@ -104,7 +104,7 @@ async def test_stale_unsent_signature_gives_its_nonce_back(tmp_path) -> None:
     await devnet.chain.broadcast(replacement)
     await devnet.chain.broadcast(fresh)
     assert (await devnet.chain.wait_receipt(fresh.tx_hash, timeout_s=5)).success
-    with pytest.raises(NonceConsumedError, match="sign the submission again"):
+    with pytest.raises(NonceConsumedError, match="can never be mined"):
         await devnet.chain.broadcast(abandoned)
     await devnet.close()
 
@@ -167,7 +167,7 @@ async def test_a_submission_behind_a_hole_fills_it_and_lands_without_a_new_signa
     assert await devnet.evm.nonce(devnet.miner_address) == start + 3  # 2 fillers + ours
     assert (await devnet.chain.submission_of(c.round_id)).cid == "bafkreiaaaa"
     assert await devnet.chain.submission_of(b.round_id) is None
-    with pytest.raises(NonceConsumedError, match="sign the submission again"):
+    with pytest.raises(NonceConsumedError, match="can never be mined"):
         await devnet.chain.broadcast(abandoned)
     assert await devnet.chain.fill_nonce_gaps() == 0  # nothing live above the account
     await devnet.close()
@@ -221,4 +221,48 @@ async def test_open_rounds_reads_each_rounds_spec_once_while_it_is_listed(tmp_pa
     assert [r.round_id for r in now] == sorted([first[1].round_id, *opened])
     assert reads.count("getRound") == 3  # only the new round was read
     assert first[0].round_id not in devnet.chain._round_specs
+    await devnet.close()
+
+
+async def _send_by_hand(devnet, tmp_path, nonce: int) -> None:
+    """A transfer from the miner's own key, as a person with a wallet (or a second rig on
+    the same key) would send it, taking `nonce`."""
+    from r3mes_desktop.devnet.devnet import _dev_account
+
+    account = _dev_account(tmp_path / "devnet")
+    max_fee, tip = await devnet.evm.fee_params()
+    signed = account.sign_transaction(
+        {
+            "type": 2,
+            "chainId": devnet.chain.chain_id,
+            "nonce": nonce,
+            "to": account.address,
+            "value": 0,
+            "gas": 21_000,
+            "maxFeePerGas": max_fee,
+            "maxPriorityFeePerGas": tip,
+        }
+    )
+    await devnet.evm.send_raw(bytes(signed.raw_transaction))
+
+
+async def test_a_nonce_taken_by_hand_voids_the_signature_and_signing_again_lands(
+    tmp_path,
+) -> None:
+    """Our signed submission's nonce is used by a hand-sent transaction: the chain proves
+    the bytes void (confirmed nonce past ours, no receipt), and signing the same call again
+    takes a fresh nonce and lands (it used to hand back the void bytes forever)."""
+    devnet = await open_devnet(tmp_path)
+    spec = (await devnet.chain.open_rounds())[0]
+    signed = await _submission(devnet, spec)
+    await _send_by_hand(devnet, tmp_path, signed.account_nonce)
+    with pytest.raises(NonceConsumedError, match="can never be mined") as void:
+        await devnet.chain.broadcast(signed)
+    assert void.value.category == "permanent"
+    again = await _submission(devnet, spec)
+    assert again.account_nonce == signed.account_nonce + 1
+    assert again.tx_hash != signed.tx_hash
+    await devnet.chain.broadcast(again)
+    assert (await devnet.chain.wait_receipt(again.tx_hash, timeout_s=5)).success
+    assert (await devnet.chain.submission_of(spec.round_id)).cid == "bafkreiaaaa"
     await devnet.close()

@@ -121,7 +121,7 @@ async def test_broadcast_rejections_are_classified(tmp_path, message, outcome) -
         "eth_getCode": "0x6000",
         "eth_getTransactionReceipt": None,
         "eth_getTransactionByHash": None,
-        "eth_getTransactionCount": "0x4",  # "already known" looks for holes below
+        "eth_getTransactionCount": "0x5",  # "already known" looks for holes below
         "eth_sendRawTransaction": {"error": {"code": -32000, "message": message}},
     }
     async with rpc_server(answers) as server:
@@ -148,11 +148,32 @@ async def test_nonce_too_low_for_our_own_mined_tx_is_success(tmp_path) -> None:
         "eth_getTransactionReceipt": lambda: web.json_response(
             {"jsonrpc": "2.0", "id": 1, "result": next(receipts)}
         ),
+        "eth_getTransactionCount": "0x4",
         "eth_sendRawTransaction": {"error": {"code": -32000, "message": "nonce too low"}},
     }
     async with rpc_server(answers) as server:
         client = await _client(server.url, tmp_path)
         await client.broadcast(SignedSubmission(b"\x02", "0x" + "ef" * 32, 3))
+        await client.close()
+
+
+async def test_nonce_too_low_for_a_nonce_the_chain_has_not_confirmed_is_not_proof(
+    tmp_path,
+) -> None:
+    """A node's "nonce too low" alone (a misbehaving node, an injected fault) must not let
+    the saga sign the call again: the latest block must count past our nonce."""
+    answers = {
+        "eth_chainId": "0x539",
+        "eth_getCode": "0x6000",
+        "eth_getTransactionReceipt": None,
+        "eth_getTransactionByHash": None,
+        "eth_getTransactionCount": "0x3",
+        "eth_sendRawTransaction": {"error": {"code": -32000, "message": "nonce too low"}},
+    }
+    async with rpc_server(answers) as server:
+        client = await _client(server.url, tmp_path)
+        with pytest.raises(NetworkError, match="latest block counts 3"):
+            await client.broadcast(SignedSubmission(b"\x02", "0x" + "ef" * 32, 3))
         await client.close()
 
 

@@ -153,7 +153,7 @@ def _configure_logging(args: argparse.Namespace) -> None:
             level=logging.INFO if args.verbose < 2 else logging.DEBUG, console_level=console_level
         )
     except OSError as exc:  # an unwritable log dir must not stop `status`
-        logging.basicConfig(level=console_level)
+        setup_logging(level=console_level, console_level=console_level, file=False)
         log.warning("file logging disabled: %s", exc)
 
 

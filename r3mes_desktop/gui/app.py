@@ -66,9 +66,18 @@ def _data_dir() -> str:
 def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     args = _parse(argv)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    from r3mes_desktop.logs import setup_logging, teardown_logging
+
+    # Every record goes through the one redacting log queue from the first line on: the
+    # console now, the JSON file once the runtime opens, the log pane once it exists.
+    setup_logging(level=logging.INFO, console=True, file=False)
+    try:
+        return _main(args, started)
+    finally:
+        teardown_logging()
+
+
+def _main(args: argparse.Namespace, started: float) -> int:
     app = QtWidgets.QApplication.instance() or QtWidgets.QApplication(sys.argv[:1])
     app.setApplicationName("R3MES Desktop")
     app.setDesktopFileName("r3mes-desktop")
@@ -82,10 +91,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     from r3mes_desktop.core.events import EventBus
+    from r3mes_desktop.gui.log_view import QtLogHandler
     from r3mes_desktop.gui.main_window import MainWindow
+    from r3mes_desktop.logs import attach_handler
 
     bus = EventBus()
-    window = MainWindow(_Starting(bus))
+    log_pane = QtLogHandler()  # fed by the log queue's thread; Qt queues it to the GUI
+    attach_handler(log_pane)  # teardown_logging detaches it
+    window = MainWindow(_Starting(bus), log_handler=log_pane)
     instance.activated.connect(window.bring_to_front)
     first_paint = FirstPaint(window)
     window.show()
@@ -171,8 +184,8 @@ async def _run(window: Any, runtime: Any, *, start: bool) -> int:
     from r3mes_desktop.logs import setup_logging
     from r3mes_desktop.monitoring import Monitoring
 
-    # JSON-lines file in the log dir, redacted; the console keeps basicConfig's handler.
-    setup_logging(console=False)
+    # Adds the JSON-lines file in the log dir to the queue (pydantic is loaded by now).
+    setup_logging(console=True)
     monitoring = None
     try:
         await runtime.open()

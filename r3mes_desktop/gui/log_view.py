@@ -1,7 +1,8 @@
 """Log view: a logging.Handler that forwards records to Qt, and a filterable list.
 
-Records can come from any thread (executors, aiohttp internals); the handler only emits a
-signal, which Qt queues onto the GUI thread. The model appends in batches on a timer so a
+In the app the handler hangs off the log queue (`logs.attach_handler`): records arrive
+already redacted, on the queue's listener thread; the handler only emits a signal, which Qt
+queues onto the GUI thread. The model appends in batches on a timer so a
 burst of log lines costs one layout pass.
 """
 
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from r3mes_desktop.gui.qt import Qt, QtCore, QtGui, QtWidgets, Signal
+from r3mes_desktop.redact import redact
 
 LEVELS = {"Debug": logging.DEBUG, "Info": logging.INFO, "Warning": logging.WARNING}
 LEVELS["Error"] = logging.ERROR
@@ -53,8 +55,11 @@ class QtLogHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         try:
             message = record.getMessage()
-            if record.exc_info and record.exc_info[1] is not None:
-                message += f" — {type(record.exc_info[1]).__name__}: {record.exc_info[1]}"
+            if record.exc_text:  # redacted by the log queue; its last line names the error
+                message += f" — {record.exc_text.rstrip().splitlines()[-1]}"
+            elif record.exc_info and record.exc_info[1] is not None:
+                error = record.exc_info[1]
+                message += redact(f" — {type(error).__name__}: {error}")
             self.relay.record_emitted.emit(
                 LogLine(record.created, record.levelno, record.name, message)
             )

@@ -7,6 +7,7 @@ import json
 import logging
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -94,6 +95,7 @@ def test_rotation_keeps_backup_count(tmp_path: Path) -> None:
         log = logging.getLogger("r3mes.rot")
         for i in range(200):
             log.info("line %d %s", i, "x" * 40)
+        logs.flush_logging()  # the listener thread writes; wait for it
         files = logs.log_files(tmp_path)
         assert [p.name for p in files] == ["r3mes.log", "r3mes.log.1", "r3mes.log.2"]
         assert all(p.stat().st_size <= 2048 for p in files)
@@ -102,14 +104,84 @@ def test_rotation_keeps_backup_count(tmp_path: Path) -> None:
         logs.teardown_logging()
 
 
-def test_setup_is_idempotent_and_validates(tmp_path: Path) -> None:
+def test_setup_is_idempotent_and_validates(tmp_path: Path, capfd: Any) -> None:
     logs.setup_logging(directory=tmp_path, console=True)
-    logs.setup_logging(directory=tmp_path, console=True)
+    path = logs.setup_logging(directory=tmp_path, console=True)
     try:
         ours = [h for h in logging.getLogger().handlers if getattr(h, "_r3mes_handler", False)]
-        assert len(ours) == 2
+        assert len(ours) == 1  # the queue's head; file and console hang off its listener
+        logging.getLogger("r3mes.idem").warning("once only")
+        logs.flush_logging()
+        assert path is not None and path.read_text().count("once only") == 1
+        assert capfd.readouterr().err.count("once only") == 1
     finally:
         logs.teardown_logging()
     assert not [h for h in logging.getLogger().handlers if getattr(h, "_r3mes_handler", False)]
     with pytest.raises(ValueError, match="max_bytes"):
         logs.setup_logging(directory=tmp_path, max_bytes=10)
+
+
+class _Capture(logging.Handler):
+    """Keeps everything a handler could leak: the formatted line and the raw record fields."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.setFormatter(logging.Formatter("%(levelname)s %(message)s", validate=False))
+        self.seen: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.seen.append(self.format(record))
+        self.seen.append(repr(vars(record)))
+        self.seen.append(repr(record.args) + str(record.exc_info and record.exc_info[1]))
+
+
+def _log_secret_everywhere(secret: str) -> None:
+    log = logging.getLogger("r3mes.leak")
+    for level in (logging.DEBUG, logging.INFO, logging.WARNING, logging.ERROR, logging.CRITICAL):
+        log.log(level, "in the message %s", secret)
+        log.log(level, "in args: %s", {"value": secret})
+        log.log(level, "in extra", extra={"detail": f"value {secret}"})
+    try:
+        raise RuntimeError(f"failed with {secret}")
+    except RuntimeError:
+        log.exception("in the traceback")
+        log.critical("in exc_info", exc_info=True, stack_info=True)
+
+
+def test_a_registered_secret_reaches_no_handler_in_clear(tmp_path: Path, capfd: Any) -> None:
+    secret = "rig-unlock-Secret-4711"
+    register_secret(secret)
+    root = logging.getLogger()
+    early = _Capture()  # put on root before setup, as logging.basicConfig does
+    root.addHandler(early)
+    attached = _Capture()
+    try:
+        path = logs.setup_logging(directory=tmp_path, level=logging.DEBUG, console=True)
+        late = _Capture()  # put on root after setup, as a window without the queue does
+        root.addHandler(late)
+        logs.attach_handler(attached)  # as the desktop app attaches its log pane
+        _log_secret_everywhere(secret)
+        logs.flush_logging()
+        root.removeHandler(late)
+    finally:
+        root.removeHandler(early)
+        logs.teardown_logging()
+        SECRETS.forget_all()
+    assert path is not None
+    outputs = {
+        "file": path.read_text(),
+        "console": capfd.readouterr().err,
+        "before setup": "\n".join(early.seen),
+        "after setup": "\n".join(late.seen),
+        "attached": "\n".join(attached.seen),
+    }
+    for name, text in outputs.items():
+        assert secret not in text, name
+        assert "in the traceback" in text and "failed with [REDACTED]" in text, name
+    assert sum("in the message" in line for line in attached.seen[::3]) == 5
+    assert "RuntimeError: failed with [REDACTED]" in outputs["attached"]
+
+
+def test_attach_handler_needs_the_queue() -> None:
+    with pytest.raises(RuntimeError, match="setup_logging"):
+        logs.attach_handler(_Capture())

@@ -102,17 +102,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=arg_types.count, default=50)
     p.set_defaults(func=commands_read.cmd_transactions)
 
-    p = sub.add_parser("verify", help="verify a journaled submission like a validator")
-    p.add_argument("transaction_id")
-    p.add_argument(
-        "--no-recompute",
-        dest="recompute",
-        action="store_false",
-        help="skip retraining; check the proof of work and the stored bytes only",
-    )
-    p.add_argument("--journal", action="store_true", help="also run the journal integrity check")
-    p.set_defaults(func=commands_read.cmd_verify)
-
     p = sub.add_parser("diagnostics", help="write a redacted diagnostics zip for a bug report")
     p.add_argument("-o", "--output", type=Path, help="a .zip path or a directory (default: .)")
     p.set_defaults(func=commands_read.cmd_diagnostics)

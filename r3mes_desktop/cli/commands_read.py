@@ -1,5 +1,5 @@
-"""Commands that only read: status, stats, transactions, dead-letters (list), verify,
-diagnostics. None of them needs the miner lock or a network."""
+"""Commands that only read the journal: status, stats, transactions, dead-letters (list),
+diagnostics. None of them needs the miner lock or a network (`verify` does: commands_run)."""
 
 from __future__ import annotations
 
@@ -98,46 +98,6 @@ async def cmd_dead_letters_list(ctx: CliContext, args: argparse.Namespace) -> in
     columns = ["id", "transaction_id", "round_id", "category", "status", "reason"]
     ctx.out.emit([d.to_dict() for d in letters], lambda rows: format_table(rows, columns))
     return ExitCode.OK
-
-
-async def cmd_verify(ctx: CliContext, args: argparse.Namespace) -> int:
-    """Verify a journaled submission like a validator: PoW, stored bytes, recomputation."""
-    from r3mes_desktop.mining.verify import verify_submission
-
-    async with ctx.journal_view() as view:
-        rec = await view.record(args.transaction_id)
-        problems = await view.integrity_problems() if args.journal else []
-        # the gradient is deleted once the submission commits: None then
-        data = None if rec is None else await view.journal.stored_gradient(rec)
-    if rec is None:
-        raise CliError(f"no transaction {args.transaction_id!r}", ExitCode.NOT_FOUND)
-    if rec.gradient_hash is None or rec.pow_nonce is None:
-        raise CliError(
-            f"transaction {rec.id} has no proof yet (state {rec.state.value})", ExitCode.USAGE
-        )
-    report = await asyncio.to_thread(
-        verify_submission,
-        spec=rec.spec,
-        miner=rec.miner,
-        nonce=rec.pow_nonce,
-        gradient_hash=bytes.fromhex(rec.gradient_hash.removeprefix("0x")),
-        data=data,
-        recompute=args.recompute,
-    )
-    result = {
-        "transaction_id": rec.id,
-        "round_id": rec.round_id,
-        "ok": report.ok and not problems,
-        "pow_valid": report.pow_valid,
-        "gradient_matches": report.gradient_matches,
-        "recomputed": report.recomputed_hash is not None,
-        "stored_bytes_checked": data is not None,
-        "journal_problems": problems,
-    }
-    ctx.out.emit(
-        result, lambda r: report.describe() + ("" if not problems else f"\njournal: {problems}")
-    )
-    return ExitCode.OK if result["ok"] else ExitCode.CHECK_FAILED
 
 
 async def cmd_diagnostics(ctx: CliContext, args: argparse.Namespace) -> int:

@@ -67,30 +67,6 @@ def test_dead_letters_list(journal: Filled, cli: RunCli) -> None:
     assert letter["transaction_id"] == journal.dead and letter["category"] == "permanent"
 
 
-def test_verify_accepts_a_good_submission_and_flags_a_bad_one(journal: Filled, cli: RunCli) -> None:
-    code, out, _ = cli("verify", journal.committed, "--no-recompute", "--journal", "--json")
-    assert code == ExitCode.OK, out
-    assert out["pow_valid"] and out["ok"] and out["journal_problems"] == []
-    code, _, _ = cli("verify", "nope", "--no-recompute")
-    assert code == ExitCode.NOT_FOUND
-
-
-def test_verify_flags_a_tampered_proof(journal: Filled, cli: RunCli) -> None:
-    import sqlite3
-
-    conn = sqlite3.connect(paths().data_dir / "journal.sqlite")
-    with conn:
-        conn.execute(
-            "UPDATE transactions SET pow_nonce = pow_nonce + 1 WHERE id = ?", (journal.committed,)
-        )
-    conn.close()
-    code, out, _ = cli("verify", journal.committed, "--no-recompute", "--json")
-    assert code == ExitCode.CHECK_FAILED
-    assert out["pow_valid"] is False and out["ok"] is False
-    code, text, _ = cli("verify", journal.committed, "--no-recompute")
-    assert "proof of work: INVALID" in text
-
-
 def test_usage_errors_exit_2(cli: RunCli) -> None:
     assert cli()[0] == ExitCode.USAGE
     assert cli("bogus")[0] == ExitCode.USAGE

@@ -100,7 +100,9 @@ def test_verify_submission_recomputes_gradient_and_checks_pow() -> None:
     wrong_nonce = verify_submission(
         spec=spec, miner=MINER, nonce=nonce ^ 1, gradient_hash=out.gradient_hash, recompute=False
     )
-    assert wrong_nonce.gradient_matches and not wrong_nonce.pow_valid
+    assert not wrong_nonce.pow_valid
+    assert wrong_nonce.check("recompute").status == "skipped"  # not compared: never a match
+    assert not wrong_nonce.gradient_matches
     assert "torch" in sys.modules  # recomputation is the one path that loads torch
 
 

@@ -90,8 +90,11 @@ class Instant:
     async def solve(self, **kwargs: object) -> int:
         return 1
 
+    def cid_of(self, data: bytes) -> str:
+        return "bafk" + hashlib.sha256(data).hexdigest()
+
     async def add_and_pin(self, data: bytes) -> str:
-        cid = "bafk" + hashlib.sha256(data).hexdigest()
+        cid = self.cid_of(data)
         self.pins.add(cid)
         return cid
 

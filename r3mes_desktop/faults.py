@@ -411,6 +411,9 @@ class FaultyStore(_Network):
     async def add_and_pin(self, data: bytes) -> str:
         return await self._call("add_and_pin", self._inner.add_and_pin, data)
 
+    def cid_of(self, data: bytes) -> str:
+        return self._inner.cid_of(data)  # local arithmetic: nothing to fault
+
     async def is_pinned(self, cid: str) -> bool:
         return await self._call("is_pinned", self._inner.is_pinned, cid)
 

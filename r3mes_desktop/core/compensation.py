@@ -31,16 +31,24 @@ class Compensator:
     def _delay(self, attempts: int) -> float:
         return self.backoff.nominal_delay(max(1, attempts + 1))
 
-    async def _undo(self, rec: TransactionRecord, action: str, target: str) -> None:
+    async def _undo(self, rec: TransactionRecord, action: str, target: str) -> str:
+        """Run one undo action; returns the history line saying what it did."""
         d = self.saga.d
         if action == "unpin_upload":  # target: the gradient hash; the CID is learned first
             target = await self.saga.upload_cid(rec)
             action = "unpin"
         if action == "unpin":
+            # The same bytes make the same CID: another transaction of this journal (a later
+            # attempt at the round, a retry) may have committed or be uploading the very
+            # content this undo would remove.
+            needed = await d.journal.cid_needed_by(target, other_than=rec.id)
+            if needed is not None:
+                other, state = needed
+                return f"kept pin {target}: transaction {other} ({state.value}) needs it"
             await d.ipfs.call(
                 "unpin", functools.partial(d.store.unpin, target), transaction_id=rec.id
             )
-            return
+            return f"unpin {target}"
         raise ValueError(f"unknown compensation action {action!r}")
 
     async def run(self, rec: TransactionRecord) -> TransactionRecord:
@@ -52,7 +60,7 @@ class Compensator:
         failed = False
         for row in rows:  # newest first: reverse order of registration
             try:
-                await self._undo(rec, row.action, row.target)
+                outcome = await self._undo(rec, row.action, row.target)
             except Exception as exc:
                 failed = True
                 error = to_r3mes_error(exc)
@@ -91,7 +99,7 @@ class Compensator:
                     "compensation",
                     step=row.action,
                     attempt=row.attempts + 1,
-                    message=f"{row.action} {row.target}",
+                    message=outcome,
                 )
             )
             d.bus.publish(

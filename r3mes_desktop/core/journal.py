@@ -54,7 +54,7 @@ _TX_COLUMNS = (
     "id, round_id, miner, state, spec, created_at, updated_at, deadline, finished_at, "
     "attempts, next_retry_at, failed_step, error_category, error_message, gradient_hash, "
     "gradient_path, pow_nonce, cid, signed_raw, tx_hash, account_nonce, receipt_block, "
-    "compensation, training_step"
+    "compensation, training_step, pinned_before"
 )
 _UPDATABLE = frozenset(
     {
@@ -74,6 +74,7 @@ _UPDATABLE = frozenset(
         "receipt_block",
         "compensation",
         "training_step",
+        "pinned_before",
         "created_at",
     }
 )
@@ -149,6 +150,7 @@ def _record(row: sqlite3.Row | tuple[Any, ...]) -> TransactionRecord:
         receipt_block=row[21],
         compensation=row[22],
         training_step=row[23],
+        pinned_before=None if row[24] is None else bool(row[24]),
     )
 
 
@@ -789,6 +791,21 @@ class Journal:
 
     async def history(self, tx_id: str) -> list[HistoryEntry]:
         return await self._read(functools.partial(_history_in, tx_id=tx_id))
+
+    async def cid_needed_by(self, cid: str, *, other_than: str) -> tuple[str, TxState] | None:
+        """A transaction other than `other_than` that still needs `cid` pinned: committed,
+        or on its way (not failed, not undone, not being undone). Committed ones first."""
+
+        def query(conn: sqlite3.Connection) -> tuple[str, TxState] | None:
+            row = conn.execute(
+                "SELECT id, state FROM transactions WHERE cid = ? AND id != ? "
+                "AND state NOT IN ('failed', 'rolled_back', 'compensating') "
+                "ORDER BY state != 'committed' LIMIT 1",
+                (cid, other_than),
+            ).fetchone()
+            return None if row is None else (str(row[0]), TxState(row[1]))
+
+        return await self.run(query)
 
     async def submission_owner(self, round_id: int, miner: str) -> str | None:
         def query(conn: sqlite3.Connection) -> str | None:

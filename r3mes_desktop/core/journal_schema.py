@@ -139,6 +139,31 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )
         """,
     ),
+    # 4: whether the content store already pinned a transaction's CID before its first add
+    # (an undo removes only what its own transaction added), an index to find the
+    # transactions that reference a CID before unpinning it, and dead letters that close
+    # themselves once their round is settled by another transaction ('superseded').
+    (
+        "ALTER TABLE transactions ADD COLUMN pinned_before INTEGER",
+        "CREATE INDEX transactions_cid ON transactions(cid) WHERE cid IS NOT NULL",
+        """
+        CREATE TABLE dead_letters_v4 (
+            id TEXT PRIMARY KEY,
+            transaction_id TEXT NOT NULL REFERENCES transactions(id),
+            round_id INTEGER NOT NULL,
+            created_at REAL NOT NULL,
+            reason TEXT NOT NULL,
+            category TEXT NOT NULL,
+            payload TEXT NOT NULL,
+            status TEXT NOT NULL
+                CHECK (status IN ('open', 'retried', 'discarded', 'superseded')),
+            resolved_at REAL
+        )
+        """,
+        "INSERT INTO dead_letters_v4 SELECT * FROM dead_letters",
+        "DROP TABLE dead_letters",
+        "ALTER TABLE dead_letters_v4 RENAME TO dead_letters",
+    ),
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -68,6 +68,7 @@ class TransactionRecord:
     receipt_block: int | None = None
     compensation: str | None = None  # None | "pending" | "done"
     training_step: int | None = None
+    pinned_before: bool | None = None  # the store held the CID before our first add
 
 
 @dataclass(frozen=True)

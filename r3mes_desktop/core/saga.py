@@ -225,9 +225,11 @@ class Saga:
                     if self.in_doubt(rec, error):
                         return await self.park_in_doubt(rec, error)
                     return await self.fail(rec, error)
+                before = rec.state
                 rec = await self.commit(rec, change)
-                resumed = False
-                await self._after_commit(rec)
+                if rec.state is not before:  # a note within a step keeps what it knew
+                    resumed = False
+                    await self._after_commit(rec)
             if rec.state is TxState.COMPENSATING and self.compensate is not None:
                 rec = await self.compensate(rec)
             return rec
@@ -367,13 +369,41 @@ class Saga:
                 raise
 
         cid = await self.d.ipfs.call("add_and_pin", add, transaction_id=tx)
+        self._adds_without_effect.discard(tx)  # this one pinned
         self._learned_cid[tx] = cid
         if rec.cid is not None and cid != rec.cid:
             raise IntegrityError(f"re-pinned gradient got CID {cid}, journal holds {rec.cid}")
         return cid
 
+    async def _look_before_adding(self, rec: TransactionRecord) -> Change:
+        """Journal the CID and whether the store already pins it, before our first add.
+
+        An undo removes only what its own transaction added: content another miner on the
+        same daemon (or an earlier transaction of ours) pinned first must outlive our
+        rollback. IPFS pins are a set, not a count, so the only way to know is to ask before
+        adding, and the answer must be durable before the add (intent before effect).
+        """
+        tx = rec.id
+        self._adds_without_effect.add(tx)  # nothing added yet: a failure here undoes nothing
+        data = self._fresh_gradient.get(tx)
+        if data is None:
+            data = await self.d.journal.gradient(rec)
+            self._fresh_gradient[tx] = data
+        cid = await asyncio.to_thread(self.d.store.cid_of, data)
+        pinned = await self.d.ipfs.call(
+            "is_pinned", functools.partial(self.d.store.is_pinned, cid), transaction_id=tx
+        )
+        return Change(
+            tx,
+            self.d.clock.time(),
+            expect=frozenset({TxState.IPFS_UPLOAD}),
+            fields={"cid": cid, "pinned_before": bool(pinned)},
+        )
+
     async def _upload(self, rec: TransactionRecord, resumed: bool) -> Change:
         tx = rec.id
+        if rec.pinned_before is None and rec.signed_raw is None:
+            return await self._look_before_adding(rec)
         cid = await self.ensure_pinned(rec, check_first=resumed or rec.attempts > 0)
         try:
             if rec.signed_raw is not None and rec.tx_hash is not None and rec.cid == cid:
@@ -722,11 +752,25 @@ class Saga:
         # timeout on an earlier attempt, then a 401 on the retry): learn the CID so the undo
         # unpins it (an orphan pin found by bench.chaos when only the last error was looked at).
         maybe_pinned = rec.gradient_hash is not None and rec.id not in self._adds_without_effect
-        if cid is None and rec.state is TxState.IPFS_UPLOAD and maybe_pinned:
+        others_pin = bool(rec.pinned_before)  # pinned before our first add: not ours to undo
+        if rec.state is TxState.IPFS_UPLOAD and not maybe_pinned:
+            cid = None  # every add of ours certainly changed nothing
+        if cid is None and rec.state is TxState.IPFS_UPLOAD and maybe_pinned and not others_pin:
             cid = await self._learn_cid(rec)
         now = self.d.clock.time()
         comps: list[tuple[str, str]] = []
-        if rec.state not in (TxState.PENDING, TxState.TRAINING) and cid is not None:
+        history: list[HistoryEntry] = []
+        if others_pin:
+            if rec.state not in (TxState.PENDING, TxState.TRAINING) and rec.cid is not None:
+                history.append(
+                    HistoryEntry(
+                        rec.id,
+                        now,
+                        "note",
+                        message=f"{rec.cid} was pinned before this transaction: left pinned",
+                    )
+                )
+        elif rec.state not in (TxState.PENDING, TxState.TRAINING) and cid is not None:
             comps.append(("unpin", cid))
         elif rec.state is TxState.IPFS_UPLOAD and maybe_pinned:
             # Not even the re-add answered (the ipfs breaker open, found by bench.chaos as an
@@ -771,6 +815,7 @@ class Saga:
             fields=fields,
             compensations_add=comps,
             dead_letter=dead,
+            history=history,
         )
         log.warning("transaction %s failed in %s: %s", rec.id, step.value, text)
         if rec.state is TxState.TRAINING:  # a gradient written too late is not journaled

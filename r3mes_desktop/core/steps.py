@@ -73,6 +73,11 @@ class ContentStore(Protocol):
         """Store and pin `data`; return its CIDv1 (raw leaves, sha2-256), verified locally."""
         ...
 
+    def cid_of(self, data: bytes) -> str:
+        """The CID `add_and_pin` gives these bytes, computed locally (no network): the saga
+        asks whether it is already pinned before its first add."""
+        ...
+
     async def is_pinned(self, cid: str) -> bool: ...
 
     async def unpin(self, cid: str) -> None:

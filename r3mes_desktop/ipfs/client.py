@@ -141,6 +141,9 @@ class IpfsClient:
         except Exception as exc:  # the integrity error is what the caller must see
             log.warning("could not unpin mismatched upload %s: %s", cid[:80], type(exc).__name__)
 
+    def cid_of(self, data: bytes) -> str:
+        return compute_cid(bytes(data))
+
     async def is_pinned(self, cid: str) -> bool:
         parse_cid(cid)
         try:

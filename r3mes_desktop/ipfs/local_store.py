@@ -65,6 +65,9 @@ class LocalContentStore:
         check_size(data, self.max_gradient_size_mb)
         return await asyncio.to_thread(self._add_sync, data)
 
+    def cid_of(self, data: bytes) -> str:
+        return compute_cid(bytes(data))
+
     async def is_pinned(self, cid: str) -> bool:
         key = self._key(cid)
         return await asyncio.to_thread(lambda: key in self._pins())

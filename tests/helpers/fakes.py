@@ -167,6 +167,9 @@ class FakeStore:
         self.pins.add(cid)
         return cid
 
+    def cid_of(self, data: bytes) -> str:
+        return cid_for(data)
+
     async def is_pinned(self, cid: str) -> bool:
         self.faults.hit("is_pinned", cid=cid)
         return cid in self.pins
@@ -322,6 +325,9 @@ class FileStore:
         self.w.conn.execute("INSERT OR REPLACE INTO pins VALUES (?, ?, 1)", (cid, data))
         self.crash_hook("add_and_pin", "after")
         return cid
+
+    def cid_of(self, data: bytes) -> str:
+        return cid_for(data)
 
     async def is_pinned(self, cid: str) -> bool:
         self.crash_hook("is_pinned", "before")

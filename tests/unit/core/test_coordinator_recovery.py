@@ -50,10 +50,10 @@ async def crashed_at(
         )
     )
     cid = cid_for(data)
+    if journal_cid:  # the look before the first add: CID and "not pinned before", journaled
+        await journal.apply(Change(rec.id, now, fields={"cid": cid, "pinned_before": False}))
     if pinned:
         await rig.store.add_and_pin(data)
-    if journal_cid:
-        await journal.apply(Change(rec.id, now, fields={"cid": cid}))
     if state is TxState.IPFS_UPLOAD:
         return rec.id
     signed = await rig.chain.sign_submission(

@@ -70,17 +70,19 @@ async def test_happy_path_commits_with_every_artifact(rig: Rig) -> None:
 
 async def test_ipfs_failure_rolls_back_and_nothing_stays_pinned(rig: Rig) -> None:
     rig.faults.fail("add_and_pin", NetworkError("connection refused"), times=None)
+    rig.faults.fail("unpin", NetworkError("connection refused"), times=None)
 
     status = await rig.coordinator.run_transaction(make_spec(2))
 
     # Nothing answered, so nothing shows whether an add pinned before its answer was lost:
-    # the undo (learn the CID by re-adding, unpin) is pending, not claimed done.
+    # the undo (unpin the CID journaled before the first add) is pending, not claimed done.
     assert status.state == "compensating"
     assert status.failed_step == "ipfs_upload"
     assert status.error_category == "network"
     assert rig.chain.signed == []
-    # 1 + max_retries (3) + 1 re-add to learn the CID + 1 by the undo's first run
-    assert rig.faults.count("add_and_pin") == 6
+    assert rig.faults.count("add_and_pin") == 4  # 1 + max_retries (3); no re-add to learn
+    rows = await rig.coordinator.journal.compensations(tx_id=status.transaction_id)
+    assert [(r.action, r.target) for r in rows] == [("unpin", status.cid)]
 
     rig.faults.clear()
     rig.clock.advance(60)
@@ -113,7 +115,8 @@ async def test_upload_pinned_but_unanswered_with_the_breaker_open_leaves_no_orph
     the re-add that names the CID for the undo was refused too (ipfs breaker open). The
     transaction must not close ROLLED_BACK with the content still pinned."""
     real_add = rig.store.add_and_pin
-    lost = [6]  # 1 + 3 retries, the re-add to learn the CID, the undo's first try
+    lost = [4]  # 1 + 3 retries
+    rig.faults.fail("unpin", NetworkError("connection refused"), times=None)  # daemon gone
 
     async def add_then_lose_the_answer(data: bytes) -> str:
         cid = await real_add(data)
@@ -127,8 +130,9 @@ async def test_upload_pinned_but_unanswered_with_the_breaker_open_leaves_no_orph
     assert status.state == "compensating" and status.compensation == "pending"
     assert len(rig.store.pins) == 1  # pinned, and the journal knows it must undo it
     rows = await rig.coordinator.journal.compensations(tx_id=status.transaction_id)
-    assert [r.action for r in rows] == ["unpin_upload"]
+    assert [r.action for r in rows] == ["unpin"]  # the CID was journaled before the add
 
+    rig.faults.clear()
     rig.clock.advance(60)
     assert await rig.coordinator.retry_compensations() == 1
     after = await rig.coordinator.status(status.transaction_id)

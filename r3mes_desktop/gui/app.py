@@ -83,9 +83,10 @@ def _main(args: argparse.Namespace, started: float) -> int:
     app.setDesktopFileName("r3mes-desktop")
     app.setQuitOnLastWindowClosed(False)
 
-    from r3mes_desktop.gui.single_instance import SingleInstance, server_name
+    from r3mes_desktop.gui.single_instance import LOCK_FILE, SingleInstance, server_name
 
-    instance = SingleInstance(server_name(_data_dir()))
+    data_dir = _data_dir()
+    instance = SingleInstance(server_name(data_dir), lock_path=os.path.join(data_dir, LOCK_FILE))
     if not args.startup_probe and not instance.claim():
         print("R3MES Desktop is already running; raised its window.", file=sys.stderr)
         return 0

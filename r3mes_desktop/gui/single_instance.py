@@ -1,16 +1,25 @@
 """One running app per data directory: a second launch raises the first window and exits.
 
-The first instance listens on a QLocalServer whose name is derived from the user and the
-data dir (two rigs with different R3MES_DATA_DIR may run side by side). A second launch
-connects, says "raise", and quits. A server left behind by a crash is removed and replaced.
+The claim is a `QLockFile` (in the data dir for the app): whoever holds it is the instance,
+so two launches racing each other cannot both win. The holder then listens on a
+QLocalServer whose name is derived from the user and the data dir (two rigs with different
+R3MES_DATA_DIR may run side by side); a later launch fails to take the lock, connects, says
+"raise", and quits. A lock or socket left behind by a crash is stale: QLockFile sees that
+the process that wrote the lock is gone and takes it over, and the new holder replaces the
+dead socket (it may, since nobody else can hold the lock).
 """
 
 from __future__ import annotations
 
 import getpass
 import hashlib
+import os
+import tempfile
+import time
 
 from r3mes_desktop.gui.qt import QtCore, QtNetwork, Signal
+
+LOCK_FILE = "desktop.lock"
 
 
 def server_name(data_dir: str) -> str:
@@ -21,9 +30,19 @@ def server_name(data_dir: str) -> str:
 class SingleInstance(QtCore.QObject):
     activated = Signal()  # another launch asked us to show the window
 
-    def __init__(self, name: str, parent: QtCore.QObject | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        parent: QtCore.QObject | None = None,
+        *,
+        lock_path: str | None = None,
+        notify_patience_s: float = 2.0,
+    ) -> None:
         super().__init__(parent)
         self.name = name
+        self.lock_path = lock_path or os.path.join(tempfile.gettempdir(), f"{name}.lock")
+        self.notify_patience_s = notify_patience_s
+        self._lock: QtCore.QLockFile | None = None
         self._server: QtNetwork.QLocalServer | None = None
 
     def notify_running(self, timeout_ms: int = 500) -> bool:
@@ -39,15 +58,27 @@ class SingleInstance(QtCore.QObject):
         return True
 
     def claim(self) -> bool:
-        """Become the instance; False if another one is running (it has been raised)."""
-        if self.notify_running():
+        """Become the instance; False if another one holds the lock (it has been raised).
+
+        A launch that loses the lock never touches the holder's socket. The holder may not
+        be listening yet (it took the lock a moment ago), so the "raise" is retried for
+        `notify_patience_s`.
+        """
+        os.makedirs(os.path.dirname(self.lock_path) or ".", exist_ok=True)
+        lock = QtCore.QLockFile(self.lock_path)
+        lock.setStaleLockTime(0)  # held for the app's lifetime: stale only if its pid died
+        if not lock.tryLock(0):
+            deadline = time.monotonic() + self.notify_patience_s
+            while not self.notify_running() and time.monotonic() < deadline:
+                time.sleep(0.05)
             return False
+        self._lock = lock
         server = QtNetwork.QLocalServer(self)
         server.setSocketOptions(QtNetwork.QLocalServer.SocketOption.UserAccessOption)
         if not server.listen(self.name):
-            QtNetwork.QLocalServer.removeServer(self.name)  # stale socket from a crash
+            QtNetwork.QLocalServer.removeServer(self.name)  # a crashed holder's socket
             if not server.listen(self.name):
-                return True  # cannot guard; run anyway rather than refuse to start
+                return True  # we hold the lock: run, just without the "raise" channel
         server.newConnection.connect(self._on_connection)
         self._server = server
         return True
@@ -73,3 +104,6 @@ class SingleInstance(QtCore.QObject):
         if self._server is not None:
             self._server.close()
             self._server = None
+        if self._lock is not None:
+            self._lock.unlock()
+            self._lock = None

@@ -35,7 +35,14 @@ _SIGNAL_EXIT = {signal.SIGINT: ExitCode.INTERRUPTED, signal.SIGTERM: ExitCode.TE
 
 def add_parsers(sub: Any) -> None:
     p = sub.add_parser("run", help="mine: devnet by default, or the configured endpoints")
-    p.add_argument("--rounds", type=int, default=0, help="stop after N finished transactions")
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=0,
+        metavar="N",
+        help="stop after N committed transactions (failed and rolled-back ones do not count); "
+        "no more rounds run at once than can still be needed, and running ones finish",
+    )
     p.add_argument(
         "--graceful",
         type=float,
@@ -307,23 +314,12 @@ async def cmd_run(ctx: CliContext, args: argparse.Namespace) -> int:
         raise CliError(f"--graceful must be >= 0 seconds, got {args.graceful}", ExitCode.USAGE)
     signals = _Signals()
     signals.install()
-    finished: list[TransactionStateChanged] = []
-    enough = asyncio.Event()
-
-    def count(event: Event) -> None:
-        if (
-            isinstance(event, TransactionStateChanged)
-            and event.new_state in TERMINAL_STATES
-            and event.old_state not in TERMINAL_STATES
-        ):
-            finished.append(event)
-            if args.rounds and len(finished) >= args.rounds:
-                enough.set()
-
+    budget = RoundBudget(args.rounds)
     try:
         async with open_runtime(ctx, fast=args.fast, args=args) as runtime:
             progress = None if args.quiet else Progress()
-            unsubscribe = [runtime.bus.subscribe(count)]
+            budget.miner = runtime.miner
+            unsubscribe = [runtime.bus.subscribe(budget.on_event)]
             if progress is not None:
                 unsubscribe.append(runtime.bus.subscribe(progress.on_event))
             extras = await _start_extras(ctx, args, runtime)
@@ -332,7 +328,7 @@ async def cmd_run(ctx: CliContext, args: argparse.Namespace) -> int:
                 log.info("mining started (data dir %s)", runtime.data_dir)
                 waiters = [
                     asyncio.ensure_future(signals.event.wait()),
-                    asyncio.ensure_future(enough.wait()),
+                    asyncio.ensure_future(budget.reached.wait()),
                 ]
                 await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
                 for w in waiters:
@@ -351,15 +347,68 @@ async def cmd_run(ctx: CliContext, args: argparse.Namespace) -> int:
     finally:
         signals.remove()
     summary = {
+        "committed": budget.committed,
         "finished": [
             {"transaction_id": e.transaction_id, "round_id": e.round_id, "state": e.new_state}
-            for e in finished
+            for e in budget.finished
         ],
         "stopped_by": signals.received.name if signals.received else "rounds",
         "statistics": stats,
     }
     ctx.out.emit(summary, _human_run_summary)
     return _SIGNAL_EXIT.get(signals.received, ExitCode.OK) if signals.received else ExitCode.OK
+
+
+class RoundBudget:
+    """`run --rounds N`: counts committed transactions, and keeps no more rounds running
+    than can still be needed.
+
+    The miner pipelines (the next round trains while the last one uploads), so counting
+    finished transactions overshot: rolled-back ones counted, and rounds already running
+    when the count was reached committed too. Here only commits count; once the committed
+    plus the running ones could reach N the miner is paused (no new round), and if a running
+    one fails instead it is started again.
+    """
+
+    def __init__(self, target: int, miner: Any = None) -> None:
+        self.target = target  # 0: no limit
+        self.miner = miner
+        self.finished: list[TransactionStateChanged] = []
+        self.active: set[str] = set()
+        self.reached = asyncio.Event()
+        self._commands: set[asyncio.Task[Any]] = set()
+
+    @property
+    def committed(self) -> int:
+        return sum(e.new_state == "committed" for e in self.finished)
+
+    def on_event(self, event: Event) -> None:
+        if not isinstance(event, TransactionStateChanged):
+            return
+        if event.new_state in TERMINAL_STATES:
+            self.active.discard(event.transaction_id)
+            if event.old_state not in TERMINAL_STATES:
+                self.finished.append(event)
+        else:
+            self.active.add(event.transaction_id)
+        if not self.target:
+            return
+        if self.committed >= self.target:
+            self.reached.set()
+            return
+        if self.miner is None:
+            return
+        state = str(self.miner.state)
+        could_reach = self.committed + len(self.active) >= self.target
+        if could_reach and state == "mining":
+            self._command(self.miner.pause())
+        elif not could_reach and state in ("pausing", "paused"):
+            self._command(self.miner.start())
+
+    def _command(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._commands.add(task)
+        task.add_done_callback(self._commands.discard)
 
 
 async def _stop_miner(runtime: Any, signals: _Signals, *, graceful_s: float | None) -> None:
@@ -417,7 +466,8 @@ def _human_run_summary(summary: dict[str, Any]) -> str:
     stats = summary["statistics"]
     lines = [
         f"stopped by: {summary['stopped_by']}",
-        f"this run:   {len(summary['finished'])} transactions finished",
+        f"this run:   {summary['committed']} committed "
+        f"({len(summary['finished'])} transactions finished)",
         f"journal:    {stats['total_transactions']} total, "
         f"{stats['committed_transactions']} committed, {stats['failed_transactions']} failed",
     ]

@@ -307,6 +307,7 @@ def teardown_logging() -> None:
     for handler in list(root.handlers):
         if getattr(handler, _OURS, False):
             root.removeHandler(handler)
+            handler.close()
     _attached.clear()
     if state is None:
         return

@@ -19,6 +19,7 @@ rejected signature) proves the service answered and counts as a success.
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
@@ -27,7 +28,7 @@ from enum import StrEnum
 from typing import Any, Protocol, TypeVar
 
 from .clock import SYSTEM_CLOCK, Clock
-from .errors import UNHEALTHY, CircuitOpenError, classify
+from .errors import UNHEALTHY, CircuitOpenError, TrialInProgressError, classify
 from .events import BreakerStateChanged, EventBus
 
 T = TypeVar("T")
@@ -134,6 +135,7 @@ class CircuitBreaker:
         self._opened_at = 0.0
         self._trials_in_flight = 0
         self._trial_successes = 0
+        self._trial_waiters: list[asyncio.Future[None]] = []
         self._last_change_ts: float | None = None
         self.calls = 0
         self.successes = 0
@@ -172,6 +174,7 @@ class CircuitBreaker:
             self._window.clear()
         if new is not BreakerState.HALF_OPEN:
             self._trials_in_flight = 0
+        self._wake_trial_waiters()
         self._last_change_ts = self._clock.time()
         if self._bus is not None:
             self._bus.publish(
@@ -216,7 +219,7 @@ class CircuitBreaker:
                 self._trials_in_flight += 1
                 return True
             self.rejections += 1
-            raise CircuitOpenError(
+            raise TrialInProgressError(
                 f"{self.name}: circuit half-open, trial calls in progress",
                 service=self.name,
                 retry_after=None,
@@ -231,9 +234,27 @@ class CircuitBreaker:
             retry_after=wait,
         )
 
+    async def trial_settled(self) -> None:
+        """Return once a trial call in flight has ended (or the state has changed): the
+        moment a call refused with TrialInProgressError may ask again."""
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._trial_waiters.append(waiter)
+        try:
+            await waiter
+        finally:
+            if waiter in self._trial_waiters:
+                self._trial_waiters.remove(waiter)
+
+    def _wake_trial_waiters(self) -> None:
+        waiters, self._trial_waiters = self._trial_waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
     def _record(self, *, failed: bool, trial: bool) -> None:
         if trial:
             self._trials_in_flight = max(0, self._trials_in_flight - 1)
+            self._wake_trial_waiters()
         if self._state is BreakerState.DISABLED:
             return
         if failed:
@@ -281,6 +302,7 @@ class CircuitBreaker:
             self._record(failed=classify(exc) in UNHEALTHY, trial=trial)
         elif trial:
             self._trials_in_flight = max(0, self._trials_in_flight - 1)
+            self._wake_trial_waiters()
 
     async def call(self, fn: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
         async with self.guard():

@@ -100,6 +100,14 @@ class CircuitOpenError(NetworkError):
     """The service's breaker rejected the call; `retry_after` is the time until half-open."""
 
 
+class TrialInProgressError(CircuitOpenError):
+    """A half-open breaker's trial slots are all taken: the service may be back.
+
+    Not a verdict on the service but a wait for one: `ServiceCaller` waits for the trial to
+    settle (bounded by the call's timeout) and asks again, instead of failing the call.
+    """
+
+
 class ResourceError(RetryableError):
     """Memory, disk full, GPU busy or out of memory."""
 

@@ -33,7 +33,14 @@ from typing import Any, Generic, TypeVar
 
 from .breaker import CircuitBreaker
 from .clock import SYSTEM_CLOCK, Clock
-from .errors import ErrorCategory, NetworkError, R3mesError, TimeoutNetworkError, to_r3mes_error
+from .errors import (
+    ErrorCategory,
+    NetworkError,
+    R3mesError,
+    TimeoutNetworkError,
+    TrialInProgressError,
+    to_r3mes_error,
+)
 from .events import EndpointSwitched, EventBus
 from .retry import RetryGate, RetryPolicy
 
@@ -189,7 +196,7 @@ class ServiceCaller:
         key = id(breaker)
         if key in held:
             return await self._timed(operation, start, fn, args, kwargs)
-        trial = breaker.admit()
+        trial = await self._admit(breaker, start)
         token = _GUARDED.set(held | {key})
         try:
             result = await self._timed(operation, start, fn, args, kwargs)
@@ -200,6 +207,34 @@ class ServiceCaller:
             _GUARDED.reset(token)
         breaker.settle(trial)
         return result
+
+    async def _admit(self, breaker: CircuitBreaker, start: float) -> bool:
+        """Admit this attempt; a refusal because the half-open trial is still running waits
+        for the trial's verdict (within this attempt's time limit) and asks again.
+
+        A service that just came back is tried by one call; every other call used to fail
+        at once with "trial calls in progress" and end its transaction although the trial
+        was about to succeed.
+        """
+        while True:
+            try:
+                return breaker.admit()
+            except TrialInProgressError:
+                limit_s = self._attempt_timeout(start)
+                if limit_s is not None and limit_s <= 0:
+                    raise
+                try:
+                    if limit_s is None:
+                        await breaker.trial_settled()
+                    else:
+                        async with self.timer(limit_s):
+                            await breaker.trial_settled()
+                except TimeoutError:
+                    raise TrialInProgressError(
+                        f"{self.service}: circuit half-open, the trial call gave no verdict "
+                        f"within {limit_s:g}s",
+                        service=self.service,
+                    ) from None
 
     async def _timed(
         self,

@@ -12,12 +12,16 @@ from r3mes_desktop.chain.reverts import rejection_error
 from r3mes_desktop.chain.transport import rejection_kind
 from r3mes_desktop.core.errors import ErrorCategory
 
+GANACHE = (
+    "the tx doesn't have the correct nonce. account has nonce of: {account} tx has nonce of: {tx}"
+)
+
 TOO_LOW = [
     ("geth", "nonce too low: address 0xAbC…, tx: 3 state: 5"),
     ("erigon", "nonce too low"),
     ("anvil", "nonce too low"),
-    ("hardhat", "Nonce too low. Expected nonce to be 5 but got 3. Note that transactions can't be"),
-    ("ganache", "the tx doesn't have the correct nonce. account has nonce of: 5 tx has nonce of: 3"),
+    ("hardhat", "Nonce too low. Expected nonce to be 5 but got 3. Note that transactions"),
+    ("ganache", GANACHE.format(account=5, tx=3)),
     ("ganache 7", "Transaction nonce is too low"),
     ("nethermind", "OldNonce, Current nonce: 5, nonce of rejected tx: 3"),
 ]
@@ -26,7 +30,7 @@ TOO_HIGH = [
     ("erigon", "nonce too distant"),
     ("anvil", "nonce too high"),
     ("hardhat", "Nonce too high. Expected nonce to be 3 but got 5."),
-    ("ganache", "the tx doesn't have the correct nonce. account has nonce of: 3 tx has nonce of: 5"),
+    ("ganache", GANACHE.format(account=3, tx=5)),
     ("nethermind", "NonceGap, Future nonce. Expected nonce: 3"),
     ("nethermind (far)", "NonceTooFarInFuture"),
 ]

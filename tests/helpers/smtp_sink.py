@@ -19,24 +19,23 @@ from pathlib import Path
 
 
 class _Handler(socketserver.StreamRequestHandler):
-    def setup(self) -> None:
-        sink: SmtpSink = self.server.sink  # type: ignore[attr-defined]
-        if sink.tls is not None and sink.implicit_tls:
-            self.request = self._wrap(sink, self.request)
-        super().setup()
-
-    def _wrap(self, sink: SmtpSink, sock: object) -> object:
+    def _start_tls(self, sink: SmtpSink) -> bool:
+        """Wrap the connection (server side); False when the client refused our certificate."""
         assert sink.tls is not None
         try:
-            return sink.tls.wrap_socket(sock, server_side=True)  # type: ignore[arg-type]
+            self.connection = sink.tls.wrap_socket(self.connection, server_side=True)
         except (ssl.SSLError, OSError) as exc:
             sink.tls_failures.append(type(exc).__name__)
-            raise
+            return False
+        sink.encrypted = True
+        self.rfile = self.connection.makefile("rb")
+        self.wfile = socketserver._SocketWriter(self.connection)  # type: ignore[attr-defined]
+        return True
 
     def handle(self) -> None:
-        if self.request is None:
-            return
         sink: SmtpSink = self.server.sink  # type: ignore[attr-defined]
+        if sink.tls is not None and sink.implicit_tls and not self._start_tls(sink):
+            return
         self.wfile.write(b"220 sink ready\r\n")
         while True:
             line = self.rfile.readline()
@@ -46,20 +45,16 @@ class _Handler(socketserver.StreamRequestHandler):
             command = raw.upper()
             if command.startswith(("EHLO", "HELO")):
                 if sink.tls is not None:
-                    extra = b"" if sink.implicit_tls or sink.encrypted else b"250-STARTTLS\r\n"
+                    tls_done = sink.implicit_tls or sink.encrypted
+                    extra = b"" if tls_done else b"250-STARTTLS\r\n"
                     self.wfile.write(b"250-sink\r\n" + extra + b"250 AUTH PLAIN\r\n")
                 else:
                     self.wfile.write(b"250 sink\r\n")
             elif command.startswith("STARTTLS") and sink.tls is not None:
                 self.wfile.write(b"220 go ahead\r\n")
                 self.wfile.flush()
-                try:
-                    self.request = self.connection = self._wrap(sink, self.connection)
-                except (ssl.SSLError, OSError):
+                if not self._start_tls(sink):
                     return
-                sink.encrypted = True
-                self.rfile = self.connection.makefile("rb")
-                self.wfile = socketserver._SocketWriter(self.connection)  # type: ignore[attr-defined]
             elif command.startswith("AUTH"):
                 sink.auth.append(raw)
                 self.wfile.write(b"235 accepted\r\n")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import getpass
 import hashlib
+import logging
 import os
 import tempfile
 import time
@@ -20,6 +21,7 @@ import time
 from r3mes_desktop.gui.qt import QtCore, QtNetwork, Signal
 
 LOCK_FILE = "desktop.lock"
+log = logging.getLogger(__name__)
 
 
 def server_name(data_dir: str) -> str:
@@ -62,26 +64,47 @@ class SingleInstance(QtCore.QObject):
 
         A launch that loses the lock never touches the holder's socket. The holder may not
         be listening yet (it took the lock a moment ago), so the "raise" is retried for
-        `notify_patience_s`.
+        `notify_patience_s`. A lock that cannot be written at all (read-only or broken data
+        dir) does not stop the app: it runs unguarded, as before the lock, with a warning.
         """
-        os.makedirs(os.path.dirname(self.lock_path) or ".", exist_ok=True)
         lock = QtCore.QLockFile(self.lock_path)
         lock.setStaleLockTime(0)  # held for the app's lifetime: stale only if its pid died
+        try:
+            os.makedirs(os.path.dirname(self.lock_path) or ".", exist_ok=True)
+        except OSError as exc:
+            log.warning("single-instance lock unusable (%s): running unguarded", exc)
+            return self._claim_unguarded()
         if not lock.tryLock(0):
+            if lock.error() != QtCore.QLockFile.LockError.LockFailedError:
+                log.warning(
+                    "single-instance lock %s unusable (%s): running unguarded",
+                    self.lock_path,
+                    lock.error().name,
+                )
+                return self._claim_unguarded()
             deadline = time.monotonic() + self.notify_patience_s
             while not self.notify_running() and time.monotonic() < deadline:
                 time.sleep(0.05)
             return False
         self._lock = lock
+        self._listen()
+        return True
+
+    def _claim_unguarded(self) -> bool:
+        if self.notify_running():
+            return False
+        self._listen()
+        return True
+
+    def _listen(self) -> None:
         server = QtNetwork.QLocalServer(self)
         server.setSocketOptions(QtNetwork.QLocalServer.SocketOption.UserAccessOption)
         if not server.listen(self.name):
             QtNetwork.QLocalServer.removeServer(self.name)  # a crashed holder's socket
             if not server.listen(self.name):
-                return True  # we hold the lock: run, just without the "raise" channel
+                return  # run anyway, just without the "raise" channel
         server.newConnection.connect(self._on_connection)
         self._server = server
-        return True
 
     def _on_connection(self) -> None:
         assert self._server is not None

@@ -111,3 +111,16 @@ def test_two_racing_launches_exactly_one_wins(tmp_path: Path) -> None:
         assert proc.returncode == 0, err
         results.append(out.strip())
     assert sorted(results) == ["lost", "won"]
+
+
+def test_an_unusable_lock_path_runs_unguarded(qtbot: Any, tmp_path: Path, caplog: Any) -> None:
+    (tmp_path / "not-a-dir").write_text("")
+    name = f"r3mes-test-{tmp_path.name}"
+    instance = SingleInstance(name, lock_path=str(tmp_path / "not-a-dir" / "desktop.lock"))
+    try:
+        assert instance.claim()  # a broken data dir must not keep the app from starting
+        assert "running unguarded" in caplog.text
+        with qtbot.waitSignal(instance.activated, timeout=3000):
+            assert SingleInstance(name, lock_path=instance.lock_path).notify_running()
+    finally:
+        instance.release()

@@ -168,6 +168,9 @@ class Coordinator:
             strays = await artifacts.remove_strays(self.saga.d.artifacts_dir, holders)
             if strays:
                 log.info("removed %d gradient files no transaction needs", strays)
+        superseded = await self.journal.supersede_settled_letters(now=self.clock.time())
+        if superseded:
+            log.info("closed %d dead letters of rounds committed since", superseded)
         reconciled = []
         for rec in await self.journal.unfinished():
             if rec.id in self._active:
@@ -182,6 +185,7 @@ class Coordinator:
             reconciled=reconciled,
             integrity_problems=problems,
             strays_removed=strays,
+            letters_superseded=superseded,
         )
 
     async def close(self) -> None:

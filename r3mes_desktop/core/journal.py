@@ -496,7 +496,68 @@ class Journal:
                 (change.tx_id, inline),
             )
         self._release_gradient_if_unneeded(conn, after, removals)
+        if after.state is TxState.COMMITTED:
+            self._supersede_letters(conn, removals, now=change.now, committed=after)
         return after
+
+    def _supersede_letters(
+        self,
+        conn: sqlite3.Connection,
+        removals: list[Path],
+        *,
+        now: float,
+        committed: TransactionRecord | None = None,
+    ) -> int:
+        """Close the open dead letters of rounds a transaction has committed (all of them,
+        or `committed`'s round): their retry could only fail, so left open they would wait
+        forever. Each closed letter's transaction gets a history line, and its gradient goes
+        with the letter. Returns how many were closed."""
+        where = (
+            "SELECT c.id, c.round_id, c.miner FROM transactions c WHERE c.state = 'committed'"
+        )
+        params: tuple[Any, ...] = ()
+        if committed is not None:
+            where += " AND c.id = ?"
+            params = (committed.id,)
+        rows = conn.execute(
+            f"WITH settled AS ({where}) "  # noqa: S608 - fixed SQL, values are parameters
+            "UPDATE dead_letters SET status = 'superseded', resolved_at = ? "
+            "WHERE status = 'open' AND transaction_id IN (SELECT t.id FROM transactions t "
+            "JOIN settled s ON s.round_id = t.round_id AND s.miner = t.miner AND s.id != t.id) "
+            "RETURNING transaction_id, round_id",
+            (*params, now),
+        ).fetchall()
+        entries = []
+        for tx_id, round_id in rows:
+            winner = conn.execute(
+                "SELECT id FROM transactions WHERE round_id = ? AND state = 'committed' "
+                "AND miner = (SELECT miner FROM transactions WHERE id = ?)",
+                (round_id, tx_id),
+            ).fetchone()
+            entries.append(
+                HistoryEntry(
+                    tx_id,
+                    now,
+                    "note",
+                    message=f"dead letter closed as superseded: round {round_id} was "
+                    f"committed by transaction {winner[0] if winner else '?'}",
+                )
+            )
+            rec = self._get_in(conn, tx_id)
+            if rec is not None:
+                self._release_gradient_if_unneeded(conn, rec, removals)
+        self._history.add(entries)
+        return len(rows)
+
+    async def supersede_settled_letters(self, *, now: float) -> int:
+        """Close every open dead letter whose round another transaction has committed (a
+        journal written before letters closed themselves at the commit)."""
+        removals: list[Path] = []
+        closed: int = await self._write(
+            functools.partial(self._supersede_letters, removals=removals, now=now),
+            remove_after=removals,
+        )
+        return closed
 
     @staticmethod
     def _release_gradient_if_unneeded(

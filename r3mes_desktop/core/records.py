@@ -126,7 +126,7 @@ class DeadLetter:
     reason: str
     category: str
     payload: dict[str, Any]  # references only: gradient path, hash, CID, tx hash
-    status: str  # "open" | "retried" | "discarded"
+    status: str  # "open" | "retried" | "discarded" | "superseded"
     resolved_at: float | None
 
     def to_dict(self) -> dict[str, Any]:
@@ -226,6 +226,7 @@ class RecoveryReport:
     reconciled: list[dict[str, Any]] = field(default_factory=list)
     integrity_problems: list[str] = field(default_factory=list)
     strays_removed: int = 0  # gradient files a kill left behind, deleted at start
+    letters_superseded: int = 0  # dead letters of rounds committed since, closed at start
 
     @property
     def count(self) -> int:
@@ -238,4 +239,5 @@ class RecoveryReport:
             "reconciled": list(self.reconciled),
             "integrity_problems": list(self.integrity_problems),
             "strays_removed": self.strays_removed,
+            "letters_superseded": self.letters_superseded,
         }

@@ -27,6 +27,7 @@ from r3mes_desktop.core.errors import ValidationError
 from r3mes_desktop.core.events import (
     Event,
     EventBus,
+    Notice,
     RetryScheduled,
     StatsChanged,
     TransactionStateChanged,
@@ -429,6 +430,38 @@ class Coordinator:
                     await close_transaction(self.saga, self.compensator, fresh, reason=reason)
                 )
         return CleanupReport(checked_at=now, older_than_s=threshold, cleaned=cleaned)
+
+    async def stop_closed_round(self, round_id: int) -> list[str]:
+        """The chain no longer offers `round_id` to this miner while it trains (the operator
+        closed it, or another rig on the same key submitted to it): nothing this training
+        makes can be submitted, so stop it now and end it FAILED with the reason. No dead
+        letter: a retry cannot reopen a round. Transactions past training are left alone
+        (their submission is already settled or being settled by the chain). Returns the
+        ids of the transactions stopped."""
+        stopped: list[str] = []
+        for rec in await self.journal.unfinished():
+            if rec.round_id != round_id or rec.state not in (TxState.PENDING, TxState.TRAINING):
+                continue
+            reason = f"round {round_id} was closed on chain before its training finished"
+            async with self._closing_one(rec.id):
+                fresh = await self._record(rec.id)
+                if fresh.state not in (TxState.PENDING, TxState.TRAINING):
+                    continue
+                await close_transaction(self.saga, self.compensator, fresh, reason=reason)
+            with contextlib.suppress(Exception):  # the checkpoint of a closed round is useless
+                await self.saga.d.trainer.discard_checkpoints(rec.id)
+            log.warning("transaction %s: %s; training stopped", rec.id, reason)
+            self.bus.publish(
+                Notice(
+                    level="warning",
+                    message=f"{reason}: its training was stopped",
+                    transaction_id=rec.id,
+                    source="miner",
+                    ts=self.clock.time(),
+                )
+            )
+            stopped.append(rec.id)
+        return stopped
 
     async def force_cleanup(self, transaction_id: str) -> CleanupReport:
         """Close one transaction now, whatever its age (stops it if it is running)."""

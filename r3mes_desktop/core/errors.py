@@ -114,6 +114,14 @@ class ResourceError(RetryableError):
     category = ErrorCategory.RESOURCE
 
 
+class DeadlineExceededError(ResourceError):
+    """The transaction ran past its own deadline (R3MES_TRANSACTION_TIMEOUT).
+
+    Our limit, not the network's: counted as a resource failure (the machine or the round
+    was too slow), so a slow round does not read as an outage in the failure metrics.
+    """
+
+
 class AuthenticationError(R3mesError):
     """Bad signature, insufficient funds, permission denied, wrong password."""
 

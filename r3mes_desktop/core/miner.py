@@ -12,12 +12,13 @@ import asyncio
 import contextlib
 import functools
 import logging
+import math
 from enum import StrEnum
 from typing import Any
 
 from r3mes_desktop.core.clock import SYSTEM_CLOCK, Clock
 from r3mes_desktop.core.coordinator import Coordinator
-from r3mes_desktop.core.events import EventBus, MinerStateChanged
+from r3mes_desktop.core.events import Event, EventBus, MinerStateChanged, StepProgress
 from r3mes_desktop.core.steps import Chain, RoundSpec
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,9 @@ class Miner:
         self._loop_task: asyncio.Task[None] | None = None
         self._inflight: dict[int, asyncio.Task[Any]] = {}
         self._wake = asyncio.Event()
+        self._last_listing = -math.inf  # clock.monotonic() of the last successful listing
+        self._closed_check: asyncio.Task[None] | None = None
+        bus.subscribe(self._on_event)
 
     @property
     def state(self) -> MinerState:
@@ -106,6 +110,8 @@ class Miner:
         tasks = [*self._inflight.values()]
         if self._loop_task is not None:
             tasks.append(self._loop_task)
+        if self._closed_check is not None:
+            tasks.append(self._closed_check)
         for task in tasks:
             task.cancel()
         for task in tasks:
@@ -125,14 +131,44 @@ class Miner:
             self._set(MinerState.IDLE)
 
     async def _list_rounds(self) -> list[RoundSpec] | None:
-        """The open rounds (through the chain's caller: retry, breaker); None if that failed."""
+        """The open rounds (through the chain's caller: retry, breaker); None if that failed.
+
+        Every successful listing also stops the training of in-flight rounds it no longer
+        shows (`Coordinator.stop_closed_round`)."""
         chain = self.coordinator.callers["chain"]
         try:
             rounds: list[RoundSpec] = await chain.call("open_rounds", self.chain.open_rounds)
         except Exception as exc:
             log.warning("could not list open rounds: %s", exc)
             return None
+        self._last_listing = self.clock.monotonic()
+        listed = {spec.round_id for spec in rounds}
+        for round_id in [r for r in self._inflight if r not in listed]:
+            try:
+                await self.coordinator.stop_closed_round(round_id)
+            except Exception:
+                log.exception("could not stop the training of closed round %s", round_id)
         return rounds
+
+    def _on_event(self, event: Event) -> None:
+        """While a round trains, look at the chain at most every poll interval (counted in
+        training steps' progress, so a long round is checked as it goes): a round the
+        operator closed stops at the next step instead of training to the end and learning
+        it at submit time."""
+        if not isinstance(event, StepProgress) or event.step != "training":
+            return
+        if self._closed_check is not None and not self._closed_check.done():
+            return
+        if self.clock.monotonic() - self._last_listing < self.poll_interval_s:
+            return
+        if self._state is MinerState.IDLE or not self._inflight:
+            return
+        self._closed_check = asyncio.get_running_loop().create_task(
+            self._check_closed(), name="miner-closed-rounds"
+        )
+
+    async def _check_closed(self) -> None:
+        await self._list_rounds()
 
     async def _pick(self, rounds: list[RoundSpec] | None) -> RoundSpec | None:
         """The lowest listed round not submitted to and not running now."""

@@ -33,12 +33,12 @@ from r3mes_desktop.core.clock import Clock
 from r3mes_desktop.core.errors import (
     AlreadySubmittedError,
     AuthenticationError,
+    DeadlineExceededError,
     ErrorCategory,
     IntegrityError,
     NetworkError,
     R3mesError,
     SignatureVoidError,
-    TimeoutNetworkError,
     ValidationError,
     had_no_effect,
     to_r3mes_error,
@@ -184,8 +184,8 @@ class Saga:
             return None
         return rec.deadline - self.d.clock.time()
 
-    def _timeout_error(self, rec: TransactionRecord) -> TimeoutNetworkError:
-        return TimeoutNetworkError(
+    def _timeout_error(self, rec: TransactionRecord) -> DeadlineExceededError:
+        return DeadlineExceededError(
             f"transaction exceeded R3MES_TRANSACTION_TIMEOUT ({self.d.timeout_s:g}s) "
             f"in {rec.state.value}"
         )
@@ -698,7 +698,10 @@ class Saga:
         return (
             rec.state is TxState.BLOCKCHAIN_SUBMIT
             and rec.signed_raw is not None
-            and error.category is ErrorCategory.NETWORK
+            and (
+                error.category is ErrorCategory.NETWORK
+                or isinstance(error, DeadlineExceededError)  # our limit, not the chain's word
+            )
         )
 
     async def park_in_doubt(self, rec: TransactionRecord, error: R3mesError) -> TransactionRecord:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import errno
 from pathlib import Path
 from typing import Any
@@ -302,6 +303,7 @@ async def test_timeout_rolls_back_a_slow_transaction(tmp_path: Path) -> None:
     assert late.state == "failed"
     assert late.failed_step == "training"
     assert "R3MES_TRANSACTION_TIMEOUT" in (late.error_message or "")
+    assert late.error_category == "resource"  # our own deadline, not the network
     assert rig.chain.submissions.keys() == {12}
     await rig.coordinator.close()
 
@@ -438,3 +440,21 @@ async def test_a_parked_submission_finished_by_another_driver_is_not_driven_agai
     assert rig.chain.submissions == {}
     assert await coordinator.journal.integrity_check() == []
     await coordinator.close()
+
+
+async def test_our_own_deadline_past_the_pivot_is_doubt_not_an_undo(rig: Rig) -> None:
+    """The transaction deadline is our limit, counted as a resource failure; past the
+    signature it still settles nothing (only the chain can), so it parks, never unpins."""
+    from r3mes_desktop.core.errors import DeadlineExceededError
+    from r3mes_desktop.core.saga import Saga
+    from r3mes_desktop.core.txstate import TxState
+
+    status = await rig.coordinator.run_transaction(make_spec(41))
+    rec = await rig.coordinator.journal.get(status.transaction_id)
+    assert rec is not None
+    deadline = DeadlineExceededError("transaction exceeded R3MES_TRANSACTION_TIMEOUT (300s)")
+    assert deadline.category == "resource"
+    submitting = dataclasses.replace(rec, state=TxState.BLOCKCHAIN_SUBMIT)
+    assert Saga.in_doubt(submitting, deadline)
+    uploading = dataclasses.replace(rec, state=TxState.IPFS_UPLOAD, signed_raw=None)
+    assert not Saga.in_doubt(uploading, deadline)

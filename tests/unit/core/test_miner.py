@@ -217,3 +217,42 @@ async def test_wake_starts_a_newly_opened_round_without_waiting_for_the_poll(rig
     miner.wake()
     await until(lambda: len(rig.chain.submissions) == 2)
     await miner.stop()
+
+
+async def test_a_round_closed_while_training_stops_at_the_next_step(rig: Rig) -> None:
+    """The operator closes the round mid-training: the miner sees it within a poll interval
+    of training progress and stops, instead of training to the end and learning it when
+    the submission is refused."""
+    rig.chain.rounds = [make_spec(1)]
+    steps_trained = 0
+    cancelled = asyncio.Event()
+
+    async def long_train(*, transaction_id, spec, progress):  # type: ignore[no-untyped-def]
+        nonlocal steps_trained
+        try:
+            for step in range(1, 10_000):
+                steps_trained = step
+                progress(step / 10_000, {"step": step})
+                rig.clock.advance(1.0)  # one step a second
+                await asyncio.sleep(0.001)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+        raise AssertionError("trained to the end of a closed round")
+
+    rig.trainer.train = long_train  # type: ignore[method-assign]
+    miner = Miner(rig.coordinator, rig.chain, rig.bus, clock=rig.clock, poll_interval_s=5)
+    await miner.start()
+    await until(lambda: steps_trained >= 3)
+    rig.chain.rounds = []  # closed on chain
+    closed_at = steps_trained
+    await asyncio.wait_for(cancelled.wait(), 10)
+    assert steps_trained <= closed_at + 6  # within a poll interval (5 steps) and one step
+    await until(lambda: not miner.in_flight)
+    [tx] = await rig.coordinator.journal.list_transactions(limit=10)
+    assert tx.state.value == "failed" and tx.failed_step == "training"
+    assert tx.error_message == "round 1 was closed on chain before its training finished"
+    assert await rig.coordinator.dead_letters() == []  # a retry cannot reopen a round
+    assert rig.chain.submissions == {}
+    assert tx.id in rig.trainer.discarded
+    await miner.stop()

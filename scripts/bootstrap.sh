@@ -21,6 +21,10 @@ if [ "$want_gui" = 1 ]; then
              libxcb-render-util0 libxcb-shape0 libxcb-xkb1 libxkbcommon-x11-0
              fonts-dejavu-core fontconfig-config)
 fi
+if [ "$want_peers" = 1 ]; then
+  # promtool and prometheus check the shipped alert rules and scrape a miner in the tests.
+  apt_pkgs+=(prometheus)
+fi
 missing=()
 for p in "${apt_pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

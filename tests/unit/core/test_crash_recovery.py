@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from r3mes_desktop.core.journal import connect
-from r3mes_desktop.core.journal_integrity import check_integrity
+from r3mes_desktop.core.journal.integrity import check_integrity
 
 ROOT = Path(__file__).resolve().parents[3]
 ROUNDS = 40

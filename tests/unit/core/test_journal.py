@@ -16,7 +16,7 @@ from r3mes_desktop.core.journal import (
     connect,
     migrate,
 )
-from r3mes_desktop.core.journal_schema import SCHEMA_VERSION
+from r3mes_desktop.core.journal.schema import SCHEMA_VERSION
 from r3mes_desktop.core.records import HistoryEntry
 from r3mes_desktop.core.txstate import TxState
 from tests.helpers.fakes import MINER, make_spec

@@ -133,7 +133,7 @@ async def test_a_queued_read_sees_the_writes_queued_before_it(journal: Journal) 
     results = await asyncio.gather(
         journal.apply(Change("a", 2.0, state=TxState.TRAINING)),
         journal.get("a"),
-        journal._read(broken),
+        journal.run(broken),
         journal.history("a"),
         return_exceptions=True,
     )
@@ -251,8 +251,9 @@ async def test_history_rows_of_a_batch_are_written_together_and_dropped_with_the
 async def test_a_query_queued_while_writes_stream_in_runs_between_batches(
     journal: Journal,
 ) -> None:
-    """The journal thread chains batches itself, one job each: a query queued meanwhile
-    runs before the next batch rather than after the stream of writes ends."""
+    """The journal thread chains batches itself, one job each: a query queued meanwhile is
+    served by the next batch (seeing the writes queued before it), not after the stream of
+    writes ends."""
     release = threading.Event()
     started = threading.Event()
 
@@ -275,6 +276,6 @@ async def test_a_query_queued_while_writes_stream_in_runs_between_batches(
     await asyncio.sleep(0)
     release.set()
     await first
-    assert await count == 0  # ran before the batch of creates queued ahead of it
+    assert await count == 3  # served with the batch of creates queued ahead of it
     assert [rec.id for rec in await asyncio.gather(*creates)] == ["t0", "t1", "t2"]
     await journal.settle()

@@ -7,6 +7,11 @@ crash mid-upgrade leaves the previous version intact. Never edit a shipped migra
 
 from __future__ import annotations
 
+import sqlite3
+from pathlib import Path
+
+from r3mes_desktop.core.errors import ValidationError
+
 _STATES = (
     "'pending','training','ipfs_upload','blockchain_submit','task_complete',"
     "'committed','compensating','failed','rolled_back'"
@@ -167,3 +172,35 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def migrate(conn: sqlite3.Connection, *, target: int = SCHEMA_VERSION) -> int:
+    """Apply the missing migrations up to `target`; each in its own transaction."""
+    version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+    if version > SCHEMA_VERSION:
+        raise ValidationError(
+            f"journal schema version {version} is newer than this program supports "
+            f"(1..{SCHEMA_VERSION}); refusing to open it"
+        )
+    for number in range(version + 1, target + 1):
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in MIGRATIONS[number - 1]:
+                conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {number}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+    return target
+
+
+def connect(path: Path, *, synchronous: str = "FULL") -> sqlite3.Connection:
+    """Open (creating) a journal file with our pragmas; autocommit, explicit BEGINs."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=True)
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute(f"PRAGMA synchronous = {synchronous}")
+    conn.execute("PRAGMA foreign_keys = ON")
+    conn.execute("PRAGMA busy_timeout = 5000")
+    return conn

@@ -57,7 +57,6 @@ KINDS: dict[str, tuple[str, ...]] = {
     "journal": ("disk_full",),
 }
 """Every service a plan may name and the faults each one knows."""
-AUTH_KINDS = frozenset({"http_401", "insufficient_funds", "invalid_signature"})
 _ONLY_ON = {
     ("chain_rpc", "insufficient_funds"): "send_raw",  # a node only refuses what it is sent
     ("chain_rpc", "nonce_too_low"): "send_raw",
@@ -210,10 +209,10 @@ class FaultInjector:
         """Faults at two depths: `chain` on each Chain/TaskApi call the coordinator makes,
         `chain_rpc` under the chain client at its node transport, so the client's own
         handling of refused transactions (funds, signature, nonce) runs on real answers."""
-        transport = getattr(client, "_transport", None)
+        transport = getattr(client, "transport", None)
         wanted = "chain_rpc" in self.plan.rates and transport is not None
         if wanted and not isinstance(transport, FaultyTransport):
-            client._transport = FaultyTransport(transport, self)
+            client.transport = FaultyTransport(transport, self)
         return FaultyChain(client, self) if "chain" in self.plan.rates else client
 
     def wrap_store(self, store: Any) -> Any:

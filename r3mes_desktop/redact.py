@@ -13,6 +13,7 @@ import re
 import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 MASK = "[REDACTED]"
 MIN_SECRET_LEN = 6
@@ -218,3 +219,15 @@ def redact_obj(value: Any, registry: SecretRegistry | None = None) -> Any:
     if value is None or isinstance(value, bool | int | float):
         return value
     return redact(repr(value), registry)
+
+
+def redact_url(url: str) -> str:
+    """scheme://host:port plus a path with token-like segments masked (API keys live there).
+
+    For endpoint names in errors and the status bar: an RPC URL or gateway often carries
+    its API key in the path, while the host is public and what the user needs to see."""
+    parts = urlsplit(url)
+    host = parts.hostname or "?"
+    port = f":{parts.port}" if parts.port else ""
+    path = re.sub(r"[A-Za-z0-9_-]{16,}", "***", parts.path)
+    return f"{parts.scheme}://{host}{port}{path}"

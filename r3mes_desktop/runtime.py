@@ -89,6 +89,7 @@ class Runtime:
         self.ready = False
         self.data_dir: Path = Path()
         self.breakers: Any = None
+        self.callers: dict[str, Any] = {}  # the one retry/breaker/timeout layer of its calls
         self.coordinator: Any = None
         self.miner: Any = None
         self.trainer: Any = None
@@ -137,17 +138,20 @@ class Runtime:
         from r3mes_desktop.core.retry import RetryPolicy
 
         self.breakers = BreakerRegistry.from_settings(settings, bus=self.bus)
-        chain_caller = ServiceCaller(
-            service="chain",
-            breaker=self.breakers.get("chain"),
-            policy=RetryPolicy.from_settings(settings),
-            timeout_s=settings.call_timeout,
-            bus=self.bus,
-        )
+        self.callers = {
+            name: ServiceCaller(
+                service=name,
+                breaker=self.breakers.get(name),
+                policy=RetryPolicy.from_settings(settings),
+                timeout_s=settings.call_timeout,
+                bus=self.bus,
+            )
+            for name in ("chain", "ipfs")
+        }
         if settings.uses_devnet:
-            await self._open_devnet(chain_caller)
+            await self._open_devnet(self.callers["chain"])
         else:
-            await self._open_endpoints(chain_caller)
+            await self._open_endpoints(self.callers["chain"])
         if self.options.wrap_store is not None:
             self.store = self.options.wrap_store(self.store)
         if settings.fault_plan is not None:  # demos and the chaos harness: off by default
@@ -223,8 +227,6 @@ class Runtime:
         from r3mes_desktop.chain.nonces import NonceStore
         from r3mes_desktop.chain.transport import FallbackTransport, RpcTransport
         from r3mes_desktop.core.errors import AuthenticationError, ValidationError
-        from r3mes_desktop.core.resilience import ServiceCaller
-        from r3mes_desktop.core.retry import RetryPolicy
         from r3mes_desktop.ipfs.client import IpfsClient
         from r3mes_desktop.keys import Keystore, PasswordVault
 
@@ -254,11 +256,12 @@ class Runtime:
         nonces = await asyncio.to_thread(NonceStore, self.data_dir / "nonces.sqlite")
         self._closers.append(lambda: asyncio.to_thread(nonces.close))
         try:
-            self.chain = await ChainClient.connect(
+            self.chain = await chain_caller.call(
+                "chain.connect",
+                ChainClient.connect,
                 transport=transport,
                 account=account,
                 contract_address=settings.contract_address,
-                caller=chain_caller,
                 nonces=nonces,
                 expected_chain_id=settings.chain_id,
             )
@@ -266,16 +269,8 @@ class Runtime:
             await transport.close()  # no client owns it yet: its HTTP session would leak
             raise
         self._closers.append(self.chain.close)
-        ipfs_caller = ServiceCaller(
-            service="ipfs",
-            breaker=self.breakers.get("ipfs"),
-            policy=RetryPolicy.from_settings(settings),
-            timeout_s=settings.call_timeout,
-            bus=self.bus,
-        )
         self.store = IpfsClient(
             settings.ipfs_api_address,
-            caller=ipfs_caller,
             max_gradient_size_mb=settings.max_gradient_size_mb,
         )
         self._closers.append(self.store.close)
@@ -458,7 +453,7 @@ class Runtime:
     async def ipfs_info(self) -> str:
         if self.store is None:
             raise RuntimeError("runtime not open")
-        pins = await self.store.pins() if hasattr(self.store, "pins") else []
+        pins = await self.callers["ipfs"].call("pins", self.store.pins)
         where = "devnet store" if self.devnet is not None else getattr(self.store, "where", "")
         return f"{where} · {len(pins)} pinned"
 

@@ -2,27 +2,32 @@
 
 Signing is local (eth-account) and deterministic per call: `NonceStore` remembers each signed
 transaction by payload, so signing the same submission after a crash yields the same bytes
-and hash that the journal may already hold. Every node call goes through the injected
-`ServiceCaller` (retry → breaker → timeout); the transport (a JSON-RPC node with URL
-fallback, or the devnet's in-process EVM) turns node failures into classified errors, and
-reverts are decoded into what they mean for the miner (`reverts.py`).
+and hash that the journal may already hold; which nonce a signature takes is the
+`NonceManager`'s. The transport (a JSON-RPC node with URL fallback, or the devnet's
+in-process EVM) turns node failures into classified errors, and reverts are decoded into
+what they mean for the miner (`reverts.py`).
+
+An adapter with plain calls: no retry, breaker or timeout here beyond the transport's
+socket timeout. The caller of each method (the saga's `ServiceCaller`s, the miner's
+listing, the runtime's connect step) owns all three, so one failing node call costs exactly
+the policy's attempts and each retry is journaled under its transaction. A retry re-runs a
+whole method, so each one is safe to re-run: signing returns the stored signature of the
+same payload, and a broadcast of bytes the node already holds counts as sent.
 """
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
 import json
 import logging
 import re
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any
 
 from eth_account.signers.local import LocalAccount
 from eth_utils import is_hex_address, to_checksum_address
 
 from r3mes_desktop.chain.abi import decode_call, decode_output, encode_call
-from r3mes_desktop.chain.nonces import NonceStore, SignedRecord
+from r3mes_desktop.chain.nonce_manager import NonceManager
+from r3mes_desktop.chain.nonces import NonceStore
 from r3mes_desktop.chain.reverts import (
     DUPLICATE,
     NonceConsumedError,
@@ -39,11 +44,9 @@ from r3mes_desktop.core.errors import (
     TimeoutNetworkError,
     ValidationError,
 )
-from r3mes_desktop.core.resilience import ServiceCaller
 from r3mes_desktop.core.steps import OnChainSubmission, Receipt, RoundSpec, SignedSubmission
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 UINT64_MAX = 2**64 - 1
 MAX_CID_LEN = 128
 _CID_RE = re.compile(r"[A-Za-z0-9]{1,128}")
@@ -72,7 +75,6 @@ class ChainClient:
         transport: ChainTransport,
         account: LocalAccount,
         contract_address: str,
-        caller: ServiceCaller,
         nonces: NonceStore,
         chain_id: int,
         clock: Clock = SYSTEM_CLOCK,
@@ -82,20 +84,22 @@ class ChainClient:
         stale_nonce_s: float = 600.0,
         task_timeout_s: float = 120.0,
     ) -> None:
-        self._transport = transport
-        self._account = account
         self._address = str(account.address)
         self.contract_address = checked_address(contract_address, "contract_address")
-        self._caller = caller
-        self._nonces = nonces
+        self._nonce_manager = NonceManager(
+            transport=transport,
+            account=account,
+            nonces=nonces,
+            chain_id=chain_id,
+            clock=clock,
+            stale_nonce_s=stale_nonce_s,
+        )
         self.chain_id = chain_id
         self._clock = clock
         self.gas_cap = gas_cap
         self.max_fee_cap_wei = max_fee_cap_wei
         self.poll_s = poll_s
-        self.stale_nonce_s = stale_nonce_s
         self.task_timeout_s = task_timeout_s
-        self._nonce_lock = asyncio.Lock()
         self._round_specs: dict[int, RoundSpec | None] = {}  # listed rounds, read once each
 
     @classmethod
@@ -105,22 +109,24 @@ class ChainClient:
         transport: ChainTransport,
         account: LocalAccount,
         contract_address: str,
-        caller: ServiceCaller,
         nonces: NonceStore,
         expected_chain_id: int | None = None,
         **options: Any,
     ) -> ChainClient:
-        """Check the node's chain id and that the contract exists, then return a client."""
+        """Check the node's chain id and that the contract exists, then return a client.
+
+        Plain calls like every method: the caller wraps `connect` in its `ServiceCaller`
+        (a retry simply connects again)."""
         address = checked_address(contract_address, "contract_address")
         where = transport.description
-        chain_id = await caller.call("chain.chain_id", transport.chain_id)
+        chain_id = await transport.chain_id()
         if expected_chain_id is not None and chain_id != expected_chain_id:
             raise ValidationError(
                 f"chain_id: {where} is on chain {chain_id}, expected {expected_chain_id}; "
                 "wrong network or wrong RPC URL",
                 service="chain",
             )
-        code = await caller.call("chain.get_code", transport.get_code, address)
+        code = await transport.get_code(address)
         if not code:
             raise ValidationError(
                 f"contract_address: no contract code at {address} on {where} (chain {chain_id}); "
@@ -131,7 +137,6 @@ class ChainClient:
             transport=transport,
             account=account,
             contract_address=address,
-            caller=caller,
             nonces=nonces,
             chain_id=chain_id,
             **options,
@@ -143,14 +148,25 @@ class ChainClient:
 
     @property
     def description(self) -> str:
-        return self._transport.description
+        return self.transport.description
 
-    async def _call(self, operation: str, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
-        return await self._caller.call(operation, fn, *args)
+    @property
+    def stale_nonce_s(self) -> float:
+        return self._nonce_manager.stale_nonce_s
+
+    @property
+    def transport(self) -> ChainTransport:
+        """The node this client talks to; replacing it (a fault plan's wrapper, a test's
+        refusing node) replaces it for the nonce manager too."""
+        return self._nonce_manager.transport
+
+    @transport.setter
+    def transport(self, transport: ChainTransport) -> None:
+        self._nonce_manager.transport = transport
 
     async def _view(self, fn_name: str, *args: Any) -> Any:
         tx = {"to": self.contract_address, "data": encode_call(fn_name, *args)}
-        data = await self._call(f"chain.{fn_name}", self._transport.call, tx)
+        data = await self.transport.call(tx)
         try:
             return decode_output(fn_name, data)
         except Exception as exc:
@@ -235,22 +251,18 @@ class ChainClient:
             data, what=f"submitGradient for round {round_id}", round_id=round_id
         )
 
-    def _payload_key(self, data: bytes) -> str:
-        h = hashlib.sha256()
-        for part in (str(self.chain_id), self._address.lower(), self.contract_address.lower()):
-            h.update(part.encode() + b"\0")
-        h.update(data)
-        return h.hexdigest()
-
     async def _sign(self, data: bytes, *, what: str, round_id: int) -> SignedSubmission:
-        key = self._payload_key(data)
-        async with self._nonce_lock:
-            existing = await asyncio.to_thread(self._nonces.find_payload, key)
-            if existing is not None and await self._still_valid(existing):
+        """Sign a call to the contract once: the same payload signed again (a retry, a
+        restart) returns the stored bytes while they can still be mined."""
+        nonces = self._nonce_manager
+        key = nonces.payload_key(self.contract_address, data)
+        async with nonces.lock:
+            existing = await nonces.live_signature(key)
+            if existing is not None:
                 return SignedSubmission(existing.raw, existing.tx_hash, existing.nonce)
             tx = {"from": self._address, "to": self.contract_address, "data": data}
             try:
-                estimate = await self._call("chain.estimate_gas", self._transport.estimate_gas, tx)
+                estimate = await self.transport.estimate_gas(tx)
             except CallReverted as exc:
                 raise await self._revert(exc.reason, what=what, round_id=round_id) from None
             if estimate > self.gas_cap:
@@ -258,15 +270,15 @@ class ChainClient:
                     f"{what}: gas estimate {estimate} exceeds the cap {self.gas_cap} (gas_cap)"
                 )
             gas = min(self.gas_cap, estimate + estimate // 5 + 10_000)
-            max_fee, tip = await self._call("chain.fee_params", self._transport.fee_params)
+            max_fee, tip = await self.transport.fee_params()
             if self.max_fee_cap_wei is not None and max_fee > self.max_fee_cap_wei:
                 raise ResourceError(
                     f"{what}: fee {max_fee} wei/gas is above the cap {self.max_fee_cap_wei}; "
                     "waiting for cheaper gas",
                     service="chain",
                 )
-            nonce, supersede = await self._pick_nonce()
-            record = await self._sign_record(
+            nonce, supersede = await nonces.pick()
+            record = await nonces.sign_record(
                 {
                     "to": self.contract_address,
                     "data": data,
@@ -281,131 +293,10 @@ class ChainClient:
             log.info("signed %s: tx %s nonce %d gas %d", what, record.tx_hash, nonce, gas)
             return SignedSubmission(record.raw, record.tx_hash, nonce)
 
-    async def _sign_record(
-        self, fields: dict[str, Any], *, nonce: int, key: str, supersede: str | None
-    ) -> SignedRecord:
-        """Sign a type-2 transaction with `nonce` and store it (advancing the durable next
-        nonce) before anyone may broadcast it: intent before effect."""
-        signed = await asyncio.to_thread(  # scrypt-free but ~ms of ECDSA: off the loop
-            self._account.sign_transaction,
-            {"type": 2, "chainId": self.chain_id, "nonce": nonce, "value": 0, **fields},
-        )
-        record = SignedRecord(
-            tx_hash="0x" + bytes(signed.hash).hex(),
-            nonce=nonce,
-            payload_key=key,
-            raw=bytes(signed.raw_transaction),
-            created=self._clock.time(),
-            state="signed",
-        )
-        await asyncio.to_thread(
-            self._nonces.record,
-            account=self._address,
-            chain_id=self.chain_id,
-            record=record,
-            supersede=supersede,
-        )
-        return record
-
     async def fill_nonce_gaps(self) -> int:
-        """Send a zero-value transfer to ourselves for every nonce below our highest live
-        signature that nothing live will use (a signature refused or abandoned before its
-        broadcast, or one never seen by the node after `stale_nonce_s`).
-
-        Why: a node mines an account's transactions in nonce order, so one hole parks every
-        later submission; `_pick_nonce` fills holes only when something new is signed, and a
-        miner that signs nothing new (stopped, no open round) would wait forever. Returns
-        how many fillers were sent."""
-        sent = 0
-        async with self._nonce_lock:
-            pending = await self._call("chain.nonce", self._transport.nonce, self._address)
-            live = await asyncio.to_thread(
-                self._nonces.unlanded_from, self._address, self.chain_id, pending
-            )
-            if not live:
-                return 0
-            by_nonce = {r.nonce: r for r in live}
-            top = max(by_nonce)
-            fees: tuple[int, int] | None = None
-            for n in range(pending, top):
-                holder = by_nonce.get(n)
-                if holder is not None and not await self._abandoned(holder):
-                    continue
-                if fees is None:  # one fee reading serves every filler of this pass
-                    fees = await self._call("chain.fee_params", self._transport.fee_params)
-                max_fee, tip = fees
-                filler = await self._sign_record(
-                    {
-                        "to": self._address,
-                        "data": b"",
-                        "gas": 21_000,
-                        "maxFeePerGas": max_fee,
-                        "maxPriorityFeePerGas": min(tip, max_fee),
-                    },
-                    nonce=n,
-                    key=f"nonce-filler:{self.chain_id}:{n}",
-                    supersede=None if holder is None else holder.tx_hash,
-                )
-                await self._send_filler(filler)
-                sent += 1
-        if sent:
-            log.warning("filled %d nonce gap(s) below nonce %d with empty transfers", sent, top)
-        return sent
-
-    async def _abandoned(self, record: SignedRecord) -> bool:
-        """A live signature the node has never seen, older than `stale_nonce_s`."""
-        if self._clock.time() - record.created < self.stale_nonce_s:
-            return False
-        return not await self._call(
-            "chain.transaction", self._transport.transaction, record.tx_hash
-        )
-
-    async def _send_filler(self, record: SignedRecord) -> None:
-        try:
-            await self._call("chain.broadcast", self._transport.send_raw, record.raw)
-        except TxRejected as exc:
-            if exc.kind != "already_known":
-                await asyncio.to_thread(self._nonces.mark, record.tx_hash, "superseded")
-                raise rejection_error(
-                    exc.kind, exc.message, where=self.description, account=self._address
-                ) from None
-
-    async def _still_valid(self, record: SignedRecord) -> bool:
-        """Can these signed bytes still be (or have they been) mined?"""
-        if await self.receipt(record.tx_hash) is not None:
-            return True
-        pending = await self._call("chain.nonce", self._transport.nonce, self._address)
-        if record.nonce >= pending:
-            return True
-        if await self._call("chain.transaction", self._transport.transaction, record.tx_hash):
-            return True
-        await asyncio.to_thread(self._nonces.mark, record.tx_hash, "superseded")
-        return False
-
-    async def _pick_nonce(self) -> tuple[int, str | None]:
-        """max(node pending count, durable next), filling holes and replacing stale
-        signed-but-never-sent transactions so one abandoned signature cannot block forever."""
-        pending = await self._call("chain.nonce", self._transport.nonce, self._address)
-        stored = await asyncio.to_thread(self._nonces.next_nonce, self._address, self.chain_id)
-        if stored <= pending:
-            return pending, None
-        live = await asyncio.to_thread(
-            self._nonces.unlanded_from, self._address, self.chain_id, pending
-        )
-        used = {r.nonce for r in live}
-        for n in range(pending, stored):
-            if n not in used:
-                return n, None
-        lowest = live[0]
-        age = self._clock.time() - lowest.created
-        if age >= self.stale_nonce_s and not await self._call(
-            "chain.transaction", self._transport.transaction, lowest.tx_hash
-        ):
-            log.warning(
-                "nonce %d: replacing a signed transaction never seen by the node", lowest.nonce
-            )
-            return lowest.nonce, lowest.tx_hash
-        return stored, None
+        """Fill the holes below our highest live signature (see `NonceManager.fill_gaps`);
+        returns how many empty transfers were sent."""
+        return await self._nonce_manager.fill_gaps()
 
     async def broadcast(self, signed: SignedSubmission) -> None:
         """Send the signed bytes unless they are already mined (after a crash the journal
@@ -414,11 +305,11 @@ class ChainClient:
             return
         try:
             try:
-                await self._call("chain.broadcast", self._transport.send_raw, signed.raw)
+                await self.transport.send_raw(signed.raw)
             except TxRejected as exc:  # a node without a queue refuses bytes behind a hole
                 if exc.kind != "nonce_gap" or not await self.fill_nonce_gaps():
                     raise
-                await self._call("chain.broadcast", self._transport.send_raw, signed.raw)
+                await self.transport.send_raw(signed.raw)
         except AuthenticationError:
             await self._refused(signed)  # HTTP 401/403: the gateway never forwarded the bytes
             raise
@@ -451,9 +342,7 @@ class ChainClient:
         misbehaving node or an injected fault says "nonce too low" for a live nonce, and
         signing again then could land the same call twice).
         """
-        confirmed = await self._call(
-            "chain.confirmed_nonce", self._transport.confirmed_nonce, self._address
-        )
+        confirmed = await self.transport.confirmed_nonce(self._address)
         if await self.receipt(signed.tx_hash) is not None:
             return
         if signed.account_nonce >= confirmed:
@@ -463,7 +352,7 @@ class ChainClient:
                 "waiting for the chain to settle it",
                 service="chain",
             )
-        await asyncio.to_thread(self._nonces.mark, signed.tx_hash, "superseded")
+        await self._nonce_manager.mark(signed.tx_hash, "superseded")
         raise NonceConsumedError(
             f"transaction {signed.tx_hash} can never be mined: nonce {signed.account_nonce} "
             f"of {self._address} was used by another transaction (the latest block counts "
@@ -474,11 +363,11 @@ class ChainClient:
     async def _refused(self, signed: SignedSubmission) -> None:
         """The node refused these bytes: they sit in no pool and cannot be mined, so their
         nonce is a hole for the next signature now, not after `stale_nonce_s` with every
-        later submission stuck behind the gap (found by bench.chaos)."""
-        await asyncio.to_thread(self._nonces.mark, signed.tx_hash, "superseded")
+        later submission stuck behind the gap."""
+        await self._nonce_manager.mark(signed.tx_hash, "superseded")
 
     async def receipt(self, tx_hash: str) -> Receipt | None:
-        raw = await self._call("chain.receipt", self._transport.receipt, tx_hash)
+        raw = await self.transport.receipt(tx_hash)
         if raw is None:
             return None
         return Receipt(tx_hash=tx_hash, success=raw["status"] == 1, block_number=raw["blockNumber"])
@@ -489,7 +378,7 @@ class ChainClient:
             found = await self.receipt(tx_hash)
             if found is not None:
                 if found.success:
-                    await asyncio.to_thread(self._nonces.mark, tx_hash, "landed")
+                    await self._nonce_manager.mark(tx_hash, "landed")
                     return found
                 raise await self._failure(tx_hash)
             remaining = deadline - self._clock.monotonic()
@@ -503,8 +392,8 @@ class ChainClient:
 
     async def _failure(self, tx_hash: str) -> Exception:
         """Why a mined transaction reverted: re-run its call to read the reason."""
-        await asyncio.to_thread(self._nonces.mark, tx_hash, "landed")
-        tx = await self._call("chain.transaction", self._transport.transaction, tx_hash)
+        await self._nonce_manager.mark(tx_hash, "landed")
+        tx = await self.transport.transaction(tx_hash)
         round_id = -1
         name = "transaction"
         if tx is not None:
@@ -519,7 +408,7 @@ class ChainClient:
         reason = None
         if tx is not None:
             try:
-                await self._transport.call(
+                await self.transport.call(
                     {"from": self._address, "to": tx["to"], "data": tx["data"]}
                 )
             except CallReverted as exc:
@@ -555,4 +444,4 @@ class ChainClient:
         await self.wait_receipt(signed.tx_hash, timeout_s=self.task_timeout_s)
 
     async def close(self) -> None:
-        await self._transport.close()
+        await self.transport.close()

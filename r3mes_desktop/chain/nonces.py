@@ -66,15 +66,6 @@ class NonceStore:
             ).fetchone()
         return SignedRecord(*row) if row else None
 
-    def by_hash(self, tx_hash: str) -> SignedRecord | None:
-        with self._lock:
-            row = self._db.execute(
-                "SELECT tx_hash, nonce, payload_key, raw, created, state FROM signed "
-                "WHERE tx_hash=?",
-                (tx_hash.lower(),),
-            ).fetchone()
-        return SignedRecord(*row) if row else None
-
     def unlanded_from(self, account: str, chain_id: int, first_nonce: int) -> list[SignedRecord]:
         """Live signed transactions with nonce >= first_nonce (the node has not counted them)."""
         with self._lock:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import re
 from typing import Any, Protocol
-from urllib.parse import urlsplit
 
 import aiohttp
 from web3 import AsyncHTTPProvider
@@ -28,6 +27,7 @@ from r3mes_desktop.core.errors import (
     ValidationError,
     category_for_status,
 )
+from r3mes_desktop.redact import redact_url
 
 SERVICE = "chain"
 
@@ -125,15 +125,6 @@ def rejection_kind(message: str) -> str:
     return "other"
 
 
-def redact_url(url: str) -> str:
-    """scheme://host:port plus a path with token-like segments masked (API keys live there)."""
-    parts = urlsplit(url)
-    host = parts.hostname or "?"
-    port = f":{parts.port}" if parts.port else ""
-    path = re.sub(r"[A-Za-z0-9_-]{16,}", "***", parts.path)
-    return f"{parts.scheme}://{host}{port}{path}"
-
-
 class ChainTransport(Protocol):
     """A node as the client sees it; every method raises classified errors."""
 
@@ -185,8 +176,10 @@ def _hex_bytes(value: Any, what: str, where: str) -> bytes:
 
 
 class RpcTransport:
-    """One JSON-RPC endpoint through AsyncWeb3's AsyncHTTPProvider (no web3-level retries:
-    the ServiceCaller above owns retry, timeout and the breaker)."""
+    """One JSON-RPC endpoint through AsyncWeb3's AsyncHTTPProvider.
+
+    No web3-level retries: the caller of the chain client's methods owns retry, breaker and
+    the per-call timeout. `timeout_s` is the socket timeout only, so a hung node ends."""
 
     def __init__(self, url: str, *, timeout_s: float = 15.0) -> None:
         self.url = url

@@ -94,7 +94,9 @@ class Devnet:
         """Open (or create) the devnet under `data_dir/devnet`; `operator_interval_s=None`
         leaves the operator loop off (call `operator.ensure_rounds` yourself). `evm`: one
         already opened on `evm_log(data_dir)` (its process started before these modules
-        were imported, see `Runtime`); it is closed with the devnet."""
+        were imported, see `Runtime`); it is closed with the devnet. `caller`: the
+        ServiceCaller the connect step runs through; the chain client itself makes plain
+        calls, and its users call it through their own callers."""
         root = Path(data_dir) / "devnet"
         root.mkdir(parents=True, exist_ok=True)
         if evm is None:
@@ -111,18 +113,20 @@ class Devnet:
             contract = await operator.deploy_if_needed()
             await operator.fund(str(account.address))
             nonces = await asyncio.to_thread(NonceStore, root / "nonces.sqlite")
-            chain = await ChainClient.connect(
+            connecting = caller or ServiceCaller(service="chain", bus=bus, clock=clock)
+            chain = await connecting.call(
+                "chain.connect",
+                ChainClient.connect,
                 transport=evm,
                 account=account,
                 contract_address=contract,
-                caller=caller or ServiceCaller(service="chain", bus=bus, clock=clock),
                 nonces=nonces,
                 clock=clock,
                 poll_s=0.05,
                 # The embedded node sees every transaction the moment it is sent, so a signed
                 # one it has never seen after this long was abandoned (rolled back before its
                 # broadcast): its nonce is refilled instead of stalling every later
-                # submission behind the gap for 10 minutes (found by bench.chaos).
+                # submission behind the gap for 10 minutes.
                 stale_nonce_s=DEV_STALE_NONCE_S,
             )
         except BaseException:

@@ -1,11 +1,16 @@
 """The IPFS RPC client (aioipfs), implementing `core.steps.ContentStore`.
 
 aioipfs rather than ipfshttpclient: the latter's `connect()` refuses every daemon newer than
-0.8 (VersionMismatch), blocks the event loop and is unmaintained. Every call goes through the
-injected `ServiceCaller`. The daemon's CID for an upload is checked against the CID computed
-here from the same bytes (compared as decoded multihashes: js-ipfs answers `zb2…` where Kubo
-answers `bafk…`); a mismatch unpins what the daemon stored and raises IntegrityError. Reads
-are verified the same way. The size limit is enforced before anything is sent.
+0.8 (VersionMismatch), blocks the event loop and is unmaintained.
+
+An adapter with plain calls: retry, breaker and the per-call timeout belong to whoever calls
+these methods (the saga's `ServiceCaller`); the only timeout here is aiohttp's read timeout,
+so a hung daemon ends. Library failures become classified errors naming the daemon.
+
+The daemon's CID for an upload is checked against the CID computed here from the same bytes
+(compared as decoded multihashes: js-ipfs answers `zb2…` where Kubo answers `bafk…`); a
+mismatch unpins what the daemon stored and raises IntegrityError. Reads are verified the
+same way. The size limit is enforced before anything is sent.
 """
 
 from __future__ import annotations
@@ -18,7 +23,6 @@ from urllib.parse import urlsplit
 import aiohttp
 import aioipfs
 
-from r3mes_desktop.chain.transport import redact_url
 from r3mes_desktop.core.errors import (
     IntegrityError,
     NetworkError,
@@ -27,9 +31,9 @@ from r3mes_desktop.core.errors import (
     TimeoutNetworkError,
     ValidationError,
 )
-from r3mes_desktop.core.resilience import ServiceCaller
 from r3mes_desktop.ipfs.cid import compute_cid, parse_cid, same_cid
 from r3mes_desktop.ipfs.limits import check_size
+from r3mes_desktop.redact import redact_url
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -59,19 +63,14 @@ class IpfsClient:
         self,
         api_address: str,
         *,
-        caller: ServiceCaller,
         max_gradient_size_mb: int = 100,
         read_timeout_s: int = 60,
     ) -> None:
         kwargs, self.where = _connect_args(api_address)
         self._client = aioipfs.AsyncIPFS(read_timeout=read_timeout_s, **kwargs)
-        self._caller = caller
         self.max_gradient_size_mb = max_gradient_size_mb
 
     async def _call(self, operation: str, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
-        return await self._caller.call(operation, self._guarded, operation, fn, *args)
-
-    async def _guarded(self, operation: str, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
         """Run one RPC, turning library failures into errors that name the daemon."""
         try:
             return await fn(*args)
@@ -137,7 +136,7 @@ class IpfsClient:
 
     async def _unpin_quietly(self, cid: str) -> None:
         try:
-            await self._guarded("ipfs.pin_rm", self._client.pin.rm, cid)
+            await self._call("ipfs.pin_rm", self._client.pin.rm, cid)
         except Exception as exc:  # the integrity error is what the caller must see
             log.warning("could not unpin mismatched upload %s: %s", cid[:80], type(exc).__name__)
 

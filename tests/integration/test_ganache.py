@@ -13,7 +13,7 @@ from r3mes_desktop.chain.transport import FallbackTransport, RpcTransport
 from r3mes_desktop.core.clock import SystemClock
 from r3mes_desktop.core.errors import AlreadySubmittedError, AuthenticationError, ValidationError
 from r3mes_desktop.devnet.operator import DevnetOperator
-from tests.helpers.service_fakes import TINY_ROUNDS, bad_pow, gradient, make_caller, solve_pow
+from tests.helpers.service_fakes import TINY_ROUNDS, bad_pow, gradient, solve_pow
 from tests.integration.conftest import GANACHE_KEY0, free_port
 
 pytestmark = pytest.mark.integration
@@ -45,7 +45,6 @@ async def _client(url: str, contract: str, tmp_path: Path, operator: DevnetOpera
         transport=RpcTransport(url),
         account=account,
         contract_address=contract,
-        caller=make_caller("chain"),
         nonces=NonceStore(tmp_path / "nonces.sqlite"),
         expected_chain_id=1337,
         clock=SystemClock(),
@@ -123,18 +122,18 @@ async def test_connect_checks_and_fallback(ganache, deployed, tmp_path) -> None:
     transport = FallbackTransport([RpcTransport(dead), RpcTransport(ganache)])
     client = await ChainClient.connect(
         transport=transport, account=account, contract_address=contract,
-        caller=make_caller("chain"), nonces=nonces, expected_chain_id=1337,
+        nonces=nonces, expected_chain_id=1337,
     )  # fmt: skip
     assert client.chain_id == 1337
     with pytest.raises(ValidationError, match="chain 1337, expected 5"):
         await ChainClient.connect(
             transport=RpcTransport(ganache), account=account, contract_address=contract,
-            caller=make_caller("chain"), nonces=nonces, expected_chain_id=5,
+            nonces=nonces, expected_chain_id=5,
         )  # fmt: skip
     with pytest.raises(ValidationError, match="no contract code"):
         await ChainClient.connect(
             transport=RpcTransport(ganache), account=account,
-            contract_address="0x" + "12" * 20, caller=make_caller("chain"), nonces=nonces,
+            contract_address="0x" + "12" * 20, nonces=nonces,
         )  # fmt: skip
     # An unfunded account: ganache refuses the transaction for lack of funds.
     await operator.ensure_rounds(client.miner_address)

@@ -9,7 +9,6 @@ import pytest
 from r3mes_desktop.core.errors import ValidationError
 from r3mes_desktop.ipfs.cid import CHUNK_SIZE, compute_cid, same_cid
 from r3mes_desktop.ipfs.client import IpfsClient
-from tests.helpers.service_fakes import make_caller
 
 pytestmark = pytest.mark.integration
 
@@ -17,7 +16,7 @@ pytestmark = pytest.mark.integration
 @pytest.mark.parametrize("size", [1, CHUNK_SIZE, CHUNK_SIZE + 1, 3 * CHUNK_SIZE + 17])
 async def test_add_pin_cat_matches_local_cid(jsipfs: str, size: int) -> None:
     """Single-block and multi-block (UnixFS DAG) data get the CID computed locally."""
-    client = IpfsClient(jsipfs, caller=make_caller("ipfs"))
+    client = IpfsClient(jsipfs)
     data = os.urandom(size)
     cid = await client.add_and_pin(data)
     assert same_cid(cid, compute_cid(data))
@@ -32,7 +31,7 @@ async def test_add_pin_cat_matches_local_cid(jsipfs: str, size: int) -> None:
 
 
 async def test_oversized_is_refused_before_upload(jsipfs: str) -> None:
-    client = IpfsClient(jsipfs, caller=make_caller("ipfs"), max_gradient_size_mb=1)
+    client = IpfsClient(jsipfs, max_gradient_size_mb=1)
     before = await client.pins()
     with pytest.raises(ValidationError, match="max_gradient_size_mb=1"):
         await client.add_and_pin(b"x" * (1024 * 1024 + 1))

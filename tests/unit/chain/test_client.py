@@ -129,7 +129,7 @@ async def test_a_refused_transaction_gives_its_nonce_back_at_once(tmp_path) -> N
     """Refused (insufficient funds): no pool holds it, so the next signature reuses its
     nonce instead of leaving a gap every later submission waits behind."""
     devnet = await open_devnet(tmp_path)
-    devnet.chain._transport = _RefusingOnce(devnet.evm, "insufficient_funds")
+    devnet.chain.transport = _RefusingOnce(devnet.evm, "insufficient_funds")
     a, b, _ = await devnet.chain.open_rounds()
     refused = await _submission(devnet, a)
     with pytest.raises(AuthenticationError, match="insufficient funds"):
@@ -149,7 +149,7 @@ async def test_a_submission_behind_a_hole_fills_it_and_lands_without_a_new_signa
     is signed (a stopped miner must not wait for the next round to unblock its work)."""
     clock = ManualClock()
     devnet = await open_devnet(tmp_path, clock=clock)
-    devnet.chain._transport = _RefusingOnce(devnet.evm, "insufficient_funds")
+    devnet.chain.transport = _RefusingOnce(devnet.evm, "insufficient_funds")
     a, b, c = await devnet.chain.open_rounds()
     start = await devnet.evm.nonce(devnet.miner_address)
     refused = await _submission(devnet, a)

@@ -16,7 +16,7 @@ from r3mes_desktop.core.errors import (
     ValidationError,
 )
 from r3mes_desktop.core.steps import SignedSubmission
-from tests.helpers.service_fakes import make_caller, rpc_server
+from tests.helpers.service_fakes import rpc_server
 from tests.integration.conftest import free_port
 
 CONTRACT = "0x" + "11" * 20
@@ -84,7 +84,6 @@ async def _client(server_url: str, tmp_path, **answers) -> ChainClient:
         transport=RpcTransport(server_url),
         account=Account.create(),
         contract_address=CONTRACT,
-        caller=make_caller("chain"),
         nonces=NonceStore(tmp_path / "n.sqlite"),
         **answers,
     )
@@ -99,7 +98,7 @@ async def test_connect_checks_chain_id_and_code(tmp_path) -> None:
     with pytest.raises(ValidationError, match="contract_address: expected"):
         await ChainClient.connect(
             transport=RpcTransport("http://127.0.0.1:1"), account=Account.create(),
-            contract_address="0x12", caller=make_caller("chain"),
+            contract_address="0x12",
             nonces=NonceStore(tmp_path / "m.sqlite"),
         )  # fmt: skip
 

@@ -10,7 +10,7 @@ from aiohttp import web
 from r3mes_desktop.core.errors import IntegrityError, NetworkError, ValidationError
 from r3mes_desktop.ipfs.cid import compute_cid
 from r3mes_desktop.ipfs.client import IpfsClient
-from tests.helpers.service_fakes import FakeServer, make_caller
+from tests.helpers.service_fakes import FakeServer
 from tests.integration.conftest import free_port
 
 
@@ -34,7 +34,7 @@ def _daemon(add_hash: str) -> FakeServer:
 async def test_daemon_returning_another_cid_is_an_integrity_error_and_unpinned() -> None:
     liar = compute_cid(b"somebody else's data")
     async with _daemon(liar) as server:
-        client = IpfsClient(server.url, caller=make_caller("ipfs"))
+        client = IpfsClient(server.url)
         with pytest.raises(IntegrityError, match="upload was unpinned"):
             await client.add_and_pin(b"hello")
         paths = [path for path, _ in server.requests]
@@ -44,7 +44,7 @@ async def test_daemon_returning_another_cid_is_an_integrity_error_and_unpinned()
 
 async def test_daemon_returning_a_garbage_cid_is_an_integrity_error() -> None:
     async with _daemon("not-a-cid") as server:
-        client = IpfsClient(server.url, caller=make_caller("ipfs"))
+        client = IpfsClient(server.url)
         with pytest.raises(IntegrityError):
             await client.add_and_pin(b"hello")
         await client.close()
@@ -52,7 +52,7 @@ async def test_daemon_returning_a_garbage_cid_is_an_integrity_error() -> None:
 
 async def test_unpin_of_unpinned_content_succeeds() -> None:
     async with _daemon(compute_cid(b"hello")) as server:
-        client = IpfsClient(server.url, caller=make_caller("ipfs"))
+        client = IpfsClient(server.url)
         assert await client.add_and_pin(b"hello") == compute_cid(b"hello")
         await client.unpin(compute_cid(b"hello"))
         assert not await client.is_pinned(compute_cid(b"hello"))
@@ -61,7 +61,7 @@ async def test_unpin_of_unpinned_content_succeeds() -> None:
 
 async def test_oversized_gradient_is_refused_before_any_request() -> None:
     async with _daemon(compute_cid(b"x")) as server:
-        client = IpfsClient(server.url, caller=make_caller("ipfs"), max_gradient_size_mb=1)
+        client = IpfsClient(server.url, max_gradient_size_mb=1)
         with pytest.raises(ValidationError, match="max_gradient_size_mb=1"):
             await client.add_and_pin(b"x" * (2 * 1024 * 1024))
         assert server.requests == []
@@ -70,7 +70,7 @@ async def test_oversized_gradient_is_refused_before_any_request() -> None:
 
 async def test_unreachable_daemon_names_the_address() -> None:
     address = f"/ip4/127.0.0.1/tcp/{free_port()}"
-    client = IpfsClient(address, caller=make_caller("ipfs"))
+    client = IpfsClient(address)
     with pytest.raises(NetworkError, match=f"IPFS daemon at {address} is unreachable"):
         await client.add_and_pin(b"hello")
     await client.close()
@@ -78,4 +78,4 @@ async def test_unreachable_daemon_names_the_address() -> None:
 
 def test_bad_api_address_names_the_field() -> None:
     with pytest.raises(ValidationError, match="ipfs_api_address"):
-        IpfsClient("ftp://nowhere", caller=make_caller("ipfs"))
+        IpfsClient("ftp://nowhere")

@@ -20,9 +20,7 @@ from typing import Any, Protocol
 from r3mes_desktop.core import artifacts
 from r3mes_desktop.core.analytics import AnalyticsConfig, analyse
 from r3mes_desktop.core.breaker import BreakerRegistry
-from r3mes_desktop.core.cleanup import close_transaction
 from r3mes_desktop.core.clock import SYSTEM_CLOCK, Clock
-from r3mes_desktop.core.compensation import Compensator
 from r3mes_desktop.core.errors import ValidationError
 from r3mes_desktop.core.events import (
     Event,
@@ -34,7 +32,6 @@ from r3mes_desktop.core.events import (
 )
 from r3mes_desktop.core.journal import Change, Journal
 from r3mes_desktop.core.logcontext import log_context
-from r3mes_desktop.core.outbox import Outbox
 from r3mes_desktop.core.records import (
     CleanupReport,
     DeadLetter,
@@ -43,10 +40,12 @@ from r3mes_desktop.core.records import (
     TransactionRecord,
     TransactionStatus,
 )
-from r3mes_desktop.core.recovery import recovery_action
 from r3mes_desktop.core.resilience import Bulkhead, ServiceCaller
 from r3mes_desktop.core.retry import RetryPolicy
-from r3mes_desktop.core.saga import Saga, SagaDeps
+from r3mes_desktop.core.saga import Saga, SagaContext
+from r3mes_desktop.core.saga.cleanup import close_transaction
+from r3mes_desktop.core.saga.outbox import Outbox
+from r3mes_desktop.core.saga.recovery import recovery_action
 from r3mes_desktop.core.stats import compute_statistics
 from r3mes_desktop.core.steps import Chain, ContentStore, ProofOfWork, RoundSpec, TaskApi, Trainer
 from r3mes_desktop.core.txstate import TERMINAL, TxState
@@ -117,17 +116,18 @@ class Coordinator:
             for name in SERVICES
         }
         self.saga = Saga(
-            SagaDeps(
+            SagaContext(
                 journal=journal,
                 trainer=trainer,
                 pow=pow,
                 store=store,
+                store_calls=self.callers["ipfs"],
                 chain=chain,
+                chain_calls=self.callers["chain"],
                 task_api=task_api,
-                ipfs=self.callers["ipfs"],
-                chain_caller=self.callers["chain"],
-                task=self.callers["task_api"],
+                task_calls=self.callers["task_api"],
                 resource_policy=self.policy,
+                undo_backoff=self.policy,
                 bus=self.bus,
                 clock=clock,
                 artifacts_dir=Path(artifacts_dir),
@@ -136,8 +136,8 @@ class Coordinator:
                 receipt_timeout_s=settings.call_timeout,
             )
         )
-        self.compensator = Compensator(self.saga, backoff=self.policy)
-        self.outbox = Outbox(self.saga, backoff=self.policy)
+        self.compensator = self.saga.compensator
+        self.outbox = Outbox(self.saga)
         self.bulkhead = Bulkhead(settings.max_active_transactions, name="transactions")
         self.analytics_config = analytics or AnalyticsConfig()
         self.maintenance_interval_s = maintenance_interval_s
@@ -166,7 +166,7 @@ class Coordinator:
         strays = 0
         if not self._active:  # nothing writes gradients yet: what no one holds is a stray
             holders = await self.journal.gradient_holders()
-            strays = await artifacts.remove_strays(self.saga.d.artifacts_dir, holders)
+            strays = await artifacts.remove_strays(self.saga.ctx.artifacts_dir, holders)
             if strays:
                 log.info("removed %d gradient files no transaction needs", strays)
         superseded = await self.journal.supersede_settled_letters(now=self.clock.time())
@@ -426,9 +426,7 @@ class Coordinator:
                 if fresh.state in TERMINAL:
                     continue
                 reason = f"stale: {fresh.state.value} for {age:.0f}s (threshold {threshold:g}s)"
-                cleaned.append(
-                    await close_transaction(self.saga, self.compensator, fresh, reason=reason)
-                )
+                cleaned.append(await close_transaction(self.saga, fresh, reason=reason))
         return CleanupReport(checked_at=now, older_than_s=threshold, cleaned=cleaned)
 
     async def stop_closed_round(self, round_id: int) -> list[str]:
@@ -447,9 +445,9 @@ class Coordinator:
                 fresh = await self._record(rec.id)
                 if fresh.state not in (TxState.PENDING, TxState.TRAINING):
                     continue
-                await close_transaction(self.saga, self.compensator, fresh, reason=reason)
+                await close_transaction(self.saga, fresh, reason=reason)
             with contextlib.suppress(Exception):  # the checkpoint of a closed round is useless
-                await self.saga.d.trainer.discard_checkpoints(rec.id)
+                await self.saga.ctx.trainer.discard_checkpoints(rec.id)
             log.warning("transaction %s: %s; training stopped", rec.id, reason)
             self.bus.publish(
                 Notice(
@@ -470,9 +468,7 @@ class Coordinator:
             now = self.clock.time()
             if rec.state in TERMINAL:
                 return CleanupReport(checked_at=now, older_than_s=0.0)
-            entry = await close_transaction(
-                self.saga, self.compensator, rec, reason="force-cleaned by the user"
-            )
+            entry = await close_transaction(self.saga, rec, reason="force-cleaned by the user")
         return CleanupReport(checked_at=now, older_than_s=0.0, cleaned=[entry])
 
     # -- dead letters and resume ----------------------------------------------------------
@@ -540,7 +536,7 @@ class Coordinator:
         rec = await self._record(letter.transaction_id)
         if rec.state in TERMINAL and rec.state is not TxState.COMMITTED:
             with contextlib.suppress(Exception):
-                await self.saga.d.trainer.discard_checkpoints(rec.id)
+                await self.saga.ctx.trainer.discard_checkpoints(rec.id)
 
     async def resumable(self) -> list[dict[str, Any]]:
         """Transactions a resume can continue: failed in training (checkpoint kept) or

@@ -446,7 +446,7 @@ async def test_our_own_deadline_past_the_pivot_is_doubt_not_an_undo(rig: Rig) ->
     """The transaction deadline is our limit, counted as a resource failure; past the
     signature it still settles nothing (only the chain can), so it parks, never unpins."""
     from r3mes_desktop.core.errors import DeadlineExceededError
-    from r3mes_desktop.core.saga import Saga
+    from r3mes_desktop.core.saga.settlement import Settlement
     from r3mes_desktop.core.txstate import TxState
 
     status = await rig.coordinator.run_transaction(make_spec(41))
@@ -455,6 +455,6 @@ async def test_our_own_deadline_past_the_pivot_is_doubt_not_an_undo(rig: Rig) ->
     deadline = DeadlineExceededError("transaction exceeded R3MES_TRANSACTION_TIMEOUT (300s)")
     assert deadline.category == "resource"
     submitting = dataclasses.replace(rec, state=TxState.BLOCKCHAIN_SUBMIT)
-    assert Saga.in_doubt(submitting, deadline)
+    assert Settlement.in_doubt(submitting, deadline)
     uploading = dataclasses.replace(rec, state=TxState.IPFS_UPLOAD, signed_raw=None)
-    assert not Saga.in_doubt(uploading, deadline)
+    assert not Settlement.in_doubt(uploading, deadline)

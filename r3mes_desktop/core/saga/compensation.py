@@ -10,32 +10,33 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from r3mes_desktop.core.errors import to_r3mes_error
 from r3mes_desktop.core.events import CompensationDone, CompensationFailed
 from r3mes_desktop.core.journal import Change
 from r3mes_desktop.core.records import HistoryEntry, TransactionRecord
-from r3mes_desktop.core.retry import RetryPolicy
-from r3mes_desktop.core.saga import Saga
 from r3mes_desktop.core.txstate import TxState
+
+if TYPE_CHECKING:
+    from r3mes_desktop.core.saga.engine import Saga
 
 log = logging.getLogger(__name__)
 
 
 class Compensator:
-    def __init__(self, saga: Saga, *, backoff: RetryPolicy) -> None:
+    def __init__(self, saga: Saga) -> None:
         self.saga = saga
-        self.backoff = backoff
-        saga.compensate = self.run
+        self.backoff = saga.ctx.undo_backoff
 
     def _delay(self, attempts: int) -> float:
         return self.backoff.nominal_delay(max(1, attempts + 1))
 
     async def _undo(self, rec: TransactionRecord, action: str, target: str) -> str:
         """Run one undo action; returns the history line saying what it did."""
-        d = self.saga.d
+        d = self.saga.ctx
         if action == "unpin_upload":  # target: the gradient hash; the CID is learned first
-            target = await self.saga.upload_cid(rec)
+            target = await self.saga.failure.upload_cid(rec)
             action = "unpin"
         if action == "unpin":
             # The same bytes make the same CID: another transaction of this journal (a later
@@ -45,7 +46,7 @@ class Compensator:
             if needed is not None:
                 other, state = needed
                 return f"kept pin {target}: transaction {other} ({state.value}) needs it"
-            await d.ipfs.call(
+            await d.store_calls.call(
                 "unpin", functools.partial(d.store.unpin, target), transaction_id=rec.id
             )
             return f"unpin {target}"
@@ -53,7 +54,7 @@ class Compensator:
 
     async def run(self, rec: TransactionRecord) -> TransactionRecord:
         """Run the transaction's pending undo actions; ROLLED_BACK only if all succeed."""
-        d = self.saga.d
+        d = self.saga.ctx
         rows = await d.journal.compensations(tx_id=rec.id)
         done: list[int] = []
         history: list[HistoryEntry] = []
@@ -119,7 +120,7 @@ class Compensator:
     async def retry_due(self, *, skip: Callable[[str], bool]) -> int:
         """Retry every due undo action of transactions nobody is driving; returns how many
         transactions were retried."""
-        d = self.saga.d
+        d = self.saga.ctx
         rows = await d.journal.compensations(due_before=d.clock.time())
         retried = 0
         for tx_id in dict.fromkeys(row.transaction_id for row in rows):

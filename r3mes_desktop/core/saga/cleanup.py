@@ -10,20 +10,17 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from r3mes_desktop.core.compensation import Compensator
 from r3mes_desktop.core.errors import AlreadySubmittedError, R3mesError
 from r3mes_desktop.core.records import TransactionRecord
-from r3mes_desktop.core.saga import Saga
+from r3mes_desktop.core.saga.engine import Saga
 from r3mes_desktop.core.txstate import TxState
 
 log = logging.getLogger(__name__)
 
 
-async def close_transaction(
-    saga: Saga, compensator: Compensator, rec: TransactionRecord, *, reason: str
-) -> dict[str, Any]:
+async def close_transaction(saga: Saga, rec: TransactionRecord, *, reason: str) -> dict[str, Any]:
     """Bring `rec` (nobody is driving it) to a terminal state or as close as possible."""
-    now = saga.d.clock.time()
+    now = saga.ctx.clock.time()
     entry: dict[str, Any] = {
         "transaction_id": rec.id,
         "round_id": rec.round_id,
@@ -34,7 +31,7 @@ async def close_transaction(
     }
     if rec.state is TxState.BLOCKCHAIN_SUBMIT and rec.signed_raw is not None:
         try:
-            found, block = await saga.find_on_chain(rec)
+            found, block = await saga.settlement.find_on_chain(rec)
         except AlreadySubmittedError:
             found, block = False, None
         except R3mesError as exc:
@@ -42,7 +39,9 @@ async def close_transaction(
             entry["action"] = f"left open: the chain could not be asked ({exc.message})"
             return entry
         if found:
-            rec = await saga.commit(rec, saga.submitted(rec, block, f"found on chain ({reason})"))
+            rec = await saga.commit(
+                rec, saga.settlement.submitted(rec, block, f"found on chain ({reason})")
+            )
             rec = await saga.drive(rec, resumed=True)
             entry["new_state"] = rec.state.value
             entry["action"] = "found on chain: committed, task completion queued"
@@ -62,9 +61,9 @@ async def close_transaction(
         rec = await saga.drive(rec, resumed=True)
         entry["action"] = "committed, task completion queued"
     elif rec.state is TxState.COMPENSATING:
-        before = [c.target for c in await saga.d.journal.compensations(tx_id=rec.id)]
-        rec = await compensator.run(rec)
-        after = {c.target for c in await saga.d.journal.compensations(tx_id=rec.id)}
+        before = [c.target for c in await saga.ctx.journal.compensations(tx_id=rec.id)]
+        rec = await saga.compensator.run(rec)
+        after = {c.target for c in await saga.ctx.journal.compensations(tx_id=rec.id)}
         entry["unpinned"] = [cid for cid in before if cid not in after]
         entry["action"] = "retried pending undo actions"
     else:

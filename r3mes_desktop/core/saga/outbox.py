@@ -10,25 +10,27 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from r3mes_desktop.core.errors import to_r3mes_error
 from r3mes_desktop.core.journal import Change
 from r3mes_desktop.core.records import HistoryEntry
-from r3mes_desktop.core.retry import RetryPolicy
-from r3mes_desktop.core.saga import Saga
 from r3mes_desktop.core.txstate import TxState
+
+if TYPE_CHECKING:
+    from r3mes_desktop.core.saga.engine import Saga
 
 log = logging.getLogger(__name__)
 
 
 class Outbox:
-    def __init__(self, saga: Saga, *, backoff: RetryPolicy) -> None:
+    def __init__(self, saga: Saga) -> None:
         self.saga = saga
-        self.backoff = backoff
+        self.backoff = saga.ctx.undo_backoff
 
     async def deliver_due(self, *, skip: Callable[[str], bool]) -> int:
         """Try every due completion once (through the task_api caller); returns deliveries."""
-        d = self.saga.d
+        d = self.saga.ctx
         delivered = 0
         for row in await d.journal.outbox(due_before=d.clock.time()):
             if skip(row.transaction_id):
@@ -37,7 +39,7 @@ class Outbox:
             if rec is None or rec.state not in (TxState.COMMITTED, TxState.TASK_COMPLETE):
                 continue
             try:
-                await d.task.call(
+                await d.task_calls.call(
                     "complete_task",
                     functools.partial(d.task_api.complete_task, round_id=row.round_id),
                     transaction_id=row.transaction_id,

@@ -36,11 +36,18 @@ def make_caller(
     )
 
 
-async def open_devnet(data_dir: Path, *, clock: ManualClock | None = None, **kw: Any) -> Devnet:
+async def open_devnet(
+    data_dir: Path,
+    *,
+    clock: ManualClock | None = None,
+    caller: ServiceCaller | None = None,
+    **kw: Any,
+) -> Devnet:
+    """A devnet with the operator loop off; `caller` runs its connect step."""
     clock = clock or ManualClock()
     return await Devnet.open(
         data_dir,
-        caller=make_caller("chain", clock=clock),
+        caller=caller or make_caller("chain", clock=clock),
         clock=clock,
         template=TINY_ROUNDS,
         operator_interval_s=None,

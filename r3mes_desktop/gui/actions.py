@@ -11,21 +11,14 @@ from dataclasses import dataclass
 from r3mes_desktop.gui.icons import status_icon
 from r3mes_desktop.gui.qt import QtGui, QtWidgets
 
-MINER_STATES = ("starting", "idle", "mining", "pausing", "paused", "stopping", "error")
-"""core.miner.MinerState values, plus "starting" (runtime opening) and "error" (it failed)."""
-
+# Keys: core.miner.MinerState values (a StrEnum, so `str(miner.state)` is one of them), plus
+# "starting" (runtime opening) and "error" (it failed), in which nothing is enabled.
 ENABLED_IN: dict[str, frozenset[str]] = {
     "start": frozenset({"idle", "paused"}),
     "pause": frozenset({"mining"}),
     "finish": frozenset({"mining", "pausing", "paused"}),
     "stop": frozenset({"mining", "pausing", "paused", "stopping"}),
 }
-
-
-def miner_state_key(state: object) -> str:
-    """Enum or string miner state → one of the lower-case names above."""
-    name = getattr(state, "value", None) or getattr(state, "name", None) or str(state)
-    return str(name).rsplit(".", 1)[-1].lower()
 
 
 @dataclass

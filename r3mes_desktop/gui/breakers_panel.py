@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from r3mes_desktop.core.events import BreakerStateChanged
 from r3mes_desktop.gui.list_model import ListTableModel
@@ -18,21 +18,22 @@ from r3mes_desktop.gui.records import (
     BREAKER_COLOURS,
     BREAKER_TEXT,
     SERVICE_LABELS,
-    field_of,
     format_seconds,
-    state_name,
 )
+
+if TYPE_CHECKING:
+    from r3mes_desktop.core.breaker import BreakerSnapshot
 
 
 @dataclass
 class BreakerRow:
     service: str
-    state: str = "CLOSED"
+    state: str = "closed"  # a core.breaker.BreakerState value
     failure_count: int = 0
     half_open_at: float | None = None  # time.monotonic() when it will try again
 
     def wait_s(self, now: float) -> float | None:
-        if self.half_open_at is None or self.state not in ("OPEN",):
+        if self.half_open_at is None or self.state != "open":
             return None
         return max(0.0, self.half_open_at - now)
 
@@ -66,7 +67,7 @@ class BreakersModel(ListTableModel):
             return QtGui.QBrush(QtGui.QColor(BREAKER_COLOURS.get(row.state, "#333")))
         if role == Qt.ItemDataRole.FontRole and col == 1:
             font = QtGui.QFont()
-            font.setBold(row.state != "CLOSED")
+            font.setBold(row.state != "closed")
             return font
         return None
 
@@ -96,21 +97,12 @@ class BreakersModel(ListTableModel):
 
     def apply_event(self, event: BreakerStateChanged) -> None:
         self._set(
-            event.service,
-            state_name(event.new_state),
-            event.failure_count,
-            event.seconds_until_half_open,
+            event.service, event.new_state, event.failure_count, event.seconds_until_half_open
         )
 
-    def apply_snapshots(self, snapshots: Iterable[Any]) -> None:
+    def apply_snapshots(self, snapshots: Iterable[BreakerSnapshot]) -> None:
         for snap in snapshots:
-            service = str(field_of(snap, "service", "name"))
-            self._set(
-                service,
-                state_name(field_of(snap, "state", default="CLOSED")),
-                int(field_of(snap, "failure_count", "failures", default=0)),
-                field_of(snap, "seconds_until_half_open"),
-            )
+            self._set(snap.name, snap.state, snap.failure_count, snap.seconds_until_half_open)
 
     def tick(self) -> None:
         if self._rows:

@@ -16,7 +16,19 @@ import logging
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
-from r3mes_desktop.core.events import Event, EventBus
+from r3mes_desktop.core.events import (
+    BreakerStateChanged,
+    CompensationDone,
+    CompensationFailed,
+    Event,
+    EventBus,
+    MinerStateChanged,
+    Notice,
+    RetryScheduled,
+    StatsChanged,
+    StepProgress,
+    TransactionStateChanged,
+)
 from r3mes_desktop.gui.qt import QtCore, Signal, Slot
 
 if TYPE_CHECKING:
@@ -29,8 +41,9 @@ class EventBridge(QtCore.QObject):
     """Core events → Qt signals on the GUI thread.
 
     `event` carries every event; the typed signals below carry the common kinds so widgets
-    connect only to what they draw. Kinds are matched by class name, so events added later
-    by other packages (e.g. `MinerStateChanged`) need no import here.
+    connect only to what they draw. Routes are keyed by the event's class (exact type: a
+    subclass is a different event and gets only `event`), so a renamed or moved event
+    class breaks at import time here, not silently at run time.
     """
 
     event = Signal(object)
@@ -47,16 +60,16 @@ class EventBridge(QtCore.QObject):
 
     def __init__(self, bus: EventBus, parent: QtCore.QObject | None = None) -> None:
         super().__init__(parent)
-        self._routes: dict[str, Any] = {
-            "TransactionStateChanged": self.transaction_changed,
-            "StepProgress": self.step_progress,
-            "RetryScheduled": self.retry_scheduled,
-            "BreakerStateChanged": self.breaker_changed,
-            "CompensationDone": self.compensation,
-            "CompensationFailed": self.compensation,
-            "Notice": self.notice,
-            "StatsChanged": self.stats_changed,
-            "MinerStateChanged": self.miner_state_changed,
+        self._routes: dict[type[Event], QtCore.SignalInstance] = {
+            TransactionStateChanged: self.transaction_changed,
+            StepProgress: self.step_progress,
+            RetryScheduled: self.retry_scheduled,
+            BreakerStateChanged: self.breaker_changed,
+            CompensationDone: self.compensation,
+            CompensationFailed: self.compensation,
+            Notice: self.notice,
+            StatsChanged: self.stats_changed,
+            MinerStateChanged: self.miner_state_changed,
         }
         self._incoming.connect(self._dispatch, QtCore.Qt.ConnectionType.QueuedConnection)
         self._unsubscribe: Callable[[], None] | None = bus.subscribe(self._on_core_event)
@@ -68,7 +81,7 @@ class EventBridge(QtCore.QObject):
     @Slot(object)
     def _dispatch(self, event: Event) -> None:
         # Typed signals first (models update), then `event` (views that read the models).
-        route = self._routes.get(type(event).__name__)
+        route = self._routes.get(type(event))
         if route is not None:
             route.emit(event)
         self.event.emit(event)
@@ -139,10 +152,3 @@ class TaskRunner(QtCore.QObject):
             task.cancel()
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
-
-    async def wait_all(self) -> None:
-        """Wait for every task to finish (tests and orderly shutdown)."""
-        import asyncio
-
-        while self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)

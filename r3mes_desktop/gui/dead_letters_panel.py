@@ -5,31 +5,32 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from r3mes_desktop.gui.list_model import ListTableModel
 from r3mes_desktop.gui.qt import Qt, QtCore, QtWidgets, Signal
-from r3mes_desktop.gui.records import field_of
 from r3mes_desktop.notices import short_id
+
+if TYPE_CHECKING:
+    from r3mes_desktop.core.records import DeadLetter
 
 
 @dataclass(frozen=True)
 class DeadLetterRow:
     letter_id: str
     transaction_id: str
-    round_id: Any
+    round_id: int
     reason: str
     created_at: float | None
 
 
-def row_from_letter(letter: Any) -> DeadLetterRow:
-    letter_id = field_of(letter, "id", "dead_letter_id", "letter_id", "transaction_id")
+def row_from_letter(letter: DeadLetter) -> DeadLetterRow:
     return DeadLetterRow(
-        letter_id=str(letter_id),
-        transaction_id=str(field_of(letter, "transaction_id", default=letter_id)),
-        round_id=field_of(letter, "round_id", default=""),
-        reason=str(field_of(letter, "reason", "error_message", "message", default="")),
-        created_at=field_of(letter, "created_at", "ts", "at"),
+        letter_id=letter.id,
+        transaction_id=letter.transaction_id,
+        round_id=letter.round_id,
+        reason=letter.reason,
+        created_at=letter.created_at,
     )
 
 
@@ -56,7 +57,7 @@ class DeadLettersModel(ListTableModel):
             return row.letter_id
         return None
 
-    def set_letters(self, letters: Iterable[Any]) -> None:
+    def set_letters(self, letters: Iterable[DeadLetter]) -> None:
         rows = [row_from_letter(letter) for letter in letters]
         if rows == self._rows:
             return

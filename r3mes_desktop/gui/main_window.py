@@ -1,65 +1,56 @@
 """The main window: actions, transactions, charts, breakers, dead letters, log, status.
 
-It talks to the core only through the `runtime` it is given (see `RuntimePort` below) and
+It talks to the core only through the `runtime` it is given (`ports.RuntimePort`) and
 hears from it only through the `EventBridge`. Every core call runs as an asyncio task on the
-same (qasync) loop via `TaskRunner`, so no click ever blocks painting.
+same (qasync) loop: the poll via `Poller`, the one-click commands via `CommandRunner`, so
+no click ever blocks painting.
 """
 
 from __future__ import annotations
 
 import importlib
 import logging
-from collections.abc import Mapping
-from typing import Any, Protocol
+from typing import TYPE_CHECKING
 
-from r3mes_desktop.core.events import Event
-from r3mes_desktop.gui.actions import create_actions, miner_state_key
+from r3mes_desktop.core.events import (
+    Event,
+    MinerStateChanged,
+    StatsChanged,
+    StepProgress,
+    TransactionStateChanged,
+)
+from r3mes_desktop.core.txstate import TERMINAL, TxState
+from r3mes_desktop.gui.actions import create_actions
 from r3mes_desktop.gui.banner import NoticeBanner
 from r3mes_desktop.gui.breakers_panel import BreakersModel, BreakersPanel
 from r3mes_desktop.gui.bridge import EventBridge, TaskRunner
 from r3mes_desktop.gui.chart_data import ChartData
-from r3mes_desktop.gui.core_calls import CoreCalls
+from r3mes_desktop.gui.commands import Outcome
 from r3mes_desktop.gui.dead_letters_panel import DeadLettersModel, DeadLettersPanel
 from r3mes_desktop.gui.icons import status_icon
+from r3mes_desktop.gui.latency import LatencyProbe
 from r3mes_desktop.gui.log_view import LogModel, LogView, QtLogHandler
+from r3mes_desktop.gui.ports import RuntimePort
 from r3mes_desktop.gui.qt import QtCore, QtGui, QtWidgets, Signal
-from r3mes_desktop.gui.records import field_of
 from r3mes_desktop.gui.status_bar import StatusBarController
-from r3mes_desktop.gui.transactions_model import (
-    TERMINAL_STATES,
-    TransactionsFilter,
-    TransactionsModel,
-)
+from r3mes_desktop.gui.transactions_model import TransactionsFilter, TransactionsModel
 from r3mes_desktop.gui.tray import AlertRouter, Tray
 from r3mes_desktop.gui.tx_details import TransactionDetails
 from r3mes_desktop.gui.window_layout import build_central, build_toolbar_and_menus
+from r3mes_desktop.gui.window_ops import WindowOps
+from r3mes_desktop.gui.window_poll import Poller
 from r3mes_desktop.notices import Alert, NoticeCenter, failure_reason, short_id
+
+if TYPE_CHECKING:
+    from r3mes_desktop.gui.charts import ChartsPanel
+    from r3mes_desktop.gui.settings_dialog import SettingsDialog
+
+__all__ = ["MainWindow", "RuntimePort"]
 
 log = logging.getLogger(__name__)
 
 
-class RuntimePort(Protocol):
-    """What the window needs from `r3mes_desktop.runtime.Runtime` (and test fakes)."""
-
-    bus: Any
-    coordinator: Any
-    miner: Any
-    breakers: Any
-    settings: Any
-
-    @property
-    def data_dir(self) -> Any: ...
-
-    def endpoints(self) -> Mapping[str, str | None]: ...
-
-    async def chain_info(self) -> Mapping[str, Any]: ...
-
-    async def ipfs_info(self) -> str: ...
-
-    def device_name(self) -> str: ...
-
-
-class MainWindow(QtWidgets.QMainWindow, CoreCalls):
+class MainWindow(QtWidgets.QMainWindow):
     refreshed = Signal()  # after each poll of the coordinator (tests wait on it)
     action_reported = Signal(str)  # one-click actions say what they did
     closed = Signal()  # the window closed for good (not hidden to the tray)
@@ -79,12 +70,13 @@ class MainWindow(QtWidgets.QMainWindow, CoreCalls):
         self.bridge = EventBridge(runtime.bus, self)
         self.tasks = TaskRunner(self)
         self.tasks.failed.connect(self._task_failed)
+        self.poller = Poller(self)
         self.window_actions = create_actions(self)
         self._quitting = False
         self._shut = False  # widgets shut down: late timers must not start core work
-        self._refreshing = False
         self._miner_state = "idle"
-        self._resumable: list[Any] = []
+        self.ops = WindowOps(self)
+        self.settings_dialog: SettingsDialog | None = None
 
         build_toolbar_and_menus(self)
         self.banner = NoticeBanner()
@@ -92,7 +84,7 @@ class MainWindow(QtWidgets.QMainWindow, CoreCalls):
         self.tx_proxy = TransactionsFilter(self)
         self.tx_proxy.setSourceModel(self.tx_model)
         self.chart_data = ChartData()
-        self.charts: Any = None  # ChartsPanel, built once pyqtgraph is imported (load_charts)
+        self.charts: ChartsPanel | None = None  # built once pyqtgraph is imported (load_charts)
         self.charts_host = QtWidgets.QWidget()
         self.charts_host.setObjectName("charts-host")
         QtWidgets.QVBoxLayout(self.charts_host).addWidget(QtWidgets.QLabel("Loading charts…"))
@@ -103,7 +95,7 @@ class MainWindow(QtWidgets.QMainWindow, CoreCalls):
         self.details = TransactionDetails()
         build_central(self)
         self.status = StatusBarController(self.statusBar(), {})
-        self._probe: Any = None
+        self._probe: LatencyProbe | None = None
         self._device = ""
 
         self._notices: NoticeCenter | None = None  # built on first use (see `notices`)
@@ -133,7 +125,7 @@ class MainWindow(QtWidgets.QMainWindow, CoreCalls):
             self._owns_handler = False
 
         self._connect()
-        self._ready = bool(getattr(runtime, "ready", True))
+        self._ready = runtime.ready
         if self._ready:
             self.runtime_ready()
         else:
@@ -182,15 +174,24 @@ class MainWindow(QtWidgets.QMainWindow, CoreCalls):
         self._ready = True
         self.status.set_endpoints(self.runtime.endpoints())
         self.status.set_device(self.runtime.device_name())
-        faults = getattr(self.runtime, "faults", None)
+        faults = self.runtime.faults
         if faults is not None:  # its notice may have come before the bridge listened
             self.status.show_fault_plan(faults.announcement())
         self.statusBar().clearMessage()
-        self._set_miner_state(getattr(self.runtime.miner, "state", "idle"))
+        self.set_miner_state(str(self.runtime.miner.state))
         self.refresh()
 
+    @property
+    def is_ready(self) -> bool:
+        """The runtime is open and the widgets are not shut down: core calls may start."""
+        return self._ready
+
+    def refresh(self) -> None:
+        """Poll the coordinator once (skipped if a poll is still running)."""
+        self.poller.request()
+
     def _alert_preferences(self) -> tuple[bool, str]:
-        settings = getattr(self.runtime, "settings", None)
+        settings = self.runtime.settings
         if settings is None:
             return True, "info"
         return bool(settings.notify_tray), str(settings.notify_min_severity)
@@ -200,7 +201,7 @@ class MainWindow(QtWidgets.QMainWindow, CoreCalls):
         self.window_actions.start.setEnabled(False)
         self.alerts.show(Alert(level="error", title="Could not start", message=message))
 
-    def set_latency_probe(self, probe: Any) -> None:
+    def set_latency_probe(self, probe: LatencyProbe) -> None:
         self._probe = probe
 
     def bring_to_front(self) -> None:
@@ -227,7 +228,7 @@ class MainWindow(QtWidgets.QMainWindow, CoreCalls):
 
         self.tasks.spawn(load(), name="Load charts")
 
-    def ensure_charts(self) -> Any:
+    def ensure_charts(self) -> ChartsPanel:
         if self.charts is None:
             from r3mes_desktop.gui.charts import ChartsPanel
 
@@ -249,11 +250,11 @@ class MainWindow(QtWidgets.QMainWindow, CoreCalls):
         """
         if self._panels is None:
             breakers = BreakersPanel(self.breakers_model)
-            breakers.reset_requested.connect(self.reset_breaker)
-            breakers.force_open_requested.connect(self.force_open_breaker)
+            breakers.reset_requested.connect(self.ops.reset_breaker)
+            breakers.force_open_requested.connect(self.ops.force_open_breaker)
             dead = DeadLettersPanel(self.dead_model)
-            dead.retry_requested.connect(self.retry_dead_letters)
-            dead.discard_requested.connect(self.discard_dead_letters)
+            dead.retry_requested.connect(self.ops.retry_dead_letters)
+            dead.discard_requested.connect(self.ops.discard_dead_letters)
             log_view = LogView(self.log_model)
             self._panels = (breakers, dead, log_view)
             current = self.tabs.currentIndex()
@@ -283,16 +284,7 @@ class MainWindow(QtWidgets.QMainWindow, CoreCalls):
     # -- wiring --------------------------------------------------------------------------
     def _connect(self) -> None:
         a, b = self.window_actions, self.bridge
-        a.start.triggered.connect(lambda: self._miner_call("start"))
-        a.pause.triggered.connect(lambda: self._miner_call("pause"))
-        a.start_pause.triggered.connect(self._start_or_pause)
-        a.finish.triggered.connect(lambda: self._miner_call("finish_then_stop"))
-        a.stop.triggered.connect(lambda: self._miner_call("stop"))
-        a.resume.triggered.connect(self.resume_from_checkpoint)
-        a.cleanup.triggered.connect(self.cleanup_stale)
-        a.settings.triggered.connect(self.open_settings)
-        a.open_data.triggered.connect(self.open_data_folder)
-        a.export_diagnostics.triggered.connect(self.export_diagnostics)
+        self.ops.connect()
         a.quit.triggered.connect(self.quit)
 
         b.event.connect(self._on_event)
@@ -307,39 +299,56 @@ class MainWindow(QtWidgets.QMainWindow, CoreCalls):
         b.compensation.connect(self.tx_model.apply_event)
         b.breaker_changed.connect(self.breakers_model.apply_event)
         b.breaker_changed.connect(self.status.on_breaker)
-        b.stats_changed.connect(lambda e: self.chart_data.add_stats(e.stats))
-        b.miner_state_changed.connect(
-            lambda e: self._set_miner_state(field_of(e, "new_state", "state"))
-        )
+        b.stats_changed.connect(self._on_stats)
+        b.miner_state_changed.connect(self._on_miner_state)
 
+    def _on_stats(self, event: StatsChanged) -> None:
+        self.chart_data.add_stats(event.stats)
+
+    def _on_miner_state(self, event: MinerStateChanged) -> None:
+        self.set_miner_state(event.new_state)
+
+    # -- commands --------------------------------------------------------------------------
+    def report(self, outcome: Outcome) -> None:
+        """Say what a one-click action did: status bar, notice, log."""
+        text, level = outcome.text, outcome.level
+        log.log(logging.WARNING if level == "warning" else logging.INFO, "%s", text)
+        self.statusBar().showMessage(text, 20000)
+        self.alerts.show(Alert(level=level, title="Done", message=text))
+        self.action_reported.emit(text)
+
+    # -- events ----------------------------------------------------------------------------
     def _on_event(self, event: Event) -> None:
         tx_id = getattr(event, "transaction_id", None)
-        if tx_id is not None and tx_id == self.details.current_id and event.kind != "StepProgress":
+        if (
+            tx_id is not None
+            and tx_id == self.details.current_id
+            and not isinstance(event, StepProgress)
+        ):
             self._show_selected()  # progress (many per second) is redrawn by the 1 s tick
         alert = self.notices.on_event(event)
         if alert is not None:
             self.alerts.show(alert)
-        new_state = str(getattr(event, "new_state", "")).upper()
-        if event.kind == "TransactionStateChanged" and new_state in TERMINAL_STATES:
+        if isinstance(event, TransactionStateChanged) and TxState(event.new_state) in TERMINAL:
             self._log_outcome(event)
             QtCore.QTimer.singleShot(0, self.refresh)
         self._update_tray()
 
-    def _device_from_progress(self, event: Any) -> None:
-        device = event.detail.get("device") if isinstance(event.detail, Mapping) else None
+    def _device_from_progress(self, event: StepProgress) -> None:
+        device = event.detail.get("device")
         if device and device != self._device:
             self._device = str(device)
             self.status.set_device(self._device.upper() if self._device == "cpu" else self._device)
 
-    def _log_outcome(self, event: Any) -> None:
+    def _log_outcome(self, event: TransactionStateChanged) -> None:
         """One line per finished transaction in the log (and the log view)."""
-        state = str(event.new_state).lower().replace("_", " ")
+        state = event.new_state.replace("_", " ")
         who = f"transaction {short_id(event.transaction_id)} (round {event.round_id})"
         if state == "committed":
             log.info("%s committed", who)
         else:
             cause = failure_reason(
-                str(event.failed_step).upper() if event.failed_step else None,
+                event.failed_step.upper() if event.failed_step else None,
                 event.error_category,
                 event.error_message,
             )
@@ -372,8 +381,9 @@ class MainWindow(QtWidgets.QMainWindow, CoreCalls):
         else:
             self.tray.set_status("idle", self._miner_state)
 
-    def _set_miner_state(self, state: Any) -> None:
-        self._miner_state = miner_state_key(state)
+    def set_miner_state(self, state: str) -> None:
+        """`state`: a core.miner.MinerState value, "starting" or "error"."""
+        self._miner_state = state
         self.window_actions.set_miner_state(self._miner_state)
         self._update_tray()
 
@@ -381,7 +391,9 @@ class MainWindow(QtWidgets.QMainWindow, CoreCalls):
     def miner_state(self) -> str:
         return self._miner_state
 
-    def _selection_changed(self, current: QtCore.QModelIndex, _previous: Any) -> None:
+    def _selection_changed(
+        self, current: QtCore.QModelIndex, _previous: QtCore.QModelIndex
+    ) -> None:
         tx_id = (
             self.tx_proxy.data(current, TransactionsModel.ID_ROLE) if current.isValid() else None
         )

@@ -1,50 +1,39 @@
 """What the core returns, turned into what the window says.
 
-The coordinator, breakers and miner return small records (dataclasses or dicts). Reading
-them through these helpers keeps every "which field is it called" decision in one file and
-every sentence the user reads written in plain language.
+The coordinator returns the core's records (`CleanupReport`, the `resumable()` items);
+these helpers keep every sentence the user reads about them in one file, in plain
+language.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from r3mes_desktop.notices import plain_reason
+
+if TYPE_CHECKING:
+    from r3mes_desktop.core.records import CleanupReport
 
 SERVICE_LABELS = {"chain": "Chain RPC", "ipfs": "IPFS", "task_api": "Task API"}
 SERVICE_PHRASE = {"chain": "the chain RPC", "ipfs": "IPFS", "task_api": "the task API"}
 
+# Keyed by core.breaker.BreakerState values (a StrEnum: they compare equal to these
+# strings), so this module need not import the breaker, which imports asyncio.
 BREAKER_COLOURS = {
-    "CLOSED": "#2e7d32",
-    "HALF_OPEN": "#b26a00",
-    "OPEN": "#c62828",
-    "FORCED_OPEN": "#6a1b9a",
-    "DISABLED": "#757575",
+    "closed": "#2e7d32",
+    "half_open": "#b26a00",
+    "open": "#c62828",
+    "forced_open": "#6a1b9a",
+    "disabled": "#757575",
 }
 BREAKER_TEXT = {
-    "CLOSED": "Closed — calls flow",
-    "HALF_OPEN": "Half-open — trying again",
-    "OPEN": "Open — calls paused",
-    "FORCED_OPEN": "Forced open — paused by you",
-    "DISABLED": "Disabled — not protecting",
+    "closed": "Closed — calls flow",
+    "half_open": "Half-open — trying again",
+    "open": "Open — calls paused",
+    "forced_open": "Forced open — paused by you",
+    "disabled": "Disabled — not protecting",
 }
-
-
-def field_of(obj: Any, *names: str, default: Any = None) -> Any:
-    """The first of `names` present on a dict or object (None values are skipped)."""
-    for name in names:
-        value = obj.get(name) if isinstance(obj, Mapping) else getattr(obj, name, None)
-        if value is not None:
-            return value
-    return default
-
-
-def state_name(value: Any) -> str:
-    """Enum or string state → upper-case name ("BreakerState.OPEN" → "OPEN")."""
-    name = getattr(value, "name", None) or str(value)
-    return name.rsplit(".", 1)[-1].upper()
 
 
 def format_seconds(seconds: float) -> str:
@@ -56,51 +45,30 @@ def format_seconds(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def describe_cleanup(report: Any) -> str:
+def describe_cleanup(report: CleanupReport) -> str:
     """One sentence for a CleanupReport: how many, and what was done to them."""
-    if report is None:
-        return "Stale cleanup: nothing to do."
-    count = field_of(report, "count", "cleaned", "total")
-    items = field_of(report, "transactions", "items", "cleaned_ids", default=None)
-    if count is None and items is not None:
-        count = len(items)
-    count = int(count or 0)
-    if count == 0:
+    if report.count == 0:
         return "Stale cleanup: no stale transactions found — nothing to do."
-    actions = field_of(report, "actions", "by_outcome", "outcomes", default=None)
     detail = ""
-    if isinstance(actions, Mapping) and actions:
-        detail = ": " + ", ".join(f"{n} {k.lower().replace('_', ' ')}" for k, n in actions.items())
-    elif isinstance(actions, list | tuple) and actions:
-        detail = ": " + "; ".join(str(a) for a in actions[:5])
-    unpinned = field_of(report, "unpinned", "unpinned_cids", default=None)
-    if unpinned:
-        n = unpinned if isinstance(unpinned, int) else len(unpinned)
+    if report.actions:
+        detail = ": " + ", ".join(
+            f"{n} {state.replace('_', ' ')}" for state, n in report.actions.items()
+        )
+    if report.unpinned:
+        n = len(report.unpinned)
         detail += f" (unpinned {n} upload{'s' if n != 1 else ''})"
-    noun = "transaction" if count == 1 else "transactions"
-    return f"Cleaned up {count} stale {noun}{detail}."
+    noun = "transaction" if report.count == 1 else "transactions"
+    return f"Cleaned up {report.count} stale {noun}{detail}."
 
 
-def describe_resumable(item: Any, *, now: float | None = None) -> str:
-    """E.g. "Resume round 3 at step 40/100 (checkpoint 12 min old)"."""
-    now = time.time() if now is None else now
-    round_id = field_of(item, "round_id")
-    step = field_of(item, "step", "checkpoint_step")
-    total = field_of(item, "steps", "total_steps")
-    saved = field_of(item, "saved_at", "checkpoint_at", "updated_at", "created_at")
-    age = field_of(item, "age_seconds")
-    if age is None and saved is not None:
-        age = now - float(saved)
-    where = f" at step {step}" + (f"/{total}" if total else "") if step is not None else ""
+def describe_resumable(item: Mapping[str, Any]) -> str:
+    """E.g. "Resume round 3 at step 40 (checkpoint 12 min old)", for one item of
+    `Coordinator.resumable()`."""
+    step = item.get("step")
+    age = item.get("age_seconds")
+    where = f" at step {step}" if step is not None else ""
     when = f" (checkpoint {format_seconds(float(age))} old)" if age is not None else ""
-    return f"Resume round {round_id}{where}{when}"
-
-
-def describe_breaker_wait(snapshot: Any) -> str:
-    wait = field_of(snapshot, "seconds_until_half_open")
-    if wait is None:
-        return ""
-    return format_seconds(float(wait))
+    return f"Resume round {item['round_id']}{where}{when}"
 
 
 def down_message(service: str, endpoint: str | None, reason: str, retry_in: float | None) -> str:

@@ -47,13 +47,14 @@ class _SwitchableStore:
 
 
 async def _shoot(window: Any, runtime: Any, out: Path) -> list[Path]:
+    from r3mes_desktop.core.txstate import TxState
     from r3mes_desktop.gui.settings_dialog import SettingsDialog
 
     written: list[Path] = []
     await runtime.open()
     window.runtime_ready()
     window.window_actions.start.trigger()
-    committed = lambda: sum(r.state == "COMMITTED" for r in window.tx_model.rows())  # noqa: E731
+    committed = lambda: sum(r.state == TxState.COMMITTED for r in window.tx_model.rows())  # noqa: E731
     await _until(lambda: committed() >= 3 and window.charts is not None, 300)
     await asyncio.sleep(4)  # a few more chart points and a transaction in flight
     window.tx_view.selectRow(0)
@@ -78,8 +79,9 @@ async def _shoot(window: Any, runtime: Any, out: Path) -> list[Path]:
         written.append(path)
     dialog.close()
     runtime.store.down = True  # IPFS goes away: rollbacks, notice, error chart, breaker
-    rolled = lambda: any(r.state == "ROLLED_BACK" for r in window.tx_model.rows())  # noqa: E731
-    ipfs_open = lambda: getattr(window.breakers_model.row_of("ipfs"), "state", "") == "OPEN"  # noqa: E731
+    rolled = lambda: any(r.state == TxState.ROLLED_BACK for r in window.tx_model.rows())  # noqa: E731
+    ipfs = window.breakers_model.row_of
+    ipfs_open = lambda: (row := ipfs("ipfs")) is not None and row.state == "open"  # noqa: E731
     await _until(lambda: rolled() and ipfs_open(), 120)
     await asyncio.sleep(2)
     window.charts.redraw_if_dirty(everything=True)

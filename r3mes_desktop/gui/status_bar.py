@@ -14,7 +14,7 @@ from typing import Any
 
 from r3mes_desktop.core.events import BreakerStateChanged, Notice, RetryScheduled
 from r3mes_desktop.gui.qt import QtWidgets
-from r3mes_desktop.gui.records import down_message, field_of, state_name
+from r3mes_desktop.gui.records import down_message
 
 
 @dataclass
@@ -69,18 +69,16 @@ class StatusBarController:
         self._endpoints = dict(endpoints)
 
     # -- facts ----------------------------------------------------------------------------
-    def set_chain_info(self, info: Mapping[str, Any] | Any) -> None:
-        network = field_of(info, "network", "chain_name", default="chain")
-        block = field_of(info, "block", "block_number")
-        account = field_of(info, "account", "address")
-        balance = field_of(info, "balance", "balance_eth")
-        parts = [f"Chain: {network}"]
-        if block is not None:
-            parts.append(f"block {block}")
-        if account:
-            parts.append(_short_address(str(account)))
-        if balance is not None:
-            parts.append(f"{float(balance):.4g} ETH" if _is_number(balance) else str(balance))
+    def set_chain_info(self, info: Mapping[str, Any]) -> None:
+        """Show `Runtime.chain_info()`: network and account always, block and balance when
+        the transport can tell."""
+        account = str(info["account"])
+        parts = [f"Chain: {info['network']}"]
+        if info.get("block") is not None:
+            parts.append(f"block {info['block']}")
+        parts.append(_short_address(account))
+        if info.get("balance") is not None:
+            parts.append(f"{float(info['balance']):.4g} ETH")
         self.chain.setText(" · ".join(parts))
         self.chain.setToolTip(f"{self._endpoints.get('chain') or 'embedded devnet'}\n{account}")
         self.mark_up("chain")
@@ -119,12 +117,12 @@ class StatusBarController:
         self.refresh()
 
     def on_breaker(self, event: BreakerStateChanged) -> None:
-        state = state_name(event.new_state)
-        if state == "CLOSED":
+        state = event.new_state  # a core.breaker.BreakerState value
+        if state == "closed":
             self.mark_up(event.service, breaker_closed=True)
-        elif state in ("OPEN", "FORCED_OPEN"):
+        elif state in ("open", "forced_open"):
             reason = self._last_reason.get(event.service, "too many failures")
-            if state == "FORCED_OPEN":
+            if state == "forced_open":
                 reason = "paused by you (breaker forced open)"
             wait = event.seconds_until_half_open
             retry_at = None if wait is None else self._now() + wait
@@ -150,11 +148,3 @@ class StatusBarController:
 
     def problem_text(self) -> str:
         return self.problem.text()
-
-
-def _is_number(value: Any) -> bool:
-    try:
-        float(value)
-    except (TypeError, ValueError):
-        return False
-    return True

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from r3mes_desktop.core.events import (
     CompensationDone,
@@ -23,21 +23,23 @@ from r3mes_desktop.core.events import (
     StepProgress,
     TransactionStateChanged,
 )
+from r3mes_desktop.core.txstate import STEPS, TERMINAL, TxState
 from r3mes_desktop.gui.list_model import ListTableModel
 from r3mes_desktop.gui.qt import Qt, QtCore, QtGui
 from r3mes_desktop.gui.tx_rows import (
     PROGRESS_STEP,
     STATE_COLOURS,
-    STEPS,
-    TERMINAL,
     TERMINAL_STATES,
     TxRow,
     describe_event,
     row_from_status,
     shown_fields,
     stamp,
-    upper_or_none,
+    state_label,
 )
+
+if TYPE_CHECKING:
+    from r3mes_desktop.core.records import TransactionStatus
 
 __all__ = ["STATE_FILTERS", "TERMINAL_STATES", "TransactionsFilter", "TransactionsModel", "TxRow"]
 
@@ -95,7 +97,8 @@ class TransactionsModel(ListTableModel):
         if role == self._TOOLTIP:
             if col == self.COL_ERROR and row.error_message:
                 cat = f"[{row.error_category}] " if row.error_category else ""
-                return f"{cat}{row.failed_step or ''}\n{row.error_message}"
+                step = state_label(row.failed_step) if row.failed_step else ""
+                return f"{cat}{step}\n{row.error_message}"
             if col == self.COL_ID:
                 return row.transaction_id
             if col == self.COL_STATE:
@@ -122,7 +125,7 @@ class TransactionsModel(ListTableModel):
                 return ""
             return f"in {max(0.0, row.next_retry_at - now):.0f} s"
         if col == self.COL_FAILED:
-            return row.failed_step or ""
+            return state_label(row.failed_step) if row.failed_step else ""
         if col == self.COL_ERROR:
             return (row.error_message or "").splitlines()[0][:120] if row.error_message else ""
         return ""
@@ -185,17 +188,18 @@ class TransactionsModel(ListTableModel):
     def apply_event(self, event: Event) -> None:
         """Fold one core event into the table (called by the window from bridge signals)."""
         if isinstance(event, TransactionStateChanged):
-            old, new = upper_or_none(event.old_state), str(event.new_state).upper()
+            old = None if event.old_state is None else TxState(event.old_state)
+            new = TxState(event.new_state)
             started = event.ts if old is None else None
             row = self._ensure(event.transaction_id, round_id=event.round_id, created_at=started)
-            if old in STEPS and new != old and new not in ("FAILED", "ROLLED_BACK"):
+            if old in STEPS and new != old and new not in (TxState.FAILED, TxState.ROLLED_BACK):
                 row.progress[old] = 1.0
             if new in STEPS:
                 row.progress.setdefault(new, 0.0)
             row.state = new
             row.round_id = event.round_id
             if event.failed_step:
-                row.failed_step = str(event.failed_step).upper()
+                row.failed_step = event.failed_step
             if event.error_message:
                 row.error_message = event.error_message
                 row.error_category = event.error_category
@@ -207,8 +211,8 @@ class TransactionsModel(ListTableModel):
             self._changed(row.transaction_id)
         elif isinstance(event, StepProgress):
             row = self._ensure(event.transaction_id)
-            step = PROGRESS_STEP.get(event.step.lower(), event.step.upper())
-            if step in STEPS and event.step.lower() != "pow":
+            step = PROGRESS_STEP.get(event.step)
+            if step is not None and event.step != "pow":
                 row.progress[step] = max(0.0, min(1.0, event.fraction))
                 self._changed(row.transaction_id)
         elif isinstance(event, RetryScheduled) and event.transaction_id:
@@ -222,7 +226,7 @@ class TransactionsModel(ListTableModel):
             row.history.append(stamp(event) + describe_event(event))
             self._changed(row.transaction_id)
 
-    def replace_from_snapshot(self, statuses: Iterable[Any]) -> None:
+    def replace_from_snapshot(self, statuses: Iterable[TransactionStatus]) -> None:
         """Merge the coordinator's records: they win over what events suggested."""
         for status in statuses:
             fresh = row_from_status(status)
@@ -262,12 +266,12 @@ class TransactionsModel(ListTableModel):
             self.ticked.emit()
 
 
-STATE_FILTERS: dict[str, frozenset[str] | None] = {
+STATE_FILTERS: dict[str, frozenset[TxState] | None] = {
     "All": None,
     "Active": frozenset(),  # = every non-terminal state
-    "Committed": frozenset({"COMMITTED"}),
-    "Rolled back": frozenset({"ROLLED_BACK"}),
-    "Failed": frozenset({"FAILED"}),
+    "Committed": frozenset({TxState.COMMITTED}),
+    "Rolled back": frozenset({TxState.ROLLED_BACK}),
+    "Failed": frozenset({TxState.FAILED}),
 }
 
 

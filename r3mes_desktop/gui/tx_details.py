@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import html
 import time
-from typing import Any
+from typing import TYPE_CHECKING
 
 from r3mes_desktop.gui.qt import QtWidgets
-from r3mes_desktop.gui.records import field_of
-from r3mes_desktop.gui.tx_rows import TxRow, describe_history_item
+from r3mes_desktop.gui.tx_rows import TxRow, describe_history_item, state_label
+
+if TYPE_CHECKING:
+    from r3mes_desktop.core.records import TransactionStatus
 
 
 class TransactionDetails(QtWidgets.QTextBrowser):
@@ -18,6 +20,7 @@ class TransactionDetails(QtWidgets.QTextBrowser):
         self.setOpenLinks(False)
         self.current_id: str | None = None
         self._journal_history: tuple[str, list[str]] | None = None
+        self._html: str | None = None
         self.show_row(None)
 
     def history_for(self, transaction_id: str, row: TxRow) -> list[str]:
@@ -40,7 +43,7 @@ class TransactionDetails(QtWidgets.QTextBrowser):
         fields = [
             ("Transaction", row.transaction_id),
             ("Round", "" if row.round_id is None else str(row.round_id)),
-            ("State", row.state),
+            ("State", row.state.name),
             ("Progress", row.progress_text()),
             ("Started", created),
             *(
@@ -51,7 +54,7 @@ class TransactionDetails(QtWidgets.QTextBrowser):
             ("Attempts", str(row.attempts)),
         ]
         if row.failed_step:
-            fields.append(("Failed step", row.failed_step))
+            fields.append(("Failed step", state_label(row.failed_step)))
         if row.error_category:
             fields.append(("Error category", row.error_category))
         parts = ["<table cellspacing=2>"]
@@ -71,7 +74,7 @@ class TransactionDetails(QtWidgets.QTextBrowser):
 
     def _set_html(self, text: str) -> None:
         """Re-render only when something changed, keeping the reader's scroll position."""
-        if text == getattr(self, "_html", None):
+        if text == self._html:
             return
         self._html = text
         bar = self.verticalScrollBar()
@@ -79,14 +82,14 @@ class TransactionDetails(QtWidgets.QTextBrowser):
         self.setHtml(text)
         bar.setValue(position)
 
-    def show_status(self, row: TxRow, status: Any) -> None:
+    def show_status(self, row: TxRow, status: TransactionStatus) -> None:
         """Redraw with the journal's history of the transaction.
 
         The fields come from the model's row, which merges polls and live events, so the
         panel never shows an older state than the table; the history comes from the journal
         (transitions, retries, compensations, notes), which events alone cannot rebuild.
         """
-        events = field_of(status, "history", "events", default=None)
+        events = status.history
         history = [describe_history_item(i) for i in events] if events else row.history
         self._journal_history = (row.transaction_id, history)
         self.show_row(row, history)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from r3mes_desktop.core.events import (
     CompensationDone,
@@ -18,44 +18,50 @@ from r3mes_desktop.core.events import (
     RetryScheduled,
     TransactionStateChanged,
 )
+from r3mes_desktop.core.txstate import STEPS, TERMINAL, TxState
 from r3mes_desktop.notices import undo_text
 
-STEPS = ("TRAINING", "IPFS_UPLOAD", "BLOCKCHAIN_SUBMIT", "TASK_COMPLETE")
+if TYPE_CHECKING:
+    from r3mes_desktop.core.records import TransactionStatus
+
 STEP_LABELS = {
-    "TRAINING": "train",
-    "IPFS_UPLOAD": "upload",
-    "BLOCKCHAIN_SUBMIT": "submit",
-    "TASK_COMPLETE": "task",
+    TxState.TRAINING: "train",
+    TxState.IPFS_UPLOAD: "upload",
+    TxState.BLOCKCHAIN_SUBMIT: "submit",
+    TxState.TASK_COMPLETE: "task",
 }
-TERMINAL = frozenset({"COMMITTED", "FAILED", "ROLLED_BACK"})
 TERMINAL_STATES = TERMINAL
 
 # StepProgress.step names used by the adapters, mapped onto saga steps.
 PROGRESS_STEP = {
-    "training": "TRAINING",
-    "train": "TRAINING",
-    "pow": "TRAINING",
-    "upload": "IPFS_UPLOAD",
-    "ipfs_upload": "IPFS_UPLOAD",
-    "submit": "BLOCKCHAIN_SUBMIT",
-    "blockchain_submit": "BLOCKCHAIN_SUBMIT",
-    "task": "TASK_COMPLETE",
-    "task_complete": "TASK_COMPLETE",
+    "training": TxState.TRAINING,
+    "train": TxState.TRAINING,
+    "pow": TxState.TRAINING,
+    "upload": TxState.IPFS_UPLOAD,
+    "ipfs_upload": TxState.IPFS_UPLOAD,
+    "submit": TxState.BLOCKCHAIN_SUBMIT,
+    "blockchain_submit": TxState.BLOCKCHAIN_SUBMIT,
+    "task": TxState.TASK_COMPLETE,
+    "task_complete": TxState.TASK_COMPLETE,
 }
 
 STATE_COLOURS = {
-    "COMMITTED": "#2e7d32",
-    "ROLLED_BACK": "#b26a00",
-    "FAILED": "#c62828",
-    "COMPENSATING": "#b26a00",
-    "COMPENSATION_PENDING": "#b26a00",
+    TxState.COMMITTED: "#2e7d32",
+    TxState.ROLLED_BACK: "#b26a00",
+    TxState.FAILED: "#c62828",
+    TxState.COMPENSATING: "#b26a00",
 }
 
 
-def _get(obj: Any, name: str, default: Any = None) -> Any:
-    if isinstance(obj, Mapping):
-        return obj.get(name, default)
-    return getattr(obj, name, default)
+def state_label(state: str | None) -> str:
+    """How the window names a state or step: the TxState's name ("IPFS_UPLOAD"); a value
+    that is no TxState (a failed step such as "timeout") as the core wrote it."""
+    if state is None:
+        return "—"
+    return TxState(state).name if state in _VALUES else state
+
+
+_VALUES = frozenset(s.value for s in TxState)
 
 
 def format_age(seconds: float) -> str:
@@ -73,7 +79,7 @@ def format_age(seconds: float) -> str:
 class TxRow:
     transaction_id: str
     round_id: int | None = None
-    state: str = "PENDING"
+    state: TxState = TxState.PENDING
     created_at: float | None = None  # wall time it started, when known
     duration_s: float | None = None  # how long a finished one took
     attempts: int = 0
@@ -81,7 +87,7 @@ class TxRow:
     failed_step: str | None = None
     error_category: str | None = None
     error_message: str | None = None
-    progress: dict[str, float] = field(default_factory=dict)
+    progress: dict[TxState, float] = field(default_factory=dict)
     history: list[str] = field(default_factory=list)
 
     @property
@@ -109,82 +115,63 @@ class TxRow:
 
     def state_text(self) -> str:
         if self.state in TERMINAL:
-            return self.state
-        return f"{self.state} — {self.progress_text()}"
+            return self.state.name
+        return f"{self.state.name} — {self.progress_text()}"
 
 
-def row_from_status(status: Any) -> TxRow:
-    """Build a row from the coordinator's status record (dict or object, seeds' keys)."""
-    tx_id = str(_get(status, "transaction_id") or _get(status, "id"))
-    age = _get(status, "age_seconds")
-    state = str(_get(status, "state", "PENDING")).upper()
-    created = _get(status, "created_at")
+def row_from_status(status: TransactionStatus) -> TxRow:
+    """Build a row from the coordinator's status record."""
+    state = TxState(status.state)
+    created = None
     duration = None
     if state in TERMINAL:  # the journal's age of a finished transaction is its duration
-        duration = None if age is None else float(age)
-    elif created is None and age is not None:
-        created = time.time() - float(age)
+        duration = status.age_seconds
+    else:
+        created = time.time() - status.age_seconds
     row = TxRow(
-        transaction_id=tx_id,
-        round_id=_get(status, "round_id"),
+        transaction_id=status.transaction_id,
+        round_id=status.round_id,
         state=state,
-        created_at=None if created is None else float(created),
+        created_at=created,
         duration_s=duration,
-        attempts=int(_get(status, "attempts", 0) or 0),
-        next_retry_at=_get(status, "next_retry_at"),
-        failed_step=upper_or_none(_get(status, "failed_step")),
-        error_category=_get(status, "error_category"),
-        error_message=_get(status, "error_message"),
+        attempts=status.attempts,
+        next_retry_at=status.next_retry_at,
+        failed_step=status.failed_step,
+        error_category=status.error_category,
+        error_message=status.error_message,
     )
-    progress = _get(status, "progress") or {}
-    for step, frac in dict(progress).items():
-        key = PROGRESS_STEP.get(str(step).lower(), str(step).upper())
-        if frac is False:
-            continue  # the journal's "not done" (bool) says nothing about a fraction
-        try:
-            row.progress[key] = float(frac)
-        except (TypeError, ValueError):
-            continue
+    for step, done in status.progress.items():
+        if done:  # the journal says which steps are done, not how far the others are
+            row.progress[TxState(step)] = 1.0
     if row.state in STEPS:
         row.progress.setdefault(row.state, 0.0)
-    for item in _get(status, "history", None) or _get(status, "events", None) or []:
-        row.history.append(describe_history_item(item))
+    row.history.extend(describe_history_item(item) for item in status.history)
     return row
 
 
-def upper_or_none(value: Any) -> str | None:
-    return None if value is None else str(value).upper()
-
-
-def describe_history_item(item: Any) -> str:
-    """One line of a transaction's event history, whatever shape the journal returns."""
-    if isinstance(item, str):
-        return item
-    ts = _get(item, "ts") or _get(item, "at") or _get(item, "timestamp")
-    prefix = time.strftime("%H:%M:%S", time.localtime(float(ts))) + " " if ts else ""
-    if isinstance(item, Event):
-        return prefix + describe_event(item)
-    kind = _get(item, "kind") or _get(item, "event") or ""
+def describe_history_item(item: Mapping[str, Any]) -> str:
+    """One line of a transaction's journal history (a `HistoryEntry.to_dict()`)."""
+    prefix = time.strftime("%H:%M:%S ", time.localtime(float(item["ts"])))
+    kind = item["kind"]
     if kind == "transition":
-        old = upper_or_none(_get(item, "old_state")) or "—"
-        text = f"{old} → {upper_or_none(_get(item, 'new_state'))}"
-        if _get(item, "message"):
-            text += f" ({_get(item, 'message')})"
+        text = f"{state_label(item.get('old_state'))} → {state_label(item.get('new_state'))}"
+        if item.get("message"):
+            text += f" ({item['message']})"
         return prefix + text
     if kind == "retry":
         return prefix + (
-            f"retry {_get(item, 'step', '')} #{_get(item, 'attempt', '?')} in "
-            f"{float(_get(item, 'delay', 0.0) or 0.0):.1f} s "
-            f"({_get(item, 'category', '')}: {_get(item, 'message', '')})"
+            f"retry {item.get('step', '')} #{item.get('attempt', '?')} in "
+            f"{float(item.get('delay') or 0.0):.1f} s "
+            f"({item.get('category', '')}: {item.get('message', '')})"
         )
-    rest = {k: v for k, v in dict(item).items() if k not in {"ts", "at", "timestamp", "kind"}}
-    detail = ", ".join(f"{k}={v}" for k, v in rest.items() if v is not None)
+    rest = {k: v for k, v in item.items() if k not in {"ts", "kind", "transaction_id"}}
+    detail = ", ".join(f"{k}={v}" for k, v in rest.items())
     return f"{prefix}{kind} {detail}".strip()
 
 
 def describe_event(event: Event) -> str:
     if isinstance(event, TransactionStateChanged):
-        text = f"{upper_or_none(event.old_state) or '—'} → {str(event.new_state).upper()}"
+        text = f"{state_label(event.old_state)} → {state_label(event.new_state)}"
         if event.error_message:
             text += f" ({event.failed_step or ''}: {event.error_message})"
         return text

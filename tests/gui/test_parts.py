@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from r3mes_desktop.core.breaker import BreakerRegistry
+from r3mes_desktop.core.breaker import BreakerRegistry, BreakerState
 from r3mes_desktop.core.events import BreakerStateChanged, EventBus, Notice, RetryScheduled
-from r3mes_desktop.core.records import CleanupReport
+from r3mes_desktop.core.records import CleanupReport, TransactionStatus
 from r3mes_desktop.gui.breakers_panel import BreakersModel, BreakersPanel
 from r3mes_desktop.gui.bridge import EventBridge, TaskRunner
 from r3mes_desktop.gui.latency import LatencyProbe, percentile
@@ -24,7 +24,7 @@ from r3mes_desktop.gui.qt import QtCore, QtWidgets
 from r3mes_desktop.gui.records import describe_cleanup, describe_resumable
 from r3mes_desktop.gui.single_instance import SingleInstance
 from r3mes_desktop.gui.status_bar import StatusBarController
-from tests.helpers.gui_fakes import FakeRuntime
+from tests.helpers.gui_fakes import FakeRuntime, dead_letter
 
 
 def test_bridge_delivers_events_from_another_thread_on_the_gui_thread(qtbot: Any) -> None:
@@ -216,11 +216,13 @@ def test_breakers_panel_force_open_and_reset_the_real_breaker(qtbot: Any, qloop:
     force.click()
     assert runtime.breakers.get("ipfs").snapshot().state == "forced_open"
     qtbot.waitUntil(
-        lambda: window.breakers_model.row_of("ipfs").state == "FORCED_OPEN", timeout=3000
+        lambda: window.breakers_model.row_of("ipfs").state == BreakerState.FORCED_OPEN, timeout=3000
     )
     assert "paused by you" in window.status.problem_text()
     reset.click()
-    qtbot.waitUntil(lambda: window.breakers_model.row_of("ipfs").state == "CLOSED", timeout=3000)
+    qtbot.waitUntil(
+        lambda: window.breakers_model.row_of("ipfs").state == BreakerState.CLOSED, timeout=3000
+    )
     assert window.status.problem_text() == ""
 
 
@@ -286,8 +288,8 @@ def test_close_goes_to_tray_only_when_a_tray_exists(qtbot: Any, qloop: Any) -> N
 def test_dead_letters_retry_and_discard(qtbot: Any, qloop: Any) -> None:
     runtime = FakeRuntime(Path("."))
     runtime.coordinator.letters = [
-        {"id": "dl1", "transaction_id": "t" * 12, "round_id": 2, "reason": "model gone"},
-        {"id": "dl2", "transaction_id": "u" * 12, "round_id": 3, "reason": "round closed"},
+        dead_letter("dl1", round_id=2, reason="model gone"),
+        dead_letter("dl2", round_id=3, reason="round closed"),
     ]
     window = MainWindow(runtime, tray_available=False, poll_ms=100)
     qtbot.addWidget(window)
@@ -308,17 +310,14 @@ def test_dead_letters_retry_and_discard(qtbot: Any, qloop: Any) -> None:
 def test_dead_letters_act_on_every_selected_letter(qtbot: Any, qloop: Any) -> None:
     runtime = FakeRuntime(Path("."))
     coordinator = runtime.coordinator
-    coordinator.letters = [
-        {"id": f"dl{i}", "transaction_id": f"mining_tx_{i}{'0' * 11}", "round_id": i, "reason": "x"}
-        for i in range(1, 6)
-    ]
-    refuse = coordinator.retry_dead_letter
+    coordinator.letters = [dead_letter(f"{i}{'0' * 11}", round_id=i) for i in range(1, 6)]
+    ids = [letter.id for letter in coordinator.letters]
+    commit = coordinator.retry_dead_letter
 
-    async def retry(letter_id: str) -> dict[str, str]:
-        if letter_id == "dl2":
-            raise ValueError("dead letter dl2 is not open")
-        await refuse(letter_id)
-        return {"state": "committed"}
+    async def retry(letter_id: str) -> TransactionStatus:
+        if letter_id == ids[1]:
+            raise ValueError(f"dead letter {letter_id[:3]} is not open")
+        return await commit(letter_id)
 
     coordinator.retry_dead_letter = retry
     window = MainWindow(runtime, tray_available=False, poll_ms=100)
@@ -334,11 +333,11 @@ def test_dead_letters_act_on_every_selected_letter(qtbot: Any, qloop: Any) -> No
         QtCore.QItemSelectionModel.SelectionFlag.Select
         | QtCore.QItemSelectionModel.SelectionFlag.Rows,
     )
-    assert panel.selected_ids() == ["dl1", "dl2"] and panel.retry_button.text() == "Retry 2"
+    assert panel.selected_ids() == ids[:2] and panel.retry_button.text() == "Retry 2"
     panel.retry_button.click()
     qtbot.waitUntil(lambda: any(r.startswith("Retried") for r in reports), timeout=3000)
     assert reports[-1] == (
-        "Retried 1 of 2 dead letters: 1 COMMITTED; 1 could not be: dead letter dl2 is not open."
+        "Retried 1 of 2 dead letters: 1 COMMITTED; 1 could not be: dead letter 200 is not open."
     )
     qtbot.waitUntil(lambda: window.dead_model.rowCount() == 4, timeout=3000)
     panel.select_all()
@@ -347,7 +346,7 @@ def test_dead_letters_act_on_every_selected_letter(qtbot: Any, qloop: Any) -> No
     qtbot.waitUntil(lambda: window.dead_model.rowCount() == 0, timeout=3000)
     assert reports[-1] == "Discarded 4 of 4 dead letters."
     assert [c for c in coordinator.calls if c[0] == "discard_dead_letter"] == [
-        ("discard_dead_letter", f"dl{i}") for i in (2, 3, 4, 5)
+        ("discard_dead_letter", letter_id) for letter_id in ids[1:]
     ]
     assert not panel.retry_button.isEnabled() and panel.retry_button.text() == "Retry"
 

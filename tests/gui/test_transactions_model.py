@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from r3mes_desktop.core.events import TransactionStateChanged
+from r3mes_desktop.core.txstate import TxState
 from r3mes_desktop.gui.qt import Qt
 from r3mes_desktop.gui.transactions_model import TransactionsFilter, TransactionsModel
 
@@ -47,4 +48,4 @@ def test_tick_repaints_ages_without_resorting(qtbot: Any) -> None:
     assert age.data() != before  # what a repaint shows now
     assert [proxy.index(r, 0).data(TransactionsModel.ID_ROLE) for r in range(3)] == order
     assert model.data(age, int(Qt.ItemDataRole.DecorationRole)) is None
-    assert model.data(model.index(0, 0), TransactionsModel.STATE_ROLE) == "TRAINING"
+    assert model.data(model.index(0, 0), TransactionsModel.STATE_ROLE) == TxState.TRAINING

@@ -18,6 +18,8 @@ import qasync
 from eth_account import Account
 
 from r3mes_desktop.config import load_settings, paths
+from r3mes_desktop.core.breaker import BreakerState
+from r3mes_desktop.core.txstate import TxState
 from r3mes_desktop.devnet.devnet import DEV_PASSWORD_FILE
 from r3mes_desktop.gui.main_window import MainWindow
 from r3mes_desktop.gui.qt import QtCore
@@ -50,7 +52,7 @@ class Rig:
         except Exception as exc:  # pytest-qt's TimeoutError says nothing about the app
             raise AssertionError(f"timed out waiting for {what}: {self.diagnose()}") from exc
 
-    def states(self) -> dict[str, str]:
+    def states(self) -> dict[str, TxState]:
         return {row.transaction_id: row.state for row in self.window.tx_model.rows()}
 
     def run(self, qtbot: Any, coro: Any, timeout_ms: int = WAIT_MS) -> Any:
@@ -73,7 +75,7 @@ class Rig:
             self.window.window_actions.start.trigger()
             qtbot.waitUntil(
                 lambda before=before: any(
-                    self.states().get(t) == "TRAINING" for t in set(self.states()) - before
+                    self.states().get(t) == TxState.TRAINING for t in set(self.states()) - before
                 ),
                 timeout=WAIT_MS,
             )
@@ -154,7 +156,7 @@ def test_start_commits_and_shows_in_view_and_charts(rig: Rig, qtbot: Any) -> Non
     window = rig.window
     assert window.window_actions.start.isEnabled()
     window.window_actions.start.trigger()
-    qtbot.waitUntil(lambda: "COMMITTED" in rig.states().values(), timeout=WAIT_MS)
+    qtbot.waitUntil(lambda: TxState.COMMITTED in rig.states().values(), timeout=WAIT_MS)
     # in the view (through the filter proxy), with every step done
     window.state_filter.setCurrentText("Committed")
     assert window.tx_proxy.rowCount() >= 1
@@ -176,13 +178,13 @@ def test_stop_mid_training_then_resume_button_continues(rig: Rig, qtbot: Any) ->
     rig.stop_mid_round(qtbot)
     qtbot.waitUntil(window.window_actions.resume.isEnabled, timeout=WAIT_MS)
     text = window.window_actions.resume.text()
-    item = window._resumable[0]
+    item = window.ops.resumable[0]
     assert text.startswith(f"Resume round {item['round_id']}") and "old)" in text
     stopped = item["transaction_id"]
     with qtbot.waitSignal(window.action_reported, timeout=WAIT_MS) as said:
         window.window_actions.resume.trigger()
     assert said.args[0] == f"{text}: resuming."
-    qtbot.waitUntil(lambda: rig.states().get(stopped) == "COMMITTED", timeout=WAIT_MS)
+    qtbot.waitUntil(lambda: rig.states().get(stopped) == TxState.COMMITTED, timeout=WAIT_MS)
 
 
 def test_stale_cleanup_button_closes_old_unfinished_transactions(rig: Rig, qtbot: Any) -> None:
@@ -195,7 +197,7 @@ def test_stale_cleanup_button_closes_old_unfinished_transactions(rig: Rig, qtbot
     qtbot.waitUntil(lambda: any(r.startswith("Cleaned up") for r in reports), timeout=WAIT_MS)
     report = next(r for r in reports if r.startswith("Cleaned up"))
     assert report.startswith(f"Cleaned up {len(stuck)} stale transaction")
-    terminal = ("FAILED", "ROLLED_BACK", "COMMITTED")
+    terminal = (TxState.FAILED, TxState.ROLLED_BACK, TxState.COMMITTED)
     qtbot.waitUntil(lambda: all(rig.states().get(t) in terminal for t in stuck), timeout=WAIT_MS)
     qtbot.waitUntil(
         lambda: any(report in line.message for line in window.log_model.lines()), timeout=5000
@@ -209,7 +211,7 @@ def test_ipfs_failure_rolls_back_notifies_and_opens_breaker_reset_closes(
     before = set(rig.states())  # earlier tests rolled back stale rounds: only new ones count
     rig.store.failing = True
     window.window_actions.start.trigger()
-    rig.wait(qtbot, lambda: "ROLLED_BACK" in _new_states(rig, before), "a rollback")
+    rig.wait(qtbot, lambda: TxState.ROLLED_BACK in _new_states(rig, before), "a rollback")
 
     def rollback_alerts() -> list[Any]:
         return [a for a in window.alerts.shown if "IPFS unreachable" in a.message]
@@ -224,7 +226,10 @@ def test_ipfs_failure_rolls_back_notifies_and_opens_breaker_reset_closes(
     # the IPFS breaker opened after repeated refusals; the panel shows it
     rig.wait(
         qtbot,
-        lambda: (row := window.breakers_model.row_of("ipfs")) is not None and row.state == "OPEN",
+        lambda: (
+            (row := window.breakers_model.row_of("ipfs")) is not None
+            and row.state == BreakerState.OPEN
+        ),
         "the IPFS breaker to open",
     )
     assert "Can't reach IPFS" in window.status.problem_text()
@@ -232,7 +237,9 @@ def test_ipfs_failure_rolls_back_notifies_and_opens_breaker_reset_closes(
     rig.store.failing = False
     reset, _force = window.breakers_panel.buttons["ipfs"]
     reset.click()
-    qtbot.waitUntil(lambda: window.breakers_model.row_of("ipfs").state == "CLOSED", timeout=5000)
+    qtbot.waitUntil(
+        lambda: window.breakers_model.row_of("ipfs").state == BreakerState.CLOSED, timeout=5000
+    )
     assert rig.runtime.breakers.get("ipfs").snapshot().state == "closed"
     assert "IPFS" not in window.status.problem_text()
 
@@ -278,5 +285,5 @@ def test_export_diagnostics_writes_a_zip_without_secrets(rig: Rig, qtbot: Any) -
     assert key_hex.encode() not in blob and key_hex.upper().encode() not in blob
 
 
-def _new_states(rig: Rig, before: set[str]) -> set[str]:
+def _new_states(rig: Rig, before: set[str]) -> set[TxState]:
     return {state for tx_id, state in rig.states().items() if tx_id not in before}

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from r3mes_desktop.core.txstate import TxState
 from r3mes_desktop.gui.main_window import MainWindow
 from r3mes_desktop.gui.transactions_model import TransactionsModel
 from tests.helpers.gui_fakes import FakeRuntime
@@ -29,7 +30,7 @@ def test_committed_transaction_shows_in_view_and_charts(window: MainWindow, qtbo
     qtbot.waitUntil(
         lambda: (
             window.tx_model.row(tx_id) is not None
-            and window.tx_model.row(tx_id).state == "COMMITTED"
+            and window.tx_model.row(tx_id).state == TxState.COMMITTED
         ),
         timeout=3000,
     )

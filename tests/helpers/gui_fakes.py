@@ -1,7 +1,9 @@
 """Small in-memory stand-ins for the coordinator and miner, for widget-level GUI tests.
 
-They implement the same async API the window calls and publish the same core events on a
-real `EventBus`; the breakers are the real `BreakerRegistry`. The end-to-end GUI tests use
+They implement the async API the window calls (`gui.ports`), return the core's own records
+(`TransactionStatus`, `DeadLetter`, `CleanupReport`, lower-case `TxState` values, a
+`MinerState`) and publish the same core events on a real `EventBus`; the breakers are the
+real `BreakerRegistry`. The end-to-end GUI tests use
 the real runtime instead (tests/gui/test_window_devnet.py).
 """
 
@@ -9,8 +11,10 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from r3mes_desktop.core.breaker import BreakerRegistry
 from r3mes_desktop.core.events import (
@@ -20,66 +24,138 @@ from r3mes_desktop.core.events import (
     StepProgress,
     TransactionStateChanged,
 )
+from r3mes_desktop.core.miner import MinerState
+from r3mes_desktop.core.records import CleanupReport, DeadLetter, TransactionStatus
+from r3mes_desktop.core.txstate import STEPS, TERMINAL, TxState, step_done
 
-FLOW = ("PENDING", "TRAINING", "IPFS_UPLOAD", "BLOCKCHAIN_SUBMIT", "TASK_COMPLETE", "COMMITTED")
+if TYPE_CHECKING:
+    from r3mes_desktop.config.settings import Settings
+    from r3mes_desktop.faults import FaultInjector
+
+FLOW = (
+    TxState.PENDING,
+    TxState.TRAINING,
+    TxState.IPFS_UPLOAD,
+    TxState.BLOCKCHAIN_SUBMIT,
+    TxState.TASK_COMPLETE,
+    TxState.COMMITTED,
+)
+
+
+@dataclass
+class FakeTx:
+    """What the fake journal keeps of a transaction; `status()` turns it into the core's
+    `TransactionStatus`, as `Coordinator.status` does from the real journal."""
+
+    transaction_id: str
+    round_id: int
+    created_at: float
+    state: TxState = TxState.PENDING
+    attempts: int = 0
+    failed_step: str | None = None
+    error_category: str | None = None
+    error_message: str | None = None
+    finished_at: float | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    def status(self, now: float) -> TransactionStatus:
+        end = self.finished_at if self.finished_at is not None else now
+        return TransactionStatus(
+            transaction_id=self.transaction_id,
+            state=self.state.value,
+            age_seconds=round(max(0.0, end - self.created_at), 3),
+            failed_step=self.failed_step,
+            error_message=self.error_message,
+            progress={s.value: step_done(s, self.state, self.failed_step) for s in STEPS},
+            round_id=self.round_id,
+            attempts=self.attempts,
+            next_retry_at=None,
+            error_category=self.error_category,
+            history=list(self.history),
+        )
+
+
+def dead_letter(letter_id: str, *, round_id: int = 1, reason: str = "rejected") -> DeadLetter:
+    """An open dead letter as the journal returns it."""
+    return DeadLetter(
+        id=letter_id,
+        transaction_id=f"mining_tx_{letter_id}",
+        round_id=round_id,
+        created_at=time.time(),
+        reason=reason,
+        category="permanent",
+        payload={},
+        status="open",
+        resolved_at=None,
+    )
 
 
 class FakeCoordinator:
     def __init__(self, bus: EventBus) -> None:
         self.bus = bus
-        self.txs: dict[str, dict[str, Any]] = {}
-        self.letters: list[dict[str, Any]] = []
+        self.txs: dict[str, FakeTx] = {}
+        self.letters: list[DeadLetter] = []
         self.checkpoints: list[dict[str, Any]] = []
         self.calls: list[tuple[str, Any]] = []
 
     # -- driving (tests) ---------------------------------------------------------------
     def new_tx(self, round_id: int = 1, *, age_s: float = 0.0) -> str:
-        tx_id = uuid.uuid4().hex
-        self.txs[tx_id] = {
-            "transaction_id": tx_id,
-            "round_id": round_id,
-            "state": "PENDING",
-            "created_at": time.time() - age_s,
-            "attempts": 0,
-            "failed_step": None,
-            "error_category": None,
-            "error_message": None,
-            "progress": {},
-            "history": [],
-        }
+        tx_id = "mining_tx_" + uuid.uuid4().hex
+        self.txs[tx_id] = FakeTx(tx_id, round_id, created_at=time.time() - age_s)
         return tx_id
 
-    def move(self, tx_id: str, new_state: str, **error: Any) -> None:
+    def move(
+        self,
+        tx_id: str,
+        new_state: TxState,
+        *,
+        failed_step: str | None = None,
+        error_category: str | None = None,
+        error_message: str | None = None,
+    ) -> None:
         tx = self.txs[tx_id]
-        old = tx["state"]
-        tx["state"] = new_state
-        tx.update({k: v for k, v in error.items() if v is not None})
-        tx["history"].append({"ts": time.time(), "kind": "state", "state": new_state})
+        old = tx.state
+        tx.state = new_state
+        tx.failed_step = failed_step or tx.failed_step
+        tx.error_category = error_category or tx.error_category
+        tx.error_message = error_message or tx.error_message
+        now = time.time()
+        if new_state in TERMINAL:
+            tx.finished_at = now
+        tx.history.append(
+            {
+                "transaction_id": tx_id,
+                "ts": now,
+                "kind": "transition",
+                "old_state": old.value,
+                "new_state": new_state.value,
+            }
+        )
         self.bus.publish(
             TransactionStateChanged(
                 transaction_id=tx_id,
-                round_id=tx["round_id"],
-                old_state=old,
-                new_state=new_state,
-                failed_step=error.get("failed_step"),
-                error_category=error.get("error_category"),
-                error_message=error.get("error_message"),
+                round_id=tx.round_id,
+                old_state=old.value,
+                new_state=new_state.value,
+                failed_step=failed_step,
+                error_category=error_category,
+                error_message=error_message,
             )
         )
 
     def progress(self, tx_id: str, step: str, fraction: float, **detail: Any) -> None:
-        self.txs[tx_id]["progress"][step] = fraction
         self.bus.publish(
             StepProgress(transaction_id=tx_id, step=step, fraction=fraction, detail=detail)
         )
 
     def retry(self, tx_id: str, *, service: str, delay: float, message: str) -> None:
-        self.txs[tx_id]["attempts"] += 1
+        tx = self.txs[tx_id]
+        tx.attempts += 1
         self.bus.publish(
             RetryScheduled(
                 operation=f"{service}.call",
                 service=service,
-                attempt=self.txs[tx_id]["attempts"],
+                attempt=tx.attempts,
                 delay=delay,
                 category="network",
                 message=message,
@@ -95,93 +171,113 @@ class FakeCoordinator:
 
     def roll_back_on_ipfs(self, round_id: int = 1) -> str:
         tx_id = self.new_tx(round_id)
-        self.move(tx_id, "TRAINING")
-        self.move(tx_id, "IPFS_UPLOAD")
+        self.move(tx_id, TxState.TRAINING)
+        self.move(tx_id, TxState.IPFS_UPLOAD)
         self.move(
             tx_id,
-            "ROLLED_BACK",
-            failed_step="IPFS_UPLOAD",
+            TxState.ROLLED_BACK,
+            failed_step=TxState.IPFS_UPLOAD.value,
             error_category="network",
             error_message="ClientConnectorError: connection refused",
         )
         return tx_id
 
     # -- the coordinator API the window calls ------------------------------------------
-    async def list_transactions(self) -> list[dict[str, Any]]:
-        return [dict(tx) for tx in self.txs.values()]
+    async def list_transactions(self) -> list[TransactionStatus]:
+        now = time.time()
+        return [tx.status(now) for tx in self.txs.values()]
 
-    async def status(self, tx_id: str) -> dict[str, Any] | None:
-        tx = self.txs.get(tx_id)
-        return None if tx is None else {**tx, "age_seconds": time.time() - tx["created_at"]}
+    async def status(self, transaction_id: str) -> TransactionStatus:
+        tx = self.txs.get(transaction_id)
+        if tx is None:
+            raise ValueError(f"transaction_id {transaction_id!r} is not in the journal")
+        return tx.status(time.time())
 
     async def statistics(self, *, window_s: float = 3600) -> dict[str, Any]:
-        states = [tx["state"] for tx in self.txs.values()]
-        total = len(states)
+        states = [tx.state for tx in self.txs.values()]
         breakdown: dict[str, int] = {}
         for tx in self.txs.values():
-            if tx["error_category"]:
-                key = f"{tx['error_category']}_errors"
+            if tx.error_category:
+                key = f"{tx.error_category}_errors"
                 breakdown[key] = breakdown.get(key, 0) + 1
         return {
-            "total_transactions": total,
-            "committed_transactions": states.count("COMMITTED"),
-            "failed_transactions": states.count("FAILED"),
-            "rolled_back_transactions": states.count("ROLLED_BACK"),
-            "transactions_per_minute": float(states.count("COMMITTED")),
+            "total_transactions": len(states),
+            "committed_transactions": states.count(TxState.COMMITTED),
+            "failed_transactions": states.count(TxState.FAILED),
+            "rolled_back_transactions": states.count(TxState.ROLLED_BACK),
+            "transactions_per_minute": float(states.count(TxState.COMMITTED)),
             "error_breakdown": breakdown,
         }
 
-    async def cleanup_stale(self) -> dict[str, Any]:
+    async def cleanup_stale(self) -> CleanupReport:
         self.calls.append(("cleanup_stale", None))
+        now = time.time()
         stale = [
             tx_id
             for tx_id, tx in self.txs.items()
-            if tx["state"] not in ("COMMITTED", "ROLLED_BACK", "FAILED")
-            and time.time() - tx["created_at"] > 300
+            if tx.state not in TERMINAL and now - tx.created_at > 300
         ]
         for tx_id in stale:
-            self.move(tx_id, "ROLLED_BACK", failed_step="TIMEOUT", error_message="stale")
-        return {"count": len(stale), "actions": {"ROLLED_BACK": len(stale)} if stale else {}}
+            self.move(tx_id, TxState.ROLLED_BACK, failed_step="timeout", error_message="stale")
+        cleaned = [{"transaction_id": t, "new_state": TxState.ROLLED_BACK.value} for t in stale]
+        return CleanupReport(checked_at=now, older_than_s=300.0, cleaned=cleaned)
 
-    async def dead_letters(self) -> list[dict[str, Any]]:
+    async def dead_letters(self) -> list[DeadLetter]:
         return list(self.letters)
 
-    async def retry_dead_letter(self, letter_id: str) -> None:
+    async def retry_dead_letter(self, letter_id: str) -> TransactionStatus:
         self.calls.append(("retry_dead_letter", letter_id))
-        self.letters = [x for x in self.letters if x["id"] != letter_id]
+        letter = self._take_letter(letter_id)
+        tx_id = self.new_tx(letter.round_id)
+        for state in FLOW[1:]:
+            self.move(tx_id, state)
+        return self.txs[tx_id].status(time.time())
 
     async def discard_dead_letter(self, letter_id: str) -> None:
         self.calls.append(("discard_dead_letter", letter_id))
-        self.letters = [x for x in self.letters if x["id"] != letter_id]
+        self._take_letter(letter_id)
+
+    def _take_letter(self, letter_id: str) -> DeadLetter:
+        letter = next((x for x in self.letters if x.id == letter_id), None)
+        if letter is None:
+            raise ValueError(f"dead letter {letter_id} is not open")
+        self.letters.remove(letter)
+        return letter
 
     async def resumable(self) -> list[dict[str, Any]]:
         return list(self.checkpoints)
 
-    async def resume(self, item: Any) -> None:
-        self.calls.append(("resume", item))
+    async def resume(self, transaction_id: str | Mapping[str, Any]) -> TransactionStatus:
+        self.calls.append(("resume", transaction_id))
+        item = next(c for c in self.checkpoints if c == transaction_id)
         self.checkpoints.remove(item)
+        tx_id = self.new_tx(int(item["round_id"]))
+        for state in FLOW[1:]:
+            self.move(tx_id, state)
+        return self.txs[tx_id].status(time.time())
 
 
 class FakeMiner:
     def __init__(self, bus: EventBus) -> None:
         self.bus = bus
-        self.state = "idle"
+        self.state = MinerState.IDLE
+        self.in_flight: list[int] = []
 
-    def _go(self, new: str) -> None:
+    def _go(self, new: MinerState) -> None:
         old, self.state = self.state, new
-        self.bus.publish(MinerStateChanged(old_state=old, new_state=new))
+        self.bus.publish(MinerStateChanged(old_state=old.value, new_state=new.value))
 
     async def start(self) -> None:
-        self._go("mining")
+        self._go(MinerState.MINING)
 
     async def pause(self) -> None:
-        self._go("paused")
+        self._go(MinerState.PAUSED)
 
     async def finish_then_stop(self) -> None:
-        self._go("stopping")
+        self._go(MinerState.STOPPING)
 
     async def stop(self) -> None:
-        self._go("idle")
+        self._go(MinerState.IDLE)
 
 
 class FakeRuntime:
@@ -192,9 +288,12 @@ class FakeRuntime:
         self.coordinator = FakeCoordinator(self.bus)
         self.miner = FakeMiner(self.bus)
         self.breakers = BreakerRegistry(bus=self.bus)
-        self.settings: Any = None
+        self.settings: Settings | None = None
         self.data_dir = data_dir
+        self.ready = True
+        self.faults: FaultInjector | None = None
         self.chain_down = False
+        self.applied: list[Settings] = []
 
     def endpoints(self) -> dict[str, str | None]:
         return {"chain": "http://127.0.0.1:8545", "ipfs": "http://127.0.0.1:5001"}
@@ -209,6 +308,11 @@ class FakeRuntime:
 
     def device_name(self) -> str:
         return "CPU"
+
+    def apply_settings(self, settings: Settings) -> list[str]:
+        self.applied.append(settings)
+        self.settings = settings
+        return []
 
 
 class FlakyStore:

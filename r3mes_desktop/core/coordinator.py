@@ -19,18 +19,17 @@ from typing import Any, Protocol
 
 from r3mes_desktop.core import artifacts
 from r3mes_desktop.core.analytics import AnalyticsConfig, analyse
-from r3mes_desktop.core.breaker import BreakerRegistry
+from r3mes_desktop.core.breaker import SERVICES, BreakerRegistry
 from r3mes_desktop.core.clock import SYSTEM_CLOCK, Clock
 from r3mes_desktop.core.errors import ValidationError
 from r3mes_desktop.core.events import (
     Event,
     EventBus,
-    Notice,
     RetryScheduled,
     StatsChanged,
     TransactionStateChanged,
 )
-from r3mes_desktop.core.journal import Change, Journal
+from r3mes_desktop.core.journal import Journal
 from r3mes_desktop.core.logcontext import log_context
 from r3mes_desktop.core.records import (
     CleanupReport,
@@ -41,11 +40,12 @@ from r3mes_desktop.core.records import (
     TransactionStatus,
 )
 from r3mes_desktop.core.resilience import Bulkhead, ServiceCaller
-from r3mes_desktop.core.retry import RetryPolicy
+from r3mes_desktop.core.retry import RetryPolicy, RetrySettings
 from r3mes_desktop.core.saga import Saga, SagaContext
-from r3mes_desktop.core.saga.cleanup import close_transaction
+from r3mes_desktop.core.saga.cleanup import close_transaction, stop_training
 from r3mes_desktop.core.saga.outbox import Outbox
 from r3mes_desktop.core.saga.recovery import recovery_action
+from r3mes_desktop.core.saga.reopen import reopen, resumable
 from r3mes_desktop.core.stats import compute_statistics
 from r3mes_desktop.core.steps import Chain, ContentStore, ProofOfWork, RoundSpec, TaskApi, Trainer
 from r3mes_desktop.core.txstate import TERMINAL, TxState
@@ -53,7 +53,7 @@ from r3mes_desktop.core.txstate import TERMINAL, TxState
 log = logging.getLogger(__name__)
 
 
-class CoordinatorSettings(Protocol):
+class CoordinatorSettings(RetrySettings, Protocol):
     """The settings fields the coordinator reads (r3mes_desktop.config.Settings has them)."""
 
     @property
@@ -66,17 +66,6 @@ class CoordinatorSettings(Protocol):
     def stale_threshold(self) -> float: ...
     @property
     def call_timeout(self) -> float: ...
-    @property
-    def max_retries(self) -> int: ...
-    @property
-    def retry_initial_delay(self) -> float: ...
-    @property
-    def retry_max_delay(self) -> float: ...
-    @property
-    def retry_backoff_factor(self) -> float: ...
-
-
-SERVICES = ("ipfs", "chain", "task_api")
 
 
 class Coordinator:
@@ -445,19 +434,7 @@ class Coordinator:
                 fresh = await self._record(rec.id)
                 if fresh.state not in (TxState.PENDING, TxState.TRAINING):
                     continue
-                await close_transaction(self.saga, fresh, reason=reason)
-            with contextlib.suppress(Exception):  # the checkpoint of a closed round is useless
-                await self.saga.ctx.trainer.discard_checkpoints(rec.id)
-            log.warning("transaction %s: %s; training stopped", rec.id, reason)
-            self.bus.publish(
-                Notice(
-                    level="warning",
-                    message=f"{reason}: its training was stopped",
-                    transaction_id=rec.id,
-                    source="miner",
-                    ts=self.clock.time(),
-                )
-            )
+                await stop_training(self.saga, fresh, reason=reason)
             stopped.append(rec.id)
         return stopped
 
@@ -482,42 +459,7 @@ class Coordinator:
         return found[0]
 
     async def _reopen(self, rec: TransactionRecord, note: str) -> TransactionRecord:
-        """Put a failed transaction back on its road, at the first step not durably done."""
-        if rec.state not in (TxState.FAILED, TxState.ROLLED_BACK):
-            raise ValidationError(
-                f"transaction {rec.id} is {rec.state.value}; only failed or rolled back "
-                "transactions can be retried"
-            )
-        owner = await self.journal.submission_owner(rec.round_id, rec.miner)
-        if owner is not None and owner != rec.id:
-            raise ValidationError(
-                f"round {rec.round_id} already has a submission signed by transaction "
-                f"{owner}; retry that one instead of {rec.id}"
-            )
-        if rec.signed_raw is not None:
-            target = TxState.BLOCKCHAIN_SUBMIT
-        elif rec.gradient_hash and await self.journal.has_gradient(rec):
-            target = TxState.IPFS_UPLOAD
-        else:
-            target = TxState.TRAINING
-        now = self.clock.time()
-        change = Change(
-            rec.id,
-            now,
-            state=target,
-            expect=frozenset({rec.state}),
-            fields={
-                "attempts": rec.attempts + 1,
-                "deadline": now + self.settings.transaction_timeout,
-                "failed_step": None,
-                "error_category": None,
-                "error_message": None,
-                "compensation": None,
-                "next_retry_at": None,
-            },
-            history=[HistoryEntry(rec.id, now, "note", message=note)],
-        )
-        return await self.saga.commit(rec, change)
+        return await reopen(self.saga, rec, note=note, timeout_s=self.settings.transaction_timeout)
 
     async def retry_dead_letter(self, letter_id: str) -> TransactionStatus:
         letter = await self._letter(letter_id)
@@ -541,24 +483,7 @@ class Coordinator:
     async def resumable(self) -> list[dict[str, Any]]:
         """Transactions a resume can continue: failed in training (checkpoint kept) or
         unfinished and not running."""
-        now = self.clock.time()
-        items = []
-        failed = await self.journal.list_transactions(states=[TxState.FAILED], limit=1000)
-        for rec in [*await self.journal.unfinished(), *failed]:
-            if rec.id in self._active or rec.state is TxState.COMPENSATING:
-                continue
-            if rec.state is TxState.FAILED and rec.failed_step not in (None, "training", "pending"):
-                continue
-            items.append(
-                {
-                    "transaction_id": rec.id,
-                    "round_id": rec.round_id,
-                    "state": rec.state.value,
-                    "step": rec.training_step,
-                    "age_seconds": round(now - rec.created_at, 3),
-                }
-            )
-        return items
+        return await resumable(self.journal, running=set(self._active), now=self.clock.time())
 
     async def resume(self, transaction_id: str | Mapping[str, Any]) -> TransactionStatus:
         tx_id = (

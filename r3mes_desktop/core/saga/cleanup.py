@@ -7,10 +7,12 @@ gets its pin undone. Used by the periodic sweeper, the one-click cleanup and for
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import Any
 
 from r3mes_desktop.core.errors import AlreadySubmittedError, R3mesError
+from r3mes_desktop.core.events import Notice
 from r3mes_desktop.core.records import TransactionRecord
 from r3mes_desktop.core.saga.engine import Saga
 from r3mes_desktop.core.txstate import TxState
@@ -78,3 +80,22 @@ async def close_transaction(saga: Saga, rec: TransactionRecord, *, reason: str) 
     entry["new_state"] = rec.state.value
     log.info("closed %s: %s -> %s (%s)", rec.id, entry["old_state"], rec.state.value, reason)
     return entry
+
+
+async def stop_training(saga: Saga, rec: TransactionRecord, *, reason: str) -> None:
+    """End a transaction whose round can no longer take its work (closed on chain): FAILED
+    with `reason`, no dead letter, its checkpoints dropped, a notice for the user. The
+    caller has stopped whoever was driving it."""
+    await close_transaction(saga, rec, reason=reason)
+    with contextlib.suppress(Exception):  # the checkpoint of a closed round is useless
+        await saga.ctx.trainer.discard_checkpoints(rec.id)
+    log.warning("transaction %s: %s; training stopped", rec.id, reason)
+    saga.ctx.bus.publish(
+        Notice(
+            level="warning",
+            message=f"{reason}: its training was stopped",
+            transaction_id=rec.id,
+            source="miner",
+            ts=saga.ctx.clock.time(),
+        )
+    )

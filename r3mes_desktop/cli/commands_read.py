@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 from pathlib import Path
 from typing import Any
 
@@ -122,7 +121,3 @@ async def cmd_diagnostics(ctx: CliContext, args: argparse.Namespace) -> int:
     )
     ctx.out.emit({"path": str(path), "bytes": path.stat().st_size}, lambda r: f"wrote {r['path']}")
     return ExitCode.OK
-
-
-def dump_json(value: Any) -> str:
-    return json.dumps(value, indent=2, default=str)

@@ -14,10 +14,8 @@ from r3mes_desktop.core.errors import ValidationError
 
 MIN_DIFFICULTY = 16
 MAX_DIFFICULTY = 32
-DEFAULT_DIFFICULTY = 20
 UINT64_MAX = 2**64 - 1
 PREFIX_LEN = 32 + 20 + 8  # everything before the nonce
-PREIMAGE_LEN = PREFIX_LEN + 8
 
 
 def validate_difficulty(difficulty: int) -> int:

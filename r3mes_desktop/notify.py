@@ -1,4 +1,4 @@
-"""Slack and e-mail notifications of failures (the seeds' ErrorNotifier, made safe).
+"""Slack and e-mail notifications of failures, grouped, rate-limited and secret-free.
 
 Listens to the core `EventBus`, groups repeats with a `NoticeCenter` ("3 transactions
 rolled back in the last 5 min: IPFS unreachable"), drops what is below the severity

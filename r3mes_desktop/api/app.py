@@ -1,6 +1,6 @@
 """The aiohttp application: routes, JSON errors, token and host checks.
 
-Endpoints follow the seeds' debug commands (`/stats`, `/cleanup-stale`, `/error-breakdown`)
+Endpoints mirror the CLI's debug commands (`/stats`, `/cleanup-stale`, `/error-breakdown`)
 plus breakers, health, Prometheus metrics and an SSE event stream. Every failure becomes a
 JSON body with a 4xx/5xx status: a client never sees a traceback.
 """

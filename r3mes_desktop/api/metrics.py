@@ -59,7 +59,7 @@ RETRY_CATEGORIES = tuple(sorted(c.value for c in RETRYABLE))
 def states_of(stats: Mapping[str, Any]) -> dict[str, float]:
     """Transactions per state from the coordinator's statistics.
 
-    Uses `by_state` when present; otherwise the seeds' totals, where `failed_transactions`
+    Uses `by_state` when present; otherwise the summary totals, where `failed_transactions`
     includes the rolled-back and compensating ones (subtracted here so nothing counts
     twice) and unfinished transactions are reported together as `active`.
     """

@@ -92,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("transaction_id", nargs="?")
     p.set_defaults(func=commands_read.cmd_status)
 
-    p = sub.add_parser("stats", help="statistics from the journal (the seeds' keys)")
+    p = sub.add_parser("stats", help="statistics from the journal (the same keys as /stats)")
     p.add_argument("--window", type=arg_types.positive_float, default=3600.0, help="seconds (3600)")
     p.add_argument("--errors", action="store_true", help="include the error analysis")
     p.set_defaults(func=commands_read.cmd_stats)

@@ -75,7 +75,7 @@ class Settings(BaseSettings):
         validate_default=True,
     )
 
-    # transactions and retries (names from the seeds' R3MES_* variables)
+    # transactions and retries (R3MES_TRANSACTION_TIMEOUT, R3MES_MAX_RETRIES, ... as documented)
     transaction_timeout: float = _f(300.0, "10–86400 seconds", ge=10, le=86400)
     max_retries: int = _f(3, "0–20", ge=0, le=20)
     retry_initial_delay: float = _f(1.0, "0–3600 seconds", ge=0, le=3600)

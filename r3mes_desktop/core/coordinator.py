@@ -280,8 +280,8 @@ class Coordinator:
     ) -> TransactionRecord | None:
         """Drive `rec` once a bulkhead slot is free; None if, by then, another driver runs
         or has finished it. Recovery and the maintenance pass can both pick the same
-        transaction while they wait: driving the stale copy redid its effects (an upload
-        after the undo: an orphan pin, found by bench.chaos) before its commit was refused."""
+        transaction while they wait: driving the stale copy would redo its effects (an
+        upload after the undo: an orphan pin) before its commit was refused."""
         async with self.bulkhead.slot():
             current = await self.journal.get(rec.id)
             if current is None or current.state in TERMINAL or self._busy(rec.id):

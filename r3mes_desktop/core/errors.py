@@ -354,8 +354,9 @@ def to_r3mes_error(exc: BaseException, *, service: str | None = None) -> R3mesEr
 def handle_specific_errors(func: Callable[P, R]) -> Callable[P, R]:
     """Decorator: re-raise any exception as its classified `R3mesError`.
 
-    Works on plain functions and on coroutine functions alike (the seeds' version returned
-    the coroutine unawaited, so it never saw the exception).
+    Works on plain functions and on coroutine functions alike: wrapping a coroutine
+    function like a plain one would return the coroutine unawaited and never see its
+    exception.
     """
     if inspect.iscoroutinefunction(func):
 

@@ -66,7 +66,7 @@ class Failure:
         cid = rec.cid or self.scratch.learned_cid.get(rec.id)
         # Any failure in IPFS_UPLOAD may follow an add that pinned but never answered (a
         # timeout on an earlier attempt, then a 401 on the retry): learn the CID so the undo
-        # unpins it (an orphan pin found by bench.chaos when only the last error was looked at).
+        # unpins it, whatever the last error says.
         maybe_pinned = (
             rec.gradient_hash is not None and rec.id not in self.scratch.adds_without_effect
         )
@@ -91,9 +91,9 @@ class Failure:
         elif rec.state not in (TxState.PENDING, TxState.TRAINING) and cid is not None:
             comps.append(("unpin", cid))
         elif rec.state is TxState.IPFS_UPLOAD and maybe_pinned:
-            # Not even the re-add answered (the ipfs breaker open, found by bench.chaos as an
-            # orphan pin): the undo learns the CID later, then unpins; until then the
-            # transaction stays COMPENSATING.
+            # Not even the re-add answered (the ipfs breaker open): the undo learns the CID
+            # later, then unpins; until then the transaction stays COMPENSATING, so no pin
+            # is left orphaned behind a ROLLED_BACK.
             assert rec.gradient_hash is not None
             comps.append(("unpin_upload", rec.gradient_hash))
         if rec.state in (TxState.PENDING, TxState.TRAINING):

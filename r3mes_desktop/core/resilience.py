@@ -28,7 +28,6 @@ import functools
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from concurrent.futures import Executor
-from contextvars import ContextVar
 from typing import Any, Generic, TypeVar
 
 from .breaker import CircuitBreaker
@@ -95,13 +94,6 @@ async def call_sync_in_executor(
     """
     loop = asyncio.get_running_loop()
     return await loop.run_in_executor(executor, functools.partial(fn, *args, **kwargs))
-
-
-_GUARDED: ContextVar[frozenset[int]] = ContextVar("r3mes_guarded_breakers", default=frozenset())
-"""Breakers an enclosing call in this context already guards. A client that calls through
-its own ServiceCaller inside a call of the coordinator's (the chain client under the saga)
-must not ask the same breaker again: in HALF_OPEN the outer call holds the only trial slot,
-the inner one would be refused, and the breaker could never close."""
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -192,19 +184,12 @@ class ServiceCaller:
         breaker = self.breaker
         if breaker is None:
             return await self._timed(operation, start, fn, args, kwargs)
-        held = _GUARDED.get()
-        key = id(breaker)
-        if key in held:
-            return await self._timed(operation, start, fn, args, kwargs)
         trial = await self._admit(breaker, start)
-        token = _GUARDED.set(held | {key})
         try:
             result = await self._timed(operation, start, fn, args, kwargs)
         except BaseException as exc:
             breaker.settle(trial, exc)
             raise
-        finally:
-            _GUARDED.reset(token)
         breaker.settle(trial)
         return result
 

@@ -340,35 +340,3 @@ async def test_fallback_inside_service_caller() -> None:
 
     assert await caller.call("block_number", endpoints.call, rpc) == "b"
     assert clock.sleeps == []
-
-
-async def test_nested_callers_on_one_breaker_can_close_it_from_half_open() -> None:
-    """The chain client calls through its own caller inside the saga's call, on the same
-    breaker: in HALF_OPEN the outer call holds the only trial slot. The inner call must
-    pass under it, or the breaker never closes again (found by bench.chaos)."""
-    clock = ManualClock()
-    breaker = CircuitBreaker(
-        "chain",
-        BreakerConfig(window_size=1, failure_threshold=1, open_timeout=5, success_threshold=1),
-        clock=clock,
-    )
-    inner = ServiceCaller(service="chain", breaker=breaker, policy=RetryPolicy(max_retries=0))
-    outer = ServiceCaller(service="chain", breaker=breaker, policy=RetryPolicy(max_retries=0))
-
-    async def node() -> int:
-        return 7
-
-    async def client_method() -> int:
-        return await inner.call("chain.receipt", node)
-
-    breaker.force_open()
-    breaker.reset()
-    with pytest.raises(ConnectionError):
-        async with breaker.guard():
-            raise ConnectionError("connection refused")
-    assert breaker.state is BreakerState.OPEN
-    await clock.sleep(5)
-    assert breaker.state is BreakerState.HALF_OPEN
-    assert await outer.call("receipt", client_method) == 7
-    assert breaker.state is BreakerState.CLOSED
-    assert breaker.rejections == 0

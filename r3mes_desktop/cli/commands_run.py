@@ -246,6 +246,7 @@ async def cmd_verify(ctx: CliContext, args: argparse.Namespace) -> int:
             claim=claim,
             recompute=args.recompute,
             fetch_timeout_s=args.fetch_timeout,
+            callers=runtime.callers,
         )
     if not args.journal:
         integrity = skipped("journal_integrity", "not asked (--journal)", on_request=True)

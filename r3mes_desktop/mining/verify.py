@@ -26,15 +26,17 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from r3mes_desktop.core.pow import is_valid_pow, validate_difficulty
+from r3mes_desktop.core.resilience import ServiceCaller
 from r3mes_desktop.core.steps import OnChainSubmission, RoundSpec
 from r3mes_desktop.mining.settings import MiningConfig
 from r3mes_desktop.mining.worker import plan_for
 
+T = TypeVar("T")
 PASSED = "passed"
 FAILED = "failed"
 SKIPPED = "skipped"
@@ -282,10 +284,22 @@ def _check_record(claim: Claim, stored: OnChainSubmission | None, reader: str) -
     )
 
 
-async def _fetch(store: ContentReader, cid: str, timeout_s: float) -> tuple[Check, bytes | None]:
+async def _through(
+    caller: ServiceCaller | None, operation: str, fn: Callable[..., Awaitable[T]], *args: Any
+) -> T:
+    """One read through the service's caller (retry, breaker, timeout): the chain client
+    and the content store make plain calls."""
+    if caller is None:
+        return await fn(*args)
+    return await caller.call(operation, fn, *args)
+
+
+async def _fetch(
+    store: ContentReader, cid: str, timeout_s: float, caller: ServiceCaller | None = None
+) -> tuple[Check, bytes | None]:
     try:
         async with asyncio.timeout(timeout_s):
-            data = await store.cat(cid)
+            data = await _through(caller, "cat", store.cat, cid)
     except TimeoutError:
         return failed("content_fetch", f"{cid} not fetched within {timeout_s:g} s"), None
     except Exception as exc:  # not found, unreachable, corrupt: all mean "cannot be scored"
@@ -293,10 +307,12 @@ async def _fetch(store: ContentReader, cid: str, timeout_s: float) -> tuple[Chec
     return passed("content_fetch", f"{cid}: {len(data)} bytes"), data
 
 
-async def _pinned(store: ContentReader, cid: str, timeout_s: float) -> Check:
+async def _pinned(
+    store: ContentReader, cid: str, timeout_s: float, caller: ServiceCaller | None = None
+) -> Check:
     try:
         async with asyncio.timeout(timeout_s):
-            pinned = await store.is_pinned(cid)
+            pinned = await _through(caller, "is_pinned", store.is_pinned, cid)
     except TimeoutError:
         return failed("content_pinned", f"pin status of {cid} not known within {timeout_s:g} s")
     except Exception as exc:
@@ -318,11 +334,15 @@ async def verify_on_chain(
     fetch_timeout_s: float,
     config: MiningConfig | None = None,
     to_thread: Callable[..., Awaitable[Any]] = asyncio.to_thread,
+    callers: Mapping[str, ServiceCaller] | None = None,
 ) -> VerificationReport:
     """Every check of the module docstring, for the submission the journal describes.
 
     Chain errors (unreachable RPC) propagate: without the on-chain record nothing can be
-    said. Content errors become failed checks."""
+    said. Content errors become failed checks. `callers` ("chain", "ipfs"): the one layer
+    that retries these reads (the runtime's); the fetch timeout bounds the whole fetch."""
+    chain_calls = (callers or {}).get("chain")
+    store_calls = (callers or {}).get("ipfs")
     checks: list[Check] = []
     reader = chain.miner_address
     if reader.lower() != claim.miner.lower():
@@ -334,7 +354,7 @@ async def verify_on_chain(
         )
         stored = None
     else:
-        stored = await chain.submission_of(claim.round_id)
+        stored = await _through(chain_calls, "submission_of", chain.submission_of, claim.round_id)
         checks.append(_check_record(claim, stored, reader))
     # A validator uses what the chain stores; without it, the journal's claim is checked.
     cid = stored.cid if stored is not None else claim.cid
@@ -345,7 +365,7 @@ async def verify_on_chain(
         for name in ("content_fetch", "content_cid", "content_sha256", "content_pinned"):
             checks.append(skipped(name, "no CID: the gradient was not uploaded"))
     else:
-        fetch, data = await _fetch(store, cid, fetch_timeout_s)
+        fetch, data = await _fetch(store, cid, fetch_timeout_s, store_calls)
         checks.append(fetch)
         if data is None:
             checks.append(skipped("content_cid", "no content fetched"))
@@ -355,7 +375,7 @@ async def verify_on_chain(
             checks.append(skipped("content_sha256", "no gradient hash known"))
         else:
             checks.extend(check_content(cid=cid, data=data, gradient_hash=gradient_hash))
-        checks.append(await _pinned(store, cid, fetch_timeout_s))
+        checks.append(await _pinned(store, cid, fetch_timeout_s, store_calls))
 
     if gradient_hash is None or nonce is None:
         checks.append(skipped("proof_of_work", "no proof of work known yet"))

@@ -32,6 +32,13 @@ class _Handler(socketserver.StreamRequestHandler):
         self.wfile = socketserver._SocketWriter(self.connection)  # type: ignore[attr-defined]
         return True
 
+    def finish(self) -> None:
+        """The server closes the plain socket it accepted; the TLS one wrapped around it
+        is ours to close."""
+        super().finish()
+        if isinstance(self.connection, ssl.SSLSocket):
+            self.connection.close()
+
     def handle(self) -> None:
         sink: SmtpSink = self.server.sink  # type: ignore[attr-defined]
         if sink.tls is not None and sink.implicit_tls and not self._start_tls(sink):

@@ -75,3 +75,6 @@ def test_a_sigkilled_owner_leaves_no_search_process_behind() -> None:
             owner.kill()
         with contextlib.suppress(ProcessLookupError):
             os.killpg(owner.pid, signal.SIGKILL)  # anything of ours that is somehow left
+        owner.wait(10)
+        if owner.stdout is not None:
+            owner.stdout.close()

@@ -30,7 +30,6 @@ from r3mes_desktop.chain.nonce_manager import NonceManager
 from r3mes_desktop.chain.nonces import NonceStore
 from r3mes_desktop.chain.reverts import (
     DUPLICATE,
-    NonceConsumedError,
     rejection_error,
     revert_error,
 )
@@ -38,7 +37,6 @@ from r3mes_desktop.chain.transport import CallReverted, ChainTransport, TxReject
 from r3mes_desktop.core.clock import SYSTEM_CLOCK, Clock
 from r3mes_desktop.core.errors import (
     AuthenticationError,
-    NetworkError,
     R3mesError,
     ResourceError,
     TimeoutNetworkError,
@@ -311,7 +309,7 @@ class ChainClient:
                     raise
                 await self.transport.send_raw(signed.raw)
         except AuthenticationError:
-            await self._refused(signed)  # HTTP 401/403: the gateway never forwarded the bytes
+            await self._nonce_manager.give_back(signed.tx_hash)  # HTTP 401/403: never forwarded
             raise
         except TxRejected as exc:
             if exc.kind == "already_known":
@@ -324,47 +322,13 @@ class ChainClient:
                     log.warning("could not fill nonce gaps yet: %s", fill_error)
                 return
             if exc.kind in ("insufficient_funds", "invalid_signature"):
-                await self._refused(signed)
+                await self._nonce_manager.give_back(signed.tx_hash)
             if exc.kind == "nonce_too_low":
-                await self._prove_void(signed)
+                await self._nonce_manager.prove_void(signed.tx_hash, signed.account_nonce)
                 return
             raise rejection_error(
                 exc.kind, exc.message, where=self.description, account=self._address
             ) from None
-
-    async def _prove_void(self, signed: SignedSubmission) -> None:
-        """The node says our nonce is too low: return if these bytes are (being) mined,
-        raise NonceConsumedError if the chain proves they never can be, else a NetworkError.
-
-        The proof reads the confirmed (latest-block) count first, then the receipt: once a
-        block holds nonce N of this account, N is taken for good, and if the taker were our
-        bytes their receipt would already exist. A node's word alone is not enough (a
-        misbehaving node or an injected fault says "nonce too low" for a live nonce, and
-        signing again then could land the same call twice).
-        """
-        confirmed = await self.transport.confirmed_nonce(self._address)
-        if await self.receipt(signed.tx_hash) is not None:
-            return
-        if signed.account_nonce >= confirmed:
-            raise NetworkError(
-                f"{self.description} refused transaction {signed.tx_hash} as nonce too low, "
-                f"but the latest block counts {confirmed} transactions of {self._address}; "
-                "waiting for the chain to settle it",
-                service="chain",
-            )
-        await self._nonce_manager.mark(signed.tx_hash, "superseded")
-        raise NonceConsumedError(
-            f"transaction {signed.tx_hash} can never be mined: nonce {signed.account_nonce} "
-            f"of {self._address} was used by another transaction (the latest block counts "
-            f"{confirmed}) and no receipt exists for it",
-            service="chain",
-        )
-
-    async def _refused(self, signed: SignedSubmission) -> None:
-        """The node refused these bytes: they sit in no pool and cannot be mined, so their
-        nonce is a hole for the next signature now, not after `stale_nonce_s` with every
-        later submission stuck behind the gap."""
-        await self._nonce_manager.mark(signed.tx_hash, "superseded")
 
     async def receipt(self, tx_hash: str) -> Receipt | None:
         raw = await self.transport.receipt(tx_hash)

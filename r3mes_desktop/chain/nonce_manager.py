@@ -3,8 +3,10 @@
 A node mines an account's transactions in nonce order, so a nonce held by a signature that
 will never be mined (refused, rolled back before its broadcast, forgotten by the node)
 parks every later submission behind it. This module picks nonces from the node's pending
-count and the durable `NonceStore`, reuses holes, replaces stale unsent signatures, and
-fills holes with empty transfers to ourselves when nothing new is signed.
+count and the durable `NonceStore`, reuses holes, replaces stale unsent signatures, fills
+holes with empty transfers to ourselves when nothing new is signed, gives back the nonce of
+bytes a node refused, and proves from the chain (not the node's word) that a signature
+whose nonce was taken can never be mined.
 
 Plain node calls, like the chain client's: the caller of the client method (the saga's
 `ServiceCaller`) owns retry, breaker and timeout, and a retry re-runs the whole method. So
@@ -23,9 +25,10 @@ from typing import Any
 from eth_account.signers.local import LocalAccount
 
 from r3mes_desktop.chain.nonces import NonceStore, SignedRecord
-from r3mes_desktop.chain.reverts import rejection_error
+from r3mes_desktop.chain.reverts import NonceConsumedError, rejection_error
 from r3mes_desktop.chain.transport import ChainTransport, TxRejected
 from r3mes_desktop.core.clock import Clock
+from r3mes_desktop.core.errors import NetworkError
 
 log = logging.getLogger(__name__)
 FILLER_PREFIX = "nonce-filler:"
@@ -80,6 +83,40 @@ class NonceManager:
             return True
         await self.mark(record.tx_hash, "superseded")
         return False
+
+    async def give_back(self, tx_hash: str) -> None:
+        """The node refused these bytes: they sit in no pool and cannot be mined, so their
+        nonce is a hole for the next signature now, not after `stale_nonce_s` with every
+        later submission stuck behind the gap."""
+        await self.mark(tx_hash, "superseded")
+
+    async def prove_void(self, tx_hash: str, nonce: int) -> None:
+        """The node says our nonce is too low: return if these bytes are (being) mined,
+        raise NonceConsumedError if the chain proves they never can be, else a NetworkError.
+
+        The proof reads the confirmed (latest-block) count first, then the receipt: once a
+        block holds nonce N of this account, N is taken for good, and if the taker were our
+        bytes their receipt would already exist. A node's word alone is not enough (a
+        misbehaving node or an injected fault says "nonce too low" for a live nonce, and
+        signing again then could land the same call twice).
+        """
+        confirmed = await self.transport.confirmed_nonce(self.address)
+        if await self.transport.receipt(tx_hash) is not None:
+            return
+        if nonce >= confirmed:
+            raise NetworkError(
+                f"{self.transport.description} refused transaction {tx_hash} as nonce too "
+                f"low, but the latest block counts {confirmed} transactions of {self.address}; "
+                "waiting for the chain to settle it",
+                service="chain",
+            )
+        await self.mark(tx_hash, "superseded")
+        raise NonceConsumedError(
+            f"transaction {tx_hash} can never be mined: nonce {nonce} of {self.address} was "
+            f"used by another transaction (the latest block counts {confirmed}) and no "
+            "receipt exists for it",
+            service="chain",
+        )
 
     async def pick(self) -> tuple[int, str | None]:
         """(nonce, tx hash it supersedes): max(node pending count, durable next), filling

@@ -275,8 +275,6 @@ def _connect_case(mode: str, *needles: str) -> Callable[..., Any]:
         from r3mes_desktop.chain.nonces import NonceStore
         from r3mes_desktop.chain.transport import RpcTransport
         from r3mes_desktop.core.errors import ValidationError
-        from r3mes_desktop.core.resilience import ServiceCaller
-        from r3mes_desktop.core.retry import RetryPolicy
 
         SERVER.mode = mode
         transport = RpcTransport(SERVER.url, timeout_s=1)
@@ -287,7 +285,6 @@ def _connect_case(mode: str, *needles: str) -> Callable[..., Any]:
                     transport=transport,
                     account=Account.create(),
                     contract_address="0x" + "ab" * 20,
-                    caller=ServiceCaller(service="chain", policy=RetryPolicy(max_retries=0)),
                     nonces=nonces,
                     expected_chain_id=1337,
                 ),
@@ -304,14 +301,10 @@ def _connect_case(mode: str, *needles: str) -> Callable[..., Any]:
 # -- IPFS -------------------------------------------------------------------------------------
 async def ipfs_wrong_cid(root: Path) -> str:
     from r3mes_desktop.core.errors import IntegrityError, NetworkError
-    from r3mes_desktop.core.resilience import ServiceCaller
-    from r3mes_desktop.core.retry import RetryPolicy
     from r3mes_desktop.ipfs.client import IpfsClient
 
     SERVER.mode = "ipfs_wrong_cid"
-    client = IpfsClient(
-        SERVER.url, caller=ServiceCaller(service="ipfs", policy=RetryPolicy(max_retries=0))
-    )
+    client = IpfsClient(SERVER.url)
     try:
         return await expect(
             lambda: client.add_and_pin(b"abc"), (IntegrityError, NetworkError), "cid"
@@ -322,14 +315,9 @@ async def ipfs_wrong_cid(root: Path) -> str:
 
 async def ipfs_unreachable(root: Path) -> str:
     from r3mes_desktop.core.errors import NetworkError
-    from r3mes_desktop.core.resilience import ServiceCaller
-    from r3mes_desktop.core.retry import RetryPolicy
     from r3mes_desktop.ipfs.client import IpfsClient
 
-    client = IpfsClient(
-        "http://127.0.0.1:9",
-        caller=ServiceCaller(service="ipfs", policy=RetryPolicy(max_retries=0)),
-    )
+    client = IpfsClient("http://127.0.0.1:9")
     try:
         return await expect(lambda: client.add_and_pin(b"abc"), (NetworkError,), "127.0.0.1")
     finally:

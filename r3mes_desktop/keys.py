@@ -101,7 +101,7 @@ class Keystore:
         raw = str(data.get("address", ""))
         if not re.fullmatch(r"(0x)?[0-9a-fA-F]{40}", raw):
             raise ValidationError(f"keystore: {self.path} has no valid address field")
-        from eth_utils import to_checksum_address
+        from eth_utils.address import to_checksum_address
 
         return str(to_checksum_address("0x" + raw.removeprefix("0x")))
 

@@ -145,7 +145,7 @@ def search_worker(
         high += stride
 
 
-def search_context() -> mp.context.BaseContext:
+def search_context() -> mp.context.SpawnContext | mp.context.ForkServerContext:
     """Where search processes come from: a fork server on Linux, spawn elsewhere.
 
     A spawned searcher starts a fresh interpreter and imports this module: about 0.2 s per

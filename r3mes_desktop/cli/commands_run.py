@@ -146,7 +146,14 @@ async def open_runtime(
     if getattr(args, "round_steps", None) is not None:
         changes["round_steps"] = args.round_steps
     options = RuntimeOptions.fast(**changes) if fast else RuntimeOptions(**changes)
-    runtime = Runtime(ctx.settings, options=options)
+    async with _opened(Runtime(ctx.settings, options=options)) as runtime:
+        yield runtime
+
+
+@contextlib.asynccontextmanager
+async def _opened(runtime: Any) -> AsyncIterator[Any]:
+    """Open `runtime` for the block and always close it; a setting the node or contract
+    proves wrong is a configuration error (exit 3)."""
     try:
         try:
             await runtime.open()
@@ -203,15 +210,8 @@ async def open_services(ctx: CliContext, args: argparse.Namespace) -> AsyncItera
     options = RuntimeOptions(
         password_prompt=_password_prompt(args), operator_interval_s=None, worker_nice=0
     )
-    runtime = ServicesOnly(ctx.settings, options=options)
-    try:
-        try:
-            await runtime.open()
-        except ValidationError as exc:
-            raise config_error(exc) from None
+    async with _opened(ServicesOnly(ctx.settings, options=options)) as runtime:
         yield runtime
-    finally:
-        await runtime.close()
 
 
 async def cmd_verify(ctx: CliContext, args: argparse.Namespace) -> int:

@@ -285,9 +285,7 @@ class GroupCommitter:
                 return [(False, exc)]
             return self._isolated(conn, fns)
         except BaseException:
-            self._discard()
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
+            self._abort(conn)
             raise
         self._commit(conn)
         return results
@@ -299,6 +297,12 @@ class GroupCommitter:
     def _discard(self) -> None:
         if self._deferred is not None:
             self._deferred.discard()
+
+    def _abort(self, conn: sqlite3.Connection) -> None:
+        """Forget the deferred rows and roll back whatever is open (a cancel, a crash)."""
+        self._discard()
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
 
     def _isolated(self, conn: sqlite3.Connection, fns: list[WriteFn]) -> list[tuple[bool, Any]]:
         results: list[tuple[bool, Any]] = []
@@ -318,9 +322,7 @@ class GroupCommitter:
                     conn.execute("RELEASE write")
                     results.append((True, value))
         except BaseException:
-            self._discard()
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
+            self._abort(conn)
             raise
         self._commit(conn)
         return results

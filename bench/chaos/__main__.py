@@ -1,8 +1,11 @@
-"""`python -m bench.chaos`: chaos run, crash run and bad-input run, invariants checked against
-the chain and the store after each, a markdown + JSON report. Exit status 1 on any
-invariant violation or bad input handled badly.
+"""`python -m bench.chaos`: chaos run, crash run, multi-miner run and bad-input run,
+invariants checked against the chain and the store after each, a markdown + JSON report.
+Exit status 1 on any invariant violation or bad input handled badly.
 
     .venv/bin/python -m bench.chaos --transactions 2000 --crashes 100 --sigterms 10
+
+The multi-miner part needs ganache and js-ipfs from tests/peers (`scripts/bootstrap.sh
+--peers`); `--multi-miners 0` skips it.
 """
 
 from __future__ import annotations
@@ -46,6 +49,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--transactions", type=int, default=2000, help="chaos run size (0 = skip)")
     p.add_argument("--crashes", type=int, default=100, help="SIGKILLs of the miner (0 = skip)")
     p.add_argument("--sigterms", type=int, default=10, help="clean SIGTERM stops")
+    p.add_argument(
+        "--multi-miners",
+        type=int,
+        default=4,
+        help="miners sharing one ganache chain and one js-ipfs daemon, one of them with a key "
+        "funded only mid-run (0 = skip; else 2-8)",
+    )
+    p.add_argument(
+        "--multi-seconds",
+        type=float,
+        default=240.0,
+        help="how long the multi-miner part opens rounds (10-3600 s); outages and hand-sent "
+        "transactions scale with it",
+    )
     p.add_argument("--no-bad-inputs", action="store_true", help="skip the bad-input table")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-uptime", type=float, default=12.0, help="longest run before a kill")
@@ -63,6 +80,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for name in ("transactions", "crashes", "sigterms"):
         if getattr(args, name) < 0:
             p.error(f"--{name} must be >= 0, got {getattr(args, name)}")
+    if args.multi_miners != 0 and not 2 <= args.multi_miners <= 8:
+        p.error(f"--multi-miners must be 0 (skip) or 2-8, got {args.multi_miners}")
+    if not 10 <= args.multi_seconds <= 3600:
+        p.error(f"--multi-seconds must be 10-3600, got {args.multi_seconds}")
     return args
 
 
@@ -105,6 +126,15 @@ async def _crash(root: Path, args: argparse.Namespace) -> dict[str, Any]:
         "states": states,
         "invariants": findings.to_dict(),
     }
+
+
+async def _multi(root: Path, args: argparse.Namespace) -> dict[str, Any]:
+    from bench.chaos.multi_run import run_multi, sized_plan
+
+    with app_dirs(root / "harness"):
+        return await run_multi(
+            root, sized_plan(args.multi_miners, args.multi_seconds), seed=args.seed
+        )
 
 
 async def _bad(root: Path) -> dict[str, Any]:
@@ -150,6 +180,12 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             report["crash"] = await _part("crash", _crash(out / "crash", args))
         finally:
             teardown_logging()
+    if args.multi_miners:
+        setup_logging(directory=out / "multi" / "harness-logs", console=False)
+        try:
+            report["multi"] = await _part("multi", _multi(out / "multi", args))
+        finally:
+            teardown_logging()
     if not args.no_bad_inputs:
         report["bad_inputs"] = await _part("bad_inputs", _bad(out / "bad"))
     report["seconds"] = round(time.perf_counter() - t0, 1)
@@ -165,6 +201,7 @@ def _start_crash_part(out: Path, args: argparse.Namespace) -> subprocess.Popen[b
         "--crashes", str(args.crashes),
         "--sigterms", str(args.sigterms),
         "--no-bad-inputs",
+        "--multi-miners", "0",
         "--max-uptime", str(args.max_uptime),
         "--seed", str(args.seed),
         "--out", str(out),

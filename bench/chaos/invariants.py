@@ -267,3 +267,216 @@ async def check(data_dir: Path, *, extra_dirs: tuple[Path, ...] = ()) -> Finding
             findings.fail(f"{root}: {exc}")
     findings.files_scanned = scanned
     return findings
+
+
+RESIGNED_NOTE = "signed again with account nonce"
+KEPT_PIN_NOTE = "kept pin"
+
+
+def _ipfs_post(api: str, path: str, timeout: float = 60) -> bytes:
+    import urllib.request
+
+    request = urllib.request.Request(f"{api}/api/v0/{path}", data=b"", method="POST")
+    with urllib.request.urlopen(request, timeout=timeout) as answer:
+        data: bytes = answer.read()
+        return data
+
+
+def store_pins(api: str) -> set[str]:
+    """The daemon's recursive pins, read from the daemon itself."""
+    answer = json.loads(_ipfs_post(api, "pin/ls?type=recursive") or b"{}")
+    return set(answer.get("Keys", {}))
+
+
+def store_cat(api: str, cid: str) -> bytes | None:
+    """The content under `cid`, or None if the daemon cannot serve it (within 20 s)."""
+    import urllib.error
+
+    try:
+        return _ipfs_post(api, f"cat?arg={cid}", timeout=20)
+    except (urllib.error.URLError, OSError):
+        return None
+
+
+def collect_garbage(api: str) -> str:
+    """`repo gc` on the daemon: afterwards only pinned content is retrievable."""
+    import urllib.error
+
+    try:
+        _ipfs_post(api, "repo/gc", timeout=120)
+    except (urllib.error.URLError, OSError) as exc:
+        return f"unavailable ({exc}): pins and cat checked without it"
+    return "done"
+
+
+def journal_notes(data_dir: Path) -> dict[str, int]:
+    """Counts read from one journal: signatures made again with a fresh nonce, undo steps
+    that kept a pin another transaction needs, dead letters by status."""
+    conn = sqlite3.connect(f"file:{data_dir / JOURNAL_FILE}?mode=ro", uri=True)
+    try:
+        resigned = conn.execute(
+            "SELECT count(*) FROM events WHERE message LIKE ?", (f"%{RESIGNED_NOTE}%",)
+        ).fetchone()[0]
+        kept = conn.execute(
+            "SELECT count(*) FROM events WHERE message LIKE ?", (f"%{KEPT_PIN_NOTE}%",)
+        ).fetchone()[0]
+        letters = dict(conn.execute("SELECT status, count(*) FROM dead_letters GROUP BY status"))
+    finally:
+        conn.close()
+    return {
+        "resigned": int(resigned),
+        "kept_pins": int(kept),
+        **{f"letters_{k}": v for k, v in letters.items()},
+    }
+
+
+def open_letters(data_dir: Path) -> list[tuple[str, int]]:
+    conn = sqlite3.connect(f"file:{data_dir / JOURNAL_FILE}?mode=ro", uri=True)
+    try:
+        rows = conn.execute("SELECT id, round_id FROM dead_letters WHERE status = 'open'")
+        return [(str(i), int(r)) for i, r in rows]
+    finally:
+        conn.close()
+
+
+@dataclass
+class MinerView:
+    """What the chain says about one miner at the end."""
+
+    stored: dict[int, Any]  # round -> submissionOf(round, miner), rounds with one only
+    open_for: set[int]  # openRoundsFor(miner)
+
+
+def check_miner(
+    name: str,
+    rows: list[dict[str, Any]],
+    letters: list[tuple[str, int]],
+    view: MinerView,
+    pins: set[str],
+    cat: Any,
+    findings: Findings,
+) -> None:
+    """The multi-miner invariants for one miner's journal against the chain and the shared
+    store: every committed submission is on chain as journaled, pinned and retrievable with
+    the on-chain gradient hash; no round it started is left open and assignable to it with
+    nothing of its live or committed; no dead letter open for a round that is settled."""
+    import hashlib
+
+    for r in rows:
+        if r["state"] not in TERMINAL:
+            findings.fail(f"{name}: {r['id']} not terminal ({r['state']}, round {r['round_id']})")
+    committed = [r for r in rows if r["state"] == "committed"]
+    by_round: dict[int, list[dict[str, Any]]] = {}
+    for r in committed:
+        by_round.setdefault(int(r["round_id"]), []).append(r)
+    for round_id, txs in by_round.items():
+        if len(txs) > 1:
+            findings.fail(f"{name}: round {round_id}: {len(txs)} committed transactions")
+    for r in committed:
+        round_id = int(r["round_id"])
+        on_chain = view.stored.get(round_id)
+        if on_chain is None:
+            findings.fail(f"{name}: {r['id']} COMMITTED but round {round_id} holds no submission")
+            continue
+        cid, gradient_hash = str(on_chain[0]), bytes(on_chain[1]).hex()
+        if r["cid"] is None or not same_cid(cid, r["cid"]):
+            findings.fail(f"{name}: {r['id']}: chain holds CID {cid}, journal {r['cid']}")
+        if gradient_hash != r["gradient_hash"]:
+            findings.fail(f"{name}: {r['id']}: chain gradient hash differs from the journal's")
+        if not any(same_cid(cid, p) for p in pins):
+            findings.fail(f"{name}: round {round_id}: committed CID {cid} is not pinned")
+        data = cat(cid)
+        if data is None:
+            findings.fail(f"{name}: round {round_id}: committed CID {cid} is not retrievable")
+        elif hashlib.sha256(data).hexdigest() != gradient_hash:
+            findings.fail(
+                f"{name}: round {round_id}: content of {cid} does not hash to the on-chain "
+                "gradient hash"
+            )
+    for round_id in view.stored:
+        if round_id not in by_round:
+            states = [r["state"] for r in rows if int(r["round_id"]) == round_id]
+            findings.fail(
+                f"{name}: round {round_id}: on-chain submission without a COMMITTED tx {states}"
+            )
+    live_or_done = {int(r["round_id"]) for r in rows if r["state"] not in ("failed", "rolled_back")}
+    started = {int(r["round_id"]) for r in rows}
+    for round_id in sorted((started & view.open_for) - live_or_done):
+        states = [r["state"] for r in rows if int(r["round_id"]) == round_id]
+        findings.fail(
+            f"{name}: round {round_id}: started {states}, left un-mined while still open "
+            "and assignable to it"
+        )
+    settled = set(by_round) | set(view.stored)
+    for letter, round_id in letters:
+        if round_id in settled:
+            findings.fail(f"{name}: dead letter {letter} still open for settled round {round_id}")
+
+
+async def miner_view(chain: Any, address: str) -> MinerView:
+    last = int(await chain.view("lastRoundId"))
+    stored: dict[int, Any] = {}
+    for round_id in range(1, last + 1):
+        sub = await chain.view("submissionOf", round_id, address)
+        if int(sub[3]) != 0:  # blockNumber: 0 means "no submission"
+            stored[round_id] = sub
+    open_for = {int(r) for r in await chain.view("openRoundsFor", address)}
+    return MinerView(stored, open_for)
+
+
+async def check_multi(
+    *, miners: list[tuple[str, str, Path, bytes, str]], chain: Any, ipfs_api: str, result: Any
+) -> Findings:
+    """All invariants of the multi-miner part, on stopped miners: per miner `check_miner`,
+    journal integrity, statistics recount, stray gradient files and the secret scan; on the
+    shared store, no pin that no miner's committed submission points at."""
+    import asyncio
+
+    findings = Findings()
+    result.repo_gc = await asyncio.to_thread(collect_garbage, ipfs_api)
+    pins = await asyncio.to_thread(store_pins, ipfs_api)
+    findings.pinned = len(pins)
+    committed_cids: set[str] = set()
+    states: Counter[str] = Counter()
+    for name, address, data_dir, key, password in miners:
+        rows = journal_rows(data_dir)
+        states.update(r["state"] for r in rows)
+        view = await miner_view(chain, address)
+        findings.on_chain_submissions += len(view.stored)
+        letters = open_letters(data_dir)
+
+        def cat(cid: str) -> bytes | None:
+            return store_cat(ipfs_api, cid)
+
+        check_miner(name, rows, letters, view, pins, cat, findings)
+        committed_cids |= {str(r["cid"]) for r in rows if r["state"] == "committed" and r["cid"]}
+        stray_gradients(data_dir, rows, findings)
+        recount_matches(data_dir, findings)
+        journal = Journal(data_dir / JOURNAL_FILE)
+        await journal.open()
+        try:
+            for problem in await journal.integrity_check():
+                findings.fail(f"{name}: journal integrity: {problem}")
+        finally:
+            await journal.close()
+        notes = journal_notes(data_dir)
+        miner = result.miners[name]
+        miner.states = dict(Counter(r["state"] for r in rows))
+        miner.resigned = notes["resigned"]
+        miner.kept_pins = notes["kept_pins"]
+        miner.superseded = notes.get("letters_superseded", 0)
+        miner.dead_letters_open = notes.get("letters_open", 0)
+        keys_dir = data_dir / "keys"
+        allowed = {p.resolve() for p in keys_dir.iterdir() if p.is_file()}
+        allowed.add((data_dir.parent / "password.txt").resolve())
+        try:
+            findings.files_scanned += scan_secrets(
+                data_dir.parent, [key.hex().encode(), key, password.encode()], allowed
+            )
+        except AssertionError as exc:
+            findings.fail(f"{name}: {exc}")
+    findings.states = dict(states)
+    for cid in sorted(pins):
+        if not any(same_cid(cid, c) for c in committed_cids):
+            findings.fail(f"pin {cid}: no miner's committed submission points at it (orphan)")
+    return findings

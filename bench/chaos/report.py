@@ -11,11 +11,11 @@ def failures(report: dict[str, Any]) -> list[str]:
     """Everything that must fail the run: invariant violations, bad inputs handled badly,
     crashes the miner did not recover from, unclean SIGTERM exits."""
     out: list[str] = []
-    for part in ("chaos", "crash", "bad_inputs"):
+    for part in ("chaos", "crash", "multi", "bad_inputs"):
         section = report.get(part)
         if section and "error" in section:  # the sub-run itself raised
             out.append(f"{part}: raised {section['error']}")
-    for part in ("chaos", "crash"):
+    for part in ("chaos", "crash", "multi"):
         section = report.get(part)
         if section and "invariants" in section:
             out += [f"{part}: {v}" for v in section["invariants"]["violations"]]
@@ -32,6 +32,12 @@ def failures(report: dict[str, Any]) -> list[str]:
                 f"crash: {result['sigterms'] - result['sigterm_clean_exits']} SIGTERM stops "
                 "did not exit cleanly (status 143)"
             )
+    multi = report.get("multi")
+    if multi and "result" in multi and not multi["result"]["drained"]:
+        out.append(
+            "multi: rounds still open for a miner or transactions unfinished when the drain "
+            "time ran out"
+        )
     bad = report.get("bad_inputs")
     if bad and "failed" in bad:
         out += [f"bad input {r['area']} / {r['input']}: {r['detail']}" for r in bad["failed"]]
@@ -64,6 +70,14 @@ def summary(report: dict[str, Any], problems: list[str] | None = None) -> str:
             f"(clean {r['sigterm_clean_exits']}), unrecovered {r['unrecovered']}, "
             f"recovery p50/max {r['recovery_p50_s']}/{r['recovery_max_s']} s, lingering "
             f"{r['lingering_children']}, journal {crash['states']}, {r['seconds']:.0f} s"
+        )
+    multi = report.get("multi") or {}
+    if "result" in multi:
+        r = multi["result"]
+        parts.append(
+            f"multi: {len(r['miners'])} miners, journal {multi['invariants']['states']}, "
+            f"re-signed {sum(m['resigned'] for m in r['miners'].values())}, hand-sent "
+            f"{r['hand_sent']}, ipfs outages {r['ipfs_outages']}, {r['seconds']:.0f} s"
         )
     bad = report.get("bad_inputs") or {}
     if "tried" in bad:
@@ -229,6 +243,71 @@ def _settings(settings: dict[str, Any] | None) -> list[str]:
     return [*lines, ""]
 
 
+MULTI_INTRO = """## Multi-miner run (headless miners sharing ganache and js-ipfs)
+
+Separate `r3mes-miner run` processes, each with its own data dir and key, mine the same
+rounds on one ganache node and one js-ipfs daemon (`bench/chaos/multi_run.py`). Miners of a
+round train the same bytes, so they share one CID and one pin. One key starts unfunded: its
+submissions are refused (dead letters) until the harness funds it; its owner then stops it,
+retries the letters (`dead-letters --retry`) and starts it again. Plain transfers are sent
+from the miners' keys with the account's current nonce (while that miner is frozen for a
+moment, after the SIGKILL, and before the letters are retried), the daemon's gate is closed
+for a few seconds several times (every miner's `ipfs` breaker opens and meets the calls
+queued behind its half-open trial), and one miner is SIGKILLed and started again. Then no
+new rounds are opened, the miners mine what is open, and SIGTERM stops them.
+
+Checked against ganache, the daemon (after `repo gc`) and each journal: every committed
+submission is on chain as journaled, pinned, and retrievable with bytes whose sha256 is the
+on-chain gradient hash; no round a miner started is left open and assignable to it with
+nothing of its live or committed; no dead letter is open for a settled round; no pin that no
+committed submission points at; every transaction terminal; journal integrity, statistics
+recount, stray gradient files and the key and password searched for in every file.
+"""
+
+
+def _multi_section(multi: dict[str, Any] | None) -> list[str]:
+    if not multi or "result" not in multi:
+        return []
+    r, inv = multi["result"], multi["invariants"]
+    miners = r["miners"]
+    lines = [
+        MULTI_INTRO,
+        "| miner | key | committed | rolled back | failed | signed again (fresh nonce) | "
+        "dead letters superseded / open | undo kept a shared pin | starts |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, m in miners.items():
+        st = m["states"]
+        key = "funded" if m["funded_from_start"] else "funded mid-run"
+        lines.append(
+            f"| {name} | {key} | {st.get('committed', 0)} | {st.get('rolled_back', 0)} | "
+            f"{st.get('failed', 0)} | {m['resigned']} | {m['superseded']} / "
+            f"{m['dead_letters_open']} | {m['kept_pins']} | {m['starts']} |"
+        )
+    lines += [
+        "",
+        "| figure | value |",
+        "|---|---|",
+        f"| rounds opened / closed by the operator | {r['rounds_opened']} / {r['rounds_closed']} |",
+        f"| on-chain submissions (all miners) / pinned CIDs (shared) | "
+        f"{inv['on_chain_submissions']} / {inv['pinned']} |",
+        f"| hand-sent transfers from miners' keys (refused by the node) | {r['hand_sent']} "
+        f"({r['hand_sent_failed']}) |",
+        f"| ipfs outages (gate closed) | {r['ipfs_outages']} |",
+        f"| SIGKILLs (miner started again) | {r['kills']} |",
+        f"| unfunded key funded after | {_seconds(r['funded_after_s'])} |",
+        f"| dead letters retried after the funding (committed) | {r['letters_retried']} "
+        f"({r['letters_retried_committed']}) |",
+        f"| open rounds mined out before the stop | {'yes' if r['drained'] else 'NO'} |",
+        f"| `repo gc` before the checks | {r['repo_gc']} |",
+        f"| files searched for the keys and passwords | {inv['files_scanned']} |",
+        f"| invariant violations | {len(inv['violations'])} |",
+        f"| wall time (peers' start included) | {r['seconds']:.0f} s |",
+        "",
+    ]
+    return lines
+
+
 def _states(states: dict[str, int]) -> str:
     return ", ".join(f"{k} {v}" for k, v in sorted(states.items())) or "none"
 
@@ -333,6 +412,7 @@ def to_markdown(report: dict[str, Any]) -> str:
             "terminal or has moved on in the journal.",
             "",
         ]
+    lines += _multi_section(report.get("multi"))
     lines.append(FINDINGS)
     lines.append(HARNESS_NOTES)
     if report.get("earlier"):

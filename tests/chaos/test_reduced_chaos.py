@@ -90,6 +90,7 @@ def test_reduced_chaos_run_keeps_every_invariant(tmp_path: Path) -> None:
                 "--max-uptime", "3",
                 "--seed", "1",
                 "--parallel",
+                "--multi-miners", "0",  # its own test: tests/chaos/test_multi_miner.py
                 "--out", str(out),
                 "--quiet",
             ]

@@ -1,0 +1,624 @@
+"""Multi-miner part: several headless miners (`r3mes-miner run`, each a process with its
+own data dir and key) share one ganache chain and one js-ipfs daemon, while the harness
+
+- plays the round operator (rounds opened so that every miner always has a few to mine;
+  a round is closed once every miner has submitted to it),
+- funds a miner whose key started unfunded, part-way through,
+- sends plain transfers from the miners' keys with the account's current nonce (a second
+  wallet on the same key: nonces the miner may have signed are taken under it),
+- closes the gate in front of the daemon for a few seconds, several times (every miner's
+  ipfs breaker opens, then meets a crowd of waiting calls at half-open),
+- optionally SIGKILLs one miner and starts it again.
+
+Then it stops opening rounds, lets the miners drain what is open, stops them with SIGTERM
+(graceful), and checks the chain, the daemon (after `repo gc`) and each journal
+(`invariants.check_multi`). Two miners of one round train the same bytes: one CID, one
+pin, shared, which is the case an undo must not break.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import rlp
+from eth_account import Account
+from eth_utils import keccak, to_checksum_address
+
+from bench.chaos.peers import GANACHE_KEY0, Gate, Peer, start_ganache, start_jsipfs
+
+log = logging.getLogger(__name__)
+
+PASSWORD = "multi-miner chaos password"  # a throwaway keystore's password, never logged
+CHAIN_ID = 1337
+MAX_OPEN = 60  # the contract holds 64 open rounds
+MINER_SETTINGS: dict[str, str] = {
+    "MODEL_PRESET": "tiny",
+    "POW_DIFFICULTY": "16",
+    "MAX_RETRIES": "4",
+    "RETRY_INITIAL_DELAY": "0.05",
+    "RETRY_MAX_DELAY": "0.5",
+    "BREAKER_OPEN_TIMEOUT": "1",
+    "CALL_TIMEOUT": "10",
+    "TRANSACTION_TIMEOUT": "300",
+    "MAX_ACTIVE_TRANSACTIONS": "4",
+    "NOTIFY_TRAY": "false",
+}
+"""Short retry waits and a 1 s breaker: an outage of a few seconds opens each miner's ipfs
+breaker, and its half-open trial meets the calls queued behind it."""
+ROUND_STEPS = 8
+FREEZE_SETTLE_S = 0.3
+
+
+@dataclass(frozen=True)
+class MultiPlan:
+    """The size of one multi-miner run."""
+
+    funded: int = 2
+    unfunded: int = 1
+    mine_s: float = 40.0  # how long the operator keeps opening rounds
+    keep_open: int = 3  # rounds open for the miner that has the fewest
+    outages: int = 3  # times the daemon's gate is closed
+    outage_s: float = 3.0
+    hand_sends: int = 6  # plain transfers from miners' keys
+    fund_at: float = 0.3  # share of mine_s when the unfunded key gets its funds
+    kill: bool = True  # SIGKILL one funded miner mid-run and start it again
+    drain_s: float = 60.0  # at most this long for the miners to mine what is open
+    letters_after_s: float = 5.0  # after the funding: the owner retries the dead letters
+    graceful_s: float = 30.0
+
+
+def sized_plan(miners: int, seconds: float) -> MultiPlan:
+    """`miners` in all, one of them unfunded at first; an outage every ~13 s and a
+    hand-sent transfer every ~7 s of mining time (at least 3 and 5)."""
+    return MultiPlan(
+        funded=miners - 1,
+        unfunded=1,
+        mine_s=seconds,
+        outages=max(3, int(seconds / 13)),
+        hand_sends=max(5, int(seconds / 7)),
+        drain_s=max(60.0, seconds),
+    )
+
+
+@dataclass
+class MinerResult:
+    address: str
+    funded_from_start: bool
+    states: dict[str, int] = field(default_factory=dict)
+    resigned: int = 0  # "signed again with account nonce"
+    superseded: int = 0  # dead letters closed as superseded
+    kept_pins: int = 0  # undo that kept a pin another transaction needs
+    dead_letters_open: int = 0
+    exit_code: int | None = None
+    starts: int = 1
+
+
+@dataclass
+class MultiResult:
+    miners: dict[str, MinerResult] = field(default_factory=dict)
+    rounds_opened: int = 0
+    rounds_closed: int = 0
+    hand_sent: int = 0
+    hand_sent_failed: int = 0
+    ipfs_outages: int = 0
+    kills: int = 0
+    funded_after_s: float | None = None
+    letters_retried: int = 0
+    letters_retried_committed: int = 0
+    drained: bool = False
+    repo_gc: str = "not run"
+    pool: dict[str, Any] = field(default_factory=dict)  # the node's tx pool if not drained
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dict(self.__dict__)
+        data["miners"] = {name: dict(m.__dict__) for name, m in self.miners.items()}
+        return data
+
+
+@dataclass
+class Miner:
+    name: str
+    root: Path
+    key: bytes
+    address: str
+    funded: bool
+    proc: subprocess.Popen[bytes] | None = None
+    starts: int = 0
+    held: bool = False  # stopped on purpose by the harness (killed, or letters retried)
+
+    def exited_by_itself(self) -> bool:
+        return not self.held and self.proc is not None and self.proc.poll() is not None
+
+    @property
+    def data_dir(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def password_file(self) -> Path:
+        return self.root / "password.txt"
+
+
+def make_miner(root: Path, name: str, *, funded: bool, rng: random.Random) -> Miner:
+    """A fresh key in the miner's own keystore (cheap scrypt: a throwaway key)."""
+    from r3mes_desktop.keys import Keystore
+
+    key = rng.randbytes(32)
+    home = root / name
+    keystore = Keystore(home / "data" / "keys", scrypt_n=2**4)
+    address = keystore.import_hex(key.hex(), PASSWORD)
+    password_file = home / "password.txt"
+    password_file.write_text(PASSWORD + "\n", encoding="utf-8")
+    password_file.chmod(0o600)
+    return Miner(name, home, key, address, funded)
+
+
+def miner_env(miner: Miner, *, rpc_url: str, contract: str, ipfs: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        R3MES_DATA_DIR=str(miner.root / "data"),
+        R3MES_CONFIG_DIR=str(miner.root / "config"),
+        R3MES_LOG_DIR=str(miner.root / "logs"),
+        R3MES_CACHE_DIR=str(miner.root / "cache"),
+        R3MES_CHAIN_RPC_URLS=rpc_url,
+        R3MES_CHAIN_ID=str(CHAIN_ID),
+        R3MES_CONTRACT_ADDRESS=contract,
+        R3MES_IPFS_API_ADDRESS=ipfs,
+        PYTHON_KEYRING_BACKEND="keyring.backends.null.Keyring",
+        PYTHONUNBUFFERED="1",
+    )
+    env.update({f"R3MES_{k}": v for k, v in MINER_SETTINGS.items()})
+    env.pop("R3MES_FAULT_PLAN", None)
+    return env
+
+
+def start_miner(miner: Miner, env: dict[str, str], graceful_s: float) -> None:
+    out = (miner.root / "miner-output.log").open("ab")
+    miner.proc = subprocess.Popen(
+        [sys.executable, "-m", "r3mes_desktop.cli", "-q", "run", "--fast",
+         "--round-steps", str(ROUND_STEPS), "--graceful", str(graceful_s),
+         "--password-file", str(miner.password_file)],
+        env=env, stdout=out, stderr=subprocess.STDOUT,
+        start_new_session=True,  # its own group: we stop exactly what we started
+    )  # fmt: skip
+    out.close()
+    miner.starts += 1
+
+
+def _kill_group(proc: subprocess.Popen[bytes], sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, sig)
+
+
+class Chain:
+    """The harness's view of ganache: contract views, the operator, hand-sent transfers."""
+
+    def __init__(self, url: str) -> None:
+        from r3mes_desktop.chain.transport import RpcTransport
+        from r3mes_desktop.devnet.operator import DevnetOperator, RoundTemplate
+
+        self.transport = RpcTransport(url)
+        template = RoundTemplate(difficulty=16, steps=ROUND_STEPS, hyperparams={"preset": "tiny"})
+        self.operator = DevnetOperator(
+            self.transport, key=bytes.fromhex(GANACHE_KEY0[2:]), template=template
+        )
+
+    async def deploy(self) -> str:
+        from r3mes_desktop.chain import artifact
+
+        op = self.operator
+        nonce = await self.transport.nonce(op.address)
+        op.contract_address = str(
+            to_checksum_address(keccak(rlp.encode([bytes.fromhex(op.address[2:]), nonce]))[12:])
+        )
+        await op._send(artifact.load().bytecode, to=None, gas=3_000_000)
+        return op.contract_address
+
+    async def view(self, fn_name: str, *args: Any) -> Any:
+        from r3mes_desktop.chain.abi import decode_output, encode_call
+
+        tx = {"to": self.operator.contract_address, "data": encode_call(fn_name, *args)}
+        return decode_output(fn_name, await self.transport.call(tx))
+
+    async def hand_send(self, key: bytes) -> str:
+        """A plain 0-value transfer to itself from `key`, with the account's current
+        (pending) nonce, as another wallet on the same key would send it."""
+        account = Account.from_key(key)
+        nonce = await self.transport.nonce(account.address)
+        max_fee, tip = await self.transport.fee_params()
+        tx = {
+            "type": 2,
+            "chainId": CHAIN_ID,
+            "nonce": nonce,
+            "to": account.address,
+            "value": 0,
+            "gas": 21_000,
+            "maxFeePerGas": max_fee,
+            "maxPriorityFeePerGas": tip,
+        }
+        signed = account.sign_transaction(tx)
+        return await self.transport.send_raw(bytes(signed.raw_transaction))
+
+    async def pool_summary(self, addresses: list[str]) -> dict[str, Any]:
+        """Per miner: confirmed and pending nonce, and the nonces the node holds in its
+        pool (pending / queued): why a drain did not finish."""
+        from r3mes_desktop.chain.transport import RpcTransport
+
+        assert isinstance(self.transport, RpcTransport)
+        try:
+            content = await self.transport._checked("txpool_content", [])
+        except Exception as exc:
+            content = {"error": str(exc)}
+        out: dict[str, Any] = {}
+        for address in addresses:
+            entry: dict[str, Any] = {
+                "confirmed": await self.transport.confirmed_nonce(address),
+                "pending": await self.transport.nonce(address),
+            }
+            for kind in ("pending", "queued"):
+                held = (content.get(kind) or {}) if isinstance(content, dict) else {}
+                for who, txs in held.items():
+                    if who.lower() == address.lower():
+                        entry[f"pool_{kind}"] = sorted(int(n) for n in txs)
+            out[address] = entry
+        if "error" in content:
+            out["txpool_content"] = content["error"]
+        return out
+
+    async def close(self) -> None:
+        await self.transport.close()
+
+
+async def _operate(
+    chain: Chain, miners: list[Miner], plan: MultiPlan, result: MultiResult, opening: Any
+) -> None:
+    """Keep `keep_open` rounds open for the miner with the fewest (every round is open for
+    every miner until it submits), close rounds every miner has submitted to; stop opening
+    once `opening` is cleared."""
+    while True:
+        try:
+            open_ids = set(await chain.view("openRounds"))
+            todo = [set(await chain.view("openRoundsFor", m.address)) for m in miners]
+            for round_id in sorted(open_ids - set().union(*todo)):
+                await chain.operator.close_round(round_id)
+                result.rounds_closed += 1
+                open_ids.discard(round_id)
+            if opening.is_set():
+                wanted = plan.keep_open - min(len(t) for t in todo)
+                for _ in range(max(0, min(wanted, MAX_OPEN - len(open_ids)))):
+                    await chain.operator.open_round()
+                    result.rounds_opened += 1
+                    open_ids.add(-1)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("multi-miner operator pass failed")
+        await asyncio.sleep(0.5)
+
+
+async def _storms_at(
+    gate: Gate, plan: MultiPlan, result: MultiResult, rng: random.Random, t0: float
+) -> None:
+    if not plan.outages:
+        return
+    slot = plan.mine_s / plan.outages
+    for i in range(plan.outages):
+        at = t0 + slot * (i + rng.uniform(0.2, 0.5))
+        await asyncio.sleep(max(0.0, at - time.monotonic()))
+        await gate.close()
+        result.ipfs_outages += 1
+        log.info("multi-miner: ipfs gate closed (%d of %d)", i + 1, plan.outages)
+        await asyncio.sleep(plan.outage_s)
+        await gate.open()
+
+
+async def _hand_send(chain: Chain, miner: Miner, result: MultiResult) -> None:
+    try:
+        tx_hash = await chain.hand_send(miner.key)
+        result.hand_sent += 1
+        log.info("multi-miner: hand-sent %s from %s (%s)", tx_hash, miner.address, miner.name)
+    except Exception as exc:  # e.g. the node still holds the miner's transaction
+        result.hand_sent_failed += 1
+        log.info("multi-miner: hand-send from %s refused: %s", miner.address, exc)
+
+
+async def _hand_sender(
+    chain: Chain,
+    miners: list[Miner],
+    plan: MultiPlan,
+    result: MultiResult,
+    rng: random.Random,
+    t0: float,
+) -> None:
+    """From time to time, a plain transfer from a running miner's key, sent while that
+    miner is frozen (SIGSTOP, then SIGCONT): a signature it made just before takes a nonce
+    already used when it broadcasts. Freezing keeps the two senders from reaching ganache
+    in the same instant: ganache 7 then leaves later nonces stuck in its queue for good
+    (ganache issue #4522, "transactions become stuck in queued state with ... concurrent
+    senders"), which no node a miner uses in production does."""
+    if not plan.hand_sends:
+        return
+    gap = plan.mine_s / (plan.hand_sends + 1)
+    for i in range(plan.hand_sends):
+        at = t0 + gap * (i + rng.uniform(0.7, 1.3))
+        await asyncio.sleep(max(0.0, at - time.monotonic()))
+        running = [m for m in miners if m.funded and not m.held and m.proc is not None]
+        if not running:
+            continue
+        target = rng.choice(running)
+        assert target.proc is not None
+        target.held = True
+        try:
+            target.proc.send_signal(signal.SIGSTOP)
+            await asyncio.sleep(FREEZE_SETTLE_S)  # requests it sent before are answered
+            await _hand_send(chain, target, result)
+        finally:
+            target.proc.send_signal(signal.SIGCONT)
+            target.held = False
+
+
+async def _fund_later(
+    chain: Chain,
+    miners: list[Miner],
+    plan: MultiPlan,
+    result: MultiResult,
+    env: Any,
+    t0: float,
+) -> None:
+    """Fund the keys that started unfunded; a moment later their owner does what the app
+    tells them: stop the miner, retry the dead letters its refused submissions left (their
+    nonces have been used again since: each must be signed again), start it again."""
+    await asyncio.sleep(plan.mine_s * plan.fund_at)
+    late = [m for m in miners if not m.funded]
+    latest = t0 + plan.mine_s * 0.6
+    while time.monotonic() < latest:  # until each unfunded key was refused at least once
+        refused = await asyncio.gather(
+            *(asyncio.to_thread(_refused_once, m.data_dir) for m in late)
+        )
+        if all(refused):
+            break
+        await asyncio.sleep(0.5)
+    for m in late:
+        await chain.operator.fund(m.address)
+        m.funded = True
+        log.info("multi-miner: funded %s", m.address)
+    result.funded_after_s = round(time.monotonic() - t0, 1)
+    await asyncio.sleep(plan.letters_after_s)
+    for m in late:
+        assert m.proc is not None
+        m.held = True
+        m.proc.send_signal(signal.SIGTERM)
+        await asyncio.to_thread(m.proc.wait, plan.graceful_s + 30)
+        _kill_group(m.proc, signal.SIGKILL)  # any worker left in its group
+        await _hand_send(chain, m, result)  # the nonce of a refused signature is taken now
+        retried = await retry_letters(m, env(m))
+        result.letters_retried += len(retried)
+        result.letters_retried_committed += sum(state == "committed" for state in retried)
+        start_miner(m, env(m), plan.graceful_s)
+        m.held = False
+
+
+async def retry_letters(miner: Miner, env: dict[str, str]) -> list[str]:
+    """`r3mes-miner dead-letters --retry` for each open letter of a stopped miner, in one
+    runtime (as the CLI opens it); returns the final state of each retried transaction."""
+    from r3mes_desktop.config import load_settings, updated
+    from r3mes_desktop.runtime import Runtime, RuntimeOptions
+
+    settings = updated(
+        load_settings(miner.root / "config" / "settings.toml", use_env=False),
+        chain_rpc_urls=[env["R3MES_CHAIN_RPC_URLS"]],
+        chain_id=CHAIN_ID,
+        contract_address=env["R3MES_CONTRACT_ADDRESS"],
+        ipfs_api_address=env["R3MES_IPFS_API_ADDRESS"],
+        **{k.lower(): v for k, v in MINER_SETTINGS.items()},
+    )
+
+    async def prompt(_address: str) -> str:
+        return PASSWORD
+
+    runtime = Runtime(
+        settings, options=RuntimeOptions(data_dir=miner.data_dir, password_prompt=prompt)
+    )
+    await runtime.open()
+    states: list[str] = []
+    try:
+        coordinator = runtime.coordinator
+        for letter in await coordinator.journal.dead_letters(status="open"):
+            status = await coordinator.retry_dead_letter(letter.id)
+            log.info(
+                "multi-miner: %s retried dead letter %s: %s", miner.name, letter.id, status.state
+            )
+            states.append(str(status.state))
+    finally:
+        await runtime.close()
+    return states
+
+
+async def _kill_one(
+    chain: Chain, miners: list[Miner], plan: MultiPlan, result: MultiResult, env: Any, t0: float
+) -> None:
+    if not plan.kill:
+        return
+    await asyncio.sleep(plan.mine_s * 0.55)
+    victim = miners[0]
+    assert victim.proc is not None
+    victim.held = True
+    _kill_group(victim.proc, signal.SIGKILL)
+    await asyncio.to_thread(victim.proc.wait, 30)
+    result.kills += 1
+    log.info("multi-miner: SIGKILLed %s at %.0f s", victim.name, time.monotonic() - t0)
+    await _hand_send(chain, victim, result)  # a signature it left unsent is void now
+    start_miner(victim, env(victim), plan.graceful_s)
+    victim.held = False
+
+
+def _unfinished(data_dir: Path) -> int:
+    """Transactions of a miner's journal not yet terminal (read-only; busy = unknown = 1)."""
+    journal = data_dir / "journal.sqlite"
+    if not journal.exists():
+        return 0
+    try:
+        conn = sqlite3.connect(f"file:{journal}?mode=ro", uri=True, timeout=2)
+        try:
+            sql = (
+                "SELECT count(*) FROM transactions "
+                "WHERE state NOT IN ('committed', 'failed', 'rolled_back')"
+            )
+            return int(conn.execute(sql).fetchone()[0])
+        finally:
+            conn.close()
+    except sqlite3.OperationalError:
+        return 1
+
+
+def _refused_once(data_dir: Path) -> bool:
+    """Whether the miner's journal holds a dead letter (a refused submission)."""
+    journal = data_dir / "journal.sqlite"
+    if not journal.exists():
+        return False
+    try:
+        conn = sqlite3.connect(f"file:{journal}?mode=ro", uri=True, timeout=2)
+        try:
+            return bool(conn.execute("SELECT count(*) FROM dead_letters").fetchone()[0])
+        finally:
+            conn.close()
+    except sqlite3.OperationalError:
+        return False
+
+
+async def _drain(chain: Chain, miners: list[Miner], limit_s: float) -> bool:
+    """Until no open round is left for any miner and no journal holds an unfinished
+    transaction (or `limit_s`)."""
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        left = [len(await chain.view("openRoundsFor", m.address)) for m in miners]
+        busy = [await asyncio.to_thread(_unfinished, m.data_dir) for m in miners]
+        if not any(left) and not any(busy):
+            return True
+        for m in miners:
+            if m.exited_by_itself():
+                raise RuntimeError(f"{m.name} exited by itself ({m.proc and m.proc.returncode})")
+        await asyncio.sleep(1.0)
+    return False
+
+
+async def _stop_all(miners: list[Miner], limit_s: float) -> None:
+    for m in miners:
+        if m.proc is not None and m.proc.poll() is None:
+            m.proc.send_signal(signal.SIGTERM)
+    for m in miners:
+        if m.proc is None:
+            continue
+        try:
+            await asyncio.to_thread(m.proc.wait, limit_s)
+        except subprocess.TimeoutExpired:
+            log.error("%s did not stop within %.0f s of SIGTERM: killed", m.name, limit_s)
+            _kill_group(m.proc, signal.SIGKILL)
+            await asyncio.to_thread(m.proc.wait, 30)
+        _kill_group(m.proc, signal.SIGKILL)  # any worker left in its group
+
+
+async def run_multi(root: Path, plan: MultiPlan, *, seed: int = 0) -> dict[str, Any]:
+    """One multi-miner run on fresh peers under `root`; the report section."""
+    from bench.chaos.invariants import check_multi
+
+    rng = random.Random(seed)
+    result = MultiResult()
+    t_start = time.perf_counter()
+    await asyncio.to_thread(root.mkdir, parents=True, exist_ok=True)
+    peers: list[Peer] = []
+    miners: list[Miner] = []
+    gate: Gate | None = None
+    chain: Chain | None = None
+    tasks: list[asyncio.Task[None]] = []
+    try:
+        peers.append(await asyncio.to_thread(start_ganache, root / "ganache"))
+        peers.append(await asyncio.to_thread(start_jsipfs, root / "jsipfs"))
+        ganache, daemon = peers
+        gate = Gate(int(daemon.address.rsplit("/", 1)[1]))
+        await gate.open()
+        chain = Chain(ganache.address)
+        contract = await chain.deploy()
+        for i in range(plan.funded + plan.unfunded):
+            funded = i < plan.funded
+            miners.append(make_miner(root, f"miner-{i + 1}", funded=funded, rng=rng))
+            if funded:
+                await chain.operator.fund(miners[-1].address)
+        for m in miners:
+            result.miners[m.name] = MinerResult(m.address, m.funded)
+
+        def env(m: Miner) -> dict[str, str]:
+            return miner_env(
+                m,
+                rpc_url=ganache.address,
+                contract=contract,
+                ipfs=f"/ip4/127.0.0.1/tcp/{gate.port}",
+            )
+
+        opening = asyncio.Event()
+        opening.set()
+        tasks.append(asyncio.create_task(_operate(chain, miners, plan, result, opening)))
+        for m in miners:
+            start_miner(m, env(m), plan.graceful_s)
+        t0 = time.monotonic()
+        tasks += [
+            asyncio.create_task(_storms_at(gate, plan, result, rng, t0)),
+            asyncio.create_task(_hand_sender(chain, miners, plan, result, rng, t0)),
+            asyncio.create_task(_fund_later(chain, miners, plan, result, env, t0)),
+            asyncio.create_task(_kill_one(chain, miners, plan, result, env, t0)),
+        ]
+        while time.monotonic() - t0 < plan.mine_s:
+            for m in miners:
+                if m.exited_by_itself():
+                    assert m.proc is not None
+                    raise RuntimeError(f"{m.name} exited by itself with {m.proc.returncode}")
+            await asyncio.sleep(1.0)
+        for task in tasks[1:]:
+            await task  # outages, hand-sends, funding and the kill are all done by now
+        await gate.open()
+        opening.clear()
+        log.info("multi-miner: mining time over, draining the open rounds")
+        result.drained = await _drain(chain, miners, plan.drain_s)
+        if not result.drained:
+            result.pool = await chain.pool_summary([m.address for m in miners])
+        await _stop_all(miners, plan.graceful_s + 30)
+        for m in miners:
+            assert m.proc is not None
+            result.miners[m.name].exit_code = m.proc.returncode
+            result.miners[m.name].starts = m.starts
+        tasks[0].cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await tasks[0]
+        findings = await check_multi(
+            miners=[(m.name, m.address, m.data_dir, m.key, PASSWORD) for m in miners],
+            chain=chain,
+            ipfs_api=f"http://127.0.0.1:{daemon.address.rsplit('/', 1)[1]}",
+            result=result,
+        )
+    finally:
+        for task in tasks:
+            task.cancel()
+        for m in miners:
+            if m.proc is not None and m.proc.poll() is None:
+                _kill_group(m.proc, signal.SIGKILL)
+                m.proc.wait(timeout=30)
+        if gate is not None:
+            await gate.close()
+        if chain is not None:
+            await chain.close()
+        for peer in peers:
+            await asyncio.to_thread(peer.stop)
+    result.seconds = round(time.perf_counter() - t_start, 1)
+    return {"result": result.to_dict(), "invariants": findings.to_dict()}

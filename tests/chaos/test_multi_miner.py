@@ -1,0 +1,79 @@
+"""The multi-miner part of `bench.chaos` in CI: three headless miners (one key funded only
+mid-run) on one ganache node and one js-ipfs daemon, with hand-sent transfers from their
+keys, ipfs outages that open every miner's breaker, a SIGKILL; any invariant violation
+(checked against the chain, the daemon after `repo gc`, and each journal) fails the suite.
+
+Needs ganache and js-ipfs from tests/peers: without them the test skips locally and fails
+under CI=true, as tests/integration does.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bench.chaos.__main__ import main
+from bench.chaos.peers import missing_peers
+from bench.chaos.report import failures, summary
+from tests.chaos.test_reduced_chaos import pytest_capture_errors_and_progress
+
+# ~80 s on a quiet 2-core machine (peers' start included); a hang guard, not a speed target.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+
+MINERS = 3
+SECONDS = 40
+
+
+def expectations(report: dict[str, Any]) -> list[str]:
+    """What this run must show besides `failures`: that each disturbance really happened
+    and every miner, the late-funded one included, got work committed."""
+    section = report.get("multi") or {}
+    if "result" not in section:
+        return []
+    r = section["result"]
+    out: list[str] = []
+    if len(r["miners"]) != MINERS:
+        out.append(f"multi: {len(r['miners'])} of {MINERS} miners")
+    for name, m in r["miners"].items():
+        if not m["states"].get("committed"):
+            out.append(f"multi: {name} committed nothing")
+    if not r["hand_sent"]:
+        out.append("multi: no hand-sent transaction accepted")
+    if r["ipfs_outages"] < 3:
+        out.append(f"multi: {r['ipfs_outages']} ipfs outages, expected 3")
+    if r["kills"] != 1:
+        out.append(f"multi: {r['kills']} SIGKILLs, expected 1")
+    if not r["letters_retried"]:
+        out.append("multi: the unfunded key was never refused (no dead letter to retry)")
+    if r["repo_gc"] != "done":
+        out.append(f"multi: repo gc {r['repo_gc']}")
+    return out
+
+
+def test_multi_miner_run_keeps_every_invariant(tmp_path: Path) -> None:
+    if why := missing_peers():
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(why)
+        pytest.skip(why)
+    out = tmp_path / "chaos"
+    with pytest_capture_errors_and_progress():
+        code = main(
+            [
+                "--transactions", "0",
+                "--crashes", "0",
+                "--sigterms", "0",
+                "--no-bad-inputs",
+                "--multi-miners", str(MINERS),
+                "--multi-seconds", str(SECONDS),
+                "--seed", "1",
+                "--out", str(out),
+                "--quiet",
+            ]
+        )  # fmt: skip
+    report = json.loads((out / "report.json").read_text())
+    problems = failures(report) + expectations(report)
+    assert not problems and code == 0, summary(report, problems) + f"; exit status {code}"

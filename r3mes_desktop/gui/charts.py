@@ -162,8 +162,15 @@ class ChartsPanel(QtWidgets.QWidget):
         plot.setMenuEnabled(False)
         plot.hideButtons()
         plot.getAxis("left").enableAutoSIPrefix(False)
-        for side in ("left", "bottom"):  # no text-space re-layout on every new range
-            plot.getAxis(side).setStyle(autoExpandTextSpace=False, autoReduceTextSpace=False)
+        for side in ("left", "bottom"):
+            axis = plot.getAxis(side)
+            # No text-space re-layout on every new range.
+            axis.setStyle(autoExpandTextSpace=False, autoReduceTextSpace=False)
+            # A new point repaints the whole plot; without a cache each axis replayed its
+            # ticks, labels and grid lines (a QPicture) on every such paint: py-spy put
+            # most of the loop's long stalls while mining in AxisItem.paint. Cached, an
+            # unchanged axis is one pixmap copy; a range change re-renders it once.
+            axis.setCacheMode(QtWidgets.QGraphicsItem.CacheMode.DeviceCoordinateCache)
         plot.getAxis("left").setWidth(48)
         plot.setMouseEnabled(x=False, y=False)
         # At most `points` (600) samples: downsampling and clipping cost more than they save.

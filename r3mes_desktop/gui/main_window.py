@@ -54,6 +54,7 @@ class MainWindow(QtWidgets.QMainWindow):
     refreshed = Signal()  # after each poll of the coordinator (tests wait on it)
     action_reported = Signal(str)  # one-click actions say what they did
     closed = Signal()  # the window closed for good (not hidden to the tray)
+    REPAINT_MS = 150  # the batch of event-driven repaints (details, status bar, tray)
 
     def __init__(
         self,
@@ -94,7 +95,15 @@ class MainWindow(QtWidgets.QMainWindow):
         self._panels: tuple[BreakersPanel, DeadLettersPanel, LogView] | None = None
         self.details = TransactionDetails()
         build_central(self)
-        self.status = StatusBarController(self.statusBar(), {})
+        self._dirty: set[str] = set()
+        self.repaint_timer = QtCore.QTimer(self)
+        self.repaint_timer.setObjectName("window-repaint")
+        self.repaint_timer.setSingleShot(True)
+        self.repaint_timer.setInterval(self.REPAINT_MS)
+        self.repaint_timer.timeout.connect(self._repaint_dirty)
+        self.status = StatusBarController(
+            self.statusBar(), {}, on_change=lambda: self.mark_dirty("status")
+        )
         self._probe: LatencyProbe | None = None
         self._device = ""
 
@@ -325,14 +334,34 @@ class MainWindow(QtWidgets.QMainWindow):
             and tx_id == self.details.current_id
             and not isinstance(event, StepProgress)
         ):
-            self._show_selected()  # progress (many per second) is redrawn by the 1 s tick
+            self.mark_dirty("details")  # progress (many per second) waits for the 1 s tick
         alert = self.notices.on_event(event)
         if alert is not None:
             self.alerts.show(alert)
         if isinstance(event, TransactionStateChanged) and TxState(event.new_state) in TERMINAL:
             self._log_outcome(event)
             QtCore.QTimer.singleShot(0, self.refresh)
-        self._update_tray()
+        self.mark_dirty("tray")
+
+    def mark_dirty(self, part: str) -> None:
+        """Ask for `part` ("details", "status", "tray") to be repainted with the next batch.
+
+        Events arrive in bursts (a saga step publishes several, a retry storm dozens);
+        repainting per event rebuilt the details HTML and the tray icon each time. One
+        single-shot timer repaints every dirty part once per `REPAINT_MS`.
+        """
+        self._dirty.add(part)
+        if not self.repaint_timer.isActive():
+            self.repaint_timer.start()
+
+    def _repaint_dirty(self) -> None:
+        dirty, self._dirty = self._dirty, set()
+        if "details" in dirty:
+            self._show_selected()
+        if "status" in dirty:
+            self.status.refresh()
+        if "tray" in dirty or "status" in dirty:  # the tray repeats the status bar's problem
+            self._update_tray()
 
     def _device_from_progress(self, event: StepProgress) -> None:
         device = event.detail.get("device")
@@ -438,6 +467,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self._ready = False  # a refresh queued by a last event must not poll a closing core
         self.tick_timer.stop()
         self.poll_timer.stop()
+        self.repaint_timer.stop()
         if self.charts is not None:
             self.charts.redraw_timer.stop()
         self.bridge.close()

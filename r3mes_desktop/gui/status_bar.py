@@ -8,7 +8,7 @@ from the due time every second, so the text never goes stale.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,9 +36,13 @@ class StatusBarController:
         bar: QtWidgets.QStatusBar,
         endpoints: Mapping[str, str | None],
         *,
-        clock: Any = time.monotonic,
+        clock: Callable[[], float] = time.monotonic,
+        on_change: Callable[[], None] | None = None,
     ) -> None:
+        """`on_change`: what a retry, breaker or recovery event calls to get the problem
+        text redrawn (the window batches it); by default it is redrawn at once."""
         self._endpoints = dict(endpoints)
+        self._changed = on_change if on_change is not None else self.refresh
         self._now = clock
         self._down: dict[str, _Down] = {}
         self._last_reason: dict[str, str] = {}  # the latest failure per service
@@ -114,7 +118,7 @@ class StatusBarController:
         else:
             reason = self._last_reason[event.service] = event.message
         self._down[event.service] = _Down(reason, self._now() + event.delay, breaker=breaker)
-        self.refresh()
+        self._changed()
 
     def on_breaker(self, event: BreakerStateChanged) -> None:
         state = event.new_state  # a core.breaker.BreakerState value
@@ -127,7 +131,7 @@ class StatusBarController:
             wait = event.seconds_until_half_open
             retry_at = None if wait is None else self._now() + wait
             self._down[event.service] = _Down(reason, retry_at, breaker=True)
-            self.refresh()
+            self._changed()
 
     def mark_up(self, service: str, *, breaker_closed: bool = False) -> None:
         """A call or health poll succeeded (or the breaker closed): not down any more."""
@@ -135,16 +139,22 @@ class StatusBarController:
         if down is None or (down.breaker and not breaker_closed):
             return
         del self._down[service]
-        self.refresh()
+        self._changed()
 
-    def refresh(self) -> None:
+    def _lines(self) -> list[str]:
         now = self._now()
         lines = []
         for service, down in self._down.items():
             retry_in = None if down.retry_at is None else down.retry_at - now
             lines.append(down_message(service, self._endpoints.get(service), down.reason, retry_in))
+        return lines
+
+    def refresh(self) -> None:
+        """Redraw the problem text (countdowns included) from what is down now."""
+        lines = self._lines()
         self.problem.setText(" | ".join(lines))
         self.problem.setToolTip("\n".join(lines))
 
     def problem_text(self) -> str:
-        return self.problem.text()
+        """What is down now, as the label says it once repainted (the tray repeats it)."""
+        return " | ".join(self._lines())

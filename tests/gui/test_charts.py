@@ -118,3 +118,29 @@ def test_empty_plots_start_on_a_unit_range_whose_ticks_fit(qtbot: Any) -> None:
     for plot in (panel.throughput_plot, panel.loss_plot, panel.hash_plot):
         (_, _), (lo, hi) = plot.viewRange()
         assert (lo, hi) == (0.0, 1.0)  # not 0..0.001, whose "0.0008" overran the axis label
+
+
+def test_a_new_point_does_not_repaint_unchanged_axes(qtbot: Any, monkeypatch: Any) -> None:
+    """A new point repaints its plot; the axes (ticks, labels, grid) come from a cache
+    unless their range moved, instead of being replayed on every such paint."""
+    import pyqtgraph as pg
+
+    data, clock = ChartData(clock=lambda: 0.0), Ticks()
+    panel = _panel(qtbot, data, clock)
+    panel.resize(1280, 330)
+    _loss(data, 1.0, 2.5)
+    panel.redraw_if_dirty(everything=True)
+    qtbot.wait(100)  # painted once for these ranges
+    painted: list[str] = []
+    paint = pg.AxisItem.paint
+    monkeypatch.setattr(
+        pg.AxisItem, "paint", lambda axis, *a: (painted.append(axis.orientation), paint(axis, *a))
+    )
+    ranges = panel.loss_plot.viewRange()
+    for step in range(2, 7):  # inside the coarse x range (0..10) and y range
+        _loss(data, float(step), 2.5 - (step % 2) / 100)
+        clock.now += 10
+        panel.redraw_if_dirty(everything=True)
+        qtbot.wait(50)  # Qt paints what the new point changed
+    assert panel.loss_plot.viewRange() == ranges
+    assert painted == []

@@ -117,6 +117,7 @@ class MultiResult:
     funded_after_s: float | None = None
     letters_retried: int = 0
     letters_retried_committed: int = 0
+    letters_retry_refused: int = 0  # another letter of the same round holds its signature
     drained: bool = False
     repo_gc: str = "not run"
     pool: dict[str, Any] = field(default_factory=dict)  # the node's tx pool if not drained
@@ -138,6 +139,7 @@ class Miner:
     proc: subprocess.Popen[bytes] | None = None
     starts: int = 0
     held: bool = False  # stopped on purpose by the harness (killed, or letters retried)
+    hold: asyncio.Lock = field(default_factory=asyncio.Lock)  # one such stop at a time
 
     def exited_by_itself(self) -> bool:
         return not self.held and self.proc is not None and self.proc.poll() is not None
@@ -354,19 +356,21 @@ async def _hand_sender(
     for i in range(plan.hand_sends):
         at = t0 + gap * (i + rng.uniform(0.7, 1.3))
         await asyncio.sleep(max(0.0, at - time.monotonic()))
-        running = [m for m in miners if m.funded and not m.held and m.proc is not None]
+        running = [m for m in miners if m.funded and not m.hold.locked() and m.proc is not None]
         if not running:
             continue
         target = rng.choice(running)
-        assert target.proc is not None
-        target.held = True
-        try:
-            target.proc.send_signal(signal.SIGSTOP)
-            await asyncio.sleep(FREEZE_SETTLE_S)  # requests it sent before are answered
-            await _hand_send(chain, target, result)
-        finally:
-            target.proc.send_signal(signal.SIGCONT)
-            target.held = False
+        async with target.hold:
+            proc = target.proc
+            assert proc is not None
+            target.held = True
+            try:
+                proc.send_signal(signal.SIGSTOP)
+                await asyncio.sleep(FREEZE_SETTLE_S)  # requests it sent before are answered
+                await _hand_send(chain, target, result)
+            finally:
+                proc.send_signal(signal.SIGCONT)
+                target.held = False
 
 
 async def _fund_later(
@@ -397,23 +401,27 @@ async def _fund_later(
     result.funded_after_s = round(time.monotonic() - t0, 1)
     await asyncio.sleep(plan.letters_after_s)
     for m in late:
-        assert m.proc is not None
-        m.held = True
-        m.proc.send_signal(signal.SIGTERM)
-        await asyncio.to_thread(m.proc.wait, plan.graceful_s + 30)
-        _kill_group(m.proc, signal.SIGKILL)  # any worker left in its group
-        await _hand_send(chain, m, result)  # the nonce of a refused signature is taken now
-        retried = await retry_letters(m, env(m))
-        result.letters_retried += len(retried)
-        result.letters_retried_committed += sum(state == "committed" for state in retried)
-        start_miner(m, env(m), plan.graceful_s)
-        m.held = False
+        async with m.hold:  # not while it is frozen for a hand-send
+            proc = m.proc
+            assert proc is not None
+            m.held = True
+            proc.send_signal(signal.SIGTERM)
+            await asyncio.to_thread(proc.wait, plan.graceful_s + 30)
+            _kill_group(proc, signal.SIGKILL)  # any worker left in its group
+            await _hand_send(chain, m, result)  # the nonce of a refused signature is taken now
+            retried = await retry_letters(m, env(m))
+            result.letters_retried += len(retried)
+            result.letters_retried_committed += retried.count("committed")
+            result.letters_retry_refused += retried.count("refused")
+            start_miner(m, env(m), plan.graceful_s)
+            m.held = False
 
 
 async def retry_letters(miner: Miner, env: dict[str, str]) -> list[str]:
     """`r3mes-miner dead-letters --retry` for each open letter of a stopped miner, in one
     runtime (as the CLI opens it); returns the final state of each retried transaction."""
     from r3mes_desktop.config import load_settings, updated
+    from r3mes_desktop.core.errors import ValidationError
     from r3mes_desktop.runtime import Runtime, RuntimeOptions
 
     settings = updated(
@@ -436,7 +444,17 @@ async def retry_letters(miner: Miner, env: dict[str, str]) -> list[str]:
     try:
         coordinator = runtime.coordinator
         for letter in await coordinator.journal.dead_letters(status="open"):
-            status = await coordinator.retry_dead_letter(letter.id)
+            open_now = {d.id for d in await coordinator.journal.dead_letters(status="open")}
+            if letter.id not in open_now:
+                continue  # closed as superseded by a retry before it
+            try:
+                status = await coordinator.retry_dead_letter(letter.id)
+            except ValidationError as exc:
+                # "retry that one instead": another letter of its round holds the round's
+                # signature (and is retried too); the app refuses this one, as it should
+                log.info("multi-miner: %s dead letter %s refused: %s", miner.name, letter.id, exc)
+                states.append("refused")
+                continue
             log.info(
                 "multi-miner: %s retried dead letter %s: %s", miner.name, letter.id, status.state
             )
@@ -454,14 +472,15 @@ async def _kill_one(
     await asyncio.sleep(plan.mine_s * 0.55)
     victim = miners[0]
     assert victim.proc is not None
-    victim.held = True
-    _kill_group(victim.proc, signal.SIGKILL)
-    await asyncio.to_thread(victim.proc.wait, 30)
-    result.kills += 1
-    log.info("multi-miner: SIGKILLed %s at %.0f s", victim.name, time.monotonic() - t0)
-    await _hand_send(chain, victim, result)  # a signature it left unsent is void now
-    start_miner(victim, env(victim), plan.graceful_s)
-    victim.held = False
+    async with victim.hold:  # not while it is frozen for a hand-send
+        victim.held = True
+        _kill_group(victim.proc, signal.SIGKILL)
+        await asyncio.to_thread(victim.proc.wait, 30)
+        result.kills += 1
+        log.info("multi-miner: SIGKILLed %s at %.0f s", victim.name, time.monotonic() - t0)
+        await _hand_send(chain, victim, result)  # a signature it left unsent is void now
+        start_miner(victim, env(victim), plan.graceful_s)
+        victim.held = False
 
 
 def _unfinished(data_dir: Path) -> int:

@@ -33,11 +33,15 @@ def failures(report: dict[str, Any]) -> list[str]:
                 "did not exit cleanly (status 143)"
             )
     multi = report.get("multi")
-    if multi and "result" in multi and not multi["result"]["drained"]:
-        out.append(
-            "multi: rounds still open for a miner or transactions unfinished when the drain "
-            "time ran out"
-        )
+    if multi and "result" in multi:
+        if not multi["result"]["drained"]:
+            out.append(
+                "multi: rounds still open for a miner or transactions unfinished when the "
+                "drain time ran out"
+            )
+        for name, miner in multi["result"]["miners"].items():
+            if miner["exit_code"] != 143:
+                out.append(f"multi: {name} exited with {miner['exit_code']} on SIGTERM, not 143")
     bad = report.get("bad_inputs")
     if bad and "failed" in bad:
         out += [f"bad input {r['area']} / {r['input']}: {r['detail']}" for r in bad["failed"]]
@@ -296,8 +300,9 @@ def _multi_section(multi: dict[str, Any] | None) -> list[str]:
         f"| ipfs outages (gate closed) | {r['ipfs_outages']} |",
         f"| SIGKILLs (miner started again) | {r['kills']} |",
         f"| unfunded key funded after | {_seconds(r['funded_after_s'])} |",
-        f"| dead letters retried after the funding (committed) | {r['letters_retried']} "
-        f"({r['letters_retried_committed']}) |",
+        f"| dead letters retried after the funding: committed / refused (another letter "
+        f"of the round holds its signature) / in all | {r['letters_retried_committed']} / "
+        f"{r.get('letters_retry_refused', 0)} / {r['letters_retried']} |",
         f"| open rounds mined out before the stop | {'yes' if r['drained'] else 'NO'} |",
         f"| `repo gc` before the checks | {r['repo_gc']} |",
         f"| files searched for the keys and passwords | {inv['files_scanned']} |",
@@ -334,11 +339,14 @@ def to_markdown(report: dict[str, Any]) -> str:
         ]
     lines += [
         "Commands: `make chaos` (the default: 2,000 transactions, 100 SIGKILLs, 10 SIGTERMs, "
-        "the bad-input table), any size with `.venv/bin/python -m bench.chaos --transactions N "
-        "--crashes M --sigterms K`, and the reduced CI version in "
+        "4 miners on ganache and js-ipfs for 240 s, the bad-input table), any size with "
+        "`.venv/bin/python -m bench.chaos --transactions N --crashes M --sigterms K "
+        "--multi-miners P --multi-seconds S`, and the reduced CI version in "
         "`tests/chaos/test_reduced_chaos.py` (part of `make test`: 200 chaos transactions, "
         "18 SIGKILLs and 2 SIGTERMs of the headless miner with `--parallel`, the bad-input "
-        "table). The same faults can be turned on in "
+        "table) and `tests/chaos/test_multi_miner.py` (part of `make test`: 3 miners, 40 s of "
+        "rounds; ganache and js-ipfs from `scripts/bootstrap.sh --peers`). The same faults "
+        "can be turned on in "
         "the app: set `fault_plan` (settings.toml or `R3MES_FAULT_PLAN`) to a TOML/JSON plan "
         "(`r3mes_desktop/faults.py` documents the format; `<out>/chaos/fault-plan.toml` "
         "is the one used here); the app then shows a warning that failures are injected.",

@@ -114,6 +114,7 @@ MULTI = {
                 "dead_letters_open": 0,
                 "kept_pins": 2,
                 "starts": 2,
+                "exit_code": 143,
             }
         },
         "rounds_opened": 6,
@@ -150,6 +151,12 @@ def test_the_report_fails_on_a_multi_miner_violation_and_an_unfinished_drain() -
     stuck = {**MULTI, "result": {**MULTI["result"], "drained": False}}
     assert "unfinished when the drain time ran out" in failures(_report(multi=stuck))[-1]
     assert "multi: 1 miners" in summary(_report(multi=MULTI))
+    unclean = {**MULTI, "invariants": {**MULTI["invariants"], "violations": []}}
+    unclean["result"] = {
+        **MULTI["result"],
+        "miners": {"miner-1": {**MULTI["result"]["miners"]["miner-1"], "exit_code": 1}},
+    }
+    assert failures(_report(multi=unclean)) == ["multi: miner-1 exited with 1 on SIGTERM, not 143"]
     text = to_markdown(_report(multi=MULTI))
     assert "## Multi-miner run" in text and "| miner-1 | funded | 5 | 0 | 0 | 1 |" in text
 

@@ -22,7 +22,7 @@ from bench.chaos.report import failures, summary
 from tests.chaos.test_reduced_chaos import pytest_capture_errors_and_progress
 
 # ~80 s on a quiet 2-core machine (peers' start included); a hang guard, not a speed target.
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(600)]
 
 MINERS = 3
 SECONDS = 40

@@ -13,9 +13,17 @@ import logging
 import os
 import sys
 import time
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from r3mes_desktop.gui.qt import QtCore, QtWidgets
+
+if TYPE_CHECKING:
+    from r3mes_desktop.config.settings import Settings
+    from r3mes_desktop.core.breaker import BreakerRegistry
+    from r3mes_desktop.core.events import EventBus
+    from r3mes_desktop.faults import FaultInjector
+    from r3mes_desktop.gui.ports import CoordinatorPort, MinerPort
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +86,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(args: argparse.Namespace, started: float) -> int:
-    app = QtWidgets.QApplication.instance() or QtWidgets.QApplication(sys.argv[:1])
+    existing = QtWidgets.QApplication.instance()
+    app = (
+        existing
+        if isinstance(existing, QtWidgets.QApplication)
+        else QtWidgets.QApplication(sys.argv[:1])
+    )
     app.setApplicationName("R3MES Desktop")
     app.setDesktopFileName("r3mes-desktop")
     app.setQuitOnLastWindowClosed(False)
@@ -141,12 +154,51 @@ def _main(args: argparse.Namespace, started: float) -> int:
 
 
 class _Starting:
-    """What the window holds until the runtime exists: the shared bus, not ready."""
+    """What the window holds until the runtime exists: the shared bus, not ready.
 
-    def __init__(self, bus: Any) -> None:
+    The window makes no core call before `runtime_ready()`, by which time the real runtime
+    is attached; anything asked of the stand-in before then is a bug, and says so.
+    """
+
+    def __init__(self, bus: EventBus) -> None:
         self.bus = bus
         self.ready = False
-        self.settings = None
+        self.settings: Settings | None = None
+        self.faults: FaultInjector | None = None
+
+    def _not_open(self) -> NoReturn:
+        raise RuntimeError("the miner runtime is still starting: no core call yet")
+
+    @property
+    def coordinator(self) -> CoordinatorPort:
+        self._not_open()
+
+    @property
+    def miner(self) -> MinerPort:
+        self._not_open()
+
+    @property
+    def breakers(self) -> BreakerRegistry:
+        self._not_open()
+
+    @property
+    def data_dir(self) -> Path:
+        self._not_open()
+
+    def endpoints(self) -> dict[str, str | None]:
+        self._not_open()
+
+    async def chain_info(self) -> dict[str, Any]:
+        self._not_open()
+
+    async def ipfs_info(self) -> str:
+        self._not_open()
+
+    def device_name(self) -> str:
+        self._not_open()
+
+    def apply_settings(self, settings: Settings) -> list[str]:
+        self._not_open()
 
 
 def _paint_now(app: Any, first_paint: FirstPaint, *, patience_s: float) -> None:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from r3mes_desktop.core.events import BreakerStateChanged
 from r3mes_desktop.gui.list_model import ListTableModel
-from r3mes_desktop.gui.qt import Qt, QtCore, QtGui, QtWidgets, Signal
+from r3mes_desktop.gui.qt import ModelIndex, Qt, QtCore, QtGui, QtWidgets, Signal
 from r3mes_desktop.gui.records import (
     BREAKER_COLOURS,
     BREAKER_TEXT,
@@ -46,7 +46,7 @@ class BreakersModel(ListTableModel):
         super().__init__(parent)
         self._now = clock
 
-    def data(self, index: QtCore.QModelIndex, role: int = 0) -> Any:
+    def data(self, index: ModelIndex, role: int = 0) -> Any:
         if not index.isValid():
             return None
         row = self._rows[index.row()]

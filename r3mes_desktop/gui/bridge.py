@@ -40,13 +40,13 @@ log = logging.getLogger(__name__)
 class EventBridge(QtCore.QObject):
     """Core events → Qt signals on the GUI thread.
 
-    `event` carries every event; the typed signals below carry the common kinds so widgets
+    `any_event` carries every event; the typed signals below carry the common kinds so widgets
     connect only to what they draw. Routes are keyed by the event's class (exact type: a
     subclass is a different event and gets only `event`), so a renamed or moved event
     class breaks at import time here, not silently at run time.
     """
 
-    event = Signal(object)
+    any_event = Signal(object)  # every event (not `event`: QObject.event() is a method)
     transaction_changed = Signal(object)  # TransactionStateChanged
     step_progress = Signal(object)  # StepProgress
     retry_scheduled = Signal(object)  # RetryScheduled
@@ -80,11 +80,11 @@ class EventBridge(QtCore.QObject):
 
     @Slot(object)
     def _dispatch(self, event: Event) -> None:
-        # Typed signals first (models update), then `event` (views that read the models).
+        # Typed signals first (models update), then `any_event` (views that read the models).
         route = self._routes.get(type(event))
         if route is not None:
             route.emit(event)
-        self.event.emit(event)
+        self.any_event.emit(event)
 
     def close(self) -> None:
         """Stop listening to the core (idempotent)."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from r3mes_desktop.core.events import Event, StepProgress, TransactionStateChanged
@@ -25,7 +25,7 @@ PARTS = ("errors", "rates", "throughput", "loss", "hash", "summary")
 class ChartData:
     """What the charts show, kept as plain numbers (testable without painting)."""
 
-    def __init__(self, *, points: int = 600, clock: Any = time.time) -> None:
+    def __init__(self, *, points: int = 600, clock: Callable[[], float] = time.time) -> None:
         self._clock = clock
         self.t0 = clock()
         self.errors: dict[str, int] = dict.fromkeys(CATEGORIES, 0)

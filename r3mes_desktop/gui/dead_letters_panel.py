@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from r3mes_desktop.gui.list_model import ListTableModel
-from r3mes_desktop.gui.qt import Qt, QtCore, QtWidgets, Signal
+from r3mes_desktop.gui.qt import ModelIndex, Qt, QtWidgets, Signal
 from r3mes_desktop.notices import short_id
 
 if TYPE_CHECKING:
@@ -38,7 +38,7 @@ class DeadLettersModel(ListTableModel):
     COLUMNS = ("Transaction", "Round", "When", "Reason")
     ID_ROLE = Qt.ItemDataRole.UserRole + 1
 
-    def data(self, index: QtCore.QModelIndex, role: int = 0) -> Any:
+    def data(self, index: ModelIndex, role: int = 0) -> Any:
         if not index.isValid():
             return None
         row = self._rows[index.row()]

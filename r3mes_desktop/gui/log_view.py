@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from r3mes_desktop.gui.qt import Qt, QtCore, QtGui, QtWidgets, Signal
+from r3mes_desktop.gui.qt import ModelIndex, Qt, QtCore, QtGui, QtWidgets, Signal
 from r3mes_desktop.redact import redact
 
 LEVELS = {"Debug": logging.DEBUG, "Info": logging.INFO, "Warning": logging.WARNING}
@@ -81,10 +81,10 @@ class LogModel(QtCore.QAbstractListModel):
         self.flush_timer.setSingleShot(True)
         self.flush_timer.timeout.connect(self.flush)
 
-    def rowCount(self, parent: QtCore.QModelIndex | None = None) -> int:
+    def rowCount(self, parent: ModelIndex | None = None) -> int:
         return 0 if parent is not None and parent.isValid() else len(self._lines)
 
-    def data(self, index: QtCore.QModelIndex, role: int = 0) -> Any:
+    def data(self, index: ModelIndex, role: int = 0) -> Any:
         if not index.isValid():
             return None
         line = self._lines[index.row()]
@@ -137,7 +137,7 @@ class LogFilter(QtCore.QSortFilterProxyModel):
         self._needle = text.strip().lower()
         self.endFilterChange()
 
-    def filterAcceptsRow(self, source_row: int, source_parent: QtCore.QModelIndex) -> bool:
+    def filterAcceptsRow(self, source_row: int, source_parent: ModelIndex) -> bool:
         model = self.sourceModel()
         index = model.index(source_row, 0, source_parent)
         if (model.data(index, LogModel.LEVEL_ROLE) or 0) < self._min_level:

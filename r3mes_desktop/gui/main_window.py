@@ -55,6 +55,10 @@ class MainWindow(QtWidgets.QMainWindow):
     action_reported = Signal(str)  # one-click actions say what they did
     closed = Signal()  # the window closed for good (not hidden to the tray)
     REPAINT_MS = 150  # the batch of event-driven repaints (details, status bar, tray)
+    # Built by window_layout.build_central:
+    tx_view: QtWidgets.QTableView
+    state_filter: QtWidgets.QComboBox
+    tabs: QtWidgets.QTabWidget
 
     def __init__(
         self,
@@ -88,7 +92,8 @@ class MainWindow(QtWidgets.QMainWindow):
         self.charts: ChartsPanel | None = None  # built once pyqtgraph is imported (load_charts)
         self.charts_host = QtWidgets.QWidget()
         self.charts_host.setObjectName("charts-host")
-        QtWidgets.QVBoxLayout(self.charts_host).addWidget(QtWidgets.QLabel("Loading charts…"))
+        self.charts_layout = QtWidgets.QVBoxLayout(self.charts_host)
+        self.charts_layout.addWidget(QtWidgets.QLabel("Loading charts…"))
         self.breakers_model = BreakersModel(self)
         self.dead_model = DeadLettersModel(self)
         self.log_model = LogModel(self)
@@ -242,11 +247,10 @@ class MainWindow(QtWidgets.QMainWindow):
             from r3mes_desktop.gui.charts import ChartsPanel
 
             self.charts = ChartsPanel(data=self.chart_data)
-            layout = self.charts_host.layout()
-            while layout.count():
-                item = layout.takeAt(0)
-                if item.widget() is not None:
-                    item.widget().deleteLater()
+            layout = self.charts_layout
+            while (item := layout.takeAt(0)) is not None:
+                if (placeholder := item.widget()) is not None:
+                    placeholder.deleteLater()
             layout.setContentsMargins(0, 0, 0, 0)
             layout.addWidget(self.charts)
         return self.charts
@@ -274,7 +278,8 @@ class MainWindow(QtWidgets.QMainWindow):
                 placeholder = self.tabs.widget(index)
                 self.tabs.removeTab(index)
                 self.tabs.insertTab(index, widget, title)
-                placeholder.deleteLater()
+                if placeholder is not None:
+                    placeholder.deleteLater()
             self.tabs.setCurrentIndex(current)
         return self._panels
 
@@ -296,7 +301,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.ops.connect()
         a.quit.triggered.connect(self.quit)
 
-        b.event.connect(self._on_event)
+        b.any_event.connect(self._on_event)
         b.transaction_changed.connect(self.tx_model.apply_event)
         b.step_progress.connect(self.tx_model.apply_event)
         b.step_progress.connect(self.chart_data.add_event)

@@ -9,4 +9,17 @@ from __future__ import annotations
 from PySide6 import QtCore, QtGui, QtNetwork, QtWidgets
 from PySide6.QtCore import Qt, QTimer, Signal, Slot
 
-__all__ = ["QTimer", "Qt", "QtCore", "QtGui", "QtNetwork", "QtWidgets", "Signal", "Slot"]
+ModelIndex = QtCore.QModelIndex | QtCore.QPersistentModelIndex
+"""What Qt passes to a model's overrides (`data`, `rowCount`, `filterAcceptsRow`)."""
+
+__all__ = [
+    "ModelIndex",
+    "QTimer",
+    "Qt",
+    "QtCore",
+    "QtGui",
+    "QtNetwork",
+    "QtWidgets",
+    "Signal",
+    "Slot",
+]

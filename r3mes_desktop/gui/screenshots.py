@@ -54,7 +54,10 @@ async def _shoot(window: Any, runtime: Any, out: Path) -> list[Path]:
     await runtime.open()
     window.runtime_ready()
     window.window_actions.start.trigger()
-    committed = lambda: sum(r.state == TxState.COMMITTED for r in window.tx_model.rows())  # noqa: E731
+
+    def committed() -> int:
+        return sum(r.state == TxState.COMMITTED for r in window.tx_model.rows())
+
     await _until(lambda: committed() >= 3 and window.charts is not None, 300)
     await asyncio.sleep(4)  # a few more chart points and a transaction in flight
     window.tx_view.selectRow(0)
@@ -79,10 +82,13 @@ async def _shoot(window: Any, runtime: Any, out: Path) -> list[Path]:
         written.append(path)
     dialog.close()
     runtime.store.down = True  # IPFS goes away: rollbacks, notice, error chart, breaker
-    rolled = lambda: any(r.state == TxState.ROLLED_BACK for r in window.tx_model.rows())  # noqa: E731
-    ipfs = window.breakers_model.row_of
-    ipfs_open = lambda: (row := ipfs("ipfs")) is not None and row.state == "open"  # noqa: E731
-    await _until(lambda: rolled() and ipfs_open(), 120)
+
+    def rolled_back_with_ipfs_open() -> bool:
+        ipfs = window.breakers_model.row_of("ipfs")
+        rolled = any(r.state == TxState.ROLLED_BACK for r in window.tx_model.rows())
+        return rolled and ipfs is not None and ipfs.state == "open"
+
+    await _until(rolled_back_with_ipfs_open, 120)
     await asyncio.sleep(2)
     window.charts.redraw_if_dirty(everything=True)
     await asyncio.sleep(0.3)

@@ -350,11 +350,11 @@ class SettingsDialog(QtWidgets.QDialog):
                 self.secrets.set(name, value)
             self._save(new)
         except Exception as exc:
-            for name, value in previous.items():  # nothing half-saved
-                if value is None:
+            for name, old in previous.items():  # nothing half-saved
+                if old is None:
                     self.secrets.delete(name)
                 else:
-                    self.secrets.set(name, value)
+                    self.secrets.set(name, old)
             log.error("settings not saved: %s", exc)
             self.general_error.setText(f"Settings not saved: {exc}")
             self.general_error.show()

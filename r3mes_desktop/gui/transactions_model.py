@@ -25,7 +25,7 @@ from r3mes_desktop.core.events import (
 )
 from r3mes_desktop.core.txstate import STEPS, TERMINAL, TxState
 from r3mes_desktop.gui.list_model import ListTableModel
-from r3mes_desktop.gui.qt import Qt, QtCore, QtGui
+from r3mes_desktop.gui.qt import ModelIndex, Qt, QtCore, QtGui
 from r3mes_desktop.gui.tx_rows import (
     PROGRESS_STEP,
     STATE_COLOURS,
@@ -77,7 +77,7 @@ class TransactionsModel(ListTableModel):
         self.flush_timer.timeout.connect(self.flush)
 
     # -- Qt model API (rows, columns and titles come from ListTableModel) ------------------
-    def data(self, index: QtCore.QModelIndex, role: int = 0) -> Any:
+    def data(self, index: ModelIndex, role: int = 0) -> Any:
         role = int(role)
         if role not in self._ROLES:
             return None  # decoration, font, alignment, ...: most calls end here
@@ -295,7 +295,7 @@ class TransactionsFilter(QtCore.QSortFilterProxyModel):
         self._filter = name
         self.endFilterChange()
 
-    def filterAcceptsRow(self, source_row: int, source_parent: QtCore.QModelIndex) -> bool:
+    def filterAcceptsRow(self, source_row: int, source_parent: ModelIndex) -> bool:
         wanted = STATE_FILTERS[self._filter]
         if wanted is None:
             return True

@@ -97,8 +97,8 @@ def build_central(window: MainWindow) -> None:
     window.tabs = QtWidgets.QTabWidget()
     window.tabs.setObjectName("lower-tabs")
     window.tabs.addTab(window.charts_host, "Charts")
-    for title in ("Circuit breakers", "Dead letters", "Log"):
-        window.tabs.addTab(QtWidgets.QWidget(), title)  # built after the first paint
+    for tab in ("Circuit breakers", "Dead letters", "Log"):
+        window.tabs.addTab(QtWidgets.QWidget(), tab)  # built after the first paint
 
     lower = QtWidgets.QSplitter(Qt.Orientation.Vertical)
     lower.addWidget(upper)

@@ -39,7 +39,7 @@ def test_bridge_routes_by_event_class_not_by_class_name(qtbot: Any) -> None:
     routed: list[Any] = []
     everything: list[Any] = []
     bridge.notice.connect(routed.append)
-    bridge.event.connect(everything.append)
+    bridge.any_event.connect(everything.append)
     impostor = type("Notice", (), {"kind": "Notice", "transaction_id": None})()
     bus.publish(impostor)  # same class name, not the core's Notice
     bus.publish(Notice2(level="info", message="sub"))

@@ -50,7 +50,7 @@ def test_bridge_never_runs_slots_inside_publish(qtbot: Any) -> None:
     bus = EventBus()
     bridge = EventBridge(bus)
     calls: list[str] = []
-    bridge.event.connect(lambda e: calls.append(e.message))
+    bridge.any_event.connect(lambda e: calls.append(e.message))
     bus.publish(Notice(level="info", message="queued"))
     assert calls == []  # the coordinator never waits on a widget
     qtbot.waitUntil(lambda: calls == ["queued"], timeout=2000)

@@ -14,6 +14,7 @@ from typing import Any
 
 from r3mes_desktop.config import paths
 from r3mes_desktop.gui.bridge import TaskRunner
+from r3mes_desktop.gui.ports import RuntimePort
 from r3mes_desktop.gui.qt import QtWidgets, Signal
 from r3mes_desktop.keys import Keystore, PasswordVault
 
@@ -23,9 +24,9 @@ log = logging.getLogger(__name__)
 class AccountTab(QtWidgets.QWidget):
     key_written = Signal(str)  # the new address
 
-    def __init__(self, runtime: Any, parent: QtWidgets.QWidget | None = None) -> None:
+    def __init__(self, runtime: RuntimePort, parent: QtWidgets.QWidget | None = None) -> None:
         super().__init__(parent)
-        keystore = getattr(runtime, "keystore", None)
+        keystore = runtime.keystore  # None until the runtime opened: the default location
         self.keystore: Keystore = keystore if keystore is not None else Keystore(paths().data_dir)
         self.tasks = TaskRunner(self)
         self.tasks.failed.connect(lambda _name, message: self._show_error(message))

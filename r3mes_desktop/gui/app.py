@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from r3mes_desktop.core.events import EventBus
     from r3mes_desktop.faults import FaultInjector
     from r3mes_desktop.gui.ports import CoordinatorPort, MinerPort
+    from r3mes_desktop.keys import Keystore
 
 log = logging.getLogger(__name__)
 
@@ -165,6 +166,7 @@ class _Starting:
         self.ready = False
         self.settings: Settings | None = None
         self.faults: FaultInjector | None = None
+        self.keystore: Keystore | None = None
 
     def _not_open(self) -> NoReturn:
         raise RuntimeError("the miner runtime is still starting: no core call yet")

@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from r3mes_desktop.core.events import Event, StepProgress, TransactionStateChanged
+from r3mes_desktop.core.txstate import TxState
 
 THROUGHPUT_WINDOW_S = 120.0
 
@@ -52,7 +53,7 @@ class ChartData:
 
     def add_event(self, event: Event) -> None:
         if isinstance(event, TransactionStateChanged):
-            if str(event.new_state).lower() == "committed":
+            if event.new_state == TxState.COMMITTED:
                 self.commit_times.append(event.ts)
             return
         if not isinstance(event, StepProgress):

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from r3mes_desktop.core.events import EventBus
     from r3mes_desktop.core.records import CleanupReport, DeadLetter, TransactionStatus
     from r3mes_desktop.faults import FaultInjector
+    from r3mes_desktop.keys import Keystore
 
 
 class CoordinatorPort(Protocol):
@@ -80,6 +81,9 @@ class RuntimePort(Protocol):
 
     @property
     def faults(self) -> FaultInjector | None: ...
+
+    @property
+    def keystore(self) -> Keystore | None: ...
 
     @property
     def data_dir(self) -> Path: ...

@@ -23,6 +23,7 @@ from r3mes_desktop.config import (
     updated,
     validate_candidate,
 )
+from r3mes_desktop.gui.ports import RuntimePort
 from r3mes_desktop.gui.qt import QtWidgets, Signal
 from r3mes_desktop.secrets_store import SLACK_WEBHOOK_URL, SMTP_PASSWORD, SecretsStore
 
@@ -100,7 +101,7 @@ class SettingsDialog(QtWidgets.QDialog):
 
     def __init__(
         self,
-        runtime: Any,
+        runtime: RuntimePort,
         *,
         parent: QtWidgets.QWidget | None = None,
         secrets: SecretsStore | None = None,
@@ -109,6 +110,8 @@ class SettingsDialog(QtWidgets.QDialog):
         super().__init__(parent)
         self.setWindowTitle("Settings — R3MES Desktop")
         self.setObjectName("settings-dialog")
+        if runtime.settings is None:
+            raise RuntimeError("settings: the runtime has not loaded them yet")
         self.runtime = runtime
         self.settings: Settings = runtime.settings
         self.secrets = secrets if secrets is not None else SecretsStore()
@@ -116,6 +119,7 @@ class SettingsDialog(QtWidgets.QDialog):
         self.widgets: dict[str, QtWidgets.QWidget] = {}
         self.error_labels: dict[str, QtWidgets.QLabel] = {}
         self.errors: dict[str, str] = {}
+        self._loading = False  # while the form is filled in: no validation per field
         self._locked = env_overrides()
 
         self.tabs = QtWidgets.QTabWidget()
@@ -285,7 +289,7 @@ class SettingsDialog(QtWidgets.QDialog):
         for name in ("chain_rpc_urls", "chain_id", "contract_address", "ipfs_api_address"):
             if name not in self._locked:
                 self.widgets[name].setEnabled(not on)
-        if not getattr(self, "_loading", False):
+        if not self._loading:
             self.revalidate()
 
     def _secret_errors(self) -> dict[str, str]:
@@ -299,7 +303,7 @@ class SettingsDialog(QtWidgets.QDialog):
         return {}
 
     def revalidate(self, *_: Any) -> bool:
-        if getattr(self, "_loading", False):
+        if self._loading:
             return not self.errors
         errors = validate_candidate(self.candidate())
         errors.update(self._secret_errors())
@@ -361,11 +365,7 @@ class SettingsDialog(QtWidgets.QDialog):
             return False
         self.settings = new
         restart = sorted(set(changed) & RESTART_FIELDS)
-        apply_live = getattr(self.runtime, "apply_settings", None)
-        if apply_live is not None:
-            apply_live(new)
-        else:
-            self.runtime.settings = new
+        self.runtime.apply_settings(new)
         for edit in (self.slack_url, self.smtp_password):
             edit.clear()
             edit.setPlaceholderText("saved — type to replace")

@@ -18,7 +18,7 @@ from tests.helpers.gui_fakes import FakeRuntime
 def runtime(tmp_path: Path) -> FakeRuntime:
     rt = FakeRuntime(tmp_path)
     rt.settings = load_settings()
-    rt.keystore = Keystore(tmp_path / "keys", scrypt_n=2**4)  # type: ignore[attr-defined]
+    rt.keystore = Keystore(tmp_path / "keys", scrypt_n=2**4)
     return rt
 
 

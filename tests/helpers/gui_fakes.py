@@ -31,6 +31,7 @@ from r3mes_desktop.core.txstate import STEPS, TERMINAL, TxState, step_done
 if TYPE_CHECKING:
     from r3mes_desktop.config.settings import Settings
     from r3mes_desktop.faults import FaultInjector
+    from r3mes_desktop.keys import Keystore
 
 FLOW = (
     TxState.PENDING,
@@ -292,6 +293,7 @@ class FakeRuntime:
         self.data_dir = data_dir
         self.ready = True
         self.faults: FaultInjector | None = None
+        self.keystore: Keystore | None = None
         self.chain_down = False
         self.applied: list[Settings] = []
 

@@ -382,11 +382,11 @@ async def _fund_later(
     t0: float,
 ) -> None:
     """Fund the keys that started unfunded; a moment later their owner does what the app
-    tells them: stop the miner, retry the dead letters its refused submissions left (their
-    nonces have been used again since: each must be signed again), start it again."""
+    tells them: stop the miner, retry the dead letters its refused submissions left (a
+    transfer from the key takes the account's next nonce first), start it again."""
     await asyncio.sleep(plan.mine_s * plan.fund_at)
     late = [m for m in miners if not m.funded]
-    latest = t0 + plan.mine_s * 0.6
+    latest = t0 + plan.mine_s  # a miner slow to start is refused later, not never
     while time.monotonic() < latest:  # until each unfunded key was refused at least once
         refused = await asyncio.gather(
             *(asyncio.to_thread(_refused_once, m.data_dir) for m in late)

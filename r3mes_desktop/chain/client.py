@@ -150,7 +150,13 @@ class ChainClient:
 
     @property
     def stale_nonce_s(self) -> float:
+        """How long a signature the node has never seen stays live (then its nonce is
+        reused); settable (the chaos harness shortens it)."""
         return self._nonce_manager.stale_nonce_s
+
+    @stale_nonce_s.setter
+    def stale_nonce_s(self, seconds: float) -> None:
+        self._nonce_manager.stale_nonce_s = seconds
 
     @property
     def transport(self) -> ChainTransport:

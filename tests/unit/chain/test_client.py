@@ -109,6 +109,21 @@ async def test_stale_unsent_signature_gives_its_nonce_back(tmp_path) -> None:
     await devnet.close()
 
 
+async def test_a_shortened_stale_nonce_s_reaches_the_nonce_choice(tmp_path) -> None:
+    """The chaos harness shortens `stale_nonce_s` on a running client: the nonce choice
+    must use the new value, not the one the client was built with."""
+    clock = ManualClock()
+    devnet = await open_devnet(tmp_path, clock=clock)
+    devnet.chain.stale_nonce_s = 1.0
+    a, b, c = await devnet.chain.open_rounds()
+    abandoned = await _submission(devnet, a)
+    await _submission(devnet, b, tag="b")
+    await clock.sleep(2.0)  # far below the devnet's own threshold
+    replacement = await _submission(devnet, c, tag="c")
+    assert replacement.account_nonce == abandoned.account_nonce
+    await devnet.close()
+
+
 class _RefusingOnce:
     """The devnet's node, refusing the first raw transaction it is sent."""
 

@@ -63,7 +63,10 @@ class AccountTab(QtWidgets.QWidget):
         self.message = QtWidgets.QLabel()
         self.message.setObjectName("account-message")
         self.message.setWordWrap(True)
+        self._lay_out()
+        self._refresh()
 
+    def _lay_out(self) -> None:
         form = QtWidgets.QFormLayout(self)
         form.addRow("Address", self.address)
         form.addRow("Keystore", QtWidgets.QLabel(str(self.keystore.path)))
@@ -85,7 +88,6 @@ class AccountTab(QtWidgets.QWidget):
         note.setWordWrap(True)
         note.setStyleSheet("color: #555;")
         form.addRow("", note)
-        self._refresh()
 
     def _refresh(self) -> None:
         exists = self.keystore.exists()

@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         teardown_logging()
 
 
-def _main(args: argparse.Namespace, started: float) -> int:
+def _application() -> QtWidgets.QApplication:
     existing = QtWidgets.QApplication.instance()
     app = (
         existing
@@ -95,7 +95,12 @@ def _main(args: argparse.Namespace, started: float) -> int:
     )
     app.setApplicationName("R3MES Desktop")
     app.setDesktopFileName("r3mes-desktop")
-    app.setQuitOnLastWindowClosed(False)
+    app.setQuitOnLastWindowClosed(False)  # closing the window may leave it in the tray
+    return app
+
+
+def _main(args: argparse.Namespace, started: float) -> int:
+    app = _application()
 
     from r3mes_desktop.gui.single_instance import LOCK_FILE, SingleInstance, server_name
 

@@ -87,27 +87,7 @@ class ChartsPanel(QtWidgets.QWidget):
         grid.setContentsMargins(2, 2, 2, 2)
         grid.setSpacing(4)
 
-        self.errors_plot = self._plot("Errors by category", "count")
-        self._bars = pg.BarGraphItem(
-            x=list(range(len(CATEGORIES))),
-            height=[0] * len(CATEGORIES),
-            width=0.7,
-            brushes=list(CATEGORY_COLOURS),
-        )
-        self.errors_plot.addItem(self._bars)
-        axis = self.errors_plot.getAxis("bottom")
-        axis.setTicks([list(enumerate(CATEGORY_LABELS))])
-        self.errors_plot.setToolTip(
-            "Errors by category: "
-            + ", ".join(
-                name if short == name else f"{short} = {name}"
-                for short, name in zip(CATEGORY_LABELS, CATEGORIES, strict=True)
-            )
-        )
-        self.errors_plot.setXRange(-0.6, len(CATEGORIES) - 0.4, padding=0)
-        self.errors_plot.setYRange(0, 1, padding=0)
-        self.errors_plot.setMouseEnabled(x=False, y=False)
-
+        self.errors_plot, self._bars = self._errors_plot()
         self.rates_plot = self._plot("Outcome rate", "share")
         legend = self.rates_plot.addLegend(offset=(-5, -5), labelTextSize="7pt")
         legend.setBrush(pg.mkBrush(255, 255, 255, 210))
@@ -124,17 +104,7 @@ class ChartsPanel(QtWidgets.QWidget):
         self.hash_plot = self._plot("PoW hash rate", "MH/s")
         self._hash_curve = self.hash_plot.plot(pen=pg.mkPen("#00838f", width=2))
 
-        self.summary = QtWidgets.QLabel()
-        self.summary.setObjectName("charts-summary")
-        self.summary.setAlignment(
-            QtCore.Qt.AlignmentFlag.AlignTop | QtCore.Qt.AlignmentFlag.AlignLeft
-        )
-        self.summary.setStyleSheet("background: white; padding: 8px; color: #333;")
-        self.summary.setWordWrap(True)
-        # Its text changes with every statistics poll; a size hint that follows the text
-        # re-laid out the whole grid, plots included (LayoutRequest stalls up to 51 ms).
-        ignored = QtWidgets.QSizePolicy.Policy.Ignored
-        self.summary.setSizePolicy(ignored, ignored)
+        self.summary = self._summary_label()
         grid.addWidget(self.summary, 1, 2)
         for pos, plot in enumerate(
             (
@@ -152,6 +122,41 @@ class ChartsPanel(QtWidgets.QWidget):
         self.redraw_timer.setInterval(refresh_ms)
         self.redraw_timer.timeout.connect(self.redraw_if_dirty)
         self.redraw_timer.start()
+
+    @staticmethod
+    def _summary_label() -> QtWidgets.QLabel:
+        label = QtWidgets.QLabel()
+        label.setObjectName("charts-summary")
+        label.setAlignment(QtCore.Qt.AlignmentFlag.AlignTop | QtCore.Qt.AlignmentFlag.AlignLeft)
+        label.setStyleSheet("background: white; padding: 8px; color: #333;")
+        label.setWordWrap(True)
+        # Its text changes with every statistics poll; a size hint that follows the text
+        # re-laid out the whole grid, plots included (LayoutRequest stalls up to 51 ms).
+        ignored = QtWidgets.QSizePolicy.Policy.Ignored
+        label.setSizePolicy(ignored, ignored)
+        return label
+
+    def _errors_plot(self) -> tuple[pg.PlotWidget, pg.BarGraphItem]:
+        plot = self._plot("Errors by category", "count")
+        bars = pg.BarGraphItem(
+            x=list(range(len(CATEGORIES))),
+            height=[0] * len(CATEGORIES),
+            width=0.7,
+            brushes=list(CATEGORY_COLOURS),
+        )
+        plot.addItem(bars)
+        plot.getAxis("bottom").setTicks([list(enumerate(CATEGORY_LABELS))])
+        plot.setToolTip(
+            "Errors by category: "
+            + ", ".join(
+                name if short == name else f"{short} = {name}"
+                for short, name in zip(CATEGORY_LABELS, CATEGORIES, strict=True)
+            )
+        )
+        plot.setXRange(-0.6, len(CATEGORIES) - 0.4, padding=0)
+        plot.setYRange(0, 1, padding=0)
+        plot.setMouseEnabled(x=False, y=False)
+        return plot, bars
 
     def _plot(self, title: str, unit: str) -> pg.PlotWidget:
         plot = pg.PlotWidget()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from r3mes_desktop.core.events import (
@@ -82,7 +83,6 @@ class MainWindow(QtWidgets.QMainWindow):
         self._miner_state = "idle"
         self.ops = WindowOps(self)
         self.settings_dialog: SettingsDialog | None = None
-
         build_toolbar_and_menus(self)
         self.banner = NoticeBanner()
         self.tx_model = TransactionsModel(self)
@@ -90,10 +90,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.tx_proxy.setSourceModel(self.tx_model)
         self.chart_data = ChartData()
         self.charts: ChartsPanel | None = None  # built once pyqtgraph is imported (load_charts)
-        self.charts_host = QtWidgets.QWidget()
-        self.charts_host.setObjectName("charts-host")
-        self.charts_layout = QtWidgets.QVBoxLayout(self.charts_host)
-        self.charts_layout.addWidget(QtWidgets.QLabel("Loading charts…"))
+        self.charts_host, self.charts_layout = self._charts_placeholder()
         self.breakers_model = BreakersModel(self)
         self.dead_model = DeadLettersModel(self)
         self.log_model = LogModel(self)
@@ -101,42 +98,17 @@ class MainWindow(QtWidgets.QMainWindow):
         self.details = TransactionDetails()
         build_central(self)
         self._dirty: set[str] = set()
-        self.repaint_timer = QtCore.QTimer(self)
-        self.repaint_timer.setObjectName("window-repaint")
-        self.repaint_timer.setSingleShot(True)
-        self.repaint_timer.setInterval(self.REPAINT_MS)
-        self.repaint_timer.timeout.connect(self._repaint_dirty)
+        self.repaint_timer = self._timer("window-repaint", self.REPAINT_MS, self._repaint_dirty)
         self.status = StatusBarController(
             self.statusBar(), {}, on_change=lambda: self.mark_dirty("status")
         )
         self._probe: LatencyProbe | None = None
         self._device = ""
-
         self._notices: NoticeCenter | None = None  # built on first use (see `notices`)
-        if tray_available is None:
-            tray_available = QtWidgets.QSystemTrayIcon.isSystemTrayAvailable()
-        self.tray = (
-            Tray(
-                self,
-                start_pause=self.window_actions.start_pause,
-                finish=self.window_actions.finish,
-                quit_action=self.window_actions.quit,
-            )
-            if tray_available
-            else None
-        )
+        self.tray = self._build_tray(tray_available)
         self.alerts = AlertRouter(self.banner, self.tray, preferences=self._alert_preferences)
-
-        app_logger = logging.getLogger("r3mes_desktop")
-        if app_logger.getEffectiveLevel() > logging.INFO:  # the log view starts at Info
-            app_logger.setLevel(logging.INFO)
-        self.log_handler = log_handler or QtLogHandler()
-        self.log_handler.record_emitted.connect(self.log_model.append)
-        if log_handler is None:
-            logging.getLogger().addHandler(self.log_handler)
-            self._owns_handler = True
-        else:
-            self._owns_handler = False
+        self._owns_handler = log_handler is None
+        self.log_handler = self._attach_log_handler(log_handler)
 
         self._connect()
         self._ready = runtime.ready
@@ -145,18 +117,50 @@ class MainWindow(QtWidgets.QMainWindow):
         else:
             self.window_actions.set_miner_state("starting")
             self.statusBar().showMessage("Starting the miner…")
-
-        self.tick_timer = QtCore.QTimer(self)
-        self.tick_timer.setObjectName("window-tick")
-        self.tick_timer.setInterval(1000)
-        self.tick_timer.timeout.connect(self._tick)
-        self.tick_timer.start()
-        self.poll_timer = QtCore.QTimer(self)
-        self.poll_timer.setObjectName("coordinator-poll")
-        self.poll_timer.setInterval(poll_ms)
-        self.poll_timer.timeout.connect(self.refresh)
-        self.poll_timer.start()
+        self.tick_timer = self._timer("window-tick", 1000, self._tick, repeat=True)
+        self.poll_timer = self._timer("coordinator-poll", poll_ms, self.refresh, repeat=True)
         self._painted = False
+
+    @staticmethod
+    def _charts_placeholder() -> tuple[QtWidgets.QWidget, QtWidgets.QVBoxLayout]:
+        host = QtWidgets.QWidget()
+        host.setObjectName("charts-host")
+        layout = QtWidgets.QVBoxLayout(host)
+        layout.addWidget(QtWidgets.QLabel("Loading charts…"))
+        return host, layout
+
+    def _timer(
+        self, name: str, interval_ms: int, slot: Callable[[], None], *, repeat: bool = False
+    ) -> QtCore.QTimer:
+        """A named timer: repeating ones start now, single-shot ones when first asked."""
+        timer = QtCore.QTimer(self)
+        timer.setObjectName(name)
+        timer.setInterval(interval_ms)
+        timer.setSingleShot(not repeat)
+        timer.timeout.connect(slot)
+        if repeat:
+            timer.start()
+        return timer
+
+    def _build_tray(self, available: bool | None) -> Tray | None:
+        if available is None:
+            available = QtWidgets.QSystemTrayIcon.isSystemTrayAvailable()
+        if not available:
+            return None
+        a = self.window_actions
+        return Tray(self, start_pause=a.start_pause, finish=a.finish, quit_action=a.quit)
+
+    def _attach_log_handler(self, given: QtLogHandler | None) -> QtLogHandler:
+        """The log view's feed: the app's handler (fed by the log queue's thread) or, when
+        none is given (tests, benches), one of our own on the root logger."""
+        app_logger = logging.getLogger("r3mes_desktop")
+        if app_logger.getEffectiveLevel() > logging.INFO:  # the log view starts at Info
+            app_logger.setLevel(logging.INFO)
+        handler = given or QtLogHandler()
+        handler.record_emitted.connect(self.log_model.append)
+        if given is None:
+            logging.getLogger().addHandler(handler)
+        return handler
 
     def paintEvent(self, event: QtGui.QPaintEvent) -> None:
         super().paintEvent(event)

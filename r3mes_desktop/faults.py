@@ -284,7 +284,8 @@ class _Network:
             await fn(*args)  # the request landed; only the answer was lost
         special = self._special(kind, op)
         if special is not None:
-            return await special(fn, *args)
+            result: T = await special(fn, *args)
+            return result
         raise self._error(kind, op)
 
     def _special(self, kind: str, op: str) -> Any:
@@ -376,7 +377,8 @@ class FaultyTransport(_Network):
         return await self._call("transaction", self._inner.transaction, tx_hash)
 
     async def balance(self, address: str) -> int:
-        return await self._inner.balance(address)  # the status bar's, not the saga's
+        wei: int = await self._inner.balance(address)  # the status bar's, not the saga's
+        return wei
 
     async def close(self) -> None:
         await self._inner.close()
@@ -411,7 +413,8 @@ class FaultyStore(_Network):
         return await self._call("add_and_pin", self._inner.add_and_pin, data)
 
     def cid_of(self, data: bytes) -> str:
-        return self._inner.cid_of(data)  # local arithmetic: nothing to fault
+        cid: str = self._inner.cid_of(data)  # local arithmetic: nothing to fault
+        return cid
 
     async def is_pinned(self, cid: str) -> bool:
         return await self._call("is_pinned", self._inner.is_pinned, cid)

@@ -316,9 +316,10 @@ class Runtime:
         if self.options.wrap_pow is not None:
             pow_ = self.options.wrap_pow(pow_)
         inline = self.options.inline_gradient_max
-        journal = Journal(
-            self.data_dir / JOURNAL_FILE,
-            **({"inline_gradient_max": inline} if inline is not None else {}),
+        journal = (
+            Journal(self.data_dir / JOURNAL_FILE)
+            if inline is None
+            else Journal(self.data_dir / JOURNAL_FILE, inline_gradient_max=inline)
         )
         if self.faults is not None:
             trainer = self.faults.wrap_trainer(trainer)

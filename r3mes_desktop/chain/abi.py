@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from eth_abi import decode as abi_decode
+from eth_abi.abi import decode as abi_decode
 from eth_utils.abi import get_abi_output_types
 from web3 import Web3
 

@@ -23,7 +23,7 @@ import re
 from typing import Any
 
 from eth_account.signers.local import LocalAccount
-from eth_utils import is_hex_address, to_checksum_address
+from eth_utils.address import is_hex_address, to_checksum_address
 
 from r3mes_desktop.chain.abi import decode_call, decode_output, encode_call
 from r3mes_desktop.chain.nonce_manager import NonceManager

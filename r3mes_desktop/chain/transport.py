@@ -10,6 +10,7 @@ or broken node gets a NetworkError naming the URL, never an AttributeError three
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 import aiohttp
@@ -377,10 +378,10 @@ class FallbackTransport:
     """Several RPC URLs as one transport: a network failure moves on to the next URL
     (core.resilience.FallbackEndpoints); a node's answer (revert, rejection) is final."""
 
-    def __init__(self, transports: list[ChainTransport], *, bus: Any = None) -> None:
+    def __init__(self, transports: Sequence[ChainTransport], *, bus: Any = None) -> None:
         from r3mes_desktop.core.resilience import FallbackEndpoints
 
-        self.transports = transports
+        self.transports = list(transports)
         self._endpoints: FallbackEndpoints[ChainTransport] = FallbackEndpoints(
             transports, service=SERVICE, bus=bus
         )

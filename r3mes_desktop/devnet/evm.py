@@ -245,7 +245,7 @@ def evm_log(data_dir: Path) -> Path:
 
 def to_checksum_address(address: str) -> str:
     """eth_utils' (web3's stack is imported after the EVM process starts, not before)."""
-    from eth_utils import to_checksum_address as checksum
+    from eth_utils.address import to_checksum_address as checksum
 
     return str(checksum(address))
 

@@ -18,7 +18,8 @@ from typing import Any, TypeVar
 
 from eth_tester import EthereumTester, PyEVMBackend
 from eth_tester.exceptions import TransactionFailed
-from eth_utils import keccak, to_checksum_address
+from eth_utils.address import to_checksum_address
+from eth_utils.crypto import keccak
 
 from r3mes_desktop.chain.abi import decode_revert
 from r3mes_desktop.chain.transport import CallReverted, TxRejected, rejection_kind

@@ -20,7 +20,8 @@ from typing import Any
 
 import rlp
 from eth_account import Account
-from eth_utils import keccak, to_checksum_address
+from eth_utils.address import to_checksum_address
+from eth_utils.crypto import keccak
 
 from r3mes_desktop.chain import artifact
 from r3mes_desktop.chain.abi import decode_output, encode_call

@@ -36,7 +36,15 @@ import rlp
 from eth_account import Account
 from eth_utils import keccak, to_checksum_address
 
-from bench.chaos.peers import GANACHE_KEY0, Gate, Peer, start_ganache, start_jsipfs
+from bench.chaos.peers import (
+    GANACHE_KEY0,
+    Gate,
+    Peer,
+    restart_ganache,
+    start_ganache,
+    start_jsipfs,
+)
+from r3mes_desktop.core.errors import NetworkError
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +67,7 @@ MINER_SETTINGS: dict[str, str] = {
 breaker, and its half-open trial meets the calls queued behind it."""
 ROUND_STEPS = 8
 FREEZE_SETTLE_S = 0.3
+WEDGE_LOOK_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -121,6 +130,7 @@ class MultiResult:
     drained: bool = False
     repo_gc: str = "not run"
     pool: dict[str, Any] = field(default_factory=dict)  # the node's tx pool if not drained
+    node_restarts: int = 0  # ganache restarted for a wedged queue (see `_unwedge`)
     seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
@@ -155,7 +165,7 @@ class Miner:
 
 def make_miner(root: Path, name: str, *, funded: bool, rng: random.Random) -> Miner:
     """A fresh key in the miner's own keystore (cheap scrypt: a throwaway key)."""
-    from r3mes_desktop.keys import Keystore
+    from r3mes_desktop.adapters.chain.keystore import Keystore
 
     key = rng.randbytes(32)
     home = root / name
@@ -208,8 +218,8 @@ class Chain:
     """The harness's view of ganache: contract views, the operator, hand-sent transfers."""
 
     def __init__(self, url: str) -> None:
-        from r3mes_desktop.chain.transport import RpcTransport
-        from r3mes_desktop.devnet.operator import DevnetOperator, RoundTemplate
+        from r3mes_desktop.adapters.chain.transport import RpcTransport
+        from r3mes_desktop.adapters.devnet.operator import DevnetOperator, RoundTemplate
 
         self.transport = RpcTransport(url)
         template = RoundTemplate(difficulty=16, steps=ROUND_STEPS, hyperparams={"preset": "tiny"})
@@ -218,7 +228,7 @@ class Chain:
         )
 
     async def deploy(self) -> str:
-        from r3mes_desktop.chain import artifact
+        from r3mes_desktop.adapters.chain import artifact
 
         op = self.operator
         nonce = await self.transport.nonce(op.address)
@@ -229,7 +239,7 @@ class Chain:
         return op.contract_address
 
     async def view(self, fn_name: str, *args: Any) -> Any:
-        from r3mes_desktop.chain.abi import decode_output, encode_call
+        from r3mes_desktop.adapters.chain.abi import decode_output, encode_call
 
         tx = {"to": self.operator.contract_address, "data": encode_call(fn_name, *args)}
         return decode_output(fn_name, await self.transport.call(tx))
@@ -256,7 +266,7 @@ class Chain:
     async def pool_summary(self, addresses: list[str]) -> dict[str, Any]:
         """Per miner: confirmed and pending nonce, and the nonces the node holds in its
         pool (pending / queued): why a drain did not finish."""
-        from r3mes_desktop.chain.transport import RpcTransport
+        from r3mes_desktop.adapters.chain.transport import RpcTransport
 
         assert isinstance(self.transport, RpcTransport)
         try:
@@ -420,9 +430,9 @@ async def _fund_later(
 async def retry_letters(miner: Miner, env: dict[str, str]) -> list[str]:
     """`r3mes-miner dead-letters --retry` for each open letter of a stopped miner, in one
     runtime (as the CLI opens it); returns the final state of each retried transaction."""
-    from r3mes_desktop.config import load_settings, updated
+    from r3mes_desktop.app.runtime import Runtime, RuntimeOptions
     from r3mes_desktop.core.errors import ValidationError
-    from r3mes_desktop.runtime import Runtime, RuntimeOptions
+    from r3mes_desktop.support.config import load_settings, updated
 
     settings = updated(
         load_settings(miner.root / "config" / "settings.toml", use_env=False),
@@ -483,6 +493,35 @@ async def _kill_one(
         victim.held = False
 
 
+async def _unwedge(
+    chain: Chain, miners: list[Miner], peers: list[Peer], root: Path, result: MultiResult
+) -> None:
+    """Restart ganache (same port and chain database: only its pool is lost) when it holds
+    a miner's transaction whose nonce is the account's next one in its queue, unmined, on
+    two looks 5 s apart. ganache 7 leaves such transactions there for good after nonces
+    arrived out of order from two senders (ganache issue #4522); the miner re-sends what
+    it signed once the node answers again. A real node mines them at once."""
+    seen: dict[str, int] = {}
+    while True:
+        await asyncio.sleep(WEDGE_LOOK_S)
+        try:
+            pool = await chain.pool_summary([m.address for m in miners])
+        except Exception as exc:  # the node restarting, or busy: look again later
+            log.info("multi-miner: could not read the node's pool: %s", exc)
+            continue
+        wedged = {
+            a: v["confirmed"]
+            for a, v in pool.items()
+            if isinstance(v, dict) and v["confirmed"] in v.get("pool_queued", [])
+        }
+        if any(seen.get(a) == n for a, n in wedged.items()):
+            log.warning("multi-miner: ganache's queue is wedged %s: restarting the node", wedged)
+            peers[0] = await asyncio.to_thread(restart_ganache, peers[0], root / "ganache")
+            result.node_restarts += 1
+            wedged = {}
+        seen = wedged
+
+
 def _unfinished(data_dir: Path) -> int:
     """Transactions of a miner's journal not yet terminal (read-only; busy = unknown = 1)."""
     journal = data_dir / "journal.sqlite"
@@ -522,7 +561,11 @@ async def _drain(chain: Chain, miners: list[Miner], limit_s: float) -> bool:
     transaction (or `limit_s`)."""
     deadline = time.monotonic() + limit_s
     while time.monotonic() < deadline:
-        left = [len(await chain.view("openRoundsFor", m.address)) for m in miners]
+        try:
+            left = [len(await chain.view("openRoundsFor", m.address)) for m in miners]
+        except NetworkError as exc:  # the node restarting (`_unwedge`): look again
+            log.info("multi-miner: drain could not list open rounds: %s", exc)
+            left = [-1]
         busy = [await asyncio.to_thread(_unfinished, m.data_dir) for m in miners]
         if not any(left) and not any(busy):
             return True
@@ -589,6 +632,7 @@ async def run_multi(root: Path, plan: MultiPlan, *, seed: int = 0) -> dict[str, 
         opening = asyncio.Event()
         opening.set()
         tasks.append(asyncio.create_task(_operate(chain, miners, plan, result, opening)))
+        tasks.append(asyncio.create_task(_unwedge(chain, miners, peers, root, result)))
         for m in miners:
             start_miner(m, env(m), plan.graceful_s)
         t0 = time.monotonic()
@@ -604,7 +648,7 @@ async def run_multi(root: Path, plan: MultiPlan, *, seed: int = 0) -> dict[str, 
                     assert m.proc is not None
                     raise RuntimeError(f"{m.name} exited by itself with {m.proc.returncode}")
             await asyncio.sleep(1.0)
-        for task in tasks[1:]:
+        for task in tasks[2:]:
             await task  # outages, hand-sends, funding and the kill are all done by now
         await gate.open()
         opening.clear()
@@ -617,9 +661,10 @@ async def run_multi(root: Path, plan: MultiPlan, *, seed: int = 0) -> dict[str, 
             assert m.proc is not None
             result.miners[m.name].exit_code = m.proc.returncode
             result.miners[m.name].starts = m.starts
-        tasks[0].cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await tasks[0]
+        for task in tasks[:2]:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         findings = await check_multi(
             miners=[(m.name, m.address, m.data_dir, m.key, PASSWORD) for m in miners],
             chain=chain,

@@ -89,18 +89,20 @@ def _wait_http(
     raise RuntimeError(f"peer did not answer {url} in {limit} s: {log.read_text()[-2000:]}")
 
 
-def start_ganache(root: Path) -> Peer:
-    """A fresh ganache node (deterministic accounts, chain id 1337, instant mining)."""
+def start_ganache(root: Path, *, port: int | None = None) -> Peer:
+    """A ganache node (deterministic accounts, chain id 1337, instant mining) whose chain
+    lives in `root`/db: started again on the same port (`restart_ganache`) it keeps the
+    chain and drops only its transaction pool."""
     if why := missing_peers():
         raise PeersMissing(why)
-    root.mkdir(parents=True, exist_ok=True)
-    port = free_port()
+    (root / "db").mkdir(parents=True, exist_ok=True)
+    port = free_port() if port is None else port
     log = root / "ganache.log"
-    with log.open("wb") as out:
+    with log.open("ab") as out:
         proc = subprocess.Popen(
             [str(NODE22), str(BIN / "ganache"), "--host", "127.0.0.1", "--port", str(port),
              "--wallet.deterministic", "--chain.chainId", "1337", "--logging.quiet",
-             "--hardfork", "shanghai"],
+             "--hardfork", "shanghai", "--database.dbPath", str(root / "db")],
             stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
     peer = Peer(proc, f"http://127.0.0.1:{port}", log)
@@ -111,6 +113,12 @@ def start_ganache(root: Path) -> Peer:
         peer.stop()
         raise
     return peer
+
+
+def restart_ganache(peer: Peer, root: Path) -> Peer:
+    """Stop the node and start it again on the same port and chain database."""
+    peer.stop()
+    return start_ganache(root, port=int(peer.address.rsplit(":", 1)[1]))
 
 
 def start_jsipfs(root: Path) -> Peer:

@@ -299,6 +299,8 @@ def _multi_section(multi: dict[str, Any] | None) -> list[str]:
         f"({r['hand_sent_failed']}) |",
         f"| ipfs outages (gate closed) | {r['ipfs_outages']} |",
         f"| SIGKILLs (miner started again) | {r['kills']} |",
+        f"| ganache restarted for a queue it wedged (ganache issue #4522) | "
+        f"{r.get('node_restarts', 0)} |",
         f"| unfunded key funded after | {_seconds(r['funded_after_s'])} |",
         f"| dead letters retried after the funding: committed / refused (another letter "
         f"of the round holds its signature) / in all | {r['letters_retried_committed']} / "
@@ -348,7 +350,7 @@ def to_markdown(report: dict[str, Any]) -> str:
         "rounds; ganache and js-ipfs from `scripts/bootstrap.sh --peers`). The same faults "
         "can be turned on in "
         "the app: set `fault_plan` (settings.toml or `R3MES_FAULT_PLAN`) to a TOML/JSON plan "
-        "(`r3mes_desktop/faults.py` documents the format; `<out>/chaos/fault-plan.toml` "
+        "(`r3mes_desktop/adapters/faults.py` documents the format; `<out>/chaos/fault-plan.toml` "
         "is the one used here); the app then shows a warning that failures are injected.",
         "",
     ]

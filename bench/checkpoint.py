@@ -14,14 +14,18 @@ import tempfile
 import time
 from pathlib import Path
 
+from r3mes_desktop.adapters.mining.checkpoint import CheckpointStore
+from r3mes_desktop.adapters.mining.settings import MiningConfig
+from r3mes_desktop.adapters.mining.worker import plan_for
 from r3mes_desktop.core.steps import RoundSpec
-from r3mes_desktop.mining.checkpoint import CheckpointStore
-from r3mes_desktop.mining.settings import MiningConfig
-from r3mes_desktop.mining.worker import plan_for
 
 
 def main() -> None:
-    from r3mes_desktop.mining.training import RoundTraining, configure_determinism, resolve_device
+    from r3mes_desktop.adapters.mining.training import (
+        RoundTraining,
+        configure_determinism,
+        resolve_device,
+    )
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--preset", default="default")

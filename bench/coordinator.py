@@ -35,11 +35,11 @@ from pathlib import Path
 
 from r3mes_desktop.cli.arg_types import count as count_arg
 from r3mes_desktop.core.artifacts import remove_sync, write_durable_many_sync
-from r3mes_desktop.core.breaker import BreakerRegistry
 from r3mes_desktop.core.coordinator import Coordinator
 from r3mes_desktop.core.events import EventBus
 from r3mes_desktop.core.journal import Journal, connect, migrate
 from r3mes_desktop.core.records import spec_to_json
+from r3mes_desktop.core.resilience.breaker import BreakerRegistry
 from r3mes_desktop.core.steps import (
     OnChainSubmission,
     ProgressCallback,

@@ -192,10 +192,10 @@ def mining_run(seconds: float, *, fast: bool) -> dict[str, Any]:
     os.environ["R3MES_CONFIG_DIR"] = str(Path(tmp) / "config")
     import qasync
 
+    from r3mes_desktop.app.runtime import Runtime, RuntimeOptions
     from r3mes_desktop.gui.latency import LatencyProbe
     from r3mes_desktop.gui.main_window import MainWindow
     from r3mes_desktop.gui.qt import QtWidgets
-    from r3mes_desktop.runtime import Runtime, RuntimeOptions
 
     busy = BusyClock()
     app = QtWidgets.QApplication.instance() or QtWidgets.QApplication(sys.argv[:1])

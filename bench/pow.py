@@ -35,7 +35,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from r3mes_desktop.mining.pow import NonceSearch
+from r3mes_desktop.adapters.mining.pow import NonceSearch
 
 NEVER = bytes(32)  # no digest is below zero: the search runs until cancelled
 

@@ -20,11 +20,11 @@ from pathlib import Path
 from eth_account import Account
 from eth_tester import EthereumTester, PyEVMBackend
 
+from r3mes_desktop.adapters.devnet import Devnet
+from r3mes_desktop.adapters.devnet.operator import RoundTemplate
+from r3mes_desktop.adapters.ipfs.local_store import LocalContentStore
 from r3mes_desktop.core.pow import is_valid_pow
 from r3mes_desktop.core.resilience import ServiceCaller
-from r3mes_desktop.devnet import Devnet
-from r3mes_desktop.devnet.operator import RoundTemplate
-from r3mes_desktop.ipfs.local_store import LocalContentStore
 
 N_TX = 40
 N_ADD = 30
@@ -100,7 +100,7 @@ async def jsipfs_latencies(n: int) -> list[float] | None:
         return None
     import contextlib
 
-    from r3mes_desktop.ipfs.client import IpfsClient
+    from r3mes_desktop.adapters.ipfs.client import IpfsClient
 
     factory = contextlib.contextmanager(peers.jsipfs.__wrapped__)
     with tempfile.TemporaryDirectory() as tmp:

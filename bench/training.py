@@ -27,21 +27,21 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
+from r3mes_desktop.adapters.mining.settings import MiningConfig
+from r3mes_desktop.adapters.mining.worker import ProcessTrainer, plan_for
 from r3mes_desktop.core.steps import RoundSpec
-from r3mes_desktop.mining.settings import MiningConfig
-from r3mes_desktop.mining.worker import ProcessTrainer, plan_for
 
 
 def bare_loop(spec: RoundSpec, config: MiningConfig) -> tuple[float, int]:
     """Seconds for the round as the simplest torch script would train it, and its threads."""
-    from r3mes_desktop.mining import training  # first: sets the environment torch reads
+    from r3mes_desktop.adapters.mining import training  # first: sets the environment torch reads
 
     training.configure_determinism(config.num_threads)
     import torch
     import torch.nn.functional as F
 
-    from r3mes_desktop.mining.data import SyntheticLanguage
-    from r3mes_desktop.mining.model import TinyLM
+    from r3mes_desktop.adapters.mining.data import SyntheticLanguage
+    from r3mes_desktop.adapters.mining.model import TinyLM
 
     plan = plan_for(spec, config)
     p = plan.model

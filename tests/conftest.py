@@ -39,4 +39,4 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     other thread was reading a worker pipe). With the GUI last, no Qt-free test runs
     after a QApplication was made.
     """
-    items.sort(key=lambda item: item.nodeid.startswith("tests/gui/"))
+    items.sort(key=lambda item: item.nodeid.startswith("tests/unit/gui/"))

@@ -148,7 +148,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     out = args.out
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
-    from r3mes_desktop.logs import setup_logging, teardown_logging
+    from r3mes_desktop.support.logs import setup_logging, teardown_logging
 
     report: dict[str, Any] = {
         "command": "python -m bench.chaos " + " ".join(args.argv),

@@ -79,7 +79,7 @@ SETTINGS_CASES: list[tuple[dict[str, Any], str, str]] = [
 
 def _settings_case(values: dict[str, Any], field: str, needle: str) -> Callable[[Path], Any]:
     async def run(root: Path) -> str:
-        from r3mes_desktop.config import validate_candidate
+        from r3mes_desktop.support.config import validate_candidate
 
         errors = validate_candidate(values)
         if field not in errors or needle.lower() not in errors[field].lower():
@@ -90,8 +90,8 @@ def _settings_case(values: dict[str, Any], field: str, needle: str) -> Callable[
 
 
 async def settings_file_bad_value(root: Path) -> str:
-    from r3mes_desktop.config import load_settings
-    from r3mes_desktop.config.store import SettingsError
+    from r3mes_desktop.support.config import load_settings
+    from r3mes_desktop.support.config.store import SettingsError
 
     path = root / "config" / "settings.toml"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -107,8 +107,8 @@ async def settings_file_bad_value(root: Path) -> str:
 
 
 async def settings_file_not_toml(root: Path) -> str:
-    from r3mes_desktop.config import load_settings
-    from r3mes_desktop.config.store import SettingsError
+    from r3mes_desktop.support.config import load_settings
+    from r3mes_desktop.support.config.store import SettingsError
 
     path = root / "config" / "settings.toml"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -122,8 +122,8 @@ async def settings_file_not_toml(root: Path) -> str:
 # -- fault plans ------------------------------------------------------------------------------
 def _plan_case(data: dict[str, Any], *needles: str) -> Callable[[Path], Any]:
     async def run(root: Path) -> str:
+        from r3mes_desktop.adapters.faults import FaultPlan
         from r3mes_desktop.core.errors import ValidationError
-        from r3mes_desktop.faults import FaultPlan
 
         return await expect(lambda: FaultPlan.from_mapping(data), (ValidationError,), *needles)
 
@@ -135,7 +135,7 @@ PASSWORD = "correct horse battery staple 42"
 
 
 def _keystore(root: Path) -> Any:
-    from r3mes_desktop.keys import Keystore
+    from r3mes_desktop.adapters.chain.keystore import Keystore
 
     ks = Keystore(root / "keys", scrypt_n=2**10)
     if not ks.exists():
@@ -155,8 +155,8 @@ async def keystore_wrong_password(root: Path) -> str:
 
 def _import_case(key: str, *needles: str) -> Callable[[Path], Any]:
     async def run(root: Path) -> str:
+        from r3mes_desktop.adapters.chain.keystore import Keystore
         from r3mes_desktop.core.errors import ValidationError
-        from r3mes_desktop.keys import Keystore
 
         ks = Keystore(root / "keys-import", scrypt_n=2**10)
         msg = await expect(lambda: ks.import_hex(key, PASSWORD), (ValidationError,), *needles)
@@ -183,8 +183,8 @@ async def keystore_overwrite_refused(root: Path) -> str:
 
 
 async def keystore_corrupt_file(root: Path) -> str:
+    from r3mes_desktop.adapters.chain.keystore import Keystore
     from r3mes_desktop.core.errors import ValidationError
-    from r3mes_desktop.keys import Keystore
 
     ks = Keystore(root / "keys-corrupt", scrypt_n=2**10)
     ks.path.parent.mkdir(parents=True, exist_ok=True)
@@ -251,7 +251,7 @@ SERVER = HostileServer()
 
 def _rpc_case(mode: str, method: str, kinds: tuple[str, ...], *needles: str) -> Callable[..., Any]:
     async def run(root: Path) -> str:
-        from r3mes_desktop.chain.transport import RpcTransport
+        from r3mes_desktop.adapters.chain.transport import RpcTransport
         from r3mes_desktop.core import errors
 
         SERVER.mode = mode
@@ -271,9 +271,9 @@ def _connect_case(mode: str, *needles: str) -> Callable[..., Any]:
     async def run(root: Path) -> str:
         from eth_account import Account
 
-        from r3mes_desktop.chain.client import ChainClient
-        from r3mes_desktop.chain.nonces import NonceStore
-        from r3mes_desktop.chain.transport import RpcTransport
+        from r3mes_desktop.adapters.chain.client import ChainClient
+        from r3mes_desktop.adapters.chain.nonces import NonceStore
+        from r3mes_desktop.adapters.chain.transport import RpcTransport
         from r3mes_desktop.core.errors import ValidationError
 
         SERVER.mode = mode
@@ -300,8 +300,8 @@ def _connect_case(mode: str, *needles: str) -> Callable[..., Any]:
 
 # -- IPFS -------------------------------------------------------------------------------------
 async def ipfs_wrong_cid(root: Path) -> str:
+    from r3mes_desktop.adapters.ipfs.client import IpfsClient
     from r3mes_desktop.core.errors import IntegrityError, NetworkError
-    from r3mes_desktop.ipfs.client import IpfsClient
 
     SERVER.mode = "ipfs_wrong_cid"
     client = IpfsClient(SERVER.url)
@@ -314,8 +314,8 @@ async def ipfs_wrong_cid(root: Path) -> str:
 
 
 async def ipfs_unreachable(root: Path) -> str:
+    from r3mes_desktop.adapters.ipfs.client import IpfsClient
     from r3mes_desktop.core.errors import NetworkError
-    from r3mes_desktop.ipfs.client import IpfsClient
 
     client = IpfsClient("http://127.0.0.1:9")
     try:
@@ -325,7 +325,7 @@ async def ipfs_unreachable(root: Path) -> str:
 
 
 def _store(root: Path) -> Any:
-    from r3mes_desktop.ipfs.local_store import LocalContentStore
+    from r3mes_desktop.adapters.ipfs.local_store import LocalContentStore
 
     return LocalContentStore(root / "store", max_gradient_size_mb=1)
 
@@ -375,7 +375,7 @@ async def store_bad_cid(root: Path) -> str:
 
 # -- checkpoints ------------------------------------------------------------------------------
 def _checkpoints(root: Path) -> Any:
-    from r3mes_desktop.mining.checkpoint import CheckpointStore
+    from r3mes_desktop.adapters.mining.checkpoint import CheckpointStore
 
     store = CheckpointStore(root / "checkpoints")
     for step in (10, 20):
@@ -515,7 +515,7 @@ async def journal_broken_invariant(root: Path) -> str:
 
 
 async def journal_second_miner(root: Path) -> str:
-    from r3mes_desktop.instance_lock import InstanceLock
+    from r3mes_desktop.app.instance_lock import InstanceLock
 
     first = InstanceLock(root / "locked-data")
     first.acquire()
@@ -590,9 +590,9 @@ def _api_case(
 ) -> Callable[..., Any]:
     async def run(root: Path) -> str:
         from r3mes_desktop.api import ApiConfig, ApiServer
-        from r3mes_desktop.config import load_settings
         from r3mes_desktop.core.coordinator import Coordinator
         from r3mes_desktop.core.events import EventBus
+        from r3mes_desktop.support.config import load_settings
 
         path_db = root / "api" / "journal.sqlite"
         journal = await _journal_with_row(path_db) if not path_db.exists() else None

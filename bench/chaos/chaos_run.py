@@ -79,7 +79,7 @@ class ChaosResult:
 
 
 def chaos_settings(**changes: Any) -> Any:
-    from r3mes_desktop.config import load_settings, updated
+    from r3mes_desktop.support.config import load_settings, updated
 
     return updated(load_settings(use_env=False), **{**CHAOS_SETTINGS, **changes})
 
@@ -89,7 +89,7 @@ async def _open(
 ) -> Any:
     """A runtime on `data_dir`; one that will not mine spawns its training worker only if
     recovery needs it. `inline_gradient_max=0`: every gradient a file, not a journal row."""
-    from r3mes_desktop.runtime import Runtime, RuntimeOptions
+    from r3mes_desktop.app.runtime import Runtime, RuntimeOptions
 
     options = RuntimeOptions.fast(
         data_dir=data_dir,
@@ -119,7 +119,7 @@ async def _open_devnet_runtime(settings: Any, data_dir: Path, *, mining: bool = 
 
 
 def _round_template() -> str:
-    from r3mes_desktop.runtime import RuntimeOptions
+    from r3mes_desktop.app.runtime import RuntimeOptions
 
     fast = RuntimeOptions.fast()
     return (
@@ -231,7 +231,7 @@ async def run_chaos(
     root: Path, *, transactions: int, seed: int = 0, plan: dict[str, Any] | None = None
 ) -> ChaosResult:
     """Mine `transactions` rounds under the plan, stop, reconcile fault-free once."""
-    from r3mes_desktop.monitoring import Monitoring
+    from r3mes_desktop.api.monitoring import Monitoring
 
     data_dir = root / "data"
     plan_path = write_plan(root / "fault-plan.toml", plan or CHAOS_PLAN, seed=seed)

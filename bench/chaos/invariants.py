@@ -18,13 +18,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from r3mes_desktop.chain.abi import decode_call, decode_output, encode_call
+from r3mes_desktop.adapters.chain.abi import decode_call, decode_output, encode_call
+from r3mes_desktop.adapters.devnet.evm import DevnetEvm
+from r3mes_desktop.adapters.devnet.txlog import TxLog
 from r3mes_desktop.core.artifacts import GRADIENT_SUFFIX
+from r3mes_desktop.core.cid import same_cid
 from r3mes_desktop.core.journal import Journal
 from r3mes_desktop.core.stats import compute_statistics
-from r3mes_desktop.devnet.evm import DevnetEvm
-from r3mes_desktop.devnet.txlog import TxLog
-from r3mes_desktop.ipfs.cid import same_cid
 
 TERMINAL = frozenset({"committed", "failed", "rolled_back"})
 JOURNAL_FILE = "journal.sqlite"
@@ -186,8 +186,8 @@ def scan_secrets(root: Path, secrets: list[bytes], allowed: set[Path]) -> int:
 def secret_needles(data_dir: Path) -> tuple[list[bytes], set[Path]]:
     """The dev miner's private key (hex and raw bytes) and keystore password; the two files
     that hold them by design (encrypted keystore, devnet password file) are allowed."""
-    from r3mes_desktop.devnet.devnet import DEV_PASSWORD_FILE
-    from r3mes_desktop.keys import Keystore
+    from r3mes_desktop.adapters.chain.keystore import Keystore
+    from r3mes_desktop.adapters.devnet.devnet import DEV_PASSWORD_FILE
 
     keys_dir = data_dir / "devnet" / "keys"
     password_file = keys_dir / DEV_PASSWORD_FILE

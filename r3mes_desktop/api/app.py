@@ -20,10 +20,10 @@ from r3mes_desktop.api.auth import Handler, auth_middleware
 from r3mes_desktop.api.metrics import MinerMetrics
 from r3mes_desktop.api.protocol import CoordinatorView, plain
 from r3mes_desktop.api.sse import EventStream
-from r3mes_desktop.core.breaker import BreakerRegistry
 from r3mes_desktop.core.errors import ErrorCategory, R3mesError, ValidationError
 from r3mes_desktop.core.events import EventBus
-from r3mes_desktop.redact import redact
+from r3mes_desktop.core.resilience.breaker import BreakerRegistry
+from r3mes_desktop.support.redact import redact
 
 log = logging.getLogger(__name__)
 

@@ -13,8 +13,8 @@ from typing import Any
 
 from aiohttp import web
 
-from r3mes_desktop.redact import register_secret
-from r3mes_desktop.secrets_store import API_TOKEN, SecretsStore
+from r3mes_desktop.support.redact import register_secret
+from r3mes_desktop.support.secrets import API_TOKEN, SecretsStore
 
 MIN_TOKEN_LEN = 32
 OPEN_PATHS = frozenset({"/health"})

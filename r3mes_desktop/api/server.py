@@ -17,8 +17,8 @@ from r3mes_desktop.api.app import LOOPBACK_HOSTS, create_app
 from r3mes_desktop.api.auth import load_or_create_token
 from r3mes_desktop.api.metrics import MinerMetrics
 from r3mes_desktop.api.protocol import CoordinatorView
-from r3mes_desktop.core.breaker import BreakerRegistry
 from r3mes_desktop.core.events import EventBus
+from r3mes_desktop.core.resilience.breaker import BreakerRegistry
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from typing import Any
 from aiohttp import web
 
 from r3mes_desktop.core.events import Event, EventBus
-from r3mes_desktop.redact import redact
+from r3mes_desktop.support.redact import redact
 
 QUEUE_SIZE = 1000
 _CLOSE = object()

@@ -17,7 +17,7 @@ from r3mes_desktop.cli import arg_types, commands_keys, commands_read
 from r3mes_desktop.cli.context import CliContext
 from r3mes_desktop.cli.exit_codes import CliError, ExitCode, exit_code_for
 from r3mes_desktop.cli.output import Output
-from r3mes_desktop.redact import redact
+from r3mes_desktop.support.redact import redact
 
 log = logging.getLogger("r3mes_desktop.cli")
 
@@ -134,7 +134,7 @@ def _add_run_commands(sub: _Subparsers) -> None:
 
 
 def _configure_logging(args: argparse.Namespace) -> None:
-    from r3mes_desktop.logs import setup_logging
+    from r3mes_desktop.support.logs import setup_logging
 
     console_level = logging.WARNING - 10 * min(args.verbose, 2)
     try:
@@ -167,7 +167,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _report_error(ctx, code, redact(message))
         return code
     finally:
-        from r3mes_desktop.logs import teardown_logging
+        from r3mes_desktop.support.logs import teardown_logging
 
         teardown_logging()
 

@@ -11,7 +11,7 @@ from r3mes_desktop.cli.exit_codes import CliError, ExitCode
 
 
 def _keystore(ctx: CliContext, args: argparse.Namespace):  # type: ignore[no-untyped-def]
-    from r3mes_desktop.keys import DEFAULT_SCRYPT_N, Keystore
+    from r3mes_desktop.adapters.chain.keystore import DEFAULT_SCRYPT_N, Keystore
 
     return Keystore(ctx.keys_dir, scrypt_n=args.scrypt_n or DEFAULT_SCRYPT_N)
 

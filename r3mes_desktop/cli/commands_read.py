@@ -100,7 +100,7 @@ async def cmd_dead_letters_list(ctx: CliContext, args: argparse.Namespace) -> in
 
 
 async def cmd_diagnostics(ctx: CliContext, args: argparse.Namespace) -> int:
-    from r3mes_desktop import diagnostics
+    from r3mes_desktop.support import diagnostics
 
     extra: dict[str, Any] = {}
     stats: dict[str, Any] = {}

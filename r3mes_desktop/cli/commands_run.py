@@ -139,7 +139,7 @@ def _add_password_options(p: argparse.ArgumentParser) -> None:
 async def open_runtime(
     ctx: CliContext, *, fast: bool = False, args: argparse.Namespace | None = None
 ) -> AsyncIterator[Any]:
-    from r3mes_desktop.runtime import Runtime, RuntimeOptions
+    from r3mes_desktop.app.runtime import Runtime, RuntimeOptions
 
     prompt = _password_prompt(args) if args is not None else None
     changes: dict[str, Any] = {"password_prompt": prompt}
@@ -168,7 +168,7 @@ def config_error(exc: ValidationError) -> Exception:
     """A ValidationError naming a setting ("chain_id: ...", "contract_address: ...") while
     connecting means settings.toml / R3MES_* point at the wrong network or contract: exit 3
     (config invalid), not 2 (usage), since no command-line argument can fix it."""
-    from r3mes_desktop.config import Settings
+    from r3mes_desktop.support.config import Settings
 
     field, sep, _ = exc.message.partition(":")
     if sep and field.strip() in Settings.model_fields:
@@ -198,7 +198,7 @@ exit codes: 0 every check passed (recompute may be skipped with --no-recompute);
 async def open_services(ctx: CliContext, args: argparse.Namespace) -> AsyncIterator[Any]:
     """The chain client and the content store only: no coordinator (its recovery would
     drive unfinished transactions), no miner, no devnet operator opening rounds."""
-    from r3mes_desktop.runtime import Runtime, RuntimeOptions
+    from r3mes_desktop.app.runtime import Runtime, RuntimeOptions
 
     class ServicesOnly(Runtime):
         async def _open_mining(self) -> None:
@@ -215,7 +215,7 @@ async def open_services(ctx: CliContext, args: argparse.Namespace) -> AsyncItera
 
 
 async def cmd_verify(ctx: CliContext, args: argparse.Namespace) -> int:
-    from r3mes_desktop.mining.verify import (
+    from r3mes_desktop.adapters.mining.verify import (
         Claim,
         failed,
         passed,
@@ -453,7 +453,7 @@ async def _next_signal(signals: _Signals) -> None:
 
 async def _start_extras(ctx: CliContext, args: argparse.Namespace, runtime: Any) -> list[Any]:
     """Error detail files always; the monitoring API when enabled. Returns closers."""
-    from r3mes_desktop.monitoring import Monitoring
+    from r3mes_desktop.api.monitoring import Monitoring
 
     monitoring = await Monitoring.attach(
         runtime, api=True if args.api else None, port=args.api_port

@@ -6,11 +6,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from r3mes_desktop.app.instance_lock import InstanceLock
 from r3mes_desktop.cli.exit_codes import CliError, ExitCode
 from r3mes_desktop.cli.journal_view import JournalView
 from r3mes_desktop.cli.output import Output
-from r3mes_desktop.config import AppPaths, Settings, SettingsError, load_settings, paths
-from r3mes_desktop.instance_lock import InstanceLock
+from r3mes_desktop.support.config import AppPaths, Settings, SettingsError, load_settings, paths
 
 JOURNAL_FILE = "journal.sqlite"
 KEYS_DIR = "keys"
@@ -55,7 +55,7 @@ class CliContext:
         return self.paths.data_dir / KEYS_DIR
 
     def keystore_address(self) -> str | None:
-        from r3mes_desktop.keys import Keystore
+        from r3mes_desktop.adapters.chain.keystore import Keystore
 
         keystore = Keystore(self.keys_dir)
         return keystore.address() if keystore.exists() else None

@@ -19,8 +19,8 @@ from r3mes_desktop.core.events import (
     StepProgress,
     TransactionStateChanged,
 )
-from r3mes_desktop.notices import retry_text, short_id
-from r3mes_desktop.redact import redact
+from r3mes_desktop.support.alerts import retry_text, short_id
+from r3mes_desktop.support.redact import redact
 
 
 class Output:

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from r3mes_desktop.cli.exit_codes import CliError, ExitCode
-from r3mes_desktop.redact import register_secret
+from r3mes_desktop.support.redact import register_secret
 
 
 def read_secret_file(path: Path, what: str) -> str:

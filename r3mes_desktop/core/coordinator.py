@@ -19,7 +19,6 @@ from typing import Any, Protocol
 
 from r3mes_desktop.core import artifacts
 from r3mes_desktop.core.analytics import AnalyticsConfig, analyse
-from r3mes_desktop.core.breaker import SERVICES, BreakerRegistry
 from r3mes_desktop.core.clock import SYSTEM_CLOCK, Clock
 from r3mes_desktop.core.errors import ValidationError
 from r3mes_desktop.core.events import (
@@ -40,7 +39,8 @@ from r3mes_desktop.core.records import (
     TransactionStatus,
 )
 from r3mes_desktop.core.resilience import Bulkhead, ServiceCaller
-from r3mes_desktop.core.retry import RetryPolicy, RetrySettings
+from r3mes_desktop.core.resilience.breaker import SERVICES, BreakerRegistry
+from r3mes_desktop.core.resilience.retry import RetryPolicy, RetrySettings
 from r3mes_desktop.core.saga import Saga, SagaContext
 from r3mes_desktop.core.saga.cleanup import close_transaction, stop_training
 from r3mes_desktop.core.saga.outbox import Outbox
@@ -54,7 +54,7 @@ log = logging.getLogger(__name__)
 
 
 class CoordinatorSettings(RetrySettings, Protocol):
-    """The settings fields the coordinator reads (r3mes_desktop.config.Settings has them)."""
+    """The settings fields the coordinator reads (support.config.Settings has them)."""
 
     @property
     def transaction_timeout(self) -> float: ...

@@ -1,7 +1,7 @@
 """The log context (transaction id, round, step, service) as a contextvar the core can set.
 
 It lives in core so the coordinator, saga and service caller can tag their work without
-importing anything above core; `r3mes_desktop.logs` copies it onto every log record.
+importing anything above core; `r3mes_desktop.support.logs` copies it onto every log record.
 asyncio tasks copy the context when created, so a `with log_context(transaction_id=...)`
 around `ensure_future(saga.drive(...))` tags everything that transaction's task logs.
 """

@@ -12,11 +12,11 @@ import asyncio
 import logging
 from typing import Any
 
-from r3mes_desktop.config import paths
+from r3mes_desktop.adapters.chain.keystore import Keystore, PasswordVault
 from r3mes_desktop.gui.bridge import TaskRunner
 from r3mes_desktop.gui.ports import RuntimePort
 from r3mes_desktop.gui.qt import QtWidgets, Signal
-from r3mes_desktop.keys import Keystore, PasswordVault
+from r3mes_desktop.support.config import paths
 
 log = logging.getLogger(__name__)
 

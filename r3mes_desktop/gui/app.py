@@ -19,12 +19,12 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from r3mes_desktop.gui.qt import QtCore, QtWidgets
 
 if TYPE_CHECKING:
-    from r3mes_desktop.config.settings import Settings
-    from r3mes_desktop.core.breaker import BreakerRegistry
+    from r3mes_desktop.adapters.chain.keystore import Keystore
+    from r3mes_desktop.adapters.faults import FaultInjector
     from r3mes_desktop.core.events import EventBus
-    from r3mes_desktop.faults import FaultInjector
+    from r3mes_desktop.core.resilience.breaker import BreakerRegistry
     from r3mes_desktop.gui.ports import CoordinatorPort, MinerPort
-    from r3mes_desktop.keys import Keystore
+    from r3mes_desktop.support.config.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ def _data_dir() -> str:
 def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     args = _parse(argv)
-    from r3mes_desktop.logs import setup_logging, teardown_logging
+    from r3mes_desktop.support.logs import setup_logging, teardown_logging
 
     # Every record goes through the one redacting log queue from the first line on: the
     # console now, the JSON file once the runtime opens, the log pane once it exists.
@@ -113,7 +113,7 @@ def _main(args: argparse.Namespace, started: float) -> int:
     from r3mes_desktop.core.events import EventBus
     from r3mes_desktop.gui.log_view import QtLogHandler
     from r3mes_desktop.gui.main_window import MainWindow
-    from r3mes_desktop.logs import attach_handler
+    from r3mes_desktop.support.logs import attach_handler
 
     bus = EventBus()
     log_pane = QtLogHandler()  # fed by the log queue's thread; Qt queues it to the GUI
@@ -135,9 +135,9 @@ def _main(args: argparse.Namespace, started: float) -> int:
 
     import qasync
 
+    from r3mes_desktop.app.runtime import Runtime, RuntimeOptions
     from r3mes_desktop.gui.latency import LatencyProbe
     from r3mes_desktop.gui.password_prompt import ask_password
-    from r3mes_desktop.runtime import Runtime, RuntimeOptions
 
     async def password_prompt(address: str) -> str | None:
         return await ask_password(window, address)
@@ -241,8 +241,8 @@ async def _run(window: Any, runtime: Any, *, start: bool) -> int:
 
     closed = asyncio.Event()
     window.closed.connect(closed.set)
-    from r3mes_desktop.logs import setup_logging
-    from r3mes_desktop.monitoring import Monitoring
+    from r3mes_desktop.api.monitoring import Monitoring
+    from r3mes_desktop.support.logs import setup_logging
 
     # Adds the JSON-lines file in the log dir to the queue (pydantic is loaded by now).
     setup_logging(console=True)

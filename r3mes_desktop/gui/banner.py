@@ -7,7 +7,7 @@ one; the user dismisses them all at once.
 from __future__ import annotations
 
 from r3mes_desktop.gui.qt import QtWidgets, Signal
-from r3mes_desktop.notices import Alert, severity_rank
+from r3mes_desktop.support.alerts import Alert, severity_rank
 
 _STYLES = {
     0: "background: #e3f2fd; border: 1px solid #90caf9; color: #0d47a1;",

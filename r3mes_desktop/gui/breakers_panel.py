@@ -22,7 +22,7 @@ from r3mes_desktop.gui.records import (
 )
 
 if TYPE_CHECKING:
-    from r3mes_desktop.core.breaker import BreakerSnapshot
+    from r3mes_desktop.core.resilience.breaker import BreakerSnapshot
 
 
 @dataclass

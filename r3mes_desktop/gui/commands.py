@@ -166,7 +166,7 @@ def _letters_outcome(
 
 async def export_diagnostics(*, runtime: RuntimePort) -> Outcome:
     """Write the bug-report zip into the data folder's diagnostics/ and say where."""
-    from r3mes_desktop.monitoring import export_runtime_diagnostics
+    from r3mes_desktop.api.monitoring import export_runtime_diagnostics
 
     path = await export_runtime_diagnostics(runtime, runtime.data_dir / "diagnostics")
     return Outcome(f"Diagnostics written to {path} (no keys, passwords or tokens inside).")

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from r3mes_desktop.gui.list_model import ListTableModel
 from r3mes_desktop.gui.qt import ModelIndex, Qt, QtWidgets, Signal
-from r3mes_desktop.notices import short_id
+from r3mes_desktop.support.alerts import short_id
 
 if TYPE_CHECKING:
     from r3mes_desktop.core.records import DeadLetter

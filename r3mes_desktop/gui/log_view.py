@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from r3mes_desktop.gui.qt import ModelIndex, Qt, QtCore, QtGui, QtWidgets, Signal
-from r3mes_desktop.redact import redact
+from r3mes_desktop.support.redact import redact
 
 LEVELS = {"Debug": logging.DEBUG, "Info": logging.INFO, "Warning": logging.WARNING}
 LEVELS["Error"] = logging.ERROR

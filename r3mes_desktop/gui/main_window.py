@@ -40,7 +40,7 @@ from r3mes_desktop.gui.tx_details import TransactionDetails
 from r3mes_desktop.gui.window_layout import build_central, build_toolbar_and_menus
 from r3mes_desktop.gui.window_ops import WindowOps
 from r3mes_desktop.gui.window_poll import Poller
-from r3mes_desktop.notices import Alert, NoticeCenter, failure_reason, short_id
+from r3mes_desktop.support.alerts import Alert, NoticeCenter, failure_reason, short_id
 
 if TYPE_CHECKING:
     from r3mes_desktop.gui.charts import ChartsPanel

@@ -14,12 +14,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from r3mes_desktop.config.settings import Settings
-    from r3mes_desktop.core.breaker import BreakerRegistry
+    from r3mes_desktop.adapters.chain.keystore import Keystore
+    from r3mes_desktop.adapters.faults import FaultInjector
     from r3mes_desktop.core.events import EventBus
     from r3mes_desktop.core.records import CleanupReport, DeadLetter, TransactionStatus
-    from r3mes_desktop.faults import FaultInjector
-    from r3mes_desktop.keys import Keystore
+    from r3mes_desktop.core.resilience.breaker import BreakerRegistry
+    from r3mes_desktop.support.config.settings import Settings
 
 
 class CoordinatorPort(Protocol):
@@ -64,7 +64,7 @@ class MinerPort(Protocol):
 
 
 class RuntimePort(Protocol):
-    """What the window reads from `r3mes_desktop.runtime.Runtime`."""
+    """What the window reads from `r3mes_desktop.app.runtime.Runtime`."""
 
     bus: EventBus
     ready: bool

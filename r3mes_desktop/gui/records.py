@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from r3mes_desktop.notices import plain_reason
+from r3mes_desktop.support.alerts import plain_reason
 
 if TYPE_CHECKING:
     from r3mes_desktop.core.records import CleanupReport

@@ -110,9 +110,9 @@ def main(argv: list[str] | None = None) -> int:
 
     import qasync
 
+    from r3mes_desktop.app.runtime import Runtime, RuntimeOptions
     from r3mes_desktop.gui.main_window import MainWindow
     from r3mes_desktop.gui.qt import QtWidgets
-    from r3mes_desktop.runtime import Runtime, RuntimeOptions
 
     app = QtWidgets.QApplication.instance() or QtWidgets.QApplication(sys.argv[:1])
     app.setApplicationName("R3MES Desktop")

@@ -14,7 +14,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
-from r3mes_desktop.config import (
+from r3mes_desktop.gui.ports import RuntimePort
+from r3mes_desktop.gui.qt import QtWidgets, Signal
+from r3mes_desktop.support.config import (
     Settings,
     SettingsError,
     accepted,
@@ -23,9 +25,7 @@ from r3mes_desktop.config import (
     updated,
     validate_candidate,
 )
-from r3mes_desktop.gui.ports import RuntimePort
-from r3mes_desktop.gui.qt import QtWidgets, Signal
-from r3mes_desktop.secrets_store import SLACK_WEBHOOK_URL, SMTP_PASSWORD, SecretsStore
+from r3mes_desktop.support.secrets import SLACK_WEBHOOK_URL, SMTP_PASSWORD, SecretsStore
 
 log = logging.getLogger(__name__)
 

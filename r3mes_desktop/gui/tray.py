@@ -12,7 +12,7 @@ from collections.abc import Callable
 from r3mes_desktop.gui.banner import NoticeBanner
 from r3mes_desktop.gui.icons import status_icon
 from r3mes_desktop.gui.qt import QtGui, QtWidgets
-from r3mes_desktop.notices import Alert, severity_rank
+from r3mes_desktop.support.alerts import Alert, severity_rank
 
 
 class Tray:

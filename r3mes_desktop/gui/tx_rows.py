@@ -19,7 +19,7 @@ from r3mes_desktop.core.events import (
     TransactionStateChanged,
 )
 from r3mes_desktop.core.txstate import STEPS, TERMINAL, TxState
-from r3mes_desktop.notices import undo_text
+from r3mes_desktop.support.alerts import undo_text
 
 if TYPE_CHECKING:
     from r3mes_desktop.core.records import TransactionStatus

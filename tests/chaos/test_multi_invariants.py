@@ -11,7 +11,7 @@ import pytest
 from bench.chaos.__main__ import parse_args
 from bench.chaos.invariants import Findings, MinerView, check_miner
 from bench.chaos.report import failures, summary, to_markdown
-from r3mes_desktop.ipfs.cid import compute_cid
+from r3mes_desktop.core.cid import compute_cid
 
 CONTENT = b"gradient bytes of round 1"
 CID = str(compute_cid(CONTENT))

@@ -6,12 +6,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from r3mes_desktop.config.settings import Settings
-from r3mes_desktop.core.breaker import BreakerConfig, BreakerRegistry
 from r3mes_desktop.core.clock import ManualClock
 from r3mes_desktop.core.coordinator import Coordinator
 from r3mes_desktop.core.events import Event, EventBus
 from r3mes_desktop.core.journal import INLINE_GRADIENT_MAX, Journal
+from r3mes_desktop.core.resilience.breaker import BreakerConfig, BreakerRegistry
+from r3mes_desktop.support.config.settings import Settings
 from tests.helpers.fakes import FakeChain, FakePow, FakeStore, FakeTaskApi, FakeTrainer, Faults
 
 

@@ -14,10 +14,10 @@ import signal
 import sys
 from pathlib import Path
 
-from r3mes_desktop.core.breaker import BreakerConfig, BreakerRegistry
 from r3mes_desktop.core.coordinator import Coordinator
 from r3mes_desktop.core.events import Event, EventBus, TransactionStateChanged
 from r3mes_desktop.core.journal import Journal
+from r3mes_desktop.core.resilience.breaker import BreakerConfig, BreakerRegistry
 from tests.helpers.fakes import (
     MINER,
     FakePow,

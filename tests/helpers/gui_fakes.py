@@ -4,7 +4,7 @@ They implement the async API the window calls (`gui.ports`), return the core's o
 (`TransactionStatus`, `DeadLetter`, `CleanupReport`, lower-case `TxState` values, a
 `MinerState`) and publish the same core events on a real `EventBus`; the breakers are the
 real `BreakerRegistry`. The end-to-end GUI tests use
-the real runtime instead (tests/gui/test_window_devnet.py).
+the real runtime instead (tests/unit/gui/test_window_devnet.py).
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from r3mes_desktop.core.breaker import BreakerRegistry
 from r3mes_desktop.core.events import (
     EventBus,
     MinerStateChanged,
@@ -26,12 +25,13 @@ from r3mes_desktop.core.events import (
 )
 from r3mes_desktop.core.miner import MinerState
 from r3mes_desktop.core.records import CleanupReport, DeadLetter, TransactionStatus
+from r3mes_desktop.core.resilience.breaker import BreakerRegistry
 from r3mes_desktop.core.txstate import STEPS, TERMINAL, TxState, step_done
 
 if TYPE_CHECKING:
-    from r3mes_desktop.config.settings import Settings
-    from r3mes_desktop.faults import FaultInjector
-    from r3mes_desktop.keys import Keystore
+    from r3mes_desktop.adapters.chain.keystore import Keystore
+    from r3mes_desktop.adapters.faults import FaultInjector
+    from r3mes_desktop.support.config.settings import Settings
 
 FLOW = (
     TxState.PENDING,

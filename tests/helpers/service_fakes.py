@@ -14,12 +14,12 @@ from typing import Any
 
 from aiohttp import web
 
+from r3mes_desktop.adapters.devnet import Devnet
+from r3mes_desktop.adapters.devnet.operator import RoundTemplate
 from r3mes_desktop.core.clock import ManualClock
 from r3mes_desktop.core.pow import is_valid_pow
 from r3mes_desktop.core.resilience import ServiceCaller
-from r3mes_desktop.core.retry import RetryPolicy
-from r3mes_desktop.devnet import Devnet
-from r3mes_desktop.devnet.operator import RoundTemplate
+from r3mes_desktop.core.resilience.retry import RetryPolicy
 
 TINY_ROUNDS = RoundTemplate(difficulty=16, steps=2, hyperparams={"preset": "tiny"})
 

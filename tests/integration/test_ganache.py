@@ -7,12 +7,12 @@ from pathlib import Path
 import pytest
 from eth_account import Account
 
-from r3mes_desktop.chain.client import ChainClient
-from r3mes_desktop.chain.nonces import NonceStore
-from r3mes_desktop.chain.transport import FallbackTransport, RpcTransport
+from r3mes_desktop.adapters.chain.client import ChainClient
+from r3mes_desktop.adapters.chain.nonces import NonceStore
+from r3mes_desktop.adapters.chain.transport import FallbackTransport, RpcTransport
+from r3mes_desktop.adapters.devnet.operator import DevnetOperator
 from r3mes_desktop.core.clock import SystemClock
 from r3mes_desktop.core.errors import AlreadySubmittedError, AuthenticationError, ValidationError
-from r3mes_desktop.devnet.operator import DevnetOperator
 from tests.helpers.service_fakes import TINY_ROUNDS, bad_pow, gradient, solve_pow
 from tests.integration.conftest import GANACHE_KEY0, free_port
 
@@ -31,7 +31,7 @@ async def deployed(ganache: str) -> tuple[str, DevnetOperator]:
     operator.contract_address = to_checksum_address(
         keccak(rlp.encode([bytes.fromhex(operator.address[2:]), nonce]))[12:]
     )
-    from r3mes_desktop.chain import artifact
+    from r3mes_desktop.adapters.chain import artifact
 
     await operator._send(artifact.load().bytecode, to=None, gas=3_000_000)
     yield operator.contract_address, operator

@@ -6,9 +6,9 @@ import os
 
 import pytest
 
+from r3mes_desktop.adapters.ipfs.client import IpfsClient
+from r3mes_desktop.core.cid import CHUNK_SIZE, compute_cid, same_cid
 from r3mes_desktop.core.errors import ValidationError
-from r3mes_desktop.ipfs.cid import CHUNK_SIZE, compute_cid, same_cid
-from r3mes_desktop.ipfs.client import IpfsClient
 
 pytestmark = pytest.mark.integration
 

@@ -22,8 +22,8 @@ import pytest
 from aiohttp import web
 
 from r3mes_desktop.api.app import create_app
-from r3mes_desktop.core.breaker import BreakerRegistry
 from r3mes_desktop.core.events import EventBus, TransactionStateChanged
+from r3mes_desktop.core.resilience.breaker import BreakerRegistry
 from tests.integration.conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[2]

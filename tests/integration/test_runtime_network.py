@@ -11,13 +11,13 @@ import pytest
 import rlp
 from eth_utils import keccak, to_checksum_address
 
-from r3mes_desktop.chain import artifact
-from r3mes_desktop.chain.transport import RpcTransport
-from r3mes_desktop.config import load_settings, updated
+from r3mes_desktop.adapters.chain import artifact
+from r3mes_desktop.adapters.chain.keystore import Keystore
+from r3mes_desktop.adapters.chain.transport import RpcTransport
+from r3mes_desktop.adapters.devnet.operator import DevnetOperator, RoundTemplate
+from r3mes_desktop.app.runtime import Runtime, RuntimeOptions
 from r3mes_desktop.core.events import TransactionStateChanged
-from r3mes_desktop.devnet.operator import DevnetOperator, RoundTemplate
-from r3mes_desktop.keys import Keystore
-from r3mes_desktop.runtime import Runtime, RuntimeOptions
+from r3mes_desktop.support.config import load_settings, updated
 from tests.integration.conftest import GANACHE_KEY0
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(300)]

@@ -16,7 +16,7 @@ from r3mes_desktop.core.errors import ErrorCategory, R3mesError
 from r3mes_desktop.core.events import EventBus
 from r3mes_desktop.core.journal import Journal
 from r3mes_desktop.core.resilience import ServiceCaller
-from r3mes_desktop.core.retry import RetryPolicy
+from r3mes_desktop.core.resilience.retry import RetryPolicy
 from r3mes_desktop.core.steps import Chain, ContentStore, ProofOfWork, TaskApi, Trainer
 from r3mes_desktop.core.txstate import TxState
 

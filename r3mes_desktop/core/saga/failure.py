@@ -15,7 +15,7 @@ from r3mes_desktop.core import artifacts
 from r3mes_desktop.core.errors import R3mesError
 from r3mes_desktop.core.journal import Change
 from r3mes_desktop.core.records import HistoryEntry, TransactionRecord
-from r3mes_desktop.core.retry import RetryPolicy
+from r3mes_desktop.core.resilience.retry import RetryPolicy
 from r3mes_desktop.core.saga.context import DEAD_LETTER_CATEGORIES, SagaContext, Scratch
 from r3mes_desktop.core.txstate import TxState
 

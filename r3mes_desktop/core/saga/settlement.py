@@ -24,7 +24,7 @@ from r3mes_desktop.core.errors import (
 from r3mes_desktop.core.events import Notice
 from r3mes_desktop.core.journal import Change
 from r3mes_desktop.core.records import HistoryEntry, TransactionRecord
-from r3mes_desktop.core.retry import RetryPolicy
+from r3mes_desktop.core.resilience.retry import RetryPolicy
 from r3mes_desktop.core.saga.context import MAX_RESIGNS, SagaContext, Scratch
 from r3mes_desktop.core.steps import Receipt, SignedSubmission
 from r3mes_desktop.core.txstate import TxState

@@ -9,9 +9,9 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from r3mes_desktop.api.app import create_app
-from r3mes_desktop.core.breaker import BreakerRegistry
 from r3mes_desktop.core.clock import ManualClock
 from r3mes_desktop.core.events import EventBus
+from r3mes_desktop.core.resilience.breaker import BreakerRegistry
 from tests.helpers.monitoring_fakes import FakeCoordinatorView
 
 TOKEN = "t" * 43

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from r3mes_desktop.core.breaker import BreakerState
+from r3mes_desktop.core.resilience.breaker import BreakerState
 from tests.helpers.monitoring_fakes import unreachable
 from tests.unit.api.conftest import Api, make_api
 

@@ -10,10 +10,10 @@ import pytest
 
 from r3mes_desktop.api import ApiConfig, ApiServer, load_or_create_token
 from r3mes_desktop.api.server import warn_if_exposed
-from r3mes_desktop.config import paths
 from r3mes_desktop.core.events import EventBus
-from r3mes_desktop.redact import SECRETS, redact
-from r3mes_desktop.secrets_store import API_TOKEN, SecretsStore
+from r3mes_desktop.support.config import paths
+from r3mes_desktop.support.redact import SECRETS, redact
+from r3mes_desktop.support.secrets import API_TOKEN, SecretsStore
 from tests.helpers.monitoring_fakes import FakeCoordinatorView
 
 
@@ -41,7 +41,7 @@ def test_default_store_lives_in_the_data_dir() -> None:
 
 
 def test_config_from_settings() -> None:
-    from r3mes_desktop.config import Settings
+    from r3mes_desktop.support.config import Settings
 
     config = ApiConfig.from_settings(Settings(api_enabled=True, api_port=9100))
     assert config == ApiConfig(enabled=True, host="127.0.0.1", port=9100)

@@ -1,0 +1,81 @@
+"""The miner's local knobs for the workload (torch-free), validated with clear errors.
+
+Round-level choices that change the bytes (model size, steps) come from the round; these
+only decide *how* this machine runs it (device, threads, checkpoints, watchdog, limits).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from r3mes_desktop.adapters.mining.presets import PRESETS
+from r3mes_desktop.core.errors import ValidationError
+
+_DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+
+
+@dataclass(frozen=True)
+class MiningConfig:
+    device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:N"
+    preset: str = "default"  # used when the round does not name one
+    num_threads: int = 0  # torch CPU threads; 0 = all cores but one (at least one)
+    checkpoint_interval: int = 10  # steps between checkpoints
+    keep_checkpoints: int = 3
+    max_gradient_size_mb: float = 100.0  # R3MES_MAX_GRADIENT_SIZE_MB
+    memory_budget_mb: float = 0.0  # 0 = no budget; else micro-batches above it count as OOM
+    min_free_disk_mb: float = 64.0  # below this, checkpoints pause mining instead of writing
+    heartbeat_interval_s: float = 0.5
+    watchdog_timeout_s: float = 15.0
+    max_restarts: int = 3  # worker restarts per round before giving up
+    pow_processes: int = 0  # 0 = all cores
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.device, str) or not _DEVICE_RE.match(self.device):
+            raise ValidationError(
+                f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {self.device!r}"
+            )
+        if self.preset not in PRESETS:
+            raise ValidationError(f"preset must be one of {sorted(PRESETS)}, got {self.preset!r}")
+        ranges: dict[str, tuple[float, float]] = {
+            "num_threads": (0, 1024),
+            "checkpoint_interval": (1, 1_000_000),
+            "keep_checkpoints": (1, 1000),
+            "max_gradient_size_mb": (0.001, 100_000),
+            "memory_budget_mb": (0, 10_000_000),
+            "min_free_disk_mb": (0, 10_000_000),
+            "heartbeat_interval_s": (0.01, 60),
+            "watchdog_timeout_s": (0.1, 3600),
+            "max_restarts": (0, 100),
+            "pow_processes": (0, 1024),
+        }
+        for name, (lo, hi) in ranges.items():
+            value = getattr(self, name)
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or not lo <= value <= hi
+            ):
+                raise ValidationError(f"{name} must be in {lo:g}..{hi:g}, got {value!r}")
+        if self.watchdog_timeout_s <= 2 * self.heartbeat_interval_s:
+            raise ValidationError(
+                "watchdog_timeout_s must exceed twice heartbeat_interval_s "
+                f"({self.watchdog_timeout_s} <= 2 × {self.heartbeat_interval_s})"
+            )
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> MiningConfig:
+        """Pick the fields an app settings object has (same names, optionally `mining_`-
+        prefixed); anything missing keeps its default."""
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            for attr in (f.name, f"mining_{f.name}"):
+                if hasattr(settings, attr):
+                    values[f.name] = getattr(settings, attr)
+                    break
+        return cls(**values)
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)

@@ -1,0 +1,150 @@
+"""The progress line: rewritten in place on a terminal, throttled lines elsewhere."""
+
+from __future__ import annotations
+
+import io
+
+from r3mes_desktop.cli.output import Progress, format_table
+from r3mes_desktop.core.errors import NetworkError
+from r3mes_desktop.core.events import (
+    EventBus,
+    RetryScheduled,
+    StepProgress,
+    TransactionStateChanged,
+)
+from r3mes_desktop.core.resilience.retry import RetryPolicy
+
+
+def _step(fraction: float, **detail: float) -> StepProgress:
+    return StepProgress(
+        transaction_id="mining_tx_abcdef123456789",
+        step="training",
+        fraction=fraction,
+        detail=detail,
+    )
+
+
+def test_terminal_progress_rewrites_one_line() -> None:
+    out = io.StringIO()
+    progress = Progress(stream=out, tty=True)
+    progress.on_event(_step(0.25, loss=4.5, tokens_per_s=812.0))
+    progress.on_event(_step(0.5, loss=4.1))
+    progress.on_event(
+        TransactionStateChanged(
+            transaction_id="mining_tx_abcdef123456789",
+            round_id=3,
+            old_state="training",
+            new_state="ipfs_upload",
+        )
+    )
+    progress.finish()
+    text = out.getvalue()
+    assert text.startswith("\rabcdef12 training")  # the id people tell apart
+    assert "25.0%" in text and "tokens 812 tok/s" in text and "50.0%" in text
+    assert text.count("\n") == 1 and text.endswith("\n")
+    assert text.rstrip().endswith("round 3: ipfs_upload")  # padded over the longer line
+
+
+def test_plain_progress_prints_on_change_and_then_every_interval() -> None:
+    now = [0.0]
+    out = io.StringIO()
+    progress = Progress(stream=out, tty=False, plain_interval_s=30, clock=lambda: now[0])
+    progress.on_event(_step(0.1))
+    progress.on_event(_step(0.2))  # same step, too soon: not printed
+    now[0] = 31.0
+    progress.on_event(_step(0.3))
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 2 and "10.0%" in lines[0] and "30.0%" in lines[1]
+    assert "\r" not in out.getvalue()
+
+
+def test_plain_progress_shows_the_first_figures_right_after_the_state_line() -> None:
+    """A step's state line ("round 3: training") and its first progress figures are two
+    things to print: the figures must not wait for the interval behind the state line."""
+    out = io.StringIO()
+    progress = Progress(stream=out, tty=False, plain_interval_s=30, clock=lambda: 0.0)
+    progress.on_event(
+        TransactionStateChanged(
+            transaction_id="mining_tx_abcdef123456789",
+            round_id=3,
+            old_state="pending",
+            new_state="training",
+        )
+    )
+    progress.on_event(_step(0.1, loss=4.5))
+    lines = out.getvalue().splitlines()
+    assert lines == ["abcdef12 round 3: training", "abcdef12 training           10.0%  loss 4.5"]
+
+
+def test_progress_redacts_error_messages() -> None:
+    out = io.StringIO()
+    Progress(stream=out, tty=False).on_event(
+        TransactionStateChanged(
+            transaction_id="t",
+            round_id=1,
+            old_state="blockchain_submit",
+            new_state="failed",
+            error_category="authentication",
+            error_message="signer password=hunter22 rejected",
+        )
+    )
+    assert "hunter22" not in out.getvalue() and "authentication" in out.getvalue()
+
+
+def test_table_alignment() -> None:
+    text = format_table([{"a": "x", "b": 1.25}, {"a": "long", "b": None}], ["a", "b"])
+    assert text.splitlines() == ["A     B  ", "x     1.2", "long  -  "]
+
+
+def test_retries_show_as_lines_naming_service_attempt_and_delay() -> None:
+    """An outage retried at INFO (below the console level) still shows on the console."""
+    out = io.StringIO()
+    progress = Progress(stream=out, tty=False, plain_interval_s=30, clock=lambda: 0.0)
+    for attempt, delay in ((1, 2.0), (2, 4.0)):
+        progress.on_event(
+            RetryScheduled(
+                operation="ipfs.add_and_pin",
+                service="ipfs",
+                attempt=attempt,
+                delay=delay,
+                category="network",
+                message="ClientConnectorError: Connection refused (127.0.0.1:5001)",
+                transaction_id="mining_tx_abcdef123456789",
+                max_attempts=4,
+            )
+        )
+    progress.on_event(
+        RetryScheduled(
+            operation="chain.receipt",
+            service="chain",
+            attempt=1,
+            delay=0.4,
+            category="network",
+            message="timed out after 30 s",
+        )
+    )
+    assert out.getvalue().splitlines() == [
+        "abcdef12 IPFS unreachable (connection refused) — retry 1/3 in 2 s",
+        "abcdef12 IPFS unreachable (connection refused) — retry 2/3 in 4 s",
+        "The chain RPC unreachable (timed out) — retry 1 in 0 s",
+    ]
+
+
+async def test_a_real_retry_policy_reports_its_attempt_limit_to_the_display() -> None:
+    out = io.StringIO()
+    progress = Progress(stream=out, tty=True)
+    bus = EventBus()
+    bus.subscribe(progress.on_event)
+    failures = [NetworkError("connection refused", service="ipfs")] * 2
+
+    async def flaky() -> str:
+        if failures:
+            raise failures.pop()
+        return "ok"
+
+    policy = RetryPolicy(max_retries=3, initial_delay=0.0)
+    assert await policy.call_async(flaky, operation="ipfs.cat", service="ipfs", bus=bus) == "ok"
+    assert out.getvalue() == (
+        "\rIPFS unreachable (connection refused) — retry 1/3 in 0 s\n"
+        "\rIPFS unreachable (connection refused) — retry 2/3 in 0 s\n"
+    )

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from r3mes_desktop.gui.icons import status_icon
 from r3mes_desktop.gui.qt import QtGui, QtWidgets
+from r3mes_desktop.gui.widgets.icons import status_icon
 
 # Keys: core.miner.MinerState values (a StrEnum, so `str(miner.state)` is one of them), plus
 # "starting" (runtime opening) and "error" (it failed), in which nothing is enabled.

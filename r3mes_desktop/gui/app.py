@@ -111,8 +111,8 @@ def _main(args: argparse.Namespace, started: float) -> int:
         return 0
 
     from r3mes_desktop.core.events import EventBus
-    from r3mes_desktop.gui.log_view import QtLogHandler
     from r3mes_desktop.gui.main_window import MainWindow
+    from r3mes_desktop.gui.widgets.log_view import QtLogHandler
     from r3mes_desktop.support.logs import attach_handler
 
     bus = EventBus()
@@ -137,7 +137,7 @@ def _main(args: argparse.Namespace, started: float) -> int:
 
     from r3mes_desktop.app.runtime import Runtime, RuntimeOptions
     from r3mes_desktop.gui.latency import LatencyProbe
-    from r3mes_desktop.gui.password_prompt import ask_password
+    from r3mes_desktop.gui.widgets.password_prompt import ask_password
 
     async def password_prompt(address: str) -> str | None:
         return await ask_password(window, address)

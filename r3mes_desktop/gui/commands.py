@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from r3mes_desktop.gui.bridge import TaskRunner
+from r3mes_desktop.gui.models.records import describe_cleanup
+from r3mes_desktop.gui.models.tx_rows import state_label
 from r3mes_desktop.gui.ports import RuntimePort
 from r3mes_desktop.gui.qt import QtCore, QtGui
-from r3mes_desktop.gui.records import describe_cleanup
-from r3mes_desktop.gui.tx_rows import state_label
 
 if TYPE_CHECKING:
     import asyncio  # at run time only where a command gathers: the first paint needs none

@@ -22,29 +22,29 @@ from r3mes_desktop.core.events import (
 )
 from r3mes_desktop.core.txstate import TERMINAL, TxState
 from r3mes_desktop.gui.actions import create_actions
-from r3mes_desktop.gui.banner import NoticeBanner
-from r3mes_desktop.gui.breakers_panel import BreakersModel, BreakersPanel
 from r3mes_desktop.gui.bridge import EventBridge, TaskRunner
-from r3mes_desktop.gui.chart_data import ChartData
 from r3mes_desktop.gui.commands import Outcome
-from r3mes_desktop.gui.dead_letters_panel import DeadLettersModel, DeadLettersPanel
-from r3mes_desktop.gui.icons import status_icon
 from r3mes_desktop.gui.latency import LatencyProbe
-from r3mes_desktop.gui.log_view import LogModel, LogView, QtLogHandler
+from r3mes_desktop.gui.models.chart_data import ChartData
+from r3mes_desktop.gui.models.transactions_model import TransactionsFilter, TransactionsModel
 from r3mes_desktop.gui.ports import RuntimePort
 from r3mes_desktop.gui.qt import QtCore, QtGui, QtWidgets, Signal
-from r3mes_desktop.gui.status_bar import StatusBarController
-from r3mes_desktop.gui.transactions_model import TransactionsFilter, TransactionsModel
-from r3mes_desktop.gui.tray import AlertRouter, Tray
-from r3mes_desktop.gui.tx_details import TransactionDetails
+from r3mes_desktop.gui.widgets.banner import NoticeBanner
+from r3mes_desktop.gui.widgets.breakers_panel import BreakersModel, BreakersPanel
+from r3mes_desktop.gui.widgets.dead_letters_panel import DeadLettersModel, DeadLettersPanel
+from r3mes_desktop.gui.widgets.icons import status_icon
+from r3mes_desktop.gui.widgets.log_view import LogModel, LogView, QtLogHandler
+from r3mes_desktop.gui.widgets.status_bar import StatusBarController
+from r3mes_desktop.gui.widgets.tray import AlertRouter, Tray
+from r3mes_desktop.gui.widgets.tx_details import TransactionDetails
 from r3mes_desktop.gui.window_layout import build_central, build_toolbar_and_menus
 from r3mes_desktop.gui.window_ops import WindowOps
 from r3mes_desktop.gui.window_poll import Poller
 from r3mes_desktop.support.alerts import Alert, NoticeCenter, failure_reason, short_id
 
 if TYPE_CHECKING:
-    from r3mes_desktop.gui.charts import ChartsPanel
-    from r3mes_desktop.gui.settings_dialog import SettingsDialog
+    from r3mes_desktop.gui.widgets.charts import ChartsPanel
+    from r3mes_desktop.gui.widgets.settings_dialog import SettingsDialog
 
 __all__ = ["MainWindow", "RuntimePort"]
 
@@ -248,7 +248,7 @@ class MainWindow(QtWidgets.QMainWindow):
 
     def ensure_charts(self) -> ChartsPanel:
         if self.charts is None:
-            from r3mes_desktop.gui.charts import ChartsPanel
+            from r3mes_desktop.gui.widgets.charts import ChartsPanel
 
             self.charts = ChartsPanel(data=self.chart_data)
             layout = self.charts_layout

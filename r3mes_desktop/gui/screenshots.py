@@ -48,7 +48,7 @@ class _SwitchableStore:
 
 async def _shoot(window: Any, runtime: Any, out: Path) -> list[Path]:
     from r3mes_desktop.core.txstate import TxState
-    from r3mes_desktop.gui.settings_dialog import SettingsDialog
+    from r3mes_desktop.gui.widgets.settings_dialog import SettingsDialog
 
     written: list[Path] = []
     await runtime.open()

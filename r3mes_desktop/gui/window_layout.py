@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from r3mes_desktop.gui.models.transactions_model import STATE_FILTERS, TransactionsModel
 from r3mes_desktop.gui.qt import Qt, QtCore, QtWidgets
-from r3mes_desktop.gui.transactions_model import STATE_FILTERS, TransactionsModel
 
 if TYPE_CHECKING:
     from r3mes_desktop.gui.main_window import MainWindow

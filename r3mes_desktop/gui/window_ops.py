@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 from r3mes_desktop.gui import commands
 from r3mes_desktop.gui.commands import CommandRunner, Outcome
+from r3mes_desktop.gui.models.records import describe_resumable
 from r3mes_desktop.gui.qt import QtCore, QtGui
-from r3mes_desktop.gui.records import describe_resumable
 
 if TYPE_CHECKING:
     from r3mes_desktop.gui.main_window import MainWindow
@@ -119,7 +119,7 @@ class WindowOps:
         )
 
     def open_settings(self) -> None:
-        from r3mes_desktop.gui.settings_dialog import SettingsDialog  # first use only
+        from r3mes_desktop.gui.widgets.settings_dialog import SettingsDialog  # first use only
 
         dialog = SettingsDialog(self._w.runtime, parent=self._w)
         dialog.applied.connect(

@@ -15,15 +15,15 @@ import pytest
 from r3mes_desktop.core.events import BreakerStateChanged, EventBus, Notice, RetryScheduled
 from r3mes_desktop.core.records import CleanupReport, TransactionStatus
 from r3mes_desktop.core.resilience.breaker import BreakerRegistry, BreakerState
-from r3mes_desktop.gui.breakers_panel import BreakersModel, BreakersPanel
 from r3mes_desktop.gui.bridge import EventBridge, TaskRunner
 from r3mes_desktop.gui.latency import LatencyProbe, percentile
-from r3mes_desktop.gui.log_view import LogModel, LogView, QtLogHandler
 from r3mes_desktop.gui.main_window import MainWindow
+from r3mes_desktop.gui.models.records import describe_cleanup, describe_resumable
 from r3mes_desktop.gui.qt import QtCore, QtWidgets
-from r3mes_desktop.gui.records import describe_cleanup, describe_resumable
 from r3mes_desktop.gui.single_instance import SingleInstance
-from r3mes_desktop.gui.status_bar import StatusBarController
+from r3mes_desktop.gui.widgets.breakers_panel import BreakersModel, BreakersPanel
+from r3mes_desktop.gui.widgets.log_view import LogModel, LogView, QtLogHandler
+from r3mes_desktop.gui.widgets.status_bar import StatusBarController
 from tests.helpers.gui_fakes import FakeRuntime, dead_letter
 
 
@@ -372,8 +372,8 @@ def test_app_paints_without_importing_torch(tmp_path: Path) -> None:
 
 
 def test_alerts_follow_the_tray_preference(qtbot: Any) -> None:
-    from r3mes_desktop.gui.banner import NoticeBanner
-    from r3mes_desktop.gui.tray import AlertRouter
+    from r3mes_desktop.gui.widgets.banner import NoticeBanner
+    from r3mes_desktop.gui.widgets.tray import AlertRouter
     from r3mes_desktop.support.alerts import Alert
 
     banner = NoticeBanner()

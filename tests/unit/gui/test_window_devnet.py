@@ -22,8 +22,8 @@ from r3mes_desktop.app.runtime import Runtime, RuntimeOptions
 from r3mes_desktop.core.resilience.breaker import BreakerState
 from r3mes_desktop.core.txstate import TxState
 from r3mes_desktop.gui.main_window import MainWindow
+from r3mes_desktop.gui.models.transactions_model import TransactionsModel
 from r3mes_desktop.gui.qt import QtCore
-from r3mes_desktop.gui.transactions_model import TransactionsModel
 from r3mes_desktop.support.config import load_settings, paths
 from tests.helpers.gui_fakes import FlakyStore
 from tests.helpers.shifted_clock import ShiftedClock

@@ -9,7 +9,7 @@ import pytest
 
 from r3mes_desktop.core.txstate import TxState
 from r3mes_desktop.gui.main_window import MainWindow
-from r3mes_desktop.gui.transactions_model import TransactionsModel
+from r3mes_desktop.gui.models.transactions_model import TransactionsModel
 from tests.helpers.gui_fakes import FakeRuntime
 
 

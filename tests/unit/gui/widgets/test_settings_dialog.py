@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from r3mes_desktop.adapters.chain.keystore import Keystore
-from r3mes_desktop.gui.settings_dialog import SettingsDialog
+from r3mes_desktop.gui.widgets.settings_dialog import SettingsDialog
 from r3mes_desktop.support.config import load_settings, paths
 from r3mes_desktop.support.secrets import SLACK_WEBHOOK_URL, SecretsStore
 from tests.helpers.gui_fakes import FakeRuntime

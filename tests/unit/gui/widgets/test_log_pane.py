@@ -7,8 +7,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from r3mes_desktop.gui.log_view import LogModel, QtLogHandler
 from r3mes_desktop.gui.qt import QtCore
+from r3mes_desktop.gui.widgets.log_view import LogModel, QtLogHandler
 from r3mes_desktop.support import logs
 from r3mes_desktop.support.redact import SECRETS, register_secret
 

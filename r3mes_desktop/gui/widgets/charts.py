@@ -22,7 +22,7 @@ from typing import Any
 import pyqtgraph as pg
 
 from r3mes_desktop.core.events import Event
-from r3mes_desktop.gui.chart_data import (
+from r3mes_desktop.gui.models.chart_data import (
     CATEGORIES,
     CATEGORY_COLOURS,
     CATEGORY_LABELS,

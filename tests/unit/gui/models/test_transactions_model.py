@@ -7,8 +7,8 @@ from typing import Any
 
 from r3mes_desktop.core.events import TransactionStateChanged
 from r3mes_desktop.core.txstate import TxState
+from r3mes_desktop.gui.models.transactions_model import TransactionsFilter, TransactionsModel
 from r3mes_desktop.gui.qt import Qt
-from r3mes_desktop.gui.transactions_model import TransactionsFilter, TransactionsModel
 
 
 class Clock:

@@ -12,14 +12,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from r3mes_desktop.core.events import BreakerStateChanged
-from r3mes_desktop.gui.list_model import ListTableModel
-from r3mes_desktop.gui.qt import ModelIndex, Qt, QtCore, QtGui, QtWidgets, Signal
-from r3mes_desktop.gui.records import (
+from r3mes_desktop.gui.models.list_model import ListTableModel
+from r3mes_desktop.gui.models.records import (
     BREAKER_COLOURS,
     BREAKER_TEXT,
     SERVICE_LABELS,
     format_seconds,
 )
+from r3mes_desktop.gui.qt import ModelIndex, Qt, QtCore, QtGui, QtWidgets, Signal
 
 if TYPE_CHECKING:
     from r3mes_desktop.core.resilience.breaker import BreakerSnapshot

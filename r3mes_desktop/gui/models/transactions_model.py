@@ -24,9 +24,8 @@ from r3mes_desktop.core.events import (
     TransactionStateChanged,
 )
 from r3mes_desktop.core.txstate import STEPS, TERMINAL, TxState
-from r3mes_desktop.gui.list_model import ListTableModel
-from r3mes_desktop.gui.qt import ModelIndex, Qt, QtCore, QtGui
-from r3mes_desktop.gui.tx_rows import (
+from r3mes_desktop.gui.models.list_model import ListTableModel
+from r3mes_desktop.gui.models.tx_rows import (
     PROGRESS_STEP,
     STATE_COLOURS,
     TERMINAL_STATES,
@@ -37,6 +36,7 @@ from r3mes_desktop.gui.tx_rows import (
     stamp,
     state_label,
 )
+from r3mes_desktop.gui.qt import ModelIndex, Qt, QtCore, QtGui
 
 if TYPE_CHECKING:
     from r3mes_desktop.core.records import TransactionStatus

@@ -150,7 +150,7 @@ class SettingsDialog(QtWidgets.QDialog):
 
     # -- building ------------------------------------------------------------------------
     def _account_tab(self) -> QtWidgets.QWidget:
-        from r3mes_desktop.gui.account_tab import AccountTab
+        from r3mes_desktop.gui.widgets.account_tab import AccountTab
 
         self.account = AccountTab(self.runtime)
         return self.account

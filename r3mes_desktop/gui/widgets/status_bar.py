@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from r3mes_desktop.core.events import BreakerStateChanged, Notice, RetryScheduled
+from r3mes_desktop.gui.models.records import down_message
 from r3mes_desktop.gui.qt import QtWidgets
-from r3mes_desktop.gui.records import down_message
 
 
 @dataclass

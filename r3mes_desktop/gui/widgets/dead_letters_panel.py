@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from r3mes_desktop.gui.list_model import ListTableModel
+from r3mes_desktop.gui.models.list_model import ListTableModel
 from r3mes_desktop.gui.qt import ModelIndex, Qt, QtWidgets, Signal
 from r3mes_desktop.support.alerts import short_id
 

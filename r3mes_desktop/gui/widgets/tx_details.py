@@ -6,8 +6,8 @@ import html
 import time
 from typing import TYPE_CHECKING
 
+from r3mes_desktop.gui.models.tx_rows import TxRow, describe_history_item, state_label
 from r3mes_desktop.gui.qt import QtWidgets
-from r3mes_desktop.gui.tx_rows import TxRow, describe_history_item, state_label
 
 if TYPE_CHECKING:
     from r3mes_desktop.core.records import TransactionStatus

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from r3mes_desktop.gui.banner import NoticeBanner
-from r3mes_desktop.gui.icons import status_icon
 from r3mes_desktop.gui.qt import QtGui, QtWidgets
+from r3mes_desktop.gui.widgets.banner import NoticeBanner
+from r3mes_desktop.gui.widgets.icons import status_icon
 from r3mes_desktop.support.alerts import Alert, severity_rank
 
 

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 
 from r3mes_desktop.core.events import StepProgress
-from r3mes_desktop.gui.chart_data import ChartData
-from r3mes_desktop.gui.charts import ChartsPanel, coarse_range, nice_step
+from r3mes_desktop.gui.models.chart_data import ChartData
 from r3mes_desktop.gui.qt import QtGui
+from r3mes_desktop.gui.widgets.charts import ChartsPanel, coarse_range, nice_step
 
 
 class Ticks:

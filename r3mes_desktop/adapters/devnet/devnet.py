@@ -47,6 +47,53 @@ def _dev_account(root: Path) -> Any:
     return keystore.unlock(password_file.read_text(encoding="utf-8").strip())
 
 
+async def _connect_chain(
+    connecting: ServiceCaller,
+    evm: DevnetEvm,
+    account: Any,
+    contract: str,
+    nonces: NonceStore,
+    clock: Clock,
+) -> ChainClient:
+    """Connect the chain client to the embedded EVM through `connecting`, with the devnet's
+    short poll and stale-nonce settings (a local node answers at once)."""
+    return await connecting.call(
+        "chain.connect",
+        ChainClient.connect,
+        transport=evm,
+        account=account,
+        contract_address=contract,
+        nonces=nonces,
+        clock=clock,
+        poll_s=0.05,
+        # The embedded node sees every transaction the moment it is sent, so a signed
+        # one it has never seen after this long was abandoned (rolled back before its
+        # broadcast): its nonce is refilled instead of stalling every later
+        # submission behind the gap for 10 minutes.
+        stale_nonce_s=DEV_STALE_NONCE_S,
+    )
+
+
+def _record_devnet_info(
+    root: Path, evm: DevnetEvm, chain: ChainClient, contract: str, miner_address: str
+) -> None:
+    """Write `devnet.json` (the addresses and chain id other tools read) and log the open."""
+    info = {
+        "contract_address": contract,
+        "miner_address": miner_address,
+        "chain_id": chain.chain_id,
+        "replayed_transactions": evm.replayed,
+        "restored_transactions": evm.restored,
+    }
+    (root / "devnet.json").write_text(json.dumps(info, indent=1), encoding="utf-8")
+    log.info(
+        "devnet open: %s (%d transactions from a snapshot, %d replayed)",
+        contract,
+        evm.restored,
+        evm.replayed,
+    )
+
+
 class Devnet:
     """Chain/TaskApi/ContentStore implementations over the embedded devnet, plus its operator."""
 
@@ -114,39 +161,12 @@ class Devnet:
             await operator.fund(str(account.address))
             nonces = await asyncio.to_thread(NonceStore, root / "nonces.sqlite")
             connecting = caller or ServiceCaller(service="chain", bus=bus, clock=clock)
-            chain = await connecting.call(
-                "chain.connect",
-                ChainClient.connect,
-                transport=evm,
-                account=account,
-                contract_address=contract,
-                nonces=nonces,
-                clock=clock,
-                poll_s=0.05,
-                # The embedded node sees every transaction the moment it is sent, so a signed
-                # one it has never seen after this long was abandoned (rolled back before its
-                # broadcast): its nonce is refilled instead of stalling every later
-                # submission behind the gap for 10 minutes.
-                stale_nonce_s=DEV_STALE_NONCE_S,
-            )
+            chain = await _connect_chain(connecting, evm, account, contract, nonces, clock)
         except BaseException:
             await evm.close()
             raise
         store = LocalContentStore(root / "store", max_gradient_size_mb=max_gradient_size_mb)
-        info = {
-            "contract_address": contract,
-            "miner_address": str(account.address),
-            "chain_id": chain.chain_id,
-            "replayed_transactions": evm.replayed,
-            "restored_transactions": evm.restored,
-        }
-        (root / "devnet.json").write_text(json.dumps(info, indent=1), encoding="utf-8")
-        log.info(
-            "devnet open: %s (%d transactions from a snapshot, %d replayed)",
-            contract,
-            evm.restored,
-            evm.replayed,
-        )
+        _record_devnet_info(root, evm, chain, contract, str(account.address))
         devnet = cls(root=root, evm=evm, chain=chain, store=store, operator=operator, nonces=nonces)
         await operator.ensure_rounds(devnet.miner_address)
         if operator_interval_s is not None:

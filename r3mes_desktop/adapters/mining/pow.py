@@ -94,7 +94,9 @@ def search_worker(
     memory. With several implementations, the first `TRIAL_BATCHES` batches alternate
     between them — real search work, nothing wasted — and the one with the fastest batch
     is kept (the fastest, not the mean: a batch preempted by another process says nothing
-    about the hasher). `chosen[index]` records it (1 OpenSSL, 2 CPython's)."""
+    about the hasher). `chosen[index]` records it (1 OpenSSL, 2 CPython's). It stays one
+    function on purpose: the hot loop keeps its state (bound methods, batch, pick) in locals,
+    and a helper call or attribute look-up per batch would cost hash rate."""
     exit_with_owner(lifeline)  # an app killed mid-search must not leave us hashing
     names = hashers_for(hasher)
     news = [sha256_constructors()[name] for name in names]

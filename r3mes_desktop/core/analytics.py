@@ -52,74 +52,92 @@ class AnalyticsConfig:
 _SHAPE = re.compile(r"0x[0-9a-fA-F]+|[0-9a-f]{16,}|\d+(\.\d+)?")
 
 
+Finding = dict[str, Any]
+"""One finding as the API and the GUI show it (kind, severity, category, message, ...)."""
+
+
 def message_shape(message: str) -> str:
     """The message with numbers, hashes and hex replaced, so repeats group together."""
     return _SHAPE.sub("#", message).strip()
 
 
 def analyse(conn: sqlite3.Connection, *, now: float, config: AnalyticsConfig) -> dict[str, Any]:
-    w = config.window_s
-    since = now - w
-    findings: list[dict[str, Any]] = []
+    """Three looks at the last window: the share of transactions that did not commit, an
+    error spike against the windows before it, and the same error repeating."""
+    since = now - config.window_s
+    finished, rate, by_rate = _error_rate(conn, since, config)
+    current, baseline, by_spike = _spike(conn, since, now, config)
+    findings = [*by_rate, *by_spike, *_repeats(conn, since, config)]
+    return {
+        "window_s": config.window_s,
+        "finished_in_window": finished,
+        "error_rate": rate,
+        "errors_in_window": current,
+        "baseline_errors_per_window": baseline,
+        "findings": findings,
+    }
 
+
+def _finding(kind: str, severity: str, category: str, message: str, **extra: Any) -> Finding:
+    return {
+        "kind": kind,
+        "severity": severity,
+        "category": category,
+        **extra,
+        "message": message,
+        "recommendation": RECOMMENDATIONS.get(category, RECOMMENDATIONS["unknown"]),
+    }
+
+
+def _error_rate(
+    conn: sqlite3.Connection, since: float, config: AnalyticsConfig
+) -> tuple[int, float, list[Finding]]:
     finished, not_committed = conn.execute(
         "SELECT COUNT(*), COALESCE(SUM(state != 'committed'), 0) FROM transactions "
         "WHERE finished_at >= ?",
         (since,),
     ).fetchone()
     rate = not_committed / finished if finished else 0.0
-    if finished >= config.min_finished and rate > config.error_rate_threshold:
-        top = conn.execute(
-            "SELECT error_category, COUNT(*) AS n FROM transactions WHERE finished_at >= ? "
-            "AND state != 'committed' AND error_category IS NOT NULL "
-            "GROUP BY error_category ORDER BY n DESC LIMIT 1",
-            (since,),
-        ).fetchone()
-        category = top[0] if top else "unknown"
-        findings.append(
-            {
-                "kind": "error_rate",
-                "severity": "error",
-                "category": category,
-                "message": (
-                    f"{not_committed} of {finished} transactions in the last {w:g}s did not "
-                    f"commit ({rate:.0%}, threshold {config.error_rate_threshold:.0%}); "
-                    f"mostly {category} errors"
-                ),
-                "recommendation": RECOMMENDATIONS.get(category, RECOMMENDATIONS["unknown"]),
-            }
-        )
+    if finished < config.min_finished or rate <= config.error_rate_threshold:
+        return finished, rate, []
+    top = conn.execute(
+        "SELECT error_category, COUNT(*) AS n FROM transactions WHERE finished_at >= ? "
+        "AND state != 'committed' AND error_category IS NOT NULL "
+        "GROUP BY error_category ORDER BY n DESC LIMIT 1",
+        (since,),
+    ).fetchone()
+    category = top[0] if top else "unknown"
+    message = (
+        f"{not_committed} of {finished} transactions in the last {config.window_s:g}s did not "
+        f"commit ({rate:.0%}, threshold {config.error_rate_threshold:.0%}); "
+        f"mostly {category} errors"
+    )
+    return finished, rate, [_finding("error_rate", "error", category, message)]
 
-    current = conn.execute(
-        "SELECT COUNT(*) FROM events WHERE category IS NOT NULL AND ts > ? AND ts <= ?",
-        (since, now),
-    ).fetchone()[0]
-    base_start = since - w * config.baseline_windows
-    baseline_total = conn.execute(
-        "SELECT COUNT(*) FROM events WHERE category IS NOT NULL AND ts > ? AND ts <= ?",
-        (base_start, since),
-    ).fetchone()[0]
-    baseline = baseline_total / config.baseline_windows
-    if current >= config.min_spike_errors and current >= config.spike_factor * max(baseline, 1.0):
-        top = conn.execute(
-            "SELECT category, COUNT(*) AS n FROM events WHERE category IS NOT NULL AND ts > ? "
-            "GROUP BY category ORDER BY n DESC LIMIT 1",
-            (since,),
-        ).fetchone()
-        category = top[0] if top else "unknown"
-        findings.append(
-            {
-                "kind": "spike",
-                "severity": "warning",
-                "category": category,
-                "message": (
-                    f"{current} errors in the last {w:g}s against a baseline of "
-                    f"{baseline:.1f} per window; mostly {category}"
-                ),
-                "recommendation": RECOMMENDATIONS.get(category, RECOMMENDATIONS["unknown"]),
-            }
-        )
 
+def _spike(
+    conn: sqlite3.Connection, since: float, now: float, config: AnalyticsConfig
+) -> tuple[int, float, list[Finding]]:
+    count_sql = "SELECT COUNT(*) FROM events WHERE category IS NOT NULL AND ts > ? AND ts <= ?"
+    current = conn.execute(count_sql, (since, now)).fetchone()[0]
+    base_start = since - config.window_s * config.baseline_windows
+    baseline = conn.execute(count_sql, (base_start, since)).fetchone()[0] / config.baseline_windows
+    if current < config.min_spike_errors or current < config.spike_factor * max(baseline, 1.0):
+        return current, baseline, []
+    top = conn.execute(
+        "SELECT category, COUNT(*) AS n FROM events WHERE category IS NOT NULL AND ts > ? "
+        "GROUP BY category ORDER BY n DESC LIMIT 1",
+        (since,),
+    ).fetchone()
+    category = top[0] if top else "unknown"
+    message = (
+        f"{current} errors in the last {config.window_s:g}s against a baseline of "
+        f"{baseline:.1f} per window; mostly {category}"
+    )
+    return current, baseline, [_finding("spike", "warning", category, message)]
+
+
+def _repeats(conn: sqlite3.Connection, since: float, config: AnalyticsConfig) -> list[Finding]:
     groups: dict[tuple[str, str], int] = {}
     for category, message in conn.execute(
         "SELECT category, COALESCE(message, '') FROM events WHERE category IS NOT NULL AND ts > ?",
@@ -127,24 +145,14 @@ def analyse(conn: sqlite3.Connection, *, now: float, config: AnalyticsConfig) ->
     ):
         key = (category, message_shape(message))
         groups[key] = groups.get(key, 0) + 1
-    for (category, shape), count in sorted(groups.items(), key=lambda kv: -kv[1]):
-        if count < config.repeat_threshold:
-            continue
-        findings.append(
-            {
-                "kind": "repeating",
-                "severity": "warning",
-                "category": category,
-                "count": count,
-                "message": f"the same {category} error occurred {count} times: {shape}",
-                "recommendation": RECOMMENDATIONS.get(category, RECOMMENDATIONS["unknown"]),
-            }
+    return [
+        _finding(
+            "repeating",
+            "warning",
+            category,
+            f"the same {category} error occurred {count} times: {shape}",
+            count=count,
         )
-    return {
-        "window_s": w,
-        "finished_in_window": finished,
-        "error_rate": rate,
-        "errors_in_window": current,
-        "baseline_errors_per_window": baseline,
-        "findings": findings,
-    }
+        for (category, shape), count in sorted(groups.items(), key=lambda kv: -kv[1])
+        if count >= config.repeat_threshold
+    ]

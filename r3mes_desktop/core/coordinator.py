@@ -87,6 +87,8 @@ class Coordinator:
         sweep_interval_s: float = 300.0,
         analytics: AnalyticsConfig | None = None,
     ) -> None:
+        """Wire the saga's context from the parts given (its length is the list of parts:
+        one place shows everything the coordinator owns and passes on)."""
         self.journal = journal
         self.settings = settings
         self.bus = bus or EventBus()

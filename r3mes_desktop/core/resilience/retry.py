@@ -240,6 +240,8 @@ class RetryPolicy:
         bus: EventBus | None,
         transaction_id: str | None,
     ) -> dict[str, Any]:
+        """tenacity's wait, stop and before-sleep hooks for one call, as closures over its
+        state (one function: the four hooks share `state` and read best side by side)."""
         strategy = self.wait_strategy()
 
         def wait(rs: tenacity.RetryCallState) -> float:

@@ -12,10 +12,10 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from r3mes_desktop.core.errors import to_r3mes_error
+from r3mes_desktop.core.errors import R3mesError, to_r3mes_error
 from r3mes_desktop.core.events import CompensationDone, CompensationFailed
 from r3mes_desktop.core.journal import Change
-from r3mes_desktop.core.records import HistoryEntry, TransactionRecord
+from r3mes_desktop.core.records import CompensationRow, HistoryEntry, TransactionRecord
 from r3mes_desktop.core.txstate import TxState
 
 if TYPE_CHECKING:
@@ -64,33 +64,7 @@ class Compensator:
                 outcome = await self._undo(rec, row.action, row.target)
             except Exception as exc:
                 failed = True
-                error = to_r3mes_error(exc)
-                now = d.clock.time()
-                await d.journal.compensation_failed(
-                    row.id,
-                    now=now,
-                    next_at=now + self._delay(row.attempts),
-                    error=error.message,
-                    entry=HistoryEntry(
-                        rec.id,
-                        now,
-                        "compensation_failed",
-                        step=row.action,
-                        attempt=row.attempts + 1,
-                        category=str(error.category),
-                        message=f"{row.action} {row.target}: {error.message}",
-                    ),
-                )
-                d.bus.publish(
-                    CompensationFailed(
-                        transaction_id=rec.id,
-                        action=row.action,
-                        target=row.target,
-                        category=str(error.category),
-                        message=error.message,
-                        ts=now,
-                    )
-                )
+                await self._failed(rec, row, to_r3mes_error(exc))
                 continue
             done.append(row.id)
             history.append(
@@ -116,6 +90,39 @@ class Compensator:
         if done or change.state is not None:
             rec = await self.saga.commit(rec, change)
         return rec
+
+    async def _failed(
+        self, rec: TransactionRecord, row: CompensationRow, error: R3mesError
+    ) -> None:
+        """Record a failed undo attempt (not durable: a lost row only means an earlier
+        retry) and tell the window; the transaction keeps its original error."""
+        d = self.saga.ctx
+        now = d.clock.time()
+        await d.journal.compensation_failed(
+            row.id,
+            now=now,
+            next_at=now + self._delay(row.attempts),
+            error=error.message,
+            entry=HistoryEntry(
+                rec.id,
+                now,
+                "compensation_failed",
+                step=row.action,
+                attempt=row.attempts + 1,
+                category=str(error.category),
+                message=f"{row.action} {row.target}: {error.message}",
+            ),
+        )
+        d.bus.publish(
+            CompensationFailed(
+                transaction_id=rec.id,
+                action=row.action,
+                target=row.target,
+                category=str(error.category),
+                message=error.message,
+                ts=now,
+            )
+        )
 
     async def retry_due(self, *, skip: Callable[[str], bool]) -> int:
         """Retry every due undo action of transactions nobody is driving; returns how many

@@ -63,39 +63,8 @@ class Failure:
         `error=None` is a cleanup by reason (`message`): no category, no dead letter.
         """
         step = step or rec.state
-        cid = rec.cid or self.scratch.learned_cid.get(rec.id)
-        # Any failure in IPFS_UPLOAD may follow an add that pinned but never answered (a
-        # timeout on an earlier attempt, then a 401 on the retry): learn the CID so the undo
-        # unpins it, whatever the last error says.
-        maybe_pinned = (
-            rec.gradient_hash is not None and rec.id not in self.scratch.adds_without_effect
-        )
-        others_pin = bool(rec.pinned_before)  # pinned before our first add: not ours to undo
-        if rec.state is TxState.IPFS_UPLOAD and not maybe_pinned:
-            cid = None  # every add of ours certainly changed nothing
-        if cid is None and rec.state is TxState.IPFS_UPLOAD and maybe_pinned and not others_pin:
-            cid = await self._learn_cid(rec)
         now = self.ctx.clock.time()
-        comps: list[tuple[str, str]] = []
-        history: list[HistoryEntry] = []
-        if others_pin:
-            if rec.state not in (TxState.PENDING, TxState.TRAINING) and rec.cid is not None:
-                history.append(
-                    HistoryEntry(
-                        rec.id,
-                        now,
-                        "note",
-                        message=f"{rec.cid} was pinned before this transaction: left pinned",
-                    )
-                )
-        elif rec.state not in (TxState.PENDING, TxState.TRAINING) and cid is not None:
-            comps.append(("unpin", cid))
-        elif rec.state is TxState.IPFS_UPLOAD and maybe_pinned:
-            # Not even the re-add answered (the ipfs breaker open): the undo learns the CID
-            # later, then unpins; until then the transaction stays COMPENSATING, so no pin
-            # is left orphaned behind a ROLLED_BACK.
-            assert rec.gradient_hash is not None
-            comps.append(("unpin_upload", rec.gradient_hash))
+        cid, comps, history = await self._undo_plan(rec, now)
         if rec.state in (TxState.PENDING, TxState.TRAINING):
             new_state = TxState.FAILED
         else:
@@ -112,19 +81,6 @@ class Failure:
             fields["cid"] = cid
         if rec.id in self.scratch.training_step:
             fields["training_step"] = self.scratch.training_step[rec.id]
-        dead: tuple[str, str, dict[str, Any]] | None = None
-        if error is not None and error.category in DEAD_LETTER_CATEGORIES:
-            dead = (
-                text,
-                str(error.category),
-                {
-                    "gradient_path": rec.gradient_path,
-                    "gradient_hash": rec.gradient_hash,
-                    "cid": cid,
-                    "tx_hash": rec.tx_hash,
-                    "failed_step": step.value,
-                },
-            )
         change = Change(
             rec.id,
             now,
@@ -132,7 +88,7 @@ class Failure:
             expect=frozenset({rec.state}),
             fields=fields,
             compensations_add=comps,
-            dead_letter=dead,
+            dead_letter=_dead_letter(rec, error, text, cid, step),
             history=history,
         )
         log.warning("transaction %s failed in %s: %s", rec.id, step.value, text)
@@ -142,3 +98,59 @@ class Failure:
         if rec.state is TxState.COMPENSATING:
             rec = await self.saga.compensator.run(rec)
         return rec
+
+    async def _undo_plan(
+        self, rec: TransactionRecord, now: float
+    ) -> tuple[str | None, list[tuple[str, str]], list[HistoryEntry]]:
+        """The CID to record, the undo actions to register, and history notes.
+
+        An undo removes only what this transaction added: nothing when the store pinned the
+        CID before our first add, nothing when every add of ours certainly changed nothing.
+        Any other failure in IPFS_UPLOAD may follow an add that pinned but never answered
+        (a timeout on an earlier attempt, then a 401 on the retry): the CID is learned so
+        the undo unpins it, whatever the last error says.
+        """
+        cid = rec.cid or self.scratch.learned_cid.get(rec.id)
+        maybe_pinned = (
+            rec.gradient_hash is not None and rec.id not in self.scratch.adds_without_effect
+        )
+        uploading = rec.state is TxState.IPFS_UPLOAD
+        before_upload = rec.state in (TxState.PENDING, TxState.TRAINING)
+        if rec.pinned_before:
+            if before_upload or rec.cid is None:
+                return cid, [], []
+            note = f"{rec.cid} was pinned before this transaction: left pinned"
+            return cid, [], [HistoryEntry(rec.id, now, "note", message=note)]
+        if uploading and not maybe_pinned:
+            return None, [], []
+        if cid is None and uploading:
+            cid = await self._learn_cid(rec)
+        if not before_upload and cid is not None:
+            return cid, [("unpin", cid)], []
+        if uploading:
+            # Not even the re-add answered (the ipfs breaker open): the undo learns the CID
+            # later, then unpins; until then the transaction stays COMPENSATING, so no pin
+            # is left orphaned behind a ROLLED_BACK.
+            assert rec.gradient_hash is not None
+            return cid, [("unpin_upload", rec.gradient_hash)], []
+        return cid, [], []
+
+
+def _dead_letter(
+    rec: TransactionRecord, error: R3mesError | None, text: str, cid: str | None, step: TxState
+) -> tuple[str, str, dict[str, Any]] | None:
+    """A final failure worth a person's retry (see DEAD_LETTER_CATEGORIES), with what a
+    retry needs to know; None for the rest and for cleanups by reason."""
+    if error is None or error.category not in DEAD_LETTER_CATEGORIES:
+        return None
+    return (
+        text,
+        str(error.category),
+        {
+            "gradient_path": rec.gradient_path,
+            "gradient_hash": rec.gradient_hash,
+            "cid": cid,
+            "tx_hash": rec.tx_hash,
+            "failed_step": step.value,
+        },
+    )

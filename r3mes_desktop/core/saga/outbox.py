@@ -29,7 +29,10 @@ class Outbox:
         self.backoff = saga.ctx.undo_backoff
 
     async def deliver_due(self, *, skip: Callable[[str], bool]) -> int:
-        """Try every due completion once (through the task_api caller); returns deliveries."""
+        """Try every due completion once (through the task_api caller); returns deliveries.
+
+        One loop over the due rows, each ending in one of three journal writes (delivered,
+        retry later, or already settled): read together they are the outbox's whole rule."""
         d = self.saga.ctx
         delivered = 0
         for row in await d.journal.outbox(due_before=d.clock.time()):

@@ -133,8 +133,8 @@ class Progress:
                 line = f"{short_id(event.transaction_id)} {text}"
             else:
                 line = text[:1].upper() + text[1:]
-            key = ("retry", event.service or event.operation, str(event.attempt))
-            self._show(key, line, force=True)
+            dedup = ("retry", event.service or event.operation, str(event.attempt))
+            self._show(dedup, line, force=True)
 
     def _show(self, key: tuple[str, str, str], line: str, *, force: bool = False) -> None:
         line = redact(line)

@@ -324,6 +324,58 @@ async def _pinned(
     )
 
 
+async def _stored_submission(
+    chain: SubmissionReader,
+    claim: Claim,
+    chain_calls: ServiceCaller | None,
+    checks: list[Check],
+) -> OnChainSubmission | None:
+    """The chain's record of the claimed submission, its `chain_record` check appended to
+    `checks`; None (check skipped) when the chain account is not the claim's miner, since
+    a reader can only read its own submissions."""
+    reader = chain.miner_address
+    if reader.lower() != claim.miner.lower():
+        checks.append(
+            skipped(
+                "chain_record",
+                f"the chain account is {reader}, the transaction's miner is {claim.miner}",
+            )
+        )
+        return None
+    stored = await _through(chain_calls, "submission_of", chain.submission_of, claim.round_id)
+    checks.append(_check_record(claim, stored, reader))
+    return stored
+
+
+async def _content_checks(
+    store: ContentReader,
+    cid: str | None,
+    gradient_hash: bytes | None,
+    fetch_timeout_s: float,
+    store_calls: ServiceCaller | None,
+) -> list[Check]:
+    """The four content checks (fetch, CID, sha256, pinned); each one that cannot run for
+    lack of a CID, content or hash is skipped with the reason, never passed."""
+    if cid is None:
+        return [
+            skipped(name, "no CID: the gradient was not uploaded")
+            for name in ("content_fetch", "content_cid", "content_sha256", "content_pinned")
+        ]
+    checks: list[Check] = []
+    fetch, data = await _fetch(store, cid, fetch_timeout_s, store_calls)
+    checks.append(fetch)
+    if data is None:
+        checks.append(skipped("content_cid", "no content fetched"))
+        checks.append(skipped("content_sha256", "no content fetched"))
+    elif gradient_hash is None:
+        checks.append(check_content(cid=cid, data=data, gradient_hash=b"")[0])
+        checks.append(skipped("content_sha256", "no gradient hash known"))
+    else:
+        checks.extend(check_content(cid=cid, data=data, gradient_hash=gradient_hash))
+    checks.append(await _pinned(store, cid, fetch_timeout_s, store_calls))
+    return checks
+
+
 async def verify_on_chain(
     *,
     chain: SubmissionReader,
@@ -344,39 +396,12 @@ async def verify_on_chain(
     chain_calls = (callers or {}).get("chain")
     store_calls = (callers or {}).get("ipfs")
     checks: list[Check] = []
-    reader = chain.miner_address
-    if reader.lower() != claim.miner.lower():
-        checks.append(
-            skipped(
-                "chain_record",
-                f"the chain account is {reader}, the transaction's miner is {claim.miner}",
-            )
-        )
-        stored = None
-    else:
-        stored = await _through(chain_calls, "submission_of", chain.submission_of, claim.round_id)
-        checks.append(_check_record(claim, stored, reader))
+    stored = await _stored_submission(chain, claim, chain_calls, checks)
     # A validator uses what the chain stores; without it, the journal's claim is checked.
     cid = stored.cid if stored is not None else claim.cid
     gradient_hash = stored.gradient_hash if stored is not None else claim.gradient_hash
     nonce = stored.pow_nonce if stored is not None else claim.pow_nonce
-
-    if cid is None:
-        for name in ("content_fetch", "content_cid", "content_sha256", "content_pinned"):
-            checks.append(skipped(name, "no CID: the gradient was not uploaded"))
-    else:
-        fetch, data = await _fetch(store, cid, fetch_timeout_s, store_calls)
-        checks.append(fetch)
-        if data is None:
-            checks.append(skipped("content_cid", "no content fetched"))
-            checks.append(skipped("content_sha256", "no content fetched"))
-        elif gradient_hash is None:
-            checks.append(check_content(cid=cid, data=data, gradient_hash=b"")[0])
-            checks.append(skipped("content_sha256", "no gradient hash known"))
-        else:
-            checks.extend(check_content(cid=cid, data=data, gradient_hash=gradient_hash))
-        checks.append(await _pinned(store, cid, fetch_timeout_s, store_calls))
-
+    checks.extend(await _content_checks(store, cid, gradient_hash, fetch_timeout_s, store_calls))
     if gradient_hash is None or nonce is None:
         checks.append(skipped("proof_of_work", "no proof of work known yet"))
     else:

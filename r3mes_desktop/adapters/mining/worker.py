@@ -318,37 +318,12 @@ class ProcessTrainer:
                 if self._stopped:
                     raise MiningStopped("mining is stopped; start it again to resume this round")
                 worker = await self._ensure_worker()
-                job = uuid.uuid4().hex
-                self._job = job
-                worker.last_seen = self.clock.monotonic()
-                worker.send(
-                    {
-                        "type": "train",
-                        "job": job,
-                        "transaction_id": transaction_id,
-                        "plan": plan.to_json(),
-                        "checkpoint_root": str(self.checkpoints.root),
-                        "settings": {k: getattr(self.config, k) for k in JOB_SETTINGS},
-                    }
-                )
-                if self._paused:
-                    worker.send({"type": "pause"})
+                job = self._start_job(worker, transaction_id, plan)
                 try:
                     result = await self._pump(worker, job, transaction_id, progress)
                 except _WorkerLost as lost:
                     restarts += 1
-                    self.restarts += 1
-                    await self._discard(worker)
-                    if restarts > self.config.max_restarts:
-                        raise ResourceError(
-                            f"the training worker {lost} {restarts} times; giving up this round "
-                            "(its checkpoints are kept)"
-                        ) from None
-                    self._notice(
-                        "warning",
-                        f"training worker {lost}; restarted it, resuming from the last checkpoint",
-                        transaction_id,
-                    )
+                    await self._worker_lost(worker, lost, restarts, transaction_id)
                     continue
                 except asyncio.CancelledError:
                     worker.send({"type": "stop"})
@@ -356,26 +331,55 @@ class ProcessTrainer:
                 finally:
                     self._job = None
                 if self._finish_then_stop:
-                    self._stopped = True
-                    self._finish_then_stop = False
-                    task = asyncio.get_running_loop().create_task(self.shutdown())
-                    self._background.add(task)
-                    task.add_done_callback(self._background.discard)
-                return TrainingResult(
-                    data=result["_data"],
-                    gradient_hash=hashlib.sha256(result["_data"]).digest(),
-                    tokens=int(result["tokens"]),
-                    final_loss=float(result["final_loss"]),
-                    metrics={
-                        "micro_batch": float(result["micro_batch"]),
-                        "oom_retries": float(result["oom_retries"]),
-                        "worker_restarts": float(restarts),
-                        "threads": float(result.get("threads", 0)),
-                        # Where the child's time went (setup, steps, blocking checkpoint
-                        # capture, overlapped checkpoint writes, whole job): bench.training.
-                        **{f"time_{k}": float(v) for k, v in result.get("timing", {}).items()},
-                    },
-                )
+                    self._stop_after_round()
+                return _training_result(result, restarts)
+
+    def _start_job(self, worker: _Worker, transaction_id: str, plan: TrainPlan) -> str:
+        """Send the child one training job (paused at once if mining is paused); the job id
+        returned tells this job's frames from a stale one's."""
+        job = uuid.uuid4().hex
+        self._job = job
+        worker.last_seen = self.clock.monotonic()
+        worker.send(
+            {
+                "type": "train",
+                "job": job,
+                "transaction_id": transaction_id,
+                "plan": plan.to_json(),
+                "checkpoint_root": str(self.checkpoints.root),
+                "settings": {k: getattr(self.config, k) for k in JOB_SETTINGS},
+            }
+        )
+        if self._paused:
+            worker.send({"type": "pause"})
+        return job
+
+    async def _worker_lost(
+        self, worker: _Worker, lost: _WorkerLost, restarts: int, transaction_id: str
+    ) -> None:
+        """Discard a lost child so the next try starts a fresh one from the last checkpoint;
+        past `max_restarts` the round is given up instead of looping on a broken worker."""
+        self.restarts += 1
+        await self._discard(worker)
+        if restarts > self.config.max_restarts:
+            raise ResourceError(
+                f"the training worker {lost} {restarts} times; giving up this round "
+                "(its checkpoints are kept)"
+            ) from None
+        self._notice(
+            "warning",
+            f"training worker {lost}; restarted it, resuming from the last checkpoint",
+            transaction_id,
+        )
+
+    def _stop_after_round(self) -> None:
+        """Honour "finish this round, then stop": shut the child down in the background so
+        the finished round's result is returned without waiting for the reap."""
+        self._stopped = True
+        self._finish_then_stop = False
+        task = asyncio.get_running_loop().create_task(self.shutdown())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def _pump(
         self, worker: _Worker, job: str, transaction_id: str, progress: ProgressCallback
@@ -430,3 +434,23 @@ class ProcessTrainer:
             self.bus.publish(
                 Notice(level=level, message=message, transaction_id=transaction_id, source="mining")
             )
+
+
+def _training_result(result: dict[str, Any], restarts: int) -> TrainingResult:
+    """The child's result frame as a TrainingResult; the gradient hash is computed here, on
+    the bytes that will be uploaded, not taken from the child."""
+    return TrainingResult(
+        data=result["_data"],
+        gradient_hash=hashlib.sha256(result["_data"]).digest(),
+        tokens=int(result["tokens"]),
+        final_loss=float(result["final_loss"]),
+        metrics={
+            "micro_batch": float(result["micro_batch"]),
+            "oom_retries": float(result["oom_retries"]),
+            "worker_restarts": float(restarts),
+            "threads": float(result.get("threads", 0)),
+            # Where the child's time went (setup, steps, blocking checkpoint
+            # capture, overlapped checkpoint writes, whole job): bench.training.
+            **{f"time_{k}": float(v) for k, v in result.get("timing", {}).items()},
+        },
+    )

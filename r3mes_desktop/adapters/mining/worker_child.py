@@ -20,6 +20,7 @@ import json
 import os
 import threading
 import time
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -134,43 +135,9 @@ class Child:
             self.send({"type": "resumed_from", "step": run.step})
         saver = BackgroundSaver(store, tx, plan.round_id)
         timing = {"setup_s": time.perf_counter() - job_started, "steps_s": 0.0, "capture_s": 0.0}
-
-        def saved(step: int | None) -> None:
-            if step is not None:
-                self.send({"type": "checkpoint", "step": step})
-
-        def checkpoint(*, wait: bool) -> None:
-            started = time.perf_counter()
-            arrays, state = run.checkpoint_state()
-            timing["capture_s"] += time.perf_counter() - started
-            saved(saver.submit(run.step, arrays, state))
-            if wait:
-                saved(saver.wait())
-
         label = str(device) if device.type == "cpu" else f"{device} ({_cuda_name(device)})"
-        per_step = plan.model.batch_size * plan.model.seq_len
         try:
-            while run.step < plan.steps:
-                self._control(lambda: checkpoint(wait=True))
-                started = time.perf_counter()
-                loss = run.train_step()
-                elapsed = max(time.perf_counter() - started, 1e-9)
-                timing["steps_s"] += elapsed
-                self.send(
-                    {
-                        "type": "progress",
-                        "step": run.step,
-                        "steps": plan.steps,
-                        "loss": loss,
-                        "tokens_per_s": per_step / elapsed,
-                        "device": label,
-                        "micro_batch": run.micro_batch,
-                    }
-                )
-                saved(saver.finished())
-                if run.step % cfg.checkpoint_interval == 0 or run.step == plan.steps:
-                    checkpoint(wait=False)
-            saved(saver.wait())  # on disk before the result: nothing writes after it
+            self._train_steps(run, plan, cfg, saver, timing, label)
         except _Stop:
             self.send({"type": "stopped", "step": run.step})
             return
@@ -178,31 +145,65 @@ class Child:
             with contextlib.suppress(Exception):
                 saver.wait()  # leave no write running; the first error is the one reported
             raise
-        out = run.output()
-        max_bytes = cfg.max_gradient_size_mb * 2**20
-        if len(out.data) > max_bytes:
-            raise to_r3mes_error(
-                ValueError(
-                    f"gradient is {len(out.data) / 2**20:.2f} MB, over max_gradient_size_mb="
-                    f"{cfg.max_gradient_size_mb:g} (R3MES_MAX_GRADIENT_SIZE_MB); "
-                    "use a smaller lora_rank"
-                )
-            )
-        meta = {
-            "type": "result",
-            "tokens": out.tokens,
-            "final_loss": out.final_loss,
-            "micro_batch": out.micro_batch,
-            "oom_retries": out.oom_retries,
-            "device": label,
-            "threads": training.torch_threads(),
-            "timing": {
-                **timing,
-                "checkpoint_write_s": saver.write_s,
-                "job_s": time.perf_counter() - job_started,
-            },
+        meta, data = _result_frame(run, cfg, label, training.torch_threads)
+        meta["timing"] = {
+            **timing,
+            "checkpoint_write_s": saver.write_s,
+            "job_s": time.perf_counter() - job_started,
         }
-        self.send(meta, out.data)
+        self.send(meta, data)
+
+    def _train_steps(
+        self,
+        run: Any,
+        plan: TrainPlan,
+        cfg: MiningConfig,
+        saver: BackgroundSaver,
+        timing: dict[str, float],
+        label: str,
+    ) -> None:
+        """Train to the plan's last step, reporting progress and checkpointing every
+        `checkpoint_interval` steps; returns once the last checkpoint is on disk, so nothing
+        writes after the result. Raises `_Stop` when the parent asks to stop."""
+        per_step = plan.model.batch_size * plan.model.seq_len
+        while run.step < plan.steps:
+            self._control(lambda: self._checkpoint(run, saver, timing, wait=True))
+            started = time.perf_counter()
+            loss = run.train_step()
+            elapsed = max(time.perf_counter() - started, 1e-9)
+            timing["steps_s"] += elapsed
+            self.send(
+                {
+                    "type": "progress",
+                    "step": run.step,
+                    "steps": plan.steps,
+                    "loss": loss,
+                    "tokens_per_s": per_step / elapsed,
+                    "device": label,
+                    "micro_batch": run.micro_batch,
+                }
+            )
+            self._saved(saver.finished())
+            if run.step % cfg.checkpoint_interval == 0 or run.step == plan.steps:
+                self._checkpoint(run, saver, timing, wait=False)
+        self._saved(saver.wait())
+
+    def _saved(self, step: int | None) -> None:
+        """Tell the parent a checkpoint write completed (None: none did)."""
+        if step is not None:
+            self.send({"type": "checkpoint", "step": step})
+
+    def _checkpoint(
+        self, run: Any, saver: BackgroundSaver, timing: dict[str, float], *, wait: bool
+    ) -> None:
+        """Capture the state (the only part that stops training) and hand it to the saver;
+        `wait` (pause, stop) blocks until it is on disk."""
+        started = time.perf_counter()
+        arrays, state = run.checkpoint_state()
+        timing["capture_s"] += time.perf_counter() - started
+        self._saved(saver.submit(run.step, arrays, state))
+        if wait:
+            self._saved(saver.wait())
 
     def _control(self, save: Any) -> None:
         """Handle pause/stop requests that arrived since the last step."""
@@ -247,6 +248,33 @@ class Child:
                 self.send({"type": "error", "category": classify(err), "message": err.message})
             finally:
                 self.job = ""
+
+
+def _result_frame(
+    run: Any, cfg: MiningConfig, label: str, threads: Callable[[], int]
+) -> tuple[dict[str, Any], bytes]:
+    """The round's "result" frame (timing added by the caller) and the update bytes, refused
+    when over `max_gradient_size_mb`: the store would reject it after the upload anyway."""
+    out = run.output()
+    max_bytes = cfg.max_gradient_size_mb * 2**20
+    if len(out.data) > max_bytes:
+        raise to_r3mes_error(
+            ValueError(
+                f"gradient is {len(out.data) / 2**20:.2f} MB, over max_gradient_size_mb="
+                f"{cfg.max_gradient_size_mb:g} (R3MES_MAX_GRADIENT_SIZE_MB); "
+                "use a smaller lora_rank"
+            )
+        )
+    meta = {
+        "type": "result",
+        "tokens": out.tokens,
+        "final_loss": out.final_loss,
+        "micro_batch": out.micro_batch,
+        "oom_retries": out.oom_retries,
+        "device": label,
+        "threads": threads(),
+    }
+    return meta, out.data
 
 
 def _cuda_name(device: Any) -> str:

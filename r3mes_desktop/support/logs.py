@@ -204,6 +204,36 @@ def _jsonable(value: Any) -> bool:
     return value is None or isinstance(value, str | int | float | bool | list | dict)
 
 
+def _file_handler(path: Path, max_bytes: int, backup_count: int) -> logging.Handler:
+    """The rotating JSON-lines file handler (its directory created first)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    file_handler = logging.handlers.RotatingFileHandler(
+        path, maxBytes=max_bytes, backupCount=backup_count, encoding="utf-8"
+    )
+    file_handler.setFormatter(JsonFormatter())
+    return file_handler
+
+
+def _installed_queue(root: logging.Logger) -> _QueueState:
+    """The running log queue (started on first use) with its redacting head first on `root`:
+    one queue for the process, so a re-run of `setup_logging` only swaps its handlers."""
+    global _state
+    state = _state
+    if state is None:
+        q: queue.Queue[Any] = queue.Queue()
+        listener = logging.handlers.QueueListener(q, respect_handler_level=True)
+        head = _RedactingQueueHandler(q)
+        setattr(head, _OURS, True)
+        state = head.state = _QueueState(queue=q, listener=listener, head=head)
+        listener.start()
+        _state = state
+    with logging._lock:  # type: ignore[attr-defined]  # what Logger.addHandler holds
+        if state.head not in root.handlers:
+            # First in line: the in-place redaction also covers handlers others put on root.
+            root.handlers.insert(0, state.head)
+    return state
+
+
 def setup_logging(
     *,
     level: int | str = logging.INFO,
@@ -220,7 +250,6 @@ def setup_logging(
     the handlers it installed before and keeps those added with `attach_handler`, so the
     GUI can start with the console only and add the file once the log dir is known.
     """
-    global _state
     if max_bytes < 1024:
         raise ValueError(f"max_bytes must be >= 1024, got {max_bytes}")
     if backup_count < 1:
@@ -229,32 +258,15 @@ def setup_logging(
     path: Path | None = None
     if file:
         directory = directory or log_dir()
-        directory.mkdir(parents=True, exist_ok=True)
         path = directory / LOG_FILE
-        file_handler = logging.handlers.RotatingFileHandler(
-            path, maxBytes=max_bytes, backupCount=backup_count, encoding="utf-8"
-        )
-        file_handler.setFormatter(JsonFormatter())
-        handlers.append(file_handler)
+        handlers.append(_file_handler(path, max_bytes, backup_count))
     if console:
         stream = logging.StreamHandler(sys.stderr)
         stream.setFormatter(ConsoleFormatter())
         stream.setLevel(console_level if console_level is not None else level)
         handlers.append(stream)
     root = logging.getLogger()
-    state = _state
-    if state is None:
-        q: queue.Queue[Any] = queue.Queue()
-        listener = logging.handlers.QueueListener(q, respect_handler_level=True)
-        head = _RedactingQueueHandler(q)
-        setattr(head, _OURS, True)
-        state = head.state = _QueueState(queue=q, listener=listener, head=head)
-        listener.start()
-        _state = state
-    with logging._lock:  # type: ignore[attr-defined]  # what Logger.addHandler holds
-        if state.head not in root.handlers:
-            # First in line: the in-place redaction also covers handlers others put on root.
-            root.handlers.insert(0, state.head)
+    state = _installed_queue(root)
     # A re-run swaps the handlers on the running queue: no record is lost or left to
     # logging's unredacted last-resort handler in between.
     old, state.own = state.own, handlers

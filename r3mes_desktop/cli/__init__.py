@@ -128,9 +128,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_run_commands(sub: _Subparsers) -> None:
-    from r3mes_desktop.cli import commands_run
+    """The commands that open the runtime, in the order `--help` lists them."""
+    from r3mes_desktop.cli import commands_run, commands_verify
 
-    commands_run.add_parsers(sub)
+    commands_run.add_run_parser(sub)
+    commands_verify.add_parsers(sub)
+    commands_run.add_maintenance_parsers(sub)
 
 
 def _configure_logging(args: argparse.Namespace) -> None:

@@ -270,7 +270,9 @@ async def check(data_dir: Path, *, extra_dirs: tuple[Path, ...] = ()) -> Finding
 
 
 RESIGNED_NOTE = "signed again with account nonce"
-KEPT_PIN_NOTE = "kept pin"
+KEPT_PIN_NOTES = ("kept pin", "was pinned before this transaction")
+"""An undo that left a pin alone: another transaction of the journal needs it, or the CID
+was pinned before this transaction's first add (another miner's, on a shared daemon)."""
 
 
 def _ipfs_post(api: str, path: str, timeout: float = 60) -> bytes:
@@ -317,9 +319,12 @@ def journal_notes(data_dir: Path) -> dict[str, int]:
         resigned = conn.execute(
             "SELECT count(*) FROM events WHERE message LIKE ?", (f"%{RESIGNED_NOTE}%",)
         ).fetchone()[0]
-        kept = conn.execute(
-            "SELECT count(*) FROM events WHERE message LIKE ?", (f"%{KEPT_PIN_NOTE}%",)
-        ).fetchone()[0]
+        kept = sum(
+            conn.execute(
+                "SELECT count(*) FROM events WHERE message LIKE ?", (f"%{note}%",)
+            ).fetchone()[0]
+            for note in KEPT_PIN_NOTES
+        )
         letters = dict(conn.execute("SELECT status, count(*) FROM dead_letters GROUP BY status"))
     finally:
         conn.close()

@@ -97,7 +97,7 @@ def sized_plan(miners: int, seconds: float) -> MultiPlan:
         mine_s=seconds,
         outages=max(3, int(seconds / 13)),
         hand_sends=max(5, int(seconds / 7)),
-        drain_s=max(60.0, seconds),
+        drain_s=max(150.0, seconds),  # ganache restarts (`_unwedge`) cost tens of seconds
     )
 
 

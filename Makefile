@@ -14,7 +14,7 @@ test: setup lint
 lint:
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy r3mes_desktop/core
+	$(BIN)/mypy r3mes_desktop
 
 # The app on the embedded devnet (a real window: the offscreen default is dropped).
 run:

@@ -1,5 +1,5 @@
 """Commands that only read the journal: status, stats, transactions, dead-letters (list),
-diagnostics. None of them needs the miner lock or a network (`verify` does: commands_run)."""
+diagnostics. None of them needs the miner lock or a network (`verify` does: commands_verify)."""
 
 from __future__ import annotations
 

@@ -123,8 +123,9 @@ async def open_runtime(
 
     prompt = _password_prompt(args) if args is not None else None
     changes: dict[str, Any] = {"password_prompt": prompt}
-    if getattr(args, "round_steps", None) is not None:
-        changes["round_steps"] = args.round_steps
+    round_steps = getattr(args, "round_steps", None)
+    if round_steps is not None:
+        changes["round_steps"] = round_steps
     options = RuntimeOptions.fast(**changes) if fast else RuntimeOptions(**changes)
     async with _opened(Runtime(ctx.settings, options=options)) as runtime:
         yield runtime

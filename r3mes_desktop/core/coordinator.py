@@ -1,10 +1,9 @@
 """The mining coordinator: the one object the GUI, the CLI and the local API talk to.
 
-It owns the saga engine, the compensator, the outbox and the background maintenance, and
-answers every question from the journal (so answers survive restarts). Concurrency is
-bounded by a Bulkhead (R3MES_MAX_ACTIVE_TRANSACTIONS); training + PoW is one serial lane
-inside the saga, so uploads and submissions of earlier rounds overlap the next training.
-"""
+It owns the saga, the outbox and the background maintenance, and answers every question
+from the journal (so answers survive restarts). A Bulkhead bounds concurrency
+(R3MES_MAX_ACTIVE_TRANSACTIONS); training + PoW is one serial lane inside the saga, so
+uploads and submissions of earlier rounds overlap the next training."""
 
 from __future__ import annotations
 

@@ -249,7 +249,11 @@ async def test_a_round_closed_while_training_stops_at_the_next_step(rig: Rig) ->
     await asyncio.wait_for(cancelled.wait(), 10)
     assert steps_trained <= closed_at + 6  # within a poll interval (5 steps) and one step
     await until(lambda: not miner.in_flight)
-    [tx] = await rig.coordinator.journal.list_transactions(limit=10)
+    for _ in range(500):  # the stop is recorded right after the training is cancelled
+        [tx] = await rig.coordinator.journal.list_transactions(limit=10)
+        if tx.state.value == "failed" and tx.id in rig.trainer.discarded:
+            break
+        await asyncio.sleep(0.01)
     assert tx.state.value == "failed" and tx.failed_step == "training"
     assert tx.error_message == "round 1 was closed on chain before its training finished"
     assert await rig.coordinator.dead_letters() == []  # a retry cannot reopen a round

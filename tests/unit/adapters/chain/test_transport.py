@@ -80,13 +80,20 @@ async def test_ganache_style_revert_data_is_decoded() -> None:
 
 
 async def _client(server_url: str, tmp_path, **answers) -> ChainClient:
-    return await ChainClient.connect(
-        transport=RpcTransport(server_url),
-        account=Account.create(),
-        contract_address=CONTRACT,
-        nonces=NonceStore(tmp_path / "n.sqlite"),
-        **answers,
-    )
+    """A connected client; a refused connect closes the transport it was given (whoever
+    makes a transport closes it, as the runtime does)."""
+    transport = RpcTransport(server_url)
+    try:
+        return await ChainClient.connect(
+            transport=transport,
+            account=Account.create(),
+            contract_address=CONTRACT,
+            nonces=NonceStore(tmp_path / "n.sqlite"),
+            **answers,
+        )
+    except BaseException:
+        await transport.close()
+        raise
 
 
 async def test_connect_checks_chain_id_and_code(tmp_path) -> None:

@@ -93,4 +93,6 @@ def test_txlog_drops_a_torn_tail(tmp_path) -> None:
     assert again.records() == [b"one", b"two"]
     again.append(b"three")
     again.close()
-    assert TxLog(tmp_path / "chain.log").records() == [b"one", b"two", b"three"]
+    reopened = TxLog(tmp_path / "chain.log")
+    assert reopened.records() == [b"one", b"two", b"three"]
+    reopened.close()

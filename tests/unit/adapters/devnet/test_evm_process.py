@@ -74,6 +74,8 @@ def test_a_killed_owner_leaves_no_evm_process_behind(tmp_path) -> None:
     finally:
         owner.send_signal(signal.SIGKILL)
         owner.wait(30)
+        if owner.stdout is not None:
+            owner.stdout.close()
     child.wait(timeout=30)  # raises TimeoutExpired if it outlived its owner
     assert not child.is_running()
 

@@ -18,7 +18,24 @@ from eth_account import Account
 from r3mes_desktop.adapters.devnet import snapshot
 from r3mes_desktop.adapters.devnet.evm_core import EvmCore, snapshot_path
 
-RECEIVER = "0x2B5AD5c4795c026514f8317c7a215E218DcCD6cF"  # genesis account of test key 0x…02
+RECEIVER = "0x2B5AD5c4795c026514f8317c7a215E218DcCD6cF"
+
+
+@pytest.fixture(autouse=True)
+def _release_every_log(monkeypatch: pytest.MonkeyPatch) -> object:
+    """Cores a test leaves open on purpose (a crash: no clean close, no snapshot) still
+    give their log file back at the end, without the snapshot a clean close writes."""
+    made: list[EvmCore] = []
+    real_init = EvmCore.__init__
+
+    def init(self: EvmCore, *args: object, **kwargs: object) -> None:
+        real_init(self, *args, **kwargs)  # type: ignore[arg-type]
+        made.append(self)
+
+    monkeypatch.setattr(EvmCore, "__init__", init)
+    yield
+    for core in made:
+        core._log.close()  # genesis account of test key 0x…02
 
 
 def _transfer(core: EvmCore, nonce: int) -> str:
@@ -178,6 +195,7 @@ def test_a_sigkill_while_writing_a_snapshot_leaves_an_intact_one(tmp_path: Path)
         time.sleep(rng.uniform(0.0, 0.05))
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=10)
+        proc.stdout.close()
         torn += snapshot_path(log).with_name("chain.log.snapshot.tmp").exists()
         assert snapshot.read(snapshot_path(log), log) is not None
     assert torn == 3, f"only {torn} of {kills} kills landed in the middle of a write"

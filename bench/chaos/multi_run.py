@@ -516,7 +516,14 @@ async def _unwedge(
         }
         if any(seen.get(a) == n for a, n in wedged.items()):
             log.warning("multi-miner: ganache's queue is wedged %s: restarting the node", wedged)
-            peers[0] = await asyncio.to_thread(restart_ganache, peers[0], root / "ganache")
+            restart = asyncio.ensure_future(
+                asyncio.to_thread(restart_ganache, peers[0], root / "ganache")
+            )
+            try:
+                peers[0] = await asyncio.shield(restart)
+            except asyncio.CancelledError:  # the run ends: the new node is stopped with the rest
+                peers[0] = await restart
+                raise
             result.node_restarts += 1
             wedged = {}
         seen = wedged
@@ -674,6 +681,7 @@ async def run_multi(root: Path, plan: MultiPlan, *, seed: int = 0) -> dict[str, 
     finally:
         for task in tasks:
             task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)  # a node restart completes
         for m in miners:
             if m.proc is not None and m.proc.poll() is None:
                 _kill_group(m.proc, signal.SIGKILL)

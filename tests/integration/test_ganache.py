@@ -125,16 +125,21 @@ async def test_connect_checks_and_fallback(ganache, deployed, tmp_path) -> None:
         nonces=nonces, expected_chain_id=1337,
     )  # fmt: skip
     assert client.chain_id == 1337
-    with pytest.raises(ValidationError, match="chain 1337, expected 5"):
-        await ChainClient.connect(
-            transport=RpcTransport(ganache), account=account, contract_address=contract,
-            nonces=nonces, expected_chain_id=5,
-        )  # fmt: skip
-    with pytest.raises(ValidationError, match="no contract code"):
-        await ChainClient.connect(
-            transport=RpcTransport(ganache), account=account,
-            contract_address="0x" + "12" * 20, nonces=nonces,
-        )  # fmt: skip
+    wrong_chain, no_code = RpcTransport(ganache), RpcTransport(ganache)
+    try:  # a refused connect leaves the transport to whoever made it
+        with pytest.raises(ValidationError, match="chain 1337, expected 5"):
+            await ChainClient.connect(
+                transport=wrong_chain, account=account, contract_address=contract,
+                nonces=nonces, expected_chain_id=5,
+            )  # fmt: skip
+        with pytest.raises(ValidationError, match="no contract code"):
+            await ChainClient.connect(
+                transport=no_code, account=account,
+                contract_address="0x" + "12" * 20, nonces=nonces,
+            )  # fmt: skip
+    finally:
+        await wrong_chain.close()
+        await no_code.close()
     # An unfunded account: ganache refuses the transaction for lack of funds.
     await operator.ensure_rounds(client.miner_address)
     spec = (await client.open_rounds())[0]

@@ -23,8 +23,7 @@ from tests.integration.conftest import GANACHE_KEY0
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(300)]
 
 
-async def _deploy(url: str) -> DevnetOperator:
-    transport = RpcTransport(url)
+async def _deploy(transport: RpcTransport) -> DevnetOperator:
     template = RoundTemplate(difficulty=16, steps=8, hyperparams={"preset": "tiny"})
     operator = DevnetOperator(transport, key=bytes.fromhex(GANACHE_KEY0[2:]), template=template)
     nonce = await transport.nonce(operator.address)
@@ -38,7 +37,8 @@ async def _deploy(url: str) -> DevnetOperator:
 async def test_runtime_mines_a_round_on_ganache_and_jsipfs(
     ganache: str, jsipfs: str, tmp_path: Path
 ) -> None:
-    operator = await _deploy(ganache)
+    operator_node = RpcTransport(ganache)
+    operator = await _deploy(operator_node)
     data_dir = tmp_path / "data"
     keystore = Keystore(data_dir / "keys", scrypt_n=2**4)
     address = keystore.create("correct horse")
@@ -83,3 +83,4 @@ async def test_runtime_mines_a_round_on_ganache_and_jsipfs(
         assert (await runtime.ipfs_info()).endswith(f"· {pinned} pinned")
     finally:
         await runtime.close()
+        await operator_node.close()

@@ -32,11 +32,9 @@ def _isolated_dirs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """The GUI tests run last (otherwise in file order: the sort is stable).
 
-    Once a QApplication exists, pytest-qt processes Qt events after *every* test. Something
-    the GUI tests leave behind in Qt then crashed later, Qt-free tests inside that
-    processEvents: a segfault in a core test in session 4 (a pending deferred delete, fixed
-    in test_window_devnet), and one in a mining test in session 6 (cause not found; the
-    other thread was reading a worker pipe). With the GUI last, no Qt-free test runs
-    after a QApplication was made.
+    Once a QApplication exists, pytest-qt processes Qt events after *every* test, and
+    anything a GUI test leaves behind in Qt (a pending deferred delete) then runs inside a
+    Qt-free test: it has crashed core and mining tests. With the GUI last, no Qt-free test
+    runs after a QApplication was made.
     """
     items.sort(key=lambda item: item.nodeid.startswith("tests/unit/gui/"))

@@ -67,7 +67,7 @@ class ChartData:
             self._changed("hash")
 
     def add_stats(self, stats: Mapping[str, Any], ts: float | None = None) -> None:
-        """Fold one statistics snapshot (the coordinator's keys, seeds' names)."""
+        """Fold one statistics snapshot (the coordinator's statistics keys)."""
         t = self._t(ts)
         if dict(stats) != self.last_stats:
             self._changed("summary")

@@ -164,8 +164,8 @@ async def test_chain_auth_failure_unpins_and_rolls_back(rig: Rig) -> None:
 
 async def test_auth_error_reading_the_receipt_of_a_sent_submission_commits(rig: Rig) -> None:
     """Sent, then the node refuses the receipt read (HTTP 401): the chain holds our
-    submission, so undoing it would unpin content a mined submission points at (found by
-    bench.chaos as an on-chain submission without a COMMITTED transaction)."""
+    submission, so undoing it would unpin content a mined submission points at (an on-chain
+    submission without a COMMITTED transaction)."""
     rig.faults.fail("wait_receipt", AuthenticationError("HTTP 401 on the receipt"), times=None)
 
     status = await rig.coordinator.run_transaction(make_spec(5))

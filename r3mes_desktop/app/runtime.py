@@ -3,7 +3,8 @@
 settings → devnet (or real endpoints) → breakers → trainer / proof of work (worker
 processes) → journal → coordinator → miner, plus the Slack/e-mail notifier. Constructing a
 Runtime is cheap (only the event bus), so the GUI can paint its window first and `open()`
-the rest afterwards on the same loop. No Qt here.
+the rest afterwards on the same loop. No Qt here. How each part is built lives in
+`app.builders`; this module decides the order of opening and closing.
 
 Blocking work never runs on the loop: settings and keystores load in threads, torch and PoW
 live in worker processes, and those processes are reaped in executor threads on `close()`
@@ -14,19 +15,41 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
+from r3mes_desktop.app import builders
+from r3mes_desktop.app.builders import JOURNAL_FILE, Closer, PasswordPrompt, PinnedStore
 from r3mes_desktop.core.events import EventBus
+
+if TYPE_CHECKING:
+    from r3mes_desktop.adapters.chain.client import ChainClient
+    from r3mes_desktop.adapters.chain.keystore import Keystore
+    from r3mes_desktop.adapters.chain.transport import ChainTransport
+    from r3mes_desktop.adapters.devnet import Devnet
+    from r3mes_desktop.adapters.devnet.evm import DevnetEvm
+    from r3mes_desktop.adapters.faults import FaultInjector
+    from r3mes_desktop.adapters.mining.pow import ProcessPow
+    from r3mes_desktop.adapters.mining.worker import ProcessTrainer
+    from r3mes_desktop.app.instance_lock import InstanceLock
+    from r3mes_desktop.core.clock import Clock
+    from r3mes_desktop.core.coordinator import Coordinator
+    from r3mes_desktop.core.miner import Miner
+    from r3mes_desktop.core.resilience import ServiceCaller
+    from r3mes_desktop.core.resilience.breaker import BreakerRegistry
+    from r3mes_desktop.core.steps import ProofOfWork, Trainer
+    from r3mes_desktop.support.config.settings import Settings
+    from r3mes_desktop.support.notify import ErrorNotifier
+
+__all__ = ["JOURNAL_FILE", "Runtime", "RuntimeOptions"]
 
 log = logging.getLogger(__name__)
 
-JOURNAL_FILE = "journal.sqlite"
+_Part = TypeVar("_Part")
 
 
 @dataclass(frozen=True)
@@ -41,11 +64,12 @@ class RuntimeOptions:
     operator_interval_s: float | None = 2.0
     maintenance_interval_s: float = 15.0
     miner_poll_s: float = 5.0  # how often an idle miner looks for new open rounds
-    wrap_store: Any = None  # callable(store) -> store; fault injection in tests and demos
-    wrap_trainer: Any = None  # callable(trainer) -> trainer; instrumentation (bench.gui)
-    wrap_pow: Any = None  # callable(pow) -> pow
-    clock: Any = None  # the coordinator's and miner's Clock (tests shift wall time)
-    password_prompt: Any = None  # async (address) -> password | None, when not in the keyring
+    # fault injection in tests and demos
+    wrap_store: Callable[[PinnedStore], PinnedStore] | None = None
+    wrap_trainer: Callable[[Trainer], Trainer] | None = None  # instrumentation (bench.gui)
+    wrap_pow: Callable[[ProofOfWork], ProofOfWork] | None = None
+    clock: Clock | None = None  # the coordinator's and miner's (tests shift wall time)
+    password_prompt: PasswordPrompt | None = None  # when the password is not in the keyring
     worker_nice: int = 10  # CPU priority of training/PoW worker processes (0 = leave as is)
     warm_trainer: bool = False  # spawn the training worker (torch import) while opening
     inline_gradient_max: int | None = None  # journal rows up to this size (None: default)
@@ -74,37 +98,55 @@ def _log_warm_up_failure(warming: asyncio.Future[Any]) -> None:
 
 
 class Runtime:
-    """Owns every long-lived part; `await open()` once, `await close()` once."""
+    """Owns every long-lived part; `await open()` once, `await close()` once.
+
+    The parts the window and the CLI drive (`coordinator`, `miner`, `breakers`) are read
+    through properties that raise a clear "not open" error outside open()..close(); the
+    others are `None` until `open()` builds them.
+    """
 
     def __init__(
         self,
-        settings: Any = None,
+        settings: Settings | None = None,
         *,
         options: RuntimeOptions | None = None,
         bus: EventBus | None = None,
     ) -> None:
         self.options = options or RuntimeOptions()
         self.bus = bus if bus is not None else EventBus()
-        self.settings: Any = settings
+        self.settings: Settings | None = settings
         self.ready = False
         self.data_dir: Path = Path()
-        self.breakers: Any = None
-        self.callers: dict[str, Any] = {}  # the one retry/breaker/timeout layer of its calls
-        self.coordinator: Any = None
-        self.miner: Any = None
-        self.trainer: Any = None
-        self.pow: Any = None
-        self.devnet: Any = None
-        self.chain: Any = None
-        self.store: Any = None
-        self.keystore: Any = None
-        self.notifier: Any = None
-        self.faults: Any = None  # a FaultInjector while settings name a fault plan
-        self._transport: Any = None
-        self._lock: Any = None
-        self._background: set[asyncio.Task[Any]] = set()
-        self._warming: asyncio.Future[Any] | None = None
-        self._closers: list[Any] = []
+        self.callers: dict[str, ServiceCaller] = {}  # the one retry/breaker/timeout layer
+        self.trainer: ProcessTrainer | None = None
+        self.pow: ProcessPow | None = None
+        self.devnet: Devnet | None = None
+        self.chain: ChainClient | None = None
+        self.store: PinnedStore | None = None
+        self.keystore: Keystore | None = None
+        self.notifier: ErrorNotifier | None = None
+        self.faults: FaultInjector | None = None  # while settings name a fault plan
+        self._breakers: BreakerRegistry | None = None
+        self._coordinator: Coordinator | None = None
+        self._miner: Miner | None = None
+        self._transport: ChainTransport | DevnetEvm | None = None  # balances, block height
+        self._lock: InstanceLock | None = None
+        self._background: set[asyncio.Task[None]] = set()
+        self._warming: asyncio.Future[None] | None = None
+        self._closers: list[Closer] = []
+
+    # -- the parts that exist only while open -------------------------------------------------
+    @property
+    def coordinator(self) -> Coordinator:
+        return _opened(self._coordinator, "coordinator")
+
+    @property
+    def miner(self) -> Miner:
+        return _opened(self._miner, "miner")
+
+    @property
+    def breakers(self) -> BreakerRegistry:
+        return _opened(self._breakers, "breakers")
 
     # -- opening ------------------------------------------------------------------------------
     async def open(self) -> None:
@@ -123,49 +165,31 @@ class Runtime:
         if self.options.settings_overrides:
             self.settings = updated(self.settings, **dict(self.options.settings_overrides))
         settings = self.settings
-        app_paths = paths()
-        self.data_dir = Path(self.options.data_dir or app_paths.data_dir)
+        self.data_dir = Path(self.options.data_dir or paths().data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._take_lock()
         if self.options.warm_trainer:
             # The worker's torch import (seconds) overlaps the devnet replay and recovery
             # setup instead of delaying the first (or the first recovered) round after them.
-            self.trainer = self._make_trainer()
+            self.trainer = builders.build_trainer(
+                settings=settings, data_dir=self.data_dir, bus=self.bus
+            )
             self._warming = asyncio.ensure_future(self.trainer.start())
 
-        from r3mes_desktop.core.resilience import ServiceCaller
-        from r3mes_desktop.core.resilience.breaker import BreakerRegistry
-        from r3mes_desktop.core.resilience.retry import RetryPolicy
-
-        self.breakers = BreakerRegistry.from_settings(settings, bus=self.bus)
-        self.callers = {
-            name: ServiceCaller(
-                service=name,
-                breaker=self.breakers.get(name),
-                policy=RetryPolicy.from_settings(settings),
-                timeout_s=settings.call_timeout,
-                bus=self.bus,
-            )
-            for name in ("chain", "ipfs")
-        }
-        if settings.uses_devnet:
-            await self._open_devnet(self.callers["chain"])
-        else:
-            await self._open_endpoints(self.callers["chain"])
+        self._breakers = builders.build_breakers(settings=settings, bus=self.bus)
+        self.callers = builders.build_callers(
+            settings=settings, breakers=self._breakers, bus=self.bus
+        )
+        # One keystore for the whole run: the real network unlocks it, the GUI manages it.
+        self.keystore = builders.build_keystore(data_dir=self.data_dir)
+        chain, store = await self._open_network(settings, self.keystore)
         if self.options.wrap_store is not None:
-            self.store = self.options.wrap_store(self.store)
+            store = self.options.wrap_store(store)
         if settings.fault_plan is not None:  # demos and the chaos harness: off by default
-            from r3mes_desktop.adapters.faults import FaultInjector
-
-            self.faults = await asyncio.to_thread(FaultInjector.from_settings, settings)
-            assert self.faults is not None
-            self.faults.bus = self.bus
-            self.chain = self.faults.wrap_chain(self.chain)
-            self.store = self.faults.wrap_store(self.store)
-
-        from r3mes_desktop.adapters.chain.keystore import Keystore
-
-        self.keystore = Keystore(self.data_dir / "keys")
+            self.faults = await builders.load_faults(settings=settings, bus=self.bus)
+            chain = self.faults.wrap_chain(chain)
+            store = self.faults.wrap_store(store)
+        self.chain, self.store = chain, store
         await self._open_mining()
         self._open_notifier()
         if self.options.worker_nice > 0:
@@ -180,113 +204,35 @@ class Runtime:
         lock.acquire()
         self._lock = lock
 
-    async def _open_devnet(self, chain_caller: Any) -> None:
-        from r3mes_desktop.adapters.devnet.evm import DevnetEvm, evm_log
-
-        # The EVM process imports eth-tester and restores the chain while this process
-        # imports the chain client's web3/eth-account stack (seconds each, one after the
-        # other before): a restart reaches mining that much sooner on two cores.
-        (self.data_dir / "devnet").mkdir(parents=True, exist_ok=True)
-        opening = asyncio.ensure_future(DevnetEvm.open(evm_log(self.data_dir)))
-        try:
-            await asyncio.to_thread(importlib.import_module, "r3mes_desktop.adapters.devnet.devnet")
-            evm = await asyncio.shield(opening)
-        except BaseException:
-            opening.cancel()  # a no-op once opened; a cancelled open closes its process
-            with contextlib.suppress(BaseException):
-                await (await opening).close()
-            raise
-        from r3mes_desktop.adapters.devnet import Devnet
-        from r3mes_desktop.adapters.devnet.operator import RoundTemplate
-
+    async def _open_network(
+        self, settings: Settings, keystore: Keystore
+    ) -> tuple[ChainClient, PinnedStore]:
+        """The embedded devnet, or the real chain and IPFS endpoints settings name."""
         opts = self.options
-        template_args: dict[str, Any] = {}
-        if opts.round_steps is not None:
-            template_args["steps"] = opts.round_steps
-        if opts.round_difficulty is not None:
-            template_args["difficulty"] = opts.round_difficulty
-        else:
-            template_args["difficulty"] = self.settings.pow_difficulty
-        template_args["hyperparams"] = {"preset": opts.round_preset or self.settings.model_preset}
-        self.devnet = await Devnet.open(
-            self.data_dir,
-            caller=chain_caller,
+        if settings.uses_devnet:
+            self.devnet = await builders.open_devnet(
+                settings=settings,
+                data_dir=self.data_dir,
+                bus=self.bus,
+                caller=self.callers["chain"],
+                round_steps=opts.round_steps,
+                round_difficulty=opts.round_difficulty,
+                round_preset=opts.round_preset,
+                operator_interval_s=opts.operator_interval_s,
+            )
+            self._transport = self.devnet.evm
+            return self.devnet.chain, self.devnet.store
+        endpoints = await builders.open_endpoints(
+            settings=settings,
+            data_dir=self.data_dir,
             bus=self.bus,
-            template=RoundTemplate(**template_args),
-            max_gradient_size_mb=self.settings.max_gradient_size_mb,
-            operator_interval_s=opts.operator_interval_s,
-            evm=evm,
+            caller=self.callers["chain"],
+            keystore=keystore,
+            password_prompt=opts.password_prompt,
+            closers=self._closers,
         )
-        self.chain = self.devnet.chain
-        self.store = self.devnet.store
-        self._transport = self.devnet.evm
-
-    async def _open_endpoints(self, chain_caller: Any) -> None:
-        """Real network: chain RPC URL(s) with fallback, the IPFS API, the miner's keystore."""
-        from r3mes_desktop.adapters.chain.client import ChainClient
-        from r3mes_desktop.adapters.chain.keystore import Keystore, PasswordVault
-        from r3mes_desktop.adapters.chain.nonces import NonceStore
-        from r3mes_desktop.adapters.chain.transport import FallbackTransport, RpcTransport
-        from r3mes_desktop.adapters.ipfs.client import IpfsClient
-        from r3mes_desktop.core.errors import AuthenticationError, ValidationError
-
-        settings = self.settings
-        for name in ("contract_address", "ipfs_api_address"):
-            if not getattr(settings, name):
-                raise ValidationError(
-                    f"{name}: required when chain_rpc_urls is set (Settings → Network), "
-                    "or clear chain_rpc_urls to use the embedded devnet"
-                )
-        keystore = Keystore(self.data_dir / "keys")
-        address = await asyncio.to_thread(keystore.address)  # "create or import one" if none
-        password = PasswordVault(opted_in=True, address=address).get()  # only if stored
-        if password is None and self.options.password_prompt is not None:
-            password = await self.options.password_prompt(address)
-        if not password:
-            raise AuthenticationError(
-                f"keystore password needed to unlock {address} (none given)", service="keys"
-            )
-        account = await asyncio.to_thread(keystore.unlock, password)
-        urls = list(settings.chain_rpc_urls)
-        transports = [RpcTransport(url, timeout_s=settings.call_timeout) for url in urls]
-        transport: Any = (
-            transports[0] if len(transports) == 1 else FallbackTransport(transports, bus=self.bus)
-        )
-        self._transport = transport  # closed by the chain client
-        nonces = await asyncio.to_thread(NonceStore, self.data_dir / "nonces.sqlite")
-        self._closers.append(lambda: asyncio.to_thread(nonces.close))
-        try:
-            self.chain = await chain_caller.call(
-                "chain.connect",
-                ChainClient.connect,
-                transport=transport,
-                account=account,
-                contract_address=settings.contract_address,
-                nonces=nonces,
-                expected_chain_id=settings.chain_id,
-            )
-        except BaseException:
-            await transport.close()  # no client owns it yet: its HTTP session would leak
-            raise
-        self._closers.append(self.chain.close)
-        self.store = IpfsClient(
-            settings.ipfs_api_address,
-            max_gradient_size_mb=settings.max_gradient_size_mb,
-        )
-        self._closers.append(self.store.close)
-
-    def _make_trainer(self) -> Any:
-        from r3mes_desktop.adapters.mining.settings import MiningConfig
-        from r3mes_desktop.adapters.mining.worker import ProcessTrainer
-
-        settings = self.settings
-        config = MiningConfig(
-            device=settings.training_device if settings.training_device != "mps" else "auto",
-            max_gradient_size_mb=float(settings.max_gradient_size_mb),
-            checkpoint_interval=settings.checkpoint_interval,
-            preset=settings.model_preset,
-        )
-        return ProcessTrainer(config, checkpoint_root=self.data_dir / "checkpoints", bus=self.bus)
+        self._transport = endpoints.transport  # closed by the chain client
+        return endpoints.chain, endpoints.store
 
     async def _warmed(self) -> None:
         """Wait for the warm-up (a worker being spawned is then reaped by the trainer's
@@ -297,77 +243,78 @@ class Runtime:
                 await warming
 
     async def _open_mining(self) -> None:
-        from r3mes_desktop.adapters.mining.pow import ProcessPow
-        from r3mes_desktop.core.coordinator import Coordinator
-        from r3mes_desktop.core.journal import Journal
-        from r3mes_desktop.core.miner import Miner
+        """Workers, journal, then the coordinator (whose start recovers unfinished
+        transactions) and last the miner, which only mines once recovery is done.
+        A hook: `verify` opens the services without it."""
+        from r3mes_desktop.core.clock import SYSTEM_CLOCK
 
-        settings = self.settings
+        opts = self.options
+        settings = _opened(self.settings, "settings")
+        chain = _opened(self.chain, "chain client")
+        store = _opened(self.store, "content store")
         if self.trainer is None:
-            self.trainer = self._make_trainer()
+            self.trainer = builders.build_trainer(
+                settings=settings, data_dir=self.data_dir, bus=self.bus
+            )
         if self._warming is not None:
             # Recovery and mining start now; a round waits for the same worker (the trainer
             # spawns one, never two); close() still awaits the warm-up.
             self._warming.add_done_callback(_log_warm_up_failure)
-        self.pow = ProcessPow(processes=self.trainer.config.pow_processes)
-        trainer, pow_ = self.trainer, self.pow
-        if self.options.wrap_trainer is not None:
-            trainer = self.options.wrap_trainer(trainer)
-        if self.options.wrap_pow is not None:
-            pow_ = self.options.wrap_pow(pow_)
-        inline = self.options.inline_gradient_max
-        journal = (
-            Journal(self.data_dir / JOURNAL_FILE)
-            if inline is None
-            else Journal(self.data_dir / JOURNAL_FILE, inline_gradient_max=inline)
+        self.pow = builders.build_pow(trainer=self.trainer)
+        trainer: Trainer = self.trainer
+        pow_: ProofOfWork = self.pow
+        if opts.wrap_trainer is not None:
+            trainer = opts.wrap_trainer(trainer)
+        if opts.wrap_pow is not None:
+            pow_ = opts.wrap_pow(pow_)
+        journal = builders.build_journal(
+            data_dir=self.data_dir, inline_gradient_max=opts.inline_gradient_max
         )
         if self.faults is not None:
             trainer = self.faults.wrap_trainer(trainer)
             journal = self.faults.wrap_journal(journal)
-        self.coordinator = Coordinator(
+        clock = opts.clock if opts.clock is not None else SYSTEM_CLOCK
+        self._coordinator = builders.build_coordinator(
+            settings=settings,
             journal=journal,
             trainer=trainer,
             pow=pow_,
-            store=self.store,
-            chain=self.chain,
-            task_api=self.devnet.task_api
-            if self.devnet is not None and self.faults is None
-            else self.chain,
-            settings=settings,
+            store=store,
+            chain=chain,
+            devnet=self.devnet,
+            faults=self.faults,
             breakers=self.breakers,
             bus=self.bus,
-            artifacts_dir=self.data_dir / "artifacts",
-            maintenance_interval_s=self.options.maintenance_interval_s,
-            **({"clock": self.options.clock} if self.options.clock is not None else {}),
+            data_dir=self.data_dir,
+            maintenance_interval_s=opts.maintenance_interval_s,
+            clock=clock,
         )
-        report = await self.coordinator.start()
+        report = await self._coordinator.start()
         if self.faults is not None:
             self.faults.announce()  # a Notice: the GUI and the logs say failures are on purpose
         if report.count:
             log.info("recovery reconciled %d unfinished transactions", report.count)
-        self.miner = Miner(
-            self.coordinator,
-            self.chain,
-            self.bus,
-            poll_interval_s=self.options.miner_poll_s,
-            **({"clock": self.options.clock} if self.options.clock is not None else {}),
+        miner = builders.build_miner(
+            coordinator=self._coordinator,
+            chain=chain,
+            bus=self.bus,
+            poll_interval_s=opts.miner_poll_s,
+            clock=clock,
         )
+        self._miner = miner
         if self.devnet is not None:
-            miner = self.miner
             self.devnet.operator.on_opened = lambda _ids: miner.wake()
 
     def _open_notifier(self) -> None:
-        from r3mes_desktop.support.notify import ErrorNotifier, NotifierConfig
-        from r3mes_desktop.support.secrets import SecretsStore
+        """A hook like `_open_mining`: `verify` sends no notifications."""
+        settings = _opened(self.settings, "settings")
+        self.notifier = builders.build_notifier(settings=settings, bus=self.bus)
+        self._spawn(self._flush_notifications(self.notifier))
 
-        self.notifier = ErrorNotifier(NotifierConfig.from_settings(self.settings, SecretsStore()))
-        self.notifier.attach(self.bus)
-        self._spawn(self._flush_notifications())
-
-    async def _flush_notifications(self) -> None:
+    async def _flush_notifications(self, notifier: ErrorNotifier) -> None:
         while True:
             await asyncio.sleep(5.0)
-            self.notifier.flush()
+            notifier.flush()
 
     async def _renice_workers(self, nice: int) -> None:
         """Run our worker processes (training, PoW) at a lower CPU priority.
@@ -394,23 +341,20 @@ class Runtime:
             await asyncio.to_thread(renice_new_children)
             await asyncio.sleep(0.25)
 
-    def _spawn(self, coro: Any) -> None:
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.ensure_future(coro)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
     # -- live settings ----------------------------------------------------------------------
-    def apply_settings(self, settings: Any) -> list[str]:
+    def apply_settings(self, settings: Settings) -> list[str]:
         """Take a validated new Settings; apply what can change live, return the rest."""
         old, self.settings = self.settings, settings
         if self.notifier is not None:
-            from r3mes_desktop.support.notify import NotifierConfig
-            from r3mes_desktop.support.secrets import SecretsStore
-
-            self.notifier.reconfigure(NotifierConfig.from_settings(settings, SecretsStore()))
-        if self.coordinator is not None:
-            self.coordinator.settings = settings
-            bulkhead = getattr(self.coordinator, "bulkhead", None)
+            self.notifier.reconfigure(builders.notifier_config(settings))
+        if self._coordinator is not None:
+            self._coordinator.settings = settings
+            bulkhead = getattr(self._coordinator, "bulkhead", None)
             if bulkhead is not None:
                 bulkhead.set_limit(settings.max_active_transactions)
         restart = ("chain_rpc_urls", "chain_id", "ipfs_api_address", "contract_address")
@@ -468,9 +412,9 @@ class Runtime:
         for task in list(self._background):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        steps = [
-            ("miner", self.miner, "stop"),
-            ("coordinator", self.coordinator, "close"),
+        steps: list[tuple[str, object, str]] = [
+            ("miner", self._miner, "stop"),
+            ("coordinator", self._coordinator, "close"),
             ("trainer", self.trainer, "shutdown"),
             ("notifier", self.notifier, "close"),
             ("devnet", self.devnet, "close"),
@@ -494,7 +438,15 @@ class Runtime:
             except Exception:
                 log.exception("closing a network client failed")
         self._closers.clear()
-        self.miner = self.coordinator = self.trainer = self.notifier = self.devnet = None
+        self._miner = self._coordinator = None
+        self.trainer = self.notifier = self.devnet = None
         if self._lock is not None:
             self._lock.release()
             self._lock = None
+
+
+def _opened(part: _Part | None, name: str) -> _Part:
+    """`part`, or a clear error when the runtime is not open (before open(), after close())."""
+    if part is None:
+        raise RuntimeError(f"runtime not open: its {name} exists between open() and close()")
+    return part

@@ -17,13 +17,14 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Coroutine, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from r3mes_desktop.app import builders
-from r3mes_desktop.app.builders import JOURNAL_FILE, Closer, PasswordPrompt, PinnedStore
+from r3mes_desktop.app.builders import JOURNAL_FILE, Closer, PinnedStore
+from r3mes_desktop.app.options import RuntimeOptions
+from r3mes_desktop.app.workers import renice_workers
 from r3mes_desktop.core.events import EventBus
 
 if TYPE_CHECKING:
@@ -36,7 +37,6 @@ if TYPE_CHECKING:
     from r3mes_desktop.adapters.mining.pow import ProcessPow
     from r3mes_desktop.adapters.mining.worker import ProcessTrainer
     from r3mes_desktop.app.instance_lock import InstanceLock
-    from r3mes_desktop.core.clock import Clock
     from r3mes_desktop.core.coordinator import Coordinator
     from r3mes_desktop.core.miner import Miner
     from r3mes_desktop.core.resilience import ServiceCaller
@@ -50,44 +50,6 @@ __all__ = ["JOURNAL_FILE", "Runtime", "RuntimeOptions"]
 log = logging.getLogger(__name__)
 
 _Part = TypeVar("_Part")
-
-
-@dataclass(frozen=True)
-class RuntimeOptions:
-    """Choices that are not user settings: demo speed, test hooks, where to live."""
-
-    data_dir: Path | None = None
-    settings_overrides: Mapping[str, Any] = field(default_factory=dict)
-    round_steps: int | None = None  # devnet rounds: training steps
-    round_difficulty: int | None = None  # devnet rounds: PoW bits (16..32)
-    round_preset: str | None = None  # devnet rounds: model preset ("tiny", "default"...)
-    operator_interval_s: float | None = 2.0
-    maintenance_interval_s: float = 15.0
-    miner_poll_s: float = 5.0  # how often an idle miner looks for new open rounds
-    # fault injection in tests and demos
-    wrap_store: Callable[[PinnedStore], PinnedStore] | None = None
-    wrap_trainer: Callable[[Trainer], Trainer] | None = None  # instrumentation (bench.gui)
-    wrap_pow: Callable[[ProofOfWork], ProofOfWork] | None = None
-    clock: Clock | None = None  # the coordinator's and miner's (tests shift wall time)
-    password_prompt: PasswordPrompt | None = None  # when the password is not in the keyring
-    worker_nice: int = 10  # CPU priority of training/PoW worker processes (0 = leave as is)
-    warm_trainer: bool = False  # spawn the training worker (torch import) while opening
-    inline_gradient_max: int | None = None  # journal rows up to this size (None: default)
-
-    @classmethod
-    def fast(cls, **changes: Any) -> RuntimeOptions:
-        """Tiny model, difficulty 16, short rounds: a transaction commits in seconds."""
-        values: dict[str, Any] = {
-            "round_steps": 8,
-            "round_difficulty": 16,
-            "round_preset": "tiny",
-            "operator_interval_s": 0.5,
-            "miner_poll_s": 0.5,
-            "settings_overrides": {"pow_difficulty": 16},
-            "warm_trainer": True,
-        }
-        values.update(changes)
-        return cls(**values)
 
 
 def _log_warm_up_failure(warming: asyncio.Future[Any]) -> None:
@@ -158,6 +120,9 @@ class Runtime:
         self.ready = True
 
     async def _open(self) -> None:
+        """Settings, then the data dir's lock (two runtimes on one journal would resume
+        the same transactions and double-submit), the breakers (connecting runs through them),
+        the network, the fault wrappers around it, mining, and the notifier last."""
         from r3mes_desktop.support.config import load_settings, paths, updated
 
         if self.settings is None:
@@ -193,7 +158,7 @@ class Runtime:
         await self._open_mining()
         self._open_notifier()
         if self.options.worker_nice > 0:
-            self._spawn(self._renice_workers(self.options.worker_nice))
+            self._spawn(renice_workers(self.options.worker_nice))
 
     def _take_lock(self) -> None:
         try:
@@ -316,31 +281,6 @@ class Runtime:
             await asyncio.sleep(5.0)
             notifier.flush()
 
-    async def _renice_workers(self, nice: int) -> None:
-        """Run our worker processes (training, PoW) at a lower CPU priority.
-
-        With every core busy proving and training, the desktop process otherwise waits for
-        the scheduler: measured p99 loop stalls fell from 65 ms to 32 ms on 2 cores. The
-        workers still get all idle CPU, so mining throughput is unchanged. New PoW
-        processes start per search, hence the short poll (one /proc read per child).
-        """
-        seen: set[int] = set()
-
-        def renice_new_children() -> None:  # imports psutil and reads /proc: off the loop
-            import psutil
-
-            for child in psutil.Process().children(recursive=True):
-                if child.pid in seen:
-                    continue
-                with contextlib.suppress(psutil.Error):
-                    if child.nice() < nice:
-                        child.nice(nice)
-                    seen.add(child.pid)
-
-        while True:
-            await asyncio.to_thread(renice_new_children)
-            await asyncio.sleep(0.25)
-
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.ensure_future(coro)
         self._background.add(task)
@@ -404,7 +344,12 @@ class Runtime:
 
     # -- closing ------------------------------------------------------------------------------
     async def close(self) -> None:
-        """Stop mining, close the coordinator and the devnet, reap workers off the loop."""
+        """Stop mining, close the coordinator and the devnet, reap workers off the loop.
+
+        Reverse dependency order: the miner stops asking for rounds before the coordinator
+        finishes its transactions, which still need the trainer and the devnet; the real
+        network's clients close last, newest first. A failing step is logged and the rest
+        still close; the lock is released only once nothing writes to the data dir."""
         self.ready = False
         await self._warmed()  # a worker being spawned is reaped by the trainer's shutdown
         for task in list(self._background):

@@ -74,7 +74,12 @@ async def chain_submissions(data_dir: Path, miner: str) -> tuple[dict[int, Any],
     evm = await DevnetEvm.open(root / "chain.log", snapshots=False)  # the whole log again
     try:
         sent: Counter[int] = Counter()
-        for raw in TxLog(root / "chain.log").records():
+        chain_log = TxLog(root / "chain.log")
+        try:
+            records = chain_log.records()
+        finally:
+            chain_log.close()
+        for raw in records:
             from eth_utils import keccak
 
             tx_hash = "0x" + keccak(raw).hex()

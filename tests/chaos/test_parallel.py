@@ -54,6 +54,7 @@ def test_stop_tree_kills_the_harness_and_the_miner_in_its_own_session() -> None:
     assert harness.stdout is not None
     miner = int(harness.stdout.readline())
     stop_tree(harness)
+    harness.stdout.close()
     assert harness.returncode is not None
     assert _gone(miner)
 

@@ -14,6 +14,7 @@ import json
 import sqlite3
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -210,38 +211,16 @@ async def check(data_dir: Path, *, extra_dirs: tuple[Path, ...] = ()) -> Finding
     findings = Findings()
     rows = journal_rows(data_dir)
     findings.states = dict(Counter(r["state"] for r in rows))
-    for r in rows:
-        if r["state"] not in TERMINAL:
-            findings.fail(f"{r['id']}: not terminal ({r['state']}, round {r['round_id']})")
     miner = json.loads((data_dir / "devnet" / "devnet.json").read_text())["miner_address"]
     stored, sent = await chain_submissions(data_dir, miner)
     findings.on_chain_submissions = len(stored)
-    committed = [r for r in rows if r["state"] == "committed"]
-    by_round: dict[int, list[dict[str, Any]]] = {}
-    for r in committed:
-        by_round.setdefault(int(r["round_id"]), []).append(r)
-    for round_id, txs in by_round.items():
-        if len(txs) > 1:
-            findings.fail(f"round {round_id}: {len(txs)} committed transactions")
-    for r in committed:
-        round_id = int(r["round_id"])
-        on_chain = stored.get(round_id)
-        if on_chain is None:
-            findings.fail(f"{r['id']}: COMMITTED but round {round_id} holds no submission")
-            continue
-        cid, gradient_hash = str(on_chain[0]), bytes(on_chain[1]).hex()
-        if r["cid"] is None or not same_cid(cid, r["cid"]):
-            findings.fail(f"{r['id']}: chain holds CID {cid}, journal {r['cid']}")
-        if gradient_hash != r["gradient_hash"]:
-            findings.fail(f"{r['id']}: chain gradient hash differs from the journal's")
+    agreed = journal_against_chain(rows, stored, findings.fail)
+    for round_id, (r, _cid, _hash) in agreed.items():
         if sent[round_id] != 1:
             findings.fail(
                 f"{r['id']}: {sent[round_id]} successful submissions for round {round_id}"
             )
-    for round_id in stored:
-        if round_id not in by_round:
-            states = [r["state"] for r in rows if int(r["round_id"]) == round_id]
-            findings.fail(f"round {round_id}: on-chain submission without a COMMITTED tx {states}")
+    committed = [r for r in rows if r["state"] == "committed"]
     pins = pinned_cids(data_dir)
     findings.pinned = len(pins)
     committed_cids = {r["cid"] for r in committed if r["cid"]}
@@ -372,27 +351,8 @@ def check_miner(
     nothing of its live or committed; no dead letter open for a round that is settled."""
     import hashlib
 
-    for r in rows:
-        if r["state"] not in TERMINAL:
-            findings.fail(f"{name}: {r['id']} not terminal ({r['state']}, round {r['round_id']})")
-    committed = [r for r in rows if r["state"] == "committed"]
-    by_round: dict[int, list[dict[str, Any]]] = {}
-    for r in committed:
-        by_round.setdefault(int(r["round_id"]), []).append(r)
-    for round_id, txs in by_round.items():
-        if len(txs) > 1:
-            findings.fail(f"{name}: round {round_id}: {len(txs)} committed transactions")
-    for r in committed:
-        round_id = int(r["round_id"])
-        on_chain = view.stored.get(round_id)
-        if on_chain is None:
-            findings.fail(f"{name}: {r['id']} COMMITTED but round {round_id} holds no submission")
-            continue
-        cid, gradient_hash = str(on_chain[0]), bytes(on_chain[1]).hex()
-        if r["cid"] is None or not same_cid(cid, r["cid"]):
-            findings.fail(f"{name}: {r['id']}: chain holds CID {cid}, journal {r['cid']}")
-        if gradient_hash != r["gradient_hash"]:
-            findings.fail(f"{name}: {r['id']}: chain gradient hash differs from the journal's")
+    agreed = journal_against_chain(rows, view.stored, lambda m: findings.fail(f"{name}: {m}"))
+    for round_id, (_row, cid, gradient_hash) in agreed.items():
         if not any(same_cid(cid, p) for p in pins):
             findings.fail(f"{name}: round {round_id}: committed CID {cid} is not pinned")
         data = cat(cid)
@@ -403,12 +363,6 @@ def check_miner(
                 f"{name}: round {round_id}: content of {cid} does not hash to the on-chain "
                 "gradient hash"
             )
-    for round_id in view.stored:
-        if round_id not in by_round:
-            states = [r["state"] for r in rows if int(r["round_id"]) == round_id]
-            findings.fail(
-                f"{name}: round {round_id}: on-chain submission without a COMMITTED tx {states}"
-            )
     live_or_done = {int(r["round_id"]) for r in rows if r["state"] not in ("failed", "rolled_back")}
     started = {int(r["round_id"]) for r in rows}
     for round_id in sorted((started & view.open_for) - live_or_done):
@@ -417,7 +371,7 @@ def check_miner(
             f"{name}: round {round_id}: started {states}, left un-mined while still open "
             "and assignable to it"
         )
-    settled = set(by_round) | set(view.stored)
+    settled = {int(r["round_id"]) for r in rows if r["state"] == "committed"} | set(view.stored)
     for letter, round_id in letters:
         if round_id in settled:
             findings.fail(f"{name}: dead letter {letter} still open for settled round {round_id}")
@@ -490,3 +444,41 @@ async def check_multi(
         if not any(same_cid(cid, c) for c in committed_cids):
             findings.fail(f"pin {cid}: no miner's committed submission points at it (orphan)")
     return findings
+
+
+def journal_against_chain(
+    rows: list[dict[str, Any]],
+    stored: dict[int, Any],
+    fail: Callable[[str], None],
+) -> dict[int, tuple[dict[str, Any], str, str]]:
+    """What every miner's journal must agree on with the chain: every transaction finished,
+    at most one committed per round, each committed one's CID and gradient hash the ones
+    the contract stores, and no stored submission without a committed transaction.
+    Returns, per committed round, the row and the chain's CID and gradient hash (hex)."""
+    for r in rows:
+        if r["state"] not in TERMINAL:
+            fail(f"{r['id']}: not terminal ({r['state']}, round {r['round_id']})")
+    by_round: dict[int, list[dict[str, Any]]] = {}
+    for r in rows:
+        if r["state"] == "committed":
+            by_round.setdefault(int(r["round_id"]), []).append(r)
+    agreed: dict[int, tuple[dict[str, Any], str, str]] = {}
+    for round_id, txs in by_round.items():
+        if len(txs) > 1:
+            fail(f"round {round_id}: {len(txs)} committed transactions")
+        for r in txs:
+            on_chain = stored.get(round_id)
+            if on_chain is None:
+                fail(f"{r['id']}: COMMITTED but round {round_id} holds no submission")
+                continue
+            cid, gradient_hash = str(on_chain[0]), bytes(on_chain[1]).hex()
+            if r["cid"] is None or not same_cid(cid, r["cid"]):
+                fail(f"{r['id']}: chain holds CID {cid}, journal {r['cid']}")
+            if gradient_hash != r["gradient_hash"]:
+                fail(f"{r['id']}: chain gradient hash differs from the journal's")
+            agreed[round_id] = (r, cid, gradient_hash)
+    for round_id in stored:
+        if round_id not in by_round:
+            states = [r["state"] for r in rows if int(r["round_id"]) == round_id]
+            fail(f"round {round_id}: on-chain submission without a COMMITTED tx {states}")
+    return agreed

@@ -69,9 +69,11 @@ class Peer:
             self.proc.wait(timeout=10)
 
 
-def _wait_http(
+def wait_http(
     url: str, body: bytes, proc: subprocess.Popen[bytes], log: Path, limit: float
 ) -> None:
+    """Poll a peer we started until it answers `body` at `url` with 200; its log tail
+    names why when it exits early or does not answer within `limit` seconds."""
     deadline = time.monotonic() + limit
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -108,7 +110,7 @@ def start_ganache(root: Path, *, port: int | None = None) -> Peer:
     peer = Peer(proc, f"http://127.0.0.1:{port}", log)
     try:
         body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "eth_chainId", "params": []})
-        _wait_http(peer.address, body.encode(), proc, log, 90)
+        wait_http(peer.address, body.encode(), proc, log, 90)
     except BaseException:
         peer.stop()
         raise
@@ -161,7 +163,7 @@ def start_jsipfs(root: Path) -> Peer:
         )  # fmt: skip
     peer = Peer(proc, f"/ip4/127.0.0.1/tcp/{api}", log)
     try:
-        _wait_http(f"http://127.0.0.1:{api}/api/v0/id", b"", proc, log, 180)
+        wait_http(f"http://127.0.0.1:{api}/api/v0/id", b"", proc, log, 180)
     except BaseException:
         peer.stop()
         raise

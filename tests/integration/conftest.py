@@ -13,12 +13,12 @@ import os
 import signal
 import socket
 import subprocess
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from bench.chaos.peers import wait_http
 
 PEERS = Path(__file__).resolve().parents[1] / "peers"
 BIN = PEERS / "node_modules" / ".bin"
@@ -52,26 +52,6 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait(timeout=10)
 
 
-def _wait_http(
-    url: str, body: bytes, proc: subprocess.Popen[bytes], log: Path, limit: float
-) -> None:
-    deadline = time.monotonic() + limit
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"peer exited early ({proc.returncode}): {log.read_text()[-2000:]}")
-        try:
-            req = urllib.request.Request(
-                url, data=body, headers={"Content-Type": "application/json"}
-            )
-            with urllib.request.urlopen(req, timeout=2) as resp:
-                if resp.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.2)  # polling a subprocess's readiness, not testing timing
-    raise RuntimeError(f"peer did not answer {url} in {limit}s: {log.read_text()[-2000:]}")
-
-
 @pytest.fixture(scope="session")
 def ganache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """URL of a fresh ganache node (deterministic accounts, chain id 1337)."""
@@ -90,7 +70,7 @@ def ganache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     url = f"http://127.0.0.1:{port}"
     try:
         body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "eth_chainId", "params": []})
-        _wait_http(url, body.encode(), proc, log, 60)
+        wait_http(url, body.encode(), proc, log, 60)
         yield url
     finally:
         _stop(proc)
@@ -148,7 +128,7 @@ def jsipfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
     try:
-        _wait_http(f"http://127.0.0.1:{api}/api/v0/id", b"", proc, log, 120)
+        wait_http(f"http://127.0.0.1:{api}/api/v0/id", b"", proc, log, 120)
         yield f"/ip4/127.0.0.1/tcp/{api}"
     finally:
         _stop(proc)

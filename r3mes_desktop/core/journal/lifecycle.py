@@ -52,17 +52,19 @@ def supersede_letters(
     Each closed letter's transaction gets a history line, and its gradient goes with the
     letter. Returns how many were closed."""
     settled = "SELECT c.id, c.round_id, c.miner FROM transactions c WHERE c.state = 'committed'"
+    letters = "status = 'open'"
     params: tuple[Any, ...] = ()
-    if committed is not None:
+    if committed is not None:  # every commit asks: only its round's open letters are read
         settled += " AND c.id = ?"
+        letters += " AND round_id = ?"
         params = (committed.id,)
     rows = conn.execute(
         f"WITH settled AS ({settled}) "  # noqa: S608 - fixed SQL, values are parameters
         "UPDATE dead_letters SET status = 'superseded', resolved_at = ? "
-        "WHERE status = 'open' AND transaction_id IN (SELECT t.id FROM transactions t "
+        f"WHERE {letters} AND transaction_id IN (SELECT t.id FROM transactions t "
         "JOIN settled s ON s.round_id = t.round_id AND s.miner = t.miner AND s.id != t.id) "
         "RETURNING transaction_id, round_id",
-        (*params, now),
+        (*params, now, *(() if committed is None else (committed.round_id,))),
     ).fetchall()
     entries = []
     for tx_id, round_id in rows:

@@ -168,6 +168,8 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "INSERT INTO dead_letters_v4 SELECT * FROM dead_letters",
         "DROP TABLE dead_letters",
         "ALTER TABLE dead_letters_v4 RENAME TO dead_letters",
+        # a commit looks for its round's open letters (lifecycle.supersede_letters)
+        "CREATE INDEX dead_letters_open ON dead_letters(round_id) WHERE status = 'open'",
     ),
 )
 

@@ -68,6 +68,9 @@ breaker, and its half-open trial meets the calls queued behind it."""
 ROUND_STEPS = 8
 FREEZE_SETTLE_S = 0.3
 WEDGE_LOOK_S = 5.0
+CONNECT_GRACE_S = 10.0
+"""How long a (re)started miner has to connect before the node may be restarted under it:
+a miner that cannot reach the chain at start exits (5), which would end the run."""
 
 
 @dataclass(frozen=True)
@@ -222,6 +225,7 @@ class Chain:
         from r3mes_desktop.adapters.devnet.operator import DevnetOperator, RoundTemplate
 
         self.transport = RpcTransport(url)
+        self.node_lock = asyncio.Lock()  # a node restart and a miner's start never overlap
         template = RoundTemplate(difficulty=16, steps=ROUND_STEPS, hyperparams={"preset": "tiny"})
         self.operator = DevnetOperator(
             self.transport, key=bytes.fromhex(GANACHE_KEY0[2:]), template=template
@@ -423,7 +427,7 @@ async def _fund_later(
             result.letters_retried += len(retried)
             result.letters_retried_committed += retried.count("committed")
             result.letters_retry_refused += retried.count("refused")
-            start_miner(m, env(m), plan.graceful_s)
+            await _start_connected(chain, m, env(m), plan.graceful_s)
             m.held = False
 
 
@@ -489,8 +493,17 @@ async def _kill_one(
         result.kills += 1
         log.info("multi-miner: SIGKILLed %s at %.0f s", victim.name, time.monotonic() - t0)
         await _hand_send(chain, victim, result)  # a signature it left unsent is void now
-        start_miner(victim, env(victim), plan.graceful_s)
+        await _start_connected(chain, victim, env(victim), plan.graceful_s)
         victim.held = False
+
+
+async def _start_connected(
+    chain: Chain, miner: Miner, env: dict[str, str], graceful_s: float
+) -> None:
+    """Start a miner again, holding node restarts off while it connects."""
+    async with chain.node_lock:
+        start_miner(miner, env, graceful_s)
+        await asyncio.sleep(CONNECT_GRACE_S)
 
 
 async def _unwedge(
@@ -516,14 +529,15 @@ async def _unwedge(
         }
         if any(seen.get(a) == n for a, n in wedged.items()):
             log.warning("multi-miner: ganache's queue is wedged %s: restarting the node", wedged)
-            restart = asyncio.ensure_future(
-                asyncio.to_thread(restart_ganache, peers[0], root / "ganache")
-            )
-            try:
-                peers[0] = await asyncio.shield(restart)
-            except asyncio.CancelledError:  # the run ends: the new node is stopped with the rest
-                peers[0] = await restart
-                raise
+            async with chain.node_lock:
+                restart = asyncio.ensure_future(
+                    asyncio.to_thread(restart_ganache, peers[0], root / "ganache")
+                )
+                try:
+                    peers[0] = await asyncio.shield(restart)
+                except asyncio.CancelledError:  # run ends: the new node is stopped with the rest
+                    peers[0] = await restart
+                    raise
             result.node_restarts += 1
             wedged = {}
         seen = wedged

@@ -376,6 +376,9 @@ class FaultyTransport(_Network):
     async def transaction(self, tx_hash: str) -> dict[str, Any] | None:
         return await self._call("transaction", self._inner.transaction, tx_hash)
 
+    async def block(self, number: int | None = None) -> dict[str, Any] | None:
+        return await self._call("block", self._inner.block, number)
+
     async def balance(self, address: str) -> int:
         wei: int = await self._inner.balance(address)  # the status bar's, not the saga's
         return wei

@@ -23,6 +23,8 @@ def spec_to_json(spec: RoundSpec) -> str:
             "base_model_id": spec.base_model_id,
             "steps": spec.steps,
             "hyperparams": dict(spec.hyperparams),
+            "deadline": spec.deadline,
+            "reward": spec.reward,
         },
         sort_keys=True,
     )
@@ -37,6 +39,8 @@ def spec_from_json(text: str) -> RoundSpec:
         base_model_id=str(data["base_model_id"]),
         steps=int(data["steps"]),
         hyperparams=dict(data.get("hyperparams") or {}),
+        deadline=int(data.get("deadline", 0)),
+        reward=int(data.get("reward", 0)),
     )
 
 

@@ -23,6 +23,8 @@ class RoundSpec:
     base_model_id: str
     steps: int
     hyperparams: Mapping[str, Any] = field(default_factory=dict)
+    deadline: int = 0  # unix seconds after which the contract refuses submissions; 0: none
+    reward: int = 0  # credits an accepted submission earns
 
 
 @dataclass(frozen=True)

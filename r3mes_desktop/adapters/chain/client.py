@@ -203,8 +203,8 @@ class ChainClient:
 
     async def _read_round(self, round_id: int) -> RoundSpec | None:
         """The round's spec; None for a round the miner cannot run (skipped while listed)."""
-        seed, difficulty, steps, hyper, base_model, is_open, exists = await self._view(
-            "getRound", round_id
+        seed, difficulty, steps, hyper, base_model, is_open, exists, deadline, reward = (
+            await self._view("getRound", round_id)
         )
         if not (is_open and exists):  # closed since it was listed: never listed again
             return None
@@ -222,6 +222,8 @@ class ChainClient:
             base_model_id=str(base_model),
             steps=int(steps),
             hyperparams=params,
+            deadline=int(deadline),
+            reward=int(reward),
         )
 
     async def _submission_tuple(self, round_id: int) -> tuple[Any, ...] | None:
@@ -232,7 +234,7 @@ class ChainClient:
         raw = await self._submission_tuple(_uint64(round_id, "round_id"))
         if raw is None:
             return None
-        cid, gradient_hash, pow_nonce, _block, _completed = raw
+        cid, gradient_hash, pow_nonce = raw[:3]
         return OnChainSubmission(
             round_id=round_id,
             miner=self._address,
@@ -254,6 +256,13 @@ class ChainClient:
         return await self._sign(
             data, what=f"submitGradient for round {round_id}", round_id=round_id
         )
+
+    async def sign_call(self, fn_name: str, *args: Any, round_id: int = -1) -> SignedSubmission:
+        """Sign a call to the contract (a validator's verdict, an operator's round) with the
+        same once-per-payload discipline as a submission: the caller journals the result
+        before it broadcasts."""
+        what = f"{fn_name} for round {round_id}" if round_id >= 0 else fn_name
+        return await self._sign(encode_call(fn_name, *args), what=what, round_id=round_id)
 
     async def _sign(self, data: bytes, *, what: str, round_id: int) -> SignedSubmission:
         """Sign a call to the contract once: the same payload signed again (a retry, a
@@ -394,9 +403,14 @@ class ChainClient:
             stored = existing.cid if existing else None
         return revert_error(reason, what=what, stored_cid=stored)
 
-    async def complete_task(self, *, round_id: int) -> None:
-        """Idempotent: returns at once when the contract already marks the task complete."""
+    async def complete_task(self, *, round_id: int, openings_cid: str = "") -> None:
+        """Idempotent: returns at once when the contract already marks the task complete.
+
+        `openings_cid`: the committed training states the submission's block sampled (see
+        `adapters.mining.trace`); validators reject a submission that never opens them."""
         _uint64(round_id, "round_id")
+        if openings_cid and not _CID_RE.fullmatch(openings_cid):
+            raise ValidationError(f"openings_cid: expected 1..{MAX_CID_LEN} base-encoded characters")
         raw = await self._submission_tuple(round_id)
         if raw is None:
             raise ValidationError(
@@ -407,9 +421,12 @@ class ChainClient:
         if raw[4]:
             return
         what = f"completeTask for round {round_id}"
-        signed = await self._sign(
-            encode_call("completeTask", round_id), what=what, round_id=round_id
+        call = (
+            encode_call("completeTask", round_id, openings_cid)
+            if openings_cid
+            else encode_call("completeTask", round_id)
         )
+        signed = await self._sign(call, what=what, round_id=round_id)
         await self.broadcast(signed)
         await self.wait_receipt(signed.tx_hash, timeout_s=self.task_timeout_s)
 

@@ -155,6 +155,11 @@ class ChainTransport(Protocol):
 
     async def transaction(self, tx_hash: str) -> dict[str, Any] | None: ...
     async def balance(self, address: str) -> int: ...
+    async def block(self, number: int | None = None) -> dict[str, Any] | None:
+        """{"number", "hash" (0x hex), "timestamp"} of a block (None: the latest), or None
+        when it is not mined yet: validators draw their samples from a block's hash."""
+        ...
+
     async def close(self) -> None: ...
 
 
@@ -323,6 +328,19 @@ class RpcTransport:
             else _hex_int(result.get("blockNumber"), "block", self._where),
         }
 
+    async def block(self, number: int | None = None) -> dict[str, Any] | None:
+        tag = "latest" if number is None else hex(number)
+        result = await self._checked("eth_getBlockByNumber", [tag, False])
+        if result is None:
+            return None
+        if not isinstance(result, dict):
+            raise NetworkError(f"{self._where} returned a malformed block", service=SERVICE)
+        return {
+            "number": _hex_int(result.get("number"), "block number", self._where),
+            "hash": str(result.get("hash", "")).lower(),
+            "timestamp": _hex_int(result.get("timestamp"), "block timestamp", self._where),
+        }
+
     async def close(self) -> None:
         disconnect = getattr(self._provider, "disconnect", None)
         if disconnect is not None:
@@ -422,6 +440,9 @@ class FallbackTransport:
 
     async def transaction(self, tx_hash: str) -> dict[str, Any] | None:
         return await self._endpoints.call(lambda t: t.transaction(tx_hash))
+
+    async def block(self, number: int | None = None) -> dict[str, Any] | None:
+        return await self._endpoints.call(lambda t: t.block(number))
 
     async def close(self) -> None:
         for t in self.transports:

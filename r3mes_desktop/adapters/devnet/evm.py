@@ -221,6 +221,10 @@ class DevnetEvm:
             return None
         return {**t, "data": bytes.fromhex(str(t["data"])[2:])}
 
+    async def block(self, number: int | None = None) -> dict[str, Any] | None:
+        found: dict[str, Any] | None = await self._call("block", number)
+        return found
+
     async def close(self) -> None:
         """Ask the process to close its log and exit; reaped on the EVM thread, off the loop."""
         if self._closed:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from eth_tester import EthereumTester, PyEVMBackend
-from eth_tester.exceptions import TransactionFailed
+from eth_tester.exceptions import BlockNotFound, TransactionFailed
 from eth_utils.address import to_checksum_address
 from eth_utils.crypto import keccak
 
@@ -257,6 +257,18 @@ class EvmCore:
             "to": to_checksum_address(tx.to) if tx.to else None,
             "data": "0x" + bytes(tx.data).hex(),
             "blockNumber": int(block.number),
+        }
+
+    def block(self, number: int | None) -> dict[str, Any] | None:
+        """Number, hash and timestamp of a block (None: the latest); None if not mined."""
+        try:
+            found = self.tester.get_block_by_number("latest" if number is None else number)
+        except BlockNotFound:
+            return None
+        return {
+            "number": int(found["number"]),
+            "hash": "0x" + bytes(found["hash"]).hex(),
+            "timestamp": int(found["timestamp"]),
         }
 
     def close(self) -> None:

@@ -6,9 +6,20 @@
         carrying an IPFS CID and a proof of work that this contract checks with the sha256
         precompile. Revert reasons are short fixed strings: the desktop client classifies
         them (duplicate -> already submitted, bad proof -> validation, closed -> permanent).
+
+        Work is bound to its miner: `assignmentOf(round, miner)` seeds that miner's data and
+        adapter initialisation, so two miners of a round train different things and a copied
+        update does not match the copier's assignment. `completeTask` publishes the openings
+        (the committed training states the submission block's hash sampled). Validators the
+        operator appoints post one verdict per submission; an accepted one earns the round's
+        reward in `credits`, exactly once.
 """
 
+VERSION: public(constant(String[16])) = "r3mes-rounds/2"
 MAX_OPEN: constant(uint256) = 64
+VERDICT_NONE: constant(uint8) = 0
+VERDICT_ACCEPTED: constant(uint8) = 1
+VERDICT_REJECTED: constant(uint8) = 2
 
 struct Round:
     seed: uint256
@@ -18,6 +29,8 @@ struct Round:
     baseModelId: String[128]
     isOpen: bool
     exists: bool
+    deadline: uint256  # unix seconds; 0: none. Submissions after it revert.
+    reward: uint256  # credits an accepted submission earns
 
 struct Submission:
     cid: String[128]
@@ -25,6 +38,10 @@ struct Submission:
     powNonce: uint64
     blockNumber: uint256
     completed: bool
+    openingsCid: String[128]
+    verdict: uint8  # VERDICT_NONE / ACCEPTED / REJECTED
+    reason: uint8  # the validator's reason code (0 for accepted)
+    validator: address
 
 event RoundOpened:
     roundId: indexed(uint64)
@@ -47,12 +64,28 @@ event TaskCompleted:
     roundId: indexed(uint64)
     miner: indexed(address)
 
+event VerdictPosted:
+    roundId: indexed(uint64)
+    miner: indexed(address)
+    validator: indexed(address)
+    accepted: bool
+    reason: uint8
+    credited: uint256
+
+event ValidatorChanged:
+    validator: indexed(address)
+    active: bool
+
 operator: public(address)
 rounds: HashMap[uint64, Round]
 submissions: HashMap[uint64, HashMap[address, Submission]]
 openIds: DynArray[uint64, MAX_OPEN]
 submissionCount: public(HashMap[uint64, uint256])
+submitterAt: public(HashMap[uint64, HashMap[uint256, address]])  # validators walk it by index
 lastRoundId: public(uint64)  # highest id ever opened: operators pick the next one from it
+validators: public(HashMap[address, bool])
+credits: public(HashMap[address, uint256])
+verdictCount: public(HashMap[uint64, uint256])
 
 
 @deploy
@@ -68,12 +101,15 @@ def openRound(
     steps: uint32,
     hyperparams: String[512],
     baseModelId: String[128],
+    deadline: uint256 = 0,
+    reward: uint256 = 100,
 ):
     assert msg.sender == self.operator, "not operator"
     assert not self.rounds[roundId].exists, "round exists"
     assert difficulty >= 16 and difficulty <= 32, "difficulty out of range"
     assert steps > 0, "steps must be positive"
     assert len(self.openIds) < MAX_OPEN, "too many open rounds"
+    assert deadline == 0 or deadline > block.timestamp, "deadline in the past"
     self.rounds[roundId] = Round(
         seed=seed,
         difficulty=difficulty,
@@ -82,6 +118,8 @@ def openRound(
         baseModelId=baseModelId,
         isOpen=True,
         exists=True,
+        deadline=deadline,
+        reward=reward,
     )
     self.openIds.append(roundId)
     if roundId > self.lastRoundId:
@@ -128,6 +166,30 @@ def getRound(roundId: uint64) -> Round:
     return self.rounds[roundId]
 
 
+@external
+def addValidator(validator: address):
+    assert msg.sender == self.operator, "not operator"
+    assert validator != empty(address), "zero address"
+    self.validators[validator] = True
+    log ValidatorChanged(validator=validator, active=True)
+
+
+@external
+def removeValidator(validator: address):
+    assert msg.sender == self.operator, "not operator"
+    self.validators[validator] = False
+    log ValidatorChanged(validator=validator, active=False)
+
+
+@view
+@external
+def assignmentOf(roundId: uint64, miner: address) -> bytes32:
+    """@notice The seed of `miner`'s data and adapter initialisation in `roundId`."""
+    r: Round = self.rounds[roundId]
+    assert r.exists, "no such round"
+    return sha256(concat(convert(r.seed, bytes32), convert(miner, bytes20), convert(roundId, bytes8)))
+
+
 @view
 @internal
 def _powDigest(gradientHash: bytes32, miner: address, roundId: uint64, nonce: uint64) -> uint256:
@@ -148,6 +210,7 @@ def powDigest(gradientHash: bytes32, miner: address, roundId: uint64, nonce: uin
 def submitGradient(roundId: uint64, cid: String[128], gradientHash: bytes32, powNonce: uint64):
     r: Round = self.rounds[roundId]
     assert r.isOpen, "round not open"
+    assert r.deadline == 0 or block.timestamp <= r.deadline, "round past deadline"
     assert self.submissions[roundId][msg.sender].blockNumber == 0, "already submitted"
     assert len(cid) > 0, "empty cid"
     target: uint256 = 1 << (256 - convert(r.difficulty, uint256))
@@ -159,7 +222,12 @@ def submitGradient(roundId: uint64, cid: String[128], gradientHash: bytes32, pow
         powNonce=powNonce,
         blockNumber=block.number,
         completed=False,
+        openingsCid="",
+        verdict=VERDICT_NONE,
+        reason=0,
+        validator=empty(address),
     )
+    self.submitterAt[roundId][self.submissionCount[roundId]] = msg.sender
     self.submissionCount[roundId] += 1
     log GradientSubmitted(
         roundId=roundId, miner=msg.sender, cid=cid, gradientHash=gradientHash, powNonce=powNonce
@@ -167,13 +235,42 @@ def submitGradient(roundId: uint64, cid: String[128], gradientHash: bytes32, pow
 
 
 @external
-def completeTask(roundId: uint64):
-    """@notice Idempotent: completing an already completed task changes nothing."""
+def completeTask(roundId: uint64, openingsCid: String[128] = ""):
+    """@notice Idempotent: completing an already completed task changes nothing (the first
+            openings stay: they answered the challenge, a later CID cannot replace them)."""
     assert self.submissions[roundId][msg.sender].blockNumber != 0, "no submission"
     if self.submissions[roundId][msg.sender].completed:
         return
     self.submissions[roundId][msg.sender].completed = True
+    self.submissions[roundId][msg.sender].openingsCid = openingsCid
     log TaskCompleted(roundId=roundId, miner=msg.sender)
+
+
+@external
+def postVerdict(roundId: uint64, miner: address, accepted: bool, reason: uint8):
+    """@notice One verdict per submission; an accepted one credits the round's reward."""
+    assert self.validators[msg.sender], "not validator"
+    assert self.submissions[roundId][miner].blockNumber != 0, "no submission"
+    assert self.submissions[roundId][miner].verdict == VERDICT_NONE, "verdict exists"
+    assert accepted == (reason == 0), "reason must be 0 exactly when accepted"
+    credited: uint256 = 0
+    if accepted:
+        credited = self.rounds[roundId].reward
+        self.credits[miner] += credited
+        self.submissions[roundId][miner].verdict = VERDICT_ACCEPTED
+    else:
+        self.submissions[roundId][miner].verdict = VERDICT_REJECTED
+    self.submissions[roundId][miner].reason = reason
+    self.submissions[roundId][miner].validator = msg.sender
+    self.verdictCount[roundId] += 1
+    log VerdictPosted(
+        roundId=roundId,
+        miner=miner,
+        validator=msg.sender,
+        accepted=accepted,
+        reason=reason,
+        credited=credited,
+    )
 
 
 @view

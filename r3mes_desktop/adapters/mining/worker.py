@@ -26,6 +26,7 @@ from r3mes_desktop.adapters.mining.checkpoint import CheckpointStore, validate_t
 from r3mes_desktop.adapters.mining.lifeline import Lifeline, exit_with_owner
 from r3mes_desktop.adapters.mining.presets import TrainPlan, make_plan
 from r3mes_desktop.adapters.mining.settings import MiningConfig
+from r3mes_desktop.core import workproof
 from r3mes_desktop.core.clock import Clock, SystemClock
 from r3mes_desktop.core.errors import (
     AuthenticationError,
@@ -75,11 +76,17 @@ def _child_entry(conn: Connection, config_json: str, lifeline: Connection | None
     child_main(conn, config_json)
 
 
-def plan_for(spec: RoundSpec, config: MiningConfig) -> TrainPlan:
-    """The round's validated plan, refusing early an update bigger than the size limit."""
+def plan_for(spec: RoundSpec, config: MiningConfig, miner: str | None = None) -> TrainPlan:
+    """The round's validated plan, refusing early an update bigger than the size limit.
+
+    With `miner`, the plan is that miner's assignment (`core.workproof`): its own data and
+    starting adapters. Without, the round's seed itself (benchmarks of the training loop)."""
+    seed = spec.seed
+    if miner is not None:
+        seed = workproof.training_seed(workproof.assignment(spec.seed, miner, spec.round_id))
     plan = make_plan(
         round_id=spec.round_id,
-        seed=spec.seed,
+        seed=seed,
         base_model_id=spec.base_model_id,
         steps=spec.steps,
         hyperparams=spec.hyperparams,
@@ -154,8 +161,16 @@ class ProcessTrainer:
         checkpoint_root: Path,
         bus: EventBus | None = None,
         clock: Clock | None = None,
+        miner: str | None = None,
+        trace_root: Path | None = None,
     ) -> None:
+        """`miner`: the address whose assignment this trainer trains; its runs commit their
+        states under `trace_root` (default: beside the checkpoints) and return bound update
+        packages that validators can check. Without it, plain updates of the round's seed."""
         self.config = config or MiningConfig()
+        self.miner = miner
+        root = Path(checkpoint_root)
+        self.trace_root = trace_root or root.with_name(root.name + "-traces")
         self.checkpoints = CheckpointStore(
             Path(checkpoint_root),
             keep=self.config.keep_checkpoints,
@@ -310,7 +325,7 @@ class ProcessTrainer:
     async def train(
         self, *, transaction_id: str, spec: RoundSpec, progress: ProgressCallback
     ) -> TrainingResult:
-        plan = plan_for(spec, self.config)
+        plan = plan_for(spec, self.config, self.miner)
         validate_transaction_id(transaction_id)
         async with self._lock:
             restarts = 0
@@ -318,7 +333,7 @@ class ProcessTrainer:
                 if self._stopped:
                     raise MiningStopped("mining is stopped; start it again to resume this round")
                 worker = await self._ensure_worker()
-                job = self._start_job(worker, transaction_id, plan)
+                job = self._start_job(worker, transaction_id, plan, spec)
                 try:
                     result = await self._pump(worker, job, transaction_id, progress)
                 except _WorkerLost as lost:
@@ -334,7 +349,9 @@ class ProcessTrainer:
                     self._stop_after_round()
                 return _training_result(result, restarts)
 
-    def _start_job(self, worker: _Worker, transaction_id: str, plan: TrainPlan) -> str:
+    def _start_job(
+        self, worker: _Worker, transaction_id: str, plan: TrainPlan, spec: RoundSpec
+    ) -> str:
         """Send the child one training job (paused at once if mining is paused); the job id
         returned tells this job's frames from a stale one's."""
         job = uuid.uuid4().hex
@@ -348,11 +365,23 @@ class ProcessTrainer:
                 "plan": plan.to_json(),
                 "checkpoint_root": str(self.checkpoints.root),
                 "settings": {k: getattr(self.config, k) for k in JOB_SETTINGS},
+                "trace": self._trace_spec(transaction_id, spec),
             }
         )
         if self._paused:
             worker.send({"type": "pause"})
         return job
+
+    def _trace_spec(self, transaction_id: str, spec: RoundSpec) -> dict[str, Any] | None:
+        if self.miner is None:
+            return None
+        bound = workproof.assignment(spec.seed, self.miner, spec.round_id)
+        return {
+            "dir": str(self.trace_root / transaction_id),
+            "miner": self.miner,
+            "assignment": bound.hex(),
+            "segment_steps": workproof.SEGMENT_STEPS,
+        }
 
     async def _worker_lost(
         self, worker: _Worker, lost: _WorkerLost, restarts: int, transaction_id: str

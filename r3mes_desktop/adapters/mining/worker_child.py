@@ -25,6 +25,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+from r3mes_desktop.adapters.mining import commitments
 from r3mes_desktop.adapters.mining.checkpoint import CheckpointStore
 from r3mes_desktop.adapters.mining.presets import TrainPlan
 from r3mes_desktop.adapters.mining.settings import MiningConfig
@@ -92,6 +93,7 @@ class Child:
         self.config = config
         self.last_sent = 0.0
         self.job = ""
+        self.trace: _Trace | None = None
 
     def send(self, msg: dict[str, Any], blob: bytes | None = None) -> None:
         msg.setdefault("job", self.job)
@@ -136,6 +138,8 @@ class Child:
         saver = BackgroundSaver(store, tx, plan.round_id)
         timing = {"setup_s": time.perf_counter() - job_started, "steps_s": 0.0, "capture_s": 0.0}
         label = str(device) if device.type == "cpu" else f"{device} ({_cuda_name(device)})"
+        bound = msg.get("trace")
+        self.trace = None if bound is None else _Trace(bound, plan)
         try:
             self._train_steps(run, plan, cfg, saver, timing, label)
         except _Stop:
@@ -146,6 +150,8 @@ class Child:
                 saver.wait()  # leave no write running; the first error is the one reported
             raise
         meta, data = _result_frame(run, cfg, label, training.torch_threads)
+        if self.trace is not None:
+            data = self.trace.package(run, data)
         meta["timing"] = {
             **timing,
             "checkpoint_write_s": saver.write_s,
@@ -166,12 +172,16 @@ class Child:
         `checkpoint_interval` steps; returns once the last checkpoint is on disk, so nothing
         writes after the result. Raises `_Stop` when the parent asks to stop."""
         per_step = plan.model.batch_size * plan.model.seq_len
+        if self.trace is not None:
+            self.trace.commit(run)  # the starting state (again, idempotently, after a resume)
         while run.step < plan.steps:
             self._control(lambda: self._checkpoint(run, saver, timing, wait=True))
             started = time.perf_counter()
             loss = run.train_step()
             elapsed = max(time.perf_counter() - started, 1e-9)
             timing["steps_s"] += elapsed
+            if self.trace is not None:
+                self.trace.commit(run)
             self.send(
                 {
                     "type": "progress",
@@ -248,6 +258,39 @@ class Child:
                 self.send({"type": "error", "category": classify(err), "message": err.message})
             finally:
                 self.job = ""
+
+
+class _Trace:
+    """The committed states of a bound run (see `adapters.mining.trace`)."""
+
+    def __init__(self, spec: dict[str, Any], plan: TrainPlan) -> None:
+        self.dir = commitments.TraceDir(Path(spec["dir"]))
+        self.miner = str(spec["miner"])
+        self.assignment = bytes.fromhex(spec["assignment"])
+        self.segment_steps = int(spec.get("segment_steps", 1))
+        self.plan = plan
+
+    def commit(self, run: Any) -> None:
+        from r3mes_desktop.adapters.mining import trace
+
+        index = commitments.leaf_index(run.step, self.segment_steps, self.plan.steps)
+        if index is not None:
+            self.dir.write(index, trace.state_bytes(run))
+
+    def package(self, run: Any, update: bytes) -> bytes:
+        from r3mes_desktop.adapters.mining import trace
+
+        manifest = trace.build_manifest(
+            run,
+            self.plan,
+            self.dir,
+            miner=self.miner,
+            assignment=self.assignment,
+            segment_steps=self.segment_steps,
+        )
+        package = commitments.build_package(update, manifest)
+        self.dir.seal(manifest, package)
+        return package
 
 
 def _result_frame(

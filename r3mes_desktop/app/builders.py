@@ -268,10 +268,12 @@ def build_coordinator(
     data_dir: Path,
     maintenance_interval_s: float,
     clock: Clock,
+    trace_root: Path,
 ) -> Coordinator:
-    """The saga's coordinator over the parts. Round completion goes to the devnet's own
-    task API unless faults are injected: then through the (fault-wrapped) chain, so
-    completion calls see the same faults as submissions."""
+    """The saga's coordinator over the parts. Round completion answers the validators'
+    challenge (`ProvingTaskApi`) through the chain client the saga submits with, so with
+    faults injected completion calls see the same faults as submissions."""
+    from r3mes_desktop.app.proving import ProvingTaskApi
     from r3mes_desktop.core.coordinator import Coordinator
 
     return Coordinator(
@@ -280,7 +282,7 @@ def build_coordinator(
         pow=pow,
         store=store,
         chain=chain,
-        task_api=devnet.task_api if devnet is not None and faults is None else chain,
+        task_api=ProvingTaskApi(chain=chain, store=store, trace_root=trace_root),
         settings=settings,
         breakers=breakers,
         bus=bus,

@@ -221,6 +221,7 @@ class Runtime:
             self.trainer = builders.build_trainer(
                 settings=settings, data_dir=self.data_dir, bus=self.bus
             )
+        self.trainer.miner = chain.miner_address  # its runs are bound to this account
         if self._warming is not None:
             # Recovery and mining start now; a round waits for the same worker (the trainer
             # spawns one, never two); close() still awaits the warm-up.
@@ -253,6 +254,7 @@ class Runtime:
             data_dir=self.data_dir,
             maintenance_interval_s=opts.maintenance_interval_s,
             clock=clock,
+            trace_root=self.trainer.trace_root,
         )
         report = await self._coordinator.start()
         if self.faults is not None:

@@ -34,6 +34,7 @@ from r3mes_desktop.adapters.chain.reverts import (
     revert_error,
 )
 from r3mes_desktop.adapters.chain.transport import CallReverted, ChainTransport, TxRejected
+from r3mes_desktop.adapters.chain.views import ContractViews
 from r3mes_desktop.core.clock import SYSTEM_CLOCK, Clock
 from r3mes_desktop.core.errors import (
     AuthenticationError,
@@ -64,8 +65,9 @@ def _uint64(value: int, field: str) -> int:
     return value
 
 
-class ChainClient:
-    """Implements `Chain` and `TaskApi`. Build with `await ChainClient.connect(...)`."""
+class ChainClient(ContractViews):
+    """Implements `Chain` and `TaskApi`, and reads for every role (`ContractViews`).
+    Build with `await ChainClient.connect(...)`."""
 
     def __init__(
         self,
@@ -203,9 +205,17 @@ class ChainClient:
 
     async def _read_round(self, round_id: int) -> RoundSpec | None:
         """The round's spec; None for a round the miner cannot run (skipped while listed)."""
-        seed, difficulty, steps, hyper, base_model, is_open, exists, deadline, reward = (
-            await self._view("getRound", round_id)
-        )
+        (
+            seed,
+            difficulty,
+            steps,
+            hyper,
+            base_model,
+            is_open,
+            exists,
+            deadline,
+            reward,
+        ) = await self._view("getRound", round_id)
         if not (is_open and exists):  # closed since it was listed: never listed again
             return None
         try:
@@ -410,7 +420,9 @@ class ChainClient:
         `adapters.mining.trace`); validators reject a submission that never opens them."""
         _uint64(round_id, "round_id")
         if openings_cid and not _CID_RE.fullmatch(openings_cid):
-            raise ValidationError(f"openings_cid: expected 1..{MAX_CID_LEN} base-encoded characters")
+            raise ValidationError(
+                f"openings_cid: expected 1..{MAX_CID_LEN} base-encoded characters"
+            )
         raw = await self._submission_tuple(round_id)
         if raw is None:
             raise ValidationError(

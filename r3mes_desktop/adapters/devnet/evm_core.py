@@ -78,6 +78,11 @@ SNAPSHOT_EVERY = 100
 a few milliseconds per 100 logged transactions; a start replays at most this many)."""
 
 
+def _hex(value: bytes | str) -> str:
+    """eth-tester gives hashes as 0x strings (newer) or bytes (older)."""
+    return value.lower() if isinstance(value, str) else "0x" + bytes(value).hex()
+
+
 def snapshot_path(log_path: Path) -> Path:
     return log_path.with_name(log_path.name + ".snapshot")
 
@@ -267,7 +272,7 @@ class EvmCore:
             return None
         return {
             "number": int(found["number"]),
-            "hash": "0x" + bytes(found["hash"]).hex(),
+            "hash": _hex(found["hash"]),
             "timestamp": int(found["timestamp"]),
         }
 

@@ -37,6 +37,7 @@ METHODS = frozenset(
         "balance",
         "base_fee",
         "block_number",
+        "block",
         "estimate_gas",
         "call",
         "send_raw",

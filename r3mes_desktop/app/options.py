@@ -29,6 +29,7 @@ class RuntimeOptions:
     operator_interval_s: float | None = 2.0
     maintenance_interval_s: float = 15.0
     miner_poll_s: float = 5.0  # how often an idle miner looks for new open rounds
+    devnet_validator_s: float | None = 5.0  # the devnet's own validator pass interval; None: off
     # fault injection in tests and demos
     wrap_store: Callable[[PinnedStore], PinnedStore] | None = None
     wrap_trainer: Callable[[Trainer], Trainer] | None = None  # instrumentation (bench.gui)
@@ -48,6 +49,7 @@ class RuntimeOptions:
             "round_preset": "tiny",
             "operator_interval_s": 0.5,
             "miner_poll_s": 0.5,
+            "devnet_validator_s": 1.0,
             "settings_overrides": {"pow_difficulty": 16},
             "warm_trainer": True,
         }

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from r3mes_desktop.adapters.faults import FaultInjector
     from r3mes_desktop.adapters.mining.pow import ProcessPow
     from r3mes_desktop.adapters.mining.worker import ProcessTrainer
+    from r3mes_desktop.app.devnet_validator import DevnetValidator
     from r3mes_desktop.app.instance_lock import InstanceLock
     from r3mes_desktop.core.coordinator import Coordinator
     from r3mes_desktop.core.miner import Miner
@@ -83,6 +84,7 @@ class Runtime:
         self.trainer: ProcessTrainer | None = None
         self.pow: ProcessPow | None = None
         self.devnet: Devnet | None = None
+        self.devnet_validator: DevnetValidator | None = None
         self.chain: ChainClient | None = None
         self.store: PinnedStore | None = None
         self.keystore: Keystore | None = None
@@ -271,6 +273,11 @@ class Runtime:
         self._miner = miner
         if self.devnet is not None:
             self.devnet.operator.on_opened = lambda _ids: miner.wake()
+            if opts.devnet_validator_s is not None:
+                from r3mes_desktop.app.devnet_validator import DevnetValidator
+
+                self.devnet_validator = await DevnetValidator.open(self.devnet, clock=clock)
+                self.devnet_validator.start(opts.devnet_validator_s)
 
     def _open_notifier(self) -> None:
         """A hook like `_open_mining`: `verify` sends no notifications."""
@@ -364,6 +371,7 @@ class Runtime:
             ("coordinator", self._coordinator, "close"),
             ("trainer", self.trainer, "shutdown"),
             ("notifier", self.notifier, "close"),
+            ("devnet validator", self.devnet_validator, "close"),
             ("devnet", self.devnet, "close"),
         ]
         for name, part, method in steps:

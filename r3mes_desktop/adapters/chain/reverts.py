@@ -44,6 +44,11 @@ def revert_error(reason: str | None, *, what: str, stored_cid: str | None = None
         return PermanentError(
             f"{what}: the round is not open (closed or never opened)", service=SERVICE
         )
+    if text == "round past deadline":
+        return PermanentError(
+            f"{what}: the round's deadline has passed; the contract refuses submissions",
+            service=SERVICE,
+        )
     if text == "no submission":
         return ValidationError(f"{what}: no submission by this miner in the round", service=SERVICE)
     if not text:

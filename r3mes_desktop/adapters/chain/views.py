@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from eth_utils.address import to_checksum_address
+
 from r3mes_desktop.adapters.chain.transport import ChainTransport
 from r3mes_desktop.core.errors import NetworkError
 
@@ -92,13 +94,14 @@ class ContractViews:
             openings_cid=str(openings),
             verdict=int(verdict),
             reason=int(reason),
-            validator=str(validator),
+            validator=str(to_checksum_address(validator)),
         )
 
     async def submitters(self, round_id: int, start: int = 0) -> list[str]:
         """Miners who submitted to `round_id`, in order, from index `start`."""
         count = int(await self._view("submissionCount", round_id))
-        return [str(await self._view("submitterAt", round_id, i)) for i in range(start, count)]
+        found = [await self._view("submitterAt", round_id, i) for i in range(start, count)]
+        return [str(to_checksum_address(miner)) for miner in found]
 
     async def last_round_id(self) -> int:
         return int(await self._view("lastRoundId"))
@@ -113,7 +116,7 @@ class ContractViews:
         return bool(await self._view("validators", address))
 
     async def operator_address(self) -> str:
-        return str(await self._view("operator"))
+        return str(to_checksum_address(await self._view("operator")))
 
     async def contract_version(self) -> str:
         return str(await self._view("VERSION"))

@@ -47,7 +47,7 @@ def _dev_account(root: Path) -> Any:
     return keystore.unlock(password_file.read_text(encoding="utf-8").strip())
 
 
-async def _connect_chain(
+async def connect_chain(
     connecting: ServiceCaller,
     evm: DevnetEvm,
     account: Any,
@@ -161,7 +161,7 @@ class Devnet:
             await operator.fund(str(account.address))
             nonces = await asyncio.to_thread(NonceStore, root / "nonces.sqlite")
             connecting = caller or ServiceCaller(service="chain", bus=bus, clock=clock)
-            chain = await _connect_chain(connecting, evm, account, contract, nonces, clock)
+            chain = await connect_chain(connecting, evm, account, contract, nonces, clock)
         except BaseException:
             await evm.close()
             raise

@@ -40,6 +40,7 @@ class RoundTemplate:
     steps: int = 20
     base_model_id: str = "r3mes-devnet-lm-v1"
     hyperparams: Mapping[str, Any] = field(default_factory=lambda: {"preset": "default"})
+    reward: int = 100  # credits per accepted submission
 
 
 class DevnetOperator:
@@ -133,10 +134,18 @@ class DevnetOperator:
             t.steps,
             json.dumps(dict(t.hyperparams), sort_keys=True),
             t.base_model_id,
+            0,  # no deadline: the devnet closes rounds itself
+            t.reward,
         )
         await self._send(data, to=self.contract_address)
         log.info("devnet: opened round %d (difficulty %d)", round_id, t.difficulty)
         return round_id
+
+    async def add_validator(self, address: str) -> None:
+        """Appoint `address` (idempotent: an appointed validator costs no transaction)."""
+        if not await self._view("validators", address):
+            await self._send(encode_call("addValidator", address), to=self.contract_address)
+            log.info("devnet: validator %s appointed", address)
 
     async def close_round(self, round_id: int) -> None:
         await self._send(encode_call("closeRound", round_id), to=self.contract_address)

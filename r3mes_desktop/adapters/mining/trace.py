@@ -224,3 +224,21 @@ def train_bound(
     package = build_package(run.output().data, manifest)
     trace.seal(manifest, package)
     return package
+
+
+def verify_job(job: dict[str, Any]) -> dict[str, Any]:
+    """`verify` with plain arguments: the target a validator's worker process runs (the
+    event loop never runs torch). Returns `describe(finding)`, or {"cannot_verify": why}."""
+    try:
+        finding = verify(
+            job["package"],
+            job["openings"],
+            plan=TrainPlan.from_json(job["plan"]),
+            miner=job["miner"],
+            assignment=bytes.fromhex(job["assignment"]),
+            block_hash=bytes.fromhex(job["block_hash"]),
+            device=job.get("device", "cpu"),
+        )
+    except CannotVerifyHere as exc:
+        return {"cannot_verify": str(exc)}
+    return describe(finding)

@@ -55,8 +55,19 @@ fi
 if [ "$want_peers" = 1 ] && [ -f tests/peers/package.json ]; then
   pstamp=tests/peers/node_modules/.r3mes-$(sha256sum tests/peers/package.json | cut -c1-16)
   if [ ! -f "$pstamp" ]; then
-    echo "bootstrap: installing npm test peers (ganache, js-ipfs)"
+    echo "bootstrap: installing npm test peers (anvil, js-ipfs)"
     (cd tests/peers && npm install --no-audit --no-fund --loglevel=error >/dev/null)
+    # anvil's binary comes in the platform package @foundry-rs/anvil lists as optional
+    # (e.g. @foundry-rs/anvil-linux-amd64): an install that skipped it must fail here, not
+    # leave the chain tests skipping.
+    anvil_bin=""
+    for f in tests/peers/node_modules/@foundry-rs/anvil-*/bin/anvil; do
+      if [ -x "$f" ]; then anvil_bin=$f; fi
+    done
+    if [ -z "$anvil_bin" ] || ! "$anvil_bin" --version >/dev/null; then
+      echo "bootstrap: anvil's platform binary is missing under tests/peers/node_modules/@foundry-rs" >&2
+      exit 1
+    fi
     touch "$pstamp"
   fi
 fi

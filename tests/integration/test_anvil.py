@@ -1,12 +1,18 @@
-"""The chain client and the contract against ganache, an independent EVM implementation."""
+"""The chain client and the contract against anvil (Foundry), an independent EVM."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
+import rlp
 from eth_account import Account
+from eth_utils import keccak, to_checksum_address
 
+from bench.chaos.peers import ANVIL_KEY0, missing_anvil, restart_anvil, start_anvil
+from r3mes_desktop.adapters.chain import artifact
+from r3mes_desktop.adapters.chain.abi import decode_output, encode_call
 from r3mes_desktop.adapters.chain.client import ChainClient
 from r3mes_desktop.adapters.chain.nonces import NonceStore
 from r3mes_desktop.adapters.chain.transport import FallbackTransport, RpcTransport
@@ -14,26 +20,26 @@ from r3mes_desktop.adapters.devnet.operator import DevnetOperator
 from r3mes_desktop.core.clock import SystemClock
 from r3mes_desktop.core.errors import AlreadySubmittedError, AuthenticationError, ValidationError
 from tests.helpers.service_fakes import TINY_ROUNDS, bad_pow, gradient, solve_pow
-from tests.integration.conftest import GANACHE_KEY0, free_port
+from tests.integration.conftest import free_port, peer_missing
 
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-async def deployed(ganache: str) -> tuple[str, DevnetOperator]:
-    transport = RpcTransport(ganache)
-    operator = DevnetOperator(transport, key=bytes.fromhex(GANACHE_KEY0[2:]), template=TINY_ROUNDS)
-    # A fresh deployment per test: the next nonce of key 0 decides the address.
+async def _deploy(transport: RpcTransport) -> DevnetOperator:
+    """A fresh deployment by key 0: its next nonce decides the contract's address."""
+    operator = DevnetOperator(transport, key=bytes.fromhex(ANVIL_KEY0[2:]), template=TINY_ROUNDS)
     nonce = await transport.nonce(operator.address)
-    import rlp
-    from eth_utils import keccak, to_checksum_address
-
     operator.contract_address = to_checksum_address(
         keccak(rlp.encode([bytes.fromhex(operator.address[2:]), nonce]))[12:]
     )
-    from r3mes_desktop.adapters.chain import artifact
-
     await operator._send(artifact.load().bytecode, to=None, gas=3_000_000)
+    return operator
+
+
+@pytest.fixture
+async def deployed(anvil: str) -> tuple[str, DevnetOperator]:
+    transport = RpcTransport(anvil)
+    operator = await _deploy(transport)
     yield operator.contract_address, operator
     await transport.close()
 
@@ -52,14 +58,14 @@ async def _client(url: str, contract: str, tmp_path: Path, operator: DevnetOpera
     )
 
 
-async def test_submit_duplicate_complete_on_ganache(ganache, deployed, tmp_path) -> None:
+async def test_submit_duplicate_complete_on_anvil(anvil, deployed, tmp_path) -> None:
     contract, operator = deployed
-    client = await _client(ganache, contract, tmp_path, operator)
+    client = await _client(anvil, contract, tmp_path, operator)
     await operator.ensure_rounds(client.miner_address)
     rounds = await client.open_rounds()
     assert len(rounds) == 3 and rounds[0].difficulty == 16
     spec = rounds[0]
-    _, ghash = gradient("ganache")
+    _, ghash = gradient("anvil")
     nonce = solve_pow(ghash, client.miner_address, spec.round_id, spec.difficulty)
     cid = "bafkreicshnkve3nbgahd4chikndpj6baaglwsfpwowdzoxpo3p3lay76im"
     signed = await client.sign_submission(
@@ -82,9 +88,9 @@ async def test_submit_duplicate_complete_on_ganache(ganache, deployed, tmp_path)
     await client.close()
 
 
-async def test_bad_proof_and_mined_duplicate_are_classified(ganache, deployed, tmp_path) -> None:
+async def test_bad_proof_and_mined_duplicate_are_classified(anvil, deployed, tmp_path) -> None:
     contract, operator = deployed
-    client = await _client(ganache, contract, tmp_path, operator)
+    client = await _client(anvil, contract, tmp_path, operator)
     await operator.ensure_rounds(client.miner_address)
     spec = (await client.open_rounds())[0]
     _, ghash = gradient("bad")
@@ -114,18 +120,18 @@ async def test_bad_proof_and_mined_duplicate_are_classified(ganache, deployed, t
     await client.close()
 
 
-async def test_connect_checks_and_fallback(ganache, deployed, tmp_path) -> None:
+async def test_connect_checks_and_fallback(anvil, deployed, tmp_path) -> None:
     contract, operator = deployed
     dead = f"http://127.0.0.1:{free_port()}"
     account = Account.create()
     nonces = NonceStore(tmp_path / "n.sqlite")
-    transport = FallbackTransport([RpcTransport(dead), RpcTransport(ganache)])
+    transport = FallbackTransport([RpcTransport(dead), RpcTransport(anvil)])
     client = await ChainClient.connect(
         transport=transport, account=account, contract_address=contract,
         nonces=nonces, expected_chain_id=1337,
     )  # fmt: skip
     assert client.chain_id == 1337
-    wrong_chain, no_code = RpcTransport(ganache), RpcTransport(ganache)
+    wrong_chain, no_code = RpcTransport(anvil), RpcTransport(anvil)
     try:  # a refused connect leaves the transport to whoever made it
         with pytest.raises(ValidationError, match="chain 1337, expected 5"):
             await ChainClient.connect(
@@ -140,7 +146,7 @@ async def test_connect_checks_and_fallback(ganache, deployed, tmp_path) -> None:
     finally:
         await wrong_chain.close()
         await no_code.close()
-    # An unfunded account: ganache refuses the transaction for lack of funds.
+    # An unfunded account: anvil refuses the transaction for lack of funds.
     await operator.ensure_rounds(client.miner_address)
     spec = (await client.open_rounds())[0]
     _, ghash = gradient("poor")
@@ -151,3 +157,40 @@ async def test_connect_checks_and_fallback(ganache, deployed, tmp_path) -> None:
         )
         await client.broadcast(signed)
     await client.close()
+
+
+async def test_restart_keeps_the_chain(tmp_path: Path) -> None:
+    """The multi-miner part restarts the node as a fault (`restart_anvil`): the blocks, the
+    contract with its open rounds and the balances mined before are there after it, on the
+    same URL, and the operator's next transaction takes the next nonce."""
+    if why := missing_anvil():
+        peer_missing(why)
+    root = tmp_path / "anvil"
+    node = start_anvil(root)
+    try:
+        before = RpcTransport(node.address)
+        try:
+            operator = await _deploy(before)
+            miner = Account.create().address
+            await operator.fund(miner)
+            opened = await operator.ensure_rounds(miner)
+            head = await before.block()
+            funded = await before.balance(miner)
+        finally:
+            await before.close()
+        assert head is not None and len(opened) == 3 and funded > 0
+        node = await asyncio.to_thread(restart_anvil, node, root)
+        after = RpcTransport(node.address)
+        try:
+            assert await after.block(head["number"]) == head
+            assert await after.balance(miner) == funded
+            call = {"to": operator.contract_address, "data": encode_call("openRoundsFor", miner)}
+            assert list(decode_output("openRoundsFor", await after.call(call))) == opened
+            again = DevnetOperator(after, key=bytes.fromhex(ANVIL_KEY0[2:]), template=TINY_ROUNDS)
+            again.contract_address = operator.contract_address
+            await again.close_round(opened[0])
+            assert (await after.block())["number"] == head["number"] + 1
+        finally:
+            await after.close()
+    finally:
+        node.stop()

@@ -4,7 +4,7 @@ Exit status 1 on any invariant violation or bad input handled badly.
 
     .venv/bin/python -m bench.chaos --transactions 2000 --crashes 100 --sigterms 10
 
-The multi-miner part needs ganache and js-ipfs from tests/peers (`scripts/bootstrap.sh
+The multi-miner part needs anvil and js-ipfs from tests/peers (`scripts/bootstrap.sh
 --peers`); `--multi-miners 0` skips it.
 """
 
@@ -53,7 +53,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--multi-miners",
         type=int,
         default=4,
-        help="miners sharing one ganache chain and one js-ipfs daemon, one of them with a key "
+        help="miners sharing one anvil chain node and one js-ipfs daemon, one of them with a key "
         "funded only mid-run (0 = skip; else 2-8)",
     )
     p.add_argument(

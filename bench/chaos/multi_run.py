@@ -1,5 +1,5 @@
 """Multi-miner part: several headless miners (`r3mes-miner run`, each a process with its
-own data dir and key) share one ganache chain and one js-ipfs daemon, while the harness
+own data dir and key) share one anvil chain node and one js-ipfs daemon, while the harness
 
 - plays the round operator (rounds opened so that every miner always has a few to mine;
   a round is closed once every miner has submitted to it),
@@ -8,7 +8,9 @@ own data dir and key) share one ganache chain and one js-ipfs daemon, while the 
   wallet on the same key: nonces the miner may have signed are taken under it),
 - closes the gate in front of the daemon for a few seconds, several times (every miner's
   ipfs breaker opens, then meets a crowd of waiting calls at half-open),
-- optionally SIGKILLs one miner and starts it again.
+- optionally SIGKILLs one miner and starts it again,
+- restarts the chain node (SIGTERM, then started again from the state it wrote: the chain
+  is kept, its transaction pool is not; every miner's chain calls fail while it is down).
 
 Then it stops opening rounds, lets the miners drain what is open, stops them with SIGTERM
 (graceful), and checks the chain, the daemon (after `repo gc`) and each journal
@@ -37,11 +39,12 @@ from eth_account import Account
 from eth_utils import keccak, to_checksum_address
 
 from bench.chaos.peers import (
-    GANACHE_KEY0,
+    ANVIL_KEY0,
+    CHAIN_ID,
     Gate,
     Peer,
-    restart_ganache,
-    start_ganache,
+    restart_anvil,
+    start_anvil,
     start_jsipfs,
 )
 from r3mes_desktop.core.errors import NetworkError
@@ -49,7 +52,6 @@ from r3mes_desktop.core.errors import NetworkError
 log = logging.getLogger(__name__)
 
 PASSWORD = "multi-miner chaos password"  # a throwaway keystore's password, never logged
-CHAIN_ID = 1337
 MAX_OPEN = 60  # the contract holds 64 open rounds
 MINER_SETTINGS: dict[str, str] = {
     "MODEL_PRESET": "tiny",
@@ -66,8 +68,6 @@ MINER_SETTINGS: dict[str, str] = {
 """Short retry waits and a 1 s breaker: an outage of a few seconds opens each miner's ipfs
 breaker, and its half-open trial meets the calls queued behind it."""
 ROUND_STEPS = 8
-FREEZE_SETTLE_S = 0.3
-WEDGE_LOOK_S = 5.0
 CONNECT_GRACE_S = 10.0
 """How long a (re)started miner has to connect before the node may be restarted under it:
 a miner that cannot reach the chain at start exits (5), which would end the run."""
@@ -86,6 +86,7 @@ class MultiPlan:
     hand_sends: int = 6  # plain transfers from miners' keys
     fund_at: float = 0.3  # share of mine_s when the unfunded key gets its funds
     kill: bool = True  # SIGKILL one funded miner mid-run and start it again
+    node_restarts: int = 1  # the chain node stopped and started again (state kept)
     drain_s: float = 60.0  # at most this long for the miners to mine what is open
     letters_after_s: float = 5.0  # after the funding: the owner retries the dead letters
     graceful_s: float = 30.0
@@ -100,7 +101,8 @@ def sized_plan(miners: int, seconds: float) -> MultiPlan:
         mine_s=seconds,
         outages=max(3, int(seconds / 13)),
         hand_sends=max(5, int(seconds / 7)),
-        drain_s=max(150.0, seconds),  # ganache restarts (`_unwedge`) cost tens of seconds
+        node_restarts=max(1, int(seconds / 120)),
+        drain_s=max(150.0, seconds),
     )
 
 
@@ -133,7 +135,7 @@ class MultiResult:
     drained: bool = False
     repo_gc: str = "not run"
     pool: dict[str, Any] = field(default_factory=dict)  # the node's tx pool if not drained
-    node_restarts: int = 0  # ganache restarted for a wedged queue (see `_unwedge`)
+    node_restarts: int = 0  # the chain node restarted with its state (`_restart_node`)
     seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
@@ -218,17 +220,20 @@ def _kill_group(proc: subprocess.Popen[bytes], sig: int) -> None:
 
 
 class Chain:
-    """The harness's view of ganache: contract views, the operator, hand-sent transfers."""
+    """The harness's view of the chain node: contract views, the operator, hand-sent
+    transfers. `node_lock` is held while the node restarts and by whatever must not meet a
+    node that is down: a miner's start (it exits if it cannot connect), the funding, the
+    owner's retry of dead letters."""
 
     def __init__(self, url: str) -> None:
         from r3mes_desktop.adapters.chain.transport import RpcTransport
         from r3mes_desktop.adapters.devnet.operator import DevnetOperator, RoundTemplate
 
         self.transport = RpcTransport(url)
-        self.node_lock = asyncio.Lock()  # a node restart and a miner's start never overlap
+        self.node_lock = asyncio.Lock()
         template = RoundTemplate(difficulty=16, steps=ROUND_STEPS, hyperparams={"preset": "tiny"})
         self.operator = DevnetOperator(
-            self.transport, key=bytes.fromhex(GANACHE_KEY0[2:]), template=template
+            self.transport, key=bytes.fromhex(ANVIL_KEY0[2:]), template=template
         )
 
     async def deploy(self) -> str:
@@ -358,12 +363,10 @@ async def _hand_sender(
     rng: random.Random,
     t0: float,
 ) -> None:
-    """From time to time, a plain transfer from a running miner's key, sent while that
-    miner is frozen (SIGSTOP, then SIGCONT): a signature it made just before takes a nonce
-    already used when it broadcasts. Freezing keeps the two senders from reaching ganache
-    in the same instant: ganache 7 then leaves later nonces stuck in its queue for good
-    (ganache issue #4522, "transactions become stuck in queued state with ... concurrent
-    senders"), which no node a miner uses in production does."""
+    """From time to time, a plain transfer from a running miner's key, as a second wallet
+    on the same key sends it, while the miner keeps running: a nonce it signed with and has
+    not broadcast yet is taken, or both reach the node at once and it keeps one. Not while
+    the harness itself stops that miner (`hold`)."""
     if not plan.hand_sends:
         return
     gap = plan.mine_s / (plan.hand_sends + 1)
@@ -375,16 +378,7 @@ async def _hand_sender(
             continue
         target = rng.choice(running)
         async with target.hold:
-            proc = target.proc
-            assert proc is not None
-            target.held = True
-            try:
-                proc.send_signal(signal.SIGSTOP)
-                await asyncio.sleep(FREEZE_SETTLE_S)  # requests it sent before are answered
-                await _hand_send(chain, target, result)
-            finally:
-                proc.send_signal(signal.SIGCONT)
-                target.held = False
+            await _hand_send(chain, target, result)
 
 
 async def _fund_later(
@@ -408,26 +402,28 @@ async def _fund_later(
         if all(refused):
             break
         await asyncio.sleep(0.5)
-    for m in late:
-        await chain.operator.fund(m.address)
-        m.funded = True
-        log.info("multi-miner: funded %s", m.address)
+    async with chain.node_lock:
+        for m in late:
+            await chain.operator.fund(m.address)
+            m.funded = True
+            log.info("multi-miner: funded %s", m.address)
     result.funded_after_s = round(time.monotonic() - t0, 1)
     await asyncio.sleep(plan.letters_after_s)
     for m in late:
-        async with m.hold:  # not while it is frozen for a hand-send
+        async with m.hold:  # not while a transfer is hand-sent from its key
             proc = m.proc
             assert proc is not None
             m.held = True
             proc.send_signal(signal.SIGTERM)
             await asyncio.to_thread(proc.wait, plan.graceful_s + 30)
             _kill_group(proc, signal.SIGKILL)  # any worker left in its group
-            await _hand_send(chain, m, result)  # the nonce of a refused signature is taken now
-            retried = await retry_letters(m, env(m))
-            result.letters_retried += len(retried)
-            result.letters_retried_committed += retried.count("committed")
-            result.letters_retry_refused += retried.count("refused")
-            await _start_connected(chain, m, env(m), plan.graceful_s)
+            async with chain.node_lock:  # the owner's retry meets a running node
+                await _hand_send(chain, m, result)  # a refused signature's nonce is taken now
+                retried = await retry_letters(m, env(m))
+                result.letters_retried += len(retried)
+                result.letters_retried_committed += retried.count("committed")
+                result.letters_retry_refused += retried.count("refused")
+                await _start_connected(m, env(m), plan.graceful_s)
             m.held = False
 
 
@@ -486,61 +482,49 @@ async def _kill_one(
     await asyncio.sleep(plan.mine_s * 0.55)
     victim = miners[0]
     assert victim.proc is not None
-    async with victim.hold:  # not while it is frozen for a hand-send
+    async with victim.hold:  # not while a transfer is hand-sent from its key
         victim.held = True
         _kill_group(victim.proc, signal.SIGKILL)
         await asyncio.to_thread(victim.proc.wait, 30)
         result.kills += 1
         log.info("multi-miner: SIGKILLed %s at %.0f s", victim.name, time.monotonic() - t0)
-        await _hand_send(chain, victim, result)  # a signature it left unsent is void now
-        await _start_connected(chain, victim, env(victim), plan.graceful_s)
+        async with chain.node_lock:
+            await _hand_send(chain, victim, result)  # a signature it left unsent is void now
+            await _start_connected(victim, env(victim), plan.graceful_s)
         victim.held = False
 
 
-async def _start_connected(
-    chain: Chain, miner: Miner, env: dict[str, str], graceful_s: float
-) -> None:
-    """Start a miner again, holding node restarts off while it connects."""
-    async with chain.node_lock:
-        start_miner(miner, env, graceful_s)
-        await asyncio.sleep(CONNECT_GRACE_S)
+async def _start_connected(miner: Miner, env: dict[str, str], graceful_s: float) -> None:
+    """Start a miner again and give it time to connect; the caller holds `node_lock`."""
+    start_miner(miner, env, graceful_s)
+    await asyncio.sleep(CONNECT_GRACE_S)
 
 
-async def _unwedge(
-    chain: Chain, miners: list[Miner], peers: list[Peer], root: Path, result: MultiResult
+async def _restart_node(
+    chain: Chain, plan: MultiPlan, peers: list[Peer], root: Path, result: MultiResult, t0: float
 ) -> None:
-    """Restart ganache (same port and chain database: only its pool is lost) when it holds
-    a miner's transaction whose nonce is the account's next one in its queue, unmined, on
-    two looks 5 s apart. ganache 7 leaves such transactions there for good after nonces
-    arrived out of order from two senders (ganache issue #4522); the miner re-sends what
-    it signed once the node answers again. A real node mines them at once."""
-    seen: dict[str, int] = {}
-    while True:
-        await asyncio.sleep(WEDGE_LOOK_S)
-        try:
-            pool = await chain.pool_summary([m.address for m in miners])
-        except Exception as exc:  # the node restarting, or busy: look again later
-            log.info("multi-miner: could not read the node's pool: %s", exc)
-            continue
-        wedged = {
-            a: v["confirmed"]
-            for a, v in pool.items()
-            if isinstance(v, dict) and v["confirmed"] in v.get("pool_queued", [])
-        }
-        if any(seen.get(a) == n for a, n in wedged.items()):
-            log.warning("multi-miner: ganache's queue is wedged %s: restarting the node", wedged)
-            async with chain.node_lock:
-                restart = asyncio.ensure_future(
-                    asyncio.to_thread(restart_ganache, peers[0], root / "ganache")
-                )
-                try:
-                    peers[0] = await asyncio.shield(restart)
-                except asyncio.CancelledError:  # run ends: the new node is stopped with the rest
-                    peers[0] = await restart
-                    raise
-            result.node_restarts += 1
-            wedged = {}
-        seen = wedged
+    """Stop the chain node with SIGTERM and start it again on the same port from the state
+    it wrote (`peers.restart_anvil`), spread over the mining time: blocks, receipts and
+    balances are kept, the pool is lost, and every miner's chain calls fail until it
+    answers again (it re-sends what it signed, if the node no longer has it)."""
+    for i in range(plan.node_restarts):
+        at = t0 + plan.mine_s * (0.7 + 0.25 * i / plan.node_restarts)
+        await asyncio.sleep(max(0.0, at - time.monotonic()))
+        async with chain.node_lock:
+            started = time.monotonic()
+            restart = asyncio.ensure_future(
+                asyncio.to_thread(restart_anvil, peers[0], root / "anvil")
+            )
+            try:
+                peers[0] = await asyncio.shield(restart)
+            except asyncio.CancelledError:  # run ends: the new node is stopped with the rest
+                peers[0] = await restart
+                raise
+        result.node_restarts += 1
+        log.info(
+            "multi-miner: chain node restarted (%d of %d, down %.1f s)",
+            i + 1, plan.node_restarts, time.monotonic() - started,
+        )  # fmt: skip
 
 
 def _unfinished(data_dir: Path) -> int:
@@ -584,7 +568,7 @@ async def _drain(chain: Chain, miners: list[Miner], limit_s: float) -> bool:
     while time.monotonic() < deadline:
         try:
             left = [len(await chain.view("openRoundsFor", m.address)) for m in miners]
-        except NetworkError as exc:  # the node restarting (`_unwedge`): look again
+        except NetworkError as exc:  # the node restarting (`_restart_node`): look again
             log.info("multi-miner: drain could not list open rounds: %s", exc)
             left = [-1]
         busy = [await asyncio.to_thread(_unfinished, m.data_dir) for m in miners]
@@ -627,12 +611,12 @@ async def run_multi(root: Path, plan: MultiPlan, *, seed: int = 0) -> dict[str, 
     chain: Chain | None = None
     tasks: list[asyncio.Task[None]] = []
     try:
-        peers.append(await asyncio.to_thread(start_ganache, root / "ganache"))
+        peers.append(await asyncio.to_thread(start_anvil, root / "anvil"))
         peers.append(await asyncio.to_thread(start_jsipfs, root / "jsipfs"))
-        ganache, daemon = peers
+        node, daemon = peers
         gate = Gate(int(daemon.address.rsplit("/", 1)[1]))
         await gate.open()
-        chain = Chain(ganache.address)
+        chain = Chain(node.address)
         contract = await chain.deploy()
         for i in range(plan.funded + plan.unfunded):
             funded = i < plan.funded
@@ -645,15 +629,15 @@ async def run_multi(root: Path, plan: MultiPlan, *, seed: int = 0) -> dict[str, 
         def env(m: Miner) -> dict[str, str]:
             return miner_env(
                 m,
-                rpc_url=ganache.address,
+                rpc_url=node.address,  # the same after a restart: same port
                 contract=contract,
                 ipfs=f"/ip4/127.0.0.1/tcp/{gate.port}",
             )
 
         opening = asyncio.Event()
         opening.set()
-        tasks.append(asyncio.create_task(_operate(chain, miners, plan, result, opening)))
-        tasks.append(asyncio.create_task(_unwedge(chain, miners, peers, root, result)))
+        operating = asyncio.create_task(_operate(chain, miners, plan, result, opening))
+        tasks.append(operating)
         for m in miners:
             start_miner(m, env(m), plan.graceful_s)
         t0 = time.monotonic()
@@ -662,6 +646,7 @@ async def run_multi(root: Path, plan: MultiPlan, *, seed: int = 0) -> dict[str, 
             asyncio.create_task(_hand_sender(chain, miners, plan, result, rng, t0)),
             asyncio.create_task(_fund_later(chain, miners, plan, result, env, t0)),
             asyncio.create_task(_kill_one(chain, miners, plan, result, env, t0)),
+            asyncio.create_task(_restart_node(chain, plan, peers, root, result, t0)),
         ]
         while time.monotonic() - t0 < plan.mine_s:
             for m in miners:
@@ -669,8 +654,8 @@ async def run_multi(root: Path, plan: MultiPlan, *, seed: int = 0) -> dict[str, 
                     assert m.proc is not None
                     raise RuntimeError(f"{m.name} exited by itself with {m.proc.returncode}")
             await asyncio.sleep(1.0)
-        for task in tasks[2:]:
-            await task  # outages, hand-sends, funding and the kill are all done by now
+        for task in tasks[1:]:
+            await task  # outages, hand-sends, funding, the kill and the restarts are done
         await gate.open()
         opening.clear()
         log.info("multi-miner: mining time over, draining the open rounds")
@@ -682,10 +667,9 @@ async def run_multi(root: Path, plan: MultiPlan, *, seed: int = 0) -> dict[str, 
             assert m.proc is not None
             result.miners[m.name].exit_code = m.proc.returncode
             result.miners[m.name].starts = m.starts
-        for task in tasks[:2]:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        operating.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await operating
         findings = await check_multi(
             miners=[(m.name, m.address, m.data_dir, m.key, PASSWORD) for m in miners],
             chain=chain,

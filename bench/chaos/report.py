@@ -247,20 +247,21 @@ def _settings(settings: dict[str, Any] | None) -> list[str]:
     return [*lines, ""]
 
 
-MULTI_INTRO = """## Multi-miner run (headless miners sharing ganache and js-ipfs)
+MULTI_INTRO = """## Multi-miner run (headless miners sharing anvil and js-ipfs)
 
 Separate `r3mes-miner run` processes, each with its own data dir and key, mine the same
-rounds on one ganache node and one js-ipfs daemon (`bench/chaos/multi_run.py`). Miners of a
+rounds on one anvil node and one js-ipfs daemon (`bench/chaos/multi_run.py`). Miners of a
 round train the same bytes, so they share one CID and one pin. One key starts unfunded: its
 submissions are refused (dead letters) until the harness funds it; its owner then stops it,
 retries the letters (`dead-letters --retry`) and starts it again. Plain transfers are sent
-from the miners' keys with the account's current nonce (while that miner is frozen for a
-moment, after the SIGKILL, and before the letters are retried), the daemon's gate is closed
-for a few seconds several times (every miner's `ipfs` breaker opens and meets the calls
-queued behind its half-open trial), and one miner is SIGKILLed and started again. Then no
-new rounds are opened, the miners mine what is open, and SIGTERM stops them.
+from the miners' keys with the account's current nonce (while that miner runs, after the
+SIGKILL, and before the letters are retried), the daemon's gate is closed for a few seconds
+several times (every miner's `ipfs` breaker opens and meets the calls queued behind its
+half-open trial), one miner is SIGKILLed and started again, and the chain node is stopped
+(SIGTERM) and started again from the state it wrote (chain kept, pool lost). Then no new
+rounds are opened, the miners mine what is open, and SIGTERM stops them.
 
-Checked against ganache, the daemon (after `repo gc`) and each journal: every committed
+Checked against the chain, the daemon (after `repo gc`) and each journal: every committed
 submission is on chain as journaled, pinned, and retrievable with bytes whose sha256 is the
 on-chain gradient hash; no round a miner started is left open and assignable to it with
 nothing of its live or committed; no dead letter is open for a settled round; no pin that no
@@ -299,7 +300,7 @@ def _multi_section(multi: dict[str, Any] | None) -> list[str]:
         f"({r['hand_sent_failed']}) |",
         f"| ipfs outages (gate closed) | {r['ipfs_outages']} |",
         f"| SIGKILLs (miner started again) | {r['kills']} |",
-        f"| ganache restarted for a queue it wedged (ganache issue #4522) | "
+        f"| chain node restarts (SIGTERM, started again from its state) | "
         f"{r.get('node_restarts', 0)} |",
         f"| unfunded key funded after | {_seconds(r['funded_after_s'])} |",
         f"| dead letters retried after the funding: committed / refused (another letter "
@@ -341,13 +342,13 @@ def to_markdown(report: dict[str, Any]) -> str:
         ]
     lines += [
         "Commands: `make chaos` (the default: 2,000 transactions, 100 SIGKILLs, 10 SIGTERMs, "
-        "4 miners on ganache and js-ipfs for 240 s, the bad-input table), any size with "
+        "4 miners on anvil and js-ipfs for 240 s, the bad-input table), any size with "
         "`.venv/bin/python -m bench.chaos --transactions N --crashes M --sigterms K "
         "--multi-miners P --multi-seconds S`, and the reduced CI version in "
         "`tests/chaos/test_reduced_chaos.py` (part of `make test`: 200 chaos transactions, "
         "18 SIGKILLs and 2 SIGTERMs of the headless miner with `--parallel`, the bad-input "
         "table) and `tests/chaos/test_multi_miner.py` (part of `make test`: 3 miners, 40 s of "
-        "rounds; ganache and js-ipfs from `scripts/bootstrap.sh --peers`). The same faults "
+        "rounds; anvil and js-ipfs from `scripts/bootstrap.sh --peers`). The same faults "
         "can be turned on in "
         "the app: set `fault_plan` (settings.toml or `R3MES_FAULT_PLAN`) to a TOML/JSON plan "
         "(`r3mes_desktop/adapters/faults.py` documents the format; `<out>/chaos/fault-plan.toml` "

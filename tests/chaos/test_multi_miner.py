@@ -1,9 +1,10 @@
 """The multi-miner part of `bench.chaos` in CI: three headless miners (one key funded only
-mid-run) on one ganache node and one js-ipfs daemon, with hand-sent transfers from their
-keys, ipfs outages that open every miner's breaker, a SIGKILL; any invariant violation
+mid-run) on one anvil node and one js-ipfs daemon, with hand-sent transfers from their
+keys, ipfs outages that open every miner's breaker, a SIGKILL, a restart of the chain node
+(state kept); any invariant violation
 (checked against the chain, the daemon after `repo gc`, and each journal) fails the suite.
 
-Needs ganache and js-ipfs from tests/peers: without them the test skips locally and fails
+Needs anvil and js-ipfs from tests/peers: without them the test skips locally and fails
 under CI=true, as tests/integration does.
 """
 
@@ -47,6 +48,8 @@ def expectations(report: dict[str, Any]) -> list[str]:
         out.append(f"multi: {r['ipfs_outages']} ipfs outages, expected 3")
     if r["kills"] != 1:
         out.append(f"multi: {r['kills']} SIGKILLs, expected 1")
+    if r["node_restarts"] < 1:
+        out.append("multi: the chain node was never restarted")
     if not r["letters_retried"]:
         out.append("multi: the unfunded key was never refused (no dead letter to retry)")
     if r["repo_gc"] != "done":

@@ -59,6 +59,7 @@ class Settings:
     max_gradient_size_mb = 100
     stale_threshold = 600.0
     call_timeout = 30.0
+    verdict_overdue_blocks = 50
     max_retries = 3
     retry_initial_delay = 1.0
     retry_max_delay = 60.0

@@ -272,7 +272,8 @@ def build_coordinator(
 ) -> Coordinator:
     """The saga's coordinator over the parts. Round completion answers the validators'
     challenge (`ProvingTaskApi`) through the chain client the saga submits with, so with
-    faults injected completion calls see the same faults as submissions."""
+    faults injected completion calls see the same faults as submissions; the same client
+    reads the validators' verdicts and credits (`verdicts`)."""
     from r3mes_desktop.app.proving import ProvingTaskApi
     from r3mes_desktop.core.coordinator import Coordinator
 
@@ -289,6 +290,7 @@ def build_coordinator(
         artifacts_dir=data_dir / "artifacts",
         maintenance_interval_s=maintenance_interval_s,
         clock=clock,
+        verdicts=chain,
     )
 
 

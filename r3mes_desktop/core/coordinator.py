@@ -46,8 +46,17 @@ from r3mes_desktop.core.saga.outbox import Outbox
 from r3mes_desktop.core.saga.recovery import recovery_action
 from r3mes_desktop.core.saga.reopen import reopen, resumable
 from r3mes_desktop.core.stats import compute_statistics
-from r3mes_desktop.core.steps import Chain, ContentStore, ProofOfWork, RoundSpec, TaskApi, Trainer
+from r3mes_desktop.core.steps import (
+    Chain,
+    ContentStore,
+    ProofOfWork,
+    RoundSpec,
+    TaskApi,
+    Trainer,
+    VerdictSource,
+)
 from r3mes_desktop.core.txstate import TERMINAL, TxState
+from r3mes_desktop.core.verdict_watch import VerdictWatcher
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +74,8 @@ class CoordinatorSettings(RetrySettings, Protocol):
     def stale_threshold(self) -> float: ...
     @property
     def call_timeout(self) -> float: ...
+    @property
+    def verdict_overdue_blocks(self) -> int: ...
 
 
 class Coordinator:
@@ -85,6 +96,8 @@ class Coordinator:
         maintenance_interval_s: float = 15.0,
         sweep_interval_s: float = 300.0,
         analytics: AnalyticsConfig | None = None,
+        verdicts: VerdictSource | None = None,
+        verdict_poll_s: float = 5.0,
     ) -> None:
         """Wire the saga's context from the parts given (its length is the list of parts:
         one place shows everything the coordinator owns and passes on)."""
@@ -132,6 +145,20 @@ class Coordinator:
         self.analytics_config = analytics or AnalyticsConfig()
         self.maintenance_interval_s = maintenance_interval_s
         self.sweep_interval_s = sweep_interval_s
+        # Reads the validators' verdicts on committed submissions (None: a chain without them)
+        self.verdict_watch = (
+            None
+            if verdicts is None
+            else VerdictWatcher(
+                journal=journal,
+                chain=verdicts,
+                calls=self.callers["chain"],
+                bus=self.bus,
+                clock=clock,
+                overdue_blocks=lambda: self.settings.verdict_overdue_blocks,
+                poll_s=verdict_poll_s,
+            )
+        )
         self._active: dict[str, asyncio.Task[TransactionRecord]] = {}
         self._closing: set[str] = set()  # being cleaned up: no driver may start on them
         self._spawned: set[asyncio.Task[Any]] = set()
@@ -171,6 +198,8 @@ class Coordinator:
         if background and not self._background:
             self._background.append(asyncio.create_task(self._maintenance_loop()))
             self._background.append(asyncio.create_task(self._sweep_loop()))
+            if self.verdict_watch is not None:
+                self._background.append(asyncio.create_task(self.verdict_watch.run()))
         return RecoveryReport(
             duration_s=time.perf_counter() - t0,
             reconciled=reconciled,
@@ -329,6 +358,12 @@ class Coordinator:
         return await self.journal.run(
             lambda conn: compute_statistics(conn, now=now, window_s=window_s)
         )
+
+    async def credits_series(self, *, limit: int = 500) -> list[tuple[float, int]]:
+        """(when read, total credits by then) of the latest `limit` verdicts, oldest first."""
+        if not 1 <= limit <= 100_000:
+            raise ValidationError(f"limit = {limit}: accepted 1..100000")
+        return await self.journal.credits_series(limit=limit)
 
     async def error_analysis(self) -> dict[str, Any]:
         now, config = self.clock.time(), self.analytics_config

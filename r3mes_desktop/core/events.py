@@ -113,6 +113,21 @@ class Notice(Event):
 
 
 @dataclass(frozen=True, kw_only=True)
+class VerdictRecorded(Event):
+    """A validator's verdict on one of our committed submissions, read from the chain and
+    journaled: "accepted" credits the round's reward, "rejected" earns nothing."""
+
+    transaction_id: str
+    round_id: int
+    verdict: str  # "accepted" | "rejected"
+    reason: int  # core.workproof.Reason code (0 when accepted)
+    reason_text: str
+    credits: int
+    block_number: int  # the chain's head when it was read
+    validator: str
+
+
+@dataclass(frozen=True, kw_only=True)
 class StatsChanged(Event):
     stats: dict[str, Any]
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from r3mes_desktop.core.steps import RoundSpec
 from r3mes_desktop.core.txstate import STEPS, TxState, step_done
+from r3mes_desktop.core.workproof import reason_text
 
 
 def spec_to_json(spec: RoundSpec) -> str:
@@ -73,6 +74,14 @@ class TransactionRecord:
     compensation: str | None = None  # None | "pending" | "done"
     training_step: int | None = None
     pinned_before: bool | None = None  # the store held the CID before our first add
+    # What the chain's validators said of the committed submission (read, never decided here)
+    verdict: str | None = None  # None (none yet) | "accepted" | "rejected"
+    verdict_reason: int | None = None  # the contract's reason code (core.workproof.Reason)
+    credits: int | None = None  # what the verdict credited: the round's reward, or 0
+    verdict_block: int | None = None  # the chain's head when it was read (posted at or before)
+    verdict_validator: str | None = None
+    verdict_at: float | None = None  # when the verdict was read and journaled
+    verdict_overdue_at: float | None = None  # when "no verdict after N blocks" was raised
 
 
 @dataclass(frozen=True)
@@ -81,7 +90,9 @@ class HistoryEntry:
 
     transaction_id: str
     ts: float
-    kind: str  # "transition" | "retry" | "error" | "compensation" | "compensation_failed" | "note"
+    # "transition" | "retry" | "error" | "compensation" | "compensation_failed" | "note" |
+    # "verdict" (a validator's verdict read from chain)
+    kind: str
     old_state: str | None = None
     new_state: str | None = None
     step: str | None = None
@@ -137,6 +148,16 @@ class DeadLetter:
         return dataclasses.asdict(self)
 
 
+def verdict_status(record: TransactionRecord) -> str | None:
+    """What the chain said of a transaction's submission, in one word (see
+    `TransactionStatus.verdict`); None before it is committed."""
+    if record.verdict is not None:
+        return record.verdict
+    if record.state is not TxState.COMMITTED:
+        return None
+    return "overdue" if record.verdict_overdue_at is not None else "awaiting"
+
+
 @dataclass(frozen=True)
 class TransactionStatus:
     """A transaction as the seeds showed it, plus what our durable journal also knows."""
@@ -155,6 +176,15 @@ class TransactionStatus:
     tx_hash: str | None = None
     compensation: str | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
+    # "accepted" | "rejected" | "awaiting" (committed, no verdict yet) | "overdue" (awaiting
+    # for more blocks than the setting allows) | None (not committed)
+    verdict: str | None = None
+    verdict_reason: int | None = None
+    verdict_reason_text: str | None = None
+    credits: int | None = None
+    verdict_block: int | None = None
+    verdict_validator: str | None = None
+    verdict_at: float | None = None
 
     @classmethod
     def of(
@@ -176,6 +206,15 @@ class TransactionStatus:
             tx_hash=record.tx_hash,
             compensation=record.compensation,
             history=[h.to_dict() for h in history],
+            verdict=verdict_status(record),
+            verdict_reason=record.verdict_reason,
+            verdict_reason_text=(
+                None if record.verdict_reason is None else reason_text(record.verdict_reason)
+            ),
+            credits=record.credits,
+            verdict_block=record.verdict_block,
+            verdict_validator=record.verdict_validator,
+            verdict_at=record.verdict_at,
         )
 
     def to_dict(self) -> dict[str, Any]:

@@ -11,6 +11,10 @@ it did not exist for. Time the miner was stopped after its first transaction sta
 the commits before a restart are in the window too.
 `error_breakdown` counts every journaled error occurrence (each retried attempt, each final
 failure, each failed undo or deferred completion) by category.
+Verdicts are what the chain's validators said of committed submissions: `verdicts_pending`
+counts the committed ones still waiting (`verdicts_overdue` those waiting longer than the
+setting allows), `credits_total` what the accepted ones earned, and `rejection_reasons` the
+rejections by reason (every `Reason` but ACCEPTED, at 0 when none).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import sqlite3
 from typing import Any
 
 from r3mes_desktop.core.errors import ErrorCategory
+from r3mes_desktop.core.workproof import Reason
 
 BREAKDOWN_KEYS: tuple[str, ...] = tuple(f"{c.value}_errors" for c in ErrorCategory)
 MIN_COVERED_S = 1.0
@@ -85,4 +90,41 @@ def compute_statistics(conn: sqlite3.Connection, *, now: float, window_s: float)
         },
         "pending_task_completions": outbox_pending,
         "open_dead_letters": dead_letters,
+        **_verdicts(conn),
+    }
+
+
+REJECTION_REASONS: tuple[str, ...] = tuple(
+    r.name.lower() for r in Reason if r is not Reason.ACCEPTED
+)
+
+
+def _verdicts(conn: sqlite3.Connection) -> dict[str, Any]:
+    """Verdict counts and credits from the committed transactions (indexed, partial)."""
+    accepted, rejected, credits = conn.execute(
+        "SELECT COUNT(*) FILTER (WHERE verdict = 'accepted'), "
+        "COUNT(*) FILTER (WHERE verdict = 'rejected'), COALESCE(SUM(credits), 0) "
+        "FROM transactions WHERE verdict IS NOT NULL"
+    ).fetchone()
+    pending, overdue = conn.execute(
+        "SELECT COUNT(*), COUNT(verdict_overdue_at) FROM transactions "
+        "WHERE state = 'committed' AND verdict IS NULL"
+    ).fetchone()
+    reasons = dict.fromkeys(REJECTION_REASONS, 0)
+    for code, count in conn.execute(
+        "SELECT verdict_reason, COUNT(*) FROM transactions WHERE verdict = 'rejected' "
+        "GROUP BY verdict_reason"
+    ):
+        try:
+            name = Reason(code).name.lower()
+        except ValueError:
+            name = "unknown"
+        reasons[name] = reasons.get(name, 0) + int(count)
+    return {
+        "verdicts_accepted": int(accepted),
+        "verdicts_rejected": int(rejected),
+        "verdicts_pending": int(pending),
+        "verdicts_overdue": int(overdue),
+        "credits_total": int(credits),
+        "rejection_reasons": reasons,
     }

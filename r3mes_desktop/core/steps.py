@@ -144,6 +144,38 @@ class Chain(Protocol):
         ...
 
 
+class SubmissionVerdict(Protocol):
+    """What the contract stores of a (round, miner) submission, as far as its verdict goes."""
+
+    @property
+    def block_number(self) -> int: ...  # the block that mined the submission
+    @property
+    def verdict(self) -> int: ...  # 0 none yet, 1 accepted, 2 rejected
+    @property
+    def reason(self) -> int: ...  # core.workproof.Reason code
+    @property
+    def validator(self) -> str: ...
+
+
+class RoundReward(Protocol):
+    @property
+    def reward(self) -> int: ...  # credits an accepted submission to the round earns
+
+
+class VerdictSource(Protocol):
+    """The chain reads the verdict watcher makes (the chain client's contract views)."""
+
+    async def submission_info(self, round_id: int, miner: str) -> SubmissionVerdict | None:
+        """None while the contract holds no submission of `miner` to `round_id`."""
+        ...
+
+    async def round_info(self, round_id: int) -> RoundReward | None: ...
+
+    async def latest_block(self) -> Mapping[str, Any]:
+        """The chain's head: {"number", "hash", "timestamp"}."""
+        ...
+
+
 class TaskApi(Protocol):
     async def complete_task(self, *, round_id: int) -> None:
         """Mark this miner's task complete; idempotent."""

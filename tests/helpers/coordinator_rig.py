@@ -30,6 +30,7 @@ class Rig:
     coordinator: Coordinator
     events: list[Event] = field(default_factory=list)
     inline_gradient_max: int = INLINE_GRADIENT_MAX  # 0: every gradient is a file
+    verdicts: bool = False  # the coordinator reads verdicts from the fake chain
 
     def of_kind(self, kind: type[Event]) -> list[Any]:
         return [e for e in self.events if isinstance(e, kind)]
@@ -57,10 +58,17 @@ def build_coordinator(rig: Rig) -> Coordinator:
         bus=rig.bus,
         clock=rig.clock,
         artifacts_dir=rig.tmp / "artifacts",
+        verdicts=rig.chain if rig.verdicts else None,
     )
 
 
-def make_rig(tmp: Path, *, inline_gradient_max: int = INLINE_GRADIENT_MAX, **settings: Any) -> Rig:
+def make_rig(
+    tmp: Path,
+    *,
+    inline_gradient_max: int = INLINE_GRADIENT_MAX,
+    verdicts: bool = False,
+    **settings: Any,
+) -> Rig:
     clock = ManualClock()
     bus = EventBus()
     faults = Faults()
@@ -77,6 +85,7 @@ def make_rig(tmp: Path, *, inline_gradient_max: int = INLINE_GRADIENT_MAX, **set
         settings=Settings(**settings),
         coordinator=None,  # type: ignore[arg-type]
         inline_gradient_max=inline_gradient_max,
+        verdicts=verdicts,
     )
     bus.subscribe(rig.events.append)
     rig.coordinator = build_coordinator(rig)

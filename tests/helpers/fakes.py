@@ -29,6 +29,7 @@ from r3mes_desktop.core.steps import (
 )
 
 MINER = "0x" + "ab" * 20
+VALIDATOR = "0x" + "cd" * 20
 
 CrashHook = Callable[[str, str], None]
 """crash_hook(operation, "before" | "after"): may SIGKILL the process (crash test)."""
@@ -203,6 +204,9 @@ class FakeChain:
         self.reverts: dict[str, AlreadySubmittedError] = {}
         self.submissions: dict[int, OnChainSubmission] = {}
         self.block = 100
+        self.submission_blocks: dict[int, int] = {}
+        self.verdicts: dict[int, tuple[int, int, str]] = {}  # round -> (verdict, reason, by)
+        self.rewards: dict[int, int] = {}  # round -> reward (default 100, as the contract's)
 
     @property
     def miner_address(self) -> str:
@@ -248,10 +252,61 @@ class FakeChain:
             pow_nonce=body["pow"],
         )
         self.receipts[signed.tx_hash] = Receipt(signed.tx_hash, True, self.block)
+        self.submission_blocks[body["round"]] = self.block
 
     async def receipt(self, tx_hash: str) -> Receipt | None:
         self.faults.hit("receipt", tx_hash=tx_hash)
         return self.receipts.get(tx_hash)
+
+    # -- the contract views the verdict watcher reads (real return types) ---------------
+    def post_verdict(
+        self, round_id: int, *, accepted: bool, reason: int = 0, validator: str = VALIDATOR
+    ) -> None:
+        """A validator's verdict on our submission to `round_id` lands in a new block."""
+        self.block += 1
+        self.verdicts[round_id] = (1 if accepted else 2, reason, validator)
+
+    async def submission_info(self, round_id: int, miner: str) -> Any:
+        from r3mes_desktop.adapters.chain.views import SubmissionInfo
+
+        self.faults.hit("submission_info", round_id=round_id)
+        sub = self.submissions.get(round_id)
+        if sub is None or miner != sub.miner:
+            return None
+        verdict, reason, validator = self.verdicts.get(round_id, (0, 0, "0x" + "00" * 20))
+        return SubmissionInfo(
+            round_id=round_id,
+            miner=miner,
+            cid=sub.cid,
+            gradient_hash=sub.gradient_hash,
+            pow_nonce=sub.pow_nonce,
+            block_number=self.submission_blocks.get(round_id, self.block),
+            completed=True,
+            openings_cid="",
+            verdict=verdict,
+            reason=reason,
+            validator=validator,
+        )
+
+    async def round_info(self, round_id: int) -> Any:
+        from r3mes_desktop.adapters.chain.views import RoundInfo
+
+        self.faults.hit("round_info", round_id=round_id)
+        return RoundInfo(
+            round_id=round_id,
+            seed=round_id * 7,
+            difficulty=16,
+            steps=4,
+            hyperparams="{}",
+            base_model_id="tiny",
+            is_open=False,
+            deadline=0,
+            reward=self.rewards.get(round_id, 100),
+        )
+
+    async def latest_block(self) -> dict[str, Any]:
+        self.faults.hit("latest_block")
+        return {"number": self.block, "hash": "0x" + "11" * 32, "timestamp": 0}
 
     async def wait_receipt(self, tx_hash: str, *, timeout_s: float) -> Receipt:
         self.faults.hit("wait_receipt", tx_hash=tx_hash)
@@ -436,6 +491,7 @@ class FakeSettings:
     max_gradient_size_mb: int = 100
     stale_threshold: float = 600.0
     call_timeout: float = 30.0
+    verdict_overdue_blocks: int = 50
     max_retries: int = 3
     retry_initial_delay: float = 1.0
     retry_max_delay: float = 60.0

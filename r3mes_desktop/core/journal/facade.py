@@ -29,7 +29,7 @@ from typing import TypeVar
 
 from r3mes_desktop.core import artifacts
 from r3mes_desktop.core.errors import IntegrityError, ValidationError
-from r3mes_desktop.core.journal import lifecycle, queries
+from r3mes_desktop.core.journal import earnings, lifecycle, queries
 from r3mes_desktop.core.journal.batch import BatchStats, GroupCommitter, Write
 from r3mes_desktop.core.journal.change import (
     INLINE_GRADIENT_MAX,
@@ -277,6 +277,56 @@ class Journal:
                 lifecycle.release_gradient_if_unneeded(conn, rec, removals)
 
         await self._write(write, remove_after=removals)
+
+    # -- verdicts (read from chain: updates of committed transactions, see `earnings`) ----
+    async def record_verdict(
+        self,
+        tx_id: str,
+        *,
+        verdict: str,
+        reason: int,
+        credits: int,
+        block: int,
+        validator: str,
+        now: float,
+        note: str,
+    ) -> TransactionRecord | None:
+        """Journal a verdict on a committed transaction that has none (None: it had one).
+
+        Not durable: a verdict lost to a power cut is read from the chain again."""
+        return await self._write(
+            lambda conn: earnings.record_verdict(
+                conn,
+                self._history,
+                tx_id=tx_id,
+                verdict=verdict,
+                reason=reason,
+                credits=credits,
+                block=block,
+                validator=validator,
+                now=now,
+                note=note,
+            ),
+            durable=False,
+        )
+
+    async def mark_verdicts_overdue(
+        self, tx_ids: Sequence[str], *, now: float, note: str
+    ) -> list[TransactionRecord]:
+        """Flag transactions overdue for a verdict, each once ever; returns those flagged
+        now. Durable: the notice that follows must not be sent twice."""
+        if not tx_ids:
+            return []
+        ids = list(tx_ids)
+        return await self._write(
+            lambda conn: earnings.mark_overdue(conn, self._history, tx_ids=ids, now=now, note=note)
+        )
+
+    async def awaiting_verdicts(self, *, limit: int = 500) -> list[TransactionRecord]:
+        return await self.run(functools.partial(earnings.awaiting, limit=limit))
+
+    async def credits_series(self, *, limit: int = 500) -> list[tuple[float, int]]:
+        return await self.run(functools.partial(earnings.credits_series, limit=limit))
 
     # -- reads ---------------------------------------------------------------------------
     async def get(self, tx_id: str) -> TransactionRecord | None:

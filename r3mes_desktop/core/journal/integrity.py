@@ -70,6 +70,11 @@ _INVARIANTS: tuple[tuple[str, str], ...] = (
         "(SELECT 1 FROM dead_letters d WHERE d.transaction_id = t.id AND d.status = 'open'))",
     ),
     (
+        "verdict on a transaction that is not committed, or credits it did not earn",
+        "SELECT id FROM {tx} WHERE verdict IS NOT NULL AND (state != 'committed' OR "
+        "verdict_at IS NULL OR (verdict = 'rejected' AND credits != 0))",
+    ),
+    (
         "pending task completion for a transaction that is not committed",
         "SELECT o.transaction_id FROM outbox o JOIN {tx} t ON t.id = o.transaction_id "
         "WHERE o.done_at IS NULL AND t.state NOT IN ('task_complete','committed')",

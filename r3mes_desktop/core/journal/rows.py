@@ -18,7 +18,8 @@ TX_COLUMNS = (
     "id, round_id, miner, state, spec, created_at, updated_at, deadline, finished_at, "
     "attempts, next_retry_at, failed_step, error_category, error_message, gradient_hash, "
     "gradient_path, pow_nonce, cid, signed_raw, tx_hash, account_nonce, receipt_block, "
-    "compensation, training_step, pinned_before"
+    "compensation, training_step, pinned_before, verdict, verdict_reason, credits, "
+    "verdict_block, verdict_validator, verdict_at, verdict_overdue_at"
 )
 UPDATABLE = frozenset(
     {
@@ -80,6 +81,13 @@ def record_of(row: sqlite3.Row | tuple[Any, ...]) -> TransactionRecord:
         compensation=row[22],
         training_step=row[23],
         pinned_before=None if row[24] is None else bool(row[24]),
+        verdict=row[25],
+        verdict_reason=row[26],
+        credits=row[27],
+        verdict_block=row[28],
+        verdict_validator=row[29],
+        verdict_at=row[30],
+        verdict_overdue_at=row[31],
     )
 
 

@@ -171,6 +171,27 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         # a commit looks for its round's open letters (lifecycle.supersede_letters)
         "CREATE INDEX dead_letters_open ON dead_letters(round_id) WHERE status = 'open'",
     ),
+    # 5: what the chain's validators said of each committed submission. A verdict is read
+    # from the contract, never decided here, so it is an update of a committed transaction:
+    # accepted or rejected, the reason code, the credits it earned, the block that carried
+    # it, the validator and when it was read. `verdict_overdue_at` records that the miner
+    # was told "no verdict after N blocks" (once per transaction, across restarts). The
+    # partial indexes serve the watcher (committed, no verdict yet) and the credits series.
+    (
+        "ALTER TABLE transactions ADD COLUMN verdict TEXT "
+        "CHECK (verdict IN ('accepted', 'rejected'))",
+        "ALTER TABLE transactions ADD COLUMN verdict_reason INTEGER",
+        "ALTER TABLE transactions ADD COLUMN credits INTEGER CHECK (credits >= 0)",
+        "ALTER TABLE transactions ADD COLUMN verdict_block INTEGER",
+        "ALTER TABLE transactions ADD COLUMN verdict_validator TEXT",
+        "ALTER TABLE transactions ADD COLUMN verdict_at REAL",
+        "ALTER TABLE transactions ADD COLUMN verdict_overdue_at REAL",
+        """
+        CREATE INDEX transactions_awaiting_verdict ON transactions(finished_at)
+        WHERE state = 'committed' AND verdict IS NULL
+        """,
+        "CREATE INDEX transactions_verdicts ON transactions(verdict_at) WHERE verdict IS NOT NULL",
+    ),
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -62,6 +62,7 @@ LIMITS = (
 NOTIFICATIONS = (
     FieldSpec("notify_tray", "Tray notifications", "bool"),
     FieldSpec("notify_min_severity", "Minimum severity", "choice"),
+    FieldSpec("verdict_overdue_blocks", "No verdict after (blocks)"),
     FieldSpec("slack_enabled", "Slack", "bool"),
     FieldSpec("email_enabled", "E-mail", "bool"),
     FieldSpec("smtp_host", "SMTP host"),

@@ -123,6 +123,8 @@ class Settings(BaseSettings):
     notify_min_severity: Literal["info", "warning", "error"] = _f(
         "warning", "info, warning or error"
     )
+    # a committed submission with no validator's verdict after this many blocks is flagged
+    verdict_overdue_blocks: int = _f(50, "1–1000000 blocks", ge=1, le=1_000_000)
     slack_enabled: bool = _f(False, "true or false")
     email_enabled: bool = _f(False, "true or false")
     smtp_host: str = _f("", "a host name")

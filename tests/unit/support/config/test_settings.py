@@ -141,6 +141,7 @@ INVALID: list[tuple[str, Any, str, str]] = [
     ("api_port", 80, "out of range", "1024–65535"),
     ("notify_tray", "perhaps", "invalid", "true or false"),
     ("notify_min_severity", "debug", "invalid", "info, warning or error"),
+    ("verdict_overdue_blocks", 0, "out of range", "1–1000000 blocks"),
     ("slack_enabled", 3, "invalid", "true or false"),
     ("api_protect_reads", "x", "invalid", "true or false"),
     ("email_enabled", "x", "invalid", "true or false"),

@@ -2,7 +2,8 @@
 
 Two sources: live events from the core bus (retries, failures, commit latency, tokens/s,
 hash rate) and, at scrape time, the journal's totals and the breakers' snapshots (so the
-counts survive restarts and agree with `r3mes-miner stats`). A per-app registry lets the
+counts survive restarts and agree with `r3mes-miner stats`): transactions by state, errors,
+submissions by verdict, rejections by reason and the credits earned. A per-app registry lets the
 GUI, the CLI and tests run several apps in one process without duplicate-metric errors.
 """
 
@@ -25,6 +26,7 @@ from r3mes_desktop.core.events import (
     StepProgress,
     TransactionStateChanged,
 )
+from r3mes_desktop.core.stats import REJECTION_REASONS
 from r3mes_desktop.core.txstate import STEPS
 
 BREAKER_STATES = ("closed", "half_open", "open", "forced_open", "disabled")
@@ -48,12 +50,28 @@ RETRY_OPERATIONS: Mapping[str, tuple[str, ...]] = {
     "trainer": ("train",),
     "pow": ("pow",),
     "ipfs": ("add_and_pin", "is_pinned", "unpin"),
-    "chain": ("open_rounds", "sign_submission", "broadcast", "receipt", "submission_of"),
+    "chain": (
+        "open_rounds",
+        "sign_submission",
+        "broadcast",
+        "receipt",
+        "submission_of",
+        "latest_block",
+        "submission_info",
+        "round_info",
+    ),
     "task_api": ("complete_task",),
 }
 """The (service, operation) pairs the coordinator and the miner loop retry. Their retry
 series exist at 0 from the start; another pair still counts, from its first retry on."""
 RETRY_CATEGORIES = tuple(sorted(c.value for c in RETRYABLE))
+VERDICTS = ("accepted", "rejected", "pending")
+"""Committed submissions by what the validators said; "pending": no verdict yet."""
+
+
+def _num(stats: Mapping[str, Any], key: str) -> float:
+    value = stats.get(key)
+    return float(value) if isinstance(value, int | float) else 0.0
 
 
 def states_of(stats: Mapping[str, Any]) -> dict[str, float]:
@@ -67,20 +85,30 @@ def states_of(stats: Mapping[str, Any]) -> dict[str, float]:
     if isinstance(by_state, Mapping):
         return {**dict.fromkeys(TX_STATES, 0.0), **{str(k): float(v) for k, v in by_state.items()}}
 
-    def num(key: str) -> float:
-        value = stats.get(key)
-        return float(value) if isinstance(value, int | float) else 0.0
-
     found = {
-        "committed": num("committed_transactions"),
-        "rolled_back": num("rolled_back_transactions"),
-        "compensating": num("compensating_transactions"),
-        "active": num("active_transactions"),
+        "committed": _num(stats, "committed_transactions"),
+        "rolled_back": _num(stats, "rolled_back_transactions"),
+        "compensating": _num(stats, "compensating_transactions"),
+        "active": _num(stats, "active_transactions"),
     }
     found["failed"] = max(
-        0.0, num("failed_transactions") - found["rolled_back"] - found["compensating"]
+        0.0, _num(stats, "failed_transactions") - found["rolled_back"] - found["compensating"]
     )
     return found
+
+
+def verdicts_of(stats: Mapping[str, Any]) -> dict[str, float]:
+    """Committed submissions by verdict, every label present (0 before any verdict)."""
+    return {verdict: _num(stats, f"verdicts_{verdict}") for verdict in VERDICTS}
+
+
+def rejections_of(stats: Mapping[str, Any]) -> dict[str, float]:
+    """Rejections by reason, every reason present (0 when none)."""
+    found = stats.get("rejection_reasons")
+    counts = dict.fromkeys(REJECTION_REASONS, 0.0)
+    if isinstance(found, Mapping):
+        counts.update({str(k): float(v) for k, v in found.items() if isinstance(v, int | float)})
+    return counts
 
 
 def errors_of(stats: Mapping[str, Any]) -> dict[str, float]:
@@ -138,6 +166,34 @@ class _SnapshotCollector(Collector):
         yield breaker_state
         yield failures
         yield rejections
+        yield from self._earnings()
+
+    def _earnings(self) -> Iterable[Metric]:
+        """What the validators said and what it earned (journal totals, born at 0)."""
+        verdicts = GaugeMetricFamily(
+            "r3mes_submissions_by_verdict",
+            "Committed submissions by validators' verdict (pending: none yet)",
+            labels=["verdict"],
+        )
+        for verdict, count in verdicts_of(self.stats).items():
+            verdicts.add_metric([verdict], count)
+        yield verdicts
+        yield GaugeMetricFamily(
+            "r3mes_verdicts_overdue",
+            "Committed submissions still without a verdict after the overdue block count",
+            value=_num(self.stats, "verdicts_overdue"),
+        )
+        reasons = CounterMetricFamily(
+            "r3mes_rejections", "Rejected submissions by the verdict's reason", labels=["reason"]
+        )
+        for reason, count in sorted(rejections_of(self.stats).items()):
+            reasons.add_metric([reason], count)
+        yield reasons
+        yield CounterMetricFamily(
+            "r3mes_credits_earned",
+            "Credits the accepted submissions earned (the rounds' rewards)",
+            value=_num(self.stats, "credits_total"),
+        )
 
 
 class MinerMetrics:

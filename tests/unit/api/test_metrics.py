@@ -20,6 +20,7 @@ from r3mes_desktop.core.events import (
     TransactionStateChanged,
 )
 from r3mes_desktop.core.txstate import STEPS
+from r3mes_desktop.core.workproof import Reason
 from tests.unit.api.conftest import Api
 
 
@@ -176,6 +177,42 @@ def test_a_fresh_process_exposes_every_known_label_combination_at_zero() -> None
             assert samples[key] == 0, key
 
 
+def test_verdicts_credits_and_rejection_reasons_are_born_at_zero() -> None:
+    samples = _scrape(MinerMetrics())
+
+    for verdict in ("accepted", "rejected", "pending"):
+        assert samples[("r3mes_submissions_by_verdict", (("verdict", verdict),))] == 0
+    for reason in Reason:
+        if reason is not Reason.ACCEPTED:
+            key = ("r3mes_rejections_total", (("reason", reason.name.lower()),))
+            assert samples[key] == 0, key
+    assert samples[("r3mes_credits_earned_total", ())] == 0
+    assert samples[("r3mes_verdicts_overdue", ())] == 0
+
+
+def test_verdict_totals_come_from_the_journals_statistics() -> None:
+    metrics = MinerMetrics()
+    metrics.set_snapshot(
+        stats={
+            "verdicts_accepted": 3,
+            "verdicts_rejected": 1,
+            "verdicts_pending": 2,
+            "verdicts_overdue": 1,
+            "credits_total": 300,
+            "rejection_reasons": {"segment_mismatch": 1},
+        },
+        breakers={},
+    )
+    samples = _samples(metrics.exposition().decode())
+
+    assert samples[("r3mes_submissions_by_verdict", (("verdict", "accepted"),))] == 3
+    assert samples[("r3mes_submissions_by_verdict", (("verdict", "pending"),))] == 2
+    assert samples[("r3mes_rejections_total", (("reason", "segment_mismatch"),))] == 1
+    assert samples[("r3mes_rejections_total", (("reason", "not_bound"),))] == 0
+    assert samples[("r3mes_credits_earned_total", ())] == 300
+    assert samples[("r3mes_verdicts_overdue", ())] == 1
+
+
 def test_increase_over_a_fresh_process_sees_the_first_failure() -> None:
     bus = EventBus()
     metrics = MinerMetrics(bus)
@@ -223,12 +260,12 @@ def test_retried_operations_of_the_core_are_all_known() -> None:
     after each start is lost to `increase()` again."""
     core = Path(__file__).resolve().parents[3] / "r3mes_desktop" / "core"
     called: set[str] = set()
-    for path in [*(core / "saga").glob("*.py"), core / "miner.py"]:
+    for path in [*(core / "saga").glob("*.py"), core / "miner.py", core / "verdict_watch.py"]:
         text = path.read_text()
         called |= set(re.findall(r"\.call\(\s*\"([a-z_]+)\"", text))
         called |= set(re.findall(r"operation=\"([a-z_]+)\"", text))
     known = {op for ops in RETRY_OPERATIONS.values() for op in ops}
-    assert {"add_and_pin", "broadcast", "complete_task", "train"} <= called
+    assert {"add_and_pin", "broadcast", "complete_task", "train", "submission_info"} <= called
     assert called <= known, called - known
 
 

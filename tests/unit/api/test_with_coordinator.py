@@ -9,6 +9,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from r3mes_desktop.api.app import create_app
 from r3mes_desktop.core.errors import PermanentError
+from r3mes_desktop.core.workproof import Reason
 from tests.helpers.coordinator_rig import make_rig
 from tests.helpers.fakes import make_spec
 
@@ -66,6 +67,49 @@ async def test_endpoints_over_a_real_coordinator(tmp_path: Path) -> None:
             ]
             == 1
         )
+    finally:
+        await coordinator.close()
+        await client.close()
+
+
+async def test_stats_metrics_and_transactions_carry_verdicts_and_credits(tmp_path: Path) -> None:
+    rig = make_rig(tmp_path, verdicts=True)
+    coordinator = rig.coordinator
+    app = create_app(coordinator=coordinator, bus=rig.bus, token=TOKEN)
+    client = TestClient(TestServer(app, host="127.0.0.1"))
+    await client.start_server()
+    await coordinator.start(background=False)
+    try:
+        accepted = await coordinator.run_transaction(make_spec(1))
+        rejected = await coordinator.run_transaction(make_spec(2))
+        waiting = await coordinator.run_transaction(make_spec(3))
+        rig.chain.post_verdict(1, accepted=True)
+        rig.chain.post_verdict(2, accepted=False, reason=int(Reason.NO_OPENINGS))
+        assert coordinator.verdict_watch is not None
+        await coordinator.verdict_watch.poll()
+
+        stats = (await (await client.get("/stats")).json())["atomic_coordinator"]
+        assert (stats["verdicts_accepted"], stats["verdicts_rejected"]) == (1, 1)
+        assert (stats["verdicts_pending"], stats["credits_total"]) == (1, 100)
+        assert stats["rejection_reasons"]["no_openings"] == 1
+
+        body = await (await client.get(f"/transaction/{rejected.transaction_id}")).json()
+        assert (body["verdict"], body["credits"], body["verdict_reason"]) == ("rejected", 0, 3)
+        assert body["verdict_reason_text"] == "challenge not answered in the verification window"
+        body = await (await client.get(f"/transaction/{accepted.transaction_id}")).json()
+        assert (body["verdict"], body["credits"]) == ("accepted", 100)
+        body = await (await client.get(f"/transaction/{waiting.transaction_id}")).json()
+        assert (body["verdict"], body["credits"]) == ("awaiting", None)
+
+        text = await (await client.get("/metrics")).text()
+        samples = {
+            (s.name, tuple(sorted(s.labels.items()))): s.value
+            for fam in text_string_to_metric_families(text)
+            for s in fam.samples
+        }
+        assert samples[("r3mes_credits_earned_total", ())] == 100
+        assert samples[("r3mes_submissions_by_verdict", (("verdict", "pending"),))] == 1
+        assert samples[("r3mes_rejections_total", (("reason", "no_openings"),))] == 1
     finally:
         await coordinator.close()
         await client.close()

@@ -87,6 +87,7 @@ class MultiPlan:
     fund_at: float = 0.3  # share of mine_s when the unfunded key gets its funds
     kill: bool = True  # SIGKILL one funded miner mid-run and start it again
     node_restarts: int = 1  # the chain node stopped and started again (state kept)
+    node_down_s: float = 3.0  # how long it stays down each time
     drain_s: float = 60.0  # at most this long for the miners to mine what is open
     letters_after_s: float = 5.0  # after the funding: the owner retries the dead letters
     graceful_s: float = 30.0
@@ -324,6 +325,8 @@ async def _operate(
                     open_ids.add(-1)
         except asyncio.CancelledError:
             raise
+        except NetworkError as exc:  # the node restarting (`_restart_node`): next pass
+            log.info("multi-miner: operator pass could not reach the node: %s", exc)
         except Exception:
             log.exception("multi-miner operator pass failed")
         await asyncio.sleep(0.5)
@@ -503,17 +506,17 @@ async def _start_connected(miner: Miner, env: dict[str, str], graceful_s: float)
 async def _restart_node(
     chain: Chain, plan: MultiPlan, peers: list[Peer], root: Path, result: MultiResult, t0: float
 ) -> None:
-    """Stop the chain node with SIGTERM and start it again on the same port from the state
-    it wrote (`peers.restart_anvil`), spread over the mining time: blocks, receipts and
-    balances are kept, the pool is lost, and every miner's chain calls fail until it
-    answers again (it re-sends what it signed, if the node no longer has it)."""
+    """Stop the chain node with SIGTERM, leave it down `node_down_s`, and start it again on
+    the same port from the state it wrote (`peers.restart_anvil`), late in the mining time:
+    blocks, receipts and balances are kept, the pool is lost, and every miner's chain calls
+    fail until it answers again (it re-sends what it signed, if the node no longer has it)."""
     for i in range(plan.node_restarts):
         at = t0 + plan.mine_s * (0.7 + 0.25 * i / plan.node_restarts)
         await asyncio.sleep(max(0.0, at - time.monotonic()))
         async with chain.node_lock:
             started = time.monotonic()
             restart = asyncio.ensure_future(
-                asyncio.to_thread(restart_anvil, peers[0], root / "anvil")
+                asyncio.to_thread(restart_anvil, peers[0], root / "anvil", down_s=plan.node_down_s)
             )
             try:
                 peers[0] = await asyncio.shield(restart)

@@ -147,12 +147,13 @@ def start_anvil(root: Path, *, port: int | None = None) -> Peer:
     return peer
 
 
-def restart_anvil(peer: Peer, root: Path) -> Peer:
-    """Stop the node (SIGTERM: it writes its state) and start it again on the same port
-    from that state."""
+def restart_anvil(peer: Peer, root: Path, *, down_s: float = 0.0) -> Peer:
+    """Stop the node (SIGTERM: it writes its state), leave it down `down_s` seconds (the
+    port refuses connections), and start it again on the same port from that state."""
     peer.stop()
     if peer.proc.returncode != 0:  # killed, not stopped: the state on disk is older
         raise RuntimeError(f"anvil did not stop cleanly ({peer.proc.returncode})")
+    time.sleep(down_s)  # an outage of the chain node, in the caller's worker thread
     return start_anvil(root, port=int(peer.address.rsplit(":", 1)[1]))
 
 

@@ -160,8 +160,9 @@ def verify(
     if len(tensors) != sum(1 for k in final if k.startswith("lora/")):
         return Finding(Reason.BAD_FINAL, "the update lacks adapters of the final state")
     recomputed = 0
+    run = start  # one model for every segment: restoring replaces all of its state
     for index in picked:
-        run = training.RoundTraining(plan, device=torch_device)
+        run.optimizer.state.clear()  # a start state without optimizer moments has none
         restore_state(run, opened[index])
         end = workproof.segment_end(manifest, index + 1)
         while run.step < end:

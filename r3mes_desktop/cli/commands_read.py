@@ -12,7 +12,16 @@ from r3mes_desktop.cli.context import CliContext
 from r3mes_desktop.cli.exit_codes import CliError, ExitCode
 from r3mes_desktop.cli.output import format_mapping, format_table
 
-TX_COLUMNS = ["transaction_id", "round_id", "state", "age_seconds", "attempts", "error_category"]
+TX_COLUMNS = [
+    "transaction_id",
+    "round_id",
+    "state",
+    "age_seconds",
+    "attempts",
+    "verdict",
+    "credits",
+    "error_category",
+]
 
 
 async def cmd_status(ctx: CliContext, args: argparse.Namespace) -> int:
@@ -43,6 +52,13 @@ async def cmd_status(ctx: CliContext, args: argparse.Namespace) -> int:
         "committed": stats["committed_transactions"],
         "active": [a.to_dict() for a in active],
         "open_dead_letters": stats["open_dead_letters"],
+        "credits": stats["credits_total"],
+        "verdicts": {
+            "accepted": stats["verdicts_accepted"],
+            "rejected": stats["verdicts_rejected"],
+            "pending": stats["verdicts_pending"],
+            "overdue": stats["verdicts_overdue"],
+        },
     }
     ctx.out.emit(summary, _human_summary)
     return ExitCode.OK
@@ -68,10 +84,19 @@ def _human_summary(summary: dict[str, Any]) -> str:
         f"keystore:     {summary['keystore'] or 'none (devnet key used)'}",
         f"transactions: {summary['transactions']} ({summary['committed']} committed)",
         f"dead letters: {summary['open_dead_letters']} open",
+        f"credits:      {summary['credits']} ({_verdict_counts(summary['verdicts'])})",
         "active:",
         format_table(summary["active"], TX_COLUMNS),
     ]
     return "\n".join(lines)
+
+
+def _verdict_counts(verdicts: dict[str, int]) -> str:
+    text = (
+        f"{verdicts['accepted']} accepted, {verdicts['rejected']} rejected, "
+        f"{verdicts['pending']} awaiting a verdict"
+    )
+    return text + (f", {verdicts['overdue']} overdue" if verdicts["overdue"] else "")
 
 
 async def cmd_stats(ctx: CliContext, args: argparse.Namespace) -> int:

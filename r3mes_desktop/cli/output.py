@@ -18,6 +18,7 @@ from r3mes_desktop.core.events import (
     RetryScheduled,
     StepProgress,
     TransactionStateChanged,
+    VerdictRecorded,
 )
 from r3mes_desktop.support.alerts import retry_text, short_id
 from r3mes_desktop.support.redact import redact
@@ -77,7 +78,8 @@ def _cell(value: Any) -> str:
 
 class Progress:
     """Shows the current transaction's step on one stderr line, and each scheduled retry
-    ("IPFS unreachable (connection refused) — retry 2/3 in 4 s") on a line of its own.
+    ("IPFS unreachable (connection refused) — retry 2/3 in 4 s") and each verdict read from
+    chain ("round 3: accepted, +100 credits") on a line of its own.
 
     On a terminal the line is rewritten in place; otherwise (journald, a pipe) a line is
     printed only when the step changes or every `plain_interval_s`, so logs are not flooded.
@@ -135,6 +137,13 @@ class Progress:
                 line = text[:1].upper() + text[1:]
             dedup = ("retry", event.service or event.operation, str(event.attempt))
             self._show(dedup, line, force=True)
+        elif isinstance(event, VerdictRecorded):
+            line = f"{short_id(event.transaction_id)} round {event.round_id}: {event.verdict}"
+            if event.verdict == "accepted":
+                line += f", +{event.credits} credits"
+            else:
+                line += f" ({event.reason_text}), no credits"
+            self._show(("verdict", event.transaction_id, event.verdict), line, force=True)
 
     def _show(self, key: tuple[str, str, str], line: str, *, force: bool = False) -> None:
         line = redact(line)

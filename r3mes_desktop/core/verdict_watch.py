@@ -167,6 +167,13 @@ class VerdictWatcher:
         )
         if recorded is None:  # someone else journaled it first: nothing new to say
             return None
+        log.log(
+            logging.INFO if verdict == "accepted" else logging.WARNING,
+            "transaction %s (round %d) %s",
+            rec.id,
+            rec.round_id,
+            note,
+        )
         self.bus.publish(
             VerdictRecorded(
                 transaction_id=rec.id,
@@ -199,6 +206,8 @@ class VerdictWatcher:
         flagged = await self.journal.mark_verdicts_overdue(
             sorted(overdue), now=self.clock.time(), note=what
         )
+        for rec in flagged:
+            log.warning("transaction %s (round %d) %s", rec.id, rec.round_id, what)
         if len(flagged) > NOTICE_EACH:
             self.bus.publish(
                 Notice(

@@ -50,8 +50,9 @@ class Filled:
 
 
 async def fill_journal(tmp: Path) -> Filled:
-    """Two rounds in the CLI's journal: one committed, one dead-lettered."""
-    rig = make_rig(tmp)
+    """Two rounds in the CLI's journal: one committed (and accepted by a validator, 100
+    credits), one dead-lettered."""
+    rig = make_rig(tmp, verdicts=True)
     rig.pow = SolvingPow()  # type: ignore[assignment]
     data_dir = paths().data_dir
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -61,6 +62,9 @@ async def fill_journal(tmp: Path) -> Filled:
     await coordinator.start(background=False)
     try:
         ok = await coordinator.run_transaction(make_spec(1))
+        rig.chain.post_verdict(1, accepted=True)
+        assert coordinator.verdict_watch is not None
+        await coordinator.verdict_watch.poll()
         rig.faults.fail("add_and_pin", PermanentError("model gone"), times=None)
         dead = await coordinator.run_transaction(make_spec(2))
     finally:

@@ -11,6 +11,7 @@ from r3mes_desktop.core.events import (
     RetryScheduled,
     StepProgress,
     TransactionStateChanged,
+    VerdictRecorded,
 )
 from r3mes_desktop.core.resilience.retry import RetryPolicy
 
@@ -148,3 +149,27 @@ async def test_a_real_retry_policy_reports_its_attempt_limit_to_the_display() ->
         "\rIPFS unreachable (connection refused) — retry 1/3 in 0 s\n"
         "\rIPFS unreachable (connection refused) — retry 2/3 in 0 s\n"
     )
+
+
+def _verdict(verdict: str, credits: int, reason: int, text: str) -> VerdictRecorded:
+    return VerdictRecorded(
+        transaction_id="mining_tx_abcdef123456789",
+        round_id=3,
+        verdict=verdict,
+        reason=reason,
+        reason_text=text,
+        credits=credits,
+        block_number=120,
+        validator="0x" + "cd" * 20,
+    )
+
+
+def test_each_verdict_is_a_line_of_its_own() -> None:
+    out = io.StringIO()
+    progress = Progress(stream=out, tty=False)
+    progress.on_event(_verdict("accepted", 100, 0, "accepted"))
+    progress.on_event(_verdict("rejected", 0, 5, "a sampled training segment did not reproduce"))
+    assert out.getvalue().splitlines() == [
+        "abcdef12 round 3: accepted, +100 credits",
+        "abcdef12 round 3: rejected (a sampled training segment did not reproduce), no credits",
+    ]

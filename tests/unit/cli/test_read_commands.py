@@ -15,6 +15,12 @@ def test_stats_json_matches_the_journal(journal: Filled, cli: RunCli) -> None:
     assert out["total_transactions"] == 2
     assert out["committed_transactions"] == 1
     assert out["open_dead_letters"] == 1
+    assert (out["verdicts_accepted"], out["verdicts_rejected"], out["verdicts_pending"]) == (
+        1,
+        0,
+        0,
+    )
+    assert (out["credits_total"], out["verdicts_overdue"]) == (100, 0)
     code, out, _ = cli("--json", "stats", "--errors")
     assert code == 0 and set(out) == {"statistics", "error_analysis"}
 
@@ -29,6 +35,9 @@ def test_status_summary_and_one_transaction(journal: Filled, cli: RunCli) -> Non
     code, out, _ = cli("status", "--json")
     assert code == 0
     assert out["transactions"] == 2 and out["miner_running"] is None and out["active"] == []
+    assert out["credits"] == 100 and out["verdicts"]["accepted"] == 1
+    code, text, _ = cli("status")
+    assert "credits:      100 (1 accepted, 0 rejected, 0 awaiting a verdict)" in text
     code, out, _ = cli("status", journal.committed, "--json")
     assert code == 0
     assert out["state"] == "committed" and all(out["progress"].values())
@@ -52,8 +61,22 @@ def test_transactions_filters(journal: Filled, cli: RunCli) -> None:
     assert code == 0 and {t["transaction_id"] for t in out} == {journal.committed, journal.dead}
     code, out, _ = cli("transactions", "--state", "committed", "--json")
     assert [t["transaction_id"] for t in out] == [journal.committed]
+    verdicts = {t["transaction_id"]: (t["verdict"], t["credits"]) for t in out}
+    assert verdicts == {journal.committed: ("accepted", 100)}
     code, text, _ = cli("transactions")
-    assert text.splitlines()[0].split()[:3] == ["TRANSACTION_ID", "ROUND_ID", "STATE"]
+    head, *rows = text.splitlines()
+    assert head.split() == [
+        "TRANSACTION_ID",
+        "ROUND_ID",
+        "STATE",
+        "AGE_SECONDS",
+        "ATTEMPTS",
+        "VERDICT",
+        "CREDITS",
+        "ERROR_CATEGORY",
+    ]
+    (row,) = [r for r in rows if r.startswith(journal.committed)]
+    assert row.split()[5:7] == ["accepted", "100"]
     code, _, err = cli("transactions", "--state", "bogus")
     assert code == ExitCode.USAGE and "state: accepted pending" in err
     code, _, err = cli("transactions", "--limit", "0")

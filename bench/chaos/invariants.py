@@ -224,6 +224,7 @@ async def check(data_dir: Path, *, extra_dirs: tuple[Path, ...] = ()) -> Finding
     pins = pinned_cids(data_dir)
     findings.pinned = len(pins)
     committed_cids = {r["cid"] for r in committed if r["cid"]}
+    committed_cids |= openings_cids(stored)
     for cid in pins:
         if not any(same_cid(cid, c) for c in committed_cids):
             findings.fail(f"pin {cid}: no committed submission (orphan)")
@@ -377,6 +378,12 @@ def check_miner(
             findings.fail(f"{name}: dead letter {letter} still open for settled round {round_id}")
 
 
+def openings_cids(stored: dict[int, Any]) -> set[str]:
+    """The openings a miner published for its submissions (`completeTask`'s CID, field 5 of
+    `submissionOf`): pinned by the miner after its pivot and meant to stay, like the update."""
+    return {str(sub[5]) for sub in stored.values() if len(sub) > 5 and sub[5]}
+
+
 async def miner_view(chain: Any, address: str) -> MinerView:
     last = int(await chain.view("lastRoundId"))
     stored: dict[int, Any] = {}
@@ -414,6 +421,7 @@ async def check_multi(
 
         check_miner(name, rows, letters, view, pins, cat, findings)
         committed_cids |= {str(r["cid"]) for r in rows if r["state"] == "committed" and r["cid"]}
+        committed_cids |= openings_cids(view.stored)
         stray_gradients(data_dir, rows, findings)
         recount_matches(data_dir, findings)
         journal = Journal(data_dir / JOURNAL_FILE)

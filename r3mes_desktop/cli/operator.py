@@ -1,0 +1,300 @@
+"""`r3mes-operator`: deploy R3mesRounds to any EVM node, run its rounds and validators, and
+write the network file miners and validators join with.
+
+    r3mes-operator deploy --rpc-url URL --key-file KEY --out network.json [--ipfs-api ADDR]
+    r3mes-operator open-round --network network.json --key-file KEY [--round-id N] ...
+    r3mes-operator close-round --network network.json --key-file KEY ROUND
+    r3mes-operator add-validator / remove-validator --network network.json --key-file KEY ADDR
+    r3mes-operator rounds --network network.json
+    r3mes-operator network-file --rpc-url URL --contract 0x... --out network.json
+
+Every transaction is signed once per payload and journaled before it is sent (the nonce
+store under --state-dir), so a re-run after a crash sends the same bytes; opening a round
+whose id exists, or appointing an appointed validator, changes nothing and says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import secrets
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from r3mes_desktop.adapters.chain.client import ChainClient, checked_address
+from r3mes_desktop.adapters.chain.deploy import deploy
+from r3mes_desktop.adapters.mining.presets import PRESETS
+from r3mes_desktop.cli import roles
+from r3mes_desktop.cli.exit_codes import CliError, ExitCode
+from r3mes_desktop.cli.output import Output, format_table
+from r3mes_desktop.core.errors import ValidationError
+from r3mes_desktop.support.network_file import NetworkFile
+
+
+def _int_in(lo: int, hi: int) -> Any:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if not lo <= value <= hi:
+            raise argparse.ArgumentTypeError(f"accepted {lo}..{hi}, got {value}")
+        return value
+
+    return parse
+
+
+def _state_dir(args: argparse.Namespace) -> Path:
+    if args.state_dir is not None:
+        return Path(args.state_dir)
+    from r3mes_desktop.support.config import paths
+
+    return paths().data_dir / "operator"
+
+
+async def cmd_deploy(out: Output, args: argparse.Namespace) -> int:
+    account = roles.load_key(args.key_file)
+    transport = roles.transport_for(args.rpc_url)
+    try:
+        chain_id = await transport.chain_id()
+        if args.chain_id is not None and chain_id != args.chain_id:
+            raise CliError(
+                f"chain_id: {args.rpc_url[0]} is on chain {chain_id}, expected {args.chain_id}",
+                ExitCode.CONFIG,
+            )
+        intent = _state_dir(args) / f"deploy-{chain_id}-{account.address}.json"
+        done = await deploy(transport, account, intent)
+    finally:
+        await transport.close()
+    network = NetworkFile(
+        name=args.name,
+        chain_id=chain_id,
+        rpc_urls=tuple(args.rpc_url),
+        contract_address=done.address,
+        contract_version="r3mes-rounds/2",
+        ipfs_api=args.ipfs_api or "",
+        operator=str(account.address),
+        deployed_block=done.block_number,
+    )
+    network.save(args.out)
+    result = {**network.to_json(), "tx_hash": done.tx_hash, "already_deployed": done.already,
+              "network_file": str(args.out)}  # fmt: skip
+    out.emit(result, lambda r: f"{'already deployed' if r['already_deployed'] else 'deployed'} "
+             f"R3mesRounds at {r['contract_address']} on chain {r['chain_id']}\n"
+             f"network file: {r['network_file']}")  # fmt: skip
+    return ExitCode.OK
+
+
+async def cmd_network_file(out: Output, args: argparse.Namespace) -> int:
+    transport = roles.transport_for(args.rpc_url)
+    try:
+        chain_id = await transport.chain_id()
+        address = checked_address(args.contract, "contract")
+        if not await transport.get_code(address):
+            raise CliError(f"contract: no code at {address} on chain {chain_id}", ExitCode.CONFIG)
+    finally:
+        await transport.close()
+    network = NetworkFile(
+        name=args.name,
+        chain_id=chain_id,
+        rpc_urls=tuple(args.rpc_url),
+        contract_address=address,
+        contract_version="",
+        ipfs_api=args.ipfs_api or "",
+    )
+    network.save(args.out)
+    out.emit(network.to_json(), lambda r: f"network file written: {args.out}")
+    return ExitCode.OK
+
+
+async def _send(chain: ChainClient, fn: str, *call: Any, round_id: int = -1) -> str:
+    signed = await chain.sign_call(fn, *call, round_id=round_id)
+    await chain.broadcast(signed)
+    await chain.wait_receipt(signed.tx_hash, timeout_s=120.0)
+    return signed.tx_hash
+
+
+def _hyperparams(args: argparse.Namespace) -> str:
+    params: dict[str, Any] = {}
+    if args.hyperparams:
+        try:
+            params = json.loads(args.hyperparams)
+        except ValueError as exc:
+            raise CliError(f"hyperparams: not JSON ({exc})", ExitCode.USAGE) from None
+        if not isinstance(params, dict):
+            raise CliError("hyperparams: expected a JSON object", ExitCode.USAGE)
+    params.setdefault("preset", args.preset)
+    text = json.dumps(params, sort_keys=True)
+    if len(text) > 512:
+        raise CliError(f"hyperparams: {len(text)} characters, accepted at most 512", ExitCode.USAGE)
+    return text
+
+
+async def cmd_open_round(out: Output, args: argparse.Namespace) -> int:
+    network = roles.load_network(args.network)
+    account = roles.load_key(args.key_file)
+    hyper = _hyperparams(args)
+    async with roles.connected(network, account, _state_dir(args)) as chain:
+        round_id = args.round_id or await chain.last_round_id() + 1
+        existing = await chain.round_info(round_id)
+        if existing is not None:
+            note = f"round {round_id} already exists (open: {existing.is_open})"
+            out.emit({"round_id": round_id, "opened": False, "is_open": existing.is_open},
+                     lambda r: note)  # fmt: skip
+            return ExitCode.OK
+        seed = args.seed if args.seed is not None else secrets.randbits(64)
+        deadline = 0
+        if args.deadline_in is not None:
+            latest = await chain.latest_block()
+            deadline = int(latest["timestamp"]) + args.deadline_in
+        tx = await _send(
+            chain, "openRound", round_id, seed, args.difficulty, args.steps, hyper,
+            args.base_model, deadline, args.reward, round_id=round_id,
+        )  # fmt: skip
+    result = {"round_id": round_id, "opened": True, "seed": seed, "difficulty": args.difficulty,
+              "steps": args.steps, "hyperparams": hyper, "base_model_id": args.base_model,
+              "deadline": deadline, "reward": args.reward, "tx_hash": tx}  # fmt: skip
+    out.emit(result, lambda r: f"opened round {round_id} (tx {tx})")
+    return ExitCode.OK
+
+
+async def cmd_close_round(out: Output, args: argparse.Namespace) -> int:
+    network = roles.load_network(args.network)
+    account = roles.load_key(args.key_file)
+    async with roles.connected(network, account, _state_dir(args)) as chain:
+        info = await chain.round_info(args.round)
+        if info is None:
+            raise CliError(f"round: no round {args.round}", ExitCode.NOT_FOUND)
+        if not info.is_open:
+            out.emit({"round_id": args.round, "closed": False}, lambda r: "already closed")
+            return ExitCode.OK
+        tx = await _send(chain, "closeRound", args.round, round_id=args.round)
+    out.emit({"round_id": args.round, "closed": True, "tx_hash": tx},
+             lambda r: f"closed round {args.round} (tx {tx})")  # fmt: skip
+    return ExitCode.OK
+
+
+async def cmd_validator(out: Output, args: argparse.Namespace) -> int:
+    network = roles.load_network(args.network)
+    account = roles.load_key(args.key_file)
+    try:
+        who = checked_address(args.address, "address")
+    except ValidationError as exc:
+        raise CliError(exc.message, ExitCode.USAGE) from None
+    want = args.command == "add-validator"
+    async with roles.connected(network, account, _state_dir(args)) as chain:
+        if await chain.is_validator(who) == want:
+            note = f"{who} is already {'a' if want else 'not a'} validator"
+            out.emit({"validator": who, "active": want, "changed": False}, lambda r: note)
+            return ExitCode.OK
+        tx = await _send(chain, "addValidator" if want else "removeValidator", who)
+    note = f"{'appointed' if want else 'removed'} validator {who} (tx {tx})"
+    out.emit({"validator": who, "active": want, "changed": True, "tx_hash": tx}, lambda r: note)
+    return ExitCode.OK
+
+
+async def cmd_rounds(out: Output, args: argparse.Namespace) -> int:
+    network = roles.load_network(args.network)
+    from eth_account import Account
+
+    reader = Account.create()  # reads need no key: a throwaway signer, never funded
+    rows: list[Mapping[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="r3mes-reader-") as state:
+        version, rows = await _open_rows(network, reader, Path(state))
+    columns = ["round_id", "steps", "difficulty", "reward", "submissions", "accepted", "rejected"]
+    out.emit({"network": network.name, "contract_version": version, "open_rounds": rows},
+             lambda r: f"{network.name} ({version}), {len(rows)} open rounds\n"
+             + format_table(rows, columns))  # fmt: skip
+    return ExitCode.OK
+
+
+async def _open_rows(
+    network: NetworkFile, reader: Any, state: Path
+) -> tuple[str, list[Mapping[str, Any]]]:
+    rows: list[Mapping[str, Any]] = []
+    async with roles.connected(network, reader, state) as chain:
+        version = await chain.contract_version()
+        for round_id in await chain.open_round_ids():
+            info = await chain.round_info(round_id)
+            miners = await chain.submitters(round_id)
+            verdicts = [await chain.submission_info(round_id, m) for m in miners]
+            rows.append({
+                "round_id": round_id, "steps": info.steps if info else 0,
+                "difficulty": info.difficulty if info else 0, "reward": info.reward if info else 0,
+                "deadline": info.deadline if info else 0, "submissions": len(miners),
+                "accepted": sum(1 for v in verdicts if v and v.verdict == 1),
+                "rejected": sum(1 for v in verdicts if v and v.verdict == 2),
+            })  # fmt: skip
+    return version, rows
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="r3mes-operator",
+        description="Deploy and run an R3MES network: contract, rounds, validators.",
+        epilog=roles.EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    roles.common_options(parser)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def add(name: str, helptext: str, func: roles.Command, *, key: bool, net: bool) -> Any:
+        p = sub.add_parser(name, help=helptext, description=helptext, allow_abbrev=False)
+        roles.common_options(p)
+        p.set_defaults(func=func)
+        if net:
+            p.add_argument("--network", type=Path, required=True, help="the network file")
+        if key:
+            p.add_argument("--key-file", type=Path, required=True,
+                           help="the operator's hex private key (a mode 0600 file)")  # fmt: skip
+            p.add_argument("--state-dir", type=Path, default=None,
+                           help="where signed transactions are journaled (default: the app "
+                           "data dir's operator/)")  # fmt: skip
+        return p
+
+    p = add("deploy", "deploy R3mesRounds and write the network file", cmd_deploy, key=True,
+            net=False)  # fmt: skip
+    p.add_argument("--rpc-url", action="append", required=True, help="node URL (repeatable)")
+    p.add_argument("--out", type=Path, required=True, help="network file to write")
+    p.add_argument("--name", default="r3mes", help="network name shown to miners")
+    p.add_argument("--ipfs-api", default="", help="IPFS API multiaddr miners upload to")
+    p.add_argument("--chain-id", type=_int_in(1, 2**63), default=None,
+                   help="refuse a node on another chain")  # fmt: skip
+
+    p = add("network-file", "write a network file for a deployed contract", cmd_network_file,
+            key=False, net=False)  # fmt: skip
+    p.add_argument("--rpc-url", action="append", required=True)
+    p.add_argument("--contract", required=True)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--name", default="r3mes")
+    p.add_argument("--ipfs-api", default="")
+
+    p = add("open-round", "open a training round", cmd_open_round, key=True, net=True)
+    p.add_argument("--round-id", type=_int_in(1, 2**64 - 1), default=None,
+                   help="default: highest id + 1 (give it for an exactly-once re-run)")  # fmt: skip
+    p.add_argument("--seed", type=_int_in(0, 2**64 - 1), default=None, help="default: random")
+    p.add_argument("--difficulty", type=_int_in(16, 32), default=16, help="PoW bits, 16..32")
+    p.add_argument("--steps", type=_int_in(1, 1_000_000), default=200,
+                   help="training steps (the validator's share is ~16/steps)")  # fmt: skip
+    p.add_argument("--preset", choices=sorted(PRESETS), default="default")
+    p.add_argument("--hyperparams", default="", help="JSON object of preset overrides")
+    p.add_argument("--base-model", default="r3mes-lm-v1", help="base model id")
+    p.add_argument("--deadline-in", type=_int_in(1, 10**8), default=None,
+                   help="seconds from now after which submissions are refused")  # fmt: skip
+    p.add_argument("--reward", type=_int_in(0, 10**18), default=100,
+                   help="credits per accepted submission")  # fmt: skip
+
+    p = add("close-round", "close a round", cmd_close_round, key=True, net=True)
+    p.add_argument("round", type=_int_in(1, 2**64 - 1))
+    for name, helptext in (("add-validator", "appoint a validator"),
+                           ("remove-validator", "remove a validator")):  # fmt: skip
+        p = add(name, helptext, cmd_validator, key=True, net=True)
+        p.add_argument("address")
+    add("rounds", "open rounds with submissions and verdicts", cmd_rounds, key=False, net=True)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return roles.run_main("r3mes-operator", build_parser(), argv)

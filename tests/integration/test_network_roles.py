@@ -1,0 +1,206 @@
+"""The network's roles as separate processes on anvil + js-ipfs: the operator deploys and
+opens rounds, two miners mine them, a free-rider copies one miner's update, and a validator
+(killed with -9 once, then restarted) posts exactly one verdict per submission; accepted
+work is credited once, the copy earns nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from eth_account import Account
+
+from bench.chaos.peers import ANVIL_KEY0
+from r3mes_desktop.adapters.chain.abi import encode_call
+from r3mes_desktop.adapters.chain.keystore import Keystore
+from r3mes_desktop.adapters.chain.transport import RpcTransport
+from r3mes_desktop.core.pow import pow_digest
+from r3mes_desktop.core.workproof import Reason
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
+FUNDER = ANVIL_KEY0
+PASSWORD = "integration-password"
+
+
+def _cli(module: str, *args: str, env: dict[str, str] | None = None, timeout: float = 180):
+    done = subprocess.run(
+        [sys.executable, "-m", module, "--json", *args],
+        capture_output=True, timeout=timeout, env=env or dict(os.environ), check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, (module, args, done.stdout[-2000:], done.stderr[-3000:])
+    return json.loads(done.stdout.decode().strip().splitlines()[-1])
+
+
+async def _send(url: str, key: str, to: str, *, data: bytes = b"", value: int = 0) -> None:
+    transport = RpcTransport(url)
+    try:
+        account = Account.from_key(key)
+        max_fee, tip = await transport.fee_params()
+        signed = account.sign_transaction({
+            "type": 2, "chainId": await transport.chain_id(),
+            "nonce": await transport.nonce(account.address), "to": to, "data": data,
+            "value": value, "gas": 400_000, "maxFeePerGas": max_fee, "maxPriorityFeePerGas": tip,
+        })  # fmt: skip
+        tx_hash = await transport.send_raw(bytes(signed.raw_transaction))
+        for _ in range(100):
+            receipt = await transport.receipt(tx_hash)
+            if receipt is not None:
+                assert receipt["status"] == 1, receipt
+                return
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"{tx_hash} not mined")
+    finally:
+        await transport.close()
+
+
+def _key_file(path: Path, key: str) -> Path:
+    path.write_text(key + "\n", encoding="utf-8")
+    path.chmod(0o600)
+    return path
+
+
+def _miner_home(root: Path, name: str) -> tuple[Path, str]:
+    home = root / name
+    key = os.urandom(32).hex()
+    address = Keystore(home / "data" / "keys", scrypt_n=2**4).import_hex(key, PASSWORD)
+    (home / "password.txt").write_text(PASSWORD + "\n", encoding="utf-8")
+    return home, address
+
+
+def _miner_env(home: Path, network: dict) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        R3MES_DATA_DIR=str(home / "data"), R3MES_CONFIG_DIR=str(home / "config"),
+        R3MES_LOG_DIR=str(home / "logs"), R3MES_CACHE_DIR=str(home / "cache"),
+        R3MES_CHAIN_RPC_URLS=network["rpc_urls"][0], R3MES_CHAIN_ID=str(network["chain_id"]),
+        R3MES_CONTRACT_ADDRESS=network["contract_address"],
+        R3MES_IPFS_API_ADDRESS=network["ipfs_api"],
+        PYTHON_KEYRING_BACKEND="keyring.backends.null.Keyring", R3MES_NOTIFY_TRAY="false",
+    )  # fmt: skip
+    return env
+
+
+def _solve(gradient_hash: bytes, miner: str, round_id: int, difficulty: int) -> int:
+    target = 1 << (256 - difficulty)
+    nonce = 0
+    while int.from_bytes(pow_digest(gradient_hash, miner, round_id, nonce), "big") >= target:
+        nonce += 1
+    return nonce
+
+
+async def test_operator_miners_free_rider_and_a_killed_validator(anvil, jsipfs, tmp_path) -> None:
+    state = tmp_path / "operator"
+    op_key = _key_file(tmp_path / "operator.key", ANVIL_KEY0)
+    net_file = tmp_path / "network.json"
+    deployed = _cli(
+        "r3mes_desktop.cli.operator", "deploy", "--rpc-url", anvil, "--key-file", str(op_key),
+        "--out", str(net_file), "--ipfs-api", jsipfs, "--name", "it", "--state-dir", str(state),
+    )  # fmt: skip
+    network = json.loads(net_file.read_text())
+    assert network["contract_address"] == deployed["contract_address"]
+    again = _cli(
+        "r3mes_desktop.cli.operator", "deploy", "--rpc-url", anvil, "--key-file", str(op_key),
+        "--out", str(net_file), "--ipfs-api", jsipfs, "--state-dir", str(state),
+    )  # fmt: skip
+    assert again["already_deployed"] and again["contract_address"] == deployed["contract_address"]
+
+    validator = Account.create()
+    rider = Account.create()
+    homes = [_miner_home(tmp_path, f"miner{i}") for i in (1, 2)]
+    for address in [validator.address, rider.address, *(a for _, a in homes)]:
+        await _send(anvil, FUNDER, address, value=10**19)
+    v_key = _key_file(tmp_path / "validator.key", "0x" + bytes(validator.key).hex())
+    op = ["--network", str(net_file), "--key-file", str(op_key), "--state-dir", str(state)]
+    _cli("r3mes_desktop.cli.operator", "add-validator", *op, validator.address)
+    assert not _cli("r3mes_desktop.cli.operator", "add-validator", *op, validator.address)[
+        "changed"
+    ]
+    for round_id in (1, 2):
+        opened = _cli(
+            "r3mes_desktop.cli.operator", "open-round", *op, "--round-id", str(round_id),
+            "--steps", "8", "--preset", "tiny", "--difficulty", "16", "--reward", "40",
+        )  # fmt: skip
+        assert opened["opened"]
+    assert not _cli("r3mes_desktop.cli.operator", "open-round", *op, "--round-id", "1")["opened"]
+
+    miners = []
+    for home, _ in homes:
+        out = (home / "out.log").open("wb")
+        miners.append(subprocess.Popen(  # noqa: ASYNC220 - starts it, never blocks on it
+            [sys.executable, "-m", "r3mes_desktop.cli", "-q", "run", "--rounds", "2",
+             "--password-file", str(home / "password.txt")],
+            env=_miner_env(home, network), stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        ))  # fmt: skip
+        out.close()
+    for proc, (home, _) in zip(miners, homes, strict=True):
+        assert proc.wait(timeout=400) == 0, (home / "out.log").read_text()[-3000:]
+
+    # The free-rider copies miner 1's round-2 update (CID and hash) with its own proof of work.
+    transport = RpcTransport(anvil)
+    contract = network["contract_address"]
+    try:
+        from r3mes_desktop.adapters.chain.abi import decode_output
+
+        raw = await transport.call({"to": contract, "data": encode_call(
+            "submissionOf", 2, homes[0][1])})  # fmt: skip
+        cid, ghash = decode_output("submissionOf", raw)[:2]
+    finally:
+        await transport.close()
+    nonce = _solve(bytes(ghash), rider.address, 2, 16)
+    await _send(anvil, "0x" + bytes(rider.key).hex(), contract,
+                data=encode_call("submitGradient", 2, cid, bytes(ghash), nonce))  # fmt: skip
+
+    v_dir = tmp_path / "validator"
+    v_args = ["run", "--network", str(net_file), "--key-file", str(v_key),
+              "--data-dir", str(v_dir), "--window-s", "1", "--poll-s", "0.5"]  # fmt: skip
+    killed = subprocess.Popen(  # noqa: ASYNC220 - starts it, never blocks on it
+        [sys.executable, "-m", "r3mes_desktop.cli.validator", *v_args],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    journal = v_dir / "validator.sqlite"
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:  # kill -9 once a verdict is journaled
+        if journal.exists():
+            with sqlite3.connect(journal) as db:
+                if db.execute("SELECT count(*) FROM verdicts").fetchone()[0] >= 1:
+                    break
+        await asyncio.sleep(0.05)
+    os.killpg(killed.pid, signal.SIGKILL)
+    killed.wait(timeout=30)
+    await _send(anvil, FUNDER, validator.address, value=1)  # chain time moves on (window)
+    final = _cli("r3mes_desktop.cli.validator", *v_args, "--passes", "3", timeout=400)
+    assert final["errors"] == []
+
+    transport = RpcTransport(anvil)
+    try:
+        from r3mes_desktop.adapters.chain.abi import decode_output
+
+        async def view(name, *args):
+            return decode_output(name, await transport.call(
+                {"to": contract, "data": encode_call(name, *args)}))  # fmt: skip
+
+        for round_id in (1, 2):
+            subs = {a: await view("submissionOf", round_id, a) for _, a in homes}
+            assert all(s[6] == 1 and s[7] == 0 for s in subs.values()), subs  # accepted
+            assert len({s[1] for s in subs.values()}) == 2  # two miners, two updates
+        copied = await view("submissionOf", 2, rider.address)
+        assert (copied[6], copied[7]) == (2, int(Reason.NOT_BOUND))
+        assert await view("credits", rider.address) == 0
+        for _, address in homes:
+            assert await view("credits", address) == 2 * 40  # each accepted round once
+        assert sum([await view("verdictCount", r) for r in (1, 2)]) == 5
+        # Exactly once: the validator's account sent one transaction per verdict, no more.
+        assert await transport.nonce(validator.address) == 5
+    finally:
+        await transport.close()
+    status = _cli("r3mes_desktop.cli.validator", "status", "--data-dir", str(v_dir))
+    assert sorted(r["state"] for r in status["verdicts"]) == ["posted"] * 5

@@ -28,6 +28,7 @@ from r3mes_desktop.core.events import (
     StatsChanged,
     StepProgress,
     TransactionStateChanged,
+    VerdictRecorded,
 )
 from r3mes_desktop.gui.qt import QtCore, Signal, Slot
 
@@ -55,6 +56,7 @@ class EventBridge(QtCore.QObject):
     notice = Signal(object)  # Notice
     stats_changed = Signal(object)  # StatsChanged
     miner_state_changed = Signal(object)  # MinerStateChanged
+    verdict_recorded = Signal(object)  # VerdictRecorded
 
     _incoming = Signal(object)
 
@@ -70,6 +72,7 @@ class EventBridge(QtCore.QObject):
             Notice: self.notice,
             StatsChanged: self.stats_changed,
             MinerStateChanged: self.miner_state_changed,
+            VerdictRecorded: self.verdict_recorded,
         }
         self._incoming.connect(self._dispatch, QtCore.Qt.ConnectionType.QueuedConnection)
         self._unsubscribe: Callable[[], None] | None = bus.subscribe(self._on_core_event)

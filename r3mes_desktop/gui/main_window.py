@@ -318,6 +318,9 @@ class MainWindow(QtWidgets.QMainWindow):
         b.breaker_changed.connect(self.breakers_model.apply_event)
         b.breaker_changed.connect(self.status.on_breaker)
         b.stats_changed.connect(self._on_stats)
+        b.verdict_recorded.connect(self.tx_model.apply_event)
+        b.verdict_recorded.connect(self.chart_data.add_event)
+        b.verdict_recorded.connect(self.status.on_verdict)
         b.miner_state_changed.connect(self._on_miner_state)
 
     def _on_stats(self, event: StatsChanged) -> None:

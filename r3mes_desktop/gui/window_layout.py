@@ -67,7 +67,7 @@ def build_central(window: MainWindow) -> None:
     window.tx_view.verticalHeader().setDefaultSectionSize(22)
     header = window.tx_view.horizontalHeader()
     header.setStretchLastSection(True)
-    for col, width in enumerate((78, 50, 330, 90, 70, 72, 95)):
+    for col, width in enumerate((78, 50, 300, 100, 90, 64, 72, 95)):
         window.tx_view.setColumnWidth(col, width)
     window.tx_view.selectionModel().currentRowChanged.connect(window._selection_changed)
 

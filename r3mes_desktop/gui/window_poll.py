@@ -2,8 +2,10 @@
 
 Events move the table as the saga moves; the poll (every `poll_ms`, and after commands and
 terminal states) brings in what events cannot: the journal's records and history, the
-statistics, breaker snapshots, dead letters, checkpoints to resume, and the services' facts
-for the status bar. One poll at a time: a tick that finds one running is skipped.
+statistics, the credits series (when verdicts came that no event brought: at start, or
+before the window listened), breaker snapshots, dead letters, checkpoints to resume, and
+the services' facts for the status bar. One poll at a time: a tick that finds one running
+is skipped.
 """
 
 from __future__ import annotations
@@ -40,7 +42,12 @@ class Poller:
         rt = w.runtime
         try:
             w.tx_model.replace_from_snapshot(await rt.coordinator.list_transactions())
-            w.chart_data.add_stats(await rt.coordinator.statistics(window_s=600))
+            stats = await rt.coordinator.statistics(window_s=600)
+            w.chart_data.add_stats(stats)
+            w.status.set_earnings(stats)
+            if w.chart_data.needs_credits(stats):  # verdicts the live events did not bring
+                series = await rt.coordinator.credits_series()
+                w.chart_data.set_credits(series, verdicts=w.chart_data.verdicts_in(stats))
             w.breakers_model.apply_snapshots(rt.breakers.snapshot().values())
             w.dead_model.set_letters(await rt.coordinator.dead_letters())
             running = set(rt.miner.in_flight)

@@ -22,6 +22,7 @@ from r3mes_desktop.core.events import (
     RetryScheduled,
     StepProgress,
     TransactionStateChanged,
+    VerdictRecorded,
 )
 from r3mes_desktop.core.miner import MinerState
 from r3mes_desktop.core.records import CleanupReport, DeadLetter, TransactionStatus
@@ -32,6 +33,8 @@ if TYPE_CHECKING:
     from r3mes_desktop.adapters.chain.keystore import Keystore
     from r3mes_desktop.adapters.faults import FaultInjector
     from r3mes_desktop.support.config.settings import Settings
+
+VALIDATOR = "0x" + "cd" * 20
 
 FLOW = (
     TxState.PENDING,
@@ -58,6 +61,10 @@ class FakeTx:
     error_message: str | None = None
     finished_at: float | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
+    verdict: str | None = None  # "accepted" | "rejected" once a validator said so
+    verdict_reason_text: str | None = None
+    credits: int | None = None
+    verdict_at: float | None = None
 
     def status(self, now: float) -> TransactionStatus:
         end = self.finished_at if self.finished_at is not None else now
@@ -73,6 +80,11 @@ class FakeTx:
             next_retry_at=None,
             error_category=self.error_category,
             history=list(self.history),
+            verdict=self.verdict or ("awaiting" if self.state is TxState.COMMITTED else None),
+            verdict_reason_text=self.verdict_reason_text,
+            credits=self.credits,
+            verdict_validator=VALIDATOR if self.verdict else None,
+            verdict_at=self.verdict_at,
         )
 
 
@@ -164,6 +176,34 @@ class FakeCoordinator:
             )
         )
 
+    def post_verdict(
+        self,
+        tx_id: str,
+        *,
+        accepted: bool,
+        credits: int = 100,
+        reason_text: str = "a sampled training segment did not reproduce",
+    ) -> None:
+        """What the coordinator's verdict watcher does: journal, then publish."""
+        tx = self.txs[tx_id]
+        tx.verdict = "accepted" if accepted else "rejected"
+        tx.credits = credits if accepted else 0
+        tx.verdict_reason_text = "accepted" if accepted else reason_text
+        tx.verdict_at = time.time()
+        self.bus.publish(
+            VerdictRecorded(
+                transaction_id=tx_id,
+                round_id=tx.round_id,
+                verdict=tx.verdict,
+                reason=0 if accepted else 5,
+                reason_text=tx.verdict_reason_text,
+                credits=tx.credits,
+                block_number=120,
+                validator=VALIDATOR,
+                ts=tx.verdict_at,
+            )
+        )
+
     def commit(self, round_id: int = 1) -> str:
         tx_id = self.new_tx(round_id)
         for state in FLOW[1:]:
@@ -196,6 +236,7 @@ class FakeCoordinator:
 
     async def statistics(self, *, window_s: float = 3600) -> dict[str, Any]:
         states = [tx.state for tx in self.txs.values()]
+        verdicts = [tx.verdict for tx in self.txs.values() if tx.verdict]
         breakdown: dict[str, int] = {}
         for tx in self.txs.values():
             if tx.error_category:
@@ -208,7 +249,24 @@ class FakeCoordinator:
             "rolled_back_transactions": states.count(TxState.ROLLED_BACK),
             "transactions_per_minute": float(states.count(TxState.COMMITTED)),
             "error_breakdown": breakdown,
+            "verdicts_accepted": verdicts.count("accepted"),
+            "verdicts_rejected": verdicts.count("rejected"),
+            "verdicts_pending": states.count(TxState.COMMITTED) - len(verdicts),
+            "verdicts_overdue": 0,
+            "credits_total": sum(tx.credits or 0 for tx in self.txs.values()),
         }
+
+    async def credits_series(self, *, limit: int = 500) -> list[tuple[float, int]]:
+        done = sorted(
+            (tx.verdict_at, tx.credits or 0)
+            for tx in self.txs.values()
+            if tx.verdict_at is not None
+        )
+        series, total = [], 0
+        for at, credits in done:
+            total += credits
+            series.append((at, total))
+        return series[-limit:]
 
     async def cleanup_stale(self) -> CleanupReport:
         self.calls.append(("cleanup_stale", None))

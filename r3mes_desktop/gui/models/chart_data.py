@@ -11,7 +11,7 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from r3mes_desktop.core.events import Event, StepProgress, TransactionStateChanged
+from r3mes_desktop.core.events import Event, StepProgress, TransactionStateChanged, VerdictRecorded
 from r3mes_desktop.core.txstate import TxState
 
 THROUGHPUT_WINDOW_S = 120.0
@@ -20,7 +20,7 @@ CATEGORIES = ("network", "authentication", "resource", "validation", "permanent"
 # Tick labels short enough for a third of the window (the full names are in the tooltip).
 CATEGORY_LABELS = ("network", "auth", "resource", "invalid", "perm.", "unknown")
 CATEGORY_COLOURS = ("#1565c0", "#6a1b9a", "#ef6c00", "#c62828", "#4e342e", "#757575")
-PARTS = ("errors", "rates", "throughput", "loss", "hash", "summary")
+PARTS = ("errors", "rates", "throughput", "loss", "hash", "credits", "summary")
 
 
 class ChartData:
@@ -39,6 +39,11 @@ class ChartData:
         self.committed = 0
         self.commit_times: deque[float] = deque(maxlen=10_000)
         self.last_stats: dict[str, Any] = {}
+        # Credits over time: (unix time a verdict was read, total credits by then), from the
+        # journal (`set_credits`) and extended live by each verdict event.
+        self.credits: deque[tuple[float, float]] = deque(maxlen=points)
+        self.credits_total = 0
+        self.verdicts_seen: int | None = None  # final verdicts `credits` reflects (None: unread)
         self.dirty = False
         # What changed since the plots last drew it: each plot redraws only its own part.
         self.versions: dict[str, int] = dict.fromkeys(PARTS, 0)
@@ -48,10 +53,21 @@ class ChartData:
             self.versions[part] += 1
         self.dirty = True
 
+    def now(self) -> float:
+        """Wall-clock time (the credits series is on the wall clock, not since t0)."""
+        return self._clock()
+
     def _t(self, ts: float | None = None) -> float:
         return (ts if ts is not None else self._clock()) - self.t0
 
     def add_event(self, event: Event) -> None:
+        if isinstance(event, VerdictRecorded):
+            self.credits_total += event.credits
+            self.credits.append((event.ts, float(self.credits_total)))
+            if self.verdicts_seen is not None:
+                self.verdicts_seen += 1
+            self._changed("credits")
+            return
         if isinstance(event, TransactionStateChanged):
             if event.new_state == TxState.COMMITTED:
                 self.commit_times.append(event.ts)
@@ -99,6 +115,28 @@ class ChartData:
         self.rates["rollback"].append((t, rate("rollback_rate", rolled)))
         self.throughput.append((t, self.recent_throughput(ts)))
         self._changed("rates", "throughput")
+        if "credits_total" in stats:
+            self.credits_total = int(stats.get("credits_total") or 0)
+
+    @staticmethod
+    def verdicts_in(stats: Mapping[str, Any]) -> int:
+        return int(stats.get("verdicts_accepted") or 0) + int(stats.get("verdicts_rejected") or 0)
+
+    def needs_credits(self, stats: Mapping[str, Any]) -> bool:
+        """Whether the journal holds verdicts the credits series has not seen (read it
+        again then: at start, and after a verdict the events did not bring)."""
+        return self.verdicts_seen != self.verdicts_in(stats)
+
+    def set_credits(self, series: list[tuple[float, int]], *, verdicts: int) -> None:
+        """The journal's credits series (`Coordinator.credits_series`), replacing ours."""
+        points = [(float(at), float(total)) for at, total in series]
+        if points != list(self.credits):
+            self.credits.clear()
+            self.credits.extend(points)
+            self._changed("credits")
+        if points:
+            self.credits_total = int(points[-1][1])
+        self.verdicts_seen = verdicts
 
     def recent_throughput(self, ts: float | None = None) -> float:
         """Commits per minute over the last two minutes (or since the window opened).

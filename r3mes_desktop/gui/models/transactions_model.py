@@ -22,6 +22,7 @@ from r3mes_desktop.core.events import (
     RetryScheduled,
     StepProgress,
     TransactionStateChanged,
+    VerdictRecorded,
 )
 from r3mes_desktop.core.txstate import STEPS, TERMINAL, TxState
 from r3mes_desktop.gui.models.list_model import ListTableModel
@@ -29,6 +30,7 @@ from r3mes_desktop.gui.models.tx_rows import (
     PROGRESS_STEP,
     STATE_COLOURS,
     TERMINAL_STATES,
+    VERDICT_COLOURS,
     TxRow,
     describe_event,
     row_from_status,
@@ -45,8 +47,28 @@ __all__ = ["STATE_FILTERS", "TERMINAL_STATES", "TransactionsFilter", "Transactio
 
 
 class TransactionsModel(ListTableModel):
-    COLUMNS = ("ID", "Round", "State", "Age", "Attempts", "Next retry", "Failed step", "Error")
-    COL_ID, COL_ROUND, COL_STATE, COL_AGE, COL_ATTEMPTS, COL_RETRY, COL_FAILED, COL_ERROR = range(8)
+    COLUMNS = (
+        "ID",
+        "Round",
+        "State",
+        "Verdict",
+        "Age",
+        "Attempts",
+        "Next retry",
+        "Failed step",
+        "Error",
+    )
+    (
+        COL_ID,
+        COL_ROUND,
+        COL_STATE,
+        COL_VERDICT,
+        COL_AGE,
+        COL_ATTEMPTS,
+        COL_RETRY,
+        COL_FAILED,
+        COL_ERROR,
+    ) = range(9)
     SORT_ROLE = Qt.ItemDataRole.UserRole + 1
     STATE_ROLE = Qt.ItemDataRole.UserRole + 2
     ID_ROLE = Qt.ItemDataRole.UserRole + 3
@@ -103,8 +125,14 @@ class TransactionsModel(ListTableModel):
                 return row.transaction_id
             if col == self.COL_STATE:
                 return row.state_text()
-        if role == self._FOREGROUND and col == self.COL_STATE:
-            colour = STATE_COLOURS.get(row.state)
+            if col == self.COL_VERDICT:
+                return verdict_tooltip(row)
+        if role == self._FOREGROUND and col in (self.COL_STATE, self.COL_VERDICT):
+            colour = (
+                STATE_COLOURS.get(row.state)
+                if col == self.COL_STATE
+                else VERDICT_COLOURS.get(row.verdict or "")
+            )
             return QtGui.QBrush(QtGui.QColor(colour)) if colour else None
         return None
 
@@ -116,6 +144,8 @@ class TransactionsModel(ListTableModel):
             return "" if row.round_id is None else str(row.round_id)
         if col == self.COL_STATE:
             return row.state_text()
+        if col == self.COL_VERDICT:
+            return row.verdict_text()
         if col == self.COL_AGE:
             return row.age_text(now)
         if col == self.COL_ATTEMPTS:
@@ -207,6 +237,8 @@ class TransactionsModel(ListTableModel):
                 row.next_retry_at = None
                 if row.created_at is not None:
                     row.duration_s = max(0.0, event.ts - row.created_at)
+            if new is TxState.COMMITTED and row.verdict is None:
+                row.verdict = "awaiting"  # until the validators' verdict is read
             row.history.append(stamp(event) + describe_event(event))
             self._changed(row.transaction_id)
         elif isinstance(event, StepProgress):
@@ -223,6 +255,14 @@ class TransactionsModel(ListTableModel):
             self._changed(row.transaction_id)
         elif isinstance(event, CompensationDone | CompensationFailed):
             row = self._ensure(event.transaction_id)
+            row.history.append(stamp(event) + describe_event(event))
+            self._changed(row.transaction_id)
+        elif isinstance(event, VerdictRecorded):
+            row = self._ensure(event.transaction_id, round_id=event.round_id)
+            row.verdict = event.verdict
+            row.credits = event.credits
+            row.verdict_reason = event.reason_text
+            row.verdict_validator = event.validator
             row.history.append(stamp(event) + describe_event(event))
             self._changed(row.transaction_id)
 
@@ -249,6 +289,11 @@ class TransactionsModel(ListTableModel):
                 fresh.created_at = existing.created_at
             if fresh.duration_s is None:
                 fresh.duration_s = existing.duration_s
+            if existing.verdict in FINAL_VERDICTS and fresh.verdict not in FINAL_VERDICTS:
+                # a verdict is final: a poll read before it was journaled must not undo it
+                fresh.verdict, fresh.credits = existing.verdict, existing.credits
+                fresh.verdict_reason = existing.verdict_reason
+                fresh.verdict_validator = existing.verdict_validator
             if shown_fields(fresh) == shown_fields(existing):
                 continue  # nothing visible changed: no signal, no re-sort
             self._rows[self._index[fresh.transaction_id]] = fresh
@@ -264,6 +309,21 @@ class TransactionsModel(ListTableModel):
         """
         if self._rows:
             self.ticked.emit()
+
+
+FINAL_VERDICTS = frozenset({"accepted", "rejected"})
+
+
+def verdict_tooltip(row: TxRow) -> str | None:
+    """Why a verdict is what it is: the reason and who gave it; what "overdue" means."""
+    if row.verdict in ("accepted", "rejected"):
+        who = f"\nvalidator {row.verdict_validator}" if row.verdict_validator else ""
+        return f"{row.verdict}: {row.verdict_reason or ''}{who}"
+    if row.verdict == "overdue":
+        return "submitted, but no validator's verdict within the overdue block count"
+    if row.verdict == "awaiting":
+        return "submitted; waiting for a validator's verdict"
+    return None
 
 
 STATE_FILTERS: dict[str, frozenset[TxState] | None] = {

@@ -17,6 +17,7 @@ from r3mes_desktop.core.events import (
     Event,
     RetryScheduled,
     TransactionStateChanged,
+    VerdictRecorded,
 )
 from r3mes_desktop.core.txstate import STEPS, TERMINAL, TxState
 from r3mes_desktop.support.alerts import undo_text
@@ -43,6 +44,13 @@ PROGRESS_STEP = {
     "blockchain_submit": TxState.BLOCKCHAIN_SUBMIT,
     "task": TxState.TASK_COMPLETE,
     "task_complete": TxState.TASK_COMPLETE,
+}
+
+VERDICT_COLOURS = {
+    "accepted": "#2e7d32",
+    "rejected": "#c62828",
+    "overdue": "#b26a00",
+    "awaiting": "#757575",
 }
 
 STATE_COLOURS = {
@@ -89,6 +97,11 @@ class TxRow:
     error_message: str | None = None
     progress: dict[TxState, float] = field(default_factory=dict)
     history: list[str] = field(default_factory=list)
+    # what the validators said (TransactionStatus.verdict): None until committed
+    verdict: str | None = None  # "accepted" | "rejected" | "awaiting" | "overdue"
+    verdict_reason: str | None = None  # the reason's text
+    credits: int | None = None
+    verdict_validator: str | None = None
 
     @property
     def short_id(self) -> str:
@@ -112,6 +125,12 @@ class TxRow:
             else:
                 parts.append(f"{label} {int(frac * 100)}%")
         return " · ".join(parts)
+
+    def verdict_text(self) -> str:
+        """e.g. "accepted +100", "rejected", "awaiting", "overdue"; "" before the commit."""
+        if self.verdict == "accepted":
+            return f"accepted +{self.credits or 0}"
+        return self.verdict or ""
 
     def state_text(self) -> str:
         if self.state in TERMINAL:
@@ -139,6 +158,10 @@ def row_from_status(status: TransactionStatus) -> TxRow:
         failed_step=status.failed_step,
         error_category=status.error_category,
         error_message=status.error_message,
+        verdict=status.verdict,
+        verdict_reason=status.verdict_reason_text,
+        credits=status.credits,
+        verdict_validator=status.verdict_validator,
     )
     for step, done in status.progress.items():
         if done:  # the journal says which steps are done, not how far the others are
@@ -158,6 +181,8 @@ def describe_history_item(item: Mapping[str, Any]) -> str:
         if item.get("message"):
             text += f" ({item['message']})"
         return prefix + text
+    if kind == "verdict":
+        return f"{prefix}verdict {item.get('message', '')}".rstrip()
     if kind == "retry":
         return prefix + (
             f"retry {item.get('step', '')} #{item.get('attempt', '?')} in "
@@ -184,6 +209,10 @@ def describe_event(event: Event) -> str:
         return f"compensated: {undo_text(event.action, event.target)}"
     if isinstance(event, CompensationFailed):
         return f"compensation failed: {undo_text(event.action, event.target)} ({event.message})"
+    if isinstance(event, VerdictRecorded):
+        if event.verdict == "accepted":
+            return f"verdict accepted: +{event.credits} credits"
+        return f"verdict rejected: {event.reason_text}"
     return event.kind
 
 
@@ -200,6 +229,9 @@ def shown_fields(row: TxRow) -> tuple[Any, ...]:
         tuple(sorted(row.progress.items())),
         row.created_at,
         row.duration_s,
+        row.verdict,
+        row.verdict_reason,
+        row.credits,
     )
 
 

@@ -1,4 +1,5 @@
-"""Charts (pyqtgraph): errors by category, outcome rates, throughput, loss, PoW hash rate.
+"""Charts (pyqtgraph): errors by category, outcome rates, throughput, credits earned over
+time, loss, PoW hash rate, and the totals beside them.
 
 Events and statistics only update `ChartData` (a version per plot); a named timer redraws
 when something changed, never once per event. A full redraw of five plots is one long
@@ -32,6 +33,7 @@ from r3mes_desktop.gui.models.chart_data import (
 from r3mes_desktop.gui.qt import QtCore, QtWidgets
 
 X_MIN_STEP_S = 10.0  # time axes move in steps of at least 10 s (a quarter of the span later)
+CREDITS_MIN_STEP_S = 60.0  # the credits' wall-clock axis: minutes, at least
 
 
 def _xy(points: deque[tuple[float, float]]) -> tuple[list[float], list[float]]:
@@ -103,19 +105,24 @@ class ChartsPanel(QtWidgets.QWidget):
         self._loss_curve = self.loss_plot.plot(pen=pg.mkPen("#6a1b9a", width=2))
         self.hash_plot = self._plot("PoW hash rate", "MH/s")
         self._hash_curve = self.hash_plot.plot(pen=pg.mkPen("#00838f", width=2))
+        # Wall-clock axis: the series comes from the journal, so it starts before the window
+        self.credits_plot = self._plot("Credits earned", "credits", axis=pg.DateAxisItem())
+        self._credits_curve = self.credits_plot.plot(
+            pen=pg.mkPen("#2e7d32", width=2), stepMode="left"
+        )
 
         self.summary = self._summary_label()
-        grid.addWidget(self.summary, 1, 2)
-        for pos, plot in enumerate(
-            (
-                self.errors_plot,
-                self.rates_plot,
-                self.throughput_plot,
-                self.loss_plot,
-                self.hash_plot,
-            )
+        # Four columns; the error bars keep two, so their six category labels still fit
+        # side by side at 1280 pixels.
+        grid.addWidget(self.errors_plot, 0, 0, 1, 2)
+        grid.addWidget(self.rates_plot, 0, 2)
+        grid.addWidget(self.throughput_plot, 0, 3)
+        for col, widget in enumerate(
+            (self.credits_plot, self.loss_plot, self.hash_plot, self.summary)
         ):
-            grid.addWidget(plot, pos // 3, pos % 3)
+            grid.addWidget(widget, 1, col)
+        for col in range(4):
+            grid.setColumnStretch(col, 1)
 
         self.redraw_timer = QtCore.QTimer(self)
         self.redraw_timer.setObjectName("charts-redraw")
@@ -158,8 +165,8 @@ class ChartsPanel(QtWidgets.QWidget):
         plot.setMouseEnabled(x=False, y=False)
         return plot, bars
 
-    def _plot(self, title: str, unit: str) -> pg.PlotWidget:
-        plot = pg.PlotWidget()
+    def _plot(self, title: str, unit: str, *, axis: pg.AxisItem | None = None) -> pg.PlotWidget:
+        plot = pg.PlotWidget() if axis is None else pg.PlotWidget(axisItems={"bottom": axis})
         plot.setTitle(title, size="9pt")
         plot.setLabel("left", unit)
         plot.setMinimumSize(180, 120)
@@ -227,9 +234,15 @@ class ChartsPanel(QtWidgets.QWidget):
             plot.setYRange(*lo_hi, padding=0)
 
     def _time_series(
-        self, plot: pg.PlotWidget, xs: list[float], ys: list[float], *, from_zero: bool
+        self,
+        plot: pg.PlotWidget,
+        xs: list[float],
+        ys: list[float],
+        *,
+        from_zero: bool,
+        x_min_step: float = X_MIN_STEP_S,
     ) -> None:
-        self._set_range(plot, "x", coarse_range(xs, min_step=X_MIN_STEP_S))
+        self._set_range(plot, "x", coarse_range(xs, min_step=x_min_step))
         peak = max((abs(y) for y in ys), default=0.0)
         if not peak:  # no point yet, or only zeros: 0..1, not ticks (0.0008) that overrun
             self._set_range(plot, "y", (0.0, 1.0))
@@ -257,6 +270,20 @@ class ChartsPanel(QtWidgets.QWidget):
             xs, ys = _xy(data.loss)
             self._loss_curve.setData(xs, ys)
             self._time_series(self.loss_plot, xs, ys, from_zero=False)
+        elif part == "credits":
+            xs, ys = _xy(data.credits)
+            now = data.now()
+            if xs:  # the total holds until now
+                xs, ys = [*xs, max(now, xs[-1])], [*ys, ys[-1]]
+            self._credits_curve.setData(xs, ys)
+            self._time_series(
+                self.credits_plot,
+                xs or [now - CREDITS_MIN_STEP_S, now],
+                ys,
+                from_zero=True,
+                x_min_step=CREDITS_MIN_STEP_S,
+            )
+            self.credits_plot.setTitle(f"Credits earned: {data.credits_total:,}", size="9pt")
         elif part == "hash":
             xs, ys = _xy(data.hash_rate)
             ys = [y / 1e6 for y in ys]  # fits the fixed-width axis

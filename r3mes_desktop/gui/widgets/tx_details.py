@@ -53,6 +53,7 @@ class TransactionDetails(QtWidgets.QTextBrowser):
             ),
             ("Attempts", str(row.attempts)),
         ]
+        fields.extend(verdict_fields(row))
         if row.failed_step:
             fields.append(("Failed step", state_label(row.failed_step)))
         if row.error_category:
@@ -96,3 +97,25 @@ class TransactionDetails(QtWidgets.QTextBrowser):
 
     def text(self) -> str:
         return self.toPlainText()
+
+
+VERDICT_WORDS = {
+    "accepted": "Accepted",
+    "rejected": "Rejected",
+    "awaiting": "Awaiting a validator's verdict",
+    "overdue": "Overdue: no validator's verdict yet",
+}
+
+
+def verdict_fields(row: TxRow) -> list[tuple[str, str]]:
+    """What the validators said of a committed transaction, and what it earned."""
+    if row.verdict is None:
+        return []
+    fields = [("Verdict", VERDICT_WORDS.get(row.verdict, row.verdict))]
+    if row.verdict == "rejected" and row.verdict_reason:
+        fields.append(("Reason", row.verdict_reason))
+    if row.verdict in ("accepted", "rejected"):
+        fields.append(("Credits", str(row.credits or 0)))
+        if row.verdict_validator:
+            fields.append(("Validator", row.verdict_validator))
+    return fields

@@ -72,3 +72,46 @@ def test_timers_firing_after_shutdown_start_no_core_work(window: MainWindow, qtb
     window.refresh()
     assert window.tasks.running == 0
     assert window.charts is None
+
+
+def test_a_verdict_shows_in_the_table_details_charts_and_status_bar(
+    window: MainWindow, qtbot: Any
+) -> None:
+    coord = window.runtime.coordinator
+    tx_id = coord.commit(round_id=3)
+    qtbot.waitUntil(lambda: _verdict_text(window, tx_id) == "awaiting", timeout=3000)
+    window.tx_view.selectRow(0)
+
+    coord.post_verdict(tx_id, accepted=True, credits=250)
+
+    qtbot.waitUntil(lambda: _verdict_text(window, tx_id) == "accepted +250", timeout=3000)
+    assert window.chart_data.credits_total == 250
+    qtbot.waitUntil(lambda: window.status.credits.text() == "Credits: 250", timeout=3000)
+    qtbot.waitUntil(lambda: "Credits\n250" in window.details.text(), timeout=3000)
+
+
+def test_verdicts_journaled_before_the_window_opened_fill_the_credits_chart(
+    qtbot: Any, qloop: Any, tmp_path: Path
+) -> None:
+    runtime = FakeRuntime(tmp_path)
+    coord = runtime.coordinator
+    for round_id, accepted in ((1, True), (2, False), (3, True)):
+        coord.post_verdict(coord.commit(round_id=round_id), accepted=accepted, credits=100)
+    win = MainWindow(runtime, tray_available=False, poll_ms=200)
+    qtbot.addWidget(win)
+    win.show()
+
+    qtbot.waitUntil(lambda: win.chart_data.verdicts_seen == 3, timeout=3000)
+
+    assert [total for _, total in win.chart_data.credits] == [100.0, 100.0, 200.0]
+    assert win.status.credits.text() == "Credits: 200"
+    texts = {_verdict_text(win, tx) for tx in coord.txs}
+    assert texts == {"accepted +100", "rejected"}
+
+
+def _verdict_text(window: MainWindow, tx_id: str) -> str | None:
+    proxy = window.tx_proxy
+    for r in range(proxy.rowCount()):
+        if proxy.index(r, 0).data(TransactionsModel.ID_ROLE) == tx_id:
+            return str(proxy.index(r, TransactionsModel.COL_VERDICT).data())
+    return None

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import secrets
+import sys
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -237,7 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=roles.EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    roles.common_options(parser)
+    roles.common_options(parser, sub=False)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     def add(name: str, helptext: str, func: roles.Command, *, key: bool, net: bool) -> Any:
@@ -298,3 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     return roles.run_main("r3mes-operator", build_parser(), argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

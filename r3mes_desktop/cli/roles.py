@@ -38,9 +38,17 @@ EPILOG = """exit codes:
   4 auth (key file), 5 service unreachable, 8 check failed, 130 interrupted"""
 
 
-def common_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--json", action="store_true", help="machine-readable output on stdout")
-    p.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
+def common_options(p: argparse.ArgumentParser, *, sub: bool = True) -> None:
+    """--json/-v before or after the command: a subcommand's copy must not reset the
+    top-level value (argparse applies sub-parser defaults last)."""
+    json_default: Any = argparse.SUPPRESS if sub else False
+    verbose_default: Any = argparse.SUPPRESS if sub else 0
+    p.add_argument(
+        "--json", action="store_true", default=json_default, help="machine-readable output"
+    )
+    p.add_argument(
+        "-v", "--verbose", action="count", default=verbose_default, help="more log output"
+    )
 
 
 def load_key(path: Path) -> LocalAccount:

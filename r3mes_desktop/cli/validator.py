@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import signal
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -137,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=roles.EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    roles.common_options(parser)
+    roles.common_options(parser, sub=False)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     p = sub.add_parser("run", help="validate until stopped (or --passes)", allow_abbrev=False)
     roles.common_options(p)
@@ -160,3 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     return roles.run_main("r3mes-validator", build_parser(), argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

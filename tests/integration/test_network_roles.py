@@ -36,7 +36,7 @@ def _cli(module: str, *args: str, env: dict[str, str] | None = None, timeout: fl
         capture_output=True, timeout=timeout, env=env or dict(os.environ), check=False,
     )  # fmt: skip
     assert done.returncode == 0, (module, args, done.stdout[-2000:], done.stderr[-3000:])
-    return json.loads(done.stdout.decode().strip().splitlines()[-1])
+    return json.loads(done.stdout.decode())
 
 
 async def _send(url: str, key: str, to: str, *, data: bytes = b"", value: int = 0) -> None:
@@ -152,12 +152,16 @@ async def test_operator_miners_free_rider_and_a_killed_validator(anvil, jsipfs, 
 
         raw = await transport.call({"to": contract, "data": encode_call(
             "submissionOf", 2, homes[0][1])})  # fmt: skip
-        cid, ghash = decode_output("submissionOf", raw)[:2]
+        original = decode_output("submissionOf", raw)
+        cid, ghash, openings = original[0], original[1], original[5]
     finally:
         await transport.close()
     nonce = _solve(bytes(ghash), rider.address, 2, 16)
     await _send(anvil, "0x" + bytes(rider.key).hex(), contract,
                 data=encode_call("submitGradient", 2, cid, bytes(ghash), nonce))  # fmt: skip
+    # ...and answers the challenge with the copied miner's openings, all it can get.
+    await _send(anvil, "0x" + bytes(rider.key).hex(), contract,
+                data=encode_call("completeTask", 2, openings))  # fmt: skip
 
     v_dir = tmp_path / "validator"
     v_args = ["run", "--network", str(net_file), "--key-file", str(v_key),

@@ -4,17 +4,21 @@ Why it looks like this:
 - The journal is the source of truth. The watcher asks the chain only about committed
   transactions with no verdict yet (`Journal.awaiting_verdicts`), journals what it reads,
   and only then tells the bus (`VerdictRecorded`, and a Notice for a rejection).
-- Bounded. One poll reads the chain's head once, at most `batch` submissions, and the
-  round of each accepted one (its reward is the credit). A transaction still waiting backs
-  off (`poll_s`, doubling up to `max_delay_s`; once overdue, `overdue_delay_s`), and a poll
-  that finds the chain down stops there; the next one waits longer.
+- Bounded. One poll reads the chain's head once, at most `batch` submissions (the longest
+  waiting first: validators work through submissions in order), and the round of each
+  accepted one (its reward is the credit). A transaction still waiting backs off
+  (`poll_s`, doubling up to `max_delay_s`; once overdue, `overdue_delay_s`). A backlog
+  larger than one batch is read by polls `busy_poll_s` apart, each still bounded; a poll
+  that finds the chain down stops there, and the next one waits longer.
 - One service layer. Every read goes through the coordinator's chain `ServiceCaller`
   (retry, breaker, timeout), with no transaction id: a read about a finished transaction
   is no step of its saga, and its retries would show as attempts of a committed one.
-- Overdue means the head is `overdue_blocks` (a setting, read at each poll) or more past
-  the block that mined the submission. The flag is journaled (durably) before the Notice
-  goes out, so each transaction is announced once, across restarts; more than
-  `NOTICE_EACH` at once (a journal older than verdicts) make one notice naming the count.
+- Overdue means the chain, read in this poll, holds no verdict while its head is
+  `overdue_blocks` (a setting, read at each poll) or more past the block that mined the
+  submission: a submission not read yet is never called overdue, however old. The flag is
+  journaled (durably) before the Notice goes out, so each transaction is announced once,
+  across restarts; more than `NOTICE_EACH` at once (a journal older than verdicts) make one
+  notice naming the count.
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ class PollReport:
     """What one poll did (tests and logs)."""
 
     checked: int = 0  # submissions read
+    more_due: bool = False  # due transactions left for the next poll (the batch was full)
     recorded: list[TransactionRecord] = field(default_factory=list)
     overdue: list[TransactionRecord] = field(default_factory=list)
 
@@ -75,6 +80,7 @@ class VerdictWatcher:
         self.clock = clock
         self.overdue_blocks = overdue_blocks
         self.poll_s = poll_s
+        self.busy_poll_s = min(1.0, poll_s)  # the next poll, while a backlog is due
         self.max_delay_s = max_delay_s
         self.overdue_delay_s = overdue_delay_s
         self.batch = batch
@@ -91,7 +97,7 @@ class VerdictWatcher:
     async def poll_once(self) -> float:
         """One poll; returns how long to wait before the next."""
         try:
-            await self.poll()
+            report = await self.poll()
         except Exception as exc:
             self._failures += 1
             delay = min(self.max_delay_s, self.poll_s * 2.0**self._failures)
@@ -99,7 +105,7 @@ class VerdictWatcher:
             log.log(level, "reading verdicts failed (%s); next try in %.0f s", exc, delay)
             return delay
         self._failures = 0
-        return self.poll_s
+        return self.busy_poll_s if report.more_due else self.poll_s
 
     async def poll(self) -> PollReport:
         report = PollReport()
@@ -112,8 +118,11 @@ class VerdictWatcher:
         head = int(block["number"])
         limit = self.overdue_blocks()
         now = self.clock.monotonic()
-        overdue = {rec.id for rec in waiting if _overdue(rec, rec.receipt_block, head, limit)}
-        due = [rec for rec in waiting if self._next.get(rec.id, (now, 0.0))[0] <= now]
+        due = [rec for rec in waiting if self._due(rec, now) <= now]
+        # the longest waiting first: validators work through submissions in order
+        due.sort(key=lambda rec: (self._due(rec, now), rec.finished_at or 0.0, rec.round_id))
+        report.more_due = len(due) > self.batch
+        overdue: list[str] = []
         for rec in due[: self.batch]:
             try:
                 info = await self.calls.call(
@@ -123,21 +132,29 @@ class VerdictWatcher:
                 if classify(exc) in UNHEALTHY:
                     raise  # the chain is down: the rest of this poll would fail the same way
                 log.warning("verdict of transaction %s unreadable: %s", rec.id, exc)
-                self._back_off(rec, now, overdue=rec.id in overdue)
+                self._back_off(rec, now, overdue=rec.verdict_overdue_at is not None)
                 continue
             report.checked += 1
             if info is not None and info.verdict in VERDICT_NAMES:
                 recorded = await self._record(rec, info, head)
                 if recorded is not None:
                     report.recorded.append(recorded)
-                overdue.discard(rec.id)
                 self._next.pop(rec.id, None)
                 continue
-            if info is not None and _overdue(rec, info.block_number, head, limit):
-                overdue.add(rec.id)  # committed without a receipt block: the chain's block
-            self._back_off(rec, now, overdue=rec.id in overdue)
+            # Overdue only once the chain said "no verdict": never for one just not read yet
+            submitted = rec.receipt_block
+            if submitted is None and info is not None:
+                submitted = info.block_number  # committed without a receipt block
+            late = _overdue(rec, submitted, head, limit)
+            if late:
+                overdue.append(rec.id)
+            self._back_off(rec, now, overdue=late or rec.verdict_overdue_at is not None)
         report.overdue = await self._flag(overdue, limit)
         return report
+
+    def _due(self, rec: TransactionRecord, now: float) -> float:
+        """When `rec` is next read (now, for one never read)."""
+        return self._next.get(rec.id, (now, 0.0))[0]
 
     def _back_off(self, rec: TransactionRecord, now: float, *, overdue: bool) -> None:
         _, last = self._next.get(rec.id, (now, 0.0))
@@ -199,12 +216,12 @@ class VerdictWatcher:
             )
         return recorded
 
-    async def _flag(self, overdue: set[str], limit: int) -> list[TransactionRecord]:
+    async def _flag(self, overdue: list[str], limit: int) -> list[TransactionRecord]:
         if not overdue:
             return []
         what = f"submitted, no verdict after {limit} blocks"
         flagged = await self.journal.mark_verdicts_overdue(
-            sorted(overdue), now=self.clock.time(), note=what
+            overdue, now=self.clock.time(), note=what
         )
         for rec in flagged:
             log.warning("transaction %s (round %d) %s", rec.id, rec.round_id, what)

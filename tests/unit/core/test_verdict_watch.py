@@ -140,14 +140,45 @@ async def test_one_poll_reads_at_most_a_batch(rig: Rig) -> None:
     await commit(rig, *range(1, 41))
     watch = watcher(rig, batch=16)
 
-    counts = []
+    counts, backlog = [], []
     for _ in range(4):
         before = rig.faults.count("submission_info")
-        await watch.poll()
+        backlog.append((await watch.poll()).more_due)
         counts.append(rig.faults.count("submission_info") - before)
 
     assert counts == [16, 16, 8, 0]  # then everyone is backing off
+    assert backlog == [True, True, False, False]
     assert rig.faults.count("latest_block") == 4  # one head read per poll
+
+
+async def test_a_backlog_is_read_by_polls_closer_together(rig: Rig) -> None:
+    await commit(rig, *range(1, 4))
+    watch = watcher(rig, batch=2)
+
+    assert [await watch.poll_once() for _ in range(3)] == [1.0, POLL_S, POLL_S]
+
+
+async def test_the_longest_waiting_is_read_first_and_unread_ones_are_never_overdue(
+    rig: Rig,
+) -> None:
+    """Seen on the devnet: with a backlog, the newest submissions were read first (their
+    verdicts not posted yet) and older ones, verdict already on chain but not read, were
+    flagged overdue all the same."""
+    (first,) = await commit(rig, 1)
+    rig.clock.advance(10)
+    (second,) = await commit(rig, 2)
+    rig.chain.post_verdict(1, accepted=True)
+    rig.chain.post_verdict(2, accepted=True)
+    rig.chain.block += 60
+    watch = watcher(rig, batch=1)
+
+    report = await watch.poll()
+
+    assert [r.id for r in report.recorded] == [first]  # the oldest, whose verdict is there
+    assert report.overdue == [] and not rig.of_kind(Notice)
+    later = await watch.poll()
+    assert [r.id for r in later.recorded] == [second]
+    assert not rig.of_kind(Notice)
 
 
 async def test_overdue_is_flagged_and_announced_once_even_after_a_restart(rig: Rig) -> None:

@@ -1,6 +1,7 @@
 """GUI benchmarks: cold start, event-loop responsiveness while mining, mining throughput.
 
     .venv/bin/python -m bench.gui [--seconds 300] [--skip-cold-start] [--skip-throughput]
+        [--trace-stalls FILE [--stall-threshold-ms 40]]
 
 1. Cold start to the first painted window, `r3mes-desktop` against a bare PySide6 window,
    both as fresh processes in this run (after one warm-up launch each, median of 3);
@@ -10,7 +11,8 @@
    p50/p99/max, target p99 ≤ 16 ms, and a PASS/FAIL line for the worst stall over the
    whole run against 50 ms (`--seconds`, 5 minutes by default), with the GUI thread's own
    CPU time within that stall: near zero means it waited (for a core or the GIL) rather
-   than worked.
+   than worked. `--trace-stalls FILE` writes the GUI thread's stacks during every stall
+   over `--stall-threshold-ms` of the measured time (`bench.stalls`).
 3. Throughput with the default round: transactions/min and the useful-work share
    (time the device spends training or proving) / wall, while mining continuously;
    target ≥ 0.90 (upload and submit of one transaction overlap training of the next).
@@ -25,9 +27,12 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
+
+from bench.stalls import StallTracer
 
 BARE_WINDOW = r"""
 import sys, time
@@ -155,7 +160,9 @@ class TimedPow(TimedTrainer):
             self._clock.leave()
 
 
-async def _mine(window: Any, runtime: Any, seconds: float, busy: BusyClock) -> dict[str, Any]:
+async def _mine(
+    window: Any, runtime: Any, seconds: float, busy: BusyClock, tracer: StallTracer | None
+) -> dict[str, Any]:
     """Start mining, skip the warm-up (first commit), then measure for `seconds`."""
     from r3mes_desktop.core.events import TransactionStateChanged
 
@@ -171,6 +178,8 @@ async def _mine(window: Any, runtime: Any, seconds: float, busy: BusyClock) -> d
     window.window_actions.start.trigger()
     await asyncio.wait_for(first.wait(), timeout=600)
     window._probe.reset()
+    if tracer is not None:
+        tracer.reset()
     t0, busy0, n0 = time.perf_counter(), busy.total(), len(committed)
     await asyncio.sleep(seconds)
     wall = time.perf_counter() - t0
@@ -184,8 +193,11 @@ async def _mine(window: Any, runtime: Any, seconds: float, busy: BusyClock) -> d
     }
 
 
-def mining_run(seconds: float, *, fast: bool) -> dict[str, Any]:
-    """The real window and runtime on a qasync loop, mining on a throwaway devnet."""
+def mining_run(
+    seconds: float, *, fast: bool, tracer_threshold_ms: float | None = None
+) -> dict[str, Any]:
+    """The real window and runtime on a qasync loop, mining on a throwaway devnet; with
+    `tracer_threshold_ms`, the result's "tracer" holds the stalls over it and their stacks."""
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     tmp = tempfile.mkdtemp(prefix="r3mes-bench-")
     os.environ["R3MES_DATA_DIR"] = str(Path(tmp) / "data")
@@ -193,6 +205,7 @@ def mining_run(seconds: float, *, fast: bool) -> dict[str, Any]:
     import qasync
 
     from r3mes_desktop.app.runtime import Runtime, RuntimeOptions
+    from r3mes_desktop.gui.app import runtime_opened
     from r3mes_desktop.gui.latency import LatencyProbe
     from r3mes_desktop.gui.main_window import MainWindow
     from r3mes_desktop.gui.qt import QtWidgets
@@ -213,12 +226,20 @@ def mining_run(seconds: float, *, fast: bool) -> dict[str, Any]:
     window.set_latency_probe(probe)
     window.show()
     probe.start()
+    tracer = None
+    if tracer_threshold_ms is not None:
+        tracer = StallTracer(
+            lambda: probe.due, thread_id=threading.get_ident(), threshold_ms=tracer_threshold_ms
+        )
 
     async def run() -> dict[str, Any]:
         await runtime.open()
-        window.runtime_ready()
+        await runtime_opened(window)
         try:
-            return await _mine(window, runtime, seconds, busy)
+            if tracer is None:
+                return await _mine(window, runtime, seconds, busy, None)
+            with tracer:
+                return {**await _mine(window, runtime, seconds, busy, tracer), "tracer": tracer}
         finally:
             window.shutdown_widgets()
             await window.tasks.cancel_all()
@@ -239,9 +260,25 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--skip-cold-start", action="store_true")
     parser.add_argument("--skip-throughput", action="store_true")
+    parser.add_argument(
+        "--trace-stalls",
+        type=Path,
+        metavar="FILE",
+        help="write the GUI thread's stacks during the measured run's long stalls to FILE",
+    )
+    parser.add_argument(
+        "--stall-threshold-ms",
+        type=float,
+        default=40.0,
+        help="the stalls --trace-stalls keeps: later than this (default 40 ms)",
+    )
     args = parser.parse_args(argv)
     if args.seconds <= 0:
         parser.error(f"--seconds = {args.seconds}: accepted > 0")
+    if args.stall_threshold_ms <= 0:
+        parser.error(f"--stall-threshold-ms = {args.stall_threshold_ms}: accepted > 0")
+    if args.trace_stalls is not None and args.skip_throughput:
+        parser.error("--trace-stalls traces the mining run, which --skip-throughput skips")
 
     start = {"torch_imported_at_first_paint": False}
     if not args.skip_cold_start:
@@ -253,7 +290,12 @@ def main(argv: list[str] | None = None) -> int:
             f"{start['torch_imported_at_first_paint']}"
         )
     if not args.skip_throughput:
-        run = mining_run(args.seconds, fast=False)
+        threshold = args.stall_threshold_ms if args.trace_stalls is not None else None
+        run = mining_run(args.seconds, fast=False, tracer_threshold_ms=threshold)
+        if args.trace_stalls is not None:
+            with args.trace_stalls.open("w", encoding="utf-8") as out:
+                run["tracer"].report(out)
+            print(f"stall stacks: {len(run['tracer'].stalls)} stalls in {args.trace_stalls}")
         lat = run["latency"]
         print(
             f"loop lateness while mining ({lat.samples} samples over {run['wall_s']:.0f} s): "

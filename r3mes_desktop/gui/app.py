@@ -235,6 +235,19 @@ def _quit_on_signals(window: Any) -> None:
     wake.start(250)
 
 
+async def runtime_opened(window: Any, *, start: bool = False) -> None:
+    """The runtime is open: the window goes ready, the start-up heap is frozen (see
+    `gui.heap`: a full garbage collection would otherwise stall the loop for 100 ms while
+    mining), then mining starts if asked. `bench.gui` calls it too, so it measures this."""
+    from r3mes_desktop.gui.heap import freeze_startup_heap
+
+    window.runtime_ready()
+    frozen = await freeze_startup_heap()
+    log.debug("start-up heap frozen: %d objects", frozen)
+    if start:
+        window.window_actions.start.trigger()
+
+
 async def _run(window: Any, runtime: Any, *, start: bool) -> int:
     """Open the core, wait for the window to be closed for good, close the core."""
     import asyncio
@@ -257,9 +270,7 @@ async def _run(window: Any, runtime: Any, *, start: bool) -> int:
     else:
         if monitoring.api_url:
             log.info("monitoring API on %s", monitoring.api_url)
-        window.runtime_ready()
-        if start:
-            window.window_actions.start.trigger()
+        await runtime_opened(window, start=start)
     await closed.wait()
     await window.tasks.cancel_all()
     if monitoring is not None:

@@ -73,6 +73,12 @@ class LatencyProbe(QtCore.QObject):
         self._timer.setInterval(interval_ms)
         self._timer.timeout.connect(self._tick)
 
+    @property
+    def due(self) -> float | None:
+        """When the next tick is due (`time.perf_counter` seconds); None while stopped.
+        Read from another thread by `bench.stalls`, which samples stacks while it is past."""
+        return self._due
+
     def start(self) -> None:
         self._due = time.perf_counter() + self._interval_s
         self._cpu = time.thread_time()

@@ -26,12 +26,15 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import tempfile
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from r3mes_desktop.adapters.mining.settings import MiningConfig
 from r3mes_desktop.adapters.mining.worker import plan_for
+from r3mes_desktop.core import workproof
 from r3mes_desktop.core.pow import is_valid_pow, validate_difficulty
 from r3mes_desktop.core.resilience import ServiceCaller
 from r3mes_desktop.core.steps import OnChainSubmission, RoundSpec
@@ -174,20 +177,56 @@ def check_content(*, cid: str, data: bytes, gradient_hash: bytes) -> list[Check]
 
 
 def check_recompute(
-    *, spec: RoundSpec, gradient_hash: bytes, config: MiningConfig | None = None
+    *,
+    spec: RoundSpec,
+    gradient_hash: bytes,
+    config: MiningConfig | None = None,
+    miner: str | None = None,
 ) -> tuple[Check, bytes]:
-    """Retrain the round here (torch imported only now) and compare the gradient hash."""
+    """Retrain the whole round here (torch imported only now) and compare the hash.
+
+    With `miner`, the run is that miner's bound run (its assignment, its committed states:
+    `trace.train_bound`), whose package is what bound miners submit; without, the plain
+    update of the round's seed."""
     from r3mes_desktop.adapters.mining.training import train_round
 
     config = config or MiningConfig(device="cpu")
-    plan = plan_for(spec, config)
-    out = train_round(plan, device=config.device, num_threads=config.num_threads)
-    if out.gradient_hash == gradient_hash:
-        return passed("recompute", "retraining reproduced the gradient hash"), out.gradient_hash
-    return (
-        failed("recompute", f"retraining gave 0x{out.gradient_hash.hex()}"),
-        out.gradient_hash,
-    )
+    if miner is None:
+        out = train_round(
+            plan_for(spec, config), device=config.device, num_threads=config.num_threads
+        )
+        digest = out.gradient_hash
+    else:
+        from r3mes_desktop.adapters.mining import trace
+        from r3mes_desktop.adapters.mining.commitments import TraceDir
+
+        assignment = workproof.assignment(spec.seed, miner, spec.round_id)
+        with tempfile.TemporaryDirectory(prefix="r3mes-verify-") as tmp:
+            package = trace.train_bound(
+                plan_for(spec, config, miner),
+                miner=miner,
+                assignment=assignment,
+                trace=TraceDir(Path(tmp)),
+                device=config.device,
+                num_threads=config.num_threads,
+            )
+        digest = hashlib.sha256(package).digest()
+    if digest == gradient_hash:
+        return passed("recompute", "retraining reproduced the gradient hash"), digest
+    return failed("recompute", f"retraining gave 0x{digest.hex()}"), digest
+
+
+def _bound_miner(miner: str | bytes, data: bytes | None) -> str | None:
+    """The miner whose bound run to recompute: a package without a manifest is unbound."""
+    address = miner if isinstance(miner, str) else "0x" + bytes(miner).hex()
+    if data is None:
+        return address
+    try:
+        from r3mes_desktop.adapters.mining.commitments import read_package
+
+        return address if read_package(data)[1] is not None else None
+    except Exception:
+        return address
 
 
 def verify_submission(
@@ -216,7 +255,9 @@ def verify_submission(
     checks.append(check_pow(spec=spec, miner=miner, nonce=nonce, gradient_hash=gradient_hash))
     recomputed = None
     if recompute:
-        check, recomputed = check_recompute(spec=spec, gradient_hash=gradient_hash, config=config)
+        check, recomputed = check_recompute(
+            spec=spec, gradient_hash=gradient_hash, config=config, miner=_bound_miner(miner, data)
+        )
         checks.append(check)
     else:
         checks.append(skipped("recompute", "not asked (--no-recompute)", on_request=True))
@@ -416,7 +457,11 @@ async def verify_on_chain(
         checks.append(skipped("recompute", "no gradient hash to compare with"))
     else:
         check, recomputed = await to_thread(
-            check_recompute, spec=spec, gradient_hash=gradient_hash, config=config
+            check_recompute,
+            spec=spec,
+            gradient_hash=gradient_hash,
+            config=config,
+            miner=_bound_miner(claim.miner, None),  # this app's miners submit bound runs
         )
         checks.append(check)
     return VerificationReport(tuple(_ordered(checks)), recomputed)

@@ -277,7 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="default: highest id + 1 (give it for an exactly-once re-run)")  # fmt: skip
     p.add_argument("--seed", type=_int_in(0, 2**64 - 1), default=None, help="default: random")
     p.add_argument("--difficulty", type=_int_in(16, 32), default=16, help="PoW bits, 16..32")
-    p.add_argument("--steps", type=_int_in(1, 1_000_000), default=200,
+    p.add_argument("--steps", type=_int_in(1, 1_000_000), default=300,
                    help="training steps (the validator's share is ~16/steps)")  # fmt: skip
     p.add_argument("--preset", choices=sorted(PRESETS), default="default")
     p.add_argument("--hyperparams", default="", help="JSON object of preset overrides")

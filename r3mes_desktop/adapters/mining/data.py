@@ -30,9 +30,19 @@ class SyntheticLanguage:
         probs = np.diff(np.concatenate([np.zeros((vocab_size, 1)), self.cumulative], 1), axis=1)
         self.entropy_nats = float(-(probs * np.log(np.clip(probs, 1e-12, 1))).sum(1).mean())
 
-    def batch(self, step: int, batch_size: int, seq_len: int) -> np.ndarray:
-        """Token ids of shape (batch_size, seq_len + 1), int64; inputs are [:, :-1]."""
-        rng = np.random.default_rng([self.seed, _BATCH_STREAM, step])
+    def batch(
+        self, step: int, batch_size: int, seq_len: int, stream: int | None = None
+    ) -> np.ndarray:
+        """Token ids of shape (batch_size, seq_len + 1), int64; inputs are [:, :-1].
+
+        `stream` picks whose batches these are (a miner's assignment, the held-out
+        evaluation): one language, many disjoint-looking streams of text from it."""
+        key = (
+            [self.seed, _BATCH_STREAM, step]
+            if stream is None
+            else [self.seed, _BATCH_STREAM, stream, step]
+        )
+        rng = np.random.default_rng(key)
         out = np.empty((batch_size, seq_len + 1), dtype=np.int64)
         out[:, 0] = rng.integers(0, self.vocab_size, size=batch_size)
         uniforms = rng.random((batch_size, seq_len))

@@ -65,6 +65,7 @@ class TrainPlan:
     steps: int
     preset_name: str
     model: ModelPreset
+    adapter_sha256: str = ""  # the network adapter training starts from; "": the genesis one
 
     def to_json(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -80,6 +81,7 @@ class TrainPlan:
             steps=int(data["steps"]),
             preset_name=str(data["preset_name"]),
             model=model,
+            adapter_sha256=str(data.get("adapter_sha256", "")),
         )
 
     def fingerprint(self) -> str:

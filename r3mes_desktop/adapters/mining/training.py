@@ -81,6 +81,32 @@ def _derive(seed: int, label: str) -> int:
     return int.from_bytes(digest[:8], "big") >> 1
 
 
+def network_seed_of(base_model_id: str) -> int:
+    """The seed of the network's language and genesis adapters (shared by every miner)."""
+    digest = hashlib.sha256(b"r3mes-network:" + base_model_id.encode()).digest()
+    return int.from_bytes(digest[:8], "big") >> 1
+
+
+def load_adapter(
+    params: dict[str, torch.nn.Parameter], adapter: dict[str, np.ndarray] | None, sha256: str
+) -> None:
+    """Copy a network adapter into the model's LoRA parameters; refuse one whose bytes are
+    not the sha256 the plan names, or whose tensors do not fit (never trained on)."""
+    if adapter is None:
+        raise ValidationError(f"adapter: the plan names adapter {sha256[:12]} but none was given")
+    digest = hashlib.sha256(st_save({k: adapter[k] for k in sorted(adapter)})).hexdigest()
+    if sha256 and digest != sha256:
+        raise ValidationError(f"adapter: sha256 {digest[:12]} is not the plan's {sha256[:12]}")
+    if set(adapter) != set(params):
+        raise ValidationError("adapter: its tensors are not this model's LoRA adapters")
+    with torch.no_grad():
+        for name, param in params.items():
+            value = torch.from_numpy(np.ascontiguousarray(adapter[name]))
+            if tuple(value.shape) != tuple(param.shape):
+                raise ValidationError(f"adapter: {name} has shape {tuple(value.shape)}")
+            param.copy_(value)
+
+
 @dataclass(frozen=True)
 class RoundOutput:
     data: bytes
@@ -107,7 +133,12 @@ class RoundTraining:
         device: torch.device,
         memory_budget_mb: float = 0.0,
         micro_hook: MicroHook | None = None,
+        adapter: dict[str, np.ndarray] | None = None,
     ) -> None:
+        """The language and the starting adapters belong to the network (the base model
+        id names both; `adapter`, whose sha256 the plan names, replaces the genesis
+        adapters); the batches and every RNG come from the plan's seed, the miner's
+        assignment. So miners of one round train the same model on different text."""
         self.plan = plan
         self.device = device
         self.memory_budget_bytes = int(memory_budget_mb * 2**20)
@@ -115,12 +146,16 @@ class RoundTraining:
         torch.manual_seed(_derive(plan.seed, "torch"))
         np.random.seed(_derive(plan.seed, "numpy") % 2**32)
         random.seed(_derive(plan.seed, "python"))
-        self.language = SyntheticLanguage(plan.seed, plan.model.vocab_size)
+        network_seed = network_seed_of(plan.base_model_id)
+        self.language = SyntheticLanguage(network_seed, plan.model.vocab_size)
+        self.stream = _derive(plan.seed, "batches")
         model = TinyLM(
-            plan.model, base_model_id=plan.base_model_id, lora_seed=_derive(plan.seed, "lora")
+            plan.model, base_model_id=plan.base_model_id, lora_seed=_derive(network_seed, "lora")
         )
         self.model = model.to(device)
         self.params = self.model.lora_parameters()
+        if adapter is not None or plan.adapter_sha256:
+            load_adapter(self.params, adapter, plan.adapter_sha256)
         self.optimizer = torch.optim.AdamW(
             list(self.params.values()), lr=plan.model.lr, weight_decay=0.0, foreach=False
         )
@@ -167,7 +202,7 @@ class RoundTraining:
     def train_step(self) -> float:
         """One optimizer step on the step's batch; OOM → smaller micro-batch, same batch."""
         m = self.plan.model
-        tokens = self.language.batch(self.step, m.batch_size, m.seq_len)
+        tokens = self.language.batch(self.step, m.batch_size, m.seq_len, self.stream)
         batch = torch.from_numpy(tokens).to(self.device)
         while True:
             try:

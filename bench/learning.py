@@ -22,7 +22,9 @@ from pathlib import Path
 from typing import Any
 
 
-def run(miners: int, versions: int, steps: int, preset: str, base: str) -> dict[str, Any]:
+def run(
+    miners: int, versions: int, steps: int, preset: str, base: str, device: str = "cpu"
+) -> dict[str, Any]:
     from r3mes_desktop.adapters.mining import learning, training
     from r3mes_desktop.adapters.mining.presets import make_plan
     from r3mes_desktop.core import workproof
@@ -32,7 +34,7 @@ def run(miners: int, versions: int, steps: int, preset: str, base: str) -> dict[
     probe = make_plan(round_id=1, seed=1, base_model_id=base, steps=steps,
                       hyperparams={"preset": preset})  # fmt: skip
     adapter = learning.genesis_adapter(probe)
-    network_loss = [learning.eval_loss(probe, adapter)]
+    network_loss = [learning.eval_loss(probe, adapter, device=device)]
     update_bytes: list[int] = []
     version_bytes: list[int] = []
     started = time.perf_counter()
@@ -48,7 +50,7 @@ def run(miners: int, versions: int, steps: int, preset: str, base: str) -> dict[
             plan = type(plan)(
                 **{**plan.__dict__, "adapter_sha256": learning.adapter_sha256(adapter)}
             )
-            run = training.RoundTraining(plan, device=training.resolve_device("cpu"),
+            run = training.RoundTraining(plan, device=training.resolve_device(device),
                                          adapter=adapter)  # fmt: skip
             while run.step < plan.steps:
                 run.train_step()
@@ -59,19 +61,19 @@ def run(miners: int, versions: int, steps: int, preset: str, base: str) -> dict[
         again = learning.aggregate(list(reversed(updates)))
         assert learning.adapter_bytes(again) == learning.adapter_bytes(adapter), "not reproducible"
         version_bytes.append(len(learning.adapter_bytes(adapter)))
-        network_loss.append(learning.eval_loss(probe, adapter))
+        network_loss.append(learning.eval_loss(probe, adapter, device=device))
         print(f"version {version}: network eval loss {network_loss[-1]:.4f}", flush=True)
     network_s = time.perf_counter() - started
 
     started = time.perf_counter()
     central = make_plan(round_id=1, seed=77, base_model_id=base, steps=miners * steps * versions,
                         hyperparams={"preset": preset})  # fmt: skip
-    run = training.RoundTraining(central, device=training.resolve_device("cpu"))
-    central_loss = [learning.eval_loss(probe, _params(run))]
+    run = training.RoundTraining(central, device=training.resolve_device(device))
+    central_loss = [learning.eval_loss(probe, _params(run), device=device)]
     for _version in range(versions):
         for _ in range(miners * steps):
             run.train_step()
-        central_loss.append(learning.eval_loss(probe, _params(run)))
+        central_loss.append(learning.eval_loss(probe, _params(run), device=device))
     central_s = time.perf_counter() - started
     drop_network = network_loss[0] - network_loss[-1]
     drop_central = central_loss[0] - central_loss[-1]
@@ -83,7 +85,7 @@ def run(miners: int, versions: int, steps: int, preset: str, base: str) -> dict[
         "improvement_centralised": round(drop_central, 4),
         "ratio": round(drop_network / drop_central, 3) if drop_central > 0 else None,
         "bytes_per_update": update_bytes[0], "bytes_per_version": version_bytes[0],
-        "network_s": round(network_s, 1), "centralised_s": round(central_s, 1),
+        "device": device, "network_s": round(network_s, 1), "centralised_s": round(central_s, 1),
     }  # fmt: skip
 
 
@@ -98,9 +100,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--preset", default="default")
     parser.add_argument("--base-model", default="r3mes-devnet-lm-v1")
+    parser.add_argument("--device", default="cpu")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
-    report = run(args.miners, args.versions, args.steps, args.preset, args.base_model)
+    report = run(args.miners, args.versions, args.steps, args.preset, args.base_model, args.device)
     print("version  network  centralised")
     for i, (a, b) in enumerate(
         zip(report["network_eval_loss"], report["centralised_eval_loss"], strict=True)

@@ -21,10 +21,11 @@ run:
 	scripts/bootstrap.sh --gui
 	env -u QT_QPA_PLATFORM $(BIN)/r3mes-desktop
 
-# README screenshots at 1280x800 under Xvfb: the main window while mining, each settings tab.
+# README screenshots under Xvfb: the main window while mining (1280x800, and 1920x1080),
+# each settings tab.
 screenshots:
 	scripts/bootstrap.sh --gui
-	xvfb-run -a -s "-screen 0 1280x800x24" env QT_QPA_PLATFORM=xcb \
+	xvfb-run -a -s "-screen 0 1920x1080x24" env QT_QPA_PLATFORM=xcb \
 		$(BIN)/python -m r3mes_desktop.gui.screenshots docs/screenshots
 
 bench: setup

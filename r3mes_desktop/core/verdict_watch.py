@@ -56,6 +56,9 @@ class PollReport:
 
 
 class VerdictWatcher:
+    """Polls the chain for the verdicts of committed submissions (see the module doc);
+    `poll()` once for tests, `run()` for ever in the coordinator's background."""
+
     def __init__(
         self,
         *,

@@ -32,6 +32,7 @@ from r3mes_desktop.gui.qt import QtCore, QtGui, QtWidgets, Signal
 from r3mes_desktop.gui.widgets.banner import NoticeBanner
 from r3mes_desktop.gui.widgets.breakers_panel import BreakersModel, BreakersPanel
 from r3mes_desktop.gui.widgets.dead_letters_panel import DeadLettersModel, DeadLettersPanel
+from r3mes_desktop.gui.widgets.earnings import EarningsLabel
 from r3mes_desktop.gui.widgets.icons import status_icon
 from r3mes_desktop.gui.widgets.log_view import LogModel, LogView, QtLogHandler
 from r3mes_desktop.gui.widgets.status_bar import StatusBarController
@@ -96,6 +97,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.log_model = LogModel(self)
         self._panels: tuple[BreakersPanel, DeadLettersPanel, LogView] | None = None
         self.details = TransactionDetails()
+        self.earnings = EarningsLabel()
         build_central(self)
         self._dirty: set[str] = set()
         self.repaint_timer = self._timer("window-repaint", self.REPAINT_MS, self._repaint_dirty)
@@ -320,7 +322,7 @@ class MainWindow(QtWidgets.QMainWindow):
         b.stats_changed.connect(self._on_stats)
         b.verdict_recorded.connect(self.tx_model.apply_event)
         b.verdict_recorded.connect(self.chart_data.add_event)
-        b.verdict_recorded.connect(self.status.on_verdict)
+        b.verdict_recorded.connect(self.earnings.on_verdict)
         b.miner_state_changed.connect(self._on_miner_state)
 
     def _on_stats(self, event: StatsChanged) -> None:

@@ -1,4 +1,5 @@
-"""Render the README's screenshots: the main window while mining, and each settings tab.
+"""Render the README's screenshots: the main window while mining (at 1280×800, and once at
+1920×1080), and each settings tab.
 
     make screenshots   # = xvfb-run … python -m r3mes_desktop.gui.screenshots docs/screenshots
 
@@ -58,9 +59,13 @@ async def _shoot(window: Any, runtime: Any, out: Path) -> list[Path]:
     def committed() -> int:
         return sum(r.state == TxState.COMMITTED for r in window.tx_model.rows())
 
+    def accepted() -> int:  # the devnet's own validator has spoken
+        return sum(r.verdict == "accepted" for r in window.tx_model.rows())
+
     await _until(lambda: committed() >= 3 and window.charts is not None, 300)
+    await _until(lambda: accepted() >= 2, 300)
     await asyncio.sleep(4)  # a few more chart points and a transaction in flight
-    window.tx_view.selectRow(0)
+    window.tx_view.selectRow(_row_with_verdict(window))
     await asyncio.sleep(1)
     window.tabs.setCurrentIndex(0)
     window.charts.redraw_if_dirty(everything=True)
@@ -71,6 +76,15 @@ async def _shoot(window: Any, runtime: Any, out: Path) -> list[Path]:
         window.grab().save(str(path))
         written.append(path)
     window.tabs.setCurrentIndex(0)
+    window.resize(1920, 1080)
+    await asyncio.sleep(1)
+    window.charts.redraw_if_dirty(everything=True)
+    await asyncio.sleep(0.3)
+    path = out / "main-window-1920x1080.png"
+    window.grab().save(str(path))
+    written.append(path)
+    window.resize(1280, 800)
+    await asyncio.sleep(0.5)
     dialog = SettingsDialog(runtime, parent=window)
     dialog.show()
     for index in range(dialog.tabs.count()):
@@ -99,6 +113,19 @@ async def _shoot(window: Any, runtime: Any, out: Path) -> list[Path]:
     return written
 
 
+def _row_with_verdict(window: Any) -> int:
+    """The table row (as sorted on screen) of the newest transaction with a verdict."""
+    from r3mes_desktop.gui.models.transactions_model import TransactionsModel
+
+    proxy = window.tx_proxy
+    for row in range(proxy.rowCount()):
+        tx_id = proxy.index(row, 0).data(TransactionsModel.ID_ROLE)
+        found = window.tx_model.row(tx_id)
+        if found is not None and found.verdict in ("accepted", "rejected"):
+            return int(row)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     out = Path(args[0] if args else "docs/screenshots").resolve()
@@ -124,6 +151,10 @@ def main(argv: list[str] | None = None) -> int:
                 "max_retries": 1,
                 "retry_initial_delay": 0.5,
                 "breaker_failure_threshold": 2,
+                # Fast rounds mine about ten blocks a second (each round's submission and
+                # completion, the operator's rounds, the validator's verdicts): 50 blocks
+                # would be 5 s, less than the devnet validator's recomputation takes.
+                "verdict_overdue_blocks": 1000,
             },
         )
     )

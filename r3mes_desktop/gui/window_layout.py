@@ -67,7 +67,7 @@ def build_central(window: MainWindow) -> None:
     window.tx_view.verticalHeader().setDefaultSectionSize(22)
     header = window.tx_view.horizontalHeader()
     header.setStretchLastSection(True)
-    for col, width in enumerate((78, 50, 300, 100, 90, 64, 72, 95)):
+    for col, width in enumerate((78, 50, 250, 100, 80, 64, 72, 95)):
         window.tx_view.setColumnWidth(col, width)
     window.tx_view.selectionModel().currentRowChanged.connect(window._selection_changed)
 
@@ -78,6 +78,8 @@ def build_central(window: MainWindow) -> None:
     top = QtWidgets.QHBoxLayout()
     title = QtWidgets.QLabel("<b>Transactions</b>")
     top.addWidget(title)
+    top.addSpacing(24)
+    top.addWidget(window.earnings)
     top.addStretch(1)
     top.addWidget(QtWidgets.QLabel("Show:"))
     top.addWidget(window.state_filter)

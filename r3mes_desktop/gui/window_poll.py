@@ -44,7 +44,7 @@ class Poller:
             w.tx_model.replace_from_snapshot(await rt.coordinator.list_transactions())
             stats = await rt.coordinator.statistics(window_s=600)
             w.chart_data.add_stats(stats)
-            w.status.set_earnings(stats)
+            w.earnings.set_earnings(stats)
             if w.chart_data.needs_credits(stats):  # verdicts the live events did not bring
                 series = await rt.coordinator.credits_series()
                 w.chart_data.set_credits(series, verdicts=w.chart_data.verdicts_in(stats))

@@ -273,8 +273,8 @@ class ChartsPanel(QtWidgets.QWidget):
         elif part == "credits":
             xs, ys = _xy(data.credits)
             now = data.now()
-            if xs:  # the total holds until now
-                xs, ys = [*xs, max(now, xs[-1])], [*ys, ys[-1]]
+            if xs:  # from 0 at the first verdict; the total holds until now
+                xs, ys = [xs[0], *xs, max(now, xs[-1])], [0.0, *ys, ys[-1]]
             self._credits_curve.setData(xs, ys)
             self._time_series(
                 self.credits_plot,

@@ -1,5 +1,4 @@
-"""The status bar in plain language: credits earned, chain, IPFS, device; and what is down,
-where, next try.
+"""The status bar in plain language: chain, IPFS, device; and what is down, where, next try.
 
 "Down" comes from the bridge's retry and breaker events: a network retry for a service
 marks it down until a breaker closes or a health poll succeeds. The countdown is recomputed
@@ -13,12 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from r3mes_desktop.core.events import (
-    BreakerStateChanged,
-    Notice,
-    RetryScheduled,
-    VerdictRecorded,
-)
+from r3mes_desktop.core.events import BreakerStateChanged, Notice, RetryScheduled
 from r3mes_desktop.gui.models.records import down_message
 from r3mes_desktop.gui.qt import QtWidgets
 
@@ -28,9 +22,6 @@ class _Down:
     reason: str
     retry_at: float | None
     breaker: bool = False  # an open breaker: only its closing clears it, not a health poll
-
-
-_WAITING = ("verdicts_pending", "verdicts_overdue")
 
 
 def _short_address(address: str) -> str:
@@ -74,18 +65,8 @@ class StatusBarController:
             "color: white; background: #e65100; font-weight: bold; padding: 0 6px;"
         )
         self.fault_plan.hide()
-        self.credits = QtWidgets.QLabel("Credits: …")
-        self.credits.setObjectName("status-credits")
-        self._earnings: dict[str, int] = {}
         bar.addWidget(self.problem, 1)
-        for label in (
-            self.fault_plan,
-            self.credits,
-            self.chain,
-            self.ipfs,
-            self.device,
-            self.loop,
-        ):
+        for label in (self.fault_plan, self.chain, self.ipfs, self.device, self.loop):
             bar.addPermanentWidget(label)
 
     def set_endpoints(self, endpoints: Mapping[str, str | None]) -> None:
@@ -105,34 +86,6 @@ class StatusBarController:
         self.chain.setText(" · ".join(parts))
         self.chain.setToolTip(f"{self._endpoints.get('chain') or 'embedded devnet'}\n{account}")
         self.mark_up("chain")
-
-    def set_earnings(self, stats: Mapping[str, Any]) -> None:
-        """What the validators' verdicts earned, from the journal's statistics."""
-        keys = ("credits_total", "verdicts_accepted", "verdicts_rejected")
-        self._earnings = {k: int(stats.get(k) or 0) for k in (*keys, *_WAITING)}
-        self._show_earnings()
-
-    def on_verdict(self, event: VerdictRecorded) -> None:
-        """A verdict just read: counted now, not at the next statistics poll."""
-        if not self._earnings:
-            return  # nothing to add it to before the first poll; that poll will count it
-        e = self._earnings
-        e["credits_total"] += event.credits
-        e[f"verdicts_{event.verdict}"] = e.get(f"verdicts_{event.verdict}", 0) + 1
-        e["verdicts_pending"] = max(0, e["verdicts_pending"] - 1)
-        self._show_earnings()
-
-    def _show_earnings(self) -> None:
-        e = self._earnings
-        overdue = e["verdicts_overdue"]
-        text = f"Credits: {e['credits_total']:,}"
-        self.credits.setText(text + (f" · {overdue} overdue" if overdue else ""))
-        self.credits.setStyleSheet("color: #b26a00;" if overdue else "")
-        waiting = f"{e['verdicts_pending']} awaiting a validator's verdict"
-        self.credits.setToolTip(
-            f"{e['verdicts_accepted']} accepted, {e['verdicts_rejected']} rejected, {waiting}"
-            + (f" ({overdue} overdue)" if overdue else "")
-        )
 
     def set_ipfs_info(self, text: str) -> None:
         self.ipfs.setText(f"IPFS: {text}")

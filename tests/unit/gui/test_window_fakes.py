@@ -74,7 +74,7 @@ def test_timers_firing_after_shutdown_start_no_core_work(window: MainWindow, qtb
     assert window.charts is None
 
 
-def test_a_verdict_shows_in_the_table_details_charts_and_status_bar(
+def test_a_verdict_shows_in_the_table_details_charts_and_earnings(
     window: MainWindow, qtbot: Any
 ) -> None:
     coord = window.runtime.coordinator
@@ -86,7 +86,7 @@ def test_a_verdict_shows_in_the_table_details_charts_and_status_bar(
 
     qtbot.waitUntil(lambda: _verdict_text(window, tx_id) == "accepted +250", timeout=3000)
     assert window.chart_data.credits_total == 250
-    qtbot.waitUntil(lambda: window.status.credits.text() == "Credits: 250", timeout=3000)
+    qtbot.waitUntil(lambda: window.earnings.plain_text() == "Credits earned: 250", timeout=3000)
     qtbot.waitUntil(lambda: "Credits\n250" in window.details.text(), timeout=3000)
 
 
@@ -104,7 +104,7 @@ def test_verdicts_journaled_before_the_window_opened_fill_the_credits_chart(
     qtbot.waitUntil(lambda: win.chart_data.verdicts_seen == 3, timeout=3000)
 
     assert [total for _, total in win.chart_data.credits] == [100.0, 100.0, 200.0]
-    assert win.status.credits.text() == "Credits: 200"
+    assert win.earnings.plain_text() == "Credits earned: 200"
     texts = {_verdict_text(win, tx) for tx in coord.txs}
     assert texts == {"accepted +100", "rejected"}
 

@@ -1,7 +1,7 @@
 """Charts redraw only what changed, at most one plot per tick and each plot at most every
 `min_interval_s`, on axes that stay put while points arrive (a moved axis is re-laid out
 in Python on the next paint: the loop stalls bench.gui measured while mining); the credits
-earned are drawn over wall-clock time and counted on the status bar."""
+earned are drawn over wall-clock time."""
 
 from __future__ import annotations
 
@@ -12,9 +12,8 @@ import pytest
 
 from r3mes_desktop.core.events import StepProgress, VerdictRecorded
 from r3mes_desktop.gui.models.chart_data import ChartData
-from r3mes_desktop.gui.qt import QtGui, QtWidgets
+from r3mes_desktop.gui.qt import QtGui
 from r3mes_desktop.gui.widgets.charts import ChartsPanel, coarse_range, nice_step
-from r3mes_desktop.gui.widgets.status_bar import StatusBarController
 
 
 class Ticks:
@@ -188,34 +187,9 @@ def test_the_credits_plot_draws_the_total_up_to_now_on_a_clock_axis(qtbot: Any) 
     panel.redraw_if_dirty()
 
     xs, ys = panel._credits_curve.getData()
-    assert list(xs) == [1_700_000_000.0, 1_700_000_300.0, 1_700_000_600.0]
-    assert list(ys) == [100.0, 350.0, 350.0]  # the total holds until now
+    assert list(xs) == [1_700_000_000.0, 1_700_000_000.0, 1_700_000_300.0, 1_700_000_600.0]
+    assert list(ys) == [0.0, 100.0, 350.0, 350.0]  # from 0; the total holds until now
     (x_lo, x_hi), (_, y_hi) = panel.credits_plot.viewRange()
     assert x_lo <= 1_700_000_000.0 and x_hi >= 1_700_000_600.0 and y_hi >= 350
     assert panel.credits_plot.plotItem.titleLabel.text == "Credits earned: 350"
     assert panel.credits_plot.getAxis("bottom").__class__.__name__ == "DateAxisItem"
-
-
-def test_the_status_bar_counts_credits_live_and_flags_overdue_verdicts(qtbot: Any) -> None:
-    bar = QtWidgets.QStatusBar()
-    qtbot.addWidget(bar)
-    status = StatusBarController(bar, {})
-    status.on_verdict(_verdict(100, 1.0))  # before the first poll: left to that poll
-    assert status.credits.text() == "Credits: …"
-
-    status.set_earnings(
-        {
-            "credits_total": 1100,
-            "verdicts_accepted": 11,
-            "verdicts_rejected": 1,
-            "verdicts_pending": 2,
-            "verdicts_overdue": 1,
-        }
-    )
-    assert status.credits.text() == "Credits: 1,100 · 1 overdue"
-    status.on_verdict(_verdict(100, 2.0))
-
-    assert status.credits.text() == "Credits: 1,200 · 1 overdue"
-    assert status.credits.toolTip() == (
-        "12 accepted, 1 rejected, 1 awaiting a validator's verdict (1 overdue)"
-    )

@@ -301,8 +301,10 @@ def build_miner(
     bus: EventBus,
     poll_interval_s: float,
     clock: Clock,
+    network: str = "",
 ) -> Miner:
-    """The mining loop, polling for open rounds while idle."""
+    """The mining loop, polling for open rounds while idle; `network` names where it is
+    connected (`network_label`)."""
     from r3mes_desktop.core.miner import Miner
 
     return Miner(
@@ -311,7 +313,25 @@ def build_miner(
         bus,
         poll_interval_s=poll_interval_s,
         clock=clock,
+        network=network,
     )
+
+
+def network_label(*, settings: Settings, chain: object) -> str:
+    """How the miner names its network: "<name> (chain N), contract 0x12ab…cdef".
+
+    The name is the joined network file's (`network_name`); the chain id and the contract
+    are the connected client's, so the line says what the node answered, not only what the
+    settings hoped for."""
+    devnet = settings.uses_devnet
+    parts = ["the embedded devnet" if devnet else (settings.network_name or "the network")]
+    chain_id = getattr(chain, "chain_id", None)
+    if isinstance(chain_id, int):
+        parts.append(f" (chain {chain_id})")
+    contract = getattr(chain, "contract_address", None)
+    if isinstance(contract, str) and contract:
+        parts.append(f", contract {contract[:6]}…{contract[-4:]}")
+    return "".join(parts)
 
 
 def build_notifier(*, settings: Settings, bus: EventBus) -> ErrorNotifier:

@@ -269,6 +269,7 @@ class Runtime:
             bus=self.bus,
             poll_interval_s=opts.miner_poll_s,
             clock=clock,
+            network=builders.network_label(settings=settings, chain=chain),
         )
         self._miner = miner
         if self.devnet is not None:

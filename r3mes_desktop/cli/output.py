@@ -15,6 +15,7 @@ from typing import Any, TextIO
 from r3mes_desktop.api.protocol import plain
 from r3mes_desktop.core.events import (
     Event,
+    Notice,
     RetryScheduled,
     StepProgress,
     TransactionStateChanged,
@@ -78,8 +79,10 @@ def _cell(value: Any) -> str:
 
 class Progress:
     """Shows the current transaction's step on one stderr line, and each scheduled retry
-    ("IPFS unreachable (connection refused) — retry 2/3 in 4 s") and each verdict read from
-    chain ("round 3: accepted, +100 credits") on a line of its own.
+    ("IPFS unreachable (connection refused) — retry 2/3 in 4 s"), each verdict read from
+    chain ("round 3: accepted, +100 credits") and where the miner is ("connected to …, 2 open
+    rounds for you", "waiting for rounds", a round skipped for its deadline) on a line of its
+    own.
 
     On a terminal the line is rewritten in place; otherwise (journald, a pipe) a line is
     printed only when the step changes or every `plain_interval_s`, so logs are not flooded.
@@ -137,6 +140,9 @@ class Progress:
                 line = text[:1].upper() + text[1:]
             dedup = ("retry", event.service or event.operation, str(event.attempt))
             self._show(dedup, line, force=True)
+        elif isinstance(event, Notice) and event.source in ("network", "miner"):
+            # The miner says these only when they change: each is worth its own line.
+            self._show(("notice", event.source, event.message), event.message, force=True)
         elif isinstance(event, VerdictRecorded):
             line = f"{short_id(event.transaction_id)} round {event.round_id}: {event.verdict}"
             if event.verdict == "accepted":

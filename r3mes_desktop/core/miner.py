@@ -4,6 +4,12 @@ Training + PoW use the device, so they are one serial lane (inside the saga); as
 a transaction leaves the lane the loop starts the next round, so its training overlaps the
 upload and submission of the previous one. The coordinator's bulkhead bounds how many are
 in flight. States: idle → mining → (pausing → paused | stopping → idle).
+
+The miner says where it is: "connected to <network>, K open rounds for you" on its first
+listing after a start, then a line only when the listing goes empty ("waiting for rounds")
+or fills again, never on every poll (a `Notice` from source "network", which the status bar
+and `r3mes-miner run` show). It skips, with a warning once per round, a round whose deadline
+it cannot meet at the training speed it measured (`core.deadlines`).
 """
 
 from __future__ import annotations
@@ -18,7 +24,8 @@ from typing import Any
 
 from r3mes_desktop.core.clock import SYSTEM_CLOCK, Clock
 from r3mes_desktop.core.coordinator import Coordinator
-from r3mes_desktop.core.events import Event, EventBus, MinerStateChanged, StepProgress
+from r3mes_desktop.core.deadlines import StepRate, skip_reason
+from r3mes_desktop.core.events import Event, EventBus, MinerStateChanged, Notice, StepProgress
 from r3mes_desktop.core.steps import Chain, RoundSpec
 
 log = logging.getLogger(__name__)
@@ -41,7 +48,11 @@ class Miner:
         *,
         clock: Clock = SYSTEM_CLOCK,
         poll_interval_s: float = 10.0,
+        network: str = "",
+        step_rate: StepRate | None = None,
     ) -> None:
+        """`network`: how the connected line names the network ("it (chain 1337), contract
+        0x12ab…"); `step_rate`: the training speed measured so far (a new one by default)."""
         self.coordinator = coordinator
         self.chain = chain
         self.bus = bus
@@ -53,6 +64,10 @@ class Miner:
         self._wake = asyncio.Event()
         self._last_listing = -math.inf  # clock.monotonic() of the last successful listing
         self._closed_check: asyncio.Task[None] | None = None
+        self.network = network or "the chain"
+        self.step_rate = step_rate if step_rate is not None else StepRate()
+        self._listed: int | None = None  # rounds in the last listing; None: none since start
+        self._skipped: set[int] = set()  # rounds whose skip was already reported
         bus.subscribe(self._on_event)
 
     @property
@@ -78,6 +93,8 @@ class Miner:
     # -- commands -------------------------------------------------------------------------
     async def start(self) -> None:
         """Start (or resume) mining."""
+        if self._state is MinerState.IDLE:
+            self._listed = None  # a fresh start says where it is connected again
         self._set(MinerState.MINING)
         if self._loop_task is None or self._loop_task.done():
             self._loop_task = asyncio.create_task(self._loop(), name="miner-loop")
@@ -142,6 +159,7 @@ class Miner:
             log.warning("could not list open rounds: %s", exc)
             return None
         self._last_listing = self.clock.monotonic()
+        self._announce(len(rounds))
         listed = {spec.round_id for spec in rounds}
         for round_id in [r for r in self._inflight if r not in listed]:
             try:
@@ -150,13 +168,34 @@ class Miner:
                 log.exception("could not stop the training of closed round %s", round_id)
         return rounds
 
+    def _announce(self, count: int) -> None:
+        """Say where the miner is: once after a start, then when the listing empties or
+        fills again (a poll that changes nothing says nothing)."""
+        previous, self._listed = self._listed, count
+        rounds = f"{count} open round{'s' if count != 1 else ''} for you"
+        if previous is None:
+            text = f"connected to {self.network}, " + (
+                rounds if count else "no open rounds for you: waiting for rounds"
+            )
+        elif (previous == 0) == (count == 0):
+            return
+        elif count:
+            text = f"{rounds} on {self.network}"
+        else:
+            text = f"waiting for rounds: none open for you on {self.network}"
+        log.info("%s", text)
+        self.bus.publish(Notice(level="info", message=text, source="network", ts=self.clock.time()))
+
     def _on_event(self, event: Event) -> None:
-        """While a round trains, look at the chain at most every poll interval (counted in
-        training steps' progress, so a long round is checked as it goes): a round the
-        operator closed stops at the next step instead of training to the end and learning
-        it at submit time."""
+        """Training progress measures the rig's speed (for deadlines); and while a round
+        trains, look at the chain at most every poll interval (counted in training steps'
+        progress, so a long round is checked as it goes): a round the operator closed stops
+        at the next step instead of training to the end and learning it at submit time."""
         if not isinstance(event, StepProgress) or event.step != "training":
             return
+        step = event.detail.get("step")
+        if isinstance(step, int) and not isinstance(step, bool):
+            self.step_rate.observe(event.transaction_id, step, self.clock.monotonic())
         if self._closed_check is not None and not self._closed_check.done():
             return
         if self.clock.monotonic() - self._last_listing < self.poll_interval_s:
@@ -171,14 +210,32 @@ class Miner:
         await self._list_rounds()
 
     async def _pick(self, rounds: list[RoundSpec] | None) -> RoundSpec | None:
-        """The lowest listed round not submitted to and not running now."""
+        """The lowest listed round not submitted to, not running now, and whose deadline
+        this rig can meet."""
         if not rounds:
             return None
         done = await self.coordinator.journal.submitted_rounds(self.chain.miner_address)
         for spec in sorted(rounds, key=lambda r: r.round_id):
-            if spec.round_id not in done and spec.round_id not in self._inflight:
-                return spec
+            if spec.round_id in done or spec.round_id in self._inflight:
+                continue
+            if self._cannot_finish(spec):
+                continue
+            return spec
         return None
+
+    def _cannot_finish(self, spec: RoundSpec) -> bool:
+        """True if the round would end after its deadline; said once per round."""
+        reason = skip_reason(spec, now=self.clock.time(), steps_per_s=self.step_rate.per_second)
+        if reason is None:
+            return False
+        if spec.round_id not in self._skipped:
+            self._skipped.add(spec.round_id)
+            text = f"{reason}: skipped"
+            log.warning("%s", text)
+            self.bus.publish(
+                Notice(level="warning", message=text, source="miner", ts=self.clock.time())
+            )
+        return True
 
     async def _next_round(
         self, prefetched: asyncio.Task[list[RoundSpec] | None] | None = None

@@ -98,6 +98,8 @@ class Settings(BaseSettings):
         "", "a multiaddr (/ip4/127.0.0.1/tcp/5001) or http(s):// URL; empty = devnet"
     )
     contract_address: str = _f("", "0x followed by 40 hex digits; empty = devnet")
+    # the joined network file's name, so the miner can say where it is connected
+    network_name: str = _f("", "up to 100 characters; empty = unnamed", max_length=100)
 
     # training
     training_device: str = _f("auto", "auto, cpu, cuda, cuda:N or mps")

@@ -8,6 +8,7 @@ from r3mes_desktop.cli.output import Progress, format_table
 from r3mes_desktop.core.errors import NetworkError
 from r3mes_desktop.core.events import (
     EventBus,
+    Notice,
     RetryScheduled,
     StepProgress,
     TransactionStateChanged,
@@ -173,3 +174,17 @@ def test_each_verdict_is_a_line_of_its_own() -> None:
         "abcdef12 round 3: accepted, +100 credits",
         "abcdef12 round 3: rejected (a sampled training segment did not reproduce), no credits",
     ]
+
+
+def test_where_the_miner_is_and_a_skipped_round_are_lines_of_their_own() -> None:
+    out = io.StringIO()
+    progress = Progress(stream=out, tty=True)
+    progress.on_event(_step(0.5, loss=1.0))
+    connected = "connected to it (chain 1337), contract 0xabab…abab, 2 open rounds for you"
+    progress.on_event(Notice(level="info", message=connected, source="network"))
+    skipped = "round 4: predicted finish 12:40 after its deadline 12:30: skipped"
+    progress.on_event(Notice(level="warning", message=skipped, source="miner"))
+    progress.on_event(Notice(level="warning", message="low disk", source="disk"))
+    lines = out.getvalue().split("\n")
+    assert lines[0].endswith(connected)  # after the rewritten progress line
+    assert lines[1:] == ["\r" + skipped, ""]  # other notices are the log's, not this display's

@@ -150,6 +150,7 @@ INVALID: list[tuple[str, Any, str, str]] = [
     ("email_from", "nobody", "not an e-mail address", "an e-mail address"),
     ("email_to", ["a@x.org", "bad"], "not an e-mail address", "a list of e-mail addresses"),
     ("fault_plan", "/nonexistent/plan.toml", "no such file", "the path of an existing fault plan"),
+    ("network_name", "n" * 101, "invalid", "up to 100 characters"),
 ]
 
 

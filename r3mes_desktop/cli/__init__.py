@@ -25,7 +25,7 @@ Command = Callable[[CliContext, argparse.Namespace], Coroutine[Any, Any, int]]
 
 EPILOG = """exit codes:
   0 ok, 1 error, 2 usage, 3 config invalid, 4 auth/keystore, 5 service unreachable,
-  6 not found, 7 busy (another miner uses this data dir), 8 check failed,
+  6 not found, 7 busy (another miner uses this data dir), 8 check failed (verify, check, join),
   130 interrupted (SIGINT), 143 terminated (SIGTERM) - both after a clean shutdown"""
 
 
@@ -129,8 +129,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_run_commands(sub: _Subparsers) -> None:
     """The commands that open the runtime, in the order `--help` lists them."""
-    from r3mes_desktop.cli import commands_run, commands_verify
+    from r3mes_desktop.cli import commands_join, commands_run, commands_verify
 
+    commands_join.add_parsers(sub)
     commands_run.add_run_parser(sub)
     commands_verify.add_parsers(sub)
     commands_run.add_maintenance_parsers(sub)

@@ -9,7 +9,8 @@
 5   unavailable: a service (chain RPC, IPFS, task API) unreachable or its breaker open
 6   not found: no such transaction or dead letter
 7   busy: another r3mes miner (CLI or GUI) is using this data directory
-8   check failed: `verify` found a mismatch, or the journal failed its integrity check
+8   check failed: `verify` found a mismatch, or the journal failed its integrity check;
+    `check`/`join`: a required pre-flight check failed (join wrote nothing)
 130 interrupted (SIGINT), after a clean shutdown
 143 terminated (SIGTERM), after a clean shutdown
 """

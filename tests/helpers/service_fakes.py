@@ -6,9 +6,10 @@ for a hostile or broken chain node / IPFS daemon, which the real peers cannot be
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -124,3 +125,80 @@ def rpc_server(answers: dict[str, Any]) -> FakeServer:
         return web.json_response({"jsonrpc": "2.0", "id": payload["id"], "result": answer})
 
     return FakeServer(handle)
+
+
+def preflight_node(
+    *,
+    chain_id: int = 1337,
+    code: str = "0x6000",
+    version: str = "r3mes-rounds/2",
+    balance_wei: int = 10**19,
+    block_time: float = 1_700_000_000.0,
+    base_fee_wei: int = 10**9,
+) -> FakeServer:
+    """A chain node answering what the pre-flight reads: chain id, contract code, the
+    contract's VERSION() (any eth_call), balances, the latest block and the priority fee."""
+    from eth_abi.abi import encode
+
+    block = {
+        "number": "0x10",
+        "hash": "0x" + "11" * 32,
+        "timestamp": hex(int(block_time)),
+        "baseFeePerGas": hex(base_fee_wei),
+    }
+    return rpc_server(
+        {
+            "eth_chainId": hex(chain_id),
+            "eth_getCode": code,
+            "eth_call": "0x" + encode(["string"], [version]).hex(),
+            "eth_getBalance": hex(balance_wei),
+            "eth_getBlockByNumber": block,
+            "eth_maxPriorityFeePerGas": hex(10**9),
+        }
+    )
+
+
+def ipfs_daemon(version: str = "0.66.1") -> FakeServer:
+    """An IPFS RPC API that answers /api/v0/version (and nothing else)."""
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        if request.path == "/api/v0/version":
+            return web.json_response({"Version": version, "Commit": "", "Repo": "12"})
+        return web.Response(status=404, text="404 page not found")
+
+    return FakeServer(handle)
+
+
+def hanging_server(release: Any) -> FakeServer:
+    """Accepts every request and answers only once `release` (an asyncio.Event) is set:
+    a hung node. Set it before leaving the server, so its shutdown does not wait."""
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        await release.wait()
+        return web.Response(status=503)
+
+    return FakeServer(handle)
+
+
+@contextlib.contextmanager
+def served_in_thread(*servers: FakeServer) -> Iterator[tuple[FakeServer, ...]]:
+    """Run fake servers on an event loop of their own thread, for code that runs its own
+    loop (`r3mes-miner` commands call asyncio.run) in the test's thread."""
+    import asyncio
+    import threading
+
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name="fake-servers", daemon=True)
+    thread.start()
+    entered: list[FakeServer] = []
+    try:
+        for server in servers:
+            asyncio.run_coroutine_threadsafe(server.__aenter__(), loop).result(10)
+            entered.append(server)
+        yield servers
+    finally:
+        for server in reversed(entered):
+            asyncio.run_coroutine_threadsafe(server.__aexit__(None, None, None), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()

@@ -195,6 +195,22 @@ class IpfsClient:
         keys = answer.get("Keys", {}) if isinstance(answer, dict) else {}
         return sorted(str(parse_cid(key)) for key in keys)
 
+    async def version(self) -> str:
+        """The daemon's version ("0.66.1"): the cheapest call that proves its RPC API
+        answers (a connection pre-flight), without listing or moving any content."""
+        answer = await self._call("ipfs.version", self._client.version)
+        if answer is None:  # aioipfs answers None where the connection failed
+            raise NetworkError(
+                f"IPFS daemon at {self.where} is unreachable (ipfs.version): no answer",
+                service=SERVICE,
+            )
+        version = answer.get("Version") if isinstance(answer, dict) else None
+        if not isinstance(version, str):
+            raise NetworkError(
+                f"IPFS daemon at {self.where} sent a malformed version answer", service=SERVICE
+            )
+        return version
+
     async def close(self) -> None:
         await self._client.close()
 

@@ -26,6 +26,8 @@ def _daemon(add_hash: str) -> FakeServer:
                 ),
                 content_type="application/json",
             )
+        if request.path == "/api/v0/version":
+            return web.json_response({"Version": "0.66.1", "Commit": "", "Repo": "12"})
         return web.json_response({"Keys": {}})
 
     return FakeServer(handle)
@@ -73,6 +75,30 @@ async def test_unreachable_daemon_names_the_address() -> None:
     client = IpfsClient(address)
     with pytest.raises(NetworkError, match=f"IPFS daemon at {address} is unreachable"):
         await client.add_and_pin(b"hello")
+    await client.close()
+
+
+async def test_version_is_the_daemons_and_a_malformed_answer_is_a_network_error() -> None:
+    async with _daemon(compute_cid(b"x")) as server:
+        client = IpfsClient(server.url)
+        assert await client.version() == "0.66.1"
+        await client.close()
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        return web.json_response({"Keys": {}})
+
+    async with FakeServer(handle) as server:
+        client = IpfsClient(server.url)
+        with pytest.raises(NetworkError, match="malformed version"):
+            await client.version()
+        await client.close()
+
+
+async def test_version_of_an_unreachable_daemon_names_the_address() -> None:
+    address = f"/ip4/127.0.0.1/tcp/{free_port()}"
+    client = IpfsClient(address)
+    with pytest.raises(NetworkError, match=f"IPFS daemon at {address} is unreachable"):
+        await client.version()
     await client.close()
 
 

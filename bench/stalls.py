@@ -167,23 +167,20 @@ class StallTracer:
             current.stacks[stack_of(self._thread_id)] += 1
 
     def report(self, out: TextIO, *, top: int = 20, stacks_per_stall: int = 3) -> None:
-        """The `top` worst stalls, worst first, each with its most frequent stacks; then the
-        garbage collections by generation and thread."""
-        worst = sorted(self.stalls, key=lambda s: s.lateness_ms, reverse=True)[:top]
-        out.write(
-            f"{len(self.stalls)} stalls over {self.threshold_ms:.0f} ms; "
-            f"the {len(worst)} worst, with the watched thread's stacks while they lasted\n"
-        )
-        for stall in worst:
-            samples = sum(stall.stacks.values())
+        """The `top` latest stalls, then the `top` in which the watched thread used the most
+        CPU (on a loaded machine the latest are mostly waits for a core; the busiest are
+        the code to fix), each with its most frequent stacks; then the garbage collections
+        by generation and thread."""
+        latest = sorted(self.stalls, key=lambda s: s.lateness_ms, reverse=True)[:top]
+        busiest = sorted(self.stalls, key=lambda s: s.cpu_ms, reverse=True)[:top]
+        out.write(f"{len(self.stalls)} stalls over {self.threshold_ms:.0f} ms\n")
+        for title, stalls in (("latest", latest), ("most thread CPU", busiest)):
             out.write(
-                f"\n== {stall.lateness_ms:.1f} ms late at {stall.at_s:.1f} s, thread CPU "
-                f"{stall.cpu_ms:.1f} ms, garbage collection {stall.gc_ms:.1f} ms, "
-                f"{samples} samples\n"
+                f"\n# the {len(stalls)} {title}, with the watched thread's stacks "
+                "while they lasted\n"
             )
-            for stack, count in stall.stacks.most_common(stacks_per_stall):
-                out.write(f"-- {count} of {samples} samples:\n")
-                out.writelines(f"   {line}\n" for line in stack)
+            for stall in stalls:
+                self._write_stall(out, stall, stacks_per_stall)
         out.write("\ngarbage collections:\n")
         for generation in (0, 1, 2):
             for watched, where in ((True, "the watched thread"), (False, "other threads")):
@@ -197,3 +194,15 @@ class StallTracer:
                         f"generation {generation} on {where}: {len(times)}, "
                         f"{sum(times):.1f} ms in all, longest {max(times):.1f} ms\n"
                     )
+
+    @staticmethod
+    def _write_stall(out: TextIO, stall: Stall, stacks_per_stall: int) -> None:
+        samples = sum(stall.stacks.values())
+        out.write(
+            f"\n== {stall.lateness_ms:.1f} ms late at {stall.at_s:.1f} s, thread CPU "
+            f"{stall.cpu_ms:.1f} ms, garbage collection {stall.gc_ms:.1f} ms, "
+            f"{samples} samples\n"
+        )
+        for stack, count in stall.stacks.most_common(stacks_per_stall):
+            out.write(f"-- {count} of {samples} samples:\n")
+            out.writelines(f"   {line}\n" for line in stack)

@@ -61,7 +61,7 @@ def test_a_stall_is_kept_with_the_stack_and_cpu_of_what_ran(due: Due, tracer: St
     assert any(line.endswith(" busy_computing_here") for line in frames)
     out = io.StringIO()
     tracer.report(out)
-    assert "1 stalls over 30 ms" in out.getvalue()
+    assert out.getvalue().startswith("1 stalls over 30 ms\n")
     assert "busy_computing_here" in out.getvalue()
 
 
@@ -81,6 +81,29 @@ def test_a_stall_spent_waiting_uses_no_cpu(due: Due, tracer: StallTracer) -> Non
 
     (stall,) = tracer.stalls
     assert stall.cpu_ms < 20.0
+
+
+def waiting_here(seconds: float) -> None:
+    time.sleep(seconds)
+
+
+def test_the_report_lists_the_busiest_stalls_apart_from_the_latest(
+    due: Due, tracer: StallTracer
+) -> None:
+    waiting_here(1.0)  # the latest (80 ms of CPU takes less even on a loaded machine)
+    due.tick()
+    time.sleep(0.050)
+    due.tick(next_in_s=0.0)
+    busy_computing_here(0.080)  # less late, but the thread computed
+    due.tick()
+    time.sleep(0.050)
+    tracer.stop()
+
+    out = io.StringIO()
+    tracer.report(out, top=1, stacks_per_stall=1)
+    latest, busiest = out.getvalue().split("# the 1 ")[1:]
+    assert latest.startswith("latest") and "waiting_here" in latest
+    assert busiest.startswith("most thread CPU") and "busy_computing_here" in busiest
 
 
 def test_garbage_collections_are_timed_on_every_thread_and_counted_in_the_stall(

@@ -170,11 +170,16 @@ def ipfs_daemon(version: str = "0.66.1") -> FakeServer:
 
 
 def hanging_server(release: Any) -> FakeServer:
-    """Accepts every request and answers only once `release` (an asyncio.Event) is set:
-    a hung node. Set it before leaving the server, so its shutdown does not wait."""
+    """Accepts every request and answers only once `release` is set (an asyncio.Event, or
+    a threading.Event when the server runs on another thread's loop): a hung node. Set it
+    before leaving the server, so its shutdown does not wait."""
+    import asyncio
 
     async def handle(request: web.Request) -> web.StreamResponse:
-        await release.wait()
+        # Polled, not awaited: a threading.Event cannot be awaited, and an asyncio.Event set
+        # from another thread would not wake this loop.
+        while not release.is_set():  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
         return web.Response(status=503)
 
     return FakeServer(handle)

@@ -1,5 +1,9 @@
 """Settings dialog: Account, Network, Limits, Notifications.
 
+Network also joins a network from its file or URL and checks the connection
+(`widgets.network_join`): joining fills the Network fields, which OK/Apply saves like any
+other edit.
+
 Every edit re-validates the whole candidate with `config.validate_candidate`, so each field
 shows the validator's exact message (field, env var, value, accepted range) under it, and
 OK/Apply stay disabled while anything is wrong. Apply is all-or-nothing: secrets and the
@@ -10,9 +14,9 @@ secrets, and the runtime is told afterwards so values that can change live do.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from r3mes_desktop.gui.ports import RuntimePort
 from r3mes_desktop.gui.qt import QtWidgets, Signal
@@ -26,6 +30,9 @@ from r3mes_desktop.support.config import (
     validate_candidate,
 )
 from r3mes_desktop.support.secrets import SLACK_WEBHOOK_URL, SMTP_PASSWORD, SecretsStore
+
+if TYPE_CHECKING:
+    from r3mes_desktop.app.preflight import Target
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +52,9 @@ NETWORK = (
     FieldSpec("chain_id", "Chain ID"),
     FieldSpec("ipfs_api_address", "IPFS API"),
     FieldSpec("contract_address", "Contract address"),
+    FieldSpec("network_name", "Network name", hint="the joined network's name"),
 )
+NETWORK_FIELDS = tuple(spec.name for spec in NETWORK)
 LIMITS = (
     FieldSpec("max_gradient_size_mb", "Max gradient size (MB)"),
     FieldSpec("max_active_transactions", "Max active transactions"),
@@ -78,6 +87,7 @@ RESTART_FIELDS = frozenset(
         "chain_id",
         "ipfs_api_address",
         "contract_address",
+        "network_name",
         "training_device",
         "model_preset",
     }
@@ -146,7 +156,7 @@ class SettingsDialog(QtWidgets.QDialog):
         layout.addWidget(self.tabs)
         layout.addWidget(self.general_error)
         layout.addWidget(self.buttons)
-        self.resize(620, 500)
+        self.resize(700, 600)
         self.load(self.settings)
 
     # -- building ------------------------------------------------------------------------
@@ -167,7 +177,40 @@ class SettingsDialog(QtWidgets.QDialog):
         note = QtWidgets.QLabel("Network changes apply when the app is restarted.")
         note.setStyleSheet("color: #555;")
         form.addRow("", note)
+        from r3mes_desktop.gui.widgets.network_join import NetworkJoinPanel
+
+        self.join_panel = NetworkJoinPanel(
+            keystore=self.account.keystore, fill=self.fill_network, target=self.network_target
+        )
+        form.addRow(self.join_panel)
         return page
+
+    def fill_network(self, values: Mapping[str, Any]) -> None:
+        """Put a joined network's settings into the Network fields (not saved yet); a field
+        the environment sets stays as it is, and says so in its tooltip."""
+        self.devnet_box.setChecked(False)
+        for name, value in values.items():
+            if name in self.widgets and name not in self._locked:
+                self.set_field(name, _text_of(value))
+        self.revalidate()
+
+    def network_target(self) -> Target | str | None:
+        """What "Check connection" checks: the Network fields as they are now; None for
+        the devnet; or which field to fix first."""
+        from r3mes_desktop.app.preflight import Target
+
+        if self.devnet_box.isChecked():
+            return None
+        values = self.candidate()
+        errors = validate_candidate(values)
+        for name in NETWORK_FIELDS:
+            if name in errors:
+                return f"Fix the Network fields first: {errors[name]}"
+        try:
+            settings = updated(self.settings, **{k: values[k] for k in NETWORK_FIELDS})
+        except SettingsError as exc:
+            return f"Fix the Network fields first: {exc}"
+        return Target.from_settings(settings, account=None)
 
     def _notifications_tab(self) -> QtWidgets.QWidget:
         page = self._form(NOTIFICATIONS)
@@ -287,7 +330,7 @@ class SettingsDialog(QtWidgets.QDialog):
         return values
 
     def _devnet_toggled(self, on: bool) -> None:
-        for name in ("chain_rpc_urls", "chain_id", "contract_address", "ipfs_api_address"):
+        for name in NETWORK_FIELDS:
             if name not in self._locked:
                 self.widgets[name].setEnabled(not on)
         if not self._loading:

@@ -1,4 +1,5 @@
-"""The status bar in plain language: chain, IPFS, device; and what is down, where, next try.
+"""The status bar in plain language: open rounds, chain, IPFS, device; and what is down,
+where, next try.
 
 "Down" comes from the bridge's retry and breaker events: a network retry for a service
 marks it down until a breaker closes or a health poll succeeds. The countdown is recomputed
@@ -7,6 +8,7 @@ from the due time every second, so the text never goes stale.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -22,6 +24,9 @@ class _Down:
     reason: str
     retry_at: float | None
     breaker: bool = False  # an open breaker: only its closing clears it, not a health poll
+
+
+_OPEN_ROUNDS = re.compile(r"\b(\d+) open rounds? for you\b")
 
 
 def _short_address(address: str) -> str:
@@ -65,8 +70,13 @@ class StatusBarController:
             "color: white; background: #e65100; font-weight: bold; padding: 0 6px;"
         )
         self.fault_plan.hide()
+        # The miner's "connected to …" line names network, chain and contract: too long for
+        # the bar, so the label keeps the rounds part and the tooltip the whole line.
+        self.rounds = QtWidgets.QLabel("")
+        self.rounds.setObjectName("status-rounds")
+        self.rounds.hide()  # until the miner's first listing
         bar.addWidget(self.problem, 1)
-        for label in (self.fault_plan, self.chain, self.ipfs, self.device, self.loop):
+        for label in (self.fault_plan, self.rounds, self.chain, self.ipfs, self.device, self.loop):
             bar.addPermanentWidget(label)
 
     def set_endpoints(self, endpoints: Mapping[str, str | None]) -> None:
@@ -106,6 +116,17 @@ class StatusBarController:
     def on_notice(self, event: Notice) -> None:
         if event.source == "faults":
             self.show_fault_plan(event.message)
+        elif event.source == "network":
+            self.show_rounds(event.message)
+
+    def show_rounds(self, message: str) -> None:
+        """The miner's latest "connected to …" or "waiting for rounds" line (it says one
+        only when that changes): "Rounds: 2 open" or "Rounds: waiting" on the bar."""
+        found = _OPEN_ROUNDS.search(message)
+        count = int(found.group(1)) if found is not None else 0
+        self.rounds.setText(f"Rounds: {count} open" if count else "Rounds: waiting")
+        self.rounds.setToolTip(message[:1].upper() + message[1:])
+        self.rounds.show()
 
     # -- outages -----------------------------------------------------------------------------
     def on_retry(self, event: RetryScheduled) -> None:

@@ -170,6 +170,9 @@ def test_start_commits_and_shows_in_view_and_charts(rig: Rig, qtbot: Any) -> Non
     qtbot.waitUntil(lambda: window.charts is not None, timeout=10_000)
     assert window.charts.redraws >= 1
     assert window.status.chain.text().startswith("Chain: devnet")
+    # the miner said where it is, through the bridge onto the status bar
+    assert window.status.rounds.text().startswith("Rounds: ")
+    assert window.status.rounds.toolTip().startswith("Connected to the embedded devnet (chain ")
     rig.stop_miner(qtbot)
 
 

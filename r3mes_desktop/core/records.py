@@ -26,6 +26,9 @@ def spec_to_json(spec: RoundSpec) -> str:
             "hyperparams": dict(spec.hyperparams),
             "deadline": spec.deadline,
             "reward": spec.reward,
+            "model_version": spec.model_version,
+            "model_cid": spec.model_cid,
+            "model_sha256": spec.model_sha256,
         },
         sort_keys=True,
     )
@@ -42,6 +45,9 @@ def spec_from_json(text: str) -> RoundSpec:
         hyperparams=dict(data.get("hyperparams") or {}),
         deadline=int(data.get("deadline", 0)),
         reward=int(data.get("reward", 0)),
+        model_version=int(data.get("model_version", 0)),
+        model_cid=str(data.get("model_cid", "")),
+        model_sha256=str(data.get("model_sha256", "")),
     )
 
 

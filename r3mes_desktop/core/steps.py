@@ -25,6 +25,9 @@ class RoundSpec:
     hyperparams: Mapping[str, Any] = field(default_factory=dict)
     deadline: int = 0  # unix seconds after which the contract refuses submissions; 0: none
     reward: int = 0  # credits an accepted submission earns
+    model_version: int = 0  # the network adapter to train from (0: the genesis adapter)
+    model_cid: str = ""  # its CID and sha256 (hex), from the contract's version record
+    model_sha256: str = ""
 
 
 @dataclass(frozen=True)

@@ -215,6 +215,7 @@ class ChainClient(ContractViews):
             exists,
             deadline,
             reward,
+            version,
         ) = await self._view("getRound", round_id)
         if not (is_open and exists):  # closed since it was listed: never listed again
             return None
@@ -234,7 +235,20 @@ class ChainClient(ContractViews):
             hyperparams=params,
             deadline=int(deadline),
             reward=int(reward),
+            **await self._model_fields(int(version)),
         )
+
+    async def _model_fields(self, version: int) -> dict[str, Any]:
+        if version == 0:
+            return {}
+        found = await self.version_info(version)
+        if found is None:
+            return {"model_version": version}  # training refuses a plan naming no adapter
+        return {
+            "model_version": version,
+            "model_cid": found.cid,
+            "model_sha256": found.content_hash.hex(),
+        }
 
     async def _submission_tuple(self, round_id: int) -> tuple[Any, ...] | None:
         raw = await self._view("submissionOf", round_id, self._address)

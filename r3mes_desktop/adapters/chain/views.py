@@ -31,6 +31,20 @@ class RoundInfo:
     is_open: bool
     deadline: int
     reward: int
+    model_version: int
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    version_id: int
+    cid: str
+    content_hash: bytes
+    eval_loss: float  # nats per token
+    parent_id: int
+    round_id: int
+    updates: int
+    block_number: int
+    aggregator: str
 
 
 @dataclass(frozen=True)
@@ -61,9 +75,8 @@ class ContractViews:
         raise NotImplementedError
 
     async def round_info(self, round_id: int) -> RoundInfo | None:
-        seed, difficulty, steps, hyper, base, is_open, exists, deadline, reward = await self._view(
-            "getRound", round_id
-        )
+        raw = await self._view("getRound", round_id)
+        seed, difficulty, steps, hyper, base, is_open, exists, deadline, reward, version = raw
         if not exists:
             return None
         return RoundInfo(
@@ -76,7 +89,31 @@ class ContractViews:
             is_open=bool(is_open),
             deadline=int(deadline),
             reward=int(reward),
+            model_version=int(version),
         )
+
+    async def version_info(self, version_id: int) -> VersionInfo | None:
+        raw = await self._view("versions", version_id)
+        cid, digest, loss, parent, round_id, updates, block, aggregator = raw
+        if int(block) == 0:
+            return None
+        return VersionInfo(
+            version_id=version_id,
+            cid=str(cid),
+            content_hash=bytes(digest),
+            eval_loss=int(loss) / 1e6,
+            parent_id=int(parent),
+            round_id=int(round_id),
+            updates=int(updates),
+            block_number=int(block),
+            aggregator=str(to_checksum_address(aggregator)),
+        )
+
+    async def current_version(self) -> int:
+        return int(await self._view("currentVersion"))
+
+    async def is_aggregator(self, address: str) -> bool:
+        return bool(await self._view("aggregators", address))
 
     async def submission_info(self, round_id: int, miner: str) -> SubmissionInfo | None:
         raw = await self._view("submissionOf", round_id, miner)

@@ -125,6 +125,7 @@ class DevnetOperator:
         if round_id is None:
             round_id = int(await self._view("lastRoundId")) + 1
         seed = int.from_bytes(hashlib.sha256(b"r3mes-devnet-round:%d" % round_id).digest()[:8])
+        version = int(await self._view("currentVersion"))  # rounds train on the newest model
         t = self.template
         data = encode_call(
             "openRound",
@@ -136,9 +137,15 @@ class DevnetOperator:
             t.base_model_id,
             0,  # no deadline: the devnet closes rounds itself
             t.reward,
+            version,
         )
         await self._send(data, to=self.contract_address)
-        log.info("devnet: opened round %d (difficulty %d)", round_id, t.difficulty)
+        log.info(
+            "devnet: opened round %d (difficulty %d, model version %d)",
+            round_id,
+            t.difficulty,
+            version,
+        )
         return round_id
 
     async def add_validator(self, address: str) -> None:
@@ -146,6 +153,12 @@ class DevnetOperator:
         if not await self._view("validators", address):
             await self._send(encode_call("addValidator", address), to=self.contract_address)
             log.info("devnet: validator %s appointed", address)
+
+    async def add_aggregator(self, address: str) -> None:
+        """Appoint `address` to publish model versions (idempotent)."""
+        if not await self._view("aggregators", address):
+            await self._send(encode_call("addAggregator", address), to=self.contract_address)
+            log.info("devnet: aggregator %s appointed", address)
 
     async def close_round(self, round_id: int) -> None:
         await self._send(encode_call("closeRound", round_id), to=self.contract_address)

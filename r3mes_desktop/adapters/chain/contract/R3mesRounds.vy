@@ -12,7 +12,10 @@
         update does not match the copier's assignment. `completeTask` publishes the openings
         (the committed training states the submission block's hash sampled). Validators the
         operator appoints post one verdict per submission; an accepted one earns the round's
-        reward in `credits`, exactly once.
+        reward in `credits`, exactly once. Aggregators the operator appoints publish model
+        versions (the network adapter by CID and sha256, with its held-out loss), each the
+        aggregate of one closed round's accepted updates; rounds name the version they
+        train on.
 """
 
 VERSION: public(constant(String[16])) = "r3mes-rounds/2"
@@ -31,6 +34,17 @@ struct Round:
     exists: bool
     deadline: uint256  # unix seconds; 0: none. Submissions after it revert.
     reward: uint256  # credits an accepted submission earns
+    modelVersion: uint64  # the network adapter this round trains on (0: the genesis one)
+
+struct ModelVersion:
+    cid: String[128]
+    contentHash: bytes32  # sha256 of the adapter's bytes
+    evalLossMicro: uint256  # held-out loss in millionths of a nat per token
+    parentId: uint64
+    roundId: uint64  # the closed round whose accepted updates it aggregates
+    updates: uint32
+    blockNumber: uint256
+    aggregator: address
 
 struct Submission:
     cid: String[128]
@@ -76,6 +90,14 @@ event ValidatorChanged:
     validator: indexed(address)
     active: bool
 
+event VersionPublished:
+    versionId: indexed(uint64)
+    roundId: indexed(uint64)
+    cid: String[128]
+    contentHash: bytes32
+    evalLossMicro: uint256
+    updates: uint32
+
 operator: public(address)
 rounds: HashMap[uint64, Round]
 submissions: HashMap[uint64, HashMap[address, Submission]]
@@ -86,6 +108,9 @@ lastRoundId: public(uint64)  # highest id ever opened: operators pick the next o
 validators: public(HashMap[address, bool])
 credits: public(HashMap[address, uint256])
 verdictCount: public(HashMap[uint64, uint256])
+aggregators: public(HashMap[address, bool])
+versions: public(HashMap[uint64, ModelVersion])
+currentVersion: public(uint64)
 
 
 @deploy
@@ -103,6 +128,7 @@ def openRound(
     baseModelId: String[128],
     deadline: uint256 = 0,
     reward: uint256 = 100,
+    modelVersion: uint64 = 0,
 ):
     assert msg.sender == self.operator, "not operator"
     assert not self.rounds[roundId].exists, "round exists"
@@ -110,6 +136,7 @@ def openRound(
     assert steps > 0, "steps must be positive"
     assert len(self.openIds) < MAX_OPEN, "too many open rounds"
     assert deadline == 0 or deadline > block.timestamp, "deadline in the past"
+    assert modelVersion <= self.currentVersion, "unknown model version"
     self.rounds[roundId] = Round(
         seed=seed,
         difficulty=difficulty,
@@ -120,6 +147,7 @@ def openRound(
         exists=True,
         deadline=deadline,
         reward=reward,
+        modelVersion=modelVersion,
     )
     self.openIds.append(roundId)
     if roundId > self.lastRoundId:
@@ -179,6 +207,58 @@ def removeValidator(validator: address):
     assert msg.sender == self.operator, "not operator"
     self.validators[validator] = False
     log ValidatorChanged(validator=validator, active=False)
+
+
+@external
+def addAggregator(aggregator: address):
+    assert msg.sender == self.operator, "not operator"
+    assert aggregator != empty(address), "zero address"
+    self.aggregators[aggregator] = True
+
+
+@external
+def removeAggregator(aggregator: address):
+    assert msg.sender == self.operator, "not operator"
+    self.aggregators[aggregator] = False
+
+
+@external
+def publishVersion(
+    versionId: uint64,
+    cid: String[128],
+    contentHash: bytes32,
+    evalLossMicro: uint256,
+    roundId: uint64,
+    updates: uint32,
+):
+    """@notice The next model version, aggregated from closed round `roundId`'s accepted
+            updates (which trained on the current version). One version per id, in order."""
+    assert self.aggregators[msg.sender], "not aggregator"
+    assert versionId == self.currentVersion + 1, "not the next version"
+    assert len(cid) > 0, "empty cid"
+    assert updates > 0, "no updates"
+    r: Round = self.rounds[roundId]
+    assert r.exists and not r.isOpen, "round still open"
+    assert r.modelVersion == self.currentVersion, "round trained on another version"
+    self.versions[versionId] = ModelVersion(
+        cid=cid,
+        contentHash=contentHash,
+        evalLossMicro=evalLossMicro,
+        parentId=self.currentVersion,
+        roundId=roundId,
+        updates=updates,
+        blockNumber=block.number,
+        aggregator=msg.sender,
+    )
+    self.currentVersion = versionId
+    log VersionPublished(
+        versionId=versionId,
+        roundId=roundId,
+        cid=cid,
+        contentHash=contentHash,
+        evalLossMicro=evalLossMicro,
+        updates=updates,
+    )
 
 
 @view

@@ -131,7 +131,7 @@ async def test_a_round_past_its_deadline_refuses_submissions(chain) -> None:
     data = encode_call("openRound", 900, 5, 16, 4, "{}", "m", soon, 7)
     await _tx(evm, Account.from_key(evm.funded_keys[0]), contract, data)
     info = await _view(evm, operator, "getRound", 900)
-    assert info[7:] == (soon, 7)
+    assert info[7:] == (soon, 7, 0)
     await asyncio.sleep(3.2)  # the devnet stamps blocks with wall time
     with pytest.raises(CallReverted, match="round past deadline") as caught:
         await _submit(evm, operator, miner, 900, tag="late")

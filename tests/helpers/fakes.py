@@ -9,6 +9,7 @@ state, completions) in one sqlite file, so a process restarted after SIGKILL see
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import json
 import sqlite3
@@ -274,7 +275,8 @@ class FakeChain:
         if sub is None or miner != sub.miner:
             return None
         verdict, reason, validator = self.verdicts.get(round_id, (0, 0, "0x" + "00" * 20))
-        return SubmissionInfo(
+        return _real(
+            SubmissionInfo,
             round_id=round_id,
             miner=miner,
             cid=sub.cid,
@@ -292,7 +294,8 @@ class FakeChain:
         from r3mes_desktop.adapters.chain.views import RoundInfo
 
         self.faults.hit("round_info", round_id=round_id)
-        return RoundInfo(
+        return _real(
+            RoundInfo,
             round_id=round_id,
             seed=round_id * 7,
             difficulty=16,
@@ -320,6 +323,12 @@ class FakeChain:
     async def submission_of(self, round_id: int) -> OnChainSubmission | None:
         self.faults.hit("submission_of", round_id=round_id)
         return self.submissions.get(round_id)
+
+
+def _real(cls: Any, **values: Any) -> Any:
+    """An instance of the chain client's own record type; a field added to it later (and
+    not named here) reads 0, so the fake keeps returning the real type."""
+    return cls(**{f.name: values.get(f.name, 0) for f in dataclasses.fields(cls)})
 
 
 class FakeTaskApi:

@@ -81,8 +81,7 @@ class Progress:
     """Shows the current transaction's step on one stderr line, and each scheduled retry
     ("IPFS unreachable (connection refused) — retry 2/3 in 4 s"), each verdict read from
     chain ("round 3: accepted, +100 credits") and where the miner is ("connected to …, 2 open
-    rounds for you", "waiting for rounds", a round skipped for its deadline) on a line of its
-    own.
+    rounds for you", "waiting for rounds") on a line of its own.
 
     On a terminal the line is rewritten in place; otherwise (journald, a pipe) a line is
     printed only when the step changes or every `plain_interval_s`, so logs are not flooded.
@@ -140,8 +139,9 @@ class Progress:
                 line = text[:1].upper() + text[1:]
             dedup = ("retry", event.service or event.operation, str(event.attempt))
             self._show(dedup, line, force=True)
-        elif isinstance(event, Notice) and event.source in ("network", "miner"):
-            # The miner says these only when they change: each is worth its own line.
+        elif isinstance(event, Notice) and event.source == "network":
+            # Logged at INFO, below the console's level, and said only when it changes. (A
+            # skipped round is a warning: the console shows its log line already.)
             self._show(("notice", event.source, event.message), event.message, force=True)
         elif isinstance(event, VerdictRecorded):
             line = f"{short_id(event.transaction_id)} round {event.round_id}: {event.verdict}"

@@ -176,15 +176,18 @@ def test_each_verdict_is_a_line_of_its_own() -> None:
     ]
 
 
-def test_where_the_miner_is_and_a_skipped_round_are_lines_of_their_own() -> None:
+def test_where_the_miner_is_is_a_line_of_its_own() -> None:
     out = io.StringIO()
     progress = Progress(stream=out, tty=True)
     progress.on_event(_step(0.5, loss=1.0))
     connected = "connected to it (chain 1337), contract 0xabab…abab, 2 open rounds for you"
     progress.on_event(Notice(level="info", message=connected, source="network"))
+    waiting = "waiting for rounds: none open for you on it (chain 1337), contract 0xabab…abab"
+    progress.on_event(Notice(level="info", message=waiting, source="network"))
+    # a skipped round is a warning the console's log shows already; other notices too
     skipped = "round 4: predicted finish 12:40 after its deadline 12:30: skipped"
     progress.on_event(Notice(level="warning", message=skipped, source="miner"))
     progress.on_event(Notice(level="warning", message="low disk", source="disk"))
     lines = out.getvalue().split("\n")
     assert lines[0].endswith(connected)  # after the rewritten progress line
-    assert lines[1:] == ["\r" + skipped, ""]  # other notices are the log's, not this display's
+    assert lines[1:] == ["\r" + waiting, ""]

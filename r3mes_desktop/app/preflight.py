@@ -452,8 +452,9 @@ def describe(checks: Sequence[Check]) -> str:
     ]
     counts = {s: sum(c.status == s for c in checks) for s in (PASSED, WARNING, FAILED, SKIPPED)}
     verdict = "ready" if required_passed(checks) else "NOT READY"
+    warnings = f"{counts[WARNING]} warning{'s' if counts[WARNING] != 1 else ''}"
     lines.append(
-        f"{verdict}: {counts[PASSED]} passed, {counts[WARNING]} warnings, "
+        f"{verdict}: {counts[PASSED]} passed, {warnings}, "
         f"{counts[FAILED]} failed, {counts[SKIPPED]} skipped"
     )
     return "\n".join(lines)

@@ -173,6 +173,8 @@ async def test_no_key_skips_the_balance_and_a_failing_backup_url_warns() -> None
         checks["rpc"].line == f"RPC: 1 of 2 URLs answer; cannot reach {dead} (connection refused)"
     )
     assert checks["chain_id"].status == PASSED  # the answering node is used
+    summary = describe(list(checks.values())).splitlines()[-1]
+    assert summary == "ready: 4 passed, 1 warning, 0 failed, 1 skipped"
 
 
 async def test_against_the_devnet_contract(tmp_path: Path) -> None:

@@ -274,6 +274,7 @@ def build_coordinator(
     challenge (`ProvingTaskApi`) through the chain client the saga submits with, so with
     faults injected completion calls see the same faults as submissions; the same client
     reads the validators' verdicts and credits (`verdicts`)."""
+    from r3mes_desktop.app.model_cache import ModelCache
     from r3mes_desktop.app.proving import ProvingTaskApi
     from r3mes_desktop.core.coordinator import Coordinator
 
@@ -291,6 +292,7 @@ def build_coordinator(
         maintenance_interval_s=maintenance_interval_s,
         clock=clock,
         verdicts=chain,
+        models=ModelCache(store, data_dir / "models"),
     )
 
 

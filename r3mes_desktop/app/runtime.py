@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from r3mes_desktop.adapters.faults import FaultInjector
     from r3mes_desktop.adapters.mining.pow import ProcessPow
     from r3mes_desktop.adapters.mining.worker import ProcessTrainer
+    from r3mes_desktop.app.devnet_aggregator import DevnetAggregator
     from r3mes_desktop.app.devnet_validator import DevnetValidator
     from r3mes_desktop.app.instance_lock import InstanceLock
     from r3mes_desktop.core.coordinator import Coordinator
@@ -85,6 +86,7 @@ class Runtime:
         self.pow: ProcessPow | None = None
         self.devnet: Devnet | None = None
         self.devnet_validator: DevnetValidator | None = None
+        self.devnet_aggregator: DevnetAggregator | None = None
         self.chain: ChainClient | None = None
         self.store: PinnedStore | None = None
         self.keystore: Keystore | None = None
@@ -279,6 +281,10 @@ class Runtime:
 
                 self.devnet_validator = await DevnetValidator.open(self.devnet, clock=clock)
                 self.devnet_validator.start(opts.devnet_validator_s)
+                from r3mes_desktop.app.devnet_aggregator import DevnetAggregator
+
+                self.devnet_aggregator = await DevnetAggregator.open(self.devnet, clock=clock)
+                self.devnet_aggregator.start(opts.devnet_validator_s)
 
     def _open_notifier(self) -> None:
         """A hook like `_open_mining`: `verify` sends no notifications."""
@@ -373,6 +379,7 @@ class Runtime:
             ("trainer", self.trainer, "shutdown"),
             ("notifier", self.notifier, "close"),
             ("devnet validator", self.devnet_validator, "close"),
+            ("devnet aggregator", self.devnet_aggregator, "close"),
             ("devnet", self.devnet, "close"),
         ]
         for name, part, method in steps:

@@ -15,6 +15,7 @@ submission is tried again on the next pass; the others go on.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
@@ -250,8 +251,25 @@ class Validator:
         block_hash = await self._chain("block", self.chain.block_hash, sub.block_number)
         if block_hash is None:
             raise R3mesError(f"block {sub.block_number} is not readable yet")
+        spec = _spec(info)
+        adapter = b""
+        if info.model_version > 0:
+            version = await self._chain("versions", self.chain.version_info, info.model_version)
+            if version is None:
+                raise R3mesError(f"round {info.round_id} names unknown model version")
+            adapter = await self.store_calls.call(
+                "cat", functools.partial(self.store.cat, version.cid)
+            )
+            if hashlib.sha256(adapter).digest() != version.content_hash:
+                raise R3mesError(f"model version {version.version_id}: bytes are not its hash")
+            spec = dataclasses.replace(
+                spec,
+                model_version=version.version_id,
+                model_cid=version.cid,
+                model_sha256=version.content_hash.hex(),
+            )
         try:
-            plan = plan_for(_spec(info), self.config, sub.miner)
+            plan = plan_for(spec, self.config, sub.miner)
         except R3mesError as exc:
             return {"reason": int(Reason.BAD_PACKAGE), "detail": f"round plan: {exc.message}"}
         return await self.verifier.verify(
@@ -263,6 +281,7 @@ class Validator:
                 "assignment": mine.hex(),
                 "block_hash": block_hash.hex(),
                 "device": self.device,
+                "adapter": adapter,
             }
         )
 

@@ -49,6 +49,7 @@ from r3mes_desktop.core.stats import compute_statistics
 from r3mes_desktop.core.steps import (
     Chain,
     ContentStore,
+    ModelStore,
     ProofOfWork,
     RoundSpec,
     TaskApi,
@@ -98,6 +99,7 @@ class Coordinator:
         analytics: AnalyticsConfig | None = None,
         verdicts: VerdictSource | None = None,
         verdict_poll_s: float = 5.0,
+        models: ModelStore | None = None,
     ) -> None:
         """Wire the saga's context from the parts given (its length is the list of parts:
         one place shows everything the coordinator owns and passes on)."""
@@ -137,6 +139,7 @@ class Coordinator:
                 timeout_s=settings.transaction_timeout,
                 max_gradient_bytes=settings.max_gradient_size_mb * 1024 * 1024,
                 receipt_timeout_s=settings.call_timeout,
+                models=models,
             )
         )
         self.compensator = self.saga.compensator

@@ -49,7 +49,8 @@ class Trainer(Protocol):
     async def train(
         self, *, transaction_id: str, spec: RoundSpec, progress: ProgressCallback
     ) -> TrainingResult:
-        """Train (resuming from this transaction's checkpoint if one exists)."""
+        """Train (resuming from this transaction's checkpoint if one exists). A round on a
+        model version is also given `adapter_path=`: the verified network adapter's file."""
         ...
 
     async def discard_checkpoints(self, transaction_id: str) -> None:
@@ -176,6 +177,14 @@ class VerdictSource(Protocol):
 
     async def latest_block(self) -> Mapping[str, Any]:
         """The chain's head: {"number", "hash", "timestamp"}."""
+        ...
+
+
+class ModelStore(Protocol):
+    async def fetch(self, cid: str, sha256: str) -> str:
+        """A local path of the model version's bytes, verified against `sha256` (and the
+        CID by the content store); cached, so a resumed round fetches nothing again.
+        Raises `IntegrityError` for bytes that are not the named version."""
         ...
 
 

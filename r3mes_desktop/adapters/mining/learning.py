@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -97,3 +98,27 @@ def eval_loss(plan: TrainPlan, adapter: Adapter, *, batches: int = 8, device: st
             F.cross_entropy(logits.reshape(-1, m.vocab_size), batch[:, 1:].reshape(-1)).item()
         )
     return total / batches
+
+
+def aggregate_job(job: dict[str, Any]) -> dict[str, Any]:
+    """Aggregate accepted update packages and evaluate the result (a worker's target):
+    {"packages": [bytes], "plan": plan json} -> {"adapter": bytes, "sha256", "eval_loss",
+    "updates", "tokens"}. Each update is weighted by the tokens its manifest claims."""
+    from r3mes_desktop.adapters.mining.commitments import read_package
+
+    plan = TrainPlan.from_json(job["plan"])
+    per_step = plan.model.batch_size * plan.model.seq_len
+    updates: list[tuple[Adapter, int]] = []
+    for package in job["packages"]:
+        tensors, manifest = read_package(package)
+        steps = manifest.steps if manifest is not None else plan.steps
+        updates.append((tensors, steps * per_step))
+    adapter = aggregate(updates)
+    data = adapter_bytes(adapter)
+    return {
+        "adapter": data,
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "eval_loss": eval_loss(plan, adapter, device=job.get("device", "cpu")),
+        "updates": len(updates),
+        "tokens": sum(t for _, t in updates),
+    }

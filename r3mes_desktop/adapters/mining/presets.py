@@ -116,6 +116,7 @@ def make_plan(
     steps: int,
     hyperparams: Mapping[str, Any] | None = None,
     default_preset: str = "default",
+    adapter_sha256: str = "",
 ) -> TrainPlan:
     """Resolve a round into a validated plan; bad input names the field and its range."""
     params = dict(hyperparams or {})
@@ -148,4 +149,5 @@ def make_plan(
         steps=_checked_int("steps", steps, 1, 1_000_000),
         preset_name=preset_name,
         model=model,
+        adapter_sha256=adapter_sha256,
     )

@@ -123,8 +123,10 @@ def verify(
     assignment: bytes,
     block_hash: bytes,
     device: str = "cpu",
+    adapter: dict[str, np.ndarray] | None = None,
 ) -> Finding:
-    """Check one submission as `core.workproof` describes; deterministic for a given input."""
+    """Check one submission as `core.workproof` describes; deterministic for a given input.
+    `adapter`: the network adapter the round trains from (the plan names its sha256)."""
     bound = bound_manifest(package, plan=plan, miner=miner, assignment=assignment)
     if isinstance(bound, Finding):
         return bound
@@ -149,7 +151,7 @@ def verify(
                 Reason.BAD_OPENING, f"opened state {index} is not committed leaf {index}"
             )
     training.configure_determinism(manifest.threads)
-    start = training.RoundTraining(plan, device=torch_device)
+    start = training.RoundTraining(plan, device=torch_device, adapter=adapter)
     if spotcheck.leaf_hash(state_bytes(start)) != manifest.leaf(0):
         return Finding(Reason.BAD_START, "leaf 0 is not the assignment's starting state")
     final = st_load(opened[manifest.segments])
@@ -239,6 +241,7 @@ def verify_job(job: dict[str, Any]) -> dict[str, Any]:
             assignment=bytes.fromhex(job["assignment"]),
             block_hash=bytes.fromhex(job["block_hash"]),
             device=job.get("device", "cpu"),
+            adapter=dict(st_load(job["adapter"])) if job.get("adapter") else None,
         )
     except CannotVerifyHere as exc:
         return {"cannot_verify": str(exc)}

@@ -216,6 +216,14 @@ def check_recompute(
     return failed("recompute", f"retraining gave 0x{digest.hex()}"), digest
 
 
+def _versioned(spec: RoundSpec) -> Check:
+    return skipped(
+        "recompute",
+        f"the round trains on model version {spec.model_version}, which verify does not fetch "
+        "(the validators' sampled check covers it)",
+    )
+
+
 def _bound_miner(miner: str | bytes, data: bytes | None) -> str | None:
     """The miner whose bound run to recompute: a package without a manifest is unbound."""
     address = miner if isinstance(miner, str) else "0x" + bytes(miner).hex()
@@ -254,7 +262,9 @@ def verify_submission(
         )
     checks.append(check_pow(spec=spec, miner=miner, nonce=nonce, gradient_hash=gradient_hash))
     recomputed = None
-    if recompute:
+    if recompute and spec.model_version:
+        checks.append(_versioned(spec))
+    elif recompute:
         check, recomputed = check_recompute(
             spec=spec, gradient_hash=gradient_hash, config=config, miner=_bound_miner(miner, data)
         )
@@ -455,6 +465,8 @@ async def verify_on_chain(
         checks.append(skipped("recompute", "not asked (--no-recompute)", on_request=True))
     elif gradient_hash is None:
         checks.append(skipped("recompute", "no gradient hash to compare with"))
+    elif spec.model_version:
+        checks.append(_versioned(spec))
     else:
         check, recomputed = await to_thread(
             check_recompute,

@@ -87,6 +87,7 @@ def plan_for(spec: RoundSpec, config: MiningConfig, miner: str | None = None) ->
     plan = make_plan(
         round_id=spec.round_id,
         seed=seed,
+        adapter_sha256=spec.model_sha256,
         base_model_id=spec.base_model_id,
         steps=spec.steps,
         hyperparams=spec.hyperparams,
@@ -323,7 +324,12 @@ class ProcessTrainer:
         await loop.run_in_executor(None, self.checkpoints.delete, transaction_id)
 
     async def train(
-        self, *, transaction_id: str, spec: RoundSpec, progress: ProgressCallback
+        self,
+        *,
+        transaction_id: str,
+        spec: RoundSpec,
+        progress: ProgressCallback,
+        adapter_path: str | None = None,
     ) -> TrainingResult:
         plan = plan_for(spec, self.config, self.miner)
         validate_transaction_id(transaction_id)
@@ -333,7 +339,7 @@ class ProcessTrainer:
                 if self._stopped:
                     raise MiningStopped("mining is stopped; start it again to resume this round")
                 worker = await self._ensure_worker()
-                job = self._start_job(worker, transaction_id, plan, spec)
+                job = self._start_job(worker, transaction_id, plan, spec, adapter_path)
                 try:
                     result = await self._pump(worker, job, transaction_id, progress)
                 except _WorkerLost as lost:
@@ -350,7 +356,12 @@ class ProcessTrainer:
                 return _training_result(result, restarts)
 
     def _start_job(
-        self, worker: _Worker, transaction_id: str, plan: TrainPlan, spec: RoundSpec
+        self,
+        worker: _Worker,
+        transaction_id: str,
+        plan: TrainPlan,
+        spec: RoundSpec,
+        adapter_path: str | None = None,
     ) -> str:
         """Send the child one training job (paused at once if mining is paused); the job id
         returned tells this job's frames from a stale one's."""
@@ -366,6 +377,7 @@ class ProcessTrainer:
                 "checkpoint_root": str(self.checkpoints.root),
                 "settings": {k: getattr(self.config, k) for k in JOB_SETTINGS},
                 "trace": self._trace_spec(transaction_id, spec),
+                "adapter_path": adapter_path,
             }
         )
         if self._paused:

@@ -130,6 +130,7 @@ class Child:
             device=device,
             memory_budget_mb=cfg.memory_budget_mb,
             micro_hook=self.beat,
+            adapter=_adapter(msg.get("adapter_path")),
         )
         loaded = store.load_latest(tx, expect={"fingerprint": plan.fingerprint()})
         if loaded is not None:
@@ -291,6 +292,16 @@ class _Trace:
         package = commitments.build_package(update, manifest)
         self.dir.seal(manifest, package)
         return package
+
+
+def _adapter(path: str | None) -> dict[str, Any] | None:
+    """The network adapter file the parent fetched and verified; training re-checks its
+    sha256 against the plan."""
+    if path is None:
+        return None
+    from safetensors.numpy import load_file
+
+    return dict(load_file(path))
 
 
 def _result_frame(

@@ -17,7 +17,14 @@ from r3mes_desktop.core.events import EventBus
 from r3mes_desktop.core.journal import Journal
 from r3mes_desktop.core.resilience import ServiceCaller
 from r3mes_desktop.core.resilience.retry import RetryPolicy
-from r3mes_desktop.core.steps import Chain, ContentStore, ProofOfWork, TaskApi, Trainer
+from r3mes_desktop.core.steps import (
+    Chain,
+    ContentStore,
+    ModelStore,
+    ProofOfWork,
+    TaskApi,
+    Trainer,
+)
 from r3mes_desktop.core.txstate import TxState
 
 DEAD_LETTER_CATEGORIES = frozenset(
@@ -63,6 +70,7 @@ class SagaContext:
     timeout_s: float
     max_gradient_bytes: int
     receipt_timeout_s: float
+    models: ModelStore | None = None  # fetches the network adapter a round names
 
 
 @dataclass

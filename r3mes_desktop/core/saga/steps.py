@@ -35,7 +35,27 @@ class Steps:
         finally:
             self.saga.release_lane(rec.id)
 
+    async def _fetch_model(self, rec: TransactionRecord) -> dict[str, str]:
+        """The network adapter the round names, fetched (or found cached) and verified
+        through the content store's caller (retry, breaker, timeout) before training."""
+        spec = rec.spec
+        if spec.model_version == 0:
+            return {}
+        if not spec.model_cid or not spec.model_sha256 or self.ctx.models is None:
+            raise ValidationError(
+                f"round {rec.round_id} trains on model version {spec.model_version}, which "
+                "names no adapter this miner can fetch"
+            )
+        models = self.ctx.models
+        path = await self.ctx.store_calls.call(
+            "fetch_model",
+            functools.partial(models.fetch, spec.model_cid, spec.model_sha256),
+            transaction_id=rec.id,
+        )
+        return {"adapter_path": path}
+
     async def _train_in_lane(self, rec: TransactionRecord) -> Change:
+        model = await self._fetch_model(rec)
         async with self.saga.lane:
             tx = rec.id
             result = await self.ctx.resource_policy.call_async(
@@ -44,6 +64,7 @@ class Steps:
                     transaction_id=tx,
                     spec=rec.spec,
                     progress=self.saga.progress(tx, "training"),
+                    **model,
                 ),
                 operation="train",
                 service="trainer",

@@ -150,13 +150,17 @@ async def cmd_open_round(out: Output, args: argparse.Namespace) -> int:
         if args.deadline_in is not None:
             latest = await chain.latest_block()
             deadline = int(latest["timestamp"]) + args.deadline_in
+        version = args.model_version
+        if version is None:
+            version = await chain.current_version()  # rounds train on the newest model
         tx = await _send(
             chain, "openRound", round_id, seed, args.difficulty, args.steps, hyper,
-            args.base_model, deadline, args.reward, round_id=round_id,
+            args.base_model, deadline, args.reward, version, round_id=round_id,
         )  # fmt: skip
     result = {"round_id": round_id, "opened": True, "seed": seed, "difficulty": args.difficulty,
               "steps": args.steps, "hyperparams": hyper, "base_model_id": args.base_model,
-              "deadline": deadline, "reward": args.reward, "tx_hash": tx}  # fmt: skip
+              "deadline": deadline, "reward": args.reward, "model_version": version,
+              "tx_hash": tx}  # fmt: skip
     out.emit(result, lambda r: f"opened round {round_id} (tx {tx})")
     return ExitCode.OK
 
@@ -184,16 +188,70 @@ async def cmd_validator(out: Output, args: argparse.Namespace) -> int:
         who = checked_address(args.address, "address")
     except ValidationError as exc:
         raise CliError(exc.message, ExitCode.USAGE) from None
-    want = args.command == "add-validator"
+    want = args.command.startswith("add-")
+    role = args.command.split("-", 1)[1]  # "validator" or "aggregator"
     async with roles.connected(network, account, _state_dir(args)) as chain:
-        if await chain.is_validator(who) == want:
-            note = f"{who} is already {'a' if want else 'not a'} validator"
-            out.emit({"validator": who, "active": want, "changed": False}, lambda r: note)
+        holds = chain.is_validator if role == "validator" else chain.is_aggregator
+        if await holds(who) == want:
+            article = "an" if role == "aggregator" else "a"
+            note = f"{who} is already {'' if want else 'not '}{article} {role}"
+            out.emit({role: who, "active": want, "changed": False}, lambda r: note)
             return ExitCode.OK
-        tx = await _send(chain, "addValidator" if want else "removeValidator", who)
-    note = f"{'appointed' if want else 'removed'} validator {who} (tx {tx})"
-    out.emit({"validator": who, "active": want, "changed": True, "tx_hash": tx}, lambda r: note)
+        fn = ("add" if want else "remove") + role.capitalize()
+        tx = await _send(chain, fn, who)
+    note = f"{'appointed' if want else 'removed'} {role} {who} (tx {tx})"
+    out.emit({role: who, "active": want, "changed": True, "tx_hash": tx}, lambda r: note)
     return ExitCode.OK
+
+
+async def cmd_aggregate(out: Output, args: argparse.Namespace) -> int:
+    """Publish model versions from closed rounds' accepted updates (see app.aggregator)."""
+    from r3mes_desktop.adapters.ipfs.client import IpfsClient
+    from r3mes_desktop.adapters.mining.verifier import ProcessVerifier
+    from r3mes_desktop.app.aggregator import Aggregator
+    from r3mes_desktop.core.versions import VersionJournal
+
+    network = roles.load_network(args.network)
+    if not network.ipfs_api:
+        raise CliError("ipfs_api: the network file names none", ExitCode.CONFIG)
+    account = roles.load_key(args.key_file)
+    state = _state_dir(args) / "aggregator"
+    journal = VersionJournal(state / "aggregator.sqlite")
+    store = IpfsClient(network.ipfs_api)
+    worker = ProcessVerifier()
+    published: list[int] = []
+    errors: list[str] = []
+    try:
+        async with roles.connected(network, account, state) as chain:
+            if not await chain.is_aggregator(chain.miner_address):
+                raise CliError(
+                    f"key-file: {chain.miner_address} is not an aggregator; "
+                    "run add-aggregator with the operator's key",
+                    ExitCode.AUTH,
+                )
+            aggregator = Aggregator(
+                chain=chain,
+                store=store,
+                journal=journal,
+                worker=worker,
+                chain_calls=roles.caller("chain"),
+                store_calls=roles.caller("ipfs"),
+                blobs=state / "versions",
+            )
+            for _ in range(args.passes):
+                report = await aggregator.pass_once()
+                published += report.published
+                errors = report.errors
+                if not report.published:
+                    break
+            version = await chain.current_version()
+    finally:
+        await worker.close()
+        await store.close()
+        journal.close()
+    result = {"published": published, "current_version": version, "errors": errors}
+    out.emit(result, lambda r: f"published {published or 'nothing'}; current version {version}")
+    return ExitCode.OK if not errors else ExitCode.UNAVAILABLE
 
 
 async def cmd_rounds(out: Output, args: argparse.Namespace) -> int:
@@ -284,15 +342,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--base-model", default="r3mes-lm-v1", help="base model id")
     p.add_argument("--deadline-in", type=_int_in(1, 10**8), default=None,
                    help="seconds from now after which submissions are refused")  # fmt: skip
+    p.add_argument("--model-version", type=_int_in(0, 2**64 - 1), default=None,
+                   help="the model version it trains on (default: the current one)")  # fmt: skip
     p.add_argument("--reward", type=_int_in(0, 10**18), default=100,
                    help="credits per accepted submission")  # fmt: skip
 
     p = add("close-round", "close a round", cmd_close_round, key=True, net=True)
     p.add_argument("round", type=_int_in(1, 2**64 - 1))
     for name, helptext in (("add-validator", "appoint a validator"),
-                           ("remove-validator", "remove a validator")):  # fmt: skip
+                           ("remove-validator", "remove a validator"),
+                           ("add-aggregator", "appoint an aggregator"),
+                           ("remove-aggregator", "remove an aggregator")):  # fmt: skip
         p = add(name, helptext, cmd_validator, key=True, net=True)
         p.add_argument("address")
+    p = add("aggregate", "publish model versions from closed rounds (aggregator key)",
+            cmd_aggregate, key=True, net=True)  # fmt: skip
+    p.add_argument("--passes", type=_int_in(1, 10_000), default=10,
+                   help="at most this many passes; ends at one publishing nothing")  # fmt: skip
     add("rounds", "open rounds with submissions and verdicts", cmd_rounds, key=False, net=True)
     return parser
 

@@ -6,6 +6,7 @@ work is credited once, the copy earns nothing."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -86,6 +87,17 @@ def _miner_env(home: Path, network: dict) -> dict[str, str]:
         PYTHON_KEYRING_BACKEND="keyring.backends.null.Keyring", R3MES_NOTIFY_TRAY="false",
     )  # fmt: skip
     return env
+
+
+def _rows(path: Path, table: str) -> int:
+    """Rows in a journal another process is writing (0 while it is being created)."""
+    if not path.exists():
+        return 0
+    try:
+        with contextlib.closing(sqlite3.connect(path)) as db:
+            return int(db.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
+    except sqlite3.OperationalError:
+        return 0
 
 
 def _solve(gradient_hash: bytes, miner: str, round_id: int, difficulty: int) -> int:
@@ -173,10 +185,8 @@ async def test_operator_miners_free_rider_and_a_killed_validator(anvil, jsipfs, 
     journal = v_dir / "validator.sqlite"
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline:  # kill -9 once a verdict is journaled
-        if journal.exists():
-            with sqlite3.connect(journal) as db:
-                if db.execute("SELECT count(*) FROM verdicts").fetchone()[0] >= 1:
-                    break
+        if _rows(journal, "verdicts") >= 1:
+            break
         await asyncio.sleep(0.05)
     os.killpg(killed.pid, signal.SIGKILL)
     killed.wait(timeout=30)
@@ -208,3 +218,71 @@ async def test_operator_miners_free_rider_and_a_killed_validator(anvil, jsipfs, 
         await transport.close()
     status = _cli("r3mes_desktop.cli.validator", "status", "--data-dir", str(v_dir))
     assert sorted(r["state"] for r in status["verdicts"]) == ["posted"] * 5
+
+    # The aggregator (killed with -9 once it journaled a version) turns round 1 into model
+    # version 1 exactly once; round 2 trained on version 0 and is passed over.
+    aggregator = Account.create()
+    await _send(anvil, FUNDER, aggregator.address, value=10**19)
+    a_key = _key_file(tmp_path / "aggregator.key", "0x" + bytes(aggregator.key).hex())
+    for round_id in ("1", "2"):
+        _cli("r3mes_desktop.cli.operator", "close-round", *op, round_id)
+    _cli("r3mes_desktop.cli.operator", "add-aggregator", *op, aggregator.address)
+    a_state = tmp_path / "aggregator"
+    a_args = ["aggregate", "--network", str(net_file), "--key-file", str(a_key),
+              "--state-dir", str(a_state)]  # fmt: skip
+    killed = subprocess.Popen(  # noqa: ASYNC220 - starts it, never blocks on it
+        [sys.executable, "-m", "r3mes_desktop.cli.operator", *a_args],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    a_journal = a_state / "aggregator" / "aggregator.sqlite"
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and killed.poll() is None:
+        if _rows(a_journal, "versions") >= 1:
+            break
+        await asyncio.sleep(0.05)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(killed.pid, signal.SIGKILL)
+    killed.wait(timeout=30)
+    aggregated = _cli("r3mes_desktop.cli.operator", *a_args, "--passes", "3", timeout=300)
+    assert aggregated["current_version"] == 1 and aggregated["errors"] == []
+
+    transport = RpcTransport(anvil)
+    try:
+        from r3mes_desktop.adapters.chain.abi import decode_output
+
+        async def view2(name, *args):
+            return decode_output(name, await transport.call(
+                {"to": contract, "data": encode_call(name, *args)}))  # fmt: skip
+
+        version = await view2("versions", 1)
+        assert version[4] == 1 and version[5] == 2  # round 1, both miners' updates
+        assert await transport.nonce(aggregator.address) == 1  # one publishVersion, ever
+    finally:
+        await transport.close()
+
+    # A round opened now trains on version 1: a miner fetches it from IPFS, trains from it,
+    # and the validator (fetching it too) accepts the work.
+    opened = _cli("r3mes_desktop.cli.operator", "open-round", *op, "--round-id", "3",
+                  "--steps", "8", "--preset", "tiny", "--difficulty", "16")  # fmt: skip
+    assert opened["model_version"] == 1
+    home, address = homes[1]
+    out = (home / "out3.log").open("wb")
+    third = subprocess.Popen(  # noqa: ASYNC220 - starts it, never blocks on it
+        [sys.executable, "-m", "r3mes_desktop.cli", "-q", "run", "--rounds", "1",
+         "--password-file", str(home / "password.txt")],
+        env=_miner_env(home, network), stdout=out, stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )  # fmt: skip
+    out.close()
+    assert third.wait(timeout=300) == 0, (home / "out3.log").read_text()[-3000:]
+    assert list((home / "data" / "models").glob("*.safetensors"))  # fetched and cached
+    final = _cli("r3mes_desktop.cli.validator", *v_args, "--passes", "2", timeout=300)
+    transport = RpcTransport(anvil)
+    try:
+        raw = await transport.call({"to": contract, "data": encode_call(
+            "submissionOf", 3, address)})  # fmt: skip
+        from r3mes_desktop.adapters.chain.abi import decode_output
+
+        assert decode_output("submissionOf", raw)[6:8] == (1, 0)  # accepted
+    finally:
+        await transport.close()

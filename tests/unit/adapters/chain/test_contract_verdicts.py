@@ -132,7 +132,13 @@ async def test_a_round_past_its_deadline_refuses_submissions(chain) -> None:
     await _tx(evm, Account.from_key(evm.funded_keys[0]), contract, data)
     info = await _view(evm, operator, "getRound", 900)
     assert info[7:] == (soon, 7, 0)
-    await asyncio.sleep(3.2)  # the devnet stamps blocks with wall time
+    for _ in range(40):  # blocks are stamped with wall time: mine until one is past it
+        await asyncio.sleep(0.25)
+        await operator.fund(miner.address, at_least_wei=2**255)  # any transaction: a block
+        latest = await evm.block(None)
+        assert latest is not None
+        if int(latest["timestamp"]) > soon + 1:
+            break
     with pytest.raises(CallReverted, match="round past deadline") as caught:
         await _submit(evm, operator, miner, 900, tag="late")
     error = revert_error(caught.value.reason, what="submitGradient for round 900")

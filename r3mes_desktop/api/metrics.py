@@ -3,12 +3,14 @@
 Two sources: live events from the core bus (retries, failures, commit latency, tokens/s,
 hash rate) and, at scrape time, the journal's totals and the breakers' snapshots (so the
 counts survive restarts and agree with `r3mes-miner stats`): transactions by state, errors,
-submissions by verdict, rejections by reason and the credits earned. A per-app registry lets the
-GUI, the CLI and tests run several apps in one process without duplicate-metric errors.
+submissions by verdict, rejections by reason, the credits earned, and the network model's
+current version with its held-out loss. A per-app registry lets the GUI, the CLI and tests
+run several apps in one process without duplicate-metric errors.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -49,7 +51,7 @@ FAILURE_STEPS = (*(s.value for s in STEPS), "unknown")
 RETRY_OPERATIONS: Mapping[str, tuple[str, ...]] = {
     "trainer": ("train",),
     "pow": ("pow",),
-    "ipfs": ("add_and_pin", "is_pinned", "unpin"),
+    "ipfs": ("add_and_pin", "is_pinned", "unpin", "fetch_model"),
     "chain": (
         "open_rounds",
         "sign_submission",
@@ -59,6 +61,8 @@ RETRY_OPERATIONS: Mapping[str, tuple[str, ...]] = {
         "latest_block",
         "submission_info",
         "round_info",
+        "current_version",
+        "version_info",
     ),
     "task_api": ("complete_task",),
 }
@@ -193,6 +197,29 @@ class _SnapshotCollector(Collector):
             "r3mes_credits_earned",
             "Credits the accepted submissions earned (the rounds' rewards)",
             value=_num(self.stats, "credits_total"),
+        )
+        yield from self._model()
+
+    def _model(self) -> Iterable[Metric]:
+        """The network model (journal, born with the first scrape): the newest version
+        read from the chain (0: the genesis adapter, none published yet) and its held-out
+        loss, NaN while no version is known: a loss of 0 would read as a perfect model."""
+        yield GaugeMetricFamily(
+            "r3mes_model_version",
+            "The network model's current version, as read from the chain (0: genesis)",
+            value=_num(self.stats, "model_version"),
+        )
+        loss = self.stats.get("model_eval_loss")
+        yield GaugeMetricFamily(
+            "r3mes_model_eval_loss",
+            "Held-out loss of the network model's current version, nats per token "
+            "(NaN before the first version)",
+            value=float(loss) if isinstance(loss, int | float) else math.nan,
+        )
+        yield CounterMetricFamily(
+            "r3mes_updates_aggregated",
+            "Accepted updates of this miner that went into a network model version",
+            value=_num(self.stats, "updates_aggregated"),
         )
 
 

@@ -273,7 +273,8 @@ def build_coordinator(
     """The saga's coordinator over the parts. Round completion answers the validators'
     challenge (`ProvingTaskApi`) through the chain client the saga submits with, so with
     faults injected completion calls see the same faults as submissions; the same client
-    reads the validators' verdicts and credits (`verdicts`)."""
+    reads the validators' verdicts and credits (`verdicts`) and the network model's
+    versions (`versions`)."""
     from r3mes_desktop.app.model_cache import ModelCache
     from r3mes_desktop.app.proving import ProvingTaskApi
     from r3mes_desktop.core.coordinator import Coordinator
@@ -292,6 +293,7 @@ def build_coordinator(
         maintenance_interval_s=maintenance_interval_s,
         clock=clock,
         verdicts=chain,
+        versions=chain,
         models=ModelCache(store, data_dir / "models"),
     )
 

@@ -52,7 +52,8 @@ class JournalView:
         if rec is None:
             return None
         history = await self.journal.history(transaction_id)
-        return TransactionStatus.of(rec, now=time.time(), history=history)
+        (status,) = await self.journal.statuses([rec], now=time.time(), history=history)
+        return status
 
     async def list_transactions(
         self, *, states: Iterable[str] | None = None, limit: int = 50
@@ -64,9 +65,8 @@ class JournalView:
         except ValueError:
             accepted = ", ".join(s.value for s in TxState)
             raise ValidationError(f"state: accepted {accepted}") from None
-        now = time.time()
         records = await self.journal.list_transactions(states=wanted, limit=limit)
-        return [TransactionStatus.of(r, now=now, history=[]) for r in records]
+        return await self.journal.statuses(records, now=time.time())
 
     async def dead_letters(self, *, status: str | None = "open") -> list[DeadLetter]:
         return await self.journal.dead_letters(status=status)

@@ -29,10 +29,12 @@ from r3mes_desktop.core.events import (
 )
 from r3mes_desktop.core.journal import Journal
 from r3mes_desktop.core.logcontext import log_context
+from r3mes_desktop.core.model_watch import ModelWatcher
 from r3mes_desktop.core.records import (
     CleanupReport,
     DeadLetter,
     HistoryEntry,
+    ModelVersion,
     RecoveryReport,
     TransactionRecord,
     TransactionStatus,
@@ -50,6 +52,7 @@ from r3mes_desktop.core.steps import (
     Chain,
     ContentStore,
     ModelStore,
+    ModelVersionSource,
     ProofOfWork,
     RoundSpec,
     TaskApi,
@@ -100,6 +103,8 @@ class Coordinator:
         verdicts: VerdictSource | None = None,
         verdict_poll_s: float = 5.0,
         models: ModelStore | None = None,
+        versions: ModelVersionSource | None = None,
+        version_poll_s: float = 10.0,
     ) -> None:
         """Wire the saga's context from the parts given (its length is the list of parts:
         one place shows everything the coordinator owns and passes on)."""
@@ -162,6 +167,19 @@ class Coordinator:
                 poll_s=verdict_poll_s,
             )
         )
+        # Reads the network model's versions (None: a chain without them)
+        self.model_watch = (
+            None
+            if versions is None
+            else ModelWatcher(
+                journal=journal,
+                chain=versions,
+                calls=self.callers["chain"],
+                bus=self.bus,
+                clock=clock,
+                poll_s=version_poll_s,
+            )
+        )
         self._active: dict[str, asyncio.Task[TransactionRecord]] = {}
         self._closing: set[str] = set()  # being cleaned up: no driver may start on them
         self._spawned: set[asyncio.Task[Any]] = set()
@@ -203,6 +221,8 @@ class Coordinator:
             self._background.append(asyncio.create_task(self._sweep_loop()))
             if self.verdict_watch is not None:
                 self._background.append(asyncio.create_task(self.verdict_watch.run()))
+            if self.model_watch is not None:
+                self._background.append(asyncio.create_task(self.model_watch.run()))
         return RecoveryReport(
             duration_s=time.perf_counter() - t0,
             reconciled=reconciled,
@@ -342,7 +362,8 @@ class Coordinator:
         rec, history = await self.journal.snapshot(transaction_id)
         if rec is None:
             raise ValidationError(f"transaction_id {transaction_id!r} is not in the journal")
-        return TransactionStatus.of(rec, now=self.clock.time(), history=history)
+        (status,) = await self.journal.statuses([rec], now=self.clock.time(), history=history)
+        return status
 
     async def list_transactions(
         self, *, states: Iterable[TxState | str] | None = None, limit: int = 200
@@ -350,9 +371,8 @@ class Coordinator:
         if limit < 1 or limit > 100_000:
             raise ValidationError(f"limit = {limit}: accepted 1..100000")
         wanted = None if states is None else [TxState(s) for s in states]
-        now = self.clock.time()
         records = await self.journal.list_transactions(states=wanted, limit=limit)
-        return [TransactionStatus.of(r, now=now, history=[]) for r in records]
+        return await self.journal.statuses(records, now=self.clock.time())
 
     async def statistics(self, *, window_s: float = 3600) -> dict[str, Any]:
         if window_s <= 0:
@@ -367,6 +387,12 @@ class Coordinator:
         if not 1 <= limit <= 100_000:
             raise ValidationError(f"limit = {limit}: accepted 1..100000")
         return await self.journal.credits_series(limit=limit)
+
+    async def model_versions(self, *, limit: int = 500) -> list[ModelVersion]:
+        """The newest `limit` network model versions journaled, oldest first."""
+        if not 1 <= limit <= 100_000:
+            raise ValidationError(f"limit = {limit}: accepted 1..100000")
+        return await self.journal.model_versions(limit=limit)
 
     async def error_analysis(self) -> dict[str, Any]:
         now, config = self.clock.time(), self.analytics_config

@@ -128,6 +128,21 @@ class VerdictRecorded(Event):
 
 
 @dataclass(frozen=True, kw_only=True)
+class ModelVersionPublished(Event):
+    """A network model version read from the chain and journaled (one event per version,
+    the first time this miner sees it): the chart of the network's eval loss, the fate of
+    the updates of `round_id` (accepted ones went into this version)."""
+
+    version_id: int
+    round_id: int  # the closed round whose accepted updates it aggregates
+    parent_id: int  # the version it was trained from
+    eval_loss: float  # held-out loss, nats per token
+    updates: int
+    block_number: int
+    aggregator: str
+
+
+@dataclass(frozen=True, kw_only=True)
 class StatsChanged(Event):
     stats: dict[str, Any]
 

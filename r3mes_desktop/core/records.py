@@ -154,6 +154,57 @@ class DeadLetter:
         return dataclasses.asdict(self)
 
 
+@dataclass(frozen=True)
+class ModelVersion:
+    """A network model version as the journal keeps it (read from the contract by
+    `core.model_watch`): the adapter's CID and sha256, its held-out loss, the version it was
+    trained from and the closed round whose accepted updates it averages."""
+
+    version_id: int
+    round_id: int
+    parent_id: int
+    eval_loss: float  # nats per token, on the network's held-out text
+    updates: int
+    cid: str
+    content_hash: str  # sha256 hex of the adapter's bytes
+    block_number: int
+    aggregator: str
+    seen_at: float  # when this miner read it
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+AGGREGATED, WAITING, PASSED_OVER, REJECTED = "aggregated", "waiting", "passed_over", "rejected"
+
+
+def aggregation_of(
+    record: TransactionRecord, successor: ModelVersion | None
+) -> tuple[str | None, int | None, str | None]:
+    """Whether a transaction's update went into the network model: (word, version, sentence).
+
+    The contract builds version v+1 from exactly one closed round that trained on version
+    v, from that round's accepted updates only; so an accepted update went into the version
+    whose parent is the one it trained on (`successor`) if and only if that version names
+    its round. None for all three before a final verdict.
+    """
+    trained_on = record.spec.model_version
+    if record.verdict == "rejected":
+        return REJECTED, None, "not aggregated: the validators rejected the update"
+    if record.verdict != "accepted":
+        return None, None, None
+    if successor is None:
+        return WAITING, None, f"not aggregated yet: no version built on version {trained_on} so far"
+    if successor.round_id == record.round_id:
+        return AGGREGATED, successor.version_id, f"went into version {successor.version_id}"
+    return (
+        PASSED_OVER,
+        None,
+        f"not aggregated: version {successor.version_id} was built from round "
+        f"{successor.round_id} (one round per version)",
+    )
+
+
 def verdict_status(record: TransactionRecord) -> str | None:
     """What the chain said of a transaction's submission, in one word (see
     `TransactionStatus.verdict`); None before it is committed."""
@@ -191,12 +242,27 @@ class TransactionStatus:
     verdict_block: int | None = None
     verdict_validator: str | None = None
     verdict_at: float | None = None
+    # The network model: the version the round trained on, and whether the update went
+    # into the next one (`aggregation_of`: "aggregated" | "waiting" | "passed_over" |
+    # "rejected" | None before a final verdict)
+    model_version: int = 0
+    aggregation: str | None = None
+    aggregated_into: int | None = None
+    aggregation_text: str | None = None
 
     @classmethod
     def of(
-        cls, record: TransactionRecord, *, now: float, history: list[HistoryEntry]
+        cls,
+        record: TransactionRecord,
+        *,
+        now: float,
+        history: list[HistoryEntry],
+        successor: ModelVersion | None = None,
     ) -> TransactionStatus:
+        """`successor`: the journaled version built on the one `record` trained on (the
+        version numbered one more), None while there is none."""
         end = record.finished_at if record.finished_at is not None else now
+        aggregation, into, text = aggregation_of(record, successor)
         return cls(
             transaction_id=record.id,
             state=record.state.value,
@@ -221,6 +287,10 @@ class TransactionStatus:
             verdict_block=record.verdict_block,
             verdict_validator=record.verdict_validator,
             verdict_at=record.verdict_at,
+            model_version=record.spec.model_version,
+            aggregation=aggregation,
+            aggregated_into=into,
+            aggregation_text=text,
         )
 
     def to_dict(self) -> dict[str, Any]:

@@ -15,6 +15,10 @@ Verdicts are what the chain's validators said of committed submissions: `verdict
 counts the committed ones still waiting (`verdicts_overdue` those waiting longer than the
 setting allows), `credits_total` what the accepted ones earned, and `rejection_reasons` the
 rejections by reason (every `Reason` but ACCEPTED, at 0 when none).
+The network model: `model_version` is the newest version journaled from the chain (0: none,
+the genesis adapter), `model_eval_loss` its held-out loss (None while there is none), and
+`updates_aggregated` the accepted updates of ours that went into a version (a version
+aggregates exactly the accepted updates of the round it names).
 """
 
 from __future__ import annotations
@@ -91,6 +95,23 @@ def compute_statistics(conn: sqlite3.Connection, *, now: float, window_s: float)
         "pending_task_completions": outbox_pending,
         "open_dead_letters": dead_letters,
         **_verdicts(conn),
+        **_model(conn),
+    }
+
+
+def _model(conn: sqlite3.Connection) -> dict[str, Any]:
+    """The newest journaled model version and how many of our updates went into one."""
+    newest = conn.execute(
+        "SELECT version_id, eval_loss FROM model_versions ORDER BY version_id DESC LIMIT 1"
+    ).fetchone()
+    aggregated = conn.execute(
+        "SELECT COUNT(*) FROM transactions t WHERE t.verdict = 'accepted' AND EXISTS "
+        "(SELECT 1 FROM model_versions m WHERE m.round_id = t.round_id)"
+    ).fetchone()[0]
+    return {
+        "model_version": 0 if newest is None else int(newest[0]),
+        "model_eval_loss": None if newest is None else float(newest[1]),
+        "updates_aggregated": int(aggregated),
     }
 
 

@@ -180,6 +180,41 @@ class VerdictSource(Protocol):
         ...
 
 
+class PublishedVersion(Protocol):
+    """What the contract stores of a model version (the chain client's `VersionInfo`)."""
+
+    @property
+    def version_id(self) -> int: ...
+    @property
+    def cid(self) -> str: ...
+    @property
+    def content_hash(self) -> bytes: ...  # sha256 of the adapter's bytes
+    @property
+    def eval_loss(self) -> float: ...  # held-out loss, nats per token
+    @property
+    def parent_id(self) -> int: ...  # the version it was trained from
+    @property
+    def round_id(self) -> int: ...  # the closed round whose accepted updates it aggregates
+    @property
+    def updates(self) -> int: ...  # how many accepted updates it averages
+    @property
+    def block_number(self) -> int: ...
+    @property
+    def aggregator(self) -> str: ...
+
+
+class ModelVersionSource(Protocol):
+    """The chain reads the model-version watcher makes (the chain client's contract views)."""
+
+    async def current_version(self) -> int:
+        """The newest published version (0: none yet, rounds train on the genesis adapter)."""
+        ...
+
+    async def version_info(self, version_id: int) -> PublishedVersion | None:
+        """None for a version the contract does not hold (the genesis one included)."""
+        ...
+
+
 class ModelStore(Protocol):
     async def fetch(self, cid: str, sha256: str) -> str:
         """A local path of the model version's bytes, verified against `sha256` (and the

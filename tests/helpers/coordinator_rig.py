@@ -31,6 +31,7 @@ class Rig:
     events: list[Event] = field(default_factory=list)
     inline_gradient_max: int = INLINE_GRADIENT_MAX  # 0: every gradient is a file
     verdicts: bool = False  # the coordinator reads verdicts from the fake chain
+    versions: bool = False  # ... and the network model's versions
 
     def of_kind(self, kind: type[Event]) -> list[Any]:
         return [e for e in self.events if isinstance(e, kind)]
@@ -59,6 +60,7 @@ def build_coordinator(rig: Rig) -> Coordinator:
         clock=rig.clock,
         artifacts_dir=rig.tmp / "artifacts",
         verdicts=rig.chain if rig.verdicts else None,
+        versions=rig.chain if rig.versions else None,
     )
 
 
@@ -67,6 +69,7 @@ def make_rig(
     *,
     inline_gradient_max: int = INLINE_GRADIENT_MAX,
     verdicts: bool = False,
+    versions: bool = False,
     **settings: Any,
 ) -> Rig:
     clock = ManualClock()
@@ -86,6 +89,7 @@ def make_rig(
         coordinator=None,  # type: ignore[arg-type]
         inline_gradient_max=inline_gradient_max,
         verdicts=verdicts,
+        versions=versions,
     )
     bus.subscribe(rig.events.append)
     rig.coordinator = build_coordinator(rig)

@@ -31,6 +31,7 @@ from r3mes_desktop.core.steps import (
 
 MINER = "0x" + "ab" * 20
 VALIDATOR = "0x" + "cd" * 20
+AGGREGATOR = "0x" + "ef" * 20
 
 CrashHook = Callable[[str, str], None]
 """crash_hook(operation, "before" | "after"): may SIGKILL the process (crash test)."""
@@ -208,6 +209,7 @@ class FakeChain:
         self.submission_blocks: dict[int, int] = {}
         self.verdicts: dict[int, tuple[int, int, str]] = {}  # round -> (verdict, reason, by)
         self.rewards: dict[int, int] = {}  # round -> reward (default 100, as the contract's)
+        self.versions: dict[int, Any] = {}  # version id -> VersionInfo (publish_version)
 
     @property
     def miner_address(self) -> str:
@@ -306,6 +308,38 @@ class FakeChain:
             deadline=0,
             reward=self.rewards.get(round_id, 100),
         )
+
+    # -- the network model's versions (the model watcher's reads) ------------------------
+    def publish_version(
+        self, round_id: int, *, eval_loss: float, updates: int = 2, content: bytes = b""
+    ) -> int:
+        """An aggregator publishes the next version from `round_id` (in a new block)."""
+        from r3mes_desktop.adapters.chain.views import VersionInfo
+
+        self.block += 1
+        version = len(self.versions) + 1
+        data = content or f"adapter {version} of round {round_id}".encode()
+        self.versions[version] = _real(
+            VersionInfo,
+            version_id=version,
+            cid=cid_for(data),
+            content_hash=hashlib.sha256(data).digest(),
+            eval_loss=eval_loss,
+            parent_id=version - 1,
+            round_id=round_id,
+            updates=updates,
+            block_number=self.block,
+            aggregator=AGGREGATOR,
+        )
+        return version
+
+    async def current_version(self) -> int:
+        self.faults.hit("current_version")
+        return len(self.versions)
+
+    async def version_info(self, version_id: int) -> Any:
+        self.faults.hit("version_info", version_id=version_id)
+        return self.versions.get(version_id)
 
     async def latest_block(self) -> dict[str, Any]:
         self.faults.hit("latest_block")

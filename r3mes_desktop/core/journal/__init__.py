@@ -5,6 +5,8 @@
 - `lifecycle`: rules applied inside the commit that makes them true (gradient release,
   superseded dead letters);
 - `queries`: the reads; `rows`: columns and record decoding shared by both;
+- `earnings` (verdicts and credits) and `model_versions` (the network model's versions):
+  what the miner reads from the chain, kept beside its transactions;
 - `schema`: migrations, `connect`, `migrate`; `batch`: the group commit; `integrity`: the
   invariants checked at start and by `verify`.
 """

@@ -30,6 +30,7 @@ from typing import TypeVar
 from r3mes_desktop.core import artifacts
 from r3mes_desktop.core.errors import IntegrityError, ValidationError
 from r3mes_desktop.core.journal import earnings, lifecycle, queries
+from r3mes_desktop.core.journal import model_versions as versions_table
 from r3mes_desktop.core.journal.batch import BatchStats, GroupCommitter, Write
 from r3mes_desktop.core.journal.change import (
     INLINE_GRADIENT_MAX,
@@ -44,8 +45,10 @@ from r3mes_desktop.core.records import (
     CompensationRow,
     DeadLetter,
     HistoryEntry,
+    ModelVersion,
     OutboxRow,
     TransactionRecord,
+    TransactionStatus,
 )
 from r3mes_desktop.core.steps import RoundSpec
 from r3mes_desktop.core.txstate import TxState
@@ -327,6 +330,56 @@ class Journal:
 
     async def credits_series(self, *, limit: int = 500) -> list[tuple[float, int]]:
         return await self.run(functools.partial(earnings.credits_series, limit=limit))
+
+    # -- the network model's versions (read from chain, see `model_versions`) -----------
+    async def record_model_versions(self, versions: Sequence[ModelVersion]) -> list[ModelVersion]:
+        """Journal the versions not journaled yet; returns those, in id order. Not durable:
+        a version lost to a power cut is read from the chain again."""
+        if not versions:
+            return []
+        given = list(versions)
+        return await self._write(lambda conn: versions_table.record(conn, given), durable=False)
+
+    async def forget_model_versions(self) -> int:
+        """Drop every journaled version (the chain holds other ones); returns how many."""
+        forgotten: int = await self._write(versions_table.forget, durable=False)
+        return forgotten
+
+    async def model_version_ids(self) -> set[int]:
+        return await self.run(versions_table.known_ids)
+
+    async def newest_model_version(self) -> ModelVersion | None:
+        return await self.run(versions_table.newest)
+
+    async def model_versions(self, *, limit: int = 500) -> list[ModelVersion]:
+        """The newest `limit` versions, oldest first."""
+        return await self.run(functools.partial(versions_table.series, limit=limit))
+
+    async def model_versions_by_id(self, ids: Iterable[int]) -> dict[int, ModelVersion]:
+        wanted = list(ids)
+        return await self.run(functools.partial(versions_table.by_id, ids=wanted))
+
+    async def statuses(
+        self,
+        records: Sequence[TransactionRecord],
+        *,
+        now: float,
+        history: list[HistoryEntry] | None = None,
+    ) -> list[TransactionStatus]:
+        """The records as the GUI, CLI and API show them, each with its update's fate (see
+        `TransactionStatus.of`): the versions built on the ones they trained on are read in
+        one trip for all of them, and only for those with a final verdict."""
+        finals = {r.spec.model_version + 1 for r in records if r.verdict is not None}
+        successors = await self.model_versions_by_id(finals) if finals else {}
+        return [
+            TransactionStatus.of(
+                r,
+                now=now,
+                history=history or [],
+                successor=successors.get(r.spec.model_version + 1),
+            )
+            for r in records
+        ]
 
     # -- reads ---------------------------------------------------------------------------
     async def get(self, tx_id: str) -> TransactionRecord | None:

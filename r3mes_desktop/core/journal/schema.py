@@ -192,6 +192,27 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         """,
         "CREATE INDEX transactions_verdicts ON transactions(verdict_at) WHERE verdict IS NOT NULL",
     ),
+    # 6: the network model's versions as the contract publishes them (read, never decided
+    # here; `core.model_watch`): kept so the loss chart, the statistics and the CLI answer
+    # without the chain, and so an update's fate (which version it went into) is a join.
+    # The index finds the version that aggregated a round.
+    (
+        """
+        CREATE TABLE model_versions (
+            version_id INTEGER PRIMARY KEY CHECK (version_id > 0),
+            round_id INTEGER NOT NULL,
+            parent_id INTEGER NOT NULL,
+            eval_loss REAL NOT NULL,
+            updates INTEGER NOT NULL,
+            cid TEXT NOT NULL,
+            content_hash TEXT NOT NULL,
+            block_number INTEGER NOT NULL,
+            aggregator TEXT NOT NULL,
+            seen_at REAL NOT NULL
+        )
+        """,
+        "CREATE INDEX model_versions_round ON model_versions(round_id)",
+    ),
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

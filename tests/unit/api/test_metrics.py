@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 import re
 from pathlib import Path
 
@@ -213,6 +214,16 @@ def test_verdict_totals_come_from_the_journals_statistics() -> None:
     assert samples[("r3mes_verdicts_overdue", ())] == 1
 
 
+def test_the_network_model_series_exist_from_the_first_scrape() -> None:
+    """Version 0 is the genesis adapter (none published yet); its loss is unknown, NaN
+    rather than a 0 that would read as a perfect model."""
+    samples = _scrape(MinerMetrics())
+
+    assert samples[("r3mes_model_version", ())] == 0
+    assert math.isnan(samples[("r3mes_model_eval_loss", ())])
+    assert samples[("r3mes_updates_aggregated_total", ())] == 0
+
+
 def test_increase_over_a_fresh_process_sees_the_first_failure() -> None:
     bus = EventBus()
     metrics = MinerMetrics(bus)
@@ -260,7 +271,8 @@ def test_retried_operations_of_the_core_are_all_known() -> None:
     after each start is lost to `increase()` again."""
     core = Path(__file__).resolve().parents[3] / "r3mes_desktop" / "core"
     called: set[str] = set()
-    for path in [*(core / "saga").glob("*.py"), core / "miner.py", core / "verdict_watch.py"]:
+    watchers = [core / "verdict_watch.py", core / "model_watch.py"]
+    for path in [*(core / "saga").glob("*.py"), core / "miner.py", *watchers]:
         text = path.read_text()
         called |= set(re.findall(r"\.call\(\s*\"([a-z_]+)\"", text))
         called |= set(re.findall(r"operation=\"([a-z_]+)\"", text))

@@ -113,3 +113,35 @@ async def test_stats_metrics_and_transactions_carry_verdicts_and_credits(tmp_pat
     finally:
         await coordinator.close()
         await client.close()
+
+
+async def test_the_network_model_is_the_same_in_metrics_and_stats(tmp_path: Path) -> None:
+    """/metrics and /stats read the journal the model watcher writes: its newest version
+    is the current one in both."""
+    rig = make_rig(tmp_path, versions=True)
+    rig.chain.publish_version(1, eval_loss=2.5)
+    rig.chain.publish_version(3, eval_loss=1.875)
+    coordinator = rig.coordinator
+    app = create_app(
+        coordinator=coordinator, bus=rig.bus, token=TOKEN, breakers=coordinator.breakers
+    )
+    client = TestClient(TestServer(app, host="127.0.0.1"))
+    await client.start_server()
+    await coordinator.start(background=False)
+    try:
+        assert coordinator.model_watch is not None
+        await coordinator.model_watch.poll()
+        text = await (await client.get("/metrics")).text()
+        stats = (await (await client.get("/stats")).json())["atomic_coordinator"]
+    finally:
+        await client.close()
+        await coordinator.close()
+
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for fam in text_string_to_metric_families(text)
+        for s in fam.samples
+    }
+    assert samples[("r3mes_model_version", ())] == 2
+    assert samples[("r3mes_model_eval_loss", ())] == 1.875
+    assert (stats["model_version"], stats["model_eval_loss"]) == (2, 1.875)

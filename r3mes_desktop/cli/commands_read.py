@@ -15,13 +15,17 @@ from r3mes_desktop.cli.output import format_mapping, format_table
 TX_COLUMNS = [
     "transaction_id",
     "round_id",
+    "model_version",
     "state",
     "age_seconds",
     "attempts",
     "verdict",
     "credits",
+    "aggregated_into",
     "error_category",
 ]
+"""`model_version`: the network model version the round trained on; `aggregated_into`: the
+version its accepted update went into (see `aggregation_text` in --json and `status ID`)."""
 
 
 async def cmd_status(ctx: CliContext, args: argparse.Namespace) -> int:
@@ -59,6 +63,11 @@ async def cmd_status(ctx: CliContext, args: argparse.Namespace) -> int:
             "pending": stats["verdicts_pending"],
             "overdue": stats["verdicts_overdue"],
         },
+        "model": {
+            "version": stats["model_version"],
+            "eval_loss": stats["model_eval_loss"],
+            "updates_aggregated": stats["updates_aggregated"],
+        },
     }
     ctx.out.emit(summary, _human_summary)
     return ExitCode.OK
@@ -85,6 +94,7 @@ def _human_summary(summary: dict[str, Any]) -> str:
         f"transactions: {summary['transactions']} ({summary['committed']} committed)",
         f"dead letters: {summary['open_dead_letters']} open",
         f"credits:      {summary['credits']} ({_verdict_counts(summary['verdicts'])})",
+        f"model:        {_model_line(summary['model'])}",
         "active:",
         format_table(summary["active"], TX_COLUMNS),
     ]
@@ -97,6 +107,16 @@ def _verdict_counts(verdicts: dict[str, int]) -> str:
         f"{verdicts['pending']} awaiting a verdict"
     )
     return text + (f", {verdicts['overdue']} overdue" if verdicts["overdue"] else "")
+
+
+def _model_line(model: dict[str, Any]) -> str:
+    """The network model as the journal last read it from the chain."""
+    if not model["version"]:
+        return "genesis (no version published yet)"
+    return (
+        f"version {model['version']}, held-out loss {model['eval_loss']:.4f} nats/token "
+        f"({model['updates_aggregated']} of this miner's updates aggregated)"
+    )
 
 
 async def cmd_stats(ctx: CliContext, args: argparse.Namespace) -> int:

@@ -51,8 +51,8 @@ class Filled:
 
 async def fill_journal(tmp: Path) -> Filled:
     """Two rounds in the CLI's journal: one committed (and accepted by a validator, 100
-    credits), one dead-lettered."""
-    rig = make_rig(tmp, verdicts=True)
+    credits, its update aggregated into the network model's version 1), one dead-lettered."""
+    rig = make_rig(tmp, verdicts=True, versions=True)
     rig.pow = SolvingPow()  # type: ignore[assignment]
     data_dir = paths().data_dir
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -65,6 +65,9 @@ async def fill_journal(tmp: Path) -> Filled:
         rig.chain.post_verdict(1, accepted=True)
         assert coordinator.verdict_watch is not None
         await coordinator.verdict_watch.poll()
+        rig.chain.publish_version(1, eval_loss=1.25)
+        assert coordinator.model_watch is not None
+        await coordinator.model_watch.poll()
         rig.faults.fail("add_and_pin", PermanentError("model gone"), times=None)
         dead = await coordinator.run_transaction(make_spec(2))
     finally:

@@ -21,6 +21,7 @@ def test_stats_json_matches_the_journal(journal: Filled, cli: RunCli) -> None:
         0,
     )
     assert (out["credits_total"], out["verdicts_overdue"]) == (100, 0)
+    assert (out["model_version"], out["model_eval_loss"], out["updates_aggregated"]) == (1, 1.25, 1)
     code, out, _ = cli("--json", "stats", "--errors")
     assert code == 0 and set(out) == {"statistics", "error_analysis"}
 
@@ -38,9 +39,20 @@ def test_status_summary_and_one_transaction(journal: Filled, cli: RunCli) -> Non
     assert out["credits"] == 100 and out["verdicts"]["accepted"] == 1
     code, text, _ = cli("status")
     assert "credits:      100 (1 accepted, 0 rejected, 0 awaiting a verdict)" in text
+    assert out["model"] == {"version": 1, "eval_loss": 1.25, "updates_aggregated": 1}
+    assert (
+        "model:        version 1, held-out loss 1.2500 nats/token "
+        "(1 of this miner's updates aggregated)"
+    ) in text
     code, out, _ = cli("status", journal.committed, "--json")
     assert code == 0
     assert out["state"] == "committed" and all(out["progress"].values())
+    assert (out["model_version"], out["aggregation"], out["aggregated_into"]) == (
+        0,
+        "aggregated",
+        1,
+    )
+    assert out["aggregation_text"] == "went into version 1"
     assert [h["new_state"] for h in out["history"] if h["kind"] == "transition"][-1] == "committed"
     code, text, _ = cli("status", journal.committed)
     assert "state" in text and "history:" in text
@@ -68,15 +80,18 @@ def test_transactions_filters(journal: Filled, cli: RunCli) -> None:
     assert head.split() == [
         "TRANSACTION_ID",
         "ROUND_ID",
+        "MODEL_VERSION",
         "STATE",
         "AGE_SECONDS",
         "ATTEMPTS",
         "VERDICT",
         "CREDITS",
+        "AGGREGATED_INTO",
         "ERROR_CATEGORY",
     ]
     (row,) = [r for r in rows if r.startswith(journal.committed)]
-    assert row.split()[5:7] == ["accepted", "100"]
+    assert row.split()[1:3] == ["1", "0"]  # round 1, trained on the genesis version
+    assert row.split()[6:9] == ["accepted", "100", "1"]  # went into version 1
     code, _, err = cli("transactions", "--state", "bogus")
     assert code == ExitCode.USAGE and "state: accepted pending" in err
     code, _, err = cli("transactions", "--limit", "0")

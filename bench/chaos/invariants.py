@@ -490,3 +490,240 @@ def journal_against_chain(
             states = [r["state"] for r in rows if int(r["round_id"]) == round_id]
             fail(f"round {round_id}: on-chain submission without a COMMITTED tx {states}")
     return agreed
+
+
+TASK_COMPLETED_EVENT = "TaskCompleted(uint64,address)"
+
+
+@dataclass(frozen=True)
+class SubmissionView:
+    """One submission as the chain holds it at the end, with the chain times that matter:
+    its block's timestamp, and that of the block holding its `TaskCompleted` event."""
+
+    round_id: int
+    miner: str
+    completed: bool
+    verdict: int  # 0 none, 1 accepted, 2 rejected
+    reason: int
+    validator: str
+    submitted_at: int
+    completed_at: int | None
+
+
+@dataclass
+class VerdictView:
+    """What the chain and the validator's journal say about verdicts and credits."""
+
+    submissions: list[SubmissionView]
+    verdict_counts: dict[int, int]  # verdictCount(round)
+    rewards: dict[int, int]  # the round's reward per accepted submission
+    credits: dict[str, int]  # credits(address), for every miner and the free-rider
+    validator_nonce: int  # transactions the validator's account sent (mined)
+    chain_time: int  # the latest block's timestamp
+    journal: list[dict[str, Any]]  # the validator's journal rows
+
+
+def check_verdicts(
+    view: VerdictView,
+    *,
+    miners: dict[str, str],
+    rider: str,
+    validator: str,
+    window_s: float,
+    findings: Findings,
+) -> dict[str, Any]:
+    """The verdict invariants of the multi-miner part; returns the run's verdict figures.
+
+    - every submission is past its verification window at the end and carries exactly one
+      verdict: verdictCount(round) equals the round's submissions past the window and the
+      submissions that carry a verdict;
+    - no copy is accepted: every free-rider submission is rejected;
+    - accepted work is credited exactly once: credits(address) is the sum of the round's
+      reward over its accepted submissions, for every miner and the free-rider;
+    - the validator posted each verdict in one transaction: its account's nonce is the
+      number of verdicts it posted (a second attempt, reverted or not, would count), and
+      its journal's rows are all posted or settled and agree with the chain;
+    - an honest miner's submission is accepted when the miner answered its challenge
+      within the window; one rejected for another reason, or for "no openings" although
+      the `TaskCompleted` event came in time, is a violation naming the reason. Answers
+      that came after the window (a killed miner, an outage longer than the window) are
+      counted, not failed: the validator was right to reject them.
+
+    `miners` maps address -> name (for messages); addresses compare case-blind.
+    """
+    from r3mes_desktop.core.workproof import Reason, reason_text
+
+    names = {a.lower(): n for a, n in miners.items()}
+    rider_l, validator_l = rider.lower(), validator.lower()
+    fail = findings.fail
+    figures: dict[str, Any] = {
+        "submissions": len(view.submissions),
+        "accepted": 0,
+        "rejected": {},
+        "copies": 0,
+        "copies_rejected": 0,
+        "answered_late": 0,
+        "never_answered": 0,
+        "posted_by_validator": 0,
+        "validator_nonce": view.validator_nonce,
+        "credits": {},
+        "journal": dict(Counter(str(r["state"]) for r in view.journal)),
+    }
+
+    def who(address: str) -> str:
+        low = address.lower()
+        return "free-rider" if low == rider_l else names.get(low, address)
+
+    due: Counter[int] = Counter()
+    judged: Counter[int] = Counter()
+    earned: Counter[str] = Counter()
+    for s in view.submissions:
+        tag = f"round {s.round_id} {who(s.miner)}"
+        age = view.chain_time - s.submitted_at
+        if age > window_s:
+            due[s.round_id] += 1
+        else:
+            fail(f"{tag}: only {age} s of chain time old at the end (window {window_s:g} s)")
+        if s.verdict != 0:
+            judged[s.round_id] += 1
+        elif age > window_s:
+            fail(f"{tag}: no verdict {age} s after the submission (window {window_s:g} s)")
+        if s.validator.lower() == validator_l and s.verdict != 0:
+            figures["posted_by_validator"] += 1
+        if s.verdict == 1:
+            figures["accepted"] += 1
+            earned[s.miner.lower()] += view.rewards.get(s.round_id, 0)
+        elif s.verdict == 2:
+            text = reason_text(s.reason)
+            figures["rejected"][text] = figures["rejected"].get(text, 0) + 1
+        if s.miner.lower() == rider_l:
+            figures["copies"] += 1
+            if s.verdict == 2:
+                figures["copies_rejected"] += 1
+            elif s.verdict == 1:
+                fail(f"{tag}: a copied update was accepted")
+            continue
+        if s.miner.lower() not in names or s.verdict != 2:
+            continue
+        in_time = s.completed_at is not None and s.completed_at - s.submitted_at <= window_s
+        if s.completed and s.completed_at is None:
+            fail(f"{tag}: completed on chain but no TaskCompleted event")
+        if s.reason != Reason.NO_OPENINGS or in_time:
+            late = (
+                ""
+                if s.completed_at is None
+                else f", answered after {s.completed_at - s.submitted_at} s"
+            )
+            fail(f"{tag}: honest submission rejected: {reason_text(s.reason)}{late}")
+        elif s.completed:
+            figures["answered_late"] += 1
+        else:
+            figures["never_answered"] += 1
+    for round_id in sorted(set(due) | set(judged) | set(view.verdict_counts)):
+        count = view.verdict_counts.get(round_id, 0)
+        if count != due[round_id]:
+            fail(f"round {round_id}: verdictCount {count}, {due[round_id]} submissions past "
+                 "their window")  # fmt: skip
+        if count != judged[round_id]:
+            fail(f"round {round_id}: verdictCount {count}, {judged[round_id]} submissions "
+                 "carry a verdict")  # fmt: skip
+    for address in [*miners, rider]:
+        credited = view.credits.get(address, 0)
+        figures["credits"][who(address)] = credited
+        if credited != earned[address.lower()]:
+            fail(f"{who(address)}: credits {credited}, accepted work earned "
+                 f"{earned[address.lower()]}")  # fmt: skip
+    posted = figures["posted_by_validator"]
+    if view.validator_nonce != posted:
+        fail(f"validator: {view.validator_nonce} transactions sent for {posted} verdicts posted")
+    on_chain = {(s.round_id, s.miner.lower()): s for s in view.submissions}
+    journal_posted = 0
+    for row in view.journal:
+        tag = f"validator journal round {row['round_id']} {who(str(row['miner']))}"
+        if row["state"] not in ("posted", "settled"):
+            fail(f"{tag}: left {row['state']}")
+            continue
+        journal_posted += row["state"] == "posted"
+        held = on_chain.get((int(row["round_id"]), str(row["miner"]).lower()))
+        if held is None or held.verdict == 0:
+            fail(f"{tag}: {row['state']} but the chain holds no verdict")
+        elif (held.verdict == 1, held.reason) != (bool(row["accepted"]), int(row["reason"])):
+            fail(f"{tag}: journaled {reason_text(int(row['reason']))}, chain holds "
+                 f"{reason_text(held.reason)}")  # fmt: skip
+    if journal_posted != posted:
+        fail(f"validator: journal has {journal_posted} posted verdicts, chain {posted}")
+    return figures
+
+
+def validator_journal(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    conn.row_factory = sqlite3.Row
+    try:
+        sql = "SELECT round_id, miner, state, accepted, reason, detail FROM verdicts"
+        return [dict(r) for r in conn.execute(sql)]
+    finally:
+        conn.close()
+
+
+async def verdict_view(
+    chain: Any, *, addresses: list[str], validator: str, journal: Path
+) -> VerdictView:
+    """Read every round's submitters, their submissions and verdicts, the TaskCompleted
+    events (eth_getLogs) and the blocks' timestamps from the node."""
+    from eth_utils.address import to_checksum_address
+    from eth_utils.crypto import keccak
+
+    transport = chain.transport
+    stamps: dict[int, int] = {}
+
+    async def stamp(number: int) -> int:
+        if number not in stamps:
+            block = await transport.block(number)
+            stamps[number] = int(block["timestamp"]) if block else 0
+        return stamps[number]
+
+    topic = "0x" + keccak(text=TASK_COMPLETED_EVENT).hex()
+    logs = await transport._checked(
+        "eth_getLogs",
+        [{"fromBlock": "0x0", "toBlock": "latest",
+          "address": chain.operator.contract_address, "topics": [topic]}],
+    )  # fmt: skip
+    completed_at: dict[tuple[int, str], int] = {}
+    for entry in logs:
+        round_id = int(entry["topics"][1], 16)
+        miner = str(to_checksum_address("0x" + entry["topics"][2][-40:])).lower()
+        completed_at[(round_id, miner)] = await stamp(int(entry["blockNumber"], 16))
+    last = int(await chain.view("lastRoundId"))
+    submissions: list[SubmissionView] = []
+    counts: dict[int, int] = {}
+    rewards: dict[int, int] = {}
+    for round_id in range(1, last + 1):
+        rewards[round_id] = int((await chain.view("getRound", round_id))[8])
+        counts[round_id] = int(await chain.view("verdictCount", round_id))
+        for i in range(int(await chain.view("submissionCount", round_id))):
+            miner = str(to_checksum_address(await chain.view("submitterAt", round_id, i)))
+            sub = await chain.view("submissionOf", round_id, miner)
+            submissions.append(
+                SubmissionView(
+                    round_id=round_id,
+                    miner=miner,
+                    completed=bool(sub[4]),
+                    verdict=int(sub[6]),
+                    reason=int(sub[7]),
+                    validator=str(sub[8]),
+                    submitted_at=await stamp(int(sub[3])),
+                    completed_at=completed_at.get((round_id, miner.lower())),
+                )
+            )
+    latest = await transport.block(None)
+    return VerdictView(
+        submissions=submissions,
+        verdict_counts=counts,
+        rewards=rewards,
+        credits={a: int(await chain.view("credits", a)) for a in addresses},
+        validator_nonce=await transport.confirmed_nonce(validator),
+        chain_time=int(latest["timestamp"]) if latest else 0,
+        journal=validator_journal(journal),
+    )

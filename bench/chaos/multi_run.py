@@ -10,12 +10,17 @@ own data dir and key) share one anvil chain node and one js-ipfs daemon, while t
   ipfs breaker opens, then meets a crowd of waiting calls at half-open),
 - optionally SIGKILLs one miner and starts it again,
 - restarts the chain node (SIGTERM, then started again from the state it wrote: the chain
-  is kept, its transaction pool is not; every miner's chain calls fail while it is down).
+  is kept, its transaction pool is not; every miner's chain calls fail while it is down),
+- runs a validator (`r3mes-validator run`, appointed by the operator) that it SIGKILLs right
+  after it journals a verdict and starts again, and a free-rider that copies a miner's CID
+  and gradient hash into its own submission for each round (`roles_run`).
 
 Then it stops opening rounds, lets the miners drain what is open, stops them with SIGTERM
-(graceful), and checks the chain, the daemon (after `repo gc`) and each journal
-(`invariants.check_multi`). Two miners of one round train the same bytes: one CID, one
-pin, shared, which is the case an undo must not break.
+(graceful), lets the validator judge every submission past its window, stops it, and checks
+the chain, the daemon (after `repo gc`) and each journal (`invariants.check_multi`), then
+the verdicts and credits (`invariants.check_verdicts`). Each miner's work is bound to its
+account, so miners of one round upload different bytes; a CID another transaction of the
+same journal needs (a retry of the round) is the shared pin an undo must not break.
 """
 
 from __future__ import annotations
@@ -46,6 +51,15 @@ from bench.chaos.peers import (
     restart_anvil,
     start_anvil,
     start_jsipfs,
+)
+from bench.chaos.roles_run import (
+    FreeRider,
+    RiderResult,
+    ValidatorProcess,
+    ValidatorResult,
+    VerdictBacklog,
+    drain_verdicts,
+    kill_validator,
 )
 from r3mes_desktop.core.errors import NetworkError
 
@@ -91,6 +105,10 @@ class MultiPlan:
     drain_s: float = 60.0  # at most this long for the miners to mine what is open
     letters_after_s: float = 5.0  # after the funding: the owner retries the dead letters
     graceful_s: float = 30.0
+    window_s: float = 5.0  # the validator's verification window (chain seconds)
+    validator_kills: int = 1  # SIGKILLs of the validator, each right after a verdict
+    verdicts_s: float = 90.0  # at most this long for every submission to get its verdict
+    max_unjudged: int = 24  # no new round while this many submissions await their verdict
 
 
 def sized_plan(miners: int, seconds: float) -> MultiPlan:
@@ -104,6 +122,8 @@ def sized_plan(miners: int, seconds: float) -> MultiPlan:
         hand_sends=max(5, int(seconds / 7)),
         node_restarts=max(1, int(seconds / 120)),
         drain_s=max(150.0, seconds),
+        validator_kills=max(1, int(seconds / 30)),
+        max_unjudged=6 * (miners + 1),  # six rounds of verdicts (the free-rider's included)
     )
 
 
@@ -130,6 +150,7 @@ class MultiResult:
     ipfs_outages: int = 0
     kills: int = 0
     funded_after_s: float | None = None
+    unfunded_refused: bool = False  # every unfunded key left a dead letter before its funds
     letters_retried: int = 0
     letters_retried_committed: int = 0
     letters_retry_refused: int = 0  # another letter of the same round holds its signature
@@ -137,11 +158,17 @@ class MultiResult:
     repo_gc: str = "not run"
     pool: dict[str, Any] = field(default_factory=dict)  # the node's tx pool if not drained
     node_restarts: int = 0  # the chain node restarted with its state (`_restart_node`)
+    opening_held: int = 0  # operator passes that opened nothing: verdicts to catch up on
+    validator: ValidatorResult = field(default_factory=ValidatorResult)
+    rider: RiderResult = field(default_factory=RiderResult)
+    verdicts: dict[str, Any] = field(default_factory=dict)  # `invariants.check_verdicts`
     seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         data = dict(self.__dict__)
         data["miners"] = {name: dict(m.__dict__) for name, m in self.miners.items()}
+        data["validator"] = dict(self.validator.__dict__)
+        data["rider"] = dict(self.rider.__dict__)
         return data
 
 
@@ -304,21 +331,36 @@ class Chain:
 
 
 async def _operate(
-    chain: Chain, miners: list[Miner], plan: MultiPlan, result: MultiResult, opening: Any
+    chain: Chain,
+    miners: list[Miner],
+    plan: MultiPlan,
+    result: MultiResult,
+    opening: Any,
+    rider: str,
+    backlog: VerdictBacklog,
 ) -> None:
     """Keep `keep_open` rounds open for the miner with the fewest (every round is open for
-    every miner until it submits), close rounds every miner has submitted to; stop opening
-    once `opening` is cleared."""
+    every miner until it submits), close rounds every miner and the free-rider `rider` have
+    submitted to (it copies a round once a miner submitted); stop opening once `opening` is
+    cleared.
+
+    New rounds wait while `plan.max_unjudged` or more submissions have no verdict yet: the
+    validator posts its verdicts one at a time, slower than the miners submit here, and an
+    unbounded backlog would make the run's end wait for it."""
     while True:
         try:
             open_ids = set(await chain.view("openRounds"))
             todo = [set(await chain.view("openRoundsFor", m.address)) for m in miners]
-            for round_id in sorted(open_ids - set().union(*todo)):
+            copying = set(await chain.view("openRoundsFor", rider))
+            for round_id in sorted(open_ids - set().union(copying, *todo)):
                 await chain.operator.close_round(round_id)
                 result.rounds_closed += 1
                 open_ids.discard(round_id)
-            if opening.is_set():
-                wanted = plan.keep_open - min(len(t) for t in todo)
+            wanted = plan.keep_open - min(len(t) for t in todo)
+            if opening.is_set() and wanted > 0:
+                if await backlog.size(open_ids) >= plan.max_unjudged:
+                    result.opening_held += 1
+                    wanted = 0
                 for _ in range(max(0, min(wanted, MAX_OPEN - len(open_ids)))):
                     await chain.operator.open_round()
                     result.rounds_opened += 1
@@ -403,6 +445,7 @@ async def _fund_later(
             *(asyncio.to_thread(_refused_once, m.data_dir) for m in late)
         )
         if all(refused):
+            result.unfunded_refused = True
             break
         await asyncio.sleep(0.5)
     async with chain.node_lock:
@@ -564,6 +607,19 @@ def _refused_once(data_dir: Path) -> bool:
         return False
 
 
+def _exited_by_itself(miners: list[Miner], validator: ValidatorProcess | None) -> None:
+    """Raise if a miner or the validator exited without the harness stopping it."""
+    for m in miners:
+        if m.exited_by_itself():
+            assert m.proc is not None
+            raise RuntimeError(f"{m.name} exited by itself with {m.proc.returncode}")
+    if validator is not None and validator.exited_by_itself():
+        assert validator.proc is not None
+        tail = (validator.root / "validator-output.log").read_text(errors="replace")[-600:]
+        raise RuntimeError(f"the validator exited by itself with {validator.proc.returncode}: "
+                           f"{tail}")  # fmt: skip
+
+
 async def _drain(chain: Chain, miners: list[Miner], limit_s: float) -> bool:
     """Until no open round is left for any miner and no journal holds an unfinished
     transaction (or `limit_s`)."""
@@ -602,7 +658,7 @@ async def _stop_all(miners: list[Miner], limit_s: float) -> None:
 
 async def run_multi(root: Path, plan: MultiPlan, *, seed: int = 0) -> dict[str, Any]:
     """One multi-miner run on fresh peers under `root`; the report section."""
-    from bench.chaos.invariants import check_multi
+    from bench.chaos.invariants import check_multi, check_verdicts, verdict_view
 
     rng = random.Random(seed)
     result = MultiResult()
@@ -612,7 +668,9 @@ async def run_multi(root: Path, plan: MultiPlan, *, seed: int = 0) -> dict[str, 
     miners: list[Miner] = []
     gate: Gate | None = None
     chain: Chain | None = None
+    validator: ValidatorProcess | None = None
     tasks: list[asyncio.Task[None]] = []
+    riding: asyncio.Task[None] | None = None
     try:
         peers.append(await asyncio.to_thread(start_anvil, root / "anvil"))
         peers.append(await asyncio.to_thread(start_jsipfs, root / "jsipfs"))
@@ -628,21 +686,38 @@ async def run_multi(root: Path, plan: MultiPlan, *, seed: int = 0) -> dict[str, 
                 await chain.operator.fund(miners[-1].address)
         for m in miners:
             result.miners[m.name] = MinerResult(m.address, m.funded)
+        ipfs_gate = f"/ip4/127.0.0.1/tcp/{gate.port}"
+        validator = ValidatorProcess(root / "validator", rng.randbytes(32), window_s=plan.window_s)
+        validator.write_network(
+            rpc_url=node.address, chain_id=CHAIN_ID, contract=contract, ipfs=ipfs_gate
+        )
+        await chain.operator.fund(validator.address)
+        await chain.operator.add_validator(validator.address)
+        result.validator.address, result.validator.window_s = validator.address, plan.window_s
+        rider_key = rng.randbytes(32)
+        rider = FreeRider(chain, rider_key, [m.address for m in miners], rng, result.rider)
+        await chain.operator.fund(rider.address)
 
         def env(m: Miner) -> dict[str, str]:
             return miner_env(
                 m,
                 rpc_url=node.address,  # the same after a restart: same port
                 contract=contract,
-                ipfs=f"/ip4/127.0.0.1/tcp/{gate.port}",
+                ipfs=ipfs_gate,
             )
 
         opening = asyncio.Event()
         opening.set()
-        operating = asyncio.create_task(_operate(chain, miners, plan, result, opening))
+        operating = asyncio.create_task(
+            _operate(chain, miners, plan, result, opening, rider.address, VerdictBacklog(chain))
+        )
         tasks.append(operating)
         for m in miners:
             start_miner(m, env(m), plan.graceful_s)
+        validator.start()
+        result.validator.starts += 1
+        riding_stop = asyncio.Event()
+        riding = asyncio.create_task(rider.run(riding_stop))
         t0 = time.monotonic()
         tasks += [
             asyncio.create_task(_storms_at(gate, plan, result, rng, t0)),
@@ -650,15 +725,26 @@ async def run_multi(root: Path, plan: MultiPlan, *, seed: int = 0) -> dict[str, 
             asyncio.create_task(_fund_later(chain, miners, plan, result, env, t0)),
             asyncio.create_task(_kill_one(chain, miners, plan, result, env, t0)),
             asyncio.create_task(_restart_node(chain, plan, peers, root, result, t0)),
+            asyncio.create_task(
+                kill_validator(
+                    chain,
+                    validator,
+                    kills=plan.validator_kills,
+                    mine_s=plan.mine_s,
+                    grace_s=CONNECT_GRACE_S,
+                    result=result.validator,
+                    rng=rng,
+                    t0=t0,
+                )
+            ),
         ]
         while time.monotonic() - t0 < plan.mine_s:
-            for m in miners:
-                if m.exited_by_itself():
-                    assert m.proc is not None
-                    raise RuntimeError(f"{m.name} exited by itself with {m.proc.returncode}")
+            _exited_by_itself(miners, validator)
+            if riding.done():  # the free-rider stops only when told: it raised
+                await riding
             await asyncio.sleep(1.0)
         for task in tasks[1:]:
-            await task  # outages, hand-sends, funding, the kill and the restarts are done
+            await task  # outages, hand-sends, funding, the kills and the restarts are done
         await gate.open()
         opening.clear()
         log.info("multi-miner: mining time over, draining the open rounds")
@@ -670,16 +756,39 @@ async def run_multi(root: Path, plan: MultiPlan, *, seed: int = 0) -> dict[str, 
             assert m.proc is not None
             result.miners[m.name].exit_code = m.proc.returncode
             result.miners[m.name].starts = m.starts
+        riding_stop.set()
+        await riding
+        await rider.pass_once()  # copies of the last rounds, answers the miners gave last
         operating.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await operating
+        log.info("multi-miner: miners stopped, the validator judges what is left")
+        await drain_verdicts(chain, validator, limit_s=plan.verdicts_s, result=result.validator)
+        validator.held = True
+        result.validator.exit_code = await asyncio.to_thread(validator.stop, 60.0)
         findings = await check_multi(
             miners=[(m.name, m.address, m.data_dir, m.key, PASSWORD) for m in miners],
             chain=chain,
             ipfs_api=f"http://127.0.0.1:{daemon.address.rsplit('/', 1)[1]}",
             result=result,
         )
+        view = await verdict_view(
+            chain,
+            addresses=[*(m.address for m in miners), rider.address],
+            validator=validator.address,
+            journal=validator.journal,
+        )
+        result.verdicts = check_verdicts(
+            view,
+            miners={m.address: m.name for m in miners},
+            rider=rider.address,
+            validator=validator.address,
+            window_s=plan.window_s,
+            findings=findings,
+        )
     finally:
+        if riding is not None:
+            tasks.append(riding)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)  # a node restart completes
@@ -687,6 +796,8 @@ async def run_multi(root: Path, plan: MultiPlan, *, seed: int = 0) -> dict[str, 
             if m.proc is not None and m.proc.poll() is None:
                 _kill_group(m.proc, signal.SIGKILL)
                 m.proc.wait(timeout=30)
+        if validator is not None and validator.proc is not None:
+            validator.kill()
         if gate is not None:
             await gate.close()
         if chain is not None:

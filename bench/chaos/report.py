@@ -42,6 +42,16 @@ def failures(report: dict[str, Any]) -> list[str]:
         for name, miner in multi["result"]["miners"].items():
             if miner["exit_code"] != 143:
                 out.append(f"multi: {name} exited with {miner['exit_code']} on SIGTERM, not 143")
+        validator = multi["result"].get("validator")
+        if validator:
+            if not validator["drained"]:
+                out.append(
+                    "multi: submissions still without a verdict when the verdict drain time ran out"
+                )
+            if validator["exit_code"] != 0:
+                out.append(
+                    f"multi: the validator exited with {validator['exit_code']} on SIGTERM, not 0"
+                )
     bad = report.get("bad_inputs")
     if bad and "failed" in bad:
         out += [f"bad input {r['area']} / {r['input']}: {r['detail']}" for r in bad["failed"]]
@@ -78,10 +88,14 @@ def summary(report: dict[str, Any], problems: list[str] | None = None) -> str:
     multi = report.get("multi") or {}
     if "result" in multi:
         r = multi["result"]
+        verdicts = r.get("verdicts") or {}
         parts.append(
             f"multi: {len(r['miners'])} miners, journal {multi['invariants']['states']}, "
             f"re-signed {sum(m['resigned'] for m in r['miners'].values())}, hand-sent "
-            f"{r['hand_sent']}, ipfs outages {r['ipfs_outages']}, {r['seconds']:.0f} s"
+            f"{r['hand_sent']}, ipfs outages {r['ipfs_outages']}, verdicts accepted "
+            f"{verdicts.get('accepted', 0)} rejected {verdicts.get('rejected', {})}, copies "
+            f"{verdicts.get('copies', 0)}, validator kills "
+            f"{(r.get('validator') or {}).get('kills', 0)}, {r['seconds']:.0f} s"
         )
     bad = report.get("bad_inputs") or {}
     if "tried" in bad:
@@ -250,16 +264,23 @@ def _settings(settings: dict[str, Any] | None) -> list[str]:
 MULTI_INTRO = """## Multi-miner run (headless miners sharing anvil and js-ipfs)
 
 Separate `r3mes-miner run` processes, each with its own data dir and key, mine the same
-rounds on one anvil node and one js-ipfs daemon (`bench/chaos/multi_run.py`). Miners of a
-round train the same bytes, so they share one CID and one pin. One key starts unfunded: its
+rounds on one anvil node and one js-ipfs daemon (`bench/chaos/multi_run.py`). Each miner's
+work is bound to its account, so miners of a round upload different bytes. One key starts
+unfunded: its
 submissions are refused (dead letters) until the harness funds it; its owner then stops it,
 retries the letters (`dead-letters --retry`) and starts it again. Plain transfers are sent
 from the miners' keys with the account's current nonce (while that miner runs, after the
 SIGKILL, and before the letters are retried), the daemon's gate is closed for a few seconds
 several times (every miner's `ipfs` breaker opens and meets the calls queued behind its
 half-open trial), one miner is SIGKILLed and started again, and the chain node is stopped
-(SIGTERM) and started again from the state it wrote (chain kept, pool lost). Then no new
-rounds are opened, the miners mine what is open, and SIGTERM stops them.
+(SIGTERM) and started again from the state it wrote (chain kept, pool lost). A validator
+(`r3mes-validator run`, appointed by the operator, its own key and data dir, a short
+verification window) judges every submission; it is SIGKILLed right after it journals a
+verdict and started again. A free-rider copies, for each round, one miner's CID and
+gradient hash into its own `submitGradient` (its own proof of work) and answers the
+challenge with that miner's openings (`bench/chaos/roles_run.py`). Then no new rounds are
+opened, the miners mine what is open, SIGTERM stops them, the chain is moved past the
+window and the validator runs until every submission has its verdict.
 
 Checked against the chain, the daemon (after `repo gc`) and each journal: every committed
 submission is on chain as journaled, pinned, and retrievable with bytes whose sha256 is the
@@ -267,6 +288,17 @@ on-chain gradient hash; no round a miner started is left open and assignable to 
 nothing of its live or committed; no dead letter is open for a settled round; no pin that no
 committed submission points at; every transaction terminal; journal integrity, statistics
 recount, stray gradient files and the key and password searched for in every file.
+
+Verdicts and credits, checked on chain (`invariants.check_verdicts`): every submission past
+its window has exactly one verdict (`verdictCount(round)` equals the submissions past the
+window and those that carry a verdict); no copy is accepted; `credits(address)` is the
+round's reward summed over the address's accepted submissions, for every miner and the
+free-rider; the validator's account nonce equals the verdicts it posted (one transaction
+per verdict: a second attempt, reverted or not, would show) and its journal's rows are all
+posted or settled and agree with the chain; an honest submission whose miner answered the
+challenge within the window (its `TaskCompleted` event's block time) is accepted. Answers
+that came after the window (the SIGKILLed miner's, or one held up by an outage longer than
+the window) are rightly rejected as "challenge not answered": counted, not failed.
 """
 
 
@@ -306,6 +338,8 @@ def _multi_section(multi: dict[str, Any] | None) -> list[str]:
         f"| dead letters retried after the funding: committed / refused (another letter "
         f"of the round holds its signature) / in all | {r['letters_retried_committed']} / "
         f"{r.get('letters_retry_refused', 0)} / {r['letters_retried']} |",
+        f"| operator passes that opened no round (verdicts to catch up on) | "
+        f"{r.get('opening_held', 0)} |",
         f"| open rounds mined out before the stop | {'yes' if r['drained'] else 'NO'} |",
         f"| `repo gc` before the checks | {r['repo_gc']} |",
         f"| files searched for the keys and passwords | {inv['files_scanned']} |",
@@ -313,7 +347,37 @@ def _multi_section(multi: dict[str, Any] | None) -> list[str]:
         f"| wall time (peers' start included) | {r['seconds']:.0f} s |",
         "",
     ]
-    return lines
+    return lines + _verdict_lines(r)
+
+
+def _verdict_lines(r: dict[str, Any]) -> list[str]:
+    v, rider, verdicts = r.get("validator"), r.get("rider"), r.get("verdicts")
+    if not v or not rider or not verdicts:
+        return []
+    rejected = ", ".join(f"{k} {n}" for k, n in sorted(verdicts["rejected"].items())) or "none"
+    kills = "; ".join(_states(states) for states in v["killed_with"]) or "none"
+    credits = ", ".join(f"{k} {n}" for k, n in verdicts["credits"].items())
+    return [
+        "| validator and free-rider | value |",
+        "|---|---|",
+        f"| verification window (chain seconds) | {v['window_s']:g} |",
+        f"| submissions judged: accepted / rejected | {verdicts['accepted']} / "
+        f"{verdicts['submissions'] - verdicts['accepted']} ({rejected}) |",
+        f"| honest answers after the window / never answered (rightly rejected) | "
+        f"{verdicts['answered_late']} / {verdicts['never_answered']} |",
+        f"| free-rider copies / rejected / completed with the copied openings | "
+        f"{verdicts['copies']} / {verdicts['copies_rejected']} / {rider['completions']} |",
+        f"| validator SIGKILLs (its journal at each kill) / starts | {v['kills']} ({kills}) / "
+        f"{v['starts']} |",
+        f"| verdicts posted by the validator / its account's nonce | "
+        f"{verdicts['posted_by_validator']} / {verdicts['validator_nonce']} |",
+        f"| validator journal at the end | {_states(verdicts['journal'])} |",
+        f"| credits | {credits} |",
+        f"| every submission judged, after the miners stopped | "
+        f"{'yes' if v['drained'] else 'NO'} ({_seconds(v['drain_s'])}) |",
+        f"| validator exit status on SIGTERM | {v['exit_code']} |",
+        "",
+    ]
 
 
 def _states(states: dict[str, int]) -> str:

@@ -9,9 +9,17 @@ from typing import Any
 import pytest
 
 from bench.chaos.__main__ import parse_args
-from bench.chaos.invariants import Findings, MinerView, check_miner
+from bench.chaos.invariants import (
+    Findings,
+    MinerView,
+    SubmissionView,
+    VerdictView,
+    check_miner,
+    check_verdicts,
+)
 from bench.chaos.report import failures, summary, to_markdown
 from r3mes_desktop.core.cid import compute_cid
+from r3mes_desktop.core.workproof import Reason
 
 CONTENT = b"gradient bytes of round 1"
 CID = str(compute_cid(CONTENT))
@@ -103,6 +111,7 @@ def test_a_chain_submission_without_a_committed_transaction_is_a_violation() -> 
     ]
 
 
+VALIDATOR_ADDRESS = "0x" + "d4" * 20
 MULTI = {
     "result": {
         "miners": {
@@ -161,6 +170,58 @@ def test_the_report_fails_on_a_multi_miner_violation_and_an_unfinished_drain() -
     assert "## Multi-miner run" in text and "| miner-1 | funded | 5 | 0 | 0 | 1 |" in text
 
 
+VALIDATOR_RESULT = {
+    "address": VALIDATOR_ADDRESS,
+    "window_s": 5.0,
+    "starts": 2,
+    "kills": 1,
+    "killed_with": [{"decided": 1, "posted": 3}],
+    "drained": True,
+    "drain_s": 12.5,
+    "exit_code": 0,
+}
+RIDER_RESULT = {"address": "0x" + "c3" * 20, "copies": 2, "copy_reverted": 0, "completions": 2,
+                "completion_reverted": 0, "unreachable": 0}  # fmt: skip
+VERDICTS = {
+    "submissions": 7,
+    "accepted": 5,
+    "rejected": {"not bound to this miner (copied or for another round)": 2},
+    "copies": 2,
+    "copies_rejected": 2,
+    "answered_late": 0,
+    "never_answered": 0,
+    "posted_by_validator": 7,
+    "validator_nonce": 7,
+    "credits": {"miner-1": 500, "free-rider": 0},
+    "journal": {"posted": 7},
+}
+
+
+def test_the_report_shows_the_validator_and_fails_on_its_unclean_end() -> None:
+    clean = {**MULTI, "invariants": {**MULTI["invariants"], "violations": []}}
+    clean["result"] = {
+        **MULTI["result"], "validator": VALIDATOR_RESULT, "rider": RIDER_RESULT,
+        "verdicts": VERDICTS,
+    }  # fmt: skip
+    assert failures(_report(multi=clean)) == []
+    text = to_markdown(_report(multi=clean))
+    assert (
+        "| free-rider copies / rejected / completed with the copied openings | 2 / 2 / 2 |" in text
+    )
+    assert "| verdicts posted by the validator / its account's nonce | 7 / 7 |" in text
+    assert (
+        "| validator SIGKILLs (its journal at each kill) / starts | 1 (decided 1, posted 3) / 2 |"
+        in text
+    )
+    assert "copies 2, validator kills 1" in summary(_report(multi=clean))
+    stuck = {**VALIDATOR_RESULT, "drained": False, "exit_code": None}
+    unclean = {**clean, "result": {**clean["result"], "validator": stuck}}
+    assert failures(_report(multi=unclean)) == [
+        "multi: submissions still without a verdict when the verdict drain time ran out",
+        "multi: the validator exited with None on SIGTERM, not 0",
+    ]
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
@@ -174,3 +235,176 @@ def test_bad_multi_miner_sizes_are_refused_with_the_range(
     with pytest.raises(SystemExit):
         parse_args(argv)
     assert message in capsys.readouterr().err
+
+
+# -- verdicts and credits (`check_verdicts`) ------------------------------------------------
+
+M1, M2 = "0x" + "a1" * 20, "0x" + "b2" * 20
+RIDER, VALIDATOR = "0x" + "c3" * 20, "0x" + "d4" * 20
+NAMES = {M1: "miner-1", M2: "miner-2"}
+WINDOW = 5.0
+REWARD = 100
+
+
+def _sub(round_id: int, miner: str, **changes: Any) -> SubmissionView:
+    values: dict[str, Any] = {
+        "round_id": round_id,
+        "miner": miner,
+        "completed": True,
+        "verdict": 2 if miner == RIDER else 1,
+        "reason": int(Reason.NOT_BOUND) if miner == RIDER else 0,
+        "validator": VALIDATOR,
+        "submitted_at": 1000,
+        "completed_at": 1002,
+    }
+    values.update(changes)
+    return SubmissionView(**values)
+
+
+def _journal_row(s: SubmissionView, state: str = "posted") -> dict[str, Any]:
+    return {
+        "round_id": s.round_id,
+        "miner": s.miner,
+        "state": state,
+        "accepted": int(s.verdict == 1),
+        "reason": s.reason,
+    }
+
+
+def _verdict_view(subs: list[SubmissionView], **changes: Any) -> VerdictView:
+    accepted = [s for s in subs if s.verdict == 1]
+    values: dict[str, Any] = {
+        "submissions": subs,
+        "verdict_counts": {
+            r: sum(s.verdict != 0 for s in subs if s.round_id == r)
+            for r in {s.round_id for s in subs}
+        },
+        "rewards": {s.round_id: REWARD for s in subs},
+        "credits": {a: REWARD * sum(s.miner == a for s in accepted) for a in (M1, M2, RIDER)},
+        "validator_nonce": sum(s.verdict != 0 for s in subs),
+        "chain_time": 1100,
+        "journal": [_journal_row(s) for s in subs if s.verdict != 0],
+    }
+    values.update(changes)
+    return VerdictView(**values)
+
+
+def _honest_round(round_id: int = 1) -> list[SubmissionView]:
+    return [_sub(round_id, M1), _sub(round_id, M2), _sub(round_id, RIDER)]
+
+
+def _verdict_check(view: VerdictView) -> tuple[list[str], dict[str, Any]]:
+    findings = Findings()
+    figures = check_verdicts(
+        view, miners=NAMES, rider=RIDER, validator=VALIDATOR, window_s=WINDOW, findings=findings
+    )
+    return findings.violations, figures
+
+
+def test_clean_verdicts_have_no_violation_and_their_figures() -> None:
+    violations, figures = _verdict_check(_verdict_view(_honest_round(1) + _honest_round(2)))
+    assert violations == []
+    assert figures["accepted"] == 4 and figures["copies"] == figures["copies_rejected"] == 2
+    assert figures["credits"] == {"miner-1": 200, "miner-2": 200, "free-rider": 0}
+    assert figures["posted_by_validator"] == figures["validator_nonce"] == 6
+
+
+def test_an_accepted_copy_is_a_violation() -> None:
+    subs = _honest_round()
+    subs[2] = _sub(1, RIDER, verdict=1, reason=0)
+    violations, _ = _verdict_check(_verdict_view(subs))
+    assert violations == ["round 1 free-rider: a copied update was accepted"]
+
+
+def test_credits_that_are_not_the_accepted_rewards_are_a_violation() -> None:
+    subs = _honest_round()
+    twice = {M1: 2 * REWARD, M2: REWARD, RIDER: 0}
+    assert _verdict_check(_verdict_view(subs, credits=twice))[0] == [
+        "miner-1: credits 200, accepted work earned 100"
+    ]
+    paid_copy = {M1: REWARD, M2: REWARD, RIDER: 50}
+    assert _verdict_check(_verdict_view(subs, credits=paid_copy))[0] == [
+        "free-rider: credits 50, accepted work earned 0"
+    ]
+
+
+def test_a_submission_past_its_window_without_a_verdict_is_a_violation() -> None:
+    subs = _honest_round()
+    subs[1] = _sub(1, M2, verdict=0, reason=0, validator="0x" + "00" * 20)
+    violations, _ = _verdict_check(_verdict_view(subs))
+    assert violations == [
+        "round 1 miner-2: no verdict 100 s after the submission (window 5 s)",
+        "round 1: verdictCount 2, 3 submissions past their window",
+    ]
+
+
+def test_a_submission_still_inside_its_window_at_the_end_is_a_violation() -> None:
+    subs = _honest_round()
+    violations, _ = _verdict_check(_verdict_view(subs, chain_time=1004))
+    assert "round 1 miner-1: only 4 s of chain time old at the end (window 5 s)" in violations
+
+
+def test_a_verdict_counted_twice_is_a_violation() -> None:
+    subs = _honest_round()
+    violations, _ = _verdict_check(_verdict_view(subs, verdict_counts={1: 4}))
+    assert violations == [
+        "round 1: verdictCount 4, 3 submissions past their window",
+        "round 1: verdictCount 4, 3 submissions carry a verdict",
+    ]
+
+
+def test_a_validator_nonce_above_its_verdicts_is_a_double_post() -> None:
+    violations, _ = _verdict_check(_verdict_view(_honest_round(), validator_nonce=4))
+    assert violations == ["validator: 4 transactions sent for 3 verdicts posted"]
+
+
+def test_a_journal_row_left_unposted_or_disagreeing_is_a_violation() -> None:
+    subs = _honest_round()
+    rows = [_journal_row(subs[0], "signed"), _journal_row(subs[1]), _journal_row(subs[2])]
+    rows[1]["accepted"], rows[1]["reason"] = 0, int(Reason.SEGMENT_MISMATCH)
+    violations, _ = _verdict_check(_verdict_view(subs, journal=rows))
+    assert violations == [
+        "validator journal round 1 miner-1: left signed",
+        "validator journal round 1 miner-2: journaled a sampled training segment did not "
+        "reproduce, chain holds accepted",
+        "validator: journal has 2 posted verdicts, chain 3",
+    ]
+
+
+def test_an_honest_rejection_for_another_reason_is_a_violation_with_the_reason() -> None:
+    subs = _honest_round()
+    subs[0] = _sub(1, M1, verdict=2, reason=int(Reason.SEGMENT_MISMATCH))
+    view = _verdict_view(subs)
+    violations, _ = _verdict_check(view)
+    assert violations == [
+        "round 1 miner-1: honest submission rejected: a sampled training segment did not "
+        "reproduce, answered after 2 s"
+    ]
+
+
+def test_no_openings_for_an_answer_inside_the_window_is_a_violation() -> None:
+    subs = _honest_round()
+    subs[0] = _sub(1, M1, verdict=2, reason=int(Reason.NO_OPENINGS), completed_at=1005)
+    violations, _ = _verdict_check(_verdict_view(subs))
+    assert violations == [
+        "round 1 miner-1: honest submission rejected: challenge not answered in the "
+        "verification window, answered after 5 s"
+    ]
+
+
+def test_no_openings_for_a_late_or_missing_answer_is_counted_not_failed() -> None:
+    subs = _honest_round()
+    late = int(Reason.NO_OPENINGS)
+    subs[0] = _sub(1, M1, verdict=2, reason=late, completed_at=1006)
+    subs[1] = _sub(1, M2, verdict=2, reason=late, completed=False, completed_at=None)
+    violations, figures = _verdict_check(_verdict_view(subs))
+    assert violations == []
+    assert (figures["answered_late"], figures["never_answered"]) == (1, 1)
+    assert figures["credits"] == {"miner-1": 0, "miner-2": 0, "free-rider": 0}
+
+
+def test_a_completed_task_without_its_event_is_a_violation() -> None:
+    subs = _honest_round()
+    subs[0] = _sub(1, M1, verdict=2, reason=int(Reason.NO_OPENINGS), completed_at=None)
+    violations, _ = _verdict_check(_verdict_view(subs))
+    assert violations == ["round 1 miner-1: completed on chain but no TaskCompleted event"]

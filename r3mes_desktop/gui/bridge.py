@@ -23,6 +23,7 @@ from r3mes_desktop.core.events import (
     Event,
     EventBus,
     MinerStateChanged,
+    ModelVersionPublished,
     Notice,
     RetryScheduled,
     StatsChanged,
@@ -57,6 +58,7 @@ class EventBridge(QtCore.QObject):
     stats_changed = Signal(object)  # StatsChanged
     miner_state_changed = Signal(object)  # MinerStateChanged
     verdict_recorded = Signal(object)  # VerdictRecorded
+    model_version_published = Signal(object)  # ModelVersionPublished
 
     _incoming = Signal(object)
 
@@ -73,6 +75,7 @@ class EventBridge(QtCore.QObject):
             StatsChanged: self.stats_changed,
             MinerStateChanged: self.miner_state_changed,
             VerdictRecorded: self.verdict_recorded,
+            ModelVersionPublished: self.model_version_published,
         }
         self._incoming.connect(self._dispatch, QtCore.Qt.ConnectionType.QueuedConnection)
         self._unsubscribe: Callable[[], None] | None = bus.subscribe(self._on_core_event)

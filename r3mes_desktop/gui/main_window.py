@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from r3mes_desktop.core.events import (
     Event,
     MinerStateChanged,
+    ModelVersionPublished,
     StatsChanged,
     StepProgress,
     TransactionStateChanged,
@@ -323,10 +324,17 @@ class MainWindow(QtWidgets.QMainWindow):
         b.verdict_recorded.connect(self.tx_model.apply_event)
         b.verdict_recorded.connect(self.chart_data.add_event)
         b.verdict_recorded.connect(self.earnings.on_verdict)
+        b.model_version_published.connect(self.chart_data.add_event)
+        b.model_version_published.connect(self._on_model_version)
         b.miner_state_changed.connect(self._on_miner_state)
 
     def _on_stats(self, event: StatsChanged) -> None:
         self.chart_data.add_stats(event.stats)
+
+    def _on_model_version(self, _event: ModelVersionPublished) -> None:
+        """A new version settles the fate of the updates of its round and of the rounds
+        that trained on its parent: read the journal's statuses now, not at the next tick."""
+        QtCore.QTimer.singleShot(0, self.refresh)
 
     def _on_miner_state(self, event: MinerStateChanged) -> None:
         self.set_miner_state(event.new_state)

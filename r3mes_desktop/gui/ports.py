@@ -17,7 +17,12 @@ if TYPE_CHECKING:
     from r3mes_desktop.adapters.chain.keystore import Keystore
     from r3mes_desktop.adapters.faults import FaultInjector
     from r3mes_desktop.core.events import EventBus
-    from r3mes_desktop.core.records import CleanupReport, DeadLetter, TransactionStatus
+    from r3mes_desktop.core.records import (
+        CleanupReport,
+        DeadLetter,
+        ModelVersion,
+        TransactionStatus,
+    )
     from r3mes_desktop.core.resilience.breaker import BreakerRegistry
     from r3mes_desktop.support.config.settings import Settings
 
@@ -32,6 +37,8 @@ class CoordinatorPort(Protocol):
     async def statistics(self, *, window_s: float = ...) -> dict[str, Any]: ...
 
     async def credits_series(self, *, limit: int = ...) -> list[tuple[float, int]]: ...
+
+    async def model_versions(self, *, limit: int = ...) -> list[ModelVersion]: ...
 
     async def cleanup_stale(self) -> CleanupReport: ...
 

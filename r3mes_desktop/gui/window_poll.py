@@ -2,10 +2,10 @@
 
 Events move the table as the saga moves; the poll (every `poll_ms`, and after commands and
 terminal states) brings in what events cannot: the journal's records and history, the
-statistics, the credits series (when verdicts came that no event brought: at start, or
-before the window listened), breaker snapshots, dead letters, checkpoints to resume, and
-the services' facts for the status bar. One poll at a time: a tick that finds one running
-is skipped.
+statistics, the credits series and the network model's versions (when verdicts or versions
+came that no event brought: at start, or before the window listened), breaker snapshots,
+dead letters, checkpoints to resume, and the services' facts for the status bar. One poll
+at a time: a tick that finds one running is skipped.
 """
 
 from __future__ import annotations
@@ -48,6 +48,9 @@ class Poller:
             if w.chart_data.needs_credits(stats):  # verdicts the live events did not bring
                 series = await rt.coordinator.credits_series()
                 w.chart_data.set_credits(series, verdicts=w.chart_data.verdicts_in(stats))
+            if w.chart_data.needs_network(stats):  # versions the live events did not bring
+                versions = await rt.coordinator.model_versions()
+                w.chart_data.set_network(versions, seen=w.chart_data.network_in(stats))
             w.breakers_model.apply_snapshots(rt.breakers.snapshot().values())
             w.dead_model.set_letters(await rt.coordinator.dead_letters())
             running = set(rt.miner.in_flight)

@@ -19,13 +19,19 @@ from typing import TYPE_CHECKING, Any
 from r3mes_desktop.core.events import (
     EventBus,
     MinerStateChanged,
+    ModelVersionPublished,
     RetryScheduled,
     StepProgress,
     TransactionStateChanged,
     VerdictRecorded,
 )
 from r3mes_desktop.core.miner import MinerState
-from r3mes_desktop.core.records import CleanupReport, DeadLetter, TransactionStatus
+from r3mes_desktop.core.records import (
+    CleanupReport,
+    DeadLetter,
+    ModelVersion,
+    TransactionStatus,
+)
 from r3mes_desktop.core.resilience.breaker import BreakerRegistry
 from r3mes_desktop.core.txstate import STEPS, TERMINAL, TxState, step_done
 
@@ -65,6 +71,7 @@ class FakeTx:
     verdict_reason_text: str | None = None
     credits: int | None = None
     verdict_at: float | None = None
+    aggregated_into: int | None = None  # the model version its accepted update went into
 
     def status(self, now: float) -> TransactionStatus:
         end = self.finished_at if self.finished_at is not None else now
@@ -85,6 +92,14 @@ class FakeTx:
             credits=self.credits,
             verdict_validator=VALIDATOR if self.verdict else None,
             verdict_at=self.verdict_at,
+            model_version=0,
+            aggregation=None if self.aggregated_into is None else "aggregated",
+            aggregated_into=self.aggregated_into,
+            aggregation_text=(
+                None
+                if self.aggregated_into is None
+                else f"went into version {self.aggregated_into}"
+            ),
         )
 
 
@@ -110,6 +125,7 @@ class FakeCoordinator:
         self.letters: list[DeadLetter] = []
         self.checkpoints: list[dict[str, Any]] = []
         self.calls: list[tuple[str, Any]] = []
+        self.versions: list[ModelVersion] = []
 
     # -- driving (tests) ---------------------------------------------------------------
     def new_tx(self, round_id: int = 1, *, age_s: float = 0.0) -> str:
@@ -204,6 +220,41 @@ class FakeCoordinator:
             )
         )
 
+    def publish_version(self, round_id: int, *, eval_loss: float, announce: bool = True) -> int:
+        """What the coordinator's model watcher does: journal, then publish (unless
+        `announce` is False: a version journaled before the window listened)."""
+        version = len(self.versions) + 1
+        self.versions.append(
+            ModelVersion(
+                version_id=version,
+                round_id=round_id,
+                parent_id=version - 1,
+                eval_loss=eval_loss,
+                updates=1,
+                cid=f"bafkversion{version}",
+                content_hash=f"{version:064x}",
+                block_number=200 + version,
+                aggregator="0x" + "ef" * 20,
+                seen_at=time.time(),
+            )
+        )
+        for tx in self.txs.values():
+            if tx.round_id == round_id and tx.verdict == "accepted":
+                tx.aggregated_into = version
+        if announce:
+            self.bus.publish(
+                ModelVersionPublished(
+                    version_id=version,
+                    round_id=round_id,
+                    parent_id=version - 1,
+                    eval_loss=eval_loss,
+                    updates=1,
+                    block_number=200 + version,
+                    aggregator="0x" + "ef" * 20,
+                )
+            )
+        return version
+
     def commit(self, round_id: int = 1) -> str:
         tx_id = self.new_tx(round_id)
         for state in FLOW[1:]:
@@ -254,6 +305,9 @@ class FakeCoordinator:
             "verdicts_pending": states.count(TxState.COMMITTED) - len(verdicts),
             "verdicts_overdue": 0,
             "credits_total": sum(tx.credits or 0 for tx in self.txs.values()),
+            "model_version": len(self.versions),
+            "model_eval_loss": self.versions[-1].eval_loss if self.versions else None,
+            "updates_aggregated": sum(tx.aggregated_into is not None for tx in self.txs.values()),
         }
 
     async def credits_series(self, *, limit: int = 500) -> list[tuple[float, int]]:
@@ -267,6 +321,9 @@ class FakeCoordinator:
             total += credits
             series.append((at, total))
         return series[-limit:]
+
+    async def model_versions(self, *, limit: int = 500) -> list[ModelVersion]:
+        return self.versions[-limit:]
 
     async def cleanup_stale(self) -> CleanupReport:
         self.calls.append(("cleanup_stale", None))

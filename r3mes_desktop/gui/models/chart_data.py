@@ -9,10 +9,19 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from r3mes_desktop.core.events import Event, StepProgress, TransactionStateChanged, VerdictRecorded
+from r3mes_desktop.core.events import (
+    Event,
+    ModelVersionPublished,
+    StepProgress,
+    TransactionStateChanged,
+    VerdictRecorded,
+)
 from r3mes_desktop.core.txstate import TxState
+
+if TYPE_CHECKING:
+    from r3mes_desktop.core.records import ModelVersion
 
 THROUGHPUT_WINDOW_S = 120.0
 
@@ -20,7 +29,11 @@ CATEGORIES = ("network", "authentication", "resource", "validation", "permanent"
 # Tick labels short enough for a third of the window (the full names are in the tooltip).
 CATEGORY_LABELS = ("network", "auth", "resource", "invalid", "perm.", "unknown")
 CATEGORY_COLOURS = ("#1565c0", "#6a1b9a", "#ef6c00", "#c62828", "#4e342e", "#757575")
-PARTS = ("errors", "rates", "throughput", "loss", "hash", "credits", "summary")
+PARTS = ("errors", "rates", "throughput", "loss", "network", "hash", "credits", "summary")
+NetworkMark = tuple[int, float | None]
+"""The newest model version and its loss, as the statistics say (`model_version`,
+`model_eval_loss`): when they differ from the chart's, the journal holds versions the
+chart has not seen."""
 
 
 class ChartData:
@@ -44,6 +57,11 @@ class ChartData:
         self.credits: deque[tuple[float, float]] = deque(maxlen=points)
         self.credits_total = 0
         self.verdicts_seen: int | None = None  # final verdicts `credits` reflects (None: unread)
+        # The network model's held-out loss per version (x = version id), from the journal
+        # (`set_network`) and extended live by each version event; the newest `points`.
+        self.network: dict[int, float] = {}
+        self._points = points
+        self.network_seen: NetworkMark | None = None  # the newest version charted (None: unread)
         self.dirty = False
         # What changed since the plots last drew it: each plot redraws only its own part.
         self.versions: dict[str, int] = dict.fromkeys(PARTS, 0)
@@ -61,6 +79,9 @@ class ChartData:
         return (ts if ts is not None else self._clock()) - self.t0
 
     def add_event(self, event: Event) -> None:
+        if isinstance(event, ModelVersionPublished):
+            self._add_versions([(event.version_id, event.eval_loss)])
+            return
         if isinstance(event, VerdictRecorded):
             self.credits_total += event.credits
             self.credits.append((event.ts, float(self.credits_total)))
@@ -137,6 +158,39 @@ class ChartData:
         if points:
             self.credits_total = int(points[-1][1])
         self.verdicts_seen = verdicts
+
+    @staticmethod
+    def network_in(stats: Mapping[str, Any]) -> NetworkMark:
+        loss = stats.get("model_eval_loss")
+        return int(stats.get("model_version") or 0), None if loss is None else float(loss)
+
+    def needs_network(self, stats: Mapping[str, Any]) -> bool:
+        """Whether the journal's newest version is not the chart's (read the series again
+        then: at start, after versions no event brought, after a switch of network)."""
+        return self.network_seen != self.network_in(stats)
+
+    def set_network(self, versions: list[ModelVersion], *, seen: NetworkMark) -> None:
+        """The journal's versions (`Coordinator.model_versions`), replacing ours."""
+        points = {v.version_id: float(v.eval_loss) for v in versions}
+        if points != self.network:
+            self.network = {}
+            self._add_versions(sorted(points.items()))
+        self.network_seen = seen
+
+    def _add_versions(self, points: list[tuple[int, float]]) -> None:
+        for version, loss in points:
+            self.network[version] = loss
+            if self.network_seen is not None and version > self.network_seen[0]:
+                self.network_seen = (version, loss)
+        if len(self.network) > self._points:  # keep the newest
+            for version in sorted(self.network)[: len(self.network) - self._points]:
+                del self.network[version]
+        self._changed("network")
+
+    def network_series(self) -> tuple[list[float], list[float]]:
+        """(versions, losses) in version order, for the plot."""
+        versions = sorted(self.network)
+        return [float(v) for v in versions], [self.network[v] for v in versions]
 
     def recent_throughput(self, ts: float | None = None) -> float:
         """Commits per minute over the last two minutes (or since the window opened).

@@ -102,6 +102,11 @@ class TxRow:
     verdict_reason: str | None = None  # the reason's text
     credits: int | None = None
     verdict_validator: str | None = None
+    # the network model (TransactionStatus): the version the round trained on, and what
+    # became of the update ("went into version 4", "not aggregated: ...")
+    model_version: int | None = None
+    aggregated_into: int | None = None
+    aggregation_text: str | None = None
 
     @property
     def short_id(self) -> str:
@@ -162,6 +167,9 @@ def row_from_status(status: TransactionStatus) -> TxRow:
         verdict_reason=status.verdict_reason_text,
         credits=status.credits,
         verdict_validator=status.verdict_validator,
+        model_version=status.model_version,
+        aggregated_into=status.aggregated_into,
+        aggregation_text=status.aggregation_text,
     )
     for step, done in status.progress.items():
         if done:  # the journal says which steps are done, not how far the others are
@@ -217,7 +225,8 @@ def describe_event(event: Event) -> str:
 
 
 def shown_fields(row: TxRow) -> tuple[Any, ...]:
-    """What the table shows of a row (to skip signals when a poll changes nothing)."""
+    """What the table and the details panel show of a row (to skip signals when a poll
+    changes nothing)."""
     return (
         row.round_id,
         row.state,
@@ -232,6 +241,8 @@ def shown_fields(row: TxRow) -> tuple[Any, ...]:
         row.verdict,
         row.verdict_reason,
         row.credits,
+        row.model_version,
+        row.aggregation_text,
     )
 
 

@@ -1,5 +1,6 @@
 """Charts (pyqtgraph): errors by category, outcome rates, throughput, credits earned over
-time, loss, PoW hash rate, and the totals beside them.
+time, the miner's training loss beside the network model's held-out loss per version, PoW
+hash rate, and the totals beside them.
 
 Events and statistics only update `ChartData` (a version per plot); a named timer redraws
 when something changed, never once per event. A full redraw of five plots is one long
@@ -32,6 +33,7 @@ from r3mes_desktop.gui.models.chart_data import (
 )
 from r3mes_desktop.gui.qt import QtCore, QtWidgets
 
+NETWORK_TITLE = "Network model"
 X_MIN_STEP_S = 10.0  # time axes move in steps of at least 10 s (a quarter of the span later)
 CREDITS_MIN_STEP_S = 60.0  # the credits' wall-clock axis: minutes, at least
 
@@ -65,7 +67,7 @@ def coarse_range(
 
 
 class ChartsPanel(QtWidgets.QWidget):
-    """Five small plots; redrawn by `redraw_timer` only when `data.dirty`."""
+    """Seven small plots and the totals; redrawn by `redraw_timer` only when `data.dirty`."""
 
     def __init__(
         self,
@@ -103,6 +105,19 @@ class ChartsPanel(QtWidgets.QWidget):
         self._throughput_curve = self.throughput_plot.plot(pen=pg.mkPen("#1565c0", width=2))
         self.loss_plot = self._plot("Training loss", "loss")
         self._loss_curve = self.loss_plot.plot(pen=pg.mkPen("#6a1b9a", width=2))
+        # x = version id: the loss each published version reached on held-out text
+        self.network_plot = self._plot(NETWORK_TITLE, "loss")
+        self.network_plot.setToolTip(
+            "Held-out loss (nats per token) of each network model version the aggregators "
+            "published, by version; the miner trains each round from the version it names"
+        )
+        self._network_curve = self.network_plot.plot(
+            pen=pg.mkPen("#ad1457", width=2),
+            symbol="o",
+            symbolSize=5,
+            symbolPen=None,
+            symbolBrush="#ad1457",
+        )
         self.hash_plot = self._plot("PoW hash rate", "MH/s")
         self._hash_curve = self.hash_plot.plot(pen=pg.mkPen("#00838f", width=2))
         # Wall-clock axis: the series comes from the journal, so it starts before the window
@@ -112,16 +127,18 @@ class ChartsPanel(QtWidgets.QWidget):
         )
 
         self.summary = self._summary_label()
-        # Four columns; the error bars keep two, so their six category labels still fit
-        # side by side at 1280 pixels.
+        # Five columns; the error bars keep two, so their six category labels still fit
+        # side by side at 1280 pixels; the totals take the last column's two rows, and the
+        # network model's loss sits beside the training loss.
         grid.addWidget(self.errors_plot, 0, 0, 1, 2)
         grid.addWidget(self.rates_plot, 0, 2)
         grid.addWidget(self.throughput_plot, 0, 3)
+        grid.addWidget(self.summary, 0, 4, 2, 1)
         for col, widget in enumerate(
-            (self.credits_plot, self.loss_plot, self.hash_plot, self.summary)
+            (self.credits_plot, self.loss_plot, self.network_plot, self.hash_plot)
         ):
             grid.addWidget(widget, 1, col)
-        for col in range(4):
+        for col in range(5):
             grid.setColumnStretch(col, 1)
 
         self.redraw_timer = QtCore.QTimer(self)
@@ -243,12 +260,7 @@ class ChartsPanel(QtWidgets.QWidget):
         x_min_step: float = X_MIN_STEP_S,
     ) -> None:
         self._set_range(plot, "x", coarse_range(xs, min_step=x_min_step))
-        peak = max((abs(y) for y in ys), default=0.0)
-        if not peak:  # no point yet, or only zeros: 0..1, not ticks (0.0008) that overrun
-            self._set_range(plot, "y", (0.0, 1.0))
-            return
-        min_step = max(1e-3, 0.05 * peak)
-        self._set_range(plot, "y", coarse_range(ys, min_step=min_step, from_zero=from_zero))
+        self._y_range(plot, ys, from_zero=from_zero)
 
     def _draw(self, part: str) -> None:
         data = self.data
@@ -270,6 +282,8 @@ class ChartsPanel(QtWidgets.QWidget):
             xs, ys = _xy(data.loss)
             self._loss_curve.setData(xs, ys)
             self._time_series(self.loss_plot, xs, ys, from_zero=False)
+        elif part == "network":
+            self._draw_network()
         elif part == "credits":
             xs, ys = _xy(data.credits)
             now = data.now()
@@ -294,6 +308,28 @@ class ChartsPanel(QtWidgets.QWidget):
             if html != self.summary.text():
                 self.summary.setText(html)
 
+    def _draw_network(self) -> None:
+        xs, ys = self.data.network_series()
+        self._network_curve.setData(xs, ys)
+        lo, hi = coarse_range(xs or [0.0, 1.0], min_step=1.0)
+        step = nice_step(max(1.0, (hi - lo) / 4.0))
+        if self._ranges.get((id(self.network_plot), "x")) != (lo - 0.5, hi + 0.5):
+            # whole versions only: no tick at version 2.5
+            self.network_plot.getAxis("bottom").setTickSpacing(levels=[(step, 0.0)])
+        # half a version of margin, so the first and last points are not cut in half
+        self._set_range(self.network_plot, "x", (lo - 0.5, hi + 0.5))
+        self._y_range(self.network_plot, ys, from_zero=False)
+        title = f"{NETWORK_TITLE}: v{int(xs[-1])}, loss {ys[-1]:.4f}" if xs else NETWORK_TITLE
+        self.network_plot.setTitle(title, size="9pt")
+
+    def _y_range(self, plot: pg.PlotWidget, ys: list[float], *, from_zero: bool) -> None:
+        peak = max((abs(y) for y in ys), default=0.0)
+        if not peak:  # no point yet, or only zeros: 0..1, not ticks (0.0008) that overrun
+            self._set_range(plot, "y", (0.0, 1.0))
+            return
+        min_step = max(1e-3, 0.05 * peak)
+        self._set_range(plot, "y", coarse_range(ys, min_step=min_step, from_zero=from_zero))
+
 
 def summary_html(data: ChartData) -> str:
     """The totals beside the plots, from the latest statistics (journal-derived)."""
@@ -314,6 +350,16 @@ def summary_html(data: ChartData) -> str:
         ),
         ("Task completions pending", f"{st.get('pending_task_completions', 0)}"),
         ("Open dead letters", f"{st.get('open_dead_letters', 0)}"),
+        ("Network model version", _model_text(st)),
+        ("Your updates aggregated", f"{st.get('updates_aggregated', 0)}"),
     ]
     body = "".join(f"<tr><td>{k}</td><td align='right'><b>{v}</b></td></tr>" for k, v in rows)
     return f"<b>Totals</b><table width='100%' cellspacing='2'>{body}</table>"
+
+
+def _model_text(stats: Mapping[str, Any]) -> str:
+    version = int(stats.get("model_version") or 0)
+    loss = stats.get("model_eval_loss")
+    if not version or loss is None:
+        return "genesis"
+    return f"{version} (loss {float(loss):.3f})"

@@ -54,6 +54,7 @@ class TransactionDetails(QtWidgets.QTextBrowser):
             ("Attempts", str(row.attempts)),
         ]
         fields.extend(verdict_fields(row))
+        fields.extend(model_fields(row))
         if row.failed_step:
             fields.append(("Failed step", state_label(row.failed_step)))
         if row.error_category:
@@ -118,4 +119,16 @@ def verdict_fields(row: TxRow) -> list[tuple[str, str]]:
         fields.append(("Credits", str(row.credits or 0)))
         if row.verdict_validator:
             fields.append(("Validator", row.verdict_validator))
+    return fields
+
+
+def model_fields(row: TxRow) -> list[tuple[str, str]]:
+    """The network model version the round trained on, and whether the update went into
+    the next one (known once the validators' verdict is final)."""
+    if row.model_version is None:
+        return []
+    genesis = " (genesis)" if row.model_version == 0 else ""
+    fields = [("Model", f"trained on version {row.model_version}{genesis}")]
+    if row.aggregation_text:
+        fields.append(("Update", row.aggregation_text))
     return fields

@@ -109,6 +109,43 @@ def test_verdicts_journaled_before_the_window_opened_fill_the_credits_chart(
     assert texts == {"accepted +100", "rejected"}
 
 
+def test_a_new_model_version_shows_in_the_network_chart_and_the_details(
+    window: MainWindow, qtbot: Any
+) -> None:
+    coord = window.runtime.coordinator
+    tx_id = coord.commit(round_id=3)
+    coord.post_verdict(tx_id, accepted=True)
+    qtbot.waitUntil(lambda: _verdict_text(window, tx_id) == "accepted +100", timeout=3000)
+    window.tx_view.selectRow(0)
+    qtbot.waitUntil(lambda: "trained on version 0 (genesis)" in window.details.text(), timeout=3000)
+    assert "went into" not in window.details.text()
+
+    coord.publish_version(3, eval_loss=1.875)
+
+    qtbot.waitUntil(lambda: window.chart_data.network_series() == ([1.0], [1.875]), timeout=3000)
+    qtbot.waitUntil(lambda: "Update\nwent into version 1" in window.details.text(), timeout=3000)
+    qtbot.waitUntil(lambda: window.charts is not None, timeout=5000)
+    window.charts.redraw_if_dirty(everything=True)
+    xs, ys = window.charts._network_curve.getData()
+    assert (list(xs), list(ys)) == ([1.0], [1.875])
+
+
+def test_versions_journaled_before_the_window_opened_fill_the_network_chart(
+    qtbot: Any, qloop: Any, tmp_path: Path
+) -> None:
+    runtime = FakeRuntime(tmp_path)
+    coord = runtime.coordinator
+    for round_id, loss in ((1, 5.0), (2, 1.9), (4, 1.5)):
+        coord.publish_version(round_id, eval_loss=loss, announce=False)
+    win = MainWindow(runtime, tray_available=False, poll_ms=200)
+    qtbot.addWidget(win)
+    win.show()
+
+    qtbot.waitUntil(lambda: win.chart_data.network_seen == (3, 1.5), timeout=3000)
+
+    assert win.chart_data.network_series() == ([1.0, 2.0, 3.0], [5.0, 1.9, 1.5])
+
+
 def _verdict_text(window: MainWindow, tx_id: str) -> str | None:
     proxy = window.tx_proxy
     for r in range(proxy.rowCount()):

@@ -10,10 +10,11 @@ from typing import Any
 
 import pytest
 
-from r3mes_desktop.core.events import StepProgress, VerdictRecorded
+from r3mes_desktop.core.events import ModelVersionPublished, StepProgress, VerdictRecorded
+from r3mes_desktop.core.records import ModelVersion
 from r3mes_desktop.gui.models.chart_data import ChartData
-from r3mes_desktop.gui.qt import QtGui
-from r3mes_desktop.gui.widgets.charts import ChartsPanel, coarse_range, nice_step
+from r3mes_desktop.gui.qt import QtGui, QtWidgets
+from r3mes_desktop.gui.widgets.charts import ChartsPanel, coarse_range, nice_step, summary_html
 
 
 class Ticks:
@@ -193,3 +194,87 @@ def test_the_credits_plot_draws_the_total_up_to_now_on_a_clock_axis(qtbot: Any) 
     assert x_lo <= 1_700_000_000.0 and x_hi >= 1_700_000_600.0 and y_hi >= 350
     assert panel.credits_plot.plotItem.titleLabel.text == "Credits earned: 350"
     assert panel.credits_plot.getAxis("bottom").__class__.__name__ == "DateAxisItem"
+
+
+def _version(version_id: int, loss: float) -> ModelVersionPublished:
+    return ModelVersionPublished(
+        version_id=version_id,
+        round_id=version_id + 10,
+        parent_id=version_id - 1,
+        eval_loss=loss,
+        updates=2,
+        block_number=100 + version_id,
+        aggregator="0x" + "ef" * 20,
+    )
+
+
+def _journaled(version_id: int, loss: float) -> ModelVersion:
+    return ModelVersion(
+        version_id=version_id,
+        round_id=version_id + 10,
+        parent_id=version_id - 1,
+        eval_loss=loss,
+        updates=2,
+        cid=f"bafk{version_id}",
+        content_hash=f"{version_id:064x}",
+        block_number=100 + version_id,
+        aggregator="0x" + "ef" * 20,
+        seen_at=1.0,
+    )
+
+
+def test_the_network_loss_comes_from_the_journal_then_from_each_version() -> None:
+    data = ChartData(clock=lambda: 0.0, points=3)
+    stats = {"model_version": 2, "model_eval_loss": 1.5}
+    assert data.needs_network(stats)  # nothing read yet
+    data.add_event(_version(9, 0.5))  # before the journal was read: kept, read again later
+    assert data.needs_network(stats)
+
+    data.set_network([_journaled(1, 2.0), _journaled(2, 1.5)], seen=data.network_in(stats))
+    assert not data.needs_network(stats)
+    assert data.network_series() == ([1.0, 2.0], [2.0, 1.5])
+    drawn = data.versions["network"]
+    data.add_event(_version(3, 1.25))
+    data.add_event(_version(4, 1.125))  # one more than `points`: the oldest goes
+
+    assert data.network_series() == ([2.0, 3.0, 4.0], [1.5, 1.25, 1.125])
+    assert data.versions["network"] == drawn + 2
+    assert not data.needs_network({"model_version": 4, "model_eval_loss": 1.125})
+    # another network: the same number, another loss; or fewer versions than charted
+    assert data.needs_network({"model_version": 4, "model_eval_loss": 3.0})
+    assert data.needs_network({"model_version": 1, "model_eval_loss": 2.0})
+
+
+def test_the_network_plot_draws_loss_per_whole_version(qtbot: Any) -> None:
+    data, clock = ChartData(clock=lambda: 0.0), Ticks()
+    panel = _panel(qtbot, data, clock)
+    assert panel.network_plot.plotItem.titleLabel.text == "Network model"
+
+    data.set_network(
+        [_journaled(1, 5.09), _journaled(2, 1.88), _journaled(3, 1.49)], seen=(3, 1.49)
+    )
+    clock.now += 10
+    panel.redraw_if_dirty()
+
+    xs, ys = panel._network_curve.getData()
+    assert (list(xs), list(ys)) == ([1.0, 2.0, 3.0], [5.09, 1.88, 1.49])
+    (x_lo, x_hi), (y_lo, y_hi) = panel.network_plot.viewRange()
+    assert x_lo < 1.0 and x_hi > 3.0 and y_lo <= 1.49 and y_hi >= 5.09
+    assert panel.network_plot.plotItem.titleLabel.text == "Network model: v3, loss 1.4900"
+    levels = panel.network_plot.getAxis("bottom").tickSpacing(x_lo, x_hi, 200)
+    assert all(float(spacing).is_integer() for spacing, _ in levels)  # no version 2.5
+    layout = panel.layout()
+    assert isinstance(layout, QtWidgets.QGridLayout)
+    loss_at = layout.getItemPosition(layout.indexOf(panel.loss_plot))
+    network_at = layout.getItemPosition(layout.indexOf(panel.network_plot))
+    assert network_at[:2] == (loss_at[0], loss_at[1] + 1)  # beside the training loss
+
+
+def test_the_totals_name_the_network_model_version() -> None:
+    data = ChartData(clock=lambda: 0.0)
+    data.add_stats({"model_version": 0, "model_eval_loss": None, "updates_aggregated": 0})
+    assert "Network model version</td><td align='right'><b>genesis" in summary_html(data)
+
+    data.add_stats({"model_version": 4, "model_eval_loss": 1.2497, "updates_aggregated": 3})
+    html = summary_html(data)
+    assert "<b>4 (loss 1.250)</b>" in html and "Your updates aggregated" in html

@@ -64,6 +64,8 @@ async def _shoot(window: Any, runtime: Any, out: Path) -> list[Path]:
 
     await _until(lambda: committed() >= 3 and window.charts is not None, 300)
     await _until(lambda: accepted() >= 2, 300)
+    # the devnet's aggregator has published versions: the network chart has a line
+    await _until(lambda: len(window.chart_data.network) >= 3, 600)
     await asyncio.sleep(4)  # a few more chart points and a transaction in flight
     window.tx_view.selectRow(_row_with_verdict(window))
     await asyncio.sleep(1)
@@ -114,16 +116,23 @@ async def _shoot(window: Any, runtime: Any, out: Path) -> list[Path]:
 
 
 def _row_with_verdict(window: Any) -> int:
-    """The table row (as sorted on screen) of the newest transaction with a verdict."""
+    """The table row (as sorted on screen) of the newest transaction whose update went
+    into a model version, else of the newest with a verdict."""
     from r3mes_desktop.gui.models.transactions_model import TransactionsModel
 
     proxy = window.tx_proxy
+    with_verdict = None
     for row in range(proxy.rowCount()):
         tx_id = proxy.index(row, 0).data(TransactionsModel.ID_ROLE)
         found = window.tx_model.row(tx_id)
-        if found is not None and found.verdict in ("accepted", "rejected"):
+        if found is not None and found.aggregated_into is not None:
             return int(row)
-    return 0
+        if with_verdict is None and found is not None and found.verdict in FINAL:
+            with_verdict = int(row)
+    return with_verdict or 0
+
+
+FINAL = ("accepted", "rejected")
 
 
 def main(argv: list[str] | None = None) -> int:

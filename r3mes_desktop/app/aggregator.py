@@ -18,6 +18,7 @@ computes a second one for the round. The contract takes exactly one version per 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import hashlib
 import json
@@ -31,6 +32,7 @@ from typing import Any, Protocol, TypeVar
 from r3mes_desktop.adapters.chain.client import ChainClient
 from r3mes_desktop.adapters.chain.views import VERDICT_ACCEPTED
 from r3mes_desktop.adapters.mining.presets import make_plan
+from r3mes_desktop.app.validator import fetch_dataset
 from r3mes_desktop.core.clock import SYSTEM_CLOCK, Clock
 from r3mes_desktop.core.errors import IntegrityError, R3mesError
 from r3mes_desktop.core.resilience import ServiceCaller
@@ -130,14 +132,20 @@ class Aggregator:
                     raise IntegrityError(f"round {round_id}: {sub.cid} is not its on-chain hash")
                 packages.append(data)
             params = json.loads(info.hyperparams) if info.hyperparams else {}
+            params = params if isinstance(params, dict) else {}
             plan = make_plan(
                 round_id=round_id,
                 seed=1,
                 base_model_id=info.base_model_id,
                 steps=info.steps,
-                hyperparams=params if isinstance(params, dict) else {},
+                hyperparams={k: v for k, v in params.items() if not k.startswith("dataset_")},
             )
-            result = await self.worker.aggregate({"packages": packages, "plan": plan.to_json()})
+            dataset = await fetch_dataset(self.store, self.store_calls, params)
+            if dataset:
+                plan = dataclasses.replace(plan, dataset_sha256=hashlib.sha256(dataset).hexdigest())
+            result = await self.worker.aggregate(
+                {"packages": packages, "plan": plan.to_json(), "dataset": dataset}
+            )
             data = bytes(result["adapter"])
             cid = await asyncio.to_thread(self.store.cid_of, data)
             await asyncio.to_thread(self._keep, result["sha256"], data)

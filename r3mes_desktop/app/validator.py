@@ -21,7 +21,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
@@ -272,6 +272,7 @@ class Validator:
             plan = plan_for(spec, self.config, sub.miner)
         except R3mesError as exc:
             return {"reason": int(Reason.BAD_PACKAGE), "detail": f"round plan: {exc.message}"}
+        dataset = await fetch_dataset(self.store, self.store_calls, spec.hyperparams)
         return await self.verifier.verify(
             {
                 "package": package,
@@ -282,6 +283,7 @@ class Validator:
                 "block_hash": block_hash.hex(),
                 "device": self.device,
                 "adapter": adapter,
+                "dataset": dataset,
             }
         )
 
@@ -333,6 +335,20 @@ class Validator:
 
     def _whose(self, sub: SubmissionInfo) -> str:
         return "posted" if sub.validator.lower() == self.address.lower() else "settled"
+
+
+async def fetch_dataset(
+    store: ContentStore, calls: ServiceCaller, hyperparams: Mapping[str, Any]
+) -> bytes:
+    """The text dataset a round names (b"" for the synthetic language), checked against the
+    sha256 the round names; validators and aggregators read it like miners do."""
+    cid, sha = hyperparams.get("dataset_cid"), hyperparams.get("dataset_sha256")
+    if not cid:
+        return b""
+    data = await calls.call("cat", functools.partial(store.cat, str(cid)))
+    if hashlib.sha256(data).hexdigest() != sha:
+        raise R3mesError(f"dataset {cid}: its bytes are not the round's sha256")
+    return data
 
 
 def _spec(info: RoundInfo) -> RoundSpec:

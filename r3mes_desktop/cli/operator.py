@@ -16,6 +16,7 @@ whose id exists, or appointing an appointed validator, changes nothing and says 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import secrets
 import sys
@@ -127,6 +128,11 @@ def _hyperparams(args: argparse.Namespace) -> str:
         if not isinstance(params, dict):
             raise CliError("hyperparams: expected a JSON object", ExitCode.USAGE)
     params.setdefault("preset", args.preset)
+    if args.dataset_cid or args.dataset_sha256:
+        if not (args.dataset_cid and args.dataset_sha256):
+            raise CliError("dataset: give both --dataset-cid and --dataset-sha256", ExitCode.USAGE)
+        params.update(dataset_cid=args.dataset_cid, dataset_sha256=args.dataset_sha256.lower())
+        params.setdefault("vocab_size", 256)  # byte tokens
     text = json.dumps(params, sort_keys=True)
     if len(text) > 512:
         raise CliError(f"hyperparams: {len(text)} characters, accepted at most 512", ExitCode.USAGE)
@@ -162,6 +168,37 @@ async def cmd_open_round(out: Output, args: argparse.Namespace) -> int:
               "deadline": deadline, "reward": args.reward, "model_version": version,
               "tx_hash": tx}  # fmt: skip
     out.emit(result, lambda r: f"opened round {round_id} (tx {tx})")
+    return ExitCode.OK
+
+
+async def cmd_publish_dataset(out: Output, args: argparse.Namespace) -> int:
+    """Pin a text corpus as a dataset file on the network's IPFS; rounds name it by CID and
+    sha256 (`open-round --dataset-cid ... --dataset-sha256 ...`)."""
+    from r3mes_desktop.adapters.ipfs.client import IpfsClient
+    from r3mes_desktop.adapters.mining.corpus import build_dataset
+
+    network = roles.load_network(args.network)
+    if not network.ipfs_api:
+        raise CliError("ipfs_api: the network file names none", ExitCode.CONFIG)
+    try:
+        text = args.corpus.read_bytes()
+        data = build_dataset(text, name=args.name or args.corpus.name)
+    except OSError as exc:
+        raise CliError(
+            f"corpus: cannot read {args.corpus} ({exc.strerror})", ExitCode.USAGE
+        ) from None
+    except ValueError as exc:
+        raise CliError(str(exc), ExitCode.USAGE) from None
+    store = IpfsClient(network.ipfs_api, max_gradient_size_mb=512)
+    try:
+        cid = await roles.caller("ipfs").call("add_and_pin", store.add_and_pin, data)
+    finally:
+        await store.close()
+    result = {"dataset_cid": cid, "dataset_sha256": hashlib.sha256(data).hexdigest(),
+              "tokens": len(text), "bytes": len(data)}  # fmt: skip
+    out.emit(result, lambda r: f"dataset {cid} ({len(text)} byte tokens)\n"
+             f"open rounds on it with --dataset-cid {cid} "
+             f"--dataset-sha256 {result['dataset_sha256']}")  # fmt: skip
     return ExitCode.OK
 
 
@@ -339,6 +376,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="training steps (the validator's share is ~16/steps)")  # fmt: skip
     p.add_argument("--preset", choices=sorted(PRESETS), default="default")
     p.add_argument("--hyperparams", default="", help="JSON object of preset overrides")
+    p.add_argument("--dataset-cid", default="", help="a text dataset (publish-dataset)")
+    p.add_argument("--dataset-sha256", default="", help="its sha256, as publish-dataset printed")
     p.add_argument("--base-model", default="r3mes-lm-v1", help="base model id")
     p.add_argument("--deadline-in", type=_int_in(1, 10**8), default=None,
                    help="seconds from now after which submissions are refused")  # fmt: skip
@@ -347,6 +386,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reward", type=_int_in(0, 10**18), default=100,
                    help="credits per accepted submission")  # fmt: skip
 
+    p = add("publish-dataset", "pin a text corpus as a dataset rounds can name",
+            cmd_publish_dataset, key=False, net=True)  # fmt: skip
+    p.add_argument("corpus", type=Path, help="a text file (bytes are the tokens)")
+    p.add_argument("--name", default="", help="dataset name (default: the file name)")
     p = add("close-round", "close a round", cmd_close_round, key=True, net=True)
     p.add_argument("round", type=_int_in(1, 2**64 - 1))
     for name, helptext in (("add-validator", "appoint a validator"),

@@ -135,10 +135,16 @@ async def test_operator_miners_free_rider_and_a_killed_validator(anvil, jsipfs, 
     assert not _cli("r3mes_desktop.cli.operator", "add-validator", *op, validator.address)[
         "changed"
     ]
+    # The rounds train on real text: our own docs, published as a byte-level dataset.
+    corpus = Path(__file__).parents[2] / "docs" / "validation.md"
+    dataset = _cli("r3mes_desktop.cli.operator", "publish-dataset", "--network", str(net_file),
+                   str(corpus))  # fmt: skip
+    on_text = ["--dataset-cid", dataset["dataset_cid"], "--dataset-sha256",
+               dataset["dataset_sha256"]]  # fmt: skip
     for round_id in (1, 2):
         opened = _cli(
             "r3mes_desktop.cli.operator", "open-round", *op, "--round-id", str(round_id),
-            "--steps", "8", "--preset", "tiny", "--difficulty", "16", "--reward", "40",
+            "--steps", "8", "--preset", "tiny", "--difficulty", "16", "--reward", "40", *on_text,
         )  # fmt: skip
         assert opened["opened"]
     assert not _cli("r3mes_desktop.cli.operator", "open-round", *op, "--round-id", "1")["opened"]
@@ -263,7 +269,7 @@ async def test_operator_miners_free_rider_and_a_killed_validator(anvil, jsipfs, 
     # A round opened now trains on version 1: a miner fetches it from IPFS, trains from it,
     # and the validator (fetching it too) accepts the work.
     opened = _cli("r3mes_desktop.cli.operator", "open-round", *op, "--round-id", "3",
-                  "--steps", "8", "--preset", "tiny", "--difficulty", "16")  # fmt: skip
+                  "--steps", "8", "--preset", "tiny", "--difficulty", "16", *on_text)  # fmt: skip
     assert opened["model_version"] == 1
     home, address = homes[1]
     out = (home / "out3.log").open("wb")

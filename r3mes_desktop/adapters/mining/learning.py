@@ -67,11 +67,12 @@ def aggregate(updates: Sequence[tuple[Adapter, int]]) -> Adapter:
 
 def genesis_adapter(plan: TrainPlan) -> Adapter:
     """The adapters every miner starts from before the first version (network-seeded)."""
-    run = training.RoundTraining(_genesis(plan), device=torch.device("cpu"))
+    run = training.RoundTraining(_genesis(plan, dataset=False), device=torch.device("cpu"))
     return {k: v.detach().cpu().numpy().copy() for k, v in run.params.items()}
 
 
-def _genesis(plan: TrainPlan) -> TrainPlan:
+def _genesis(plan: TrainPlan, *, dataset: bool = True) -> TrainPlan:
+    """`plan` starting from the given adapters (no adapter hash), on its dataset or not."""
     return TrainPlan(
         round_id=plan.round_id,
         seed=plan.seed,
@@ -79,14 +80,23 @@ def _genesis(plan: TrainPlan) -> TrainPlan:
         steps=plan.steps,
         preset_name=plan.preset_name,
         model=plan.model,
+        dataset_sha256=plan.dataset_sha256 if dataset else "",
     )
 
 
 @torch.no_grad()
-def eval_loss(plan: TrainPlan, adapter: Adapter, *, batches: int = 8, device: str = "cpu") -> float:
-    """Mean held-out cross-entropy (nats/token) of the base model with `adapter`."""
+def eval_loss(
+    plan: TrainPlan,
+    adapter: Adapter,
+    *,
+    batches: int = 8,
+    device: str = "cpu",
+    dataset: bytes | None = None,
+) -> float:
+    """Mean held-out cross-entropy (nats/token) of the base model with `adapter` (on the
+    dataset's held-out tail when the plan names one)."""
     run = training.RoundTraining(
-        _genesis(plan), device=training.resolve_device(device), adapter=adapter
+        _genesis(plan), device=training.resolve_device(device), adapter=adapter, dataset=dataset
     )
     m = plan.model
     total = 0.0
@@ -118,7 +128,9 @@ def aggregate_job(job: dict[str, Any]) -> dict[str, Any]:
     return {
         "adapter": data,
         "sha256": hashlib.sha256(data).hexdigest(),
-        "eval_loss": eval_loss(plan, adapter, device=job.get("device", "cpu")),
+        "eval_loss": eval_loss(
+            plan, adapter, device=job.get("device", "cpu"), dataset=job.get("dataset") or None
+        ),
         "updates": len(updates),
         "tokens": sum(t for _, t in updates),
     }

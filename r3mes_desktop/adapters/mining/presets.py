@@ -66,6 +66,7 @@ class TrainPlan:
     preset_name: str
     model: ModelPreset
     adapter_sha256: str = ""  # the network adapter training starts from; "": the genesis one
+    dataset_sha256: str = ""  # the text corpus it trains on; "": the synthetic language
 
     def to_json(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -82,6 +83,7 @@ class TrainPlan:
             preset_name=str(data["preset_name"]),
             model=model,
             adapter_sha256=str(data.get("adapter_sha256", "")),
+            dataset_sha256=str(data.get("dataset_sha256", "")),
         )
 
     def fingerprint(self) -> str:
@@ -121,6 +123,9 @@ def make_plan(
     """Resolve a round into a validated plan; bad input names the field and its range."""
     params = dict(hyperparams or {})
     preset_name = params.pop("preset", default_preset)
+    dataset = dataset_of(params)
+    params.pop("dataset_cid", None)
+    params.pop("dataset_sha256", None)
     if preset_name not in PRESETS:
         raise ValidationError(f"preset must be one of {sorted(PRESETS)}, got {preset_name!r}")
     fields = dataclasses.asdict(PRESETS[preset_name])
@@ -137,6 +142,11 @@ def make_plan(
         raise ValidationError(
             f"d_model ({model.d_model}) must be a multiple of n_heads ({model.n_heads})"
         )
+    if dataset is not None and model.vocab_size != DATASET_VOCAB:
+        raise ValidationError(
+            f"vocab_size must be {DATASET_VOCAB} for a text dataset (byte tokens), "
+            f"got {model.vocab_size}"
+        )
     if model.batch_size % model.micro_batch:
         raise ValidationError(
             f"batch_size ({model.batch_size}) must be a multiple of micro_batch "
@@ -150,4 +160,22 @@ def make_plan(
         preset_name=preset_name,
         model=model,
         adapter_sha256=adapter_sha256,
+        dataset_sha256="" if dataset is None else dataset[1],
     )
+
+
+DATASET_VOCAB = 256
+_HEX64 = frozenset("0123456789abcdef")
+
+
+def dataset_of(hyperparams: Mapping[str, Any]) -> tuple[str, str] | None:
+    """(CID, sha256) of the text dataset a round's hyperparams name, or None (synthetic)."""
+    cid = hyperparams.get("dataset_cid")
+    sha = hyperparams.get("dataset_sha256")
+    if cid is None and sha is None:
+        return None
+    if not isinstance(cid, str) or not cid or len(cid) > 128:
+        raise ValidationError(f"dataset_cid must be a CID string, got {cid!r}")
+    if not isinstance(sha, str) or len(sha) != 64 or not set(sha) <= _HEX64:
+        raise ValidationError(f"dataset_sha256 must be 64 lowercase hex digits, got {sha!r}")
+    return cid, sha

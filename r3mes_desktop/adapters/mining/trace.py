@@ -124,6 +124,7 @@ def verify(
     block_hash: bytes,
     device: str = "cpu",
     adapter: dict[str, np.ndarray] | None = None,
+    dataset: bytes | None = None,
 ) -> Finding:
     """Check one submission as `core.workproof` describes; deterministic for a given input.
     `adapter`: the network adapter the round trains from (the plan names its sha256)."""
@@ -151,7 +152,7 @@ def verify(
                 Reason.BAD_OPENING, f"opened state {index} is not committed leaf {index}"
             )
     training.configure_determinism(manifest.threads)
-    start = training.RoundTraining(plan, device=torch_device, adapter=adapter)
+    start = training.RoundTraining(plan, device=torch_device, adapter=adapter, dataset=dataset)
     if spotcheck.leaf_hash(state_bytes(start)) != manifest.leaf(0):
         return Finding(Reason.BAD_START, "leaf 0 is not the assignment's starting state")
     final = st_load(opened[manifest.segments])
@@ -205,12 +206,13 @@ def train_bound(
     device: str = "cpu",
     num_threads: int = 0,
     skipped_steps: frozenset[int] = frozenset(),
+    dataset: bytes | None = None,
 ) -> bytes:
     """Train a bound run in this process and return its package (tests, benchmarks, and
     the free-rider of the chaos harness). `skipped_steps`: steps a cheating miner claims but
     does not compute (its counters advance, its weights do not)."""
     training.configure_determinism(num_threads)
-    run = training.RoundTraining(plan, device=training.resolve_device(device))
+    run = training.RoundTraining(plan, device=training.resolve_device(device), dataset=dataset)
     trace.write(0, state_bytes(run))
     while run.step < plan.steps:
         if run.step in skipped_steps:
@@ -242,6 +244,7 @@ def verify_job(job: dict[str, Any]) -> dict[str, Any]:
             block_hash=bytes.fromhex(job["block_hash"]),
             device=job.get("device", "cpu"),
             adapter=dict(st_load(job["adapter"])) if job.get("adapter") else None,
+            dataset=job.get("dataset") or None,
         )
     except CannotVerifyHere as exc:
         return {"cannot_verify": str(exc)}

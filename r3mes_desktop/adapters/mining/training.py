@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.numpy import save as st_save
 
+from r3mes_desktop.adapters.mining.corpus import TextCorpus
 from r3mes_desktop.adapters.mining.data import SyntheticLanguage
 from r3mes_desktop.adapters.mining.model import TinyLM
 from r3mes_desktop.adapters.mining.presets import TrainPlan
@@ -79,6 +80,16 @@ def default_threads() -> int:
 def _derive(seed: int, label: str) -> int:
     digest = hashlib.sha256(f"{seed}:{label}".encode()).digest()
     return int.from_bytes(digest[:8], "big") >> 1
+
+
+def _corpus(dataset: bytes | None, sha256: str) -> TextCorpus:
+    """The round's text dataset, refused unless its bytes are the sha256 the plan names."""
+    if dataset is None:
+        raise ValidationError(f"dataset: the plan names dataset {sha256[:12]} but none was given")
+    digest = hashlib.sha256(dataset).hexdigest()
+    if digest != sha256:
+        raise ValidationError(f"dataset: sha256 {digest[:12]} is not the plan's {sha256[:12]}")
+    return TextCorpus(dataset)
 
 
 def network_seed_of(base_model_id: str) -> int:
@@ -134,6 +145,7 @@ class RoundTraining:
         memory_budget_mb: float = 0.0,
         micro_hook: MicroHook | None = None,
         adapter: dict[str, np.ndarray] | None = None,
+        dataset: bytes | None = None,
     ) -> None:
         """The language and the starting adapters belong to the network (the base model
         id names both; `adapter`, whose sha256 the plan names, replaces the genesis
@@ -147,7 +159,11 @@ class RoundTraining:
         np.random.seed(_derive(plan.seed, "numpy") % 2**32)
         random.seed(_derive(plan.seed, "python"))
         network_seed = network_seed_of(plan.base_model_id)
-        self.language = SyntheticLanguage(network_seed, plan.model.vocab_size)
+        self.language: SyntheticLanguage | TextCorpus = (
+            SyntheticLanguage(network_seed, plan.model.vocab_size)
+            if not plan.dataset_sha256
+            else _corpus(dataset, plan.dataset_sha256)
+        )
         self.stream = _derive(plan.seed, "batches")
         model = TinyLM(
             plan.model, base_model_id=plan.base_model_id, lora_seed=_derive(network_seed, "lora")

@@ -330,6 +330,7 @@ class ProcessTrainer:
         spec: RoundSpec,
         progress: ProgressCallback,
         adapter_path: str | None = None,
+        dataset_path: str | None = None,
     ) -> TrainingResult:
         plan = plan_for(spec, self.config, self.miner)
         validate_transaction_id(transaction_id)
@@ -339,7 +340,9 @@ class ProcessTrainer:
                 if self._stopped:
                     raise MiningStopped("mining is stopped; start it again to resume this round")
                 worker = await self._ensure_worker()
-                job = self._start_job(worker, transaction_id, plan, spec, adapter_path)
+                job = self._start_job(
+                    worker, transaction_id, plan, spec, adapter_path, dataset_path
+                )
                 try:
                     result = await self._pump(worker, job, transaction_id, progress)
                 except _WorkerLost as lost:
@@ -362,6 +365,7 @@ class ProcessTrainer:
         plan: TrainPlan,
         spec: RoundSpec,
         adapter_path: str | None = None,
+        dataset_path: str | None = None,
     ) -> str:
         """Send the child one training job (paused at once if mining is paused); the job id
         returned tells this job's frames from a stale one's."""
@@ -378,6 +382,7 @@ class ProcessTrainer:
                 "settings": {k: getattr(self.config, k) for k in JOB_SETTINGS},
                 "trace": self._trace_spec(transaction_id, spec),
                 "adapter_path": adapter_path,
+                "dataset_path": dataset_path,
             }
         )
         if self._paused:

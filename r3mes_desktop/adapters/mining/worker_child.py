@@ -131,6 +131,9 @@ class Child:
             memory_budget_mb=cfg.memory_budget_mb,
             micro_hook=self.beat,
             adapter=_adapter(msg.get("adapter_path")),
+            dataset=None
+            if msg.get("dataset_path") is None
+            else Path(msg["dataset_path"]).read_bytes(),
         )
         loaded = store.load_latest(tx, expect={"fingerprint": plan.fingerprint()})
         if loaded is not None:

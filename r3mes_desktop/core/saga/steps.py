@@ -36,11 +36,13 @@ class Steps:
             self.saga.release_lane(rec.id)
 
     async def _fetch_model(self, rec: TransactionRecord) -> dict[str, str]:
-        """The network adapter the round names, fetched (or found cached) and verified
-        through the content store's caller (retry, breaker, timeout) before training."""
+        """The network adapter and the text dataset the round names, fetched (or found
+        cached) and verified through the content store's caller (retry, breaker, timeout)
+        before training: a file that fails verification is never trained on."""
+        fetched = await self._fetch_dataset(rec)
         spec = rec.spec
         if spec.model_version == 0:
-            return {}
+            return fetched
         if not spec.model_cid or not spec.model_sha256 or self.ctx.models is None:
             raise ValidationError(
                 f"round {rec.round_id} trains on model version {spec.model_version}, which "
@@ -52,7 +54,21 @@ class Steps:
             functools.partial(models.fetch, spec.model_cid, spec.model_sha256),
             transaction_id=rec.id,
         )
-        return {"adapter_path": path}
+        return {**fetched, "adapter_path": path}
+
+    async def _fetch_dataset(self, rec: TransactionRecord) -> dict[str, str]:
+        cid = rec.spec.hyperparams.get("dataset_cid")
+        sha = rec.spec.hyperparams.get("dataset_sha256")
+        if not cid and not sha:
+            return {}
+        if not isinstance(cid, str) or not isinstance(sha, str) or self.ctx.models is None:
+            raise ValidationError(f"round {rec.round_id} names a dataset this miner cannot fetch")
+        path = await self.ctx.store_calls.call(
+            "fetch_dataset",
+            functools.partial(self.ctx.models.fetch, cid, sha),
+            transaction_id=rec.id,
+        )
+        return {"dataset_path": path}
 
     async def _train_in_lane(self, rec: TransactionRecord) -> Change:
         model = await self._fetch_model(rec)

@@ -236,14 +236,15 @@ def _quit_on_signals(window: Any) -> None:
 
 
 async def runtime_opened(window: Any, *, start: bool = False) -> None:
-    """The runtime is open: the window goes ready, the start-up heap is frozen (see
-    `gui.heap`: a full garbage collection would otherwise stall the loop for 100 ms while
-    mining), then mining starts if asked. `bench.gui` calls it too, so it measures this."""
+    """The runtime is open: freeze the start-up heap (see `gui.heap`: a full garbage
+    collection would otherwise stall the loop for 100 ms while mining; its one collection
+    comes before Start can be clicked), make the window ready, start mining if asked.
+    `bench.gui` calls it too, so it measures this."""
     from r3mes_desktop.gui.heap import freeze_startup_heap
 
-    window.runtime_ready()
     frozen = await freeze_startup_heap()
     log.debug("start-up heap frozen: %d objects", frozen)
+    window.runtime_ready()
     if start:
         window.window_actions.start.trigger()
 

@@ -94,7 +94,7 @@ class _Window:
 
 
 @pytest.mark.parametrize("start", [False, True])
-async def test_the_app_freezes_the_heap_once_the_runtime_is_open_before_mining_starts(
+async def test_the_app_freezes_the_heap_once_the_runtime_is_open_before_the_window_is_ready(
     no_automatic_gc: None, start: bool
 ) -> None:
     window: Any = _Window()
@@ -103,5 +103,5 @@ async def test_the_app_freezes_the_heap_once_the_runtime_is_open_before_mining_s
     await runtime_opened(window, start=start)
 
     assert gc.get_freeze_count() > 0
-    expected = ["ready (frozen: False)"] + (["start (frozen: True)"] if start else [])
+    expected = ["ready (frozen: True)"] + (["start (frozen: True)"] if start else [])
     assert window.log == expected

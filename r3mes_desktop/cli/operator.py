@@ -21,6 +21,7 @@ import json
 import secrets
 import sys
 import tempfile
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -154,8 +155,10 @@ async def cmd_open_round(out: Output, args: argparse.Namespace) -> int:
         seed = args.seed if args.seed is not None else secrets.randbits(64)
         deadline = 0
         if args.deadline_in is not None:
+            # From the later of chain time and this clock: on a quiet chain the latest block
+            # is old, and the next one is stamped with the time it is mined.
             latest = await chain.latest_block()
-            deadline = int(latest["timestamp"]) + args.deadline_in
+            deadline = max(int(latest["timestamp"]), int(time.time())) + args.deadline_in
         version = args.model_version
         if version is None:
             version = await chain.current_version()  # rounds train on the newest model

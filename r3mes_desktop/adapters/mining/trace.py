@@ -207,12 +207,18 @@ def train_bound(
     num_threads: int = 0,
     skipped_steps: frozenset[int] = frozenset(),
     dataset: bytes | None = None,
+    adapter: bytes | None = None,
 ) -> bytes:
     """Train a bound run in this process and return its package (tests, benchmarks, and
     the free-rider of the chaos harness). `skipped_steps`: steps a cheating miner claims but
     does not compute (its counters advance, its weights do not)."""
     training.configure_determinism(num_threads)
-    run = training.RoundTraining(plan, device=training.resolve_device(device), dataset=dataset)
+    run = training.RoundTraining(
+        plan,
+        device=training.resolve_device(device),
+        dataset=dataset,
+        adapter=None if adapter is None else dict(st_load(adapter)),
+    )
     trace.write(0, state_bytes(run))
     while run.step < plan.steps:
         if run.step in skipped_steps:

@@ -182,6 +182,8 @@ def check_recompute(
     gradient_hash: bytes,
     config: MiningConfig | None = None,
     miner: str | None = None,
+    adapter: bytes | None = None,
+    dataset: bytes | None = None,
 ) -> tuple[Check, bytes]:
     """Retrain the whole round here (torch imported only now) and compare the hash.
 
@@ -209,11 +211,44 @@ def check_recompute(
                 trace=TraceDir(Path(tmp)),
                 device=config.device,
                 num_threads=config.num_threads,
+                adapter=adapter,
+                dataset=dataset,
             )
         digest = hashlib.sha256(package).digest()
     if digest == gradient_hash:
         return passed("recompute", "retraining reproduced the gradient hash"), digest
     return failed("recompute", f"retraining gave 0x{digest.hex()}"), digest
+
+
+async def _round_inputs(
+    store: ContentReader,
+    spec: RoundSpec,
+    store_calls: ServiceCaller | None,
+    timeout_s: float,
+) -> tuple[bytes | None, bytes | None] | Check:
+    """The model version and the text dataset the round names, fetched and checked against
+    their hashes; a skipped check (saying why) when one cannot be had."""
+    fetched: list[bytes | None] = []
+    wants = [(spec.model_cid, spec.model_sha256, "model version")] if spec.model_version else []
+    wants.append(
+        (
+            str(spec.hyperparams.get("dataset_cid", "")),
+            str(spec.hyperparams.get("dataset_sha256", "")),
+            "dataset",
+        )
+    )
+    for cid, sha, what in wants:
+        if not cid:
+            if what == "model version":
+                return skipped("recompute", f"the round's {what} names no CID")
+            fetched.append(None)
+            continue
+        _, data = await _fetch(store, cid, timeout_s, store_calls)
+        if data is None or hashlib.sha256(data).hexdigest() != sha:
+            return skipped("recompute", f"the round's {what} {cid} could not be fetched intact")
+        fetched.append(data)
+    adapter = fetched[0] if spec.model_version else None
+    return adapter, fetched[-1]
 
 
 def _versioned(spec: RoundSpec) -> Check:
@@ -465,17 +500,21 @@ async def verify_on_chain(
         checks.append(skipped("recompute", "not asked (--no-recompute)", on_request=True))
     elif gradient_hash is None:
         checks.append(skipped("recompute", "no gradient hash to compare with"))
-    elif spec.model_version:
-        checks.append(_versioned(spec))
     else:
-        check, recomputed = await to_thread(
-            check_recompute,
-            spec=spec,
-            gradient_hash=gradient_hash,
-            config=config,
-            miner=_bound_miner(claim.miner, None),  # this app's miners submit bound runs
-        )
-        checks.append(check)
+        inputs = await _round_inputs(store, spec, store_calls, fetch_timeout_s)
+        if isinstance(inputs, Check):
+            checks.append(inputs)
+        else:
+            check, recomputed = await to_thread(
+                check_recompute,
+                spec=spec,
+                gradient_hash=gradient_hash,
+                config=config,
+                miner=_bound_miner(claim.miner, None),  # this app's miners submit bound runs
+                adapter=inputs[0],
+                dataset=inputs[1],
+            )
+            checks.append(check)
     return VerificationReport(tuple(_ordered(checks)), recomputed)
 
 

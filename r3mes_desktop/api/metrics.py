@@ -51,7 +51,7 @@ FAILURE_STEPS = (*(s.value for s in STEPS), "unknown")
 RETRY_OPERATIONS: Mapping[str, tuple[str, ...]] = {
     "trainer": ("train",),
     "pow": ("pow",),
-    "ipfs": ("add_and_pin", "is_pinned", "unpin", "fetch_model"),
+    "ipfs": ("add_and_pin", "is_pinned", "unpin", "fetch_model", "fetch_dataset"),
     "chain": (
         "open_rounds",
         "sign_submission",

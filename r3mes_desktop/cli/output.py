@@ -15,6 +15,7 @@ from typing import Any, TextIO
 from r3mes_desktop.api.protocol import plain
 from r3mes_desktop.core.events import (
     Event,
+    ModelVersionPublished,
     Notice,
     RetryScheduled,
     StepProgress,
@@ -80,8 +81,9 @@ def _cell(value: Any) -> str:
 class Progress:
     """Shows the current transaction's step on one stderr line, and each scheduled retry
     ("IPFS unreachable (connection refused) — retry 2/3 in 4 s"), each verdict read from
-    chain ("round 3: accepted, +100 credits") and where the miner is ("connected to …, 2 open
-    rounds for you", "waiting for rounds") on a line of its own.
+    chain ("round 3: accepted, +100 credits"), each new network model version ("network
+    model version 4: held-out loss 2.6807 (round 73, 1 update)") and where the miner is
+    ("connected to …, 2 open rounds for you", "waiting for rounds") on a line of its own.
 
     On a terminal the line is rewritten in place; otherwise (journald, a pipe) a line is
     printed only when the step changes or every `plain_interval_s`, so logs are not flooded.
@@ -150,6 +152,14 @@ class Progress:
             else:
                 line += f" ({event.reason_text}), no credits"
             self._show(("verdict", event.transaction_id, event.verdict), line, force=True)
+        elif isinstance(event, ModelVersionPublished) and event.version_id == event.current_version:
+            # Older versions read to fill in a long history are not news: no line each.
+            updates = f"{event.updates} update{'' if event.updates == 1 else 's'}"
+            line = (
+                f"network model version {event.version_id}: held-out loss "
+                f"{event.eval_loss:.4f} (round {event.round_id}, {updates})"
+            )
+            self._show(("model", str(event.version_id), ""), line, force=True)
 
     def _show(self, key: tuple[str, str, str], line: str, *, force: bool = False) -> None:
         line = redact(line)

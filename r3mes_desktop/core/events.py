@@ -140,6 +140,7 @@ class ModelVersionPublished(Event):
     updates: int
     block_number: int
     aggregator: str
+    current_version: int  # the chain's current version when it was read (older: a backfill)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -194,6 +194,7 @@ class ModelWatcher:
                     updates=v.updates,
                     block_number=v.block_number,
                     aggregator=v.aggregator,
+                    current_version=current,
                     ts=self.clock.time(),
                 )
             )

@@ -251,6 +251,7 @@ class FakeCoordinator:
                     updates=1,
                     block_number=200 + version,
                     aggregator="0x" + "ef" * 20,
+                    current_version=version,
                 )
             )
         return version

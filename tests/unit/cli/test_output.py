@@ -8,6 +8,7 @@ from r3mes_desktop.cli.output import Progress, format_table
 from r3mes_desktop.core.errors import NetworkError
 from r3mes_desktop.core.events import (
     EventBus,
+    ModelVersionPublished,
     Notice,
     RetryScheduled,
     StepProgress,
@@ -173,6 +174,32 @@ def test_each_verdict_is_a_line_of_its_own() -> None:
     assert out.getvalue().splitlines() == [
         "abcdef12 round 3: accepted, +100 credits",
         "abcdef12 round 3: rejected (a sampled training segment did not reproduce), no credits",
+    ]
+
+
+def _version(version_id: int, current: int, *, updates: int) -> ModelVersionPublished:
+    return ModelVersionPublished(
+        version_id=version_id,
+        round_id=70 + version_id,
+        parent_id=version_id - 1,
+        eval_loss=2.68071,
+        updates=updates,
+        block_number=300,
+        aggregator="0x" + "ef" * 20,
+        current_version=current,
+    )
+
+
+def test_a_new_model_version_is_a_line_and_a_backfill_is_not() -> None:
+    out = io.StringIO()
+    progress = Progress(stream=out, tty=False)
+    for version in range(1, 4):  # a long history read at start: its older versions
+        progress.on_event(_version(version, 4, updates=2))
+    progress.on_event(_version(4, 4, updates=1))
+    progress.on_event(_version(5, 5, updates=3))
+    assert out.getvalue().splitlines() == [
+        "network model version 4: held-out loss 2.6807 (round 74, 1 update)",
+        "network model version 5: held-out loss 2.6807 (round 75, 3 updates)",
     ]
 
 

@@ -100,6 +100,8 @@ async def test_one_poll_reads_at_most_a_batch_newest_first(rig: Rig) -> None:
     assert rig.faults.count("current_version") == 4  # one read of the current per poll
     assert rig.faults.count("version_info") == 40  # each version read once
     assert sorted(announced(rig)) == list(range(1, 41))
+    # each event says the chain's current version: older ones were a backfill
+    assert {e.current_version for e in rig.of_kind(ModelVersionPublished)} == {40}
     stats = await rig.coordinator.statistics()
     assert stats["model_version"] == 40  # right after the first poll already
 

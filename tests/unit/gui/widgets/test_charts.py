@@ -205,6 +205,7 @@ def _version(version_id: int, loss: float) -> ModelVersionPublished:
         updates=2,
         block_number=100 + version_id,
         aggregator="0x" + "ef" * 20,
+        current_version=version_id,
     )
 
 

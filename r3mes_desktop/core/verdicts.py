@@ -10,11 +10,11 @@ makes a second verdict for one submission impossible even across validators.
 
 from __future__ import annotations
 
-import sqlite3
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from r3mes_desktop.core.role_journal import RoleJournal
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS verdicts (
@@ -56,29 +56,11 @@ class VerdictRow:
     posted_at: float | None
 
 
-class VerdictJournal:
+class VerdictJournal(RoleJournal):
     """Small and synchronous (each call is one short SQLite transaction, fsynced)."""
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(SCHEMA)
-        self._lock = threading.Lock()
-
-    def close(self) -> None:
-        self._db.close()
-
-    def _one(self, sql: str, args: tuple[object, ...]) -> None:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                self._db.execute(sql, args)
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+        super().__init__(path, SCHEMA)
 
     def get(self, round_id: int, miner: str) -> VerdictRow | None:
         with self._lock:
@@ -110,7 +92,7 @@ class VerdictJournal:
         now: float,
     ) -> None:
         """Record the verdict before anything is signed; a decided row is never re-decided."""
-        self._one(
+        self._write(
             "INSERT OR IGNORE INTO verdicts (round_id, miner, state, accepted, reason, detail, "
             "steps_recomputed, verify_s, decided_at) VALUES (?, ?, 'decided', ?, ?, ?, ?, ?, ?)",
             (
@@ -126,7 +108,7 @@ class VerdictJournal:
         )
 
     def signed(self, round_id: int, miner: str, *, raw: bytes, tx_hash: str) -> None:
-        self._one(
+        self._write(
             "UPDATE verdicts SET state = 'signed', signed_raw = ?, tx_hash = ? "
             "WHERE round_id = ? AND miner = ? AND state IN ('decided', 'signed')",
             (raw, tx_hash, round_id, miner),
@@ -134,7 +116,7 @@ class VerdictJournal:
 
     def posted(self, round_id: int, miner: str, *, now: float, state: str = "posted") -> None:
         """`posted`: our verdict is on chain; `settled`: another validator's was first."""
-        self._one(
+        self._write(
             "UPDATE verdicts SET state = ?, posted_at = ? WHERE round_id = ? AND miner = ?",
             (state, now, round_id, miner),
         )
@@ -147,7 +129,7 @@ class VerdictJournal:
         return 0 if row is None else int(row[0])
 
     def advance(self, round_id: int, next_index: int) -> None:
-        self._one(
+        self._write(
             "INSERT INTO cursors (round_id, next_index) VALUES (?, ?) ON CONFLICT(round_id) "
             "DO UPDATE SET next_index = max(next_index, excluded.next_index)",
             (round_id, next_index),

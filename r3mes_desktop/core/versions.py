@@ -10,11 +10,10 @@ are recorded with their outcome so a pass never reconsiders them.
 
 from __future__ import annotations
 
-import sqlite3
-import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+
+from r3mes_desktop.core.role_journal import RoleJournal
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS versions (
@@ -50,27 +49,9 @@ class VersionRow:
     decided_at: float
 
 
-class VersionJournal:
+class VersionJournal(RoleJournal):
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(SCHEMA)
-        self._lock = threading.Lock()
-
-    def close(self) -> None:
-        self._db.close()
-
-    def _write(self, sql: str, args: tuple[Any, ...]) -> None:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                self._db.execute(sql, args)
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+        super().__init__(path, SCHEMA)
 
     def rows(self, *, states: tuple[str, ...] = ()) -> list[VersionRow]:
         sql = "SELECT * FROM versions"

@@ -8,11 +8,13 @@ import pytest
 from eth_account import Account
 
 from r3mes_desktop.adapters.chain import artifact
-from r3mes_desktop.adapters.chain.abi import decode_output, encode_call
+from r3mes_desktop.adapters.chain.abi import encode_call
 from r3mes_desktop.adapters.chain.transport import CallReverted
 from r3mes_desktop.adapters.devnet.evm import DevnetEvm
 from r3mes_desktop.adapters.devnet.operator import DevnetOperator
 from r3mes_desktop.core.pow import pow_digest
+from tests.helpers.contract_calls import send_tx as _tx
+from tests.helpers.contract_calls import view as _view
 from tests.helpers.service_fakes import TINY_ROUNDS, bad_pow, gradient, solve_pow
 
 
@@ -31,23 +33,6 @@ async def chain(tmp_path):
     miner = Account.from_key(evm.funded_keys[1])
     yield evm, operator, miner
     await evm.close()
-
-
-async def _tx(evm, account, to, data):
-    """Estimate (surfacing the revert reason), then send and return the receipt status."""
-    await evm.estimate_gas({"from": account.address, "to": to, "data": data})
-    max_fee, tip = await evm.fee_params()
-    signed = account.sign_transaction({
-        "type": 2, "chainId": await evm.chain_id(), "nonce": await evm.nonce(account.address),
-        "to": to, "data": data, "gas": 400_000, "maxFeePerGas": max_fee,
-        "maxPriorityFeePerGas": tip,
-    })  # fmt: skip
-    return (await evm.receipt(await evm.send_raw(bytes(signed.raw_transaction))))["status"]
-
-
-async def _view(evm, operator, name, *args):
-    data = await evm.call({"to": operator.contract_address, "data": encode_call(name, *args)})
-    return decode_output(name, data)
 
 
 async def test_pow_digest_matches_the_shared_rule(chain) -> None:

@@ -7,13 +7,15 @@ import asyncio
 import pytest
 from eth_account import Account
 
-from r3mes_desktop.adapters.chain.abi import decode_output, encode_call
+from r3mes_desktop.adapters.chain.abi import encode_call
 from r3mes_desktop.adapters.chain.reverts import revert_error
 from r3mes_desktop.adapters.chain.transport import CallReverted
 from r3mes_desktop.adapters.devnet.evm import DevnetEvm
 from r3mes_desktop.adapters.devnet.operator import DevnetOperator
 from r3mes_desktop.core import workproof
 from r3mes_desktop.core.errors import PermanentError
+from tests.helpers.contract_calls import send_tx as _tx
+from tests.helpers.contract_calls import view as _view
 from tests.helpers.service_fakes import TINY_ROUNDS, gradient, solve_pow
 
 
@@ -26,22 +28,6 @@ async def chain(tmp_path):
     validator = Account.from_key(evm.funded_keys[2])
     yield evm, operator, miner, validator
     await evm.close()
-
-
-async def _tx(evm, account, to, data):
-    await evm.estimate_gas({"from": account.address, "to": to, "data": data})
-    max_fee, tip = await evm.fee_params()
-    signed = account.sign_transaction({
-        "type": 2, "chainId": await evm.chain_id(), "nonce": await evm.nonce(account.address),
-        "to": to, "data": data, "gas": 400_000, "maxFeePerGas": max_fee,
-        "maxPriorityFeePerGas": tip,
-    })  # fmt: skip
-    return (await evm.receipt(await evm.send_raw(bytes(signed.raw_transaction))))["status"]
-
-
-async def _view(evm, operator, name, *args):
-    data = await evm.call({"to": operator.contract_address, "data": encode_call(name, *args)})
-    return decode_output(name, data)
 
 
 async def _submit(evm, operator, miner, round_id, tag="v2"):

@@ -10,7 +10,16 @@ import subprocess
 import sys
 import time
 
-BENCHES = ["coordinator", "pow", "training", "checkpoint", "services", "gui"]
+BENCHES = [
+    "coordinator",
+    "pow",
+    "training",
+    "checkpoint",
+    "services",
+    "gui",
+    "device_check",
+    "learning",
+]
 
 
 def main(argv: list[str]) -> int:

@@ -1,6 +1,6 @@
 """Training and verification on one device: determinism, speed, and the validator's share.
 
-    python -m bench.device_check [--device cuda] [--presets default,large] [--steps 60]
+    python -m bench.device_check [--device auto|cpu|cuda] [--presets default,large] [--steps 60]
                                  [--json FILE]
 
 For each preset: two miners' bound runs (`adapters.mining.trace.train_bound`) and one miner's
@@ -151,7 +151,7 @@ def check_preset(preset: str, steps: int, device: str, root: Path) -> dict[str, 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--device", default="auto", help="auto: cuda when present, else cpu")
     parser.add_argument("--presets", default="default,large")
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--json", type=Path)
@@ -160,6 +160,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from r3mes_desktop.adapters.mining import training
 
+    if args.device == "auto":
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
     report: dict[str, Any] = {
         "torch": training.TORCH_VERSION,
         "device": args.device,

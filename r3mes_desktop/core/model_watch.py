@@ -111,10 +111,15 @@ class ModelWatcher:
         if len(known) >= current and (not known or max(known) == current):
             return report  # every version up to the current one is journaled
         found: list[ModelVersion] = []
+        down: Exception | None = None
         version = current
         while version > 0 and report.read < self.batch:
             if version not in known:
-                info = await self._read(version)
+                try:
+                    info = await self._read(version)
+                except Exception as exc:  # the chain is down: keep what was read, then stop
+                    down = exc
+                    break
                 report.read += 1
                 if info is not None:
                     found.append(self._record_of(info))
@@ -123,6 +128,8 @@ class ModelWatcher:
         report.recorded = await self.journal.record_model_versions(found)
         known.update(v.version_id for v in found)
         self._announce(report.recorded, current)
+        if down is not None:
+            raise down
         return report
 
     async def _read(self, version: int) -> PublishedVersion | None:

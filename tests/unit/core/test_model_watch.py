@@ -132,16 +132,25 @@ async def test_a_chain_that_is_down_backs_off_and_is_logged_once(
     assert recovered == POLL_S and announced(rig) == [1, 2]
 
 
-async def test_a_chain_going_down_mid_poll_ends_it_and_nothing_is_lost(rig: Rig) -> None:
+async def test_a_chain_going_down_mid_poll_ends_it_and_keeps_what_was_read(rig: Rig) -> None:
     publish(rig, 3)
-    rig.faults.fail("version_info", NetworkError("connection reset", service="chain"), times=None)
     watch = watcher(rig)
+    real = rig.chain.version_info
 
+    async def down_below_3(version_id: int) -> object:
+        if version_id < 3:
+            raise NetworkError("connection reset", service="chain")
+        return await real(version_id)
+
+    rig.chain.version_info = down_below_3  # type: ignore[method-assign]
     assert await watch.poll_once() == 20.0
-    rig.faults.clear("version_info")
+    assert announced(rig) == [3]  # read before the chain went down: journaled, announced
+    rig.chain.version_info = real  # type: ignore[method-assign]
+    reads_before = rig.faults.count("version_info")
     await watch.poll_once()
 
-    assert sorted(announced(rig)) == [1, 2, 3]
+    assert announced(rig) == [3, 1, 2]
+    assert rig.faults.count("version_info") - reads_before == 2  # version 3 not read again
 
 
 async def test_an_unreadable_version_does_not_stop_the_others(rig: Rig) -> None:

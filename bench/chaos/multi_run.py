@@ -620,7 +620,9 @@ def _exited_by_itself(miners: list[Miner], validator: ValidatorProcess | None) -
                            f"{tail}")  # fmt: skip
 
 
-async def _drain(chain: Chain, miners: list[Miner], limit_s: float) -> bool:
+async def _drain(
+    chain: Chain, miners: list[Miner], validator: ValidatorProcess, limit_s: float
+) -> bool:
     """Until no open round is left for any miner and no journal holds an unfinished
     transaction (or `limit_s`)."""
     deadline = time.monotonic() + limit_s
@@ -633,9 +635,7 @@ async def _drain(chain: Chain, miners: list[Miner], limit_s: float) -> bool:
         busy = [await asyncio.to_thread(_unfinished, m.data_dir) for m in miners]
         if not any(left) and not any(busy):
             return True
-        for m in miners:
-            if m.exited_by_itself():
-                raise RuntimeError(f"{m.name} exited by itself ({m.proc and m.proc.returncode})")
+        _exited_by_itself(miners, validator)
         await asyncio.sleep(1.0)
     return False
 
@@ -748,7 +748,7 @@ async def run_multi(root: Path, plan: MultiPlan, *, seed: int = 0) -> dict[str, 
         await gate.open()
         opening.clear()
         log.info("multi-miner: mining time over, draining the open rounds")
-        result.drained = await _drain(chain, miners, plan.drain_s)
+        result.drained = await _drain(chain, miners, validator, plan.drain_s)
         if not result.drained:
             result.pool = await chain.pool_summary([m.address for m in miners])
         await _stop_all(miners, plan.graceful_s + 30)

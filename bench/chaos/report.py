@@ -326,7 +326,7 @@ def _multi_section(multi: dict[str, Any] | None) -> list[str]:
         "| figure | value |",
         "|---|---|",
         f"| rounds opened / closed by the operator | {r['rounds_opened']} / {r['rounds_closed']} |",
-        f"| on-chain submissions (all miners) / pinned CIDs (shared) | "
+        f"| on-chain submissions (all miners) / pinned CIDs (updates and openings) | "
         f"{inv['on_chain_submissions']} / {inv['pinned']} |",
         f"| hand-sent transfers from miners' keys (refused by the node) | {r['hand_sent']} "
         f"({r['hand_sent_failed']}) |",

@@ -97,6 +97,7 @@ class Validator:
         self.receipt_timeout_s = receipt_timeout_s
         self.clock = clock
         self._done_rounds: set[int] = set()  # closed, every submission settled
+        self.stopping = False  # set on SIGTERM: the pass ends after the current submission
 
     @property
     def address(self) -> str:
@@ -127,6 +128,8 @@ class Validator:
             await self._guarded(report, row.round_id, row.miner, self._post(row, report))
         last = await self._chain("lastRoundId", self.chain.last_round_id)
         for round_id in range(1, last + 1):
+            if self.stopping:
+                break
             if round_id in self._done_rounds:
                 continue
             try:
@@ -137,10 +140,16 @@ class Validator:
 
     async def _round(self, round_id: int, report: PassReport) -> None:
         start = self.journal.cursor(round_id)
+        # Read before the listing: a round seen closed here takes no submission the listing
+        # misses. Read after it, a submission that landed as the round closed would be
+        # left unjudged for good (the round is done and never listed again).
+        info = await self._chain("getRound", self.chain.round_info, round_id)
         miners = await self._chain("submitters", self.chain.submitters, round_id, start)
         settled_through = start
         all_final = True
         for offset, miner in enumerate(miners):
+            if self.stopping:
+                return
             final = await self._guarded(
                 report, round_id, miner, self._consider(round_id, miner, report)
             )
@@ -149,10 +158,8 @@ class Validator:
             all_final = all_final and bool(final)
         if settled_through > start:
             self.journal.advance(round_id, settled_through)
-        if all_final:
-            info = await self._chain("getRound", self.chain.round_info, round_id)
-            if info is not None and not info.is_open:
-                self._done_rounds.add(round_id)
+        if all_final and info is not None and not info.is_open:
+            self._done_rounds.add(round_id)
 
     async def _guarded(
         self, report: PassReport, round_id: int, miner: str, work: Awaitable[bool]

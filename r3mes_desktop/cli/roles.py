@@ -101,6 +101,7 @@ async def connected(
             contract_address=network.contract_address,
             nonces=nonces,
             expected_chain_id=network.chain_id,
+            poll_s=0.25,  # a role waits for each receipt: a 1 s first look cost a second each
         )
     except BaseException as exc:
         await transport.close()

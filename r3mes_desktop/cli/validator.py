@@ -51,8 +51,15 @@ async def cmd_run(out: Output, args: argparse.Namespace) -> int:
     totals = PassReport()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    validator: Validator | None = None
+
+    def on_signal() -> None:
+        stop.set()
+        if validator is not None:
+            validator.stopping = True  # finish the submission in hand, then stop
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, on_signal)
     try:
         async with roles.connected(network, account, data_dir) as chain:
             if not await chain.is_validator(chain.miner_address):

@@ -16,9 +16,12 @@ whose id exists, or appointing an appointed validator, changes nothing and says 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import hashlib
 import json
 import secrets
+import signal
 import sys
 import tempfile
 import time
@@ -278,12 +281,20 @@ async def cmd_aggregate(out: Output, args: argparse.Namespace) -> int:
                 store_calls=roles.caller("ipfs"),
                 blobs=state / "versions",
             )
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, stop.set)
             for _ in range(args.passes):
                 report = await aggregator.pass_once()
                 published += report.published
                 errors = report.errors
-                if not report.published:
+                if stop.is_set() or (not report.published and not args.follow):
                     break
+                if not report.published:
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(args.poll_s):
+                            await stop.wait()
             version = await chain.current_version()
     finally:
         await worker.close()
@@ -405,6 +416,9 @@ def build_parser() -> argparse.ArgumentParser:
             cmd_aggregate, key=True, net=True)  # fmt: skip
     p.add_argument("--passes", type=_int_in(1, 10_000), default=10,
                    help="at most this many passes; ends at one publishing nothing")  # fmt: skip
+    p.add_argument("--follow", action="store_true",
+                   help="keep going every --poll-s seconds until stopped or --passes")  # fmt: skip
+    p.add_argument("--poll-s", type=float, default=5.0, help="seconds between passes")
     add("rounds", "open rounds with submissions and verdicts", cmd_rounds, key=False, net=True)
     return parser
 

@@ -182,3 +182,15 @@ class MinerStateChanged(Event):
     old_state: str
     new_state: str
     reason: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class GovernorStateChanged(Event):
+    """The resource governor's decision changed: whether mining may run, why not (one
+    plain-language reason per policy holding it back, with when it resumes where known),
+    and which policies could not be evaluated (`core.governor`)."""
+
+    may_run: bool
+    summary: str
+    reasons: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()

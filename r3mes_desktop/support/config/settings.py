@@ -25,6 +25,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from r3mes_desktop.core.governor import Window
+
 ENV_PREFIX = "R3MES_"
 _DEVICE = re.compile(r"^(auto|cpu|cuda|cuda:\d{1,2}|mps)$")
 _ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
@@ -107,6 +109,22 @@ class Settings(BaseSettings):
     model_preset: Literal["tiny", "default", "large"] = _f("default", "tiny, default or large")
     checkpoint_interval: int = _f(50, "1–100000 steps", ge=1, le=100000)
 
+    # the resource governor (core.governor): when mining may run; every default mines always
+    governor_idle_minutes: float = _f(
+        0.0, "0–1440 minutes without input before mining; 0 = also while in use", ge=0, le=1440
+    )
+    governor_not_on_battery: bool = _f(False, "true or false")
+    governor_battery_floor: float = _f(0.0, "0–100 % on battery; 0 = no floor", ge=0, le=100)
+    governor_max_other_cpu: float = _f(
+        100.0, "1–100 % of the CPU used by other programs; 100 = no limit", ge=1, le=100
+    )
+    governor_pause_while: StrList = _f((), "a list of program names (e.g. steam, zoom)")
+    governor_windows: StrList = _f(
+        (), "a list of DAY:HH:MM-HH:MM windows (e.g. sat:09:00-17:30); empty = any time"
+    )
+    governor_gpu_temp_limit: float = _f(0.0, "0 = off, or 40–100 °C", ge=0, le=100)
+    governor_gpu_temp_delta: float = _f(6.0, "1–30 °C below the limit to resume", ge=1, le=30)
+
     # circuit breakers (one per service, same knobs)
     breaker_window_size: int = _f(10, "1–1000 calls", ge=1, le=1000)
     breaker_failure_threshold: int = _f(5, "1–1000 failures", ge=1, le=1000)
@@ -159,7 +177,9 @@ class Settings(BaseSettings):
 
     # -- field rules ----------------------------------------------------------------------------
 
-    @field_validator("chain_rpc_urls", "email_to", mode="before")
+    @field_validator(
+        "chain_rpc_urls", "email_to", "governor_pause_while", "governor_windows", mode="before"
+    )
     @classmethod
     def _lists(cls, value: Any) -> Any:
         return _split_list(value)
@@ -199,6 +219,28 @@ class Settings(BaseSettings):
         value = value.strip().lower()
         if not _DEVICE.match(value):
             raise ValueError("unknown device")
+        return value
+
+    @field_validator("governor_windows")
+    @classmethod
+    def _windows(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for text in value:
+            Window.parse(text)  # ValueError says the expected form
+        return tuple(text.strip().lower() for text in value)
+
+    @field_validator("governor_pause_while")
+    @classmethod
+    def _programs(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        names = tuple(name.strip() for name in value)
+        if any(not name or len(name) > 255 for name in names):
+            raise ValueError("program names must be 1–255 characters")
+        return names
+
+    @field_validator("governor_gpu_temp_limit")
+    @classmethod
+    def _temp_limit(cls, value: float) -> float:
+        if value and value < 40:
+            raise ValueError("must be 0 (off) or 40–100 °C")
         return value
 
     @field_validator("api_host")

@@ -151,6 +151,15 @@ INVALID: list[tuple[str, Any, str, str]] = [
     ("email_to", ["a@x.org", "bad"], "not an e-mail address", "a list of e-mail addresses"),
     ("fault_plan", "/nonexistent/plan.toml", "no such file", "the path of an existing fault plan"),
     ("network_name", "n" * 101, "invalid", "up to 100 characters"),
+    ("governor_idle_minutes", 1441, "out of range", "0–1440 minutes without input"),
+    ("governor_not_on_battery", "x", "invalid", "true or false"),
+    ("governor_battery_floor", 101, "out of range", "0–100 % on battery; 0 = no floor"),
+    ("governor_max_other_cpu", 0, "out of range", "1–100 % of the CPU used by other"),
+    ("governor_pause_while", ["steam", " "], "program names must be", "a list of program"),
+    ("governor_windows", ["sat:9-17"], "expected DAY:HH:MM-HH:MM", "a list of DAY:HH:MM"),
+    ("governor_gpu_temp_limit", 30, "must be 0 (off) or 40–100", "0 = off, or 40–100 °C"),
+    ("governor_gpu_temp_limit", 101, "out of range", "0 = off, or 40–100 °C"),
+    ("governor_gpu_temp_delta", 0.5, "out of range", "1–30 °C below the limit"),
 ]
 
 

@@ -1,0 +1,189 @@
+"""The governor loop: every second, ask the governor whether mining may run, and pause or
+resume the miner to match.
+
+A hold pauses both the miner (no new round) and the trainer (the running round stops at
+its next step and checkpoints: `ProcessTrainer.pause`), so input reaches every worker
+within a second and nothing is lost; releasing the hold resumes the trainer from the
+checkpoint and starts the miner again. Only a pause the governor made is undone by it: a
+miner the user stopped stays stopped. Each change of the decision is published as a
+`GovernorStateChanged` event (the status bar, `r3mes-miner run` and, later, /metrics show
+it).
+
+The evaluation runs in a worker thread: listing processes with psutil takes tens of
+milliseconds, too long to block the event loop every second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Protocol
+
+from r3mes_desktop.core.clock import SYSTEM_CLOCK, Clock
+from r3mes_desktop.core.events import EventBus, GovernorStateChanged
+from r3mes_desktop.core.governor import (
+    BatteryRule,
+    Decision,
+    Governor,
+    GpuTemperature,
+    MaxOtherCpu,
+    OnlyWhenIdle,
+    PauseWhile,
+    Policy,
+    Sources,
+    TimeWindows,
+    Window,
+)
+from r3mes_desktop.core.miner import Miner, MinerState
+from r3mes_desktop.support.config import Settings
+
+log = logging.getLogger(__name__)
+
+
+class Pausable(Protocol):
+    """What the loop needs of the trainer (`ProcessTrainer`)."""
+
+    def pause(self) -> None: ...
+
+    def resume(self) -> None: ...
+
+
+def policies_from(settings: Settings) -> list[Policy]:
+    """The policies the settings turn on; none (the defaults) is "always"."""
+    policies: list[Policy] = []
+    if settings.governor_idle_minutes > 0:
+        policies.append(OnlyWhenIdle(settings.governor_idle_minutes))
+    if settings.governor_windows:
+        policies.append(TimeWindows(tuple(Window.parse(w) for w in settings.governor_windows)))
+    if settings.governor_not_on_battery:
+        policies.append(BatteryRule())
+    elif settings.governor_battery_floor > 0:
+        policies.append(BatteryRule(floor=settings.governor_battery_floor))
+    if settings.governor_max_other_cpu < 100:
+        policies.append(MaxOtherCpu(settings.governor_max_other_cpu))
+    if settings.governor_pause_while:
+        policies.append(PauseWhile(settings.governor_pause_while))
+    if settings.governor_gpu_temp_limit > 0:
+        policies.append(
+            GpuTemperature(settings.governor_gpu_temp_limit, settings.governor_gpu_temp_delta)
+        )
+    return policies
+
+
+def system_sources(policies: list[Policy], bus: EventBus | None = None) -> Sources:
+    """The real sources the policies read (only those: no X display is opened for a
+    governor without an idle policy)."""
+    from r3mes_desktop.adapters.governor.nvml import NvmlGpus
+    from r3mes_desktop.adapters.governor.system import (
+        PsutilCpuLoad,
+        PsutilPower,
+        PsutilProcesses,
+    )
+    from r3mes_desktop.adapters.governor.x11 import X11Idle
+
+    kinds = {type(p) for p in policies}
+    return Sources(
+        idle=X11Idle(bus) if OnlyWhenIdle in kinds else None,
+        power=PsutilPower(bus) if BatteryRule in kinds else None,
+        cpu=PsutilCpuLoad(bus) if MaxOtherCpu in kinds else None,
+        processes=PsutilProcesses(bus) if PauseWhile in kinds else None,
+        gpu=NvmlGpus(bus) if GpuTemperature in kinds else None,
+    )
+
+
+def close_sources(sources: Sources) -> None:
+    """Release what the sources hold (the X display, NVML)."""
+    for source in (sources.idle, sources.gpu):
+        close = getattr(source, "close", None)
+        if close is not None:
+            close()
+
+
+class GovernorLoop:
+    def __init__(
+        self,
+        governor: Governor,
+        miner: Miner,
+        bus: EventBus,
+        *,
+        trainer: Pausable | None = None,
+        clock: Clock = SYSTEM_CLOCK,
+        interval_s: float = 1.0,
+    ) -> None:
+        self.governor = governor
+        self.miner = miner
+        self.bus = bus
+        self.trainer = trainer
+        self.clock = clock
+        self.interval_s = interval_s
+        self.decision: Decision | None = None
+        self._holding = False  # the miner is paused because of the governor
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def holding(self) -> bool:
+        return self._holding
+
+    def start(self) -> None:
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._run(), name="governor-loop")
+
+    async def stop(self) -> None:
+        """Stop governing; a hold in place is released (the trainer is resumed) so the
+        miner's own stop finds nothing the governor left paused."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        if self._holding and self.trainer is not None:
+            self.trainer.resume()
+        self._holding = False
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.tick()
+            except Exception:  # the loop must outlive any one bad evaluation
+                log.exception("governor evaluation failed")
+            await self.clock.sleep(self.interval_s)
+
+    async def tick(self) -> Decision:
+        """Evaluate once and act on it."""
+        decision = await asyncio.to_thread(self.governor.evaluate)
+        if decision != self.decision:
+            self.decision = decision
+            log.info("governor: %s", decision.summary)
+            self.bus.publish(
+                GovernorStateChanged(
+                    may_run=decision.may_run,
+                    summary=decision.summary,
+                    reasons=decision.reasons,
+                    notes=decision.notes,
+                    ts=self.clock.time(),
+                )
+            )
+        await self._apply(decision)
+        return decision
+
+    async def _apply(self, decision: Decision) -> None:
+        state = self.miner.state
+        if state in (MinerState.IDLE, MinerState.STOPPING):
+            if self._holding and self.trainer is not None:
+                self.trainer.resume()  # a stopped miner starts unpaused next time
+            self._holding = False
+            return
+        if not decision.may_run:
+            if state is MinerState.MINING:
+                self._holding = True
+                if self.trainer is not None:
+                    self.trainer.pause()
+                await self.miner.pause()
+            return
+        if self._holding:
+            self._holding = False
+            if self.trainer is not None:
+                self.trainer.resume()
+            if state in (MinerState.PAUSING, MinerState.PAUSED):
+                await self.miner.start()

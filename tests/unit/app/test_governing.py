@@ -1,0 +1,164 @@
+"""The governor loop against the real miner: a hold pauses miner and trainer, a release
+resumes them; only the governor's own pause is undone by it."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from r3mes_desktop.app.governing import GovernorLoop, policies_from, system_sources
+from r3mes_desktop.core.clock import SystemClock
+from r3mes_desktop.core.events import GovernorStateChanged
+from r3mes_desktop.core.governor import (
+    BatteryRule,
+    Governor,
+    MaxOtherCpu,
+    OnlyWhenIdle,
+    PauseWhile,
+    Sources,
+    TimeWindows,
+    Unknown,
+)
+from r3mes_desktop.core.miner import Miner, MinerState
+from r3mes_desktop.support.config import Settings
+from tests.helpers.coordinator_rig import Rig, make_rig
+
+
+@dataclass
+class DrivenIdle:
+    seconds: float | Unknown = 0.0
+
+    def idle_seconds(self) -> float | Unknown:
+        return self.seconds
+
+
+@dataclass
+class RecordingTrainer:
+    calls: list[str] = field(default_factory=list)
+
+    def pause(self) -> None:
+        self.calls.append("pause")
+
+    def resume(self) -> None:
+        self.calls.append("resume")
+
+
+@pytest.fixture
+async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
+    rig = make_rig(tmp_path, max_active_transactions=3)
+    await rig.coordinator.start(background=False)
+    yield rig
+    await rig.coordinator.close()
+
+
+def _loop(rig: Rig, idle: DrivenIdle) -> tuple[GovernorLoop, Miner, RecordingTrainer]:
+    miner = Miner(rig.coordinator, rig.chain, rig.bus, clock=rig.clock, poll_interval_s=0.05)
+    trainer = RecordingTrainer()
+    governor = Governor([OnlyWhenIdle(1)], Sources(idle=idle), clock=rig.clock)
+    return GovernorLoop(governor, miner, rig.bus, trainer=trainer, clock=rig.clock), miner, trainer
+
+
+def _state(miner: Miner) -> MinerState:
+    """The state now (a function, so mypy does not narrow it across awaits)."""
+    return miner.state
+
+
+async def test_input_pauses_and_idle_resumes(rig: Rig) -> None:
+    idle = DrivenIdle(600.0)
+    loop, miner, trainer = _loop(rig, idle)
+    await miner.start()
+    assert (await loop.tick()).may_run
+    assert _state(miner) is MinerState.MINING and trainer.calls == []
+
+    idle.seconds = 0.1
+    decision = await loop.tick()
+    assert decision.summary == "paused: computer in use — resumes after 1 min idle"
+    assert _state(miner) is MinerState.PAUSED and trainer.calls == ["pause"]
+    await loop.tick()  # still held: nothing more to do
+    assert trainer.calls == ["pause"]
+
+    idle.seconds = 60.0
+    await loop.tick()
+    assert _state(miner) is MinerState.MINING and trainer.calls == ["pause", "resume"]
+    events = rig.of_kind(GovernorStateChanged)
+    assert [e.may_run for e in events] == [True, False, True]  # one per change, not per tick
+    assert events[1].reasons == ("computer in use — resumes after 1 min idle",)
+    await miner.stop()
+
+
+async def test_a_pause_by_the_user_is_not_undone(rig: Rig) -> None:
+    idle = DrivenIdle(600.0)
+    loop, miner, trainer = _loop(rig, idle)
+    await miner.start()
+    await miner.pause()
+    await loop.tick()
+    assert _state(miner) is MinerState.PAUSED and trainer.calls == []
+    await miner.stop()
+
+
+async def test_a_stopped_miner_is_left_stopped_and_its_trainer_unpaused(rig: Rig) -> None:
+    idle = DrivenIdle(0.0)
+    loop, miner, trainer = _loop(rig, idle)
+    await miner.start()
+    await loop.tick()
+    assert loop.holding
+    await miner.stop()
+    idle.seconds = 600.0
+    await loop.tick()
+    assert _state(miner) is MinerState.IDLE and not loop.holding
+    assert trainer.calls == ["pause", "resume"]
+
+
+async def test_the_loop_runs_every_interval_and_stop_releases_the_hold(rig: Rig) -> None:
+    idle = DrivenIdle(600.0)
+    miner = Miner(rig.coordinator, rig.chain, rig.bus, clock=rig.clock, poll_interval_s=0.05)
+    trainer = RecordingTrainer()
+    governor = Governor([OnlyWhenIdle(1)], Sources(idle=idle))
+    loop = GovernorLoop(
+        governor, miner, rig.bus, trainer=trainer, clock=SystemClock(), interval_s=0.01
+    )
+    await miner.start()
+    loop.start()
+    idle.seconds = 0.0
+    for _ in range(500):
+        if _state(miner) is MinerState.PAUSED:
+            break
+        await asyncio.sleep(0.01)
+    assert _state(miner) is MinerState.PAUSED
+    await loop.stop()
+    assert trainer.calls == ["pause", "resume"] and not loop.holding
+    await miner.stop()
+
+
+def test_policies_from_settings() -> None:
+    assert policies_from(Settings()) == []  # the defaults mine always
+    policies = policies_from(
+        Settings(
+            governor_idle_minutes=3,
+            governor_windows=("sat:09:00-17:00",),
+            governor_battery_floor=30,
+            governor_max_other_cpu=50,
+            governor_pause_while=("steam",),
+        )
+    )
+    assert [type(p) for p in policies] == [
+        OnlyWhenIdle,
+        TimeWindows,
+        BatteryRule,
+        MaxOtherCpu,
+        PauseWhile,
+    ]
+    assert BatteryRule(floor=30) in policies
+    assert BatteryRule() in policies_from(
+        Settings(governor_not_on_battery=True, governor_battery_floor=30)
+    )
+
+
+def test_system_sources_open_only_what_the_policies_read() -> None:
+    sources = system_sources([MaxOtherCpu(50)])
+    assert sources.cpu is not None
+    assert sources.idle is None and sources.power is None and sources.gpu is None

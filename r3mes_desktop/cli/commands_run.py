@@ -60,8 +60,61 @@ def add_run_parser(sub: Any) -> None:
         metavar="N",
         help="devnet rounds: training steps per round (1..100000; default 20, 8 with --fast)",
     )
+    _add_governor_options(p)
     _add_password_options(p)
     p.set_defaults(func=cmd_run)
+
+
+# flag → settings field; a flag given replaces the setting for this run
+_GOVERNOR_FLAGS = {
+    "only_when_idle": "governor_idle_minutes",
+    "not_on_battery": "governor_not_on_battery",
+    "battery_floor": "governor_battery_floor",
+    "max_other_cpu": "governor_max_other_cpu",
+    "pause_while": "governor_pause_while",
+    "window": "governor_windows",
+    "gpu_temp_limit": "governor_gpu_temp_limit",
+}
+
+
+def _add_governor_options(p: argparse.ArgumentParser) -> None:
+    """When mining may run (the resource governor); each flag overrides its setting."""
+    g = p.add_argument_group("when to mine (default: always; settings governor_*)")
+    g.add_argument(
+        "--only-when-idle",
+        type=float,
+        metavar="MIN",
+        help="mine only after MIN minutes without keyboard/mouse input (X11); pause within "
+        "1 s of input",
+    )
+    g.add_argument(
+        "--not-on-battery", action="store_const", const=True, help="pause while on battery"
+    )
+    g.add_argument("--battery-floor", type=float, metavar="PCT", help="pause on battery below PCT")
+    g.add_argument(
+        "--max-other-cpu",
+        type=float,
+        metavar="PCT",
+        help="pause while other programs use more than PCT %% of the CPU",
+    )
+    g.add_argument(
+        "--pause-while",
+        action="append",
+        metavar="NAME",
+        help="pause while a program of this name runs (repeatable)",
+    )
+    g.add_argument(
+        "--window",
+        action="append",
+        metavar="DAY:HH:MM-HH:MM",
+        help="mine only inside this weekday window, e.g. sat:09:00-17:30 (repeatable)",
+    )
+    g.add_argument(
+        "--gpu-temp-limit",
+        type=float,
+        metavar="C",
+        help="pause when a GPU reaches C °C, resume at C minus governor_gpu_temp_delta (NVML)",
+    )
 
 
 def add_maintenance_parsers(sub: Any) -> None:
@@ -195,6 +248,7 @@ async def cmd_run(ctx: CliContext, args: argparse.Namespace) -> int:
         raise CliError(f"--rounds must be >= 0, got {args.rounds}", ExitCode.USAGE)
     if args.graceful < 0:
         raise CliError(f"--graceful must be >= 0 seconds, got {args.graceful}", ExitCode.USAGE)
+    governed = governor_settings(ctx, args)  # bad governor flags: exit 2 before any start
     signals = _Signals()
     signals.install()
     budget = RoundBudget(args.rounds)
@@ -206,6 +260,7 @@ async def cmd_run(ctx: CliContext, args: argparse.Namespace) -> int:
             if progress is not None:
                 unsubscribe.append(runtime.bus.subscribe(progress.on_event))
             extras = await _start_extras(ctx, args, runtime)
+            extras.append(await _start_governor(governed, args, runtime))
             try:
                 await runtime.miner.start()
                 log.info("mining started (data dir %s)", runtime.data_dir)
@@ -343,6 +398,66 @@ async def _start_extras(ctx: CliContext, args: argparse.Namespace, runtime: Any)
     if monitoring.api_url:
         sys.stderr.write(f"r3mes-miner: monitoring API on {monitoring.api_url}\n")
     return [monitoring.close]
+
+
+def governor_settings(ctx: CliContext, args: argparse.Namespace) -> Any:
+    """The settings with the governor flags given applied, validated (exit 2 naming the
+    flag's setting, its value and the accepted range)."""
+    from r3mes_desktop.support.config import SettingsError, updated
+
+    changes = {
+        field: getattr(args, flag)
+        for flag, field in _GOVERNOR_FLAGS.items()
+        if getattr(args, flag, None) is not None
+    }
+    if not changes:
+        return ctx.settings
+    try:
+        return updated(ctx.settings, **changes)
+    except SettingsError as exc:
+        flags = {field: "--" + flag.replace("_", "-") for flag, field in _GOVERNOR_FLAGS.items()}
+        lines = [f"{flags.get(field, field)}: {text}" for field, text in exc.errors.items()]
+        raise CliError("; ".join(lines), ExitCode.USAGE) from None
+
+
+async def _start_governor(settings: Any, args: argparse.Namespace, runtime: Any) -> Any:
+    """Run the governor loop beside the miner and print its reason lines; returns a closer.
+    With no policy (the default) nothing runs: mining is always allowed."""
+    from r3mes_desktop.app.governing import (
+        GovernorLoop,
+        close_sources,
+        policies_from,
+        system_sources,
+    )
+    from r3mes_desktop.core.events import GovernorStateChanged
+    from r3mes_desktop.core.governor import Governor
+
+    policies = policies_from(settings)
+    if not policies:
+
+        async def nothing() -> None:
+            return None
+
+        return nothing
+    sources = system_sources(policies, runtime.bus)
+    loop = GovernorLoop(Governor(policies, sources), runtime.miner, runtime.bus)
+    loop.trainer = runtime.trainer
+
+    def show(event: Event) -> None:
+        if isinstance(event, GovernorStateChanged) and not args.quiet:
+            lines = [event.summary, *(f"note: {note}" for note in event.notes)]
+            for line in lines:
+                sys.stderr.write(f"r3mes-miner: governor: {line}\n")
+
+    unsubscribe = runtime.bus.subscribe(show)
+    loop.start()
+
+    async def close() -> None:
+        await loop.stop()
+        unsubscribe()
+        await asyncio.to_thread(close_sources, sources)
+
+    return close
 
 
 def _human_run_summary(summary: dict[str, Any]) -> str:

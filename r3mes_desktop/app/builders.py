@@ -261,8 +261,6 @@ def build_coordinator(
     pow: ProofOfWork,
     store: PinnedStore,
     chain: ChainClient,
-    devnet: Devnet | None,
-    faults: FaultInjector | None,
     breakers: BreakerRegistry,
     bus: EventBus,
     data_dir: Path,

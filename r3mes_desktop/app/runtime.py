@@ -251,8 +251,6 @@ class Runtime:
             pow=pow_,
             store=store,
             chain=chain,
-            devnet=self.devnet,
-            faults=self.faults,
             breakers=self.breakers,
             bus=self.bus,
             data_dir=self.data_dir,

@@ -19,6 +19,7 @@ BENCHES = [
     "gui",
     "device_check",
     "learning",
+    "governor",
 ]
 
 

@@ -190,12 +190,9 @@ class OnlyWhenIdle:
             )
         if idle >= need:
             return None
-        left = need - idle
-        return Verdict(
-            True,
-            f"computer in use — resumes after {_minutes(need)} idle"
-            + (f" ({_minutes(left)} to go)" if idle >= 1 else ""),
-        )
+        # no countdown in the reason: it would change every second, and every change of
+        # the decision is an event and a printed line
+        return Verdict(True, f"computer in use — resumes after {_minutes(need)} idle")
 
 
 @dataclass(frozen=True)

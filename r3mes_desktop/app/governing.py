@@ -11,7 +11,8 @@ within a second and nothing is lost; releasing the hold resumes the trainer from
 checkpoint and starts the miner again. Only a pause the governor made is undone by it: a
 miner the user stopped stays stopped. Each change of the decision is published as a
 `GovernorStateChanged` event (the status bar, `r3mes-miner run` and, later, /metrics show
-it).
+it); a change is one of `Decision.state` (may run, which policies hold, what is unknown),
+not a figure inside a reason, so a hold on CPU load is one event, not one per second.
 
 The evaluation runs in a worker thread: listing processes with psutil takes tens of
 milliseconds, too long to block the event loop every second.
@@ -156,8 +157,8 @@ class GovernorLoop:
     async def tick(self) -> Decision:
         """Evaluate once and act on it."""
         decision = await asyncio.to_thread(self.governor.evaluate)
-        if decision != self.decision:
-            self.decision = decision
+        previous, self.decision = self.decision, decision
+        if previous is None or decision.state != previous.state:
             log.info("governor: %s", decision.summary)
             self.bus.publish(
                 GovernorStateChanged(

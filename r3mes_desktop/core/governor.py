@@ -368,6 +368,14 @@ class Decision:
     may_run: bool
     reasons: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
+    held_by: tuple[str, ...] = ()  # the policies holding mining back, by class name
+
+    @property
+    def state(self) -> tuple[bool, tuple[str, ...], tuple[str, ...]]:
+        """What changes the governor's state: whether mining may run, which policies hold
+        it back, what could not be evaluated; not the figures inside a reason ("other
+        programs use 73% CPU" moves every second while the hold stays the same)."""
+        return (self.may_run, self.held_by, self.notes)
 
     @property
     def summary(self) -> str:
@@ -396,12 +404,23 @@ class Governor:
         readings = Readings(self.sources, monotonic=self.clock.monotonic())
         reasons: list[str] = []
         notes: list[str] = []
+        held_by: list[str] = []
         for policy in self.policies:
             try:
                 verdict = policy.check(readings)
             except Exception as exc:  # a broken policy must not stop the governor
                 log.exception("governor policy %r failed", policy)
                 verdict = Verdict(False, f"{type(policy).__name__} failed: {exc}")
-            if verdict is not None:
-                (reasons if verdict.holds else notes).append(verdict.reason)
-        return Decision(may_run=not reasons, reasons=tuple(reasons), notes=tuple(notes))
+            if verdict is None:
+                continue
+            if verdict.holds:
+                reasons.append(verdict.reason)
+                held_by.append(type(policy).__name__)
+            else:
+                notes.append(verdict.reason)
+        return Decision(
+            may_run=not reasons,
+            reasons=tuple(reasons),
+            notes=tuple(notes),
+            held_by=tuple(held_by),
+        )

@@ -162,3 +162,29 @@ def test_system_sources_open_only_what_the_policies_read() -> None:
     sources = system_sources([MaxOtherCpu(50)])
     assert sources.cpu is not None
     assert sources.idle is None and sources.power is None and sources.gpu is None
+
+
+@dataclass
+class DrivenCpu:
+    load: float
+
+    def other_cpu_percent(self) -> float:
+        return self.load
+
+
+async def test_a_moving_figure_in_a_reason_is_not_a_new_event(rig: Rig) -> None:
+    cpu = DrivenCpu(73.0)
+    miner = Miner(rig.coordinator, rig.chain, rig.bus, clock=rig.clock, poll_interval_s=0.05)
+    governor = Governor([MaxOtherCpu(50)], Sources(cpu=cpu), clock=rig.clock)
+    loop = GovernorLoop(governor, miner, rig.bus, clock=rig.clock)
+    await miner.start()
+    for load in (73.0, 81.0, 64.0, 20.0, 30.0):
+        cpu.load = load
+        await loop.tick()
+    events = rig.of_kind(GovernorStateChanged)
+    assert [(e.may_run, e.reasons) for e in events] == [
+        (False, ("other programs use 73% CPU (limit 50%) — resumes when they use less",)),
+        (True, ()),
+    ]
+    assert loop.decision is not None and loop.decision.reasons == ()
+    await miner.stop()

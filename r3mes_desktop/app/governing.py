@@ -136,7 +136,8 @@ class GovernorLoop:
 
     async def stop(self) -> None:
         """Stop governing; a hold in place is released (the trainer is resumed) so the
-        miner's own stop finds nothing the governor left paused."""
+        miner's own stop finds nothing the governor left paused; the sources are released
+        (the X display, NVML)."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -145,6 +146,7 @@ class GovernorLoop:
         if self._holding and self.trainer is not None:
             self.trainer.resume()
         self._holding = False
+        close_sources(self.governor.sources)
 
     async def _run(self) -> None:
         while True:
@@ -192,3 +194,22 @@ class GovernorLoop:
                 self.trainer.resume()
             if state in (MinerState.PAUSING, MinerState.PAUSED):
                 await self.miner.start()
+
+
+def start_governor(
+    settings: Settings,
+    *,
+    miner: Miner,
+    bus: EventBus,
+    trainer: Pausable | None,
+    clock: Clock = SYSTEM_CLOCK,
+) -> GovernorLoop | None:
+    """The governor loop the settings ask for, started; None when no policy is on (the
+    default: mining always allowed, nothing runs)."""
+    policies = policies_from(settings)
+    if not policies:
+        return None
+    governor = Governor(policies, system_sources(policies, bus), clock=clock)
+    loop = GovernorLoop(governor, miner, bus, trainer=trainer, clock=clock)
+    loop.start()
+    return loop

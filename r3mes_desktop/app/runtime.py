@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from r3mes_desktop.adapters.mining.worker import ProcessTrainer
     from r3mes_desktop.app.devnet_aggregator import DevnetAggregator
     from r3mes_desktop.app.devnet_validator import DevnetValidator
+    from r3mes_desktop.app.governing import GovernorLoop
     from r3mes_desktop.app.instance_lock import InstanceLock
     from r3mes_desktop.core.coordinator import Coordinator
     from r3mes_desktop.core.miner import Miner
@@ -92,6 +93,7 @@ class Runtime:
         self.keystore: Keystore | None = None
         self.notifier: ErrorNotifier | None = None
         self.faults: FaultInjector | None = None  # while settings name a fault plan
+        self.governor: GovernorLoop | None = None  # while a governor_* policy is on
         self._breakers: BreakerRegistry | None = None
         self._coordinator: Coordinator | None = None
         self._miner: Miner | None = None
@@ -272,6 +274,9 @@ class Runtime:
             network=builders.network_label(settings=settings, chain=chain),
         )
         self._miner = miner
+        from r3mes_desktop.app.governing import start_governor
+
+        self.governor = start_governor(settings, miner=miner, bus=self.bus, trainer=self.trainer)
         if self.devnet is not None:
             self.devnet.operator.on_opened = lambda _ids: miner.wake()
             if opts.devnet_validator_s is not None:
@@ -372,6 +377,7 @@ class Runtime:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         steps: list[tuple[str, object, str]] = [
+            ("governor", self.governor, "stop"),  # releases its hold before the miner stops
             ("miner", self._miner, "stop"),
             ("coordinator", self._coordinator, "close"),
             ("trainer", self.trainer, "shutdown"),

@@ -170,8 +170,13 @@ def _add_password_options(p: argparse.ArgumentParser) -> None:
 
 @contextlib.asynccontextmanager
 async def open_runtime(
-    ctx: CliContext, *, fast: bool = False, args: argparse.Namespace | None = None
+    ctx: CliContext,
+    *,
+    fast: bool = False,
+    args: argparse.Namespace | None = None,
+    settings: Any = None,
 ) -> AsyncIterator[Any]:
+    """The full runtime over `settings` (default: the context's)."""
     from r3mes_desktop.app.runtime import Runtime, RuntimeOptions
 
     prompt = _password_prompt(args) if args is not None else None
@@ -180,7 +185,8 @@ async def open_runtime(
     if round_steps is not None:
         changes["round_steps"] = round_steps
     options = RuntimeOptions.fast(**changes) if fast else RuntimeOptions(**changes)
-    async with _opened(Runtime(ctx.settings, options=options)) as runtime:
+    chosen = settings if settings is not None else ctx.settings
+    async with _opened(Runtime(chosen, options=options)) as runtime:
         yield runtime
 
 
@@ -253,14 +259,14 @@ async def cmd_run(ctx: CliContext, args: argparse.Namespace) -> int:
     signals.install()
     budget = RoundBudget(args.rounds)
     try:
-        async with open_runtime(ctx, fast=args.fast, args=args) as runtime:
+        async with open_runtime(ctx, fast=args.fast, args=args, settings=governed) as runtime:
             progress = None if args.quiet else Progress()
             budget.miner = runtime.miner
             unsubscribe = [runtime.bus.subscribe(budget.on_event)]
             if progress is not None:
                 unsubscribe.append(runtime.bus.subscribe(progress.on_event))
             extras = await _start_extras(ctx, args, runtime)
-            extras.append(await _start_governor(governed, args, runtime))
+            extras.append(_show_governor(args, runtime))
             try:
                 await runtime.miner.start()
                 log.info("mining started (data dir %s)", runtime.data_dir)
@@ -420,42 +426,28 @@ def governor_settings(ctx: CliContext, args: argparse.Namespace) -> Any:
         raise CliError("; ".join(lines), ExitCode.USAGE) from None
 
 
-async def _start_governor(settings: Any, args: argparse.Namespace, runtime: Any) -> Any:
-    """Run the governor loop beside the miner and print its reason lines; returns a closer.
-    With no policy (the default) nothing runs: mining is always allowed."""
-    from r3mes_desktop.app.governing import (
-        GovernorLoop,
-        close_sources,
-        policies_from,
-        system_sources,
-    )
+def _show_governor(args: argparse.Namespace, runtime: Any) -> Any:
+    """Print the governor's reason lines (the runtime runs the governor the settings and
+    flags ask for); returns a closer."""
     from r3mes_desktop.core.events import GovernorStateChanged
-    from r3mes_desktop.core.governor import Governor
 
-    policies = policies_from(settings)
-    if not policies:
-
-        async def nothing() -> None:
-            return None
-
-        return nothing
-    sources = system_sources(policies, runtime.bus)
-    loop = GovernorLoop(Governor(policies, sources), runtime.miner, runtime.bus)
-    loop.trainer = runtime.trainer
-
-    def show(event: Event) -> None:
-        if isinstance(event, GovernorStateChanged) and not args.quiet:
-            lines = [event.summary, *(f"note: {note}" for note in event.notes)]
-            for line in lines:
+    def say(summary: str, notes: tuple[str, ...]) -> None:
+        if not args.quiet:
+            for line in [summary, *(f"note: {note}" for note in notes)]:
                 sys.stderr.write(f"r3mes-miner: governor: {line}\n")
 
+    def show(event: Event) -> None:
+        if isinstance(event, GovernorStateChanged):
+            say(event.summary, event.notes)
+
     unsubscribe = runtime.bus.subscribe(show)
-    loop.start()
+    governor = getattr(runtime, "governor", None)
+    decision = governor.decision if governor is not None else None
+    if decision is not None:  # published while the runtime opened, before this listened
+        say(decision.summary, decision.notes)
 
     async def close() -> None:
-        await loop.stop()
         unsubscribe()
-        await asyncio.to_thread(close_sources, sources)
 
     return close
 

@@ -10,7 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from r3mes_desktop.app.governing import GovernorLoop, policies_from, system_sources
+from r3mes_desktop.app.governing import (
+    GovernorLoop,
+    policies_from,
+    start_governor,
+    system_sources,
+)
 from r3mes_desktop.core.clock import SystemClock
 from r3mes_desktop.core.events import GovernorStateChanged
 from r3mes_desktop.core.governor import (
@@ -187,4 +192,25 @@ async def test_a_moving_figure_in_a_reason_is_not_a_new_event(rig: Rig) -> None:
         (True, ()),
     ]
     assert loop.decision is not None and loop.decision.reasons == ()
+    await miner.stop()
+
+
+async def test_start_governor_runs_only_when_a_policy_is_on(rig: Rig) -> None:
+    miner = Miner(rig.coordinator, rig.chain, rig.bus, clock=rig.clock, poll_interval_s=0.05)
+    assert start_governor(Settings(), miner=miner, bus=rig.bus, trainer=None) is None
+    trainer = RecordingTrainer()
+    loop = start_governor(
+        Settings(governor_pause_while=("python", "python3", "pytest")),
+        miner=miner,
+        bus=rig.bus,
+        trainer=trainer,
+    )
+    assert loop is not None
+    await miner.start()
+    for _ in range(500):  # this very process is a running "python": held
+        if _state(miner) is MinerState.PAUSED:
+            break
+        await asyncio.sleep(0.01)
+    assert _state(miner) is MinerState.PAUSED and trainer.calls == ["pause"]
+    await loop.stop()
     await miner.stop()

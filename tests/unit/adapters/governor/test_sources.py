@@ -241,3 +241,22 @@ def test_x11_idle_time_under_xvfb(xvfb: str) -> None:
         assert after < 0.5 < second
     finally:
         idle.close()
+
+
+def test_nvml_on_a_real_gpu() -> None:
+    """Runs wherever nvidia-ml-py and an NVIDIA driver are present (the `gpu` extra)."""
+    pynvml = pytest.importorskip("pynvml", reason="nvidia-ml-py is not installed")
+    try:
+        pynvml.nvmlInit()
+        pynvml.nvmlShutdown()
+    except Exception as exc:
+        pytest.skip(f"no NVIDIA driver or GPU: {exc}")
+    gpus = NvmlGpus()
+    try:
+        temps = gpus.temperatures_c()
+        power = gpus.power_watts()
+        assert not isinstance(temps, Unknown) and not isinstance(power, Unknown)
+        assert temps and all(0.0 < t < 120.0 for t in temps.values())
+        assert set(power) == set(temps) and all(w >= 0.0 for w in power.values())
+    finally:
+        gpus.close()

@@ -260,3 +260,42 @@ def test_nvml_on_a_real_gpu() -> None:
         assert set(power) == set(temps) and all(w >= 0.0 for w in power.values())
     finally:
         gpus.close()
+
+
+_LOSE_THE_SERVER = """
+import os, subprocess, sys
+from r3mes_desktop.adapters.governor.x11 import X11Idle
+read, write = os.pipe()
+xvfb = subprocess.Popen(
+    ["Xvfb", "-displayfd", str(write), "-nolisten", "tcp"],
+    pass_fds=(write,), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+)
+os.close(write)
+display = ":" + os.fdopen(read).readline().strip()
+idle = X11Idle(display=display)
+print(type(idle.idle_seconds()).__name__)
+xvfb.kill()
+xvfb.wait()
+print(idle.idle_seconds())
+print(idle.idle_seconds())
+idle.close()
+print("alive")
+"""
+
+
+def test_x11_server_going_away_reads_unknown_instead_of_exiting() -> None:
+    """Xlib's default on a lost X connection is exit(1): the miner died with the session."""
+    if shutil.which("Xvfb") is None:
+        pytest.skip("Xvfb is not installed")
+    if ctypes.util.find_library("X11") is None or ctypes.util.find_library("Xss") is None:
+        pytest.skip("libX11 or libXss is not installed")
+    done = subprocess.run(
+        [sys.executable, "-c", _LOSE_THE_SERVER],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    lost = "Unknown(why='the X server connection was lost')"
+    assert done.stdout.splitlines() == ["float", lost, lost, "alive"]

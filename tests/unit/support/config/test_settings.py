@@ -349,3 +349,11 @@ def test_policies_are_built_from_settings() -> None:
     assert RetryPolicy.from_settings(s).delays() == [2, 4, 6, 8]
     registry = BreakerRegistry.from_settings(s)
     assert registry.get("ipfs").config.failure_threshold == 2
+
+
+def test_governor_lists_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("R3MES_GOVERNOR_PAUSE_WHILE", "steam, zoom")
+    monkeypatch.setenv("R3MES_GOVERNOR_WINDOWS", "Sat:09:00-17:00,sun:22:00-06:00")
+    s = load_settings()
+    assert s.governor_pause_while == ("steam", "zoom")
+    assert s.governor_windows == ("sat:09:00-17:00", "sun:22:00-06:00")

@@ -10,6 +10,7 @@ belong to a transaction that may still read it (unfinished, or with an open dead
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sqlite3
 import time
@@ -400,7 +401,8 @@ async def check_multi(
 ) -> Findings:
     """All invariants of the multi-miner part, on stopped miners: per miner `check_miner`,
     journal integrity, statistics recount, stray gradient files and the secret scan; on the
-    shared store, no pin that no miner's committed submission points at."""
+    shared store, no pin that neither a miner's committed submission nor a published model
+    version (the aggregator pins each version's bytes) points at."""
     import asyncio
 
     findings = Findings()
@@ -448,9 +450,14 @@ async def check_multi(
         except AssertionError as exc:
             findings.fail(f"{name}: {exc}")
     findings.states = dict(states)
+    for version_id in range(1, int(await chain.view("currentVersion")) + 1):
+        committed_cids.add(str((await chain.view("versions", version_id))[0]))
     for cid in sorted(pins):
         if not any(same_cid(cid, c) for c in committed_cids):
-            findings.fail(f"pin {cid}: no miner's committed submission points at it (orphan)")
+            findings.fail(
+                f"pin {cid}: no miner's committed submission or published version points at "
+                "it (orphan)"
+            )
     return findings
 
 
@@ -726,4 +733,261 @@ async def verdict_view(
         validator_nonce=await transport.confirmed_nonce(validator),
         chain_time=int(latest["timestamp"]) if latest else 0,
         journal=validator_journal(journal),
+    )
+
+
+@dataclass(frozen=True)
+class VersionView:
+    """One model version as the chain holds it, with what the daemon serves under its CID."""
+
+    version_id: int
+    cid: str
+    content_hash: bytes
+    eval_loss_micro: int
+    parent_id: int
+    round_id: int
+    updates: int
+    aggregator: str
+    stored: bytes | None  # the daemon's content under `cid` (None: it cannot serve it)
+
+
+@dataclass(frozen=True)
+class AcceptedUpdate:
+    """An accepted submission of a version's round: its CID, on-chain hash and content."""
+
+    miner: str
+    cid: str
+    gradient_hash: bytes
+    stored: bytes | None
+
+
+@dataclass(frozen=True)
+class RoundPlan:
+    """What a round names: the model version it trains on and its training plan."""
+
+    model_version: int
+    base_model_id: str
+    steps: int
+    hyperparams: str  # the round's JSON
+
+
+@dataclass
+class LearningView:
+    """What the chain, the daemon and the aggregator's journal say about model versions."""
+
+    current: int  # currentVersion()
+    versions: list[VersionView]  # 1..current
+    rounds: dict[int, RoundPlan]  # every round
+    accepted: dict[int, list[AcceptedUpdate]]  # for each version's round
+    aggregator_nonce: int  # transactions the aggregator's account sent (mined)
+    journal: list[dict[str, Any]]  # the aggregator's journal rows
+
+
+Reproduce = Callable[[list[bytes], dict[str, Any]], dict[str, Any]]
+"""(packages, plan as JSON data) -> `learning.aggregate_job`'s answer ("adapter", "sha256",
+"eval_loss", ...)."""
+
+
+def reproduce_version(packages: list[bytes], plan_json: dict[str, Any]) -> dict[str, Any]:
+    from r3mes_desktop.adapters.mining import learning
+
+    return learning.aggregate_job({"packages": packages, "plan": plan_json})
+
+
+def version_plan(round_id: int, plan: RoundPlan) -> dict[str, Any]:
+    """The aggregator's plan for a round (`app.aggregator`), as JSON data."""
+    from r3mes_desktop.adapters.mining.presets import make_plan
+
+    params = json.loads(plan.hyperparams) if plan.hyperparams else {}
+    params = params if isinstance(params, dict) else {}
+    return make_plan(
+        round_id=round_id,
+        seed=1,
+        base_model_id=plan.base_model_id,
+        steps=plan.steps,
+        hyperparams={k: v for k, v in params.items() if not k.startswith("dataset_")},
+    ).to_json()
+
+
+def check_versions(
+    view: LearningView,
+    *,
+    aggregator: str,
+    findings: Findings,
+    reproduce: Reproduce = reproduce_version,
+    cid_of: Callable[[bytes], str] | None = None,
+) -> dict[str, Any]:
+    """The model-version invariants of the multi-miner part; returns the run's figures.
+
+    - every version is reproducible: its round's accepted updates (fetched from the daemon,
+      each hashing to its on-chain hash, as many as the version's `updates`) aggregated
+      again give bytes that hash to its contentHash, under its CID, with its recorded loss
+      (within 1e-6, the contract holds micro-nats);
+    - no round trains on a version that failed verification: each round's modelVersion is
+      0 or a published version whose bytes, served by the daemon under its CID, hash to its
+      contentHash; and a version's round trained on its parent;
+    - one version per round, a chain of versions: round ids are distinct, each version's
+      parent is the one before it, each was published by the aggregator, and the
+      aggregator's account nonce equals the versions it published (a second publication,
+      reverted or not, would count); its journal's rows are all posted and agree with the
+      chain;
+    - the run learns: at least one version was published.
+    """
+    from r3mes_desktop.core.cid import compute_cid
+
+    cid_of = cid_of or (lambda data: str(compute_cid(data)))
+    fail = findings.fail
+    figures: dict[str, Any] = {
+        "versions": view.current,
+        "losses": [round(v.eval_loss_micro / 1e6, 6) for v in view.versions],
+        "reproduced": 0,
+        "rounds_on_versions": dict(
+            sorted(Counter(p.model_version for p in view.rounds.values()).items())
+        ),
+        "aggregator_nonce": view.aggregator_nonce,
+        "journal": dict(Counter(str(r["state"]) for r in view.journal)),
+    }
+    if view.current < 1:
+        fail("versions: no model version was published (the run did not learn)")
+    sound: set[int] = {0}
+    seen_rounds: dict[int, int] = {}
+    for v in view.versions:
+        tag = f"version {v.version_id}"
+        if v.stored is None:
+            fail(f"{tag}: the daemon cannot serve {v.cid}")
+        elif hashlib.sha256(v.stored).digest() != v.content_hash:
+            fail(f"{tag}: the bytes under {v.cid} do not hash to its contentHash")
+        else:
+            sound.add(v.version_id)
+        if v.parent_id != v.version_id - 1:
+            fail(f"{tag}: parent {v.parent_id}, expected {v.version_id - 1}")
+        if v.round_id in seen_rounds:
+            fail(f"{tag}: round {v.round_id} already made version {seen_rounds[v.round_id]}")
+        seen_rounds.setdefault(v.round_id, v.version_id)
+        if v.aggregator.lower() != aggregator.lower():
+            fail(f"{tag}: published by {v.aggregator}, not the aggregator")
+        plan = view.rounds.get(v.round_id)
+        if plan is None:
+            fail(f"{tag}: names round {v.round_id}, which does not exist")
+            continue
+        if plan.model_version != v.parent_id:
+            fail(f"{tag}: round {v.round_id} trained on version {plan.model_version}, "
+                 f"not its parent {v.parent_id}")  # fmt: skip
+        updates = view.accepted.get(v.round_id, [])
+        if len(updates) != v.updates:
+            fail(f"{tag}: {v.updates} updates recorded, round {v.round_id} has "
+                 f"{len(updates)} accepted")  # fmt: skip
+        packages = []
+        for u in updates:
+            if u.stored is None:
+                fail(f"{tag}: the daemon cannot serve {u.miner}'s update {u.cid}")
+            elif hashlib.sha256(u.stored).digest() != u.gradient_hash:
+                fail(f"{tag}: {u.miner}'s update {u.cid} does not hash to its on-chain hash")
+            else:
+                packages.append(u.stored)
+        if len(packages) != len(updates) or not packages:
+            continue
+        again = reproduce(packages, version_plan(v.round_id, plan))
+        problems = []
+        if bytes.fromhex(str(again["sha256"])) != v.content_hash:
+            problems.append("sha256")
+        if hashlib.sha256(bytes(again["adapter"])).digest() != v.content_hash:
+            problems.append("bytes")
+        if cid_of(bytes(again["adapter"])) != v.cid:
+            problems.append("CID")
+        if abs(float(again["eval_loss"]) - v.eval_loss_micro / 1e6) > 1e-6:
+            problems.append(
+                f"loss ({float(again['eval_loss']):.7f}, recorded {v.eval_loss_micro / 1e6:.6f})"
+            )
+        if problems:
+            fail(f"{tag}: aggregated again from round {v.round_id}'s accepted updates, "
+                 f"{' and '.join(problems)} differ")  # fmt: skip
+        else:
+            figures["reproduced"] += 1
+    for round_id, plan in sorted(view.rounds.items()):
+        if plan.model_version not in sound:
+            why = "unpublished" if plan.model_version > view.current else "failed verification"
+            fail(f"round {round_id}: trains on version {plan.model_version} ({why})")
+    mine = sum(v.aggregator.lower() == aggregator.lower() for v in view.versions)
+    if view.aggregator_nonce != mine:
+        fail(f"aggregator: {view.aggregator_nonce} transactions sent for {mine} versions published")
+    on_chain = {v.version_id: v for v in view.versions}
+    for row in view.journal:
+        tag = f"aggregator journal version {row['version_id']}"
+        held = on_chain.get(int(row["version_id"]))
+        if row["state"] != "posted":
+            fail(f"{tag}: left {row['state']}")
+        elif held is None:
+            fail(f"{tag}: posted but the chain holds no such version")
+        elif (held.round_id, held.content_hash.hex(), held.cid) != (
+            int(row["round_id"]),
+            str(row["sha256"]),
+            str(row["cid"]),
+        ):
+            fail(f"{tag}: journaled round {row['round_id']} {row['cid']}, chain holds round "
+                 f"{held.round_id} {held.cid}")  # fmt: skip
+    return figures
+
+
+async def learning_view(
+    chain: Any, *, aggregator: str, journal: list[dict[str, Any]], cat: Callable[[str], Any]
+) -> LearningView:
+    """Read every version, every round's plan and the accepted updates of each version's
+    round from the node, and their contents from the daemon (`cat(cid) -> bytes | None`,
+    run in a thread)."""
+    import asyncio
+
+    from eth_utils.address import to_checksum_address
+
+    current = int(await chain.view("currentVersion"))
+    versions = []
+    for version_id in range(1, current + 1):
+        cid, digest, loss, parent, round_id, updates, _block, who = await chain.view(
+            "versions", version_id
+        )
+        versions.append(
+            VersionView(
+                version_id=version_id,
+                cid=str(cid),
+                content_hash=bytes(digest),
+                eval_loss_micro=int(loss),
+                parent_id=int(parent),
+                round_id=int(round_id),
+                updates=int(updates),
+                aggregator=str(to_checksum_address(who)),
+                stored=await asyncio.to_thread(cat, str(cid)),
+            )
+        )
+    rounds: dict[int, RoundPlan] = {}
+    for round_id in range(1, int(await chain.view("lastRoundId")) + 1):
+        info = await chain.view("getRound", round_id)
+        # getRound: (seed, difficulty, steps, hyperparams, baseModelId, ..., modelVersion)
+        rounds[round_id] = RoundPlan(
+            model_version=int(info[9]),
+            base_model_id=str(info[4]),
+            steps=int(info[2]),
+            hyperparams=str(info[3]),
+        )
+    accepted: dict[int, list[AcceptedUpdate]] = {}
+    for v in versions:
+        updates_of = accepted.setdefault(v.round_id, [])
+        for i in range(int(await chain.view("submissionCount", v.round_id))):
+            miner = str(to_checksum_address(await chain.view("submitterAt", v.round_id, i)))
+            sub = await chain.view("submissionOf", v.round_id, miner)
+            if int(sub[6]) == 1:
+                updates_of.append(
+                    AcceptedUpdate(
+                        miner=miner,
+                        cid=str(sub[0]),
+                        gradient_hash=bytes(sub[1]),
+                        stored=await asyncio.to_thread(cat, str(sub[0])),
+                    )
+                )
+    return LearningView(
+        current=current,
+        versions=versions,
+        rounds=rounds,
+        accepted=accepted,
+        aggregator_nonce=await chain.transport.confirmed_nonce(aggregator),
+        journal=journal,
     )

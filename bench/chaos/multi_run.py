@@ -13,12 +13,18 @@ own data dir and key) share one anvil chain node and one js-ipfs daemon, while t
   is kept, its transaction pool is not; every miner's chain calls fail while it is down),
 - runs a validator (`r3mes-validator run`, appointed by the operator) that it SIGKILLs right
   after it journals a verdict and starts again, and a free-rider that copies a miner's CID
-  and gradient hash into its own submission for each round (`roles_run`).
+  and gradient hash into its own submission for each round (`roles_run`),
+- runs an aggregator (`r3mes-operator aggregate --follow`, appointed by the operator) that
+  turns closed, judged rounds into model versions, SIGKILLs it right after it journals a
+  version and starts it again; the operator opens each round on the current version, so
+  the network keeps learning during the run.
 
 Then it stops opening rounds, lets the miners drain what is open, stops them with SIGTERM
 (graceful), lets the validator judge every submission past its window, stops it, and checks
 the chain, the daemon (after `repo gc`) and each journal (`invariants.check_multi`), then
-the verdicts and credits (`invariants.check_verdicts`). Each miner's work is bound to its
+the verdicts and credits (`invariants.check_verdicts`); then it closes what is left open,
+lets the aggregator look at every round, stops it, and checks every model version against
+its round's accepted updates (`invariants.check_versions`). Each miner's work is bound to its
 account, so miners of one round upload different bytes; a CID another transaction of the
 same journal needs (a retry of the round) is the shared pin an undo must not break.
 """
@@ -27,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import random
@@ -53,12 +60,16 @@ from bench.chaos.peers import (
     start_jsipfs,
 )
 from bench.chaos.roles_run import (
+    AggregatorProcess,
+    AggregatorResult,
     FreeRider,
     RiderResult,
     ValidatorProcess,
     ValidatorResult,
     VerdictBacklog,
     drain_verdicts,
+    drain_versions,
+    kill_aggregator,
     kill_validator,
 )
 from r3mes_desktop.core.errors import NetworkError
@@ -109,6 +120,8 @@ class MultiPlan:
     validator_kills: int = 1  # SIGKILLs of the validator, each right after a verdict
     verdicts_s: float = 90.0  # at most this long for every submission to get its verdict
     max_unjudged: int = 24  # no new round while this many submissions await their verdict
+    aggregator_kills: int = 1  # SIGKILLs of the aggregator, each right after a version
+    versions_s: float = 120.0  # at most this long for the aggregator to look at every round
 
 
 def sized_plan(miners: int, seconds: float) -> MultiPlan:
@@ -124,6 +137,7 @@ def sized_plan(miners: int, seconds: float) -> MultiPlan:
         drain_s=max(150.0, seconds),
         validator_kills=max(1, int(seconds / 30)),
         max_unjudged=6 * (miners + 1),  # six rounds of verdicts (the free-rider's included)
+        aggregator_kills=max(1, int(seconds / 60)),
     )
 
 
@@ -162,6 +176,9 @@ class MultiResult:
     validator: ValidatorResult = field(default_factory=ValidatorResult)
     rider: RiderResult = field(default_factory=RiderResult)
     verdicts: dict[str, Any] = field(default_factory=dict)  # `invariants.check_verdicts`
+    aggregator: AggregatorResult = field(default_factory=AggregatorResult)
+    rounds_closed_at_end: int = 0  # left open at the end (the free-rider's last copies)
+    versions: dict[str, Any] = field(default_factory=dict)  # `invariants.check_versions`
     seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
@@ -169,6 +186,7 @@ class MultiResult:
         data["miners"] = {name: dict(m.__dict__) for name, m in self.miners.items()}
         data["validator"] = dict(self.validator.__dict__)
         data["rider"] = dict(self.rider.__dict__)
+        data["aggregator"] = dict(self.aggregator.__dict__)
         return data
 
 
@@ -607,8 +625,13 @@ def _refused_once(data_dir: Path) -> bool:
         return False
 
 
-def _exited_by_itself(miners: list[Miner], validator: ValidatorProcess | None) -> None:
-    """Raise if a miner or the validator exited without the harness stopping it."""
+def _exited_by_itself(
+    miners: list[Miner],
+    validator: ValidatorProcess | None,
+    aggregator: AggregatorProcess | None = None,
+) -> None:
+    """Raise if a miner, the validator or the aggregator exited without the harness
+    stopping it."""
     for m in miners:
         if m.exited_by_itself():
             assert m.proc is not None
@@ -618,10 +641,18 @@ def _exited_by_itself(miners: list[Miner], validator: ValidatorProcess | None) -
         tail = (validator.root / "validator-output.log").read_text(errors="replace")[-600:]
         raise RuntimeError(f"the validator exited by itself with {validator.proc.returncode}: "
                            f"{tail}")  # fmt: skip
+    if aggregator is not None and aggregator.exited_by_itself():
+        assert aggregator.proc is not None
+        raise RuntimeError(f"the aggregator exited by itself with {aggregator.proc.returncode}: "
+                           f"{aggregator.output_tail()}")  # fmt: skip
 
 
 async def _drain(
-    chain: Chain, miners: list[Miner], validator: ValidatorProcess, limit_s: float
+    chain: Chain,
+    miners: list[Miner],
+    validator: ValidatorProcess,
+    aggregator: AggregatorProcess,
+    limit_s: float,
 ) -> bool:
     """Until no open round is left for any miner and no journal holds an unfinished
     transaction (or `limit_s`)."""
@@ -635,9 +666,19 @@ async def _drain(
         busy = [await asyncio.to_thread(_unfinished, m.data_dir) for m in miners]
         if not any(left) and not any(busy):
             return True
-        _exited_by_itself(miners, validator)
+        _exited_by_itself(miners, validator, aggregator)
         await asyncio.sleep(1.0)
     return False
+
+
+async def _close_open(chain: Chain) -> int:
+    """Close every round still open (once the miners and the free-rider are done): the
+    aggregator takes only closed rounds, in order, so one left open would hold up the rest."""
+    closed = 0
+    for round_id in sorted(int(r) for r in await chain.view("openRounds")):
+        await chain.operator.close_round(round_id)
+        closed += 1
+    return closed
 
 
 async def _stop_all(miners: list[Miner], limit_s: float) -> None:
@@ -658,7 +699,14 @@ async def _stop_all(miners: list[Miner], limit_s: float) -> None:
 
 async def run_multi(root: Path, plan: MultiPlan, *, seed: int = 0) -> dict[str, Any]:
     """One multi-miner run on fresh peers under `root`; the report section."""
-    from bench.chaos.invariants import check_multi, check_verdicts, verdict_view
+    from bench.chaos.invariants import (
+        check_multi,
+        check_verdicts,
+        check_versions,
+        learning_view,
+        store_cat,
+        verdict_view,
+    )
 
     rng = random.Random(seed)
     result = MultiResult()
@@ -669,6 +717,9 @@ async def run_multi(root: Path, plan: MultiPlan, *, seed: int = 0) -> dict[str, 
     gate: Gate | None = None
     chain: Chain | None = None
     validator: ValidatorProcess | None = None
+    aggregator: AggregatorProcess | None = None
+    aggregator_kill: asyncio.Task[None] | None = None
+    give_up = asyncio.Event()  # an armed aggregator kill stops waiting for a version
     tasks: list[asyncio.Task[None]] = []
     riding: asyncio.Task[None] | None = None
     try:
@@ -697,6 +748,12 @@ async def run_multi(root: Path, plan: MultiPlan, *, seed: int = 0) -> dict[str, 
         rider_key = rng.randbytes(32)
         rider = FreeRider(chain, rider_key, [m.address for m in miners], rng, result.rider)
         await chain.operator.fund(rider.address)
+        aggregator = AggregatorProcess(
+            root / "aggregator", rng.randbytes(32), network_file=validator.network_file
+        )
+        await chain.operator.fund(aggregator.address)
+        await chain.operator.add_aggregator(aggregator.address)
+        result.aggregator.address = aggregator.address
 
         def env(m: Miner) -> dict[str, str]:
             return miner_env(
@@ -716,6 +773,8 @@ async def run_multi(root: Path, plan: MultiPlan, *, seed: int = 0) -> dict[str, 
             start_miner(m, env(m), plan.graceful_s)
         validator.start()
         result.validator.starts += 1
+        aggregator.start()
+        result.aggregator.starts += 1
         riding_stop = asyncio.Event()
         riding = asyncio.create_task(rider.run(riding_stop))
         t0 = time.monotonic()
@@ -738,8 +797,23 @@ async def run_multi(root: Path, plan: MultiPlan, *, seed: int = 0) -> dict[str, 
                 )
             ),
         ]
+        aggregator_kill = asyncio.create_task(
+            kill_aggregator(
+                chain,
+                aggregator,
+                kills=plan.aggregator_kills,
+                mine_s=plan.mine_s,
+                grace_s=CONNECT_GRACE_S,
+                result=result.aggregator,
+                rng=rng,
+                t0=t0,
+                give_up=give_up,
+            )
+        )
         while time.monotonic() - t0 < plan.mine_s:
-            _exited_by_itself(miners, validator)
+            _exited_by_itself(miners, validator, aggregator)
+            if aggregator_kill.done():  # it raised, or every kill is done
+                await aggregator_kill
             if riding.done():  # the free-rider stops only when told: it raised
                 await riding
             await asyncio.sleep(1.0)
@@ -748,7 +822,7 @@ async def run_multi(root: Path, plan: MultiPlan, *, seed: int = 0) -> dict[str, 
         await gate.open()
         opening.clear()
         log.info("multi-miner: mining time over, draining the open rounds")
-        result.drained = await _drain(chain, miners, validator, plan.drain_s)
+        result.drained = await _drain(chain, miners, validator, aggregator, plan.drain_s)
         if not result.drained:
             result.pool = await chain.pool_summary([m.address for m in miners])
         await _stop_all(miners, plan.graceful_s + 30)
@@ -762,8 +836,15 @@ async def run_multi(root: Path, plan: MultiPlan, *, seed: int = 0) -> dict[str, 
         operating.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await operating
+        result.rounds_closed_at_end = await _close_open(chain)
         log.info("multi-miner: miners stopped, the validator judges what is left")
         await drain_verdicts(chain, validator, limit_s=plan.verdicts_s, result=result.validator)
+        log.info("multi-miner: the aggregator looks at every round")
+        await drain_versions(chain, aggregator, limit_s=plan.versions_s, result=result.aggregator)
+        give_up.set()
+        await aggregator_kill
+        aggregator.held = True
+        result.aggregator.exit_code = await asyncio.to_thread(aggregator.stop, 60.0)
         validator.held = True
         result.validator.exit_code = await asyncio.to_thread(validator.stop, 60.0)
         findings = await check_multi(
@@ -786,9 +867,25 @@ async def run_multi(root: Path, plan: MultiPlan, *, seed: int = 0) -> dict[str, 
             window_s=plan.window_s,
             findings=findings,
         )
+        api = f"http://127.0.0.1:{daemon.address.rsplit('/', 1)[1]}"  # not through the gate
+        learned = await learning_view(
+            chain,
+            aggregator=aggregator.address,
+            journal=aggregator.journal_rows(),
+            cat=functools.partial(store_cat, api),
+        )
+        result.versions = await asyncio.to_thread(
+            check_versions, learned, aggregator=aggregator.address, findings=findings
+        )
+        result.versions["accepted_on_later_versions"] = sum(
+            s.verdict == 1 and learned.rounds[s.round_id].model_version >= 1
+            for s in view.submissions
+        )
     finally:
         if riding is not None:
             tasks.append(riding)
+        if aggregator_kill is not None:
+            tasks.append(aggregator_kill)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)  # a node restart completes
@@ -798,6 +895,8 @@ async def run_multi(root: Path, plan: MultiPlan, *, seed: int = 0) -> dict[str, 
                 m.proc.wait(timeout=30)
         if validator is not None and validator.proc is not None:
             validator.kill()
+        if aggregator is not None and aggregator.proc is not None:
+            aggregator.kill()
         if gate is not None:
             await gate.close()
         if chain is not None:

@@ -52,6 +52,17 @@ def failures(report: dict[str, Any]) -> list[str]:
                 out.append(
                     f"multi: the validator exited with {validator['exit_code']} on SIGTERM, not 0"
                 )
+        aggregator = multi["result"].get("aggregator")
+        if aggregator:
+            if not aggregator["drained"]:
+                out.append(
+                    "multi: rounds the aggregator had not looked at, or versions it had not "
+                    "published, when the version drain time ran out"
+                )
+            if aggregator["exit_code"] != 0:
+                out.append(
+                    f"multi: the aggregator exited with {aggregator['exit_code']} on SIGTERM, not 0"
+                )
     bad = report.get("bad_inputs")
     if bad and "failed" in bad:
         out += [f"bad input {r['area']} / {r['input']}: {r['detail']}" for r in bad["failed"]]
@@ -95,7 +106,10 @@ def summary(report: dict[str, Any], problems: list[str] | None = None) -> str:
             f"{r['hand_sent']}, ipfs outages {r['ipfs_outages']}, verdicts accepted "
             f"{verdicts.get('accepted', 0)} rejected {verdicts.get('rejected', {})}, copies "
             f"{verdicts.get('copies', 0)}, validator kills "
-            f"{(r.get('validator') or {}).get('kills', 0)}, {r['seconds']:.0f} s"
+            f"{(r.get('validator') or {}).get('kills', 0)}, model versions "
+            f"{(r.get('versions') or {}).get('versions', 0)} (losses "
+            f"{(r.get('versions') or {}).get('losses', [])}), aggregator kills "
+            f"{(r.get('aggregator') or {}).get('kills', 0)}, {r['seconds']:.0f} s"
         )
     bad = report.get("bad_inputs") or {}
     if "tried" in bad:
@@ -278,16 +292,23 @@ half-open trial), one miner is SIGKILLed and started again, and the chain node i
 verification window) judges every submission; it is SIGKILLed right after it journals a
 verdict and started again. A free-rider copies, for each round, one miner's CID and
 gradient hash into its own `submitGradient` (its own proof of work) and answers the
-challenge with that miner's openings (`bench/chaos/roles_run.py`). Then no new rounds are
-opened, the miners mine what is open, SIGTERM stops them, the chain is moved past the
-window and the validator runs until every submission has its verdict.
+challenge with that miner's openings (`bench/chaos/roles_run.py`). An aggregator
+(`r3mes-operator aggregate --follow`, appointed by the operator, its own key and state dir)
+turns each closed round on the current model version, once every submission to it has a
+verdict, into the next version; the operator opens each round on the current version, so
+the miners train on what the network learned. The aggregator is SIGKILLed right after it
+journals a version and started again. Then no new rounds are opened, the miners mine what
+is open, SIGTERM stops them, the rounds left open are closed, the chain is moved past the
+window, the validator runs until every submission has its verdict and the aggregator until
+it has looked at every round.
 
 Checked against the chain, the daemon (after `repo gc`) and each journal: every committed
 submission is on chain as journaled, pinned, and retrievable with bytes whose sha256 is the
 on-chain gradient hash; no round a miner started is left open and assignable to it with
-nothing of its live or committed; no dead letter is open for a settled round; no pin that no
-committed submission points at; every transaction terminal; journal integrity, statistics
-recount, stray gradient files and the key and password searched for in every file.
+nothing of its live or committed; no dead letter is open for a settled round; no pin that
+neither a committed submission nor a published model version points at; every transaction
+terminal; journal integrity, statistics recount, stray gradient files and the key and
+password searched for in every file.
 
 Verdicts and credits, checked on chain (`invariants.check_verdicts`): every submission past
 its window has exactly one verdict (`verdictCount(round)` equals the submissions past the
@@ -299,6 +320,18 @@ posted or settled and agree with the chain; an honest submission whose miner ans
 challenge within the window (its `TaskCompleted` event's block time) is accepted. Answers
 that came after the window (the SIGKILLed miner's, or one held up by an outage longer than
 the window) are rightly rejected as "challenge not answered": counted, not failed.
+
+Model versions, checked on chain and on the daemon (`invariants.check_versions`): every
+version's bytes and CID are reproducible from the accepted updates of the round it names
+(fetched from the daemon, each hashing to its on-chain hash, aggregated again with
+`learning.aggregate_job`: same sha256, same CID) and its recorded held-out loss equals the
+recomputed one (within 1e-6); no round trains on a version that failed verification (each
+round's model version is 0 or a published version whose bytes hash to its contentHash),
+and a version's round trained on its parent; one version per round and a chain of versions
+(distinct round ids, each parent the version before), the aggregator's account nonce equal
+to the versions it published (a second publication for a round, reverted or not, would
+show), its journal's rows all posted and agreeing with the chain; at least one version was
+published (the run learns).
 """
 
 
@@ -347,7 +380,7 @@ def _multi_section(multi: dict[str, Any] | None) -> list[str]:
         f"| wall time (peers' start included) | {r['seconds']:.0f} s |",
         "",
     ]
-    return lines + _verdict_lines(r)
+    return lines + _verdict_lines(r) + _version_lines(r)
 
 
 def _verdict_lines(r: dict[str, Any]) -> list[str]:
@@ -376,6 +409,36 @@ def _verdict_lines(r: dict[str, Any]) -> list[str]:
         f"| every submission judged, after the miners stopped | "
         f"{'yes' if v['drained'] else 'NO'} ({_seconds(v['drain_s'])}) |",
         f"| validator exit status on SIGTERM | {v['exit_code']} |",
+        "",
+    ]
+
+
+def _version_lines(r: dict[str, Any]) -> list[str]:
+    a, versions = r.get("aggregator"), r.get("versions")
+    if not a or not versions:
+        return []
+    kills = "; ".join(_states(states) for states in a["killed_with"]) or "none"
+    losses = ", ".join(f"{loss:.4f}" for loss in versions["losses"]) or "none"
+    on = ", ".join(f"version {k}: {n}" for k, n in versions["rounds_on_versions"].items())
+    return [
+        "| aggregator and model versions | value |",
+        "|---|---|",
+        f"| model versions published / reproduced from their rounds' accepted updates | "
+        f"{versions['versions']} / {versions['reproduced']} |",
+        f"| held-out loss of each version (nats per token) | {losses} |",
+        f"| rounds by the model version they trained on | {on or 'none'} |",
+        f"| accepted submissions on rounds that trained on a published version (not 0) | "
+        f"{versions.get('accepted_on_later_versions', 0)} |",
+        f"| rounds closed by the harness at the end (left open by the last copies) | "
+        f"{r.get('rounds_closed_at_end', 0)} |",
+        f"| aggregator SIGKILLs (its journal at each kill) / starts | {a['kills']} ({kills}) / "
+        f"{a['starts']} |",
+        f"| versions published by the aggregator / its account's nonce | "
+        f"{versions['versions']} / {versions['aggregator_nonce']} |",
+        f"| aggregator journal at the end | {_states(versions['journal'])} |",
+        f"| every round aggregated or passed over, after the verdicts | "
+        f"{'yes' if a['drained'] else 'NO'} ({_seconds(a['drain_s'])}) |",
+        f"| aggregator exit status on SIGTERM | {a['exit_code']} |",
         "",
     ]
 

@@ -13,9 +13,18 @@ starts again, and a free-rider that copies the miners' updates.
   sender), then answers the challenge with the copied miner's openings CID once published.
   The contract takes one submission per (round, sender), so it copies one miner per round.
 
-Both go through `chain.node_lock` where a node restart must not cut in: a validator's start
-(it exits if it cannot reach the chain when it connects) and a free-rider's send (a
-transaction sent and its receipt read against the same node).
+- The aggregator is `r3mes-operator aggregate --follow` (python -m r3mes_desktop.cli.operator),
+  appointed by the operator, with its own key and state dir: it turns each closed round on
+  the current model version whose submissions all have verdicts into the next version. A
+  kill is armed like the validator's and fires as soon as its journal (`versions` table)
+  holds one more version than when armed: the version is decided, its bytes maybe pinned,
+  its `publishVersion` maybe signed or sent, not necessarily mined. At the end it drains:
+  it runs until every round is either a version or passed over, and nothing it journaled
+  is left unpublished.
+
+All go through `chain.node_lock` where a node restart must not cut in: a validator's or the
+aggregator's start (each exits if it cannot reach the chain when it connects) and a
+free-rider's send (a transaction sent and its receipt read against the same node).
 """
 
 from __future__ import annotations
@@ -384,3 +393,200 @@ class FreeRider:
                     return bool(receipt["status"] == 1)
                 await asyncio.sleep(0.1)
         raise NetworkError(f"free-rider transaction {tx_hash} not mined in 10 s", service="chain")
+
+
+AGGREGATOR_JOURNAL = "aggregator/aggregator.sqlite"  # under the aggregator's state dir
+AGGREGATOR_PASSES = 10_000  # the CLI's most; at --poll-s 1 hours more than any run
+
+
+@dataclass
+class AggregatorResult:
+    """What the harness did to the aggregator and how it ended."""
+
+    address: str = ""
+    starts: int = 0
+    kills: int = 0
+    killed_with: list[dict[str, int]] = field(default_factory=list)  # journal states then
+    drained: bool = False  # every round aggregated or passed over, nothing left unpublished
+    drain_s: float | None = None
+    exit_code: int | None = None  # of the last run, stopped with SIGTERM (0 expected)
+
+
+class AggregatorProcess:
+    """One aggregator's home (key file, state dir) and its current process; it reads the
+    network file the validator's home holds (the same network)."""
+
+    def __init__(self, root: Path, key: bytes, *, network_file: Path, poll_s: float = 1.0) -> None:
+        self.root = root
+        self.key = key
+        self.address = str(Account.from_key(key).address)
+        self.network_file = network_file
+        self.poll_s = poll_s
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.held = False  # stopped on purpose by the harness
+        root.mkdir(parents=True, exist_ok=True)
+        self.key_file = root / "aggregator.key"
+        self.key_file.write_text("0x" + key.hex() + "\n", encoding="utf-8")
+        self.key_file.chmod(0o600)
+
+    @property
+    def state_dir(self) -> Path:
+        return self.root / "state"
+
+    @property
+    def journal(self) -> Path:
+        return self.state_dir / AGGREGATOR_JOURNAL
+
+    def start(self) -> None:
+        env = dict(os.environ)
+        env.pop("R3MES_FAULT_PLAN", None)
+        env["PYTHONUNBUFFERED"] = "1"
+        out = (self.root / "aggregator-output.log").open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "r3mes_desktop.cli.operator", "-v", "aggregate",
+             "--network", str(self.network_file), "--key-file", str(self.key_file),
+             "--state-dir", str(self.state_dir), "--follow", "--poll-s", f"{self.poll_s:g}",
+             "--passes", str(AGGREGATOR_PASSES)],
+            env=env, stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own group: its aggregation worker dies with it
+        )  # fmt: skip
+        out.close()
+
+    def exited_by_itself(self) -> bool:
+        return not self.held and self.proc is not None and self.proc.poll() is not None
+
+    def output_tail(self, chars: int = 600) -> str:
+        log_file = self.root / "aggregator-output.log"
+        return log_file.read_text(errors="replace")[-chars:] if log_file.exists() else ""
+
+    def kill(self) -> None:
+        """SIGKILL the aggregator's process group (its worker too) and reap it."""
+        assert self.proc is not None
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=30)
+
+    def stop(self, limit_s: float) -> int | None:
+        """SIGTERM (it stops between passes), SIGKILL after `limit_s`."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=limit_s)
+            except subprocess.TimeoutExpired:
+                log.error("aggregator did not stop within %.0f s of SIGTERM: killed", limit_s)
+        code = self.proc.poll()
+        self.kill()  # any worker left in its group
+        return code
+
+    def _read(self, sql: str) -> list[tuple[Any, ...]]:
+        if not self.journal.exists():
+            return []
+        try:
+            conn = sqlite3.connect(f"file:{self.journal}?mode=ro", uri=True, timeout=2)
+            try:
+                return list(conn.execute(sql))
+            finally:
+                conn.close()
+        except sqlite3.OperationalError:  # tables not created yet
+            return []
+
+    def journal_states(self) -> dict[str, int]:
+        """Versions in its journal by state (read-only; empty if not there yet)."""
+        rows = self._read("SELECT state, count(*) FROM versions GROUP BY state")
+        return {str(s): int(n) for s, n in rows}
+
+    def journal_rows(self) -> list[dict[str, Any]]:
+        rows = self._read("SELECT version_id, round_id, state, cid, sha256 FROM versions")
+        keys = ("version_id", "round_id", "state", "cid", "sha256")
+        return [dict(zip(keys, row, strict=True)) for row in rows]
+
+    def last_round_seen(self) -> int:
+        rows = self._read("SELECT max(round_id) FROM rounds_seen")
+        return int(rows[0][0]) if rows and rows[0][0] is not None else 0
+
+
+async def _versions_above(
+    aggregator: AggregatorProcess, count: int, *, until: float, poll_s: float
+) -> bool:
+    """Until the aggregator's journal holds more than `count` versions (False at `until`)."""
+    while time.monotonic() < until:
+        if sum(aggregator.journal_states().values()) > count:
+            return True
+        await asyncio.sleep(poll_s)
+    return False
+
+
+async def kill_aggregator(
+    chain: Any,
+    aggregator: AggregatorProcess,
+    *,
+    kills: int,
+    mine_s: float,
+    grace_s: float,
+    result: AggregatorResult,
+    rng: random.Random,
+    t0: float,
+    give_up: asyncio.Event,
+) -> None:
+    """`kills` times: arm at a random moment of its slot of the mining time, SIGKILL as soon
+    as the journal holds one more version than when armed (polled every 10 ms: the kill
+    lands between the decision and its publication), then start it again (holding
+    `node_lock`). A version may come late (verdicts first, then the round's aggregation),
+    so an armed kill waits past the mining time, until `give_up` is set at the end of the
+    aggregator's drain."""
+    slot = mine_s / max(kills, 1)
+    for i in range(kills):
+        armed_at = t0 + slot * (i + rng.uniform(0.15, 0.55))
+        await asyncio.sleep(max(0.0, armed_at - time.monotonic()))
+        before = sum(aggregator.journal_states().values())
+        while not give_up.is_set():
+            if await _versions_above(aggregator, before, until=time.monotonic() + 1.0, poll_s=0.01):
+                break
+        else:
+            return
+        aggregator.held = True
+        await asyncio.to_thread(aggregator.kill)
+        states = aggregator.journal_states()
+        result.kills += 1
+        result.killed_with.append(states)
+        log.info(
+            "multi-miner: aggregator SIGKILLed at %.0f s, journal %s",
+            time.monotonic() - t0, states,
+        )  # fmt: skip
+        async with chain.node_lock:
+            aggregator.start()
+            result.starts += 1
+            await asyncio.sleep(grace_s)
+        aggregator.held = False
+
+
+async def drain_versions(
+    chain: Any, aggregator: AggregatorProcess, *, limit_s: float, result: AggregatorResult
+) -> None:
+    """Wait until the aggregator has looked at every round (each a version or passed over)
+    and its journal holds no version still to publish; every round is closed and judged by
+    now, so each is ready for it."""
+    started = time.monotonic()
+    deadline = started + limit_s
+    last = 0
+    while time.monotonic() < deadline:
+        if aggregator.exited_by_itself():
+            assert aggregator.proc is not None
+            raise RuntimeError(f"the aggregator exited by itself ({aggregator.proc.returncode}): "
+                               f"{aggregator.output_tail()}")  # fmt: skip
+        try:
+            last = int(await chain.view("lastRoundId"))
+        except NetworkError as exc:
+            log.info("multi-miner: aggregator drain could not read the chain: %s", exc)
+        else:
+            states = aggregator.journal_states()
+            unpublished = states.get("decided", 0) + states.get("signed", 0)
+            if aggregator.last_round_seen() >= last and not unpublished:
+                result.drained = True
+                break
+        await asyncio.sleep(1.0)
+    result.drain_s = round(time.monotonic() - started, 1)
+    log.info("multi-miner: aggregator saw round %d of %d after %.0f s",
+             aggregator.last_round_seen(), last, result.drain_s)  # fmt: skip

@@ -474,7 +474,7 @@ def to_markdown(report: dict[str, Any]) -> str:
         "--multi-miners P --multi-seconds S`, and the reduced CI version in "
         "`tests/chaos/test_reduced_chaos.py` (part of `make test`: 200 chaos transactions, "
         "18 SIGKILLs and 2 SIGTERMs of the headless miner with `--parallel`, the bad-input "
-        "table) and `tests/chaos/test_multi_miner.py` (part of `make test`: 3 miners, 40 s of "
+        "table) and `tests/chaos/test_multi_miner.py` (part of `make test`: 3 miners, 90 s of "
         "rounds; anvil and js-ipfs from `scripts/bootstrap.sh --peers`). The same faults "
         "can be turned on in "
         "the app: set `fault_plan` (settings.toml or `R3MES_FAULT_PLAN`) to a TOML/JSON plan "

@@ -67,9 +67,12 @@ def journal_rows(data_dir: Path) -> list[dict[str, Any]]:
         conn.close()
 
 
-async def chain_submissions(data_dir: Path, miner: str) -> tuple[dict[int, Any], Counter[int]]:
+async def chain_submissions(
+    data_dir: Path, miner: str
+) -> tuple[dict[int, Any], Counter[int], set[str]]:
     """(round -> what the contract stores for the miner, round -> successful submitGradient
-    transactions the miner sent), both from the replayed devnet chain."""
+    transactions the miner sent, the CIDs of the published model versions), all from the
+    replayed devnet chain."""
     root = data_dir / "devnet"
     info = json.loads((root / "devnet.json").read_text(encoding="utf-8"))
     contract = info["contract_address"]
@@ -104,7 +107,17 @@ async def chain_submissions(data_dir: Path, miner: str) -> tuple[dict[int, Any],
             raw_sub = decode_output("submissionOf", await evm.call({"to": contract, "data": data}))
             if int(raw_sub[3]) != 0:  # blockNumber: 0 means "no submission"
                 stored[round_id] = raw_sub
-        return stored, sent
+        current = decode_output(
+            "currentVersion",
+            await evm.call({"to": contract, "data": encode_call("currentVersion")}),
+        )
+        versions = set()
+        for version_id in range(1, int(current) + 1):
+            data = encode_call("versions", version_id)
+            versions.add(
+                str(decode_output("versions", await evm.call({"to": contract, "data": data}))[0])
+            )
+        return stored, sent, versions
     finally:
         await evm.close()
 
@@ -213,7 +226,7 @@ async def check(data_dir: Path, *, extra_dirs: tuple[Path, ...] = ()) -> Finding
     rows = journal_rows(data_dir)
     findings.states = dict(Counter(r["state"] for r in rows))
     miner = json.loads((data_dir / "devnet" / "devnet.json").read_text())["miner_address"]
-    stored, sent = await chain_submissions(data_dir, miner)
+    stored, sent, versions = await chain_submissions(data_dir, miner)
     findings.on_chain_submissions = len(stored)
     agreed = journal_against_chain(rows, stored, findings.fail)
     for round_id, (r, _cid, _hash) in agreed.items():
@@ -226,6 +239,7 @@ async def check(data_dir: Path, *, extra_dirs: tuple[Path, ...] = ()) -> Finding
     findings.pinned = len(pins)
     committed_cids = {r["cid"] for r in committed if r["cid"]}
     committed_cids |= openings_cids(stored)
+    committed_cids |= versions  # the devnet aggregator's model versions: pinned for good
     for cid in pins:
         if not any(same_cid(cid, c) for c in committed_cids):
             findings.fail(f"pin {cid}: no committed submission (orphan)")

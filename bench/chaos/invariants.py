@@ -122,6 +122,37 @@ async def chain_submissions(
         await evm.close()
 
 
+async def pending_openings(
+    data_dir: Path, committed: list[dict[str, Any]], unreferenced: set[str]
+) -> set[str]:
+    """Pins that are the openings of a committed transaction whose completion (which names
+    them on chain) is still in the outbox: a miner stopped after pinning them and before
+    `completeTask` was mined. Each is read back and accepted only if every state it opens
+    hashes to a leaf of that transaction's committed manifest."""
+    from r3mes_desktop.adapters.ipfs.local_store import LocalContentStore
+    from r3mes_desktop.adapters.mining.commitments import read_openings, read_package
+    from r3mes_desktop.core import spotcheck
+
+    store = LocalContentStore(data_dir / "devnet" / "store")
+    leaves: set[bytes] = set()
+    for row in committed:
+        try:
+            _, manifest = read_package(await store.cat(str(row["cid"])))
+        except Exception:
+            continue
+        if manifest is not None:
+            leaves |= {manifest.leaf(i) for i in range(len(manifest.leaves))}
+    found = set()
+    for cid in unreferenced:
+        try:
+            opened = read_openings(await store.cat(cid))
+        except Exception:
+            continue
+        if opened and all(spotcheck.leaf_hash(state) in leaves for state in opened.values()):
+            found.add(cid)
+    return found
+
+
 def pinned_cids(data_dir: Path) -> set[str]:
     path = data_dir / "devnet" / "store" / "pins.json"
     if not path.exists():
@@ -240,7 +271,10 @@ async def check(data_dir: Path, *, extra_dirs: tuple[Path, ...] = ()) -> Finding
     committed_cids = {r["cid"] for r in committed if r["cid"]}
     committed_cids |= openings_cids(stored)
     committed_cids |= versions  # the devnet aggregator's model versions: pinned for good
+    awaiting = await pending_openings(data_dir, committed, pins - committed_cids)
     for cid in pins:
+        if cid in awaiting:
+            continue
         if not any(same_cid(cid, c) for c in committed_cids):
             findings.fail(f"pin {cid}: no committed submission (orphan)")
     for r in committed:

@@ -53,11 +53,7 @@ def _int_in(lo: int, hi: int) -> Any:
 
 
 def _state_dir(args: argparse.Namespace) -> Path:
-    if args.state_dir is not None:
-        return Path(args.state_dir)
-    from r3mes_desktop.support.config import paths
-
-    return paths().data_dir / "operator"
+    return roles.role_dir(args.state_dir, "operator")
 
 
 async def cmd_deploy(out: Output, args: argparse.Namespace) -> int:

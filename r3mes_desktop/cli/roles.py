@@ -51,6 +51,16 @@ def common_options(p: argparse.ArgumentParser, *, sub: bool = True) -> None:
     )
 
 
+def role_dir(given: Path | None, role: str) -> Path:
+    """Where a role keeps its journal and nonce store: the given folder, or the app data
+    dir's `<role>/` (one machine may run several roles side by side)."""
+    if given is not None:
+        return Path(given)
+    from r3mes_desktop.support.config import paths
+
+    return paths().data_dir / role
+
+
 def load_key(path: Path) -> LocalAccount:
     try:
         text = path.read_text(encoding="utf-8").strip()

@@ -32,11 +32,7 @@ JOURNAL = "validator.sqlite"
 
 
 def _data_dir(args: argparse.Namespace) -> Path:
-    if args.data_dir is not None:
-        return Path(args.data_dir)
-    from r3mes_desktop.support.config import paths
-
-    return paths().data_dir / "validator"
+    return roles.role_dir(args.data_dir, "validator")
 
 
 async def cmd_run(out: Output, args: argparse.Namespace) -> int:

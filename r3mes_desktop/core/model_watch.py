@@ -30,6 +30,7 @@ from r3mes_desktop.core.clock import SYSTEM_CLOCK, Clock
 from r3mes_desktop.core.errors import UNHEALTHY, classify
 from r3mes_desktop.core.events import EventBus, ModelVersionPublished
 from r3mes_desktop.core.journal import Journal
+from r3mes_desktop.core.polling import BackoffPoller
 from r3mes_desktop.core.records import ModelVersion
 from r3mes_desktop.core.resilience import ServiceCaller
 from r3mes_desktop.core.steps import ModelVersionSource, PublishedVersion
@@ -48,7 +49,7 @@ class ModelPollReport:
     more_due: bool = False  # versions left for the next poll (the batch was full)
 
 
-class ModelWatcher:
+class ModelWatcher(BackoffPoller):
     """Polls the chain for new model versions (see the module doc); `poll()` once for
     tests, `run()` for ever in the coordinator's background."""
 
@@ -78,25 +79,7 @@ class ModelWatcher:
         self._known: set[int] | None = None  # journaled version ids (read at the first poll)
         self._checked = False  # the newest journaled version was found on this chain
         self._failures = 0  # polls in a row that found the chain down
-
-    async def run(self) -> None:
-        """Poll forever (the coordinator's background task), longer apart while the chain
-        is down."""
-        while True:
-            await self.clock.sleep(await self.poll_once())
-
-    async def poll_once(self) -> float:
-        """One poll; returns how long to wait before the next."""
-        try:
-            report = await self.poll()
-        except Exception as exc:
-            self._failures += 1
-            delay = min(self.max_delay_s, self.poll_s * 2.0**self._failures)
-            level = logging.WARNING if self._failures == 1 else logging.DEBUG  # once an outage
-            log.log(level, "reading model versions failed (%s); next try in %.0f s", exc, delay)
-            return delay
-        self._failures = 0
-        return self.busy_poll_s if report.more_due else self.poll_s
+        self.what = "model versions"
 
     async def poll(self) -> ModelPollReport:
         report = ModelPollReport()

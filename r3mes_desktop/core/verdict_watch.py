@@ -31,6 +31,7 @@ from r3mes_desktop.core.clock import SYSTEM_CLOCK, Clock
 from r3mes_desktop.core.errors import UNHEALTHY, classify
 from r3mes_desktop.core.events import EventBus, Notice, VerdictRecorded
 from r3mes_desktop.core.journal import Journal
+from r3mes_desktop.core.polling import BackoffPoller
 from r3mes_desktop.core.records import TransactionRecord
 from r3mes_desktop.core.resilience import ServiceCaller
 from r3mes_desktop.core.steps import SubmissionVerdict, VerdictSource
@@ -55,7 +56,7 @@ class PollReport:
     overdue: list[TransactionRecord] = field(default_factory=list)
 
 
-class VerdictWatcher:
+class VerdictWatcher(BackoffPoller):
     """Polls the chain for the verdicts of committed submissions (see the module doc);
     `poll()` once for tests, `run()` for ever in the coordinator's background."""
 
@@ -90,25 +91,7 @@ class VerdictWatcher:
         self.window = window
         self._next: dict[str, tuple[float, float]] = {}  # tx id -> (due, last delay), monotonic
         self._failures = 0  # polls in a row that found the chain down
-
-    async def run(self) -> None:
-        """Poll forever (the coordinator's background task), longer apart while the chain
-        is down."""
-        while True:
-            await self.clock.sleep(await self.poll_once())
-
-    async def poll_once(self) -> float:
-        """One poll; returns how long to wait before the next."""
-        try:
-            report = await self.poll()
-        except Exception as exc:
-            self._failures += 1
-            delay = min(self.max_delay_s, self.poll_s * 2.0**self._failures)
-            level = logging.WARNING if self._failures == 1 else logging.DEBUG  # once an outage
-            log.log(level, "reading verdicts failed (%s); next try in %.0f s", exc, delay)
-            return delay
-        self._failures = 0
-        return self.busy_poll_s if report.more_due else self.poll_s
+        self.what = "verdicts"
 
     async def poll(self) -> PollReport:
         report = PollReport()

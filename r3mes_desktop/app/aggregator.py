@@ -85,7 +85,7 @@ class Aggregator:
     async def pass_once(self) -> AggregatorReport:
         report = AggregatorReport()
         try:
-            for row in self.journal.rows(states=("decided", "signed")):
+            for row in await asyncio.to_thread(self.journal.rows, states=("decided", "signed")):
                 await self._publish(row, report)
             await self._next(report)
         except R3mesError as exc:
@@ -96,20 +96,20 @@ class Aggregator:
     async def _next(self, report: AggregatorReport) -> None:
         current = await self._chain("currentVersion", self.chain.current_version)
         last = await self._chain("lastRoundId", self.chain.last_round_id)
-        decided = {r.round_id for r in self.journal.rows()}
-        for round_id in range(self.journal.next_round(), last + 1):
+        decided = {r.round_id for r in await asyncio.to_thread(self.journal.rows)}
+        for round_id in range(await asyncio.to_thread(self.journal.next_round), last + 1):
             if round_id in decided:  # journaled before a crash: finished above, never redone
-                self.journal.seen(round_id, "published")
+                await asyncio.to_thread(self.journal.seen, round_id, "published")
                 continue
             info = await self._chain("getRound", self.chain.round_info, round_id)
             if info is None:
-                self._pass_over(report, round_id, "no such round")
+                await self._pass_over(report, round_id, "no such round")
                 continue
             if info.is_open:
                 report.waiting_for = round_id
                 return
             if info.model_version != current:
-                self._pass_over(report, round_id, f"trained on version {info.model_version}")
+                await self._pass_over(report, round_id, f"trained on version {info.model_version}")
                 continue
             miners = await self._chain("submitters", self.chain.submitters, round_id)
             subs = [
@@ -121,7 +121,7 @@ class Aggregator:
                 return
             accepted = [s for s in subs if s is not None and s.verdict == VERDICT_ACCEPTED]
             if not accepted:
-                self._pass_over(report, round_id, "no accepted update")
+                await self._pass_over(report, round_id, "no accepted update")
                 continue
             packages = []
             for sub in accepted:
@@ -149,7 +149,8 @@ class Aggregator:
             data = bytes(result["adapter"])
             cid = await asyncio.to_thread(self.store.cid_of, data)
             await asyncio.to_thread(self._keep, result["sha256"], data)
-            self.journal.decide(
+            await asyncio.to_thread(
+                self.journal.decide,
                 version_id=current + 1,
                 round_id=round_id,
                 cid=cid,
@@ -158,7 +159,7 @@ class Aggregator:
                 updates=int(result["updates"]),
                 now=self.clock.time(),
             )
-            self.journal.seen(round_id, "published")
+            await asyncio.to_thread(self.journal.seen, round_id, "published")
             log.info(
                 "version %d from round %d: %d updates, held-out loss %.4f",
                 current + 1,
@@ -166,12 +167,14 @@ class Aggregator:
                 result["updates"],
                 result["eval_loss"],
             )
-            (row,) = [r for r in self.journal.rows() if r.version_id == current + 1]
+            (row,) = [
+                r for r in await asyncio.to_thread(self.journal.rows) if r.version_id == current + 1
+            ]
             await self._publish(row, report)
             return
 
-    def _pass_over(self, report: AggregatorReport, round_id: int, why: str) -> None:
-        self.journal.seen(round_id, why)
+    async def _pass_over(self, report: AggregatorReport, round_id: int, why: str) -> None:
+        await asyncio.to_thread(self.journal.seen, round_id, why)
         report.passed_over.append((round_id, why))
 
     def _blob(self, sha256: str) -> Path:
@@ -191,7 +194,9 @@ class Aggregator:
         if current >= row.version_id:
             found = await self._chain("versions", self.chain.version_info, row.version_id)
             ours = found is not None and found.content_hash.hex() == row.sha256
-            self.journal.finished(row.version_id, "posted" if ours else "superseded")
+            await asyncio.to_thread(
+                self.journal.finished, row.version_id, "posted" if ours else "superseded"
+            )
             return
         data = await asyncio.to_thread(self._blob(row.sha256).read_bytes)
         await self.store_calls.call("add_and_pin", functools.partial(self.store.add_and_pin, data))
@@ -210,11 +215,13 @@ class Aggregator:
                 row.updates,
                 round_id=row.round_id,
             )
-            self.journal.signed(row.version_id, raw=signed.raw, tx_hash=signed.tx_hash)
+            await asyncio.to_thread(
+                self.journal.signed, row.version_id, raw=signed.raw, tx_hash=signed.tx_hash
+            )
         await self._chain("broadcast", self.chain.broadcast, signed)
         await self._chain(
             "receipt", self.chain.wait_receipt, signed.tx_hash, timeout_s=self.receipt_timeout_s
         )
-        self.journal.finished(row.version_id, "posted")
+        await asyncio.to_thread(self.journal.finished, row.version_id, "posted")
         report.published.append(row.version_id)
         log.info("published model version %d: %s", row.version_id, row.cid)

@@ -15,6 +15,7 @@ submission is tried again on the next pass; the others go on.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import functools
 import hashlib
@@ -124,7 +125,9 @@ class Validator:
 
     async def pass_once(self) -> PassReport:
         report = PassReport()
-        for row in self.journal.rows(states=("decided", "signed")):  # after a crash
+        for row in await asyncio.to_thread(
+            self.journal.rows, states=("decided", "signed")
+        ):  # after a crash
             await self._guarded(report, row.round_id, row.miner, self._post(row, report))
         last = await self._chain("lastRoundId", self.chain.last_round_id)
         for round_id in range(1, last + 1):
@@ -139,7 +142,7 @@ class Validator:
         return report
 
     async def _round(self, round_id: int, report: PassReport) -> None:
-        start = self.journal.cursor(round_id)
+        start = await asyncio.to_thread(self.journal.cursor, round_id)
         # Read before the listing: a round seen closed here takes no submission the listing
         # misses. Read after it, a submission that landed as the round closed would be
         # left unjudged for good (the round is done and never listed again).
@@ -157,7 +160,7 @@ class Validator:
                 settled_through = start + offset + 1
             all_final = all_final and bool(final)
         if settled_through > start:
-            self.journal.advance(round_id, settled_through)
+            await asyncio.to_thread(self.journal.advance, round_id, settled_through)
         if all_final and info is not None and not info.is_open:
             self._done_rounds.add(round_id)
 
@@ -174,7 +177,7 @@ class Validator:
     # -- one submission -------------------------------------------------------------------
     async def _consider(self, round_id: int, miner: str, report: PassReport) -> bool:
         """True once the submission has its verdict on chain (ours or another's)."""
-        row = self.journal.get(round_id, miner)
+        row = await asyncio.to_thread(self.journal.get, round_id, miner)
         if row is not None and row.state in ("posted", "settled"):
             return True
         sub = await self._submission(round_id, miner)
@@ -182,14 +185,20 @@ class Validator:
             return True  # not possible for an indexed submitter; nothing to judge
         if sub.has_verdict:
             if row is not None:
-                self.journal.posted(round_id, miner, now=self.clock.time(), state=self._whose(sub))
+                await asyncio.to_thread(
+                    self.journal.posted,
+                    round_id,
+                    miner,
+                    now=self.clock.time(),
+                    state=self._whose(sub),
+                )
             report.settled += 1
             return True
         if row is None:
             decided = await self._decide(sub, report)
             if not decided:
                 return False
-            row = self.journal.get(round_id, miner)
+            row = await asyncio.to_thread(self.journal.get, round_id, miner)
             assert row is not None
         return await self._post(row, report)
 
@@ -210,7 +219,8 @@ class Validator:
                 log.info("round %s miner %s: %s", sub.round_id, sub.miner, finding["cannot_verify"])
                 report.skipped += 1
                 return False
-        self.journal.decide(
+        await asyncio.to_thread(
+            self.journal.decide,
             sub.round_id,
             sub.miner,
             accepted=finding["reason"] == Reason.ACCEPTED,
@@ -298,8 +308,12 @@ class Validator:
     async def _post(self, row: VerdictRow, report: PassReport) -> bool:
         sub = await self._submission(row.round_id, row.miner)
         if sub is not None and sub.has_verdict:
-            self.journal.posted(
-                row.round_id, row.miner, now=self.clock.time(), state=self._whose(sub)
+            await asyncio.to_thread(
+                self.journal.posted,
+                row.round_id,
+                row.miner,
+                now=self.clock.time(),
+                state=self._whose(sub),
             )
             report.settled += 1
             return True
@@ -316,7 +330,9 @@ class Validator:
                 row.reason,
                 round_id=row.round_id,
             )
-            self.journal.signed(row.round_id, row.miner, raw=signed.raw, tx_hash=signed.tx_hash)
+            await asyncio.to_thread(
+                self.journal.signed, row.round_id, row.miner, raw=signed.raw, tx_hash=signed.tx_hash
+            )
         try:
             await self._chain("broadcast", self.chain.broadcast, signed)
             await self._chain(
@@ -333,7 +349,9 @@ class Validator:
                 "submissionOf", self.chain.submission_info, row.round_id, row.miner
             )
         state = "posted" if sub is None else self._whose(sub)
-        self.journal.posted(row.round_id, row.miner, now=self.clock.time(), state=state)
+        await asyncio.to_thread(
+            self.journal.posted, row.round_id, row.miner, now=self.clock.time(), state=state
+        )
         if state == "posted":
             report.posted += 1
         else:

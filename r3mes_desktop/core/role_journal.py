@@ -1,7 +1,8 @@
 """The SQLite journal a network role keeps (the validator's verdicts, the aggregator's
 versions): WAL, `synchronous=FULL` so a committed row survives power loss, and every write
 one short immediate transaction, because each row is the intent that must be durable
-before the role signs or sends anything."""
+before the role signs or sends anything. Its calls block (each write waits for an fsync):
+a role running on an event loop calls them in a thread (`asyncio.to_thread`)."""
 
 from __future__ import annotations
 

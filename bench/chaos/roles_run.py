@@ -82,21 +82,57 @@ class RiderResult:
     unreachable: int = 0  # passes cut short by the node restarting
 
 
-class ValidatorProcess:
-    """One validator's home (key file, network file, data dir) and its current process."""
+class RoleProcess:
+    """A network role's home (its key file) and its current process, run in a process group
+    of its own so that a kill reaches its worker too. Subclasses name the role and start it."""
 
-    def __init__(self, root: Path, key: bytes, *, window_s: float, poll_s: float = 0.5) -> None:
+    role = "role"
+
+    def __init__(self, root: Path, key: bytes) -> None:
         self.root = root
         self.key = key
         self.address = str(Account.from_key(key).address)
-        self.window_s = window_s
-        self.poll_s = poll_s
         self.proc: subprocess.Popen[bytes] | None = None
         self.held = False  # stopped on purpose by the harness
         root.mkdir(parents=True, exist_ok=True)
-        self.key_file = root / "validator.key"
+        self.key_file = root / f"{self.role}.key"
         self.key_file.write_text("0x" + key.hex() + "\n", encoding="utf-8")
         self.key_file.chmod(0o600)
+
+    def exited_by_itself(self) -> bool:
+        return not self.held and self.proc is not None and self.proc.poll() is not None
+
+    def kill(self) -> None:
+        """SIGKILL the role's process group (its worker too) and reap it."""
+        assert self.proc is not None
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=30)
+
+    def stop(self, limit_s: float) -> int | None:
+        """SIGTERM (it stops between submissions or passes), SIGKILL after `limit_s`."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=limit_s)
+            except subprocess.TimeoutExpired:
+                log.error("%s did not stop within %.0f s of SIGTERM: killed", self.role, limit_s)
+        code = self.proc.poll()
+        self.kill()  # any worker left in its group
+        return code
+
+
+class ValidatorProcess(RoleProcess):
+    """One validator's home (key file, network file, data dir) and its current process."""
+
+    role = "validator"
+
+    def __init__(self, root: Path, key: bytes, *, window_s: float, poll_s: float = 0.5) -> None:
+        super().__init__(root, key)
+        self.window_s = window_s
+        self.poll_s = poll_s
         self.network_file = root / "network.json"
 
     @property
@@ -133,30 +169,6 @@ class ValidatorProcess:
             start_new_session=True,  # its own group: its verifier worker dies with it
         )  # fmt: skip
         out.close()
-
-    def exited_by_itself(self) -> bool:
-        return not self.held and self.proc is not None and self.proc.poll() is not None
-
-    def kill(self) -> None:
-        """SIGKILL the validator's process group (its verifier worker too) and reap it."""
-        assert self.proc is not None
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(timeout=30)
-
-    def stop(self, limit_s: float) -> int | None:
-        """SIGTERM (the validator finishes its pass and exits), SIGKILL after `limit_s`."""
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=limit_s)
-            except subprocess.TimeoutExpired:
-                log.error("validator did not stop within %.0f s of SIGTERM: killed", limit_s)
-        code = self.proc.poll()
-        self.kill()  # any worker left in its group
-        return code
 
     def journal_states(self) -> dict[str, int]:
         """Rows of the validator's journal by state (read-only; empty if not there yet)."""
@@ -412,22 +424,16 @@ class AggregatorResult:
     exit_code: int | None = None  # of the last run, stopped with SIGTERM (0 expected)
 
 
-class AggregatorProcess:
+class AggregatorProcess(RoleProcess):
     """One aggregator's home (key file, state dir) and its current process; it reads the
     network file the validator's home holds (the same network)."""
 
+    role = "aggregator"
+
     def __init__(self, root: Path, key: bytes, *, network_file: Path, poll_s: float = 1.0) -> None:
-        self.root = root
-        self.key = key
-        self.address = str(Account.from_key(key).address)
+        super().__init__(root, key)
         self.network_file = network_file
         self.poll_s = poll_s
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.held = False  # stopped on purpose by the harness
-        root.mkdir(parents=True, exist_ok=True)
-        self.key_file = root / "aggregator.key"
-        self.key_file.write_text("0x" + key.hex() + "\n", encoding="utf-8")
-        self.key_file.chmod(0o600)
 
     @property
     def state_dir(self) -> Path:
@@ -452,33 +458,9 @@ class AggregatorProcess:
         )  # fmt: skip
         out.close()
 
-    def exited_by_itself(self) -> bool:
-        return not self.held and self.proc is not None and self.proc.poll() is not None
-
     def output_tail(self, chars: int = 600) -> str:
         log_file = self.root / "aggregator-output.log"
         return log_file.read_text(errors="replace")[-chars:] if log_file.exists() else ""
-
-    def kill(self) -> None:
-        """SIGKILL the aggregator's process group (its worker too) and reap it."""
-        assert self.proc is not None
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(timeout=30)
-
-    def stop(self, limit_s: float) -> int | None:
-        """SIGTERM (it stops between passes), SIGKILL after `limit_s`."""
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=limit_s)
-            except subprocess.TimeoutExpired:
-                log.error("aggregator did not stop within %.0f s of SIGTERM: killed", limit_s)
-        code = self.proc.poll()
-        self.kill()  # any worker left in its group
-        return code
 
     def _read(self, sql: str) -> list[tuple[Any, ...]]:
         if not self.journal.exists():

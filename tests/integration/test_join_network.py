@@ -19,51 +19,11 @@ import pytest
 
 from bench.chaos.peers import ANVIL_KEY0
 from r3mes_desktop.adapters.chain.keystore import Keystore
-from r3mes_desktop.adapters.chain.transport import RpcTransport
+from tests.helpers.role_tools import cli, key_file, send
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(400)]
 PASSWORD = "integration-password"
 FUNDER = ANVIL_KEY0  # anvil's account 0: deploys and funds
-
-
-def _cli(module: str, *args: str) -> Any:
-    done = subprocess.run(
-        [sys.executable, "-m", module, "--json", *args],
-        capture_output=True, timeout=180, env=dict(os.environ), check=False,
-    )  # fmt: skip
-    assert done.returncode == 0, (module, args, done.stdout[-2000:], done.stderr[-3000:])
-    return json.loads(done.stdout.decode())
-
-
-def _key_file(path: Path, key: str) -> Path:
-    path.write_text(key + "\n", encoding="utf-8")
-    path.chmod(0o600)
-    return path
-
-
-async def _send(url: str, to: str, value: int) -> None:
-    """Send `value` wei from the funder to `to` and wait for it to be mined."""
-    from eth_account import Account
-
-    transport = RpcTransport(url)
-    try:
-        account = Account.from_key(FUNDER)
-        max_fee, tip = await transport.fee_params()
-        signed = account.sign_transaction({
-            "type": 2, "chainId": await transport.chain_id(),
-            "nonce": await transport.nonce(account.address), "to": to, "value": value,
-            "gas": 21_000, "maxFeePerGas": max_fee, "maxPriorityFeePerGas": tip,
-        })  # fmt: skip
-        tx_hash = await transport.send_raw(bytes(signed.raw_transaction))
-        for _ in range(100):
-            receipt = await transport.receipt(tx_hash)
-            if receipt is not None:
-                assert receipt["status"] == 1, receipt
-                return
-            await asyncio.sleep(0.1)
-        raise AssertionError(f"{tx_hash} not mined")
-    finally:
-        await transport.close()
 
 
 def _miner(args: list[str], env: dict[str, str], *, ok: tuple[int, ...] = (0,)) -> Any:
@@ -89,9 +49,9 @@ def _wait_for(path: Path, texts: list[str], proc: subprocess.Popen[bytes], withi
 
 async def test_join_check_and_run_say_where_the_miner_is(anvil, jsipfs, tmp_path) -> None:
     state = tmp_path / "operator"
-    op_key = _key_file(tmp_path / "operator.key", FUNDER)
+    op_key = key_file(tmp_path / "operator.key", FUNDER)
     net_file = tmp_path / "network.json"
-    _cli(
+    cli(
         "r3mes_desktop.cli.operator", "deploy", "--rpc-url", anvil, "--key-file", str(op_key),
         "--out", str(net_file), "--ipfs-api", jsipfs, "--name", "it", "--state-dir", str(state),
     )  # fmt: skip
@@ -121,7 +81,7 @@ async def test_join_check_and_run_say_where_the_miner_is(anvil, jsipfs, tmp_path
     settings = (home / "config" / "settings.toml").read_text()
     assert network["contract_address"] in settings and 'network_name = "it"' in settings
 
-    await _send(anvil, address, 10**19)
+    await send(anvil, FUNDER, address, value=10**19)
     checked = _miner(["check"], env)
     assert checked["ok"], checked
     assert {c["status"] for c in checked["checks"]} == {"passed"}, checked
@@ -130,8 +90,8 @@ async def test_join_check_and_run_say_where_the_miner_is(anvil, jsipfs, tmp_path
     # open-round counts --deadline-in from the latest block: mine a fresh one first, and
     # leave room for the operator's own start (seconds on a loaded machine), or the deadline
     # lands before the opening block itself ("deadline in the past")
-    await _send(anvil, address, 1)
-    opened = _cli(
+    await send(anvil, FUNDER, address, value=1)
+    opened = cli(
         "r3mes_desktop.cli.operator", "open-round", *op, "--round-id", "1", "--steps", "8",
         "--preset", "tiny", "--deadline-in", "15",
     )  # fmt: skip

@@ -25,47 +25,11 @@ from r3mes_desktop.adapters.chain.keystore import Keystore
 from r3mes_desktop.adapters.chain.transport import RpcTransport
 from r3mes_desktop.core.pow import pow_digest
 from r3mes_desktop.core.workproof import Reason
+from tests.helpers.role_tools import cli, key_file, send
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 FUNDER = ANVIL_KEY0
 PASSWORD = "integration-password"
-
-
-def _cli(module: str, *args: str, env: dict[str, str] | None = None, timeout: float = 180):
-    done = subprocess.run(
-        [sys.executable, "-m", module, "--json", *args],
-        capture_output=True, timeout=timeout, env=env or dict(os.environ), check=False,
-    )  # fmt: skip
-    assert done.returncode == 0, (module, args, done.stdout[-2000:], done.stderr[-3000:])
-    return json.loads(done.stdout.decode())
-
-
-async def _send(url: str, key: str, to: str, *, data: bytes = b"", value: int = 0) -> None:
-    transport = RpcTransport(url)
-    try:
-        account = Account.from_key(key)
-        max_fee, tip = await transport.fee_params()
-        signed = account.sign_transaction({
-            "type": 2, "chainId": await transport.chain_id(),
-            "nonce": await transport.nonce(account.address), "to": to, "data": data,
-            "value": value, "gas": 400_000, "maxFeePerGas": max_fee, "maxPriorityFeePerGas": tip,
-        })  # fmt: skip
-        tx_hash = await transport.send_raw(bytes(signed.raw_transaction))
-        for _ in range(100):
-            receipt = await transport.receipt(tx_hash)
-            if receipt is not None:
-                assert receipt["status"] == 1, receipt
-                return
-            await asyncio.sleep(0.1)
-        raise AssertionError(f"{tx_hash} not mined")
-    finally:
-        await transport.close()
-
-
-def _key_file(path: Path, key: str) -> Path:
-    path.write_text(key + "\n", encoding="utf-8")
-    path.chmod(0o600)
-    return path
 
 
 def _miner_home(root: Path, name: str) -> tuple[Path, str]:
@@ -110,15 +74,15 @@ def _solve(gradient_hash: bytes, miner: str, round_id: int, difficulty: int) -> 
 
 async def test_operator_miners_free_rider_and_a_killed_validator(anvil, jsipfs, tmp_path) -> None:
     state = tmp_path / "operator"
-    op_key = _key_file(tmp_path / "operator.key", ANVIL_KEY0)
+    op_key = key_file(tmp_path / "operator.key", ANVIL_KEY0)
     net_file = tmp_path / "network.json"
-    deployed = _cli(
+    deployed = cli(
         "r3mes_desktop.cli.operator", "deploy", "--rpc-url", anvil, "--key-file", str(op_key),
         "--out", str(net_file), "--ipfs-api", jsipfs, "--name", "it", "--state-dir", str(state),
     )  # fmt: skip
     network = json.loads(net_file.read_text())
     assert network["contract_address"] == deployed["contract_address"]
-    again = _cli(
+    again = cli(
         "r3mes_desktop.cli.operator", "deploy", "--rpc-url", anvil, "--key-file", str(op_key),
         "--out", str(net_file), "--ipfs-api", jsipfs, "--state-dir", str(state),
     )  # fmt: skip
@@ -128,26 +92,24 @@ async def test_operator_miners_free_rider_and_a_killed_validator(anvil, jsipfs, 
     rider = Account.create()
     homes = [_miner_home(tmp_path, f"miner{i}") for i in (1, 2)]
     for address in [validator.address, rider.address, *(a for _, a in homes)]:
-        await _send(anvil, FUNDER, address, value=10**19)
-    v_key = _key_file(tmp_path / "validator.key", "0x" + bytes(validator.key).hex())
+        await send(anvil, FUNDER, address, value=10**19)
+    v_key = key_file(tmp_path / "validator.key", "0x" + bytes(validator.key).hex())
     op = ["--network", str(net_file), "--key-file", str(op_key), "--state-dir", str(state)]
-    _cli("r3mes_desktop.cli.operator", "add-validator", *op, validator.address)
-    assert not _cli("r3mes_desktop.cli.operator", "add-validator", *op, validator.address)[
-        "changed"
-    ]
+    cli("r3mes_desktop.cli.operator", "add-validator", *op, validator.address)
+    assert not cli("r3mes_desktop.cli.operator", "add-validator", *op, validator.address)["changed"]
     # The rounds train on real text: our own docs, published as a byte-level dataset.
     corpus = Path(__file__).parents[2] / "docs" / "validation.md"
-    dataset = _cli("r3mes_desktop.cli.operator", "publish-dataset", "--network", str(net_file),
+    dataset = cli("r3mes_desktop.cli.operator", "publish-dataset", "--network", str(net_file),
                    str(corpus))  # fmt: skip
     on_text = ["--dataset-cid", dataset["dataset_cid"], "--dataset-sha256",
                dataset["dataset_sha256"]]  # fmt: skip
     for round_id in (1, 2):
-        opened = _cli(
+        opened = cli(
             "r3mes_desktop.cli.operator", "open-round", *op, "--round-id", str(round_id),
             "--steps", "8", "--preset", "tiny", "--difficulty", "16", "--reward", "40", *on_text,
         )  # fmt: skip
         assert opened["opened"]
-    assert not _cli("r3mes_desktop.cli.operator", "open-round", *op, "--round-id", "1")["opened"]
+    assert not cli("r3mes_desktop.cli.operator", "open-round", *op, "--round-id", "1")["opened"]
 
     miners = []
     for home, _ in homes:
@@ -175,10 +137,10 @@ async def test_operator_miners_free_rider_and_a_killed_validator(anvil, jsipfs, 
     finally:
         await transport.close()
     nonce = _solve(bytes(ghash), rider.address, 2, 16)
-    await _send(anvil, "0x" + bytes(rider.key).hex(), contract,
+    await send(anvil, "0x" + bytes(rider.key).hex(), contract,
                 data=encode_call("submitGradient", 2, cid, bytes(ghash), nonce))  # fmt: skip
     # ...and answers the challenge with the copied miner's openings, all it can get.
-    await _send(anvil, "0x" + bytes(rider.key).hex(), contract,
+    await send(anvil, "0x" + bytes(rider.key).hex(), contract,
                 data=encode_call("completeTask", 2, openings))  # fmt: skip
 
     v_dir = tmp_path / "validator"
@@ -196,8 +158,8 @@ async def test_operator_miners_free_rider_and_a_killed_validator(anvil, jsipfs, 
         await asyncio.sleep(0.05)
     os.killpg(killed.pid, signal.SIGKILL)
     killed.wait(timeout=30)
-    await _send(anvil, FUNDER, validator.address, value=1)  # chain time moves on (window)
-    final = _cli("r3mes_desktop.cli.validator", *v_args, "--passes", "3", timeout=400)
+    await send(anvil, FUNDER, validator.address, value=1)  # chain time moves on (window)
+    final = cli("r3mes_desktop.cli.validator", *v_args, "--passes", "3", timeout=400)
     assert final["errors"] == []
 
     transport = RpcTransport(anvil)
@@ -222,17 +184,17 @@ async def test_operator_miners_free_rider_and_a_killed_validator(anvil, jsipfs, 
         assert await transport.nonce(validator.address) == 5
     finally:
         await transport.close()
-    status = _cli("r3mes_desktop.cli.validator", "status", "--data-dir", str(v_dir))
+    status = cli("r3mes_desktop.cli.validator", "status", "--data-dir", str(v_dir))
     assert sorted(r["state"] for r in status["verdicts"]) == ["posted"] * 5
 
     # The aggregator (killed with -9 once it journaled a version) turns round 1 into model
     # version 1 exactly once; round 2 trained on version 0 and is passed over.
     aggregator = Account.create()
-    await _send(anvil, FUNDER, aggregator.address, value=10**19)
-    a_key = _key_file(tmp_path / "aggregator.key", "0x" + bytes(aggregator.key).hex())
+    await send(anvil, FUNDER, aggregator.address, value=10**19)
+    a_key = key_file(tmp_path / "aggregator.key", "0x" + bytes(aggregator.key).hex())
     for round_id in ("1", "2"):
-        _cli("r3mes_desktop.cli.operator", "close-round", *op, round_id)
-    _cli("r3mes_desktop.cli.operator", "add-aggregator", *op, aggregator.address)
+        cli("r3mes_desktop.cli.operator", "close-round", *op, round_id)
+    cli("r3mes_desktop.cli.operator", "add-aggregator", *op, aggregator.address)
     a_state = tmp_path / "aggregator"
     a_args = ["aggregate", "--network", str(net_file), "--key-file", str(a_key),
               "--state-dir", str(a_state)]  # fmt: skip
@@ -249,7 +211,7 @@ async def test_operator_miners_free_rider_and_a_killed_validator(anvil, jsipfs, 
     with contextlib.suppress(ProcessLookupError):
         os.killpg(killed.pid, signal.SIGKILL)
     killed.wait(timeout=30)
-    aggregated = _cli("r3mes_desktop.cli.operator", *a_args, "--passes", "3", timeout=300)
+    aggregated = cli("r3mes_desktop.cli.operator", *a_args, "--passes", "3", timeout=300)
     assert aggregated["current_version"] == 1 and aggregated["errors"] == []
 
     transport = RpcTransport(anvil)
@@ -268,7 +230,7 @@ async def test_operator_miners_free_rider_and_a_killed_validator(anvil, jsipfs, 
 
     # A round opened now trains on version 1: a miner fetches it from IPFS, trains from it,
     # and the validator (fetching it too) accepts the work.
-    opened = _cli("r3mes_desktop.cli.operator", "open-round", *op, "--round-id", "3",
+    opened = cli("r3mes_desktop.cli.operator", "open-round", *op, "--round-id", "3",
                   "--steps", "8", "--preset", "tiny", "--difficulty", "16", *on_text)  # fmt: skip
     assert opened["model_version"] == 1
     home, address = homes[1]
@@ -282,7 +244,7 @@ async def test_operator_miners_free_rider_and_a_killed_validator(anvil, jsipfs, 
     out.close()
     assert third.wait(timeout=300) == 0, (home / "out3.log").read_text()[-3000:]
     assert list((home / "data" / "models").glob("*.safetensors"))  # fetched and cached
-    final = _cli("r3mes_desktop.cli.validator", *v_args, "--passes", "2", timeout=300)
+    final = cli("r3mes_desktop.cli.validator", *v_args, "--passes", "2", timeout=300)
     transport = RpcTransport(anvil)
     try:
         raw = await transport.call({"to": contract, "data": encode_call(

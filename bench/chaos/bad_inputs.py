@@ -63,7 +63,7 @@ SETTINGS_CASES: list[tuple[dict[str, Any], str, str]] = [
     ({"pow_difficulty": 40}, "pow_difficulty", "16–32"),
     ({"chain_rpc_urls": ["ftp://node.example"]}, "chain_rpc_urls", "url"),
     ({"contract_address": "0x1234"}, "contract_address", "0x"),
-    ({"training_device": "tpu"}, "training_device", "cuda"),
+    ({"mining_devices": ["tpu"]}, "mining_devices", "cuda:n"),
     ({"api_host": "example.com"}, "api_host", "ip"),
     ({"api_port": 80}, "api_port", "1024–65535"),
     ({"email_enabled": True}, "smtp_host", "required"),

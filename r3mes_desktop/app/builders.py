@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from r3mes_desktop.adapters.faults import FaultInjector
     from r3mes_desktop.adapters.ipfs.client import IpfsClient
     from r3mes_desktop.adapters.mining.pow import ProcessPow
+    from r3mes_desktop.adapters.mining.settings import MiningConfig
     from r3mes_desktop.adapters.mining.worker import ProcessTrainer
     from r3mes_desktop.core.clock import Clock
     from r3mes_desktop.core.coordinator import Coordinator
@@ -97,17 +98,26 @@ def build_keystore(*, data_dir: Path) -> Keystore:
     return Keystore(data_dir / "keys")
 
 
-def build_trainer(*, settings: Settings, data_dir: Path, bus: EventBus) -> ProcessTrainer:
-    """The training worker process; `mps` is left to the worker's own device choice."""
+def mining_config(*, settings: Settings, device: str) -> MiningConfig:
+    """The training worker's config for one device, from the settings."""
     from r3mes_desktop.adapters.mining.settings import MiningConfig
-    from r3mes_desktop.adapters.mining.worker import ProcessTrainer
 
-    config = MiningConfig(
-        device=settings.training_device if settings.training_device != "mps" else "auto",
+    return MiningConfig(
+        device=device if device != "mps" else "auto",
         max_gradient_size_mb=float(settings.max_gradient_size_mb),
         checkpoint_interval=settings.checkpoint_interval,
         preset=settings.model_preset,
     )
+
+
+def build_trainer(
+    *, settings: Settings, data_dir: Path, bus: EventBus, device: str = "auto"
+) -> ProcessTrainer:
+    """The training worker process for one device (`mps` is left to the worker's own
+    device choice)."""
+    from r3mes_desktop.adapters.mining.worker import ProcessTrainer
+
+    config = mining_config(settings=settings, device=device)
     return ProcessTrainer(config, checkpoint_root=data_dir / "checkpoints", bus=bus)
 
 

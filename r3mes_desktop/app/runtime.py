@@ -329,8 +329,10 @@ class Runtime:
         return {"chain": urls[0] if urls else None, "ipfs": self.settings.ipfs_api_address}
 
     def device_name(self) -> str:
-        wanted = self.settings.training_device if self.settings is not None else "auto"
-        return {"auto": "auto (CPU unless a GPU is found)", "cpu": "CPU"}.get(wanted, wanted)
+        wanted = self.settings.mining_devices if self.settings is not None else ()
+        if not wanted:
+            return "auto (every GPU found, else the CPU)"
+        return ", ".join("CPU" if device == "cpu" else device for device in wanted)
 
     async def chain_info(self) -> dict[str, Any]:
         if self.chain is None:

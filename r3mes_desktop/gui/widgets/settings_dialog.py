@@ -65,7 +65,6 @@ LIMITS = (
     FieldSpec("retry_max_delay", "Backoff max (s)"),
     FieldSpec("retry_backoff_factor", "Backoff factor"),
     FieldSpec("pow_difficulty", "PoW difficulty (bits)"),
-    FieldSpec("training_device", "Training device"),
     FieldSpec("model_preset", "Model size", "choice"),
 )
 NOTIFICATIONS = (
@@ -88,7 +87,7 @@ RESTART_FIELDS = frozenset(
         "ipfs_api_address",
         "contract_address",
         "network_name",
-        "training_device",
+        "mining_devices",
         "model_preset",
     }
 )

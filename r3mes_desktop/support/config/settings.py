@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, ValidationInfo, field_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -28,7 +28,7 @@ from pydantic_settings import (
 from r3mes_desktop.core.governor import Window
 
 ENV_PREFIX = "R3MES_"
-_DEVICE = re.compile(r"^(auto|cpu|cuda|cuda:\d{1,2}|mps)$")
+_DEVICE = re.compile(r"^(cpu|cuda:\d{1,2}|mps)$")
 _ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _URL = re.compile(r"^(https?|wss?)://[^\s/?#]+(?:[/?#]\S*)?$", re.IGNORECASE)
@@ -103,8 +103,17 @@ class Settings(BaseSettings):
     # the joined network file's name, so the miner can say where it is connected
     network_name: str = _f("", "up to 100 characters; empty = unnamed", max_length=100)
 
-    # training
-    training_device: str = _f("auto", "auto, cpu, cuda, cuda:N or mps")
+    # training: where and with how much of the machine (devices are detected: core.devices)
+    mining_devices: StrList = _f(
+        (), "a list of devices (cpu, cuda:N, mps); empty = every GPU found, else the CPU"
+    )
+    training_threads: int = _f(0, "0 = all cores but one, or 1–256 threads", ge=0, le=256)
+    pow_threads: int = _f(0, "0 = the cores training leaves, or 1–256 processes", ge=0, le=256)
+    process_priority: Literal["normal", "low", "idle"] = _f("low", "normal, low or idle")
+    memory_budget_mb: int = _f(0, "0 = no budget, or 256–1048576 MB", ge=0, le=1_048_576)
+    gpu_vram_cap_mb: int = _f(0, "0 = no cap, or 256–1048576 MB per GPU", ge=0, le=1_048_576)
+    gpu_power_target_w: float = _f(0.0, "0 = off, or 30–1500 W per GPU", ge=0, le=1500)
+    start_at_login: bool = _f(False, "true or false")
     # Model size of the devnet's rounds, and of a real round that names none (mining presets).
     model_preset: Literal["tiny", "default", "large"] = _f("default", "tiny, default or large")
     checkpoint_interval: int = _f(50, "1–100000 steps", ge=1, le=100000)
@@ -178,7 +187,12 @@ class Settings(BaseSettings):
     # -- field rules ----------------------------------------------------------------------------
 
     @field_validator(
-        "chain_rpc_urls", "email_to", "governor_pause_while", "governor_windows", mode="before"
+        "chain_rpc_urls",
+        "email_to",
+        "governor_pause_while",
+        "governor_windows",
+        "mining_devices",
+        mode="before",
     )
     @classmethod
     def _lists(cls, value: Any) -> Any:
@@ -213,12 +227,44 @@ class Settings(BaseSettings):
             raise ValueError("not a contract address")
         return value
 
-    @field_validator("training_device")
+    @model_validator(mode="before")
     @classmethod
-    def _device(cls, value: str) -> str:
-        value = value.strip().lower()
-        if not _DEVICE.match(value):
-            raise ValueError("unknown device")
+    def _legacy_device(cls, data: Any) -> Any:
+        """A settings file from before device detection names one `training_device`; it
+        becomes the device list (auto: empty), so an upgrade loses nothing."""
+        if isinstance(data, dict) and "training_device" in data:
+            data = dict(data)
+            legacy = str(data.pop("training_device")).strip().lower()
+            if "mining_devices" not in data:
+                named = {"": [], "auto": [], "cuda": ["cuda:0"]}
+                data["mining_devices"] = named.get(legacy, [legacy])
+        return data
+
+    @field_validator("mining_devices")
+    @classmethod
+    def _devices(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        devices = tuple(text.strip().lower() for text in value)
+        for device in devices:
+            if not _DEVICE.match(device):
+                raise ValueError(f"unknown device {device!r}")
+        if len(set(devices)) != len(devices):
+            raise ValueError("a device is listed twice")
+        if "cpu" in devices and len(devices) > 1:
+            raise ValueError("the CPU mines alone: list GPUs, or the CPU")
+        return devices
+
+    @field_validator("memory_budget_mb", "gpu_vram_cap_mb")
+    @classmethod
+    def _megabytes(cls, value: int) -> int:
+        if value and value < 256:
+            raise ValueError("must be 0 (none) or at least 256 MB")
+        return value
+
+    @field_validator("gpu_power_target_w")
+    @classmethod
+    def _power(cls, value: float) -> float:
+        if value and value < 30:
+            raise ValueError("must be 0 (off) or 30–1500 W")
         return value
 
     @field_validator("governor_windows")

@@ -47,7 +47,7 @@ def test_defaults_are_the_seeds_values() -> None:
     ) == (300, 3, 1.0, 60.0, 2.0, 100, 10, 20)
     assert s.uses_devnet and s.chain_rpc_urls == () and s.ipfs_api_address == ""
     assert s.api_host == "127.0.0.1" and not s.api_enabled
-    assert s.fault_plan is None and s.training_device == "auto"
+    assert s.fault_plan is None and s.mining_devices == ()
 
 
 def test_precedence_defaults_then_toml_then_env(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -89,7 +89,7 @@ def test_env_values_are_parsed(monkeypatch: pytest.MonkeyPatch) -> None:
         "R3MES_RETRY_BACKOFF_FACTOR": "3",
         "R3MES_MAX_GRADIENT_SIZE_MB": "50",
         "R3MES_API_ENABLED": "true",
-        "R3MES_TRAINING_DEVICE": "CUDA:1",
+        "R3MES_MINING_DEVICES": "CUDA:1, cuda:0",
         "R3MES_CHAIN_ID": "",
         "R3MES_EMAIL_TO": "a@x.org,b@y.org",
     }.items():
@@ -97,7 +97,7 @@ def test_env_values_are_parsed(monkeypatch: pytest.MonkeyPatch) -> None:
     s = load_settings()
     assert (s.transaction_timeout, s.retry_initial_delay, s.retry_max_delay) == (120, 0.5, 30)
     assert (s.retry_backoff_factor, s.max_gradient_size_mb, s.api_enabled) == (3, 50, True)
-    assert s.training_device == "cuda:1" and s.chain_id is None
+    assert s.mining_devices == ("cuda:1", "cuda:0") and s.chain_id is None
     assert s.email_to == ("a@x.org", "b@y.org")
 
 
@@ -123,7 +123,15 @@ INVALID: list[tuple[str, Any, str, str]] = [
     ("chain_id", 0, "out of range", "a positive integer or empty"),
     ("ipfs_api_address", "localhost:5001", "not a multiaddr or URL", "a multiaddr"),
     ("contract_address", "0x1234", "not a contract address", "0x followed by 40 hex digits"),
-    ("training_device", "gpu", "unknown device", "auto, cpu, cuda, cuda:N or mps"),
+    ("mining_devices", ["gpu"], "unknown device 'gpu'", "a list of devices (cpu, cuda:N, mps)"),
+    ("mining_devices", ["cpu", "cuda:0"], "the CPU mines alone", "a list of devices"),
+    ("mining_devices", ["cuda:0", "cuda:0"], "a device is listed twice", "a list of devices"),
+    ("training_threads", 257, "out of range", "0 = all cores but one, or 1–256 threads"),
+    ("pow_threads", -1, "out of range", "0 = the cores training leaves, or 1–256 processes"),
+    ("process_priority", "high", "invalid", "normal, low or idle"),
+    ("memory_budget_mb", 100, "must be 0 (none) or at least 256 MB", "0 = no budget"),
+    ("gpu_vram_cap_mb", 10, "must be 0 (none) or at least 256 MB", "0 = no cap"),
+    ("gpu_power_target_w", 5, "must be 0 (off) or 30–1500 W", "0 = off, or 30–1500 W"),
     ("model_preset", "huge", "invalid", "tiny, default or large"),
     ("checkpoint_interval", 0, "out of range", "1–100000 steps"),
     ("breaker_window_size", 0, "out of range", "1–1000 calls"),
@@ -160,6 +168,7 @@ INVALID: list[tuple[str, Any, str, str]] = [
     ("governor_gpu_temp_limit", 30, "must be 0 (off) or 40–100", "0 = off, or 40–100 °C"),
     ("governor_gpu_temp_limit", 101, "out of range", "0 = off, or 40–100 °C"),
     ("governor_gpu_temp_delta", 0.5, "out of range", "1–30 °C below the limit"),
+    ("start_at_login", "sometimes", "invalid", "true or false"),
 ]
 
 
@@ -195,14 +204,14 @@ def test_env_error_message_exactly(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_all_errors_are_collected_from_all_sources(monkeypatch: pytest.MonkeyPatch) -> None:
-    write_toml("max_retries = 99\ntraining_device = 'tpu'\n")
+    write_toml("max_retries = 99\nmining_devices = ['tpu']\n")
     monkeypatch.setenv("R3MES_POW_DIFFICULTY", "12")
     monkeypatch.setenv("R3MES_API_PORT", "http")
     with pytest.raises(SettingsError) as info:
         load_settings()
     assert set(info.value.errors) == {
         "max_retries",
-        "training_device",
+        "mining_devices",
         "pow_difficulty",
         "api_port",
     }
@@ -357,3 +366,13 @@ def test_governor_lists_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
     s = load_settings()
     assert s.governor_pause_while == ("steam", "zoom")
     assert s.governor_windows == ("sat:09:00-17:00", "sun:22:00-06:00")
+
+
+@pytest.mark.parametrize(
+    ("legacy", "devices"),
+    [("auto", ()), ("cpu", ("cpu",)), ("cuda", ("cuda:0",)), ("cuda:1", ("cuda:1",))],
+)
+def test_a_settings_file_naming_training_device_still_loads(legacy: str, devices: Any) -> None:
+    """Files written before devices were detected name one `training_device`."""
+    write_toml(f"training_device = '{legacy}'\n")
+    assert load_settings().mining_devices == devices

@@ -38,6 +38,13 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--start", action="store_true", help="start mining once ready")
     parser.add_argument(
+        "--minimised",
+        "--minimized",
+        dest="minimised",
+        action="store_true",
+        help="start hidden in the system tray (minimised if there is no tray): start at login",
+    )
+    parser.add_argument(
         "--startup-probe",
         action="store_true",
         help="print seconds to the first painted window, then quit (bench.gui uses it)",
@@ -121,8 +128,8 @@ def _main(args: argparse.Namespace, started: float) -> int:
     window = MainWindow(_Starting(bus), log_handler=log_pane)
     instance.activated.connect(window.bring_to_front)
     first_paint = FirstPaint(window)
-    window.show()
-    _paint_now(app, first_paint, patience_s=10.0 if args.startup_probe else 0.3)
+    if show_window(window, minimised=args.minimised and not args.startup_probe):
+        _paint_now(app, first_paint, patience_s=10.0 if args.startup_probe else 0.3)
     if args.startup_probe:
         torch = "torch" in sys.modules  # the GUI process must not have imported it
         print(f"first-paint-s {time.perf_counter() - started:.4f} torch-imported {torch}")
@@ -206,6 +213,24 @@ class _Starting:
 
     def apply_settings(self, settings: Settings) -> list[str]:
         self._not_open()
+
+
+def show_window(window: Any, *, minimised: bool) -> bool:
+    """Show the window, or (`--minimised`, the start-at-login entry) leave it in the tray.
+
+    Returns whether the window was shown normally (the caller then waits for its first
+    paint). Without a tray there is nothing to click to bring a hidden window back, so it
+    is shown minimised instead, and the log says why.
+    """
+    if not minimised:
+        window.show()
+        return True
+    if window.tray is not None:
+        log.info("started minimised: the window is in the system tray")
+        return False
+    log.info("started minimised to the taskbar: no system tray is available to hide it in")
+    window.showMinimized()
+    return False
 
 
 def _paint_now(app: Any, first_paint: FirstPaint, *, patience_s: float) -> None:

@@ -9,6 +9,7 @@ the real runtime instead (tests/unit/gui/test_window_devnet.py).
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import Mapping
@@ -16,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from r3mes_desktop.adapters.governor.devices import Detected
+from r3mes_desktop.core.devices import DeviceInfo
 from r3mes_desktop.core.events import (
     EventBus,
     MinerStateChanged,
@@ -412,6 +415,17 @@ class FakeRuntime:
         self.keystore: Keystore | None = None
         self.chain_down = False
         self.applied: list[Settings] = []
+        self.not_live: list[str] = []  # what apply_settings says needs a restart
+        self.detected = Detected(
+            devices=(
+                DeviceInfo("cpu", "Test CPU", memory_mb=16384, cores=8),
+                DeviceInfo("cuda:0", "NVIDIA H200", memory_mb=143771, driver="580.159.04"),
+                DeviceInfo("cuda:1", "NVIDIA H200", memory_mb=143771, driver="580.159.04"),
+            ),
+            notes=("nvidia-ml-py is not installed: no driver version or temperatures",),
+        )
+        self.detection_gate: asyncio.Event | None = None  # set: detection waits for it
+        self.governor_decision: Any = None
 
     def endpoints(self) -> dict[str, str | None]:
         return {"chain": "http://127.0.0.1:8545", "ipfs": "http://127.0.0.1:5001"}
@@ -427,10 +441,15 @@ class FakeRuntime:
     def device_name(self) -> str:
         return "CPU"
 
+    async def detect_devices(self) -> Detected:
+        if self.detection_gate is not None:
+            await self.detection_gate.wait()
+        return self.detected
+
     def apply_settings(self, settings: Settings) -> list[str]:
         self.applied.append(settings)
         self.settings = settings
-        return []
+        return list(self.not_live)
 
 
 class FlakyStore:

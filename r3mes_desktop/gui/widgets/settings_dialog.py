@@ -1,4 +1,4 @@
-"""Settings dialog: Account, Network, Limits, Notifications.
+"""Settings dialog: Account, Network, Limits, Resources, Notifications.
 
 Network also joins a network from its file or URL and checks the connection
 (`widgets.network_join`): joining fills the Network fields, which OK/Apply saves like any
@@ -9,6 +9,12 @@ shows the validator's exact message (field, env var, value, accepted range) unde
 OK/Apply stay disabled while anything is wrong. Apply is all-or-nothing: secrets and the
 settings file are written only after everything validated, a failed write restores the old
 secrets, and the runtime is told afterwards so values that can change live do.
+
+Resources (`widgets.resources_tab`) edits figures in spin boxes and lists item by item;
+its editors are registered here like the line edits of the other tabs, so they validate
+and save the same way. Start at login is the platform's autostart entry
+(`support.autostart`): it is switched before the settings file is written and switched
+back if that write fails, so the file and the entry never disagree.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from r3mes_desktop.gui.ports import RuntimePort
 from r3mes_desktop.gui.qt import QtWidgets, Signal
+from r3mes_desktop.gui.widgets.resources_tab import FieldEditor, set_spin
 from r3mes_desktop.support.config import (
     Settings,
     SettingsError,
@@ -33,6 +40,8 @@ from r3mes_desktop.support.secrets import SLACK_WEBHOOK_URL, SMTP_PASSWORD, Secr
 
 if TYPE_CHECKING:
     from r3mes_desktop.app.preflight import Target
+    from r3mes_desktop.gui.widgets.resources_tab import ResourcesTab
+    from r3mes_desktop.support.autostart import Autostart
 
 log = logging.getLogger(__name__)
 
@@ -87,11 +96,11 @@ RESTART_FIELDS = frozenset(
         "ipfs_api_address",
         "contract_address",
         "network_name",
-        "mining_devices",
         "model_preset",
     }
 )
-"""Changing these needs a restart of the mining runtime; everything else applies live."""
+"""Changing these needs a restart of the mining runtime; so do those the runtime's
+`apply_settings` returns (what it could not apply live)."""
 
 
 def _text_of(value: Any) -> str:
@@ -106,6 +115,41 @@ def _choices(name: str) -> list[str]:
     return [str(v) for v in get_args(Settings.model_fields[name].annotation)]
 
 
+def _system_autostart() -> Autostart:
+    from r3mes_desktop.support.autostart import autostart
+
+    return autostart()
+
+
+def read_field(widget: QtWidgets.QWidget) -> Any:
+    """A field editor's value as the validator takes it."""
+    if isinstance(widget, QtWidgets.QCheckBox):
+        return widget.isChecked()
+    if isinstance(widget, QtWidgets.QComboBox):
+        return widget.currentText()
+    if isinstance(widget, QtWidgets.QLineEdit):
+        return widget.text().strip()
+    if isinstance(widget, QtWidgets.QSpinBox | QtWidgets.QDoubleSpinBox):
+        return widget.value()
+    if isinstance(widget, FieldEditor):
+        return widget.value()
+    raise TypeError(f"not a field editor: {type(widget).__name__}")
+
+
+def write_field(widget: QtWidgets.QWidget, value: Any) -> None:
+    """Show `value` in a field editor, as typing or clicking would."""
+    if isinstance(widget, QtWidgets.QCheckBox):
+        widget.setChecked(bool(value))
+    elif isinstance(widget, QtWidgets.QComboBox):
+        widget.setCurrentText(str(value))
+    elif isinstance(widget, QtWidgets.QLineEdit):
+        widget.setText(_text_of(value))
+    elif isinstance(widget, QtWidgets.QSpinBox | QtWidgets.QDoubleSpinBox):
+        set_spin(widget, value)
+    elif isinstance(widget, FieldEditor):
+        widget.set_value(tuple(value) if isinstance(value, tuple | list) else (str(value),))
+
+
 class SettingsDialog(QtWidgets.QDialog):
     applied = Signal(str)  # a sentence saying what changed
 
@@ -116,6 +160,7 @@ class SettingsDialog(QtWidgets.QDialog):
         parent: QtWidgets.QWidget | None = None,
         secrets: SecretsStore | None = None,
         save: Callable[[Settings], Any] = save_settings,
+        autostart: Callable[[], Autostart] = _system_autostart,
     ) -> None:
         super().__init__(parent)
         self.setWindowTitle("Settings — R3MES Desktop")
@@ -126,6 +171,7 @@ class SettingsDialog(QtWidgets.QDialog):
         self.settings: Settings = runtime.settings
         self.secrets = secrets if secrets is not None else SecretsStore()
         self._save = save
+        self._autostart = autostart
         self.widgets: dict[str, QtWidgets.QWidget] = {}
         self.error_labels: dict[str, QtWidgets.QLabel] = {}
         self.errors: dict[str, str] = {}
@@ -137,6 +183,7 @@ class SettingsDialog(QtWidgets.QDialog):
         self.tabs.addTab(self._account_tab(), "Account")
         self.tabs.addTab(self._network_tab(), "Network")
         self.tabs.addTab(self._form(LIMITS), "Limits")
+        self.tabs.addTab(self._resources_tab(), "Resources")
         self.tabs.addTab(self._notifications_tab(), "Notifications")
         self.general_error = QtWidgets.QLabel()
         self.general_error.setObjectName("settings-general-error")
@@ -157,6 +204,7 @@ class SettingsDialog(QtWidgets.QDialog):
         layout.addWidget(self.buttons)
         self.resize(700, 600)
         self.load(self.settings)
+        self.resources.detect()
 
     # -- building ------------------------------------------------------------------------
     def _account_tab(self) -> QtWidgets.QWidget:
@@ -164,6 +212,12 @@ class SettingsDialog(QtWidgets.QDialog):
 
         self.account = AccountTab(self.runtime)
         return self.account
+
+    def _resources_tab(self) -> QtWidgets.QWidget:
+        from r3mes_desktop.gui.widgets.resources_tab import ResourcesTab
+
+        self.resources: ResourcesTab = ResourcesTab(self.runtime, self._register)
+        return self.resources
 
     def _network_tab(self) -> QtWidgets.QWidget:
         page = self._form(NETWORK)
@@ -263,41 +317,53 @@ class SettingsDialog(QtWidgets.QDialog):
         return page
 
     def _make_widget(self, spec: FieldSpec) -> QtWidgets.QWidget:
-        tip = f"{spec.name} — accepted: {accepted(spec.name)}"
         widget: QtWidgets.QWidget
         if spec.kind == "bool":
-            box = QtWidgets.QCheckBox()
-            box.toggled.connect(self.revalidate)
-            widget = box
+            widget = QtWidgets.QCheckBox()
         elif spec.kind == "choice":
             combo = QtWidgets.QComboBox()
             combo.addItems(_choices(spec.name))
-            combo.currentTextChanged.connect(self.revalidate)
             widget = combo
         else:
             edit = QtWidgets.QLineEdit()
             edit.setPlaceholderText(spec.hint or accepted(spec.name))
-            edit.textChanged.connect(self.revalidate)
             widget = edit
-        if spec.name in self._locked:
-            widget.setEnabled(False)
-            tip += f"\nSet by {self._locked[spec.name]} in the environment"
-        widget.setToolTip(tip)
-        widget.setObjectName(f"field-{spec.name}")
-        self.widgets[spec.name] = widget
+        self._adopt(spec.name, widget)
         return widget
+
+    def _adopt(self, name: str, widget: QtWidgets.QWidget) -> None:
+        """Make `widget` the editor of field `name`: every edit re-validates; a field the
+        environment sets is locked and says so."""
+        if isinstance(widget, QtWidgets.QCheckBox):
+            widget.toggled.connect(self.revalidate)
+        elif isinstance(widget, QtWidgets.QComboBox):
+            widget.currentTextChanged.connect(self.revalidate)
+        elif isinstance(widget, QtWidgets.QLineEdit):
+            widget.textChanged.connect(self.revalidate)
+        elif isinstance(widget, QtWidgets.QSpinBox | QtWidgets.QDoubleSpinBox):
+            widget.valueChanged.connect(self.revalidate)
+        elif isinstance(widget, FieldEditor):
+            widget.changed.connect(self.revalidate)
+        tip = f"{name} — accepted: {accepted(name)}"
+        if name in self._locked:
+            widget.setEnabled(False)
+            tip += f"\nSet by {self._locked[name]} in the environment"
+        widget.setToolTip(tip)
+        widget.setObjectName(f"field-{name}")
+        self.widgets[name] = widget
+
+    def _register(
+        self, name: str, editor: QtWidgets.QWidget, shown: QtWidgets.QWidget | None
+    ) -> QtWidgets.QWidget:
+        """The Resources tab's editors join the dialog's fields (see `ResourcesTab`)."""
+        self._adopt(name, editor)
+        return self._with_error(shown if shown is not None else editor, self._error_label(name))
 
     # -- values ----------------------------------------------------------------------------
     def load(self, settings: Settings) -> None:
         self._loading = True
         for name, widget in self.widgets.items():
-            value = getattr(settings, name)
-            if isinstance(widget, QtWidgets.QCheckBox):
-                widget.setChecked(bool(value))
-            elif isinstance(widget, QtWidgets.QComboBox):
-                widget.setCurrentText(str(value))
-            elif isinstance(widget, QtWidgets.QLineEdit):
-                widget.setText(_text_of(value))
+            write_field(widget, getattr(settings, name))
         self.devnet_box.setChecked(settings.uses_devnet)
         self._devnet_toggled(settings.uses_devnet)
         self._loading = False
@@ -306,24 +372,17 @@ class SettingsDialog(QtWidgets.QDialog):
     def set_field(self, name: str, value: Any) -> None:
         """Type into / toggle a field as a user would (tests and the devnet box)."""
         widget = self.widgets[name]
-        if isinstance(widget, QtWidgets.QCheckBox):
-            widget.setChecked(bool(value))
-        elif isinstance(widget, QtWidgets.QComboBox):
-            widget.setCurrentText(str(value))
-        elif isinstance(widget, QtWidgets.QLineEdit):
+        if isinstance(widget, QtWidgets.QLineEdit):
             widget.setText(str(value))
+        else:
+            write_field(widget, value)
 
     def candidate(self) -> dict[str, Any]:
         values = self.settings.model_dump()
         for name, widget in self.widgets.items():
             if name in self._locked:
                 continue
-            if isinstance(widget, QtWidgets.QCheckBox):
-                values[name] = widget.isChecked()
-            elif isinstance(widget, QtWidgets.QComboBox):
-                values[name] = widget.currentText()
-            elif isinstance(widget, QtWidgets.QLineEdit):
-                values[name] = widget.text().strip()
+            values[name] = read_field(widget)
         if self.devnet_box.isChecked():
             values["chain_rpc_urls"] = ""
         return values
@@ -392,6 +451,9 @@ class SettingsDialog(QtWidgets.QDialog):
             if edit.text().strip()
         }
         previous = {name: self.secrets.get(name) for name in secret_changes}
+        login = new.start_at_login if new.start_at_login != self.settings.start_at_login else None
+        if login is not None and not self._set_autostart(login):
+            return False
         try:
             for name, value in secret_changes.items():
                 self.secrets.set(name, value)
@@ -402,13 +464,15 @@ class SettingsDialog(QtWidgets.QDialog):
                     self.secrets.delete(name)
                 else:
                     self.secrets.set(name, old)
+            if login is not None:
+                self._set_autostart(not login)
             log.error("settings not saved: %s", exc)
             self.general_error.setText(f"Settings not saved: {exc}")
             self.general_error.show()
             return False
         self.settings = new
-        restart = sorted(set(changed) & RESTART_FIELDS)
-        self.runtime.apply_settings(new)
+        not_live = self.runtime.apply_settings(new)
+        restart = sorted((set(changed) & RESTART_FIELDS) | set(not_live))
         for edit in (self.slack_url, self.smtp_password):
             edit.clear()
             edit.setPlaceholderText("saved — type to replace")
@@ -417,6 +481,19 @@ class SettingsDialog(QtWidgets.QDialog):
         if restart:
             summary += f" — {', '.join(restart)} apply when the app is restarted"
         self.applied.emit(summary)
+        return True
+
+    def _set_autostart(self, enabled: bool) -> bool:
+        """Switch the login entry; a failure (it names the path and the cause) is shown
+        under Start at login and nothing is saved."""
+        try:
+            self._autostart().set_enabled(enabled)
+        except Exception as exc:
+            log.error("start at login not %s: %s", "enabled" if enabled else "disabled", exc)
+            label = self.error_labels["start_at_login"]
+            label.setText(f"Start at login could not be {'set' if enabled else 'unset'}: {exc}")
+            label.show()
+            return False
         return True
 
     def _ok(self) -> None:

@@ -22,6 +22,7 @@ from r3mes_desktop.core.events import (
     CompensationFailed,
     Event,
     EventBus,
+    GovernorStateChanged,
     MinerStateChanged,
     ModelVersionPublished,
     Notice,
@@ -59,6 +60,7 @@ class EventBridge(QtCore.QObject):
     miner_state_changed = Signal(object)  # MinerStateChanged
     verdict_recorded = Signal(object)  # VerdictRecorded
     model_version_published = Signal(object)  # ModelVersionPublished
+    governor_changed = Signal(object)  # GovernorStateChanged
 
     _incoming = Signal(object)
 
@@ -76,6 +78,7 @@ class EventBridge(QtCore.QObject):
             MinerStateChanged: self.miner_state_changed,
             VerdictRecorded: self.verdict_recorded,
             ModelVersionPublished: self.model_version_published,
+            GovernorStateChanged: self.governor_changed,
         }
         self._incoming.connect(self._dispatch, QtCore.Qt.ConnectionType.QueuedConnection)
         self._unsubscribe: Callable[[], None] | None = bus.subscribe(self._on_core_event)

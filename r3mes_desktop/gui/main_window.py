@@ -198,6 +198,9 @@ class MainWindow(QtWidgets.QMainWindow):
         faults = self.runtime.faults
         if faults is not None:  # its notice may have come before the bridge listened
             self.status.show_fault_plan(faults.announcement())
+        decision = getattr(self.runtime, "governor_decision", None)
+        if decision is not None:  # decided before the bridge listened
+            self.status.on_governor(decision)
         self.statusBar().clearMessage()
         self.set_miner_state(str(self.runtime.miner.state))
         self.refresh()
@@ -327,6 +330,7 @@ class MainWindow(QtWidgets.QMainWindow):
         b.model_version_published.connect(self.chart_data.add_event)
         b.model_version_published.connect(self._on_model_version)
         b.miner_state_changed.connect(self._on_miner_state)
+        b.governor_changed.connect(self.status.on_governor)
 
     def _on_stats(self, event: StatsChanged) -> None:
         self.chart_data.add_stats(event.stats)
@@ -425,10 +429,14 @@ class MainWindow(QtWidgets.QMainWindow):
     def _update_tray(self) -> None:
         if self.tray is None:
             return
+        governed = self.status.governed
         if self.status.problem_text():
             self.tray.set_status("error", self.status.problem_text())
+        elif not governed.may_run:
+            self.tray.set_status("idle", governed.text)
         elif self._miner_state in ("mining", "pausing", "stopping"):
-            self.tray.set_status("mining", "mining")
+            held = governed.text  # devices held back alone while the rest mine
+            self.tray.set_status("mining", f"mining; {held}" if held else "mining")
         else:
             self.tray.set_status("idle", self._miner_state)
 

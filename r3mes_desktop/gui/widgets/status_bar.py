@@ -1,5 +1,5 @@
-"""The status bar in plain language: open rounds, chain, IPFS, device; and what is down,
-where, next try.
+"""The status bar in plain language: open rounds, chain, IPFS, device; what is down,
+where, next try; and why the resource governor holds mining back, and until when.
 
 "Down" comes from the bridge's retry and breaker events: a network retry for a service
 marks it down until a breaker closes or a health poll succeeds. The countdown is recomputed
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +33,43 @@ def _short_address(address: str) -> str:
     return f"{address[:6]}…{address[-4:]}" if len(address) > 12 else address
 
 
+@dataclass(frozen=True)
+class Governed:
+    """What the governor said last (`GovernorStateChanged`, or the runtime's last
+    `Decision` at start): whether mining may run, the summary ("paused: <reasons>"), and
+    the devices held back alone while the rest mine ("GPU 0 at 84 °C, resumes at 78 °C")."""
+
+    may_run: bool = True
+    summary: str = ""
+    notes: tuple[str, ...] = ()
+    devices_held: tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, said: Any) -> Governed:
+        """From the event or a Decision (which has no devices_held)."""
+        return cls(
+            may_run=bool(said.may_run),
+            summary=str(said.summary),
+            notes=tuple(getattr(said, "notes", ())),
+            devices_held=tuple(getattr(said, "devices_held", ())),
+        )
+
+    @property
+    def text(self) -> str:
+        """The bar's line; empty while every device may mine (the bar's normal text)."""
+        parts: Sequence[str] = (
+            self.devices_held if self.may_run else (self.summary, *self.devices_held)
+        )
+        return "; ".join(parts)
+
+    @property
+    def details(self) -> str:
+        """The tooltip: the line, then what the governor could not read."""
+        lines = [self.text] if self.text else ["mining allowed"]
+        lines += [f"note: {note}" for note in self.notes]
+        return "\n".join(lines)
+
+
 class StatusBarController:
     """Owns the labels placed on a QStatusBar and the "what is down" state."""
 
@@ -51,6 +88,11 @@ class StatusBarController:
         self._now = clock
         self._down: dict[str, _Down] = {}
         self._last_reason: dict[str, str] = {}  # the latest failure per service
+        self.governed = Governed()
+        self.held = QtWidgets.QLabel("")
+        self.held.setObjectName("status-governor")
+        self.held.setStyleSheet("color: #b26a00; font-weight: bold;")
+        self.held.hide()
         self.problem = QtWidgets.QLabel("")
         self.problem.setObjectName("status-problem")
         self.problem.setStyleSheet("color: #c62828; font-weight: bold;")
@@ -75,6 +117,7 @@ class StatusBarController:
         self.rounds = QtWidgets.QLabel("")
         self.rounds.setObjectName("status-rounds")
         self.rounds.hide()  # until the miner's first listing
+        bar.addWidget(self.held)
         bar.addWidget(self.problem, 1)
         for label in (self.fault_plan, self.rounds, self.chain, self.ipfs, self.device, self.loop):
             bar.addPermanentWidget(label)
@@ -128,6 +171,18 @@ class StatusBarController:
         self.rounds.setToolTip(message[:1].upper() + message[1:])
         self.rounds.show()
 
+    # -- the governor ----------------------------------------------------------------------
+    def on_governor(self, said: Any) -> None:
+        """A `GovernorStateChanged` (or the runtime's last Decision): redrawn with the next
+        batch, like an outage."""
+        self.governed = Governed.of(said)
+        self._changed()
+
+    def governor_text(self) -> str:
+        """Why mining is held back now, as the label says it once repainted (the tray
+        repeats it); empty while every device may mine."""
+        return self.governed.text
+
     # -- outages -----------------------------------------------------------------------------
     def on_retry(self, event: RetryScheduled) -> None:
         if event.category != "network" or not event.service:
@@ -175,6 +230,10 @@ class StatusBarController:
         lines = self._lines()
         self.problem.setText(" | ".join(lines))
         self.problem.setToolTip("\n".join(lines))
+        held = self.governed.text
+        self.held.setText(held)
+        self.held.setToolTip(self.governed.details)
+        self.held.setVisible(bool(held))
 
     def problem_text(self) -> str:
         """What is down now, as the label says it once repainted (the tray repeats it)."""

@@ -78,18 +78,19 @@ def policies_from(settings: Settings) -> list[Policy]:
 
 def system_sources(policies: list[Policy], bus: EventBus | None = None) -> Sources:
     """The real sources the policies read (only those: no X display is opened for a
-    governor without an idle policy)."""
+    governor without an idle policy). Idle time comes from the platform's source: X11,
+    logind (Wayland), Windows or macOS (`adapters.governor.idle`)."""
+    from r3mes_desktop.adapters.governor.idle import idle_source_for_platform
     from r3mes_desktop.adapters.governor.nvml import NvmlGpus
     from r3mes_desktop.adapters.governor.system import (
         PsutilCpuLoad,
         PsutilPower,
         PsutilProcesses,
     )
-    from r3mes_desktop.adapters.governor.x11 import X11Idle
 
     kinds = {type(p) for p in policies}
     return Sources(
-        idle=X11Idle(bus) if OnlyWhenIdle in kinds else None,
+        idle=idle_source_for_platform(bus) if OnlyWhenIdle in kinds else None,
         power=PsutilPower(bus) if BatteryRule in kinds else None,
         cpu=PsutilCpuLoad(bus) if MaxOtherCpu in kinds else None,
         processes=PsutilProcesses(bus) if PauseWhile in kinds else None,

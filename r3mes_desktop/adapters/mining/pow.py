@@ -35,6 +35,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from r3mes_desktop.adapters.mining.lifeline import Lifeline, exit_with_owner
+from r3mes_desktop.adapters.mining.priority import apply_priority
 from r3mes_desktop.core.clock import Clock, SystemClock
 from r3mes_desktop.core.errors import ResourceError, ValidationError
 from r3mes_desktop.core.pow import is_valid_pow, pow_prefix, pow_target, validate_difficulty
@@ -89,6 +90,8 @@ def search_worker(
     hasher: str = "auto",
     chosen: Any = None,
     lifeline: Connection | None = None,
+    priority: str = "normal",
+    gate: Any = None,
 ) -> None:
     """Scan nonces (high << 32 | mid << 16 | tail) until `stop` is set; report via shared
     memory. With several implementations, the first `TRIAL_BATCHES` batches alternate
@@ -97,6 +100,7 @@ def search_worker(
     about the hasher). `chosen[index]` records it (1 OpenSSL, 2 CPython's). It stays one
     function on purpose: the hot loop keeps its state (bound methods, batch, pick) in locals,
     and a helper call or attribute look-up per batch would cost hash rate."""
+    apply_priority(priority)  # settings process_priority, before the lifeline's thread
     exit_with_owner(lifeline)  # an app killed mid-search must not leave us hashing
     names = hashers_for(hasher)
     news = [sha256_constructors()[name] for name in names]
@@ -144,6 +148,10 @@ def search_worker(
                             chosen[index] = 1 if names[pick] == "openssl" else 2
                 if stop.is_set():
                     return
+                if gate is not None and not gate.is_set():
+                    gate.wait()  # held (`NonceSearch.suspend`): no CPU until resumed
+                    if stop.is_set():
+                        return
         high += stride
 
 
@@ -182,12 +190,15 @@ class NonceSearch:
         first_high: int = 0,
         target: bytes | None = None,
         hasher: str = "auto",
+        priority: str = "normal",
     ) -> None:
         self.processes = processes or os.cpu_count() or 1
         self.target = target or pow_target(difficulty).to_bytes(32, "big")
         validate_hasher(hasher)
         ctx = search_context()
         self.stop_event = ctx.Event()
+        self.gate = ctx.Event()  # set: search; clear: hold (`suspend`)
+        self.gate.set()
         self.found = ctx.Value("Q", 0)
         self.has_found = ctx.Value("b", 0, lock=False)  # written under found's lock
         self.counters = ctx.Array("Q", self.processes, lock=False)
@@ -209,6 +220,8 @@ class NonceSearch:
                     hasher,
                     self.chosen,
                     self.lifeline.child_end,
+                    priority,
+                    self.gate,
                 ),
                 name=f"r3mes-pow-{i}",
                 daemon=True,
@@ -239,8 +252,22 @@ class NonceSearch:
         """The SHA-256 implementation each process picked ("" while it is still choosing)."""
         return [{1: "openssl", 2: "builtin"}.get(int(c), "") for c in self.chosen]
 
+    def suspend(self) -> None:
+        """Hold every search process at its next batch boundary (a few ms): it then waits
+        on the gate, using no CPU, and `resume` continues it from the nonce it stood at, so
+        the search covers the same ranges and finds the same nonce as one never held."""
+        self.gate.clear()
+
+    def resume(self) -> None:
+        self.gate.set()
+
+    @property
+    def suspended(self) -> bool:
+        return not self.gate.is_set()
+
     def cancel(self) -> None:
         self.stop_event.set()
+        self.gate.set()  # a held process wakes, sees the stop, and exits
 
     def join(self, timeout: float = 10.0) -> None:
         deadline = time.monotonic() + timeout
@@ -285,7 +312,16 @@ def solve_blocking(
 
 
 class ProcessPow:
-    """`core.steps.ProofOfWork` on all cores; cancel the awaiting task to stop the search."""
+    """`core.steps.ProofOfWork` on all cores; cancel the awaiting task to stop the search.
+
+    `pause()` / `resume()` (the resource governor) hold and continue the running search's
+    processes, and a search started while paused starts held: proof of work then uses no
+    CPU, and its progress reports a hash rate of 0 until resumed.
+
+    Held by a gate each process checks between batches, not by SIGSTOP: a stopped process
+    runs no thread at all, so its lifeline could not end it if the app were killed during
+    the pause (it would stay stopped for good), and one stopped while holding the result's
+    lock would block `status()` on the event loop."""
 
     def __init__(
         self,
@@ -294,11 +330,30 @@ class ProcessPow:
         report_interval_s: float = 0.25,
         clock: Clock | None = None,
         hasher: str = "auto",
+        priority: str = "normal",
     ) -> None:
         self.processes = processes
         self.hasher = validate_hasher(hasher)
+        self.priority = priority
         self.report_interval_s = report_interval_s
         self.clock = clock or SystemClock()
+        self._paused = False
+        self._searches: set[NonceSearch] = set()
+
+    @property
+    def paused(self) -> bool:
+        return self._paused
+
+    def pause(self) -> None:
+        """Hold every running search where it stands (and any started until `resume`)."""
+        self._paused = True
+        for search in list(self._searches):
+            search.suspend()
+
+    def resume(self) -> None:
+        self._paused = False
+        for search in list(self._searches):
+            search.resume()
 
     async def solve(
         self,
@@ -312,8 +367,17 @@ class ProcessPow:
         validate_difficulty(difficulty)
         prefix = pow_prefix(gradient_hash, miner, round_id)
         loop = asyncio.get_running_loop()
-        search = NonceSearch(prefix, difficulty, processes=self.processes, hasher=self.hasher)
+        search = NonceSearch(
+            prefix,
+            difficulty,
+            processes=self.processes,
+            hasher=self.hasher,
+            priority=self.priority,
+        )
         await loop.run_in_executor(None, search.start)
+        self._searches.add(search)
+        if self._paused:
+            search.suspend()
         expected = 2.0**difficulty
         started = last_t = self.clock.monotonic()
         last_hashes = 0
@@ -337,6 +401,7 @@ class ProcessPow:
                     nonce = status.nonce
                     break
         finally:
+            self._searches.discard(search)
             search.cancel()
             await asyncio.shield(loop.run_in_executor(None, search.join))
         if not is_valid_pow(gradient_hash, miner, round_id, nonce, difficulty):

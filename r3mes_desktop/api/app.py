@@ -212,6 +212,7 @@ async def get_metrics(request: web.Request) -> web.Response:
     registry = _breakers(request)
     breakers = {n: plain(s) for n, s in (registry.snapshot() if registry else {}).items()}
     metrics.set_snapshot(stats=stats if isinstance(stats, dict) else {}, breakers=breakers)
+    await metrics.refresh()
     body, content_type = metrics.negotiate(request.headers.get("Accept"))
     return web.Response(body=body, headers={"Content-Type": content_type, "Vary": "Accept"})
 

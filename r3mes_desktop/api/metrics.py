@@ -20,6 +20,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
+from r3mes_desktop.api.governor_metrics import GovernorCollector, GovernorView
 from r3mes_desktop.core.errors import RETRYABLE, ErrorCategory
 from r3mes_desktop.core.events import (
     Event,
@@ -226,10 +227,14 @@ class _SnapshotCollector(Collector):
 class MinerMetrics:
     """All of one miner's metrics; subscribe once, scrape often."""
 
-    def __init__(self, bus: EventBus | None = None) -> None:
+    def __init__(
+        self, bus: EventBus | None = None, *, governor: GovernorView | None = None
+    ) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self._snapshot = _SnapshotCollector()
         self.registry.register(self._snapshot)
+        self.governor = GovernorCollector(bus, governor)
+        self.registry.register(self.governor)
         r = self.registry
         self.retries = Counter(
             "r3mes_retries",
@@ -293,6 +298,11 @@ class MinerMetrics:
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
+        self.governor.close()
+
+    async def refresh(self) -> None:
+        """Readings taken at scrape time that block (NVML): in a thread."""
+        await self.governor.refresh()
 
     def set_snapshot(
         self, *, stats: Mapping[str, Any], breakers: Mapping[str, Mapping[str, Any]]

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from r3mes_desktop.api import ApiConfig, ApiServer
+from r3mes_desktop.api.governor_metrics import GovernorView
 from r3mes_desktop.support.diagnostics import ErrorDetailRecorder
 
 log = logging.getLogger(__name__)
@@ -44,6 +46,7 @@ class Monitoring:
                 coordinator=runtime.coordinator,
                 bus=runtime.bus,
                 breakers=runtime.breakers,
+                governor=governor_view(runtime),
             )
             try:
                 await server.start()
@@ -62,6 +65,41 @@ class Monitoring:
             self.api = None
         await self.recorder.drain()
         self.recorder.close()
+
+
+def governor_view(runtime: Any, *, gpus: Any = None) -> GovernorView:
+    """/metrics' view of the governor on an open Runtime: its last decision (where the
+    runtime keeps one; else the bus's GovernorStateChanged), its trainer pool's devices,
+    and NVML for the GPUs (`gpus` overrides it; no bus: the governor's own GPU source is
+    the one that tells the user NVML cannot be read)."""
+    if gpus is None:
+        from r3mes_desktop.adapters.governor.nvml import NvmlGpus
+
+        gpus = NvmlGpus()
+
+    def pool() -> Any:
+        return getattr(runtime, "trainer", None)
+
+    def devices() -> Mapping[str, bool]:
+        members, enabled = getattr(pool(), "members", None), getattr(pool(), "enabled", None)
+        if isinstance(members, Mapping) and enabled is not None:
+            return {device: device in enabled for device in members}
+        chosen = getattr(getattr(runtime, "settings", None), "mining_devices", ())
+        return dict.fromkeys(chosen, True)
+
+    def held() -> Mapping[str, str]:
+        found = getattr(pool(), "held", None)
+        return found if isinstance(found, Mapping) else {}
+
+    return GovernorView(
+        decision=(lambda: runtime.governor_decision)
+        if hasattr(runtime, "governor_decision")
+        else None,
+        devices=devices,
+        held=held,
+        gpus=gpus,
+        close=getattr(gpus, "close", None),
+    )
 
 
 async def export_runtime_diagnostics(runtime: Any, dest: Path) -> Path:

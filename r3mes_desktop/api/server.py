@@ -15,6 +15,7 @@ from aiohttp import web
 
 from r3mes_desktop.api.app import LOOPBACK_HOSTS, create_app
 from r3mes_desktop.api.auth import load_or_create_token
+from r3mes_desktop.api.governor_metrics import GovernorView
 from r3mes_desktop.api.metrics import MinerMetrics
 from r3mes_desktop.api.protocol import CoordinatorView
 from r3mes_desktop.core.events import EventBus
@@ -87,10 +88,13 @@ class ApiServer:
         token: str | None = None,
         breakers: BreakerRegistry | None = None,
         metrics: MinerMetrics | None = None,
+        governor: GovernorView | None = None,
     ) -> None:
+        """`governor`: where /metrics reads the resource governor (with `metrics` given,
+        that object's own view applies)."""
         self.config = config
         self.token = token if token is not None else load_or_create_token()
-        self.metrics = metrics or MinerMetrics(bus)
+        self.metrics = metrics or MinerMetrics(bus, governor=governor)
         self.app = create_app(
             coordinator=coordinator,
             bus=bus,

@@ -121,7 +121,6 @@ class ListEditor(FieldEditor):
         self.remove_button = QtWidgets.QPushButton("Remove")
         self.remove_button.setEnabled(False)
         self.items = QtWidgets.QListWidget()
-        self.items.setMaximumHeight(72)
         self.items.setSelectionMode(QtWidgets.QAbstractItemView.SelectionMode.ExtendedSelection)
         self.empty = QtWidgets.QLabel(empty)
         self.empty.setStyleSheet(_GREY)
@@ -172,18 +171,22 @@ class ListEditor(FieldEditor):
         self.changed.emit()
 
     def _sync(self) -> None:
-        has_items = self.items.count() > 0
-        self.items.setVisible(has_items)
-        self.remove_button.setVisible(has_items)
-        self.empty.setVisible(not has_items)
+        count = self.items.count()
+        self.items.setVisible(count > 0)
+        self.remove_button.setVisible(count > 0)
+        self.empty.setVisible(count == 0)
+        row = max(self.items.sizeHintForRow(0), self.items.fontMetrics().height() + 2)
+        shown = min(max(count, 1), 4)  # up to 4 rows, then it scrolls
+        self.items.setFixedHeight(shown * row + 2 * self.items.frameWidth() + 2)
 
 
 def programs_editor() -> ListEditor:
     """Program names, typed one at a time (Enter adds)."""
     name = QtWidgets.QLineEdit()
     name.setObjectName("entry-governor_pause_while")
-    name.setPlaceholderText("program name, e.g. steam")
+    name.setPlaceholderText("e.g. steam")
     name.setMaxLength(255)
+    name.setMinimumWidth(160)
 
     def make() -> str | None:
         text = name.text().strip()
@@ -335,15 +338,15 @@ class ResourcesTab(QtWidgets.QScrollArea):
         self.setFrameShape(QtWidgets.QFrame.Shape.NoFrame)
         self.runtime = runtime
         page = QtWidgets.QWidget()
-        column = QtWidgets.QVBoxLayout(page)
+        grid = QtWidgets.QGridLayout(page)
 
         self.devices = DeviceList()
         self.tasks = TaskRunner(self)
         self.tasks.failed.connect(lambda _name, message: self.devices.detection_failed(message))
-        devices = self._group(column, "Devices")
+        devices = self._group(grid, "Devices", 0, 0, 2)
         devices.addRow(register("mining_devices", self.devices, None))
 
-        caps = self._group(column, "Caps")
+        caps = self._group(grid, "Caps", 1, 0)
         self.spins: dict[str, QtWidgets.QAbstractSpinBox] = {
             "training_threads": int_spin("training_threads", " threads", special="auto"),
             "pow_threads": int_spin("pow_threads", " processes", special="auto"),
@@ -381,7 +384,7 @@ class ResourcesTab(QtWidgets.QScrollArea):
         for label, name, widget, hint in rows:
             caps.addRow(label, register(name, widget, self._hinted(widget, hint)))
 
-        when = self._group(column, "When to mine")
+        when = self._group(grid, "When to mine", 1, 1)
         self.not_on_battery = QtWidgets.QCheckBox("Not on battery")
         self.pause_while = programs_editor()
         self.windows = windows_editor()
@@ -400,19 +403,25 @@ class ResourcesTab(QtWidgets.QScrollArea):
             shown = self._hinted(widget, hint) if hint else None
             when.addRow(label, register(name, widget, shown))
 
-        login = self._group(column, "Start")
+        login = self._group(grid, "Start", 2, 0, 2)
         self.start_at_login = QtWidgets.QCheckBox("Start at login, minimised to the tray")
         login.addRow(register("start_at_login", self.start_at_login, None))
-        column.addStretch(1)
+        grid.setRowStretch(3, 1)
+        grid.setColumnStretch(0, 1)
+        grid.setColumnStretch(1, 1)
         self.setWidget(page)
 
     @staticmethod
-    def _group(column: QtWidgets.QVBoxLayout, title: str) -> QtWidgets.QFormLayout:
+    def _group(
+        grid: QtWidgets.QGridLayout, title: str, row: int, column: int, span: int = 1
+    ) -> QtWidgets.QFormLayout:
+        """Devices and Start span the tab; Caps and When to mine sit side by side, so the
+        tab fits a 1280×800 screen without scrolling."""
         group = QtWidgets.QGroupBox(title)
         group.setObjectName(f"resources-{title.lower().replace(' ', '-')}")
         form = QtWidgets.QFormLayout(group)
         form.setFieldGrowthPolicy(QtWidgets.QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
-        column.addWidget(group)
+        grid.addWidget(group, row, column, 1, span, QtCore.Qt.AlignmentFlag.AlignTop)
         return form
 
     @staticmethod
@@ -422,8 +431,11 @@ class ResourcesTab(QtWidgets.QScrollArea):
         row = QtWidgets.QHBoxLayout(box)
         row.setContentsMargins(0, 0, 0, 0)
         row.addWidget(widget)
+        if isinstance(widget, QtWidgets.QAbstractSpinBox | QtWidgets.QComboBox):
+            widget.setFixedWidth(110)  # one column of figures, whatever the suffix
         label = QtWidgets.QLabel(hint)
         label.setStyleSheet(_GREY)
+        label.setWordWrap(True)
         row.addWidget(label, 1)
         box.setFocusProxy(widget)
         return box

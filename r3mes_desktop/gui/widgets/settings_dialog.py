@@ -202,7 +202,7 @@ class SettingsDialog(QtWidgets.QDialog):
         layout.addWidget(self.tabs)
         layout.addWidget(self.general_error)
         layout.addWidget(self.buttons)
-        self.resize(700, 600)
+        self.resize(920, 660)  # Resources: two columns without scrolling
         self.load(self.settings)
         self.resources.detect()
 

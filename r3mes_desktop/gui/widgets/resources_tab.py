@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from r3mes_desktop.core.devices import CPU, DeviceInfo
 from r3mes_desktop.core.governor import WEEKDAYS
 from r3mes_desktop.gui.bridge import TaskRunner
-from r3mes_desktop.gui.qt import QtCore, QtWidgets, Signal
+from r3mes_desktop.gui.qt import QtCore, QtGui, QtWidgets, Signal
 from r3mes_desktop.support.config.settings import Settings
 
 if TYPE_CHECKING:
@@ -180,9 +180,19 @@ class ListEditor(FieldEditor):
         self.items.setFixedHeight(shown * row + 2 * self.items.frameWidth() + 2)
 
 
+class EntryLine(QtWidgets.QLineEdit):
+    """A line whose Enter adds its text to the list and stops there: a plain QLineEdit
+    passes Enter on to the dialog, which would press OK and close it mid-entry."""
+
+    def keyPressEvent(self, event: QtGui.QKeyEvent) -> None:
+        super().keyPressEvent(event)
+        if event.key() in (QtCore.Qt.Key.Key_Return, QtCore.Qt.Key.Key_Enter):
+            event.accept()
+
+
 def programs_editor() -> ListEditor:
     """Program names, typed one at a time (Enter adds)."""
-    name = QtWidgets.QLineEdit()
+    name = EntryLine()
     name.setObjectName("entry-governor_pause_while")
     name.setPlaceholderText("e.g. steam")
     name.setMaxLength(255)

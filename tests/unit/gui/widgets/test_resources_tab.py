@@ -312,3 +312,14 @@ def test_a_field_the_environment_sets_is_locked(
     spin = _spin(dlg, "pow_threads")
     assert not spin.isEnabled()
     assert "Set by R3MES_POW_THREADS in the environment" in spin.toolTip()
+
+
+def test_enter_in_the_program_field_adds_the_program_and_does_not_press_ok(
+    dialog: SettingsDialog, runtime: FakeRuntime, qtbot: Any
+) -> None:
+    editor = dialog.resources.pause_while
+    editor.entry.setFocus()
+    qtbot.keyClicks(editor.entry, "steam")
+    qtbot.keyClick(editor.entry, QtCore.Qt.Key.Key_Return)
+    assert dialog.candidate()["governor_pause_while"] == ("steam",)
+    assert dialog.isVisible() and not runtime.applied

@@ -7,7 +7,9 @@ only decide *how* this machine runs it (device, threads, checkpoints, watchdog, 
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,6 +17,7 @@ from r3mes_desktop.adapters.mining.presets import PRESETS
 from r3mes_desktop.core.errors import ValidationError
 
 _DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+PRIORITIES = ("normal", "low", "idle")
 
 
 @dataclass(frozen=True)
@@ -31,11 +34,17 @@ class MiningConfig:
     watchdog_timeout_s: float = 15.0
     max_restarts: int = 3  # worker restarts per round before giving up
     pow_processes: int = 0  # 0 = all cores
+    priority: str = "normal"  # the worker processes' CPU priority: normal | low | idle
+    vram_cap_mb: float = 0.0  # 0 = no cap; else this process's share of a CUDA device
 
     def __post_init__(self) -> None:
         if not isinstance(self.device, str) or not _DEVICE_RE.match(self.device):
             raise ValidationError(
                 f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {self.device!r}"
+            )
+        if self.priority not in PRIORITIES:
+            raise ValidationError(
+                f"priority must be one of {list(PRIORITIES)}, got {self.priority!r}"
             )
         if self.preset not in PRESETS:
             raise ValidationError(f"preset must be one of {sorted(PRESETS)}, got {self.preset!r}")
@@ -50,6 +59,7 @@ class MiningConfig:
             "watchdog_timeout_s": (0.1, 3600),
             "max_restarts": (0, 100),
             "pow_processes": (0, 1024),
+            "vram_cap_mb": (0, 10_000_000),
         }
         for name, (lo, hi) in ranges.items():
             value = getattr(self, name)
@@ -79,3 +89,43 @@ class MiningConfig:
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def training_threads(threads: int, cpu_count: int | None = None) -> int:
+    """The torch threads a CPU training worker uses: `threads`, or for 0 all cores but one
+    (kept for the app and the event loop), at least one."""
+    if threads > 0:
+        return threads
+    return max(1, (cpu_count if cpu_count is not None else os.cpu_count() or 2) - 1)
+
+
+def pow_processes(
+    pow_threads: int,
+    *,
+    devices: Sequence[str],
+    training_threads_setting: int = 0,
+    cpu_count: int | None = None,
+) -> int:
+    """How many proof-of-work processes to run: `pow_threads`, or for 0 the cores that
+    training leaves free: all cores minus the training threads when the CPU trains, all
+    cores minus one per GPU worker (each feeds its device from one busy core) otherwise;
+    at least one."""
+    if pow_threads > 0:
+        return pow_threads
+    cores = cpu_count if cpu_count is not None else os.cpu_count() or 1
+    if not devices or any(device in ("cpu", "auto") for device in devices):
+        busy = training_threads(training_threads_setting, cores)
+    else:
+        busy = len(devices)
+    return max(1, cores - busy)
+
+
+def vram_fraction(cap_mb: float, total_bytes: int) -> float:
+    """The share of a device's memory that `cap_mb` is, for
+    `torch.cuda.set_per_process_memory_fraction` (0 < fraction ≤ 1; a cap at or over the
+    device's memory is no cap)."""
+    if total_bytes <= 0:
+        raise ValidationError(f"device memory must be positive, got {total_bytes} bytes")
+    if cap_mb <= 0:
+        return 1.0
+    return min(1.0, cap_mb * 2**20 / total_bytes)

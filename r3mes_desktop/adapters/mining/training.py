@@ -34,11 +34,18 @@ from r3mes_desktop.adapters.mining.corpus import TextCorpus
 from r3mes_desktop.adapters.mining.data import SyntheticLanguage
 from r3mes_desktop.adapters.mining.model import TinyLM
 from r3mes_desktop.adapters.mining.presets import TrainPlan
+from r3mes_desktop.adapters.mining.settings import vram_fraction
 from r3mes_desktop.core.errors import ResourceError, ValidationError
 
 TORCH_VERSION = str(torch.__version__)
 _DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 _OOM = (MemoryError, torch.OutOfMemoryError)
+
+
+class OverBudget(MemoryError):
+    """A micro-batch whose estimated memory is over `memory_budget_mb`: handled like an
+    out-of-memory error (a smaller micro-batch, the same effective batch)."""
+
 
 MicroHook = Callable[[int, int], None]
 """Called as (step, micro_batch) before each forward pass: heartbeats; tests inject OOM."""
@@ -59,6 +66,19 @@ def resolve_device(setting: str) -> torch.device:
                 f"device index must be in 0..{torch.cuda.device_count() - 1}, got {setting!r}"
             )
     return device
+
+
+def apply_vram_cap(device: torch.device, cap_mb: float) -> float | None:
+    """Cap this process's CUDA allocations on `device` at `cap_mb` (settings
+    `gpu_vram_cap_mb`): torch's caching allocator then raises out-of-memory past it, which
+    the training loop answers with a smaller micro-batch. Returns the fraction set; None on
+    the CPU (no effect, no error) or with no cap."""
+    if device.type != "cuda" or cap_mb <= 0:
+        return None
+    total = int(torch.cuda.get_device_properties(device).total_memory)
+    fraction = vram_fraction(cap_mb, total)
+    torch.cuda.set_per_process_memory_fraction(fraction, device)
+    return fraction
 
 
 def configure_determinism(num_threads: int) -> None:
@@ -153,6 +173,7 @@ class RoundTraining:
         assignment. So miners of one round train the same model on different text."""
         self.plan = plan
         self.device = device
+        self.memory_budget_mb = memory_budget_mb
         self.memory_budget_bytes = int(memory_budget_mb * 2**20)
         self.micro_hook = micro_hook
         torch.manual_seed(_derive(plan.seed, "torch"))
@@ -204,9 +225,9 @@ class RoundTraining:
             if self.micro_hook is not None:
                 self.micro_hook(self.step, micro)
             if self.memory_budget_bytes and self.estimated_bytes(micro) > self.memory_budget_bytes:
-                raise MemoryError(
-                    f"micro-batch {micro} needs ~{self.estimated_bytes(micro) / 2**20:.1f} MB, "
-                    f"over the {self.memory_budget_bytes / 2**20:.1f} MB budget"
+                raise OverBudget(
+                    f"micro-batch {micro} needs ~{self.estimated_bytes(micro) / 2**20:.3g} MB, "
+                    f"over memory_budget_mb = {self.memory_budget_mb:.3g} MB"
                 )
             chunk = batch[start : start + micro]
             logits = self.model(chunk[:, :-1])
@@ -226,6 +247,12 @@ class RoundTraining:
                 break
             except _OOM as exc:
                 self._free_memory()
+                if self.micro_batch == 1 and isinstance(exc, OverBudget):
+                    raise ResourceError(
+                        f"out of memory at step {self.step} even with micro-batch 1: {exc} "
+                        "(the setting memory_budget_mb, R3MES_MEMORY_BUDGET_MB: raise it, or "
+                        "0 for no budget)"
+                    ) from exc
                 if self.micro_batch == 1:
                     raise ResourceError(
                         f"out of memory at step {self.step} even with micro-batch 1 "

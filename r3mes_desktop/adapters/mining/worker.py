@@ -26,6 +26,7 @@ from r3mes_desktop.adapters.mining.checkpoint import CheckpointStore, validate_t
 from r3mes_desktop.adapters.mining.lifeline import Lifeline, exit_with_owner
 from r3mes_desktop.adapters.mining.presets import TrainPlan, make_plan
 from r3mes_desktop.adapters.mining.settings import MiningConfig
+from r3mes_desktop.adapters.mining.throttle import MIN_DUTY
 from r3mes_desktop.core import workproof
 from r3mes_desktop.core.clock import Clock, SystemClock
 from r3mes_desktop.core.errors import (
@@ -49,6 +50,8 @@ _ERROR_CLASSES: dict[str, type[R3mesError]] = {
     "authentication": AuthenticationError,
 }
 STARTUP_TIMEOUT_S = 120.0
+PROCESS_SETTINGS = ("device", "num_threads", "heartbeat_interval_s", "priority", "vram_cap_mb")
+"""Settings fixed when the worker process starts; changing one restarts it between rounds."""
 JOB_SETTINGS = (
     "checkpoint_interval",
     "keep_checkpoints",
@@ -68,12 +71,16 @@ class _WorkerLost(Exception):
 
 
 def _child_entry(conn: Connection, config_json: str, lifeline: Connection | None = None) -> None:
-    """Spawn target: imports the torch side only inside the child (which exits as soon as
-    this process is gone, even in the middle of a step)."""
+    """Spawn target: lowers its own CPU priority first (`process_priority`, before torch
+    starts its threads, which inherit it), then imports the torch side only inside the
+    child (which exits as soon as this process is gone, even in the middle of a step)."""
+    from r3mes_desktop.adapters.mining.priority import apply_priority
+
+    priority = apply_priority(str(json.loads(config_json).get("priority", "normal")))
     exit_with_owner(lifeline)
     from r3mes_desktop.adapters.mining.worker_child import child_main
 
-    child_main(conn, config_json)
+    child_main(conn, config_json, priority)
 
 
 def plan_for(spec: RoundSpec, config: MiningConfig, miner: str | None = None) -> TrainPlan:
@@ -187,15 +194,14 @@ class ProcessTrainer:
         self._stopped = False
         self._finish_then_stop = False
         self._background: set[asyncio.Task[None]] = set()
+        self._duty = 1.0
         self.restarts = 0
+        self.worker_priority = ""  # what the worker did about `config.priority`, in words
 
     def reconfigure(self, config: MiningConfig) -> None:
         """Apply new settings: per-round ones from the next round on; device, threads and
         heartbeat when the worker next (re)starts."""
-        restart = any(
-            getattr(config, k) != getattr(self.config, k)
-            for k in ("device", "num_threads", "heartbeat_interval_s")
-        )
+        restart = any(getattr(config, k) != getattr(self.config, k) for k in PROCESS_SETTINGS)
         self.config = config
         self.checkpoints = CheckpointStore(
             self.checkpoints.root,
@@ -219,6 +225,25 @@ class ProcessTrainer:
     @property
     def stopped(self) -> bool:
         return self._stopped
+
+    @property
+    def training(self) -> bool:
+        """A round is being trained now (the power throttle only learns from those)."""
+        return self._job is not None and not self._paused
+
+    @property
+    def duty(self) -> float:
+        return self._duty
+
+    def set_duty(self, fraction: float) -> None:
+        """Train only `fraction` (0.05–1.0) of the time: after each step the worker sleeps
+        so that step time / (step time + sleep) = fraction (the power throttle's lever;
+        1.0 = no sleep). Applies from the next step, and to later rounds and workers."""
+        if isinstance(fraction, bool) or not MIN_DUTY <= float(fraction) <= 1.0:
+            raise ValidationError(f"duty must be in {MIN_DUTY:g}..1, got {fraction!r}")
+        self._duty = float(fraction)
+        if self._worker is not None:
+            self._worker.send({"type": "duty", "duty": self._duty})
 
     def pause(self) -> None:
         self._paused = True
@@ -283,6 +308,8 @@ class ProcessTrainer:
             await self._discard(worker)
             raise ResourceError(f"the training worker failed to start ({msg.get('type')})")
         worker.last_seen = self.clock.monotonic()
+        self.worker_priority = str(msg.get("priority", ""))
+        log.info("training worker %s started (%s)", msg.get("pid"), self.worker_priority)
         self._worker = worker
         return worker
 
@@ -383,6 +410,7 @@ class ProcessTrainer:
                 "trace": self._trace_spec(transaction_id, spec),
                 "adapter_path": adapter_path,
                 "dataset_path": dataset_path,
+                "duty": self._duty,
             }
         )
         if self._paused:

@@ -88,12 +88,14 @@ class BackgroundSaver:
 
 
 class Child:
-    def __init__(self, conn: Connection, config: MiningConfig) -> None:
+    def __init__(self, conn: Connection, config: MiningConfig, priority: str = "") -> None:
         self.conn = conn
         self.config = config
+        self.priority = priority  # what `apply_priority` did, reported with "ready"
         self.last_sent = 0.0
         self.job = ""
         self.trace: _Trace | None = None
+        self.duty = 1.0  # share of the time spent training (the power throttle's lever)
 
     def send(self, msg: dict[str, Any], blob: bytes | None = None) -> None:
         msg.setdefault("job", self.job)
@@ -117,6 +119,8 @@ class Child:
         self.job = msg["job"]
         # Per-round knobs travel with the job, so changing them needs no worker restart.
         cfg = dataclasses.replace(self.config, **msg.get("settings", {}))
+        if "duty" in msg:
+            self.duty = _duty(msg)
         plan = TrainPlan.from_json(msg["plan"])
         tx = msg["transaction_id"]
         store = CheckpointStore(
@@ -125,6 +129,7 @@ class Child:
             min_free_bytes=int(cfg.min_free_disk_mb * 2**20),
         )
         device = training.resolve_device(self.config.device)
+        training.apply_vram_cap(device, self.config.vram_cap_mb)
         run = training.RoundTraining(
             plan,
             device=device,
@@ -140,7 +145,12 @@ class Child:
             run.restore(loaded.tensors, loaded.state)
             self.send({"type": "resumed_from", "step": run.step})
         saver = BackgroundSaver(store, tx, plan.round_id)
-        timing = {"setup_s": time.perf_counter() - job_started, "steps_s": 0.0, "capture_s": 0.0}
+        timing = {
+            "setup_s": time.perf_counter() - job_started,
+            "steps_s": 0.0,
+            "capture_s": 0.0,
+            "throttle_s": 0.0,
+        }
         label = str(device) if device.type == "cpu" else f"{device} ({_cuda_name(device)})"
         bound = msg.get("trace")
         self.trace = None if bound is None else _Trace(bound, plan)
@@ -178,8 +188,13 @@ class Child:
         per_step = plan.model.batch_size * plan.model.seq_len
         if self.trace is not None:
             self.trace.commit(run)  # the starting state (again, idempotently, after a resume)
+
+        def save() -> None:
+            self._checkpoint(run, saver, timing, wait=True)
+
+        loop_started = time.perf_counter()
         while run.step < plan.steps:
-            self._control(lambda: self._checkpoint(run, saver, timing, wait=True))
+            self._control(save)
             started = time.perf_counter()
             loss = run.train_step()
             elapsed = max(time.perf_counter() - started, 1e-9)
@@ -200,7 +215,27 @@ class Child:
             self._saved(saver.finished())
             if run.step % cfg.checkpoint_interval == 0 or run.step == plan.steps:
                 self._checkpoint(run, saver, timing, wait=False)
+            if run.step < plan.steps:
+                self._throttle(time.perf_counter() - started, timing, save)
+        timing["loop_s"] = time.perf_counter() - loop_started  # steps, bookkeeping, sleeps
         self._saved(saver.wait())
+
+    def _throttle(self, busy: float, timing: dict[str, float], save: Callable[[], None]) -> None:
+        """Below a duty of 1, sleep after a step so that busy / (busy + sleep) = duty, where
+        busy is the step and its bookkeeping. The sleep waits on the pipe: a pause or stop
+        is handled at once, a new duty changes the sleep still owed, and heartbeats go on."""
+        if self.duty >= 1.0:
+            return
+        started = time.perf_counter()
+        while self.duty < 1.0:
+            owed = busy * (1.0 - self.duty) / self.duty - (time.perf_counter() - started)
+            if owed <= 0:
+                break
+            if self.conn.poll(min(owed, self.config.heartbeat_interval_s)):
+                self._control(save)
+            else:
+                self.beat()
+        timing["throttle_s"] += time.perf_counter() - started
 
     def _saved(self, step: int | None) -> None:
         """Tell the parent a checkpoint write completed (None: none did)."""
@@ -220,22 +255,28 @@ class Child:
             self._saved(saver.wait())
 
     def _control(self, save: Any) -> None:
-        """Handle pause/stop requests that arrived since the last step."""
+        """Handle pause/stop/duty requests that arrived since the last step."""
         while self.conn.poll(0):
-            cmd = self.recv()["type"]
-            if cmd == "stop":
+            msg = self.recv()
+            cmd = msg["type"]
+            if cmd == "duty":
+                self.duty = _duty(msg)
+            elif cmd == "stop":
                 save()
                 raise _Stop
-            if cmd == "pause":
+            elif cmd == "pause":
                 save()
                 self.send({"type": "paused"})
                 while True:
                     if self.conn.poll(self.config.heartbeat_interval_s):
-                        cmd = self.recv()["type"]
-                        if cmd == "resume":
+                        msg = self.recv()
+                        cmd = msg["type"]
+                        if cmd == "duty":
+                            self.duty = _duty(msg)
+                        elif cmd == "resume":
                             self.send({"type": "resumed"})
                             break
-                        if cmd == "stop":
+                        elif cmd == "stop":
                             raise _Stop
                     self.send({"type": "hb"})
 
@@ -245,7 +286,14 @@ class Child:
         )
 
         training.configure_determinism(self.config.num_threads)
-        self.send({"type": "ready", "pid": os.getpid(), "torch": training.TORCH_VERSION})
+        self.send(
+            {
+                "type": "ready",
+                "pid": os.getpid(),
+                "torch": training.TORCH_VERSION,
+                "priority": self.priority,
+            }
+        )
         while True:
             try:
                 msg = self.recv()
@@ -253,6 +301,9 @@ class Child:
                 return  # the parent went away
             if msg["type"] == "shutdown":
                 return
+            if msg["type"] == "duty":
+                self.duty = _duty(msg)
+                continue
             if msg["type"] != "train":
                 continue  # a late pause/stop for a job that already ended
             try:
@@ -340,5 +391,10 @@ def _cuda_name(device: Any) -> str:
     return str(torch.cuda.get_device_name(device))
 
 
-def child_main(conn: Connection, config_json: str) -> None:
-    Child(conn, MiningConfig(**json.loads(config_json))).serve()
+def _duty(msg: dict[str, Any]) -> float:
+    """A duty frame's fraction, kept in 0.05..1 whatever the parent sent."""
+    return min(1.0, max(0.05, float(msg.get("duty", 1.0))))
+
+
+def child_main(conn: Connection, config_json: str, priority: str = "") -> None:
+    Child(conn, MiningConfig(**json.loads(config_json)), priority).serve()

@@ -102,6 +102,11 @@ class FieldEditor(QtWidgets.QWidget):
     def set_value(self, value: Sequence[str]) -> None:
         raise NotImplementedError
 
+    def problem(self) -> str:
+        """Something typed that the value does not hold yet (shown under the field, and
+        OK waits), so nothing typed is silently dropped by OK; empty when none."""
+        return ""
+
 
 class ListEditor(FieldEditor):
     """A list edited one item at a time: the caller's entry widgets and an Add button above,
@@ -113,10 +118,12 @@ class ListEditor(FieldEditor):
         make_item: Callable[[], str | None],
         *,
         empty: str,
+        pending: Callable[[], str] = lambda: "",
         parent: QtWidgets.QWidget | None = None,
     ) -> None:
         super().__init__(parent)
         self._make_item = make_item
+        self._pending = pending
         self.add_button = QtWidgets.QPushButton("Add")
         self.remove_button = QtWidgets.QPushButton("Remove")
         self.remove_button.setEnabled(False)
@@ -155,6 +162,12 @@ class ListEditor(FieldEditor):
         self.items.addItems([str(v) for v in value])
         self._sync()
         self.changed.emit()
+
+    def problem(self) -> str:
+        typed = self._pending()
+        if not typed:
+            return ""
+        return f"“{typed}” is not in the list yet: press Add or Enter, or clear it"
 
     def add(self) -> None:
         item = self._make_item()
@@ -203,9 +216,12 @@ def programs_editor() -> ListEditor:
         name.clear()
         return text or None
 
-    editor = ListEditor([name], make, empty="none: no program pauses mining")
+    editor = ListEditor(
+        [name], make, empty="none: no program pauses mining", pending=lambda: name.text().strip()
+    )
     editor.entry = name  # type: ignore[attr-defined]
     name.returnPressed.connect(editor.add)
+    name.textChanged.connect(editor.changed)
     return editor
 
 

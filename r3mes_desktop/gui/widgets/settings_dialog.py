@@ -409,6 +409,9 @@ class SettingsDialog(QtWidgets.QDialog):
             return not self.errors
         errors = validate_candidate(self.candidate())
         errors.update(self._secret_errors())
+        for name, editor in self.widgets.items():
+            if isinstance(editor, FieldEditor) and (problem := editor.problem()):
+                errors.setdefault(name, problem)
         self.errors = errors
         for name, label in self.error_labels.items():
             message = errors.get(name, "")

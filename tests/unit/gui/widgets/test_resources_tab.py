@@ -323,3 +323,21 @@ def test_enter_in_the_program_field_adds_the_program_and_does_not_press_ok(
     qtbot.keyClick(editor.entry, QtCore.Qt.Key.Key_Return)
     assert dialog.candidate()["governor_pause_while"] == ("steam",)
     assert dialog.isVisible() and not runtime.applied
+
+
+def test_a_program_typed_but_not_added_holds_ok_back_until_added_or_cleared(
+    dialog: SettingsDialog,
+) -> None:
+    editor = dialog.resources.pause_while
+    editor.entry.setText("zoom")
+    assert dialog.error_for("governor_pause_while") == (
+        "“zoom” is not in the list yet: press Add or Enter, or clear it"
+    )
+    assert not dialog.error_labels["governor_pause_while"].isHidden()
+    assert not dialog.ok_button.isEnabled() and dialog.apply() is False
+    editor.add_button.click()
+    assert dialog.error_for("governor_pause_while") == ""
+    assert dialog.candidate()["governor_pause_while"] == ("zoom",)
+    editor.entry.setText("steam")
+    editor.entry.clear()
+    assert dialog.ok_button.isEnabled()

@@ -25,8 +25,10 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import logging
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -41,6 +43,8 @@ LOGIND_PATH = "/org/freedesktop/login1"
 MANAGER_IFACE = "org.freedesktop.login1.Manager"
 SESSION_IFACE = "org.freedesktop.login1.Session"
 DBUS_TIMEOUT_S = 1.0
+
+log = logging.getLogger(__name__)
 
 
 def _open_system_bus() -> Any:
@@ -93,7 +97,10 @@ class LogindIdle:
 
     def _read(self) -> float:
         if self._conn is None:
-            self._conn = self._connect()
+            try:
+                self._conn = self._connect()
+            except (OSError, TimeoutError) as exc:
+                raise _NoBus(exc.strerror or str(exc) or type(exc).__name__) from exc
             self._path = None
         if self._path is None:
             self._session()
@@ -119,7 +126,7 @@ class LogindIdle:
             return self._degraded.unknown("jeepney (the D-Bus client) is not installed")
         except Exception as exc:  # a bus error of any kind: the reading is unknown
             self.close()
-            return self._degraded.unknown(f"logind over D-Bus: {_describe(exc)}")
+            return self._degraded.unknown(_describe(exc))
         self._degraded.ok()
         return seconds
 
@@ -130,14 +137,20 @@ class LogindIdle:
                 conn.close()
 
 
+class _NoBus(Exception):
+    """The system bus could not be reached (no socket, refused, no answer)."""
+
+
 def _describe(exc: BaseException) -> str:
     from jeepney.wrappers import DBusErrorResponse
 
+    if isinstance(exc, _NoBus):
+        return f"no system D-Bus ({exc})"
     if isinstance(exc, DBusErrorResponse):
-        return str(exc.name)  # org.freedesktop.DBus.Error.ServiceUnknown, ...
+        return f"logind answered {exc.name}"  # org.freedesktop.DBus.Error.ServiceUnknown, ...
     if isinstance(exc, KeyError):
-        return f"no {exc.args[0]} property"
-    return str(exc) or type(exc).__name__
+        return f"logind has no {exc.args[0]} property"
+    return f"logind over D-Bus: {exc or type(exc).__name__}"
 
 
 # -- Windows -------------------------------------------------------------------------------
@@ -292,10 +305,32 @@ class NoIdleSource:
         return self._degraded.unknown(self.why)
 
 
+class _ThisThreadOnly(logging.Filter):
+    """Drops the records of one thread: a probe's, not another thread's warnings."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.thread = threading.get_ident()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.thread != self.thread
+
+
 def _works(source: Any) -> str | None:
-    """Why a probe of `source` failed, or None when it read a figure."""
-    reading = source.idle_seconds()
-    return reading.why if isinstance(reading, Unknown) else None
+    """Why a probe of `source` failed, or None when it read a figure. A failed probe is no
+    warning (another source may work): `Degraded`'s log line is held back for this call,
+    in this thread only, and the reason goes to the debug log."""
+    quiet = _ThisThreadOnly()
+    degraded_log = logging.getLogger(Degraded.__module__)
+    degraded_log.addFilter(quiet)
+    try:
+        reading = source.idle_seconds()
+    finally:
+        degraded_log.removeFilter(quiet)
+    if isinstance(reading, Unknown):
+        log.debug("idle source %s cannot read: %s", type(source).__name__, reading.why)
+        return reading.why
+    return None
 
 
 def idle_source_for_platform(

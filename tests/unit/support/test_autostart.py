@@ -313,3 +313,19 @@ def test_a_failed_write_leaves_no_temporary_file(tmp_path: Path, monkeypatch: An
 def test_this_platform_gets_an_entry() -> None:
     entry = autostart(command=["x"], winreg=SimpleNamespace() if sys.platform == "win32" else None)
     assert entry.where
+
+
+def test_the_entry_for_this_installation_starts_it_with_a_known_flag(tmp_path: Path) -> None:
+    """The default command (this venv's launcher) run as the session manager would, plus
+    --help: it exists, and the app accepts --minimised (argparse exits before any Qt)."""
+    entry = autostart(platform="linux", env={"XDG_CONFIG_HOME": str(tmp_path)})
+    entry.set_enabled(True)
+    text = Path(entry.where).read_text(encoding="utf-8")
+    line = next(v for v in text.splitlines() if v.startswith("Exec="))[len("Exec=") :]
+    command = _exec_args(line)
+    assert command[-1] == "--minimised"
+    result = subprocess.run(
+        [*command, "--help"], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert "--minimised" in result.stdout

@@ -4,6 +4,7 @@ and macOS through ctypes stand-ins, and the pick for the platform."""
 from __future__ import annotations
 
 import ctypes
+import logging
 import os
 import shutil
 import subprocess
@@ -485,3 +486,57 @@ def test_pick_on_this_machine_never_raises() -> None:
         close = getattr(source, "close", None)
         if close is not None:
             close()
+
+
+def test_failed_probes_are_not_warnings_only_the_outcome_is(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """One warning for "no idle source", not one per source tried as well."""
+
+    def no_bus() -> Any:
+        raise FileNotFoundError(2, "No such file or directory")
+
+    bus = EventBus()
+    notices = _notices(bus)
+    with caplog.at_level(logging.DEBUG):
+        chosen = idle_source_for_platform(
+            bus,
+            platform="linux",
+            env={},
+            logind=lambda b: LogindIdle(b, connect=no_bus),
+        )
+        reading = chosen.idle_seconds()
+    assert isinstance(reading, Unknown)
+    assert reading.why == (
+        "X11: no X display (DISPLAY is not set); "
+        "logind: no system D-Bus (No such file or directory)"
+    )
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert [r.getMessage() for r in warnings] == [
+        f"idle time cannot be read ({reading.why}): the governor treats it as unknown"
+    ]
+    assert len(notices) == 1
+    assert "LogindIdle cannot read" in caplog.text  # the probe's reason, at debug level
+
+
+def test_a_probe_quiets_only_its_own_thread(caplog: pytest.LogCaptureFixture) -> None:
+    """Another thread's source failing during a probe still warns."""
+    other_warned = threading.Event()
+
+    def other_source() -> None:
+        WindowsIdle(dlls=lambda: None).idle_seconds()  # warns "not Windows"
+        other_warned.set()
+
+    class SlowProbe:
+        def idle_seconds(self) -> float | Unknown:
+            worker = threading.Thread(target=other_source)
+            worker.start()
+            worker.join(10)
+            return Unknown("probe")
+
+    with caplog.at_level(logging.WARNING):
+        idle_source_for_platform(
+            platform="linux", env={}, x11=lambda b: SlowProbe(), logind=lambda b: SlowProbe()
+        )
+    assert other_warned.is_set()
+    assert sum("not Windows" in r.getMessage() for r in caplog.records) == 2

@@ -61,6 +61,7 @@ def add_run_parser(sub: Any) -> None:
         help="devnet rounds: training steps per round (1..100000; default 20, 8 with --fast)",
     )
     _add_governor_options(p)
+    _add_caps_options(p)
     _add_password_options(p)
     p.set_defaults(func=cmd_run)
 
@@ -75,6 +76,67 @@ _GOVERNOR_FLAGS = {
     "window": "governor_windows",
     "gpu_temp_limit": "governor_gpu_temp_limit",
 }
+
+
+# flag → settings field: how much of the machine mining may use
+_CAPS_FLAGS = {
+    "device": "mining_devices",
+    "training_threads": "training_threads",
+    "pow_threads": "pow_threads",
+    "priority": "process_priority",
+    "memory_budget": "memory_budget_mb",
+    "vram_cap": "gpu_vram_cap_mb",
+    "power_target": "gpu_power_target_w",
+}
+_RUN_FLAGS = {**_GOVERNOR_FLAGS, **_CAPS_FLAGS}
+
+
+def _add_caps_options(p: argparse.ArgumentParser) -> None:
+    """How much of the machine mining may use; each flag overrides its setting."""
+    g = p.add_argument_group("how much of the machine to use (settings: Resources)")
+    g.add_argument(
+        "--device",
+        action="append",
+        metavar="ID",
+        help="mine on this device: cpu, cuda:N or mps (repeatable; default: every GPU found, "
+        "else the CPU)",
+    )
+    g.add_argument(
+        "--training-threads",
+        type=int,
+        metavar="N",
+        help="CPU threads for training (0 = all cores but one)",
+    )
+    g.add_argument(
+        "--pow-threads",
+        type=int,
+        metavar="N",
+        help="proof-of-work processes (0 = the cores training leaves)",
+    )
+    g.add_argument(
+        "--priority",
+        choices=("normal", "low", "idle"),
+        help="CPU priority of the training and proof-of-work processes (default low; idle "
+        "runs only on cores nothing else wants)",
+    )
+    g.add_argument(
+        "--memory-budget",
+        type=int,
+        metavar="MB",
+        help="memory for training activations; larger micro-batches are split (0 = none)",
+    )
+    g.add_argument(
+        "--vram-cap",
+        type=int,
+        metavar="MB",
+        help="GPU memory each training process may allocate (0 = no cap)",
+    )
+    g.add_argument(
+        "--power-target",
+        type=float,
+        metavar="W",
+        help="hold each GPU's power draw near W by pausing between steps (NVML; 0 = off)",
+    )
 
 
 def _add_governor_options(p: argparse.ArgumentParser) -> None:
@@ -407,13 +469,13 @@ async def _start_extras(ctx: CliContext, args: argparse.Namespace, runtime: Any)
 
 
 def governor_settings(ctx: CliContext, args: argparse.Namespace) -> Any:
-    """The settings with the governor flags given applied, validated (exit 2 naming the
-    flag's setting, its value and the accepted range)."""
+    """The settings with the governor and caps flags given applied, validated (exit 2
+    naming the flag's setting, its value and the accepted range)."""
     from r3mes_desktop.support.config import SettingsError, updated
 
     changes = {
         field: getattr(args, flag)
-        for flag, field in _GOVERNOR_FLAGS.items()
+        for flag, field in _RUN_FLAGS.items()
         if getattr(args, flag, None) is not None
     }
     if not changes:
@@ -421,7 +483,7 @@ def governor_settings(ctx: CliContext, args: argparse.Namespace) -> Any:
     try:
         return updated(ctx.settings, **changes)
     except SettingsError as exc:
-        flags = {field: "--" + flag.replace("_", "-") for flag, field in _GOVERNOR_FLAGS.items()}
+        flags = {field: "--" + flag.replace("_", "-") for flag, field in _RUN_FLAGS.items()}
         lines = [f"{flags.get(field, field)}: {text}" for field, text in exc.errors.items()]
         raise CliError("; ".join(lines), ExitCode.USAGE) from None
 

@@ -32,6 +32,7 @@ from typing import Protocol
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from r3mes_desktop.adapters.governor.idle import quiet_degraded
 from r3mes_desktop.core.events import Event, EventBus, GovernorStateChanged
 from r3mes_desktop.core.governor import Decision, Unknown
 
@@ -69,8 +70,12 @@ def policy_label(class_name: str) -> str:
 
 
 def _readings(read: Callable[[], Mapping[int, float] | Unknown]) -> dict[int, float]:
+    """One NVML reading; nothing when it cannot be read. No warning either: a machine
+    without an NVIDIA GPU is normal here, and the governor's own GPU source (when the
+    temperature policy is on) is the one that tells the user."""
     try:
-        values = read()
+        with quiet_degraded():
+            values = read()
     except Exception as exc:  # a source must not break the scrape
         log.debug("GPU reading failed: %s", exc)
         return {}

@@ -30,7 +30,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from r3mes_desktop.adapters.governor.degraded import Degraded
@@ -316,17 +316,26 @@ class _ThisThreadOnly(logging.Filter):
         return record.thread != self.thread
 
 
-def _works(source: Any) -> str | None:
-    """Why a probe of `source` failed, or None when it read a figure. A failed probe is no
-    warning (another source may work): `Degraded`'s log line is held back for this call,
-    in this thread only, and the reason goes to the debug log."""
+@contextlib.contextmanager
+def quiet_degraded() -> Iterator[None]:
+    """Hold back `Degraded`'s warning for reads made in this thread, in this block: for a
+    read whose failure is expected and reported elsewhere (probing which idle source
+    works; /metrics reading NVML, whose absence is an absent series). Other threads'
+    warnings still go out."""
     quiet = _ThisThreadOnly()
     degraded_log = logging.getLogger(Degraded.__module__)
     degraded_log.addFilter(quiet)
     try:
-        reading = source.idle_seconds()
+        yield
     finally:
         degraded_log.removeFilter(quiet)
+
+
+def _works(source: Any) -> str | None:
+    """Why a probe of `source` failed, or None when it read a figure. A failed probe is no
+    warning (another source may work); its reason goes to the debug log."""
+    with quiet_degraded():
+        reading = source.idle_seconds()
     if isinstance(reading, Unknown):
         log.debug("idle source %s cannot read: %s", type(source).__name__, reading.why)
         return reading.why

@@ -3,6 +3,7 @@ OpenMetrics), one series per hold / held device / device, GPU series absent with
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Mapping
 from pathlib import Path
@@ -10,6 +11,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import aiohttp
+import pytest
 from prometheus_client.openmetrics.parser import (
     text_string_to_metric_families as openmetrics_families,
 )
@@ -269,3 +271,19 @@ async def test_monitoring_serves_governor_series(tmp_path: Path) -> None:
     hold = ("r3mes_governor_hold", (("policy", "only_when_idle"), ("reason", "computer in use")))
     assert samples[hold] == 1.0
     assert samples[("r3mes_mining_device_enabled", (("device", "cpu"),))] == 1.0
+
+
+async def test_scraping_without_nvml_warns_nobody(caplog: pytest.LogCaptureFixture) -> None:
+    """No NVIDIA GPU is normal: the scrape leaves the GPU series out and logs no warning
+    (the governor's own GPU source warns when the temperature policy is on)."""
+    from r3mes_desktop.adapters.governor.nvml import NvmlGpus
+
+    gpus = NvmlGpus()
+    metrics = MinerMetrics(governor=GovernorView(gpus=gpus, close=gpus.close))
+    with caplog.at_level(logging.WARNING):
+        _, samples = await _scrape(metrics)
+        _, samples = await _scrape(metrics)
+    metrics.close()
+    if any(k[0] == "r3mes_gpu_temperature_celsius" for k in samples):
+        pytest.skip("NVML reads a GPU on this machine: nothing to be quiet about")
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []

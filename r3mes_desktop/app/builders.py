@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from r3mes_desktop.adapters.devnet import Devnet
     from r3mes_desktop.adapters.faults import FaultInjector
     from r3mes_desktop.adapters.ipfs.client import IpfsClient
+    from r3mes_desktop.adapters.mining.pool import TrainerPool
     from r3mes_desktop.adapters.mining.pow import ProcessPow
     from r3mes_desktop.adapters.mining.settings import MiningConfig
     from r3mes_desktop.adapters.mining.worker import ProcessTrainer
@@ -98,29 +99,15 @@ def build_keystore(*, data_dir: Path) -> Keystore:
     return Keystore(data_dir / "keys")
 
 
-def mining_config(
-    *, settings: Settings, device: str, devices: Sequence[str] | None = None
-) -> MiningConfig:
-    """The training worker's config for one device, from the settings: its torch threads
-    (`training_threads`), CPU priority (`process_priority`), memory budget and VRAM cap,
-    and the proof-of-work processes (`pow_threads`; 0 = the cores left by the training on
-    `devices`, every device that mines, default just this one)."""
-    from r3mes_desktop.adapters.mining.settings import MiningConfig, pow_processes
+def mining_config(*, settings: Settings, device: str) -> MiningConfig:
+    """The training worker's config for one device, from the settings."""
+    from r3mes_desktop.adapters.mining.settings import MiningConfig
 
     return MiningConfig(
         device=device if device != "mps" else "auto",
         max_gradient_size_mb=float(settings.max_gradient_size_mb),
         checkpoint_interval=settings.checkpoint_interval,
         preset=settings.model_preset,
-        num_threads=settings.training_threads,
-        memory_budget_mb=float(settings.memory_budget_mb),
-        vram_cap_mb=float(settings.gpu_vram_cap_mb),
-        priority=settings.process_priority,
-        pow_processes=pow_processes(
-            settings.pow_threads,
-            devices=list(devices) if devices is not None else [device],
-            training_threads_setting=settings.training_threads,
-        ),
     )
 
 
@@ -128,20 +115,30 @@ def build_trainer(
     *, settings: Settings, data_dir: Path, bus: EventBus, device: str = "auto"
 ) -> ProcessTrainer:
     """The training worker process for one device (`mps` is left to the worker's own
-    device choice)."""
+    device choice); every device's worker shares one checkpoint root."""
     from r3mes_desktop.adapters.mining.worker import ProcessTrainer
 
     config = mining_config(settings=settings, device=device)
     return ProcessTrainer(config, checkpoint_root=data_dir / "checkpoints", bus=bus)
 
 
-def build_pow(*, trainer: ProcessTrainer) -> ProcessPow:
-    """Proof-of-work processes, as many as the mining config gives the trainer (settings
-    `pow_threads`), at its CPU priority (`process_priority`); paused and resumed with the
-    governor (`ProcessPow.pause`)."""
+def build_trainers(
+    *, settings: Settings, data_dir: Path, bus: EventBus, devices: list[str]
+) -> TrainerPool:
+    """One training worker per mining device (`adapters.mining.pool`)."""
+    from r3mes_desktop.adapters.mining.pool import pool_of
+
+    return pool_of(
+        devices,
+        lambda device: build_trainer(settings=settings, data_dir=data_dir, bus=bus, device=device),
+    )
+
+
+def build_pow(*, trainer: ProcessTrainer | TrainerPool) -> ProcessPow:
+    """Proof-of-work processes, as many as the mining config gives the trainer."""
     from r3mes_desktop.adapters.mining.pow import ProcessPow
 
-    return ProcessPow(processes=trainer.config.pow_processes, priority=trainer.config.priority)
+    return ProcessPow(processes=trainer.config.pow_processes)
 
 
 def build_journal(*, data_dir: Path, inline_gradient_max: int | None) -> Journal:
@@ -293,6 +290,7 @@ def build_coordinator(
     maintenance_interval_s: float,
     clock: Clock,
     trace_root: Path,
+    lanes: int = 1,
 ) -> Coordinator:
     """The saga's coordinator over the parts. Round completion answers the validators'
     challenge (`ProvingTaskApi`) through the chain client the saga submits with, so with
@@ -319,6 +317,7 @@ def build_coordinator(
         verdicts=chain,
         versions=chain,
         models=ModelCache(store, data_dir / "models"),
+        lanes=lanes,
     )
 
 
@@ -330,6 +329,7 @@ def build_miner(
     poll_interval_s: float,
     clock: Clock,
     network: str = "",
+    lanes: Callable[[], int] | None = None,
 ) -> Miner:
     """The mining loop, polling for open rounds while idle; `network` names where it is
     connected (`network_label`)."""
@@ -342,6 +342,7 @@ def build_miner(
         poll_interval_s=poll_interval_s,
         clock=clock,
         network=network,
+        lanes=lanes,
     )
 
 

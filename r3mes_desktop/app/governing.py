@@ -23,7 +23,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Protocol
+from collections.abc import Mapping
+from typing import Protocol, TypeGuard
 
 from r3mes_desktop.core.clock import SYSTEM_CLOCK, Clock
 from r3mes_desktop.core.events import EventBus, GovernorStateChanged
@@ -52,6 +53,25 @@ class Pausable(Protocol):
     def pause(self) -> None: ...
 
     def resume(self) -> None: ...
+
+
+class DeviceControl(Protocol):
+    """What the loop needs to hold one device back (`TrainerPool`)."""
+
+    members: Mapping[str, object]
+
+    @property
+    def enabled(self) -> frozenset[str]: ...
+
+    @property
+    def held(self) -> Mapping[str, str]: ...
+
+    @property
+    def capacity(self) -> int: ...
+
+    def hold(self, device: str, reason: str) -> None: ...
+
+    def release(self, device: str) -> None: ...
 
 
 def policies_from(settings: Settings) -> list[Policy]:
@@ -147,6 +167,9 @@ class GovernorLoop:
         if self._holding and self.trainer is not None:
             self.trainer.resume()
         self._holding = False
+        if _controls_devices(self.trainer):
+            for device in list(self.trainer.held):
+                self.trainer.release(device)
         close_sources(self.governor.sources)
 
     async def _run(self) -> None:
@@ -169,13 +192,36 @@ class GovernorLoop:
                     summary=decision.summary,
                     reasons=decision.reasons,
                     notes=decision.notes,
+                    devices_held=tuple(reason for _, reason in decision.devices_held),
                     ts=self.clock.time(),
                 )
             )
         await self._apply(decision)
         return decision
 
+    def _hold_devices(self, decision: Decision) -> bool:
+        """Hold back exactly the devices the decision names (a worker of its own each);
+        True when that leaves no device to mine on. A lone `auto` worker stands for the
+        GPU it picked, so a hot GPU holds it."""
+        pool = self.trainer
+        if not _controls_devices(pool):
+            return bool(decision.devices_held)
+        wanted: dict[str, str] = {}
+        for device, reason in decision.devices_held:
+            if device in pool.members:
+                wanted[device] = reason
+            elif "auto" in pool.enabled and device == "cuda:0":
+                wanted["auto"] = reason
+        for device in [d for d in pool.held if d not in wanted]:
+            pool.release(device)
+        for device, reason in wanted.items():
+            if pool.held.get(device) != reason:
+                pool.hold(device, reason)
+        return bool(wanted) and pool.capacity == 0
+
     async def _apply(self, decision: Decision) -> None:
+        if self._hold_devices(decision) and decision.may_run:
+            decision = Decision(False, tuple(r for _, r in decision.devices_held))
         state = self.miner.state
         if state in (MinerState.IDLE, MinerState.STOPPING):
             if self._holding and self.trainer is not None:
@@ -195,6 +241,10 @@ class GovernorLoop:
                 self.trainer.resume()
             if state in (MinerState.PAUSING, MinerState.PAUSED):
                 await self.miner.start()
+
+
+def _controls_devices(trainer: object) -> TypeGuard[DeviceControl]:
+    return all(hasattr(trainer, name) for name in ("hold", "release", "held", "members"))
 
 
 def start_governor(

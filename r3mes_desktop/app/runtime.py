@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections.abc import Coroutine
 from pathlib import Path
@@ -34,13 +35,15 @@ if TYPE_CHECKING:
     from r3mes_desktop.adapters.devnet import Devnet
     from r3mes_desktop.adapters.devnet.evm import DevnetEvm
     from r3mes_desktop.adapters.faults import FaultInjector
+    from r3mes_desktop.adapters.governor.devices import Detected
+    from r3mes_desktop.adapters.mining.pool import TrainerPool
     from r3mes_desktop.adapters.mining.pow import ProcessPow
-    from r3mes_desktop.adapters.mining.worker import ProcessTrainer
     from r3mes_desktop.app.devnet_aggregator import DevnetAggregator
     from r3mes_desktop.app.devnet_validator import DevnetValidator
     from r3mes_desktop.app.governing import GovernorLoop
     from r3mes_desktop.app.instance_lock import InstanceLock
     from r3mes_desktop.core.coordinator import Coordinator
+    from r3mes_desktop.core.governor import Decision
     from r3mes_desktop.core.miner import Miner
     from r3mes_desktop.core.resilience import ServiceCaller
     from r3mes_desktop.core.resilience.breaker import BreakerRegistry
@@ -83,7 +86,7 @@ class Runtime:
         self.ready = False
         self.data_dir: Path = Path()
         self.callers: dict[str, ServiceCaller] = {}  # the one retry/breaker/timeout layer
-        self.trainer: ProcessTrainer | None = None
+        self.trainer: TrainerPool | None = None  # one training worker per mining device
         self.pow: ProcessPow | None = None
         self.devnet: Devnet | None = None
         self.devnet_validator: DevnetValidator | None = None
@@ -102,6 +105,8 @@ class Runtime:
         self._background: set[asyncio.Task[None]] = set()
         self._warming: asyncio.Future[None] | None = None
         self._closers: list[Closer] = []
+        self._auto_devices: list[str] = []  # what "auto" mines on, found at open()
+        self._detected: asyncio.Future[Detected] | None = None
 
     # -- the parts that exist only while open -------------------------------------------------
     @property
@@ -142,9 +147,7 @@ class Runtime:
         if self.options.warm_trainer:
             # The worker's torch import (seconds) overlaps the devnet replay and recovery
             # setup instead of delaying the first (or the first recovered) round after them.
-            self.trainer = builders.build_trainer(
-                settings=settings, data_dir=self.data_dir, bus=self.bus
-            )
+            self.trainer = await self._build_trainers(settings)
             self._warming = asyncio.ensure_future(self.trainer.start())
 
         self._breakers = builders.build_breakers(settings=settings, bus=self.bus)
@@ -165,6 +168,40 @@ class Runtime:
         self._open_notifier()
         if self.options.worker_nice > 0:
             self._spawn(renice_workers(self.options.worker_nice))
+
+    async def _build_trainers(self, settings: Settings) -> TrainerPool:
+        """A worker per device "auto" finds, plus the CPU and any device the settings
+        tick; only the chosen ones (or, with none chosen, the found ones) take rounds, so
+        switching one on or off later is live and costs nothing until it trains."""
+        from r3mes_desktop.adapters.governor.devices import auto_devices
+
+        # CUDA numbers GPUs fastest first, NVML by PCI bus: the workers (spawned with this
+        # environment) number them like NVML, so "GPU 1 is hot" holds the worker on GPU 1.
+        os.environ.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
+        self._auto_devices = await asyncio.to_thread(auto_devices)
+        devices = list(dict.fromkeys([*self._auto_devices, *settings.mining_devices, "cpu"]))
+        pool = builders.build_trainers(
+            settings=settings, data_dir=self.data_dir, bus=self.bus, devices=devices
+        )
+        pool.set_enabled(self._chosen_devices(settings))
+        return pool
+
+    def _chosen_devices(self, settings: Settings) -> list[str]:
+        return list(settings.mining_devices) or self._auto_devices
+
+    async def detect_devices(self) -> Detected:
+        """Every device torch and NVML find (for the Resources tab; torch is asked in a
+        child process, once per runtime)."""
+        from r3mes_desktop.adapters.governor.devices import detect
+
+        if self._detected is None:
+            self._detected = asyncio.ensure_future(asyncio.to_thread(detect))
+        return await asyncio.shield(self._detected)
+
+    @property
+    def governor_decision(self) -> Decision | None:
+        """The governor's last decision; None when no policy is on (mining always)."""
+        return self.governor.decision if self.governor is not None else None
 
     def _take_lock(self) -> None:
         try:
@@ -224,10 +261,9 @@ class Runtime:
         chain = _opened(self.chain, "chain client")
         store = _opened(self.store, "content store")
         if self.trainer is None:
-            self.trainer = builders.build_trainer(
-                settings=settings, data_dir=self.data_dir, bus=self.bus
-            )
-        self.trainer.miner = chain.miner_address  # its runs are bound to this account
+            self.trainer = await self._build_trainers(settings)
+        pool = self.trainer
+        pool.miner = chain.miner_address  # its runs are bound to this account
         if self._warming is not None:
             # Recovery and mining start now; a round waits for the same worker (the trainer
             # spawns one, never two); close() still awaits the warm-up.
@@ -259,6 +295,7 @@ class Runtime:
             maintenance_interval_s=opts.maintenance_interval_s,
             clock=clock,
             trace_root=self.trainer.trace_root,
+            lanes=len(self.trainer.members),
         )
         report = await self._coordinator.start()
         if self.faults is not None:
@@ -272,11 +309,13 @@ class Runtime:
             poll_interval_s=opts.miner_poll_s,
             clock=clock,
             network=builders.network_label(settings=settings, chain=chain),
+            lanes=lambda: pool.capacity,
         )
         self._miner = miner
+        pool.on_capacity = miner.wake
         from r3mes_desktop.app.governing import start_governor
 
-        self.governor = start_governor(settings, miner=miner, bus=self.bus, trainer=self.trainer)
+        self.governor = start_governor(settings, miner=miner, bus=self.bus, trainer=pool)
         if self.devnet is not None:
             self.devnet.operator.on_opened = lambda _ids: miner.wake()
             if opts.devnet_validator_s is not None:
@@ -316,10 +355,52 @@ class Runtime:
             bulkhead = getattr(self._coordinator, "bulkhead", None)
             if bulkhead is not None:
                 bulkhead.set_limit(settings.max_active_transactions)
+        if self.trainer is not None and (
+            old is None or old.mining_devices != settings.mining_devices
+        ):
+            self._switch_devices(settings)
+        if old is not None and self._miner is not None and _governor_changed(old, settings):
+            self._spawn(self._restart_governor(settings))
         restart = ("chain_rpc_urls", "chain_id", "ipfs_api_address", "contract_address")
         return [
             name for name in restart if old is None or getattr(old, name) != getattr(settings, name)
         ]
+
+    def _switch_devices(self, settings: Settings) -> None:
+        """Switch mining devices on and off now: a new one gets a worker, a round on one
+        switched off pauses (checkpointed) until it is switched on again."""
+        pool = _opened(self.trainer, "trainer")
+        chosen = self._chosen_devices(settings)
+        for device in chosen:
+            if device not in pool.members:
+                pool.add(
+                    device,
+                    builders.build_trainer(
+                        settings=settings, data_dir=self.data_dir, bus=self.bus, device=device
+                    ),
+                )
+        pool.set_enabled(chosen)
+        log.info("mining devices: %s", ", ".join(chosen))
+
+    async def _restart_governor(self, settings: Settings) -> None:
+        """New governor settings apply now: the old loop releases its hold, a new one
+        (if any policy is on) decides at once."""
+        from r3mes_desktop.app.governing import start_governor
+
+        old, self.governor = self.governor, None
+        if old is not None:
+            await old.stop()
+        if self._miner is None:
+            return
+        self.governor = start_governor(
+            settings, miner=self._miner, bus=self.bus, trainer=self.trainer
+        )
+        if self.governor is None and old is not None:
+            from r3mes_desktop.core.events import GovernorStateChanged
+
+            self.bus.publish(
+                GovernorStateChanged(may_run=True, summary="mining allowed", ts=time.time())
+            )
 
     # -- facts for the status bar -------------------------------------------------------------
     def endpoints(self) -> dict[str, str | None]:
@@ -412,6 +493,14 @@ class Runtime:
         if self._lock is not None:
             self._lock.release()
             self._lock = None
+
+
+def _governor_changed(old: Settings, new: Settings) -> bool:
+    return any(
+        getattr(old, name) != getattr(new, name)
+        for name in type(new).model_fields
+        if name.startswith("governor_")
+    )
 
 
 def _opened(part: _Part | None, name: str) -> _Part:

@@ -105,6 +105,7 @@ class Coordinator:
         models: ModelStore | None = None,
         versions: ModelVersionSource | None = None,
         version_poll_s: float = 10.0,
+        lanes: int = 1,
     ) -> None:
         """Wire the saga's context from the parts given (its length is the list of parts:
         one place shows everything the coordinator owns and passes on)."""
@@ -145,6 +146,7 @@ class Coordinator:
                 max_gradient_bytes=settings.max_gradient_size_mb * 1024 * 1024,
                 receipt_timeout_s=settings.call_timeout,
                 models=models,
+                lanes=lanes,
             )
         )
         self.compensator = self.saga.compensator

@@ -194,3 +194,4 @@ class GovernorStateChanged(Event):
     summary: str
     reasons: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
+    devices_held: tuple[str, ...] = ()  # one reason per device held back alone (too hot)

@@ -158,6 +158,7 @@ class Verdict:
 
     holds: bool
     reason: str
+    device: str | None = None  # set: holds back only this device (`cuda:0`), not all mining
 
 
 class Policy(Protocol):
@@ -337,26 +338,41 @@ def _program(name: str) -> str:
 
 @dataclass
 class GpuTemperature:
-    """Pause when a GPU reaches `limit_c`; resume once every GPU is at `limit_c - delta_c`
-    or below (hysteresis, so mining does not flap around the limit)."""
+    """Hold a GPU back when it reaches `limit_c`; let it run again at `limit_c - delta_c`
+    or below (hysteresis, so it does not flap around the limit). Per GPU: on a rig, one
+    hot card pauses and the others mine on (`check_devices`; GPU i is device `cuda:i`)."""
 
     limit_c: float
     delta_c: float = 6.0
-    _hot: bool = field(default=False, init=False)
+    _hot: set[int] = field(default_factory=set, init=False)
 
     def check(self, readings: Readings) -> Verdict | None:
         temps = readings.temperatures_c()
         if isinstance(temps, Unknown):
-            self._hot = False
+            self._hot.clear()
             return Verdict(False, f"GPU temperature cannot be read ({temps.why})")
-        if not temps:
-            return None
-        index, hottest = max(temps.items(), key=lambda item: item[1])
+        return None
+
+    def check_devices(self, readings: Readings) -> list[Verdict]:
+        temps = readings.temperatures_c()
+        if isinstance(temps, Unknown):
+            return []
         resume_at = self.limit_c - self.delta_c
-        self._hot = hottest >= self.limit_c if not self._hot else hottest > resume_at
-        if not self._hot:
-            return None
-        return Verdict(True, f"GPU {index} at {hottest:.0f} °C, resumes at {resume_at:g} °C")
+        held = []
+        for index, temp in sorted(temps.items()):
+            hot = temp > resume_at if index in self._hot else temp >= self.limit_c
+            if not hot:
+                self._hot.discard(index)
+                continue
+            self._hot.add(index)
+            held.append(
+                Verdict(
+                    True,
+                    f"GPU {index} at {temp:.0f} °C, resumes at {resume_at:g} °C",
+                    device=f"cuda:{index}",
+                )
+            )
+        return held
 
 
 # -- the governor ---------------------------------------------------------------------------
@@ -369,20 +385,26 @@ class Decision:
     reasons: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
     held_by: tuple[str, ...] = ()  # the policies holding mining back, by class name
+    devices_held: tuple[tuple[str, str], ...] = ()  # (device, reason): held back alone
 
     @property
-    def state(self) -> tuple[bool, tuple[str, ...], tuple[str, ...]]:
+    def state(self) -> tuple[bool, tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
         """What changes the governor's state: whether mining may run, which policies hold
-        it back, what could not be evaluated; not the figures inside a reason ("other
-        programs use 73% CPU" moves every second while the hold stays the same)."""
-        return (self.may_run, self.held_by, self.notes)
+        it back, which devices are held, what could not be evaluated; not the figures
+        inside a reason ("other programs use 73% CPU" moves every second while the hold
+        stays the same)."""
+        held = tuple(device for device, _ in self.devices_held)
+        return (self.may_run, self.held_by, held, self.notes)
 
     @property
     def summary(self) -> str:
-        """One line for a status bar: "mining allowed" or "paused: <reasons>"."""
-        if self.may_run:
-            return "mining allowed"
-        return "paused: " + "; ".join(self.reasons)
+        """One line for a status bar: "mining allowed", "paused: <reasons>", or which
+        devices are held back while the rest mine."""
+        if not self.may_run:
+            return "paused: " + "; ".join(self.reasons)
+        if self.devices_held:
+            return "held back: " + "; ".join(reason for _, reason in self.devices_held)
+        return "mining allowed"
 
 
 class Governor:
@@ -405,12 +427,15 @@ class Governor:
         reasons: list[str] = []
         notes: list[str] = []
         held_by: list[str] = []
+        devices_held: list[tuple[str, str]] = []
         for policy in self.policies:
             try:
                 verdict = policy.check(readings)
             except Exception as exc:  # a broken policy must not stop the governor
                 log.exception("governor policy %r failed", policy)
                 verdict = Verdict(False, f"{type(policy).__name__} failed: {exc}")
+            for held in _device_verdicts(policy, readings):
+                devices_held.append((held.device or "", held.reason))
             if verdict is None:
                 continue
             if verdict.holds:
@@ -423,4 +448,18 @@ class Governor:
             reasons=tuple(reasons),
             notes=tuple(notes),
             held_by=tuple(held_by),
+            devices_held=tuple(devices_held),
         )
+
+
+def _device_verdicts(policy: Policy, readings: Readings) -> list[Verdict]:
+    """The devices a per-device policy holds back (`check_devices`); a failure there is
+    logged and holds nothing (the policy's `check` already reports unknown readings)."""
+    check = getattr(policy, "check_devices", None)
+    if check is None:
+        return []
+    try:
+        return [v for v in check(readings) if v.holds and v.device]
+    except Exception:
+        log.exception("governor policy %r failed on its devices", policy)
+        return []

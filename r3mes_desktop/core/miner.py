@@ -1,9 +1,11 @@
 """The mining loop the GUI and the CLI drive: pick open rounds, run them, pipelined.
 
-Training + PoW use the device, so they are one serial lane (inside the saga); as soon as
-a transaction leaves the lane the loop starts the next round, so its training overlaps the
-upload and submission of the previous one. The coordinator's bulkhead bounds how many are
-in flight. States: idle → mining → (pausing → paused | stopping → idle).
+Training + PoW use a device, so each device is one serial lane (inside the saga); as soon
+as a transaction leaves its lane the loop starts the next round, so its training overlaps
+the upload and submission of the previous one. A rig with several devices has as many
+lanes (`lanes`, read live: a device switched off or held back by the governor is one lane
+fewer), each training its own round. The coordinator's bulkhead bounds how many are in
+flight. States: idle → mining → (pausing → paused | stopping → idle).
 
 The miner says where it is: "connected to <network>, K open rounds for you" on its first
 listing after a start, then a line only when the listing goes empty ("waiting for rounds")
@@ -19,6 +21,7 @@ import contextlib
 import functools
 import logging
 import math
+from collections.abc import Callable
 from enum import StrEnum
 from typing import Any
 
@@ -50,9 +53,12 @@ class Miner:
         poll_interval_s: float = 10.0,
         network: str = "",
         step_rate: StepRate | None = None,
+        lanes: Callable[[], int] | None = None,
     ) -> None:
         """`network`: how the connected line names the network ("it (chain 1337), contract
-        0x12ab…"); `step_rate`: the training speed measured so far (a new one by default)."""
+        0x12ab…"); `step_rate`: the training speed measured so far (a new one by default);
+        `lanes`: how many rounds may train at once now (one per usable device; 1 when not
+        given)."""
         self.coordinator = coordinator
         self.chain = chain
         self.bus = bus
@@ -61,6 +67,9 @@ class Miner:
         self._state = MinerState.IDLE
         self._loop_task: asyncio.Task[None] | None = None
         self._inflight: dict[int, asyncio.Task[Any]] = {}
+        self._in_lane: set[int] = set()  # rounds training (or proving) on a device now
+        self._lane_freed = asyncio.Event()
+        self.lanes = lanes or (lambda: 1)
         self._wake = asyncio.Event()
         self._last_listing = -math.inf  # clock.monotonic() of the last successful listing
         self._closed_check: asyncio.Task[None] | None = None
@@ -83,6 +92,7 @@ class Miner:
         if new is self._state:
             return
         old, self._state = self._state, new
+        self._lane_freed.set()  # a loop waiting for a lane looks at the new state
         log.info("miner %s -> %s%s", old.value, new.value, f" ({reason})" if reason else "")
         self.bus.publish(
             MinerStateChanged(
@@ -107,9 +117,10 @@ class Miner:
             self._settle()
 
     def wake(self) -> None:
-        """New rounds may be open (the devnet operator just opened some): look now, not
-        at the next poll."""
+        """New rounds may be open (the devnet operator just opened some), or a lane became
+        usable (a device switched on, a hold released): look now, not at the next poll."""
         self._wake.set()
+        self._lane_freed.set()
 
     async def finish_then_stop(self) -> None:
         """Start no new round; let the running ones finish; then idle."""
@@ -247,8 +258,16 @@ class Miner:
                 return spec
         return await self._pick(await self._list_rounds())
 
+    def _left_lane(self, round_id: int) -> None:
+        self._in_lane.discard(round_id)
+        self._lane_freed.set()
+
+    def _lane_free(self) -> bool:
+        return len(self._in_lane) < max(1, self.lanes())
+
     def _finished(self, round_id: int, task: asyncio.Task[Any]) -> None:
         self._inflight.pop(round_id, None)
+        self._left_lane(round_id)
         if not task.cancelled() and task.exception() is not None:
             log.error("round %s ended with an error: %s", round_id, task.exception())
         self._wake.set()
@@ -257,10 +276,14 @@ class Miner:
     async def _loop(self) -> None:
         # The next round's listing runs while the current one trains: listing is a chain
         # call, and under failures its retries and an open breaker took as long as the
-        # training itself, every round, with the device lane idle meanwhile.
+        # training itself, every round, with the device lanes idle meanwhile.
         listing: asyncio.Task[list[RoundSpec] | None] | None = None
         try:
             while self._state is MinerState.MINING:
+                if not self._lane_free():
+                    await self._lane_freed.wait()
+                    self._lane_freed.clear()
+                    continue
                 spec = await self._next_round(listing)
                 listing = None
                 if self._state is not MinerState.MINING:
@@ -268,17 +291,18 @@ class Miner:
                 if spec is None:
                     await self._idle_wait()
                     continue
-                lane_free = asyncio.Event()
+                round_id = spec.round_id
                 task = asyncio.create_task(
-                    self.coordinator.run_transaction(spec, on_lane_released=lane_free.set),
-                    name=f"round-{spec.round_id}",
+                    self.coordinator.run_transaction(
+                        spec, on_lane_released=functools.partial(self._left_lane, round_id)
+                    ),
+                    name=f"round-{round_id}",
                 )
-                self._inflight[spec.round_id] = task
-                task.add_done_callback(functools.partial(self._finished, spec.round_id))
+                self._inflight[round_id] = task
+                self._in_lane.add(round_id)
+                self._lane_freed.clear()
+                task.add_done_callback(functools.partial(self._finished, round_id))
                 listing = asyncio.create_task(self._list_rounds(), name="miner-list-rounds")
-                waiter = asyncio.create_task(lane_free.wait())
-                await asyncio.wait({waiter, task}, return_when=asyncio.FIRST_COMPLETED)
-                waiter.cancel()
         finally:
             if listing is not None:
                 listing.cancel()

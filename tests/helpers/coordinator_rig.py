@@ -32,6 +32,7 @@ class Rig:
     inline_gradient_max: int = INLINE_GRADIENT_MAX  # 0: every gradient is a file
     verdicts: bool = False  # the coordinator reads verdicts from the fake chain
     versions: bool = False  # ... and the network model's versions
+    lanes: int = 1  # device lanes (a multi-GPU rig has one per device)
 
     def of_kind(self, kind: type[Event]) -> list[Any]:
         return [e for e in self.events if isinstance(e, kind)]
@@ -61,6 +62,7 @@ def build_coordinator(rig: Rig) -> Coordinator:
         artifacts_dir=rig.tmp / "artifacts",
         verdicts=rig.chain if rig.verdicts else None,
         versions=rig.chain if rig.versions else None,
+        lanes=rig.lanes,
     )
 
 
@@ -70,6 +72,7 @@ def make_rig(
     inline_gradient_max: int = INLINE_GRADIENT_MAX,
     verdicts: bool = False,
     versions: bool = False,
+    lanes: int = 1,
     **settings: Any,
 ) -> Rig:
     clock = ManualClock()
@@ -90,6 +93,7 @@ def make_rig(
         inline_gradient_max=inline_gradient_max,
         verdicts=verdicts,
         versions=versions,
+        lanes=lanes,
     )
     bus.subscribe(rig.events.append)
     rig.coordinator = build_coordinator(rig)

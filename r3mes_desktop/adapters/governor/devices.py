@@ -134,6 +134,23 @@ def nvml_devices() -> tuple[list[DeviceInfo], str | None]:
             log.debug("NVML shutdown: %s", exc)
 
 
+def auto_devices() -> list[str]:
+    """The devices "auto" (no device ticked) mines on, found cheaply at every start: each
+    GPU NVML or the NVIDIA driver (/proc/driver/nvidia/gpus) lists; where neither can
+    tell, one worker that picks its device itself (`auto`: CUDA if torch has it, else
+    the CPU), since asking torch costs seconds."""
+    from_nvml, _ = nvml_devices()
+    if from_nvml:
+        return [device.id for device in from_nvml]
+    try:
+        count = len(os.listdir("/proc/driver/nvidia/gpus"))
+    except OSError:
+        count = 0
+    if count:
+        return [f"cuda:{index}" for index in range(count)]
+    return ["auto"]
+
+
 def detect(*, torch_probe: bool = True) -> Detected:
     """The CPU, then the GPUs: torch's list (what training can use) with NVML's driver
     version merged in; NVML's alone where torch sees none (a CPU-only torch build: listed,

@@ -71,6 +71,7 @@ class SagaContext:
     max_gradient_bytes: int
     receipt_timeout_s: float
     models: ModelStore | None = None  # fetches the network adapter a round names
+    lanes: int = 1  # device lanes: transactions that may train (+ prove) at once
 
 
 @dataclass

@@ -5,8 +5,9 @@ Each step reads what it needs from the journal record, does its effect, and retu
 journal always holds what the next effect needs (intent before effect):
 
 - TRAINING ends with the gradient journaled (a row, or a durable file), its hash and the
-  PoW nonce; training and PoW are one device-bound lane (`lane`), so only one transaction
-  uses the device at a time while uploads and submissions of others overlap it (`steps`).
+  PoW nonce; training and PoW are device-bound lanes (`lane`, one per mining device), so
+  only one transaction uses a device at a time while uploads and submissions of others
+  overlap it (`steps`).
 - IPFS_UPLOAD looks before adding, pins the journaled bytes (same bytes, same CID), then
   signs the submission locally; CID, raw signed bytes and tx hash are committed together with
   the (round, miner) claim before anything is broadcast (`steps`).
@@ -47,7 +48,7 @@ class Saga:
     def __init__(self, ctx: SagaContext) -> None:
         self.ctx = ctx
         self.scratch = Scratch()
-        self.lane = asyncio.Lock()
+        self.lane = asyncio.Semaphore(max(1, ctx.lanes))
         self.steps = Steps(self)
         self.settlement = Settlement(self)
         self.failure = Failure(self)

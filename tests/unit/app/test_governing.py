@@ -214,3 +214,60 @@ async def test_start_governor_runs_only_when_a_policy_is_on(rig: Rig) -> None:
     assert _state(miner) is MinerState.PAUSED and trainer.calls == ["pause"]
     await loop.stop()
     await miner.stop()
+
+
+@dataclass
+class FakeGpus:
+    temps: dict[int, float] = field(default_factory=dict)
+
+    def temperatures_c(self) -> dict[int, float]:
+        return self.temps
+
+
+@dataclass
+class Member:
+    paused: bool = False
+    miner: str | None = None
+
+    def pause(self) -> None:
+        self.paused = True
+
+    def resume(self) -> None:
+        self.paused = False
+
+
+async def test_a_hot_gpu_holds_only_its_own_worker_and_all_hot_pauses_mining(rig: Rig) -> None:
+    from r3mes_desktop.adapters.mining.pool import TrainerPool
+    from r3mes_desktop.core.governor import GpuTemperature
+
+    members = {"cuda:0": Member(), "cuda:1": Member()}
+    pool = TrainerPool(members)  # type: ignore[arg-type]
+    gpus = FakeGpus({0: 60.0, 1: 60.0})
+    miner = Miner(rig.coordinator, rig.chain, rig.bus, clock=rig.clock, poll_interval_s=0.05)
+    governor = Governor([GpuTemperature(80, 5)], Sources(gpu=gpus), clock=rig.clock)
+    loop = GovernorLoop(governor, miner, rig.bus, trainer=pool, clock=rig.clock)
+    events: list[GovernorStateChanged] = []
+    rig.bus.subscribe(lambda e: events.append(e) if isinstance(e, GovernorStateChanged) else None)
+    await miner.start()
+    try:
+        gpus.temps = {0: 81.0, 1: 60.0}
+        decision = await loop.tick()
+        assert decision.may_run and _state(miner) is MinerState.MINING
+        assert members["cuda:0"].paused and not members["cuda:1"].paused
+        assert events[-1].devices_held == ("GPU 0 at 81 °C, resumes at 75 °C",)
+        assert events[-1].summary == "held back: GPU 0 at 81 °C, resumes at 75 °C"
+
+        gpus.temps = {0: 81.0, 1: 82.0}  # no device left: mining pauses as a whole
+        await loop.tick()
+        assert loop.holding and _state(miner) in (MinerState.PAUSING, MinerState.PAUSED)
+        assert all(m.paused for m in members.values())
+
+        gpus.temps = {0: 74.0, 1: 76.0}  # GPU 0 cooled below its resume point, GPU 1 not
+        await loop.tick()
+        assert not members["cuda:0"].paused and members["cuda:1"].paused
+        assert not loop.holding and _state(miner) is MinerState.MINING
+
+        await loop.stop()  # stopping the governor releases every hold it made
+        assert not any(m.paused for m in members.values()) and pool.held == {}
+    finally:
+        await miner.stop()

@@ -167,19 +167,29 @@ def test_pause_while_named_programs_run() -> None:
     )
 
 
-def test_gpu_temperature_hysteresis() -> None:
+def test_gpu_temperature_hysteresis_holds_only_the_hot_gpu() -> None:
     gpu = FakeGpu({0: 70.0, 1: 60.0})
     gov = _governor(GpuTemperature(limit_c=84, delta_c=6), gpu=gpu)
     seen = []
     for temp in (70, 83, 84, 82, 79, 78, 80, 83):
         gpu.temps = {0: float(temp), 1: 60.0}
-        seen.append(gov.evaluate().may_run)
-    # paused at 84, held through 82 and 79, resumed at 78, not paused again below 84
-    assert seen == [True, True, False, False, False, True, True, True]
+        decision = gov.evaluate()
+        assert decision.may_run  # the other GPU (and the rest of mining) goes on
+        seen.append(tuple(device for device, _ in decision.devices_held))
+    # held at 84, through 82 and 79, released at 78, not held again below 84
+    assert seen == [(), (), ("cuda:0",), ("cuda:0",), ("cuda:0",), (), (), ()]
     gpu.temps = {0: 50.0, 1: 84.4}
-    assert gov.evaluate().reasons == ("GPU 1 at 84 °C, resumes at 78 °C",)
+    decision = gov.evaluate()
+    assert decision.devices_held == (("cuda:1", "GPU 1 at 84 °C, resumes at 78 °C"),)
+    assert decision.summary == "held back: GPU 1 at 84 °C, resumes at 78 °C"
+    gpu.temps = {0: 85.0, 1: 80.0}  # GPU 1 still above its resume point: both held
+    assert [d for d, _ in gov.evaluate().devices_held] == ["cuda:0", "cuda:1"]
     gpu.temps = Unknown("NVML not installed")
-    assert gov.evaluate().notes == ("GPU temperature cannot be read (NVML not installed)",)
+    decision = gov.evaluate()
+    assert decision.notes == ("GPU temperature cannot be read (NVML not installed)",)
+    assert decision.devices_held == ()
+    gpu.temps = {0: 80.0, 1: 80.0}  # an unknown reading forgot the holds: 80 < 84 runs
+    assert gov.evaluate().devices_held == ()
 
 
 def _at(text: str) -> Sources:

@@ -260,3 +260,42 @@ async def test_a_round_closed_while_training_stops_at_the_next_step(rig: Rig) ->
     assert rig.chain.submissions == {}
     assert tx.id in rig.trainer.discarded
     await miner.stop()
+
+
+async def test_a_rig_with_two_device_lanes_trains_two_rounds_at_once(tmp_path: Path) -> None:
+    """One round per device: with two lanes two rounds train together, never three; a
+    lane taken away (a device switched off) is felt by the next round."""
+    rig = make_rig(tmp_path, max_active_transactions=5, lanes=2)
+    await rig.coordinator.start(background=False)
+    rig.chain.rounds = [make_spec(r) for r in (1, 2, 3, 4)]
+    release = asyncio.Event()
+    train = rig.trainer.train
+    active: set[int] = set()
+    most = 0
+
+    async def gated_train(**kwargs):  # type: ignore[no-untyped-def]
+        nonlocal most
+        round_id = kwargs["spec"].round_id
+        active.add(round_id)
+        most = max(most, len(active))
+        try:
+            await release.wait()
+            return await train(**kwargs)
+        finally:
+            active.discard(round_id)
+
+    rig.trainer.train = gated_train  # type: ignore[method-assign]
+    lanes = 2
+    miner = Miner(rig.coordinator, rig.chain, rig.bus, clock=rig.clock, lanes=lambda: lanes)
+    try:
+        await miner.start()
+        await until(lambda: active == {1, 2})
+        await settle()
+        assert active == {1, 2} and miner.in_flight == [1, 2]  # round 3 waits for a lane
+        lanes = 1
+        release.set()
+        await until(lambda: len(rig.chain.submissions) == 4)
+        assert most == 2
+    finally:
+        await miner.stop()
+        await rig.coordinator.close()

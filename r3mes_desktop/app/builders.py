@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -99,15 +99,29 @@ def build_keystore(*, data_dir: Path) -> Keystore:
     return Keystore(data_dir / "keys")
 
 
-def mining_config(*, settings: Settings, device: str) -> MiningConfig:
-    """The training worker's config for one device, from the settings."""
-    from r3mes_desktop.adapters.mining.settings import MiningConfig
+def mining_config(
+    *, settings: Settings, device: str, devices: Sequence[str] | None = None
+) -> MiningConfig:
+    """The training worker's config for one device, from the settings: its torch threads
+    (`training_threads`), CPU priority (`process_priority`), memory budget and VRAM cap,
+    and the proof-of-work processes (`pow_threads`; 0 = the cores left by the training on
+    `devices`, every device that mines, default just this one)."""
+    from r3mes_desktop.adapters.mining.settings import MiningConfig, pow_processes
 
     return MiningConfig(
         device=device if device != "mps" else "auto",
         max_gradient_size_mb=float(settings.max_gradient_size_mb),
         checkpoint_interval=settings.checkpoint_interval,
         preset=settings.model_preset,
+        num_threads=settings.training_threads,
+        memory_budget_mb=float(settings.memory_budget_mb),
+        vram_cap_mb=float(settings.gpu_vram_cap_mb),
+        priority=settings.process_priority,
+        pow_processes=pow_processes(
+            settings.pow_threads,
+            devices=list(devices) if devices is not None else [device],
+            training_threads_setting=settings.training_threads,
+        ),
     )
 
 
@@ -135,10 +149,12 @@ def build_trainers(
 
 
 def build_pow(*, trainer: ProcessTrainer | TrainerPool) -> ProcessPow:
-    """Proof-of-work processes, as many as the mining config gives the trainer."""
+    """Proof-of-work processes, as many as the mining config gives the trainer (settings
+    `pow_threads`), at its CPU priority (`process_priority`); paused and resumed with the
+    governor (`ProcessPow.pause`)."""
     from r3mes_desktop.adapters.mining.pow import ProcessPow
 
-    return ProcessPow(processes=trainer.config.pow_processes)
+    return ProcessPow(processes=trainer.config.pow_processes, priority=trainer.config.priority)
 
 
 def build_journal(*, data_dir: Path, inline_gradient_max: int | None) -> Journal:

@@ -4,6 +4,7 @@ through the bridge (queued, batched), and go back to the normal text when mining
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -27,11 +28,12 @@ def runtime(tmp_path: Path) -> FakeRuntime:
 
 
 @pytest.fixture
-def window(qtbot: Any, qloop: Any, runtime: FakeRuntime) -> MainWindow:
+def window(qtbot: Any, qloop: Any, runtime: FakeRuntime) -> Iterator[MainWindow]:
     win = MainWindow(runtime, tray_available=True, poll_ms=60_000)
     qtbot.addWidget(win)
     win.show()
-    return win
+    yield win
+    win.shutdown_widgets()  # with a tray, closing only hides it: stop its timers here
 
 
 def _tooltip(window: MainWindow) -> str:
@@ -107,8 +109,11 @@ def test_the_decision_taken_before_the_window_listened_is_shown_at_start(
     qtbot.addWidget(win)
     win.show()
     expected = "paused: outside the mining hours — resumes sat 09:00"
-    qtbot.waitUntil(lambda: win.status.held.text() == expected, timeout=2000)
-    assert _tooltip(win) == f"R3MES Desktop — {expected}"
+    try:
+        qtbot.waitUntil(lambda: win.status.held.text() == expected, timeout=2000)
+        assert _tooltip(win) == f"R3MES Desktop — {expected}"
+    finally:
+        win.shutdown_widgets()
 
 
 def test_devices_held_alone_are_named_while_the_rest_mine(qtbot: Any) -> None:

@@ -20,6 +20,7 @@ BENCHES = [
     "device_check",
     "learning",
     "governor",
+    "caps",
 ]
 
 

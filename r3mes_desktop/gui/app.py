@@ -21,7 +21,9 @@ from r3mes_desktop.gui.qt import QtCore, QtWidgets
 if TYPE_CHECKING:
     from r3mes_desktop.adapters.chain.keystore import Keystore
     from r3mes_desktop.adapters.faults import FaultInjector
+    from r3mes_desktop.adapters.governor.devices import Detected
     from r3mes_desktop.core.events import EventBus
+    from r3mes_desktop.core.governor import Decision
     from r3mes_desktop.core.resilience.breaker import BreakerRegistry
     from r3mes_desktop.gui.ports import CoordinatorPort, MinerPort
     from r3mes_desktop.support.config.settings import Settings
@@ -209,6 +211,13 @@ class _Starting:
         self._not_open()
 
     def device_name(self) -> str:
+        self._not_open()
+
+    async def detect_devices(self) -> Detected:
+        self._not_open()
+
+    @property
+    def governor_decision(self) -> Decision | None:
         self._not_open()
 
     def apply_settings(self, settings: Settings) -> list[str]:

@@ -198,7 +198,7 @@ class MainWindow(QtWidgets.QMainWindow):
         faults = self.runtime.faults
         if faults is not None:  # its notice may have come before the bridge listened
             self.status.show_fault_plan(faults.announcement())
-        decision = getattr(self.runtime, "governor_decision", None)
+        decision = self.runtime.governor_decision
         if decision is not None:  # decided before the bridge listened
             self.status.on_governor(decision)
         self.statusBar().clearMessage()

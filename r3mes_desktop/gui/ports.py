@@ -16,7 +16,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:
     from r3mes_desktop.adapters.chain.keystore import Keystore
     from r3mes_desktop.adapters.faults import FaultInjector
+    from r3mes_desktop.adapters.governor.devices import Detected
     from r3mes_desktop.core.events import EventBus
+    from r3mes_desktop.core.governor import Decision
     from r3mes_desktop.core.records import (
         CleanupReport,
         DeadLetter,
@@ -104,5 +106,10 @@ class RuntimePort(Protocol):
     async def ipfs_info(self) -> str: ...
 
     def device_name(self) -> str: ...
+
+    async def detect_devices(self) -> Detected: ...
+
+    @property
+    def governor_decision(self) -> Decision | None: ...
 
     def apply_settings(self, settings: Settings) -> list[str]: ...

@@ -13,7 +13,6 @@ answers the list says "detecting devices…" and the saved choice is kept as it 
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -21,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from r3mes_desktop.core.devices import CPU, DeviceInfo
 from r3mes_desktop.core.governor import WEEKDAYS
 from r3mes_desktop.gui.bridge import TaskRunner
+from r3mes_desktop.gui.ports import RuntimePort
 from r3mes_desktop.gui.qt import QtCore, QtGui, QtWidgets, Signal
 from r3mes_desktop.support.config.settings import Settings
 
@@ -356,7 +356,7 @@ class ResourcesTab(QtWidgets.QScrollArea):
     """The tab: Devices, Caps, When to mine, Start at login. `register` is the dialog's."""
 
     def __init__(
-        self, runtime: Any, register: Register, parent: QtWidgets.QWidget | None = None
+        self, runtime: RuntimePort, register: Register, parent: QtWidgets.QWidget | None = None
     ) -> None:
         super().__init__(parent)
         self.setObjectName("resources-tab")
@@ -469,13 +469,6 @@ class ResourcesTab(QtWidgets.QScrollArea):
     def detect(self) -> None:
         """Ask the runtime which devices there are (a task: detection takes seconds)."""
 
-        async def run() -> Detected:
-            detect = getattr(self.runtime, "detect_devices", None)
-            if detect is not None:
-                found: Detected = await detect()
-                return found
-            from r3mes_desktop.adapters.governor.devices import detect as detect_here
-
-            return await asyncio.to_thread(detect_here)
-
-        self.tasks.spawn(run(), name="Detect devices", on_done=self.devices.set_detected)
+        self.tasks.spawn(
+            self.runtime.detect_devices(), name="Detect devices", on_done=self.devices.set_detected
+        )

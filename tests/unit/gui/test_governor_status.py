@@ -6,7 +6,6 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -116,21 +115,34 @@ def test_the_decision_taken_before_the_window_listened_is_shown_at_start(
         win.shutdown_widgets()
 
 
-def test_devices_held_alone_are_named_while_the_rest_mine(qtbot: Any) -> None:
+def test_devices_held_alone_are_named_while_the_rest_mine(
+    window: MainWindow, runtime: FakeRuntime, qtbot: Any
+) -> None:
+    window.set_miner_state("mining")
+    held = window.status.held
+    runtime.bus.publish(
+        GovernorStateChanged(may_run=True, summary="mining allowed", devices_held=(HOT,))
+    )
+    qtbot.waitUntil(lambda: held.text() == HOT, timeout=2000)
+    assert held.isVisible()
+    assert _tooltip(window) == f"R3MES Desktop — mining; {HOT}"
+    runtime.bus.publish(
+        GovernorStateChanged(
+            may_run=False, summary=f"paused: {IDLE}", reasons=(IDLE,), devices_held=(HOT,)
+        )
+    )
+    qtbot.waitUntil(lambda: held.text() == f"paused: {IDLE}; {HOT}", timeout=2000)
+    assert _tooltip(window) == f"R3MES Desktop — paused: {IDLE}; {HOT}"
+    runtime.bus.publish(GovernorStateChanged(may_run=True, summary="mining allowed"))
+    qtbot.waitUntil(lambda: not held.isVisible(), timeout=2000)
+    assert held.text() == "" and held.toolTip() == "mining allowed"
+    assert _tooltip(window) == "R3MES Desktop — mining"
+
+
+def test_a_decision_without_devices_held_reads_as_none_held(qtbot: Any) -> None:
     bar = QtWidgets.QStatusBar()
     qtbot.addWidget(bar)
     status = StatusBarController(bar, {})
-    bar.show()
-    # the event's devices_held: one reason per device held back while the others mine
-    status.on_governor(
-        SimpleNamespace(may_run=True, summary="mining allowed", notes=(), devices_held=(HOT,))
-    )
-    assert status.held.text() == HOT and status.held.isVisible()
-    assert status.governor_text() == HOT
-    status.on_governor(
-        SimpleNamespace(may_run=False, summary=f"paused: {IDLE}", notes=(), devices_held=(HOT,))
-    )
-    assert status.held.text() == f"paused: {IDLE}; {HOT}"
-    status.on_governor(Decision(may_run=True))  # a Decision has no devices_held
-    assert status.held.text() == "" and not status.held.isVisible()
-    assert status.held.toolTip() == "mining allowed"
+    status.on_governor(Decision(may_run=False, reasons=(IDLE, "on battery")))
+    assert status.governor_text() == f"paused: {IDLE}; on battery"
+    assert status.held.text() == f"paused: {IDLE}; on battery"

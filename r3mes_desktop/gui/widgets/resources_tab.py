@@ -3,8 +3,8 @@
 No free-text numbers: every figure is a spin box whose range is the Settings field's own
 (`ge`/`le`), with its unit as a suffix and "off"/"auto" shown for the 0 that means so; lists
 are edited one item at a time. The dialog owns validation: each editor here is registered
-with it like any other field (`register(name, widget)`), so an edit re-validates the whole
-candidate and the validator's exact message shows under the field.
+with it like any other field (`register(name, editor, shown)`), so an edit re-validates
+the whole candidate and the validator's exact message shows under the field.
 
 Devices are detected, not typed. Detection asks torch in a child process and can take
 seconds, so it runs as a task on the app's loop (`runtime.detect_devices()`); until it
@@ -13,9 +13,8 @@ answers the list says "detecting devices…" and the saved choice is kept as it 
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, get_args
 
 from r3mes_desktop.core.devices import CPU, DeviceInfo
 from r3mes_desktop.core.governor import WEEKDAYS
@@ -26,8 +25,6 @@ from r3mes_desktop.support.config.settings import Settings
 
 if TYPE_CHECKING:
     from r3mes_desktop.adapters.governor.devices import Detected
-
-log = logging.getLogger(__name__)
 
 AUTO_DEVICES = "Nothing ticked: auto — every GPU found, else the CPU."
 DETECTING = "detecting devices…"
@@ -388,7 +385,9 @@ class ResourcesTab(QtWidgets.QScrollArea):
             "governor_max_other_cpu": float_spin("governor_max_other_cpu", " %", step=5),
         }
         self.priority = QtWidgets.QComboBox()
-        self.priority.addItems(["normal", "low", "idle"])
+        self.priority.addItems(
+            [str(v) for v in get_args(Settings.model_fields["process_priority"].annotation)]
+        )
         rows: list[tuple[str, str, QtWidgets.QWidget, str]] = [
             ("Training threads", "training_threads", self.spins["training_threads"],
              "auto = all cores but one"),
@@ -452,7 +451,8 @@ class ResourcesTab(QtWidgets.QScrollArea):
 
     @staticmethod
     def _hinted(widget: QtWidgets.QWidget, hint: str) -> QtWidgets.QWidget:
-        """The editor at its natural width, its hint beside it in grey."""
+        """The editor (spin boxes and combos one width, so the figures line up), its hint
+        beside it in grey."""
         box = QtWidgets.QWidget()
         row = QtWidgets.QHBoxLayout(box)
         row.setContentsMargins(0, 0, 0, 0)

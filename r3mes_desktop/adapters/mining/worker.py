@@ -490,6 +490,8 @@ class ProcessTrainer:
                 self._notice("info", "mining paused (checkpoint saved)", transaction_id)
             elif kind == "resumed":
                 self._notice("info", "mining resumed", transaction_id)
+            elif kind == "warning":
+                self._notice("warning", str(msg.get("message", "")), transaction_id)
             elif kind == "stopped":
                 raise MiningStopped(
                     f"training stopped at step {msg['step']}; the round resumes from there"

@@ -202,3 +202,41 @@ def test_a_memory_budget_too_small_for_one_sample_names_the_setting() -> None:
     with pytest.raises(ResourceError, match="memory_budget_mb") as caught:
         run.train_step()
     assert "micro-batch 1" in str(caught.value) and "= 0.01 MB" in str(caught.value)
+
+
+@ASYNC
+async def test_a_bound_round_whose_micro_batch_shrinks_warns_that_it_may_be_rejected(
+    trainer: ProcessTrainer,
+) -> None:
+    import dataclasses
+
+    import torch
+
+    from r3mes_desktop.adapters.mining.training import RoundTraining
+    from r3mes_desktop.adapters.mining.worker import plan_for
+    from r3mes_desktop.core.events import Notice
+
+    miner = "0x" + "42" * 20
+    round_spec = spec(50, 3, "tiny")
+    probe = RoundTraining(plan_for(round_spec, CONFIG, miner), device=torch.device("cpu"))
+    budget = (probe.estimated_bytes(4) + 1) / 2**20  # 8 → 4 at step 0
+    warnings: list[str] = []
+    assert trainer.bus is not None
+    unsubscribe = trainer.bus.subscribe(
+        lambda e: (
+            warnings.append(e.message) if isinstance(e, Notice) and e.level == "warning" else None
+        )
+    )
+    trainer.miner = miner
+    trainer.reconfigure(dataclasses.replace(CONFIG, memory_budget_mb=budget))
+    try:
+        result = await trainer.train(
+            transaction_id="tx-caps-50", spec=round_spec, progress=lambda _f, _d: None
+        )
+    finally:
+        unsubscribe()
+        trainer.miner = None
+        trainer.reconfigure(CONFIG)
+    assert result.metrics["micro_batch"] == 4.0
+    assert len(warnings) == 1
+    assert "step 0: micro-batch 8 → 4" in warnings[0] and "rejected" in warnings[0]

@@ -240,3 +240,25 @@ async def test_a_bound_round_whose_micro_batch_shrinks_warns_that_it_may_be_reje
     assert result.metrics["micro_batch"] == 4.0
     assert len(warnings) == 1
     assert "step 0: micro-batch 8 → 4" in warnings[0] and "rejected" in warnings[0]
+
+
+@ASYNC
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="SCHED_IDLE is Linux's")
+async def test_a_new_priority_restarts_the_idle_worker_at_it(trainer: ProcessTrainer) -> None:
+    """Priority and the VRAM cap are fixed when the worker starts (raising a priority back
+    needs privileges): a change replaces a worker that has no round."""
+    import dataclasses
+
+    from r3mes_desktop.adapters.mining.priority import current_priority
+
+    await trainer.start()
+    before = trainer.worker_pid
+    trainer.reconfigure(dataclasses.replace(CONFIG, priority="idle"))
+    try:
+        await trainer.start()
+        after = trainer.worker_pid
+        assert after is not None and after != before
+        assert current_priority(after) == (19, "idle")
+        assert trainer.worker_priority.startswith("SCHED_IDLE, nice 19")
+    finally:
+        trainer.reconfigure(CONFIG)

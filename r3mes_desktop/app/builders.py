@@ -126,25 +126,40 @@ def mining_config(
 
 
 def build_trainer(
-    *, settings: Settings, data_dir: Path, bus: EventBus, device: str = "auto"
+    *,
+    settings: Settings,
+    data_dir: Path,
+    bus: EventBus,
+    device: str = "auto",
+    mining: Sequence[str] | None = None,
 ) -> ProcessTrainer:
     """The training worker process for one device (`mps` is left to the worker's own
-    device choice); every device's worker shares one checkpoint root."""
+    device choice); every device's worker shares one checkpoint root. `mining`: every
+    device that mines (proof of work takes the cores their training leaves)."""
     from r3mes_desktop.adapters.mining.worker import ProcessTrainer
 
-    config = mining_config(settings=settings, device=device)
+    config = mining_config(settings=settings, device=device, devices=mining)
     return ProcessTrainer(config, checkpoint_root=data_dir / "checkpoints", bus=bus)
 
 
 def build_trainers(
-    *, settings: Settings, data_dir: Path, bus: EventBus, devices: list[str]
+    *,
+    settings: Settings,
+    data_dir: Path,
+    bus: EventBus,
+    devices: list[str],
+    mining: Sequence[str],
 ) -> TrainerPool:
-    """One training worker per mining device (`adapters.mining.pool`)."""
+    """A training worker per device in `devices` (`adapters.mining.pool`); those in
+    `mining` take rounds."""
     from r3mes_desktop.adapters.mining.pool import pool_of
 
     return pool_of(
         devices,
-        lambda device: build_trainer(settings=settings, data_dir=data_dir, bus=bus, device=device),
+        lambda device: build_trainer(
+            settings=settings, data_dir=data_dir, bus=bus, device=device, mining=mining
+        ),
+        enabled=mining,
     )
 
 

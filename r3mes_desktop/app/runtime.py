@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from r3mes_desktop.app.devnet_validator import DevnetValidator
     from r3mes_desktop.app.governing import GovernorLoop
     from r3mes_desktop.app.instance_lock import InstanceLock
+    from r3mes_desktop.app.throttling import PowerThrottle
     from r3mes_desktop.core.coordinator import Coordinator
     from r3mes_desktop.core.governor import Decision
     from r3mes_desktop.core.miner import Miner
@@ -97,6 +98,7 @@ class Runtime:
         self.notifier: ErrorNotifier | None = None
         self.faults: FaultInjector | None = None  # while settings name a fault plan
         self.governor: GovernorLoop | None = None  # while a governor_* policy is on
+        self.throttle: PowerThrottle | None = None  # while gpu_power_target_w is set
         self._breakers: BreakerRegistry | None = None
         self._coordinator: Coordinator | None = None
         self._miner: Miner | None = None
@@ -180,11 +182,13 @@ class Runtime:
         os.environ.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
         self._auto_devices = await asyncio.to_thread(auto_devices)
         devices = list(dict.fromkeys([*self._auto_devices, *settings.mining_devices, "cpu"]))
-        pool = builders.build_trainers(
-            settings=settings, data_dir=self.data_dir, bus=self.bus, devices=devices
+        return builders.build_trainers(
+            settings=settings,
+            data_dir=self.data_dir,
+            bus=self.bus,
+            devices=devices,
+            mining=self._chosen_devices(settings),
         )
-        pool.set_enabled(self._chosen_devices(settings))
-        return pool
 
     def _chosen_devices(self, settings: Settings) -> list[str]:
         return list(settings.mining_devices) or self._auto_devices
@@ -316,6 +320,7 @@ class Runtime:
         from r3mes_desktop.app.governing import start_governor
 
         self.governor = start_governor(settings, miner=miner, bus=self.bus, trainer=pool)
+        self._start_throttle(settings)
         if self.devnet is not None:
             self.devnet.operator.on_opened = lambda _ids: miner.wake()
             if opts.devnet_validator_s is not None:
@@ -361,6 +366,14 @@ class Runtime:
             self._switch_devices(settings)
         if old is not None and self._miner is not None and _governor_changed(old, settings):
             self._spawn(self._restart_governor(settings))
+        if old is not None and self.trainer is not None and _changed(old, settings, CAPS):
+            self._apply_caps(settings)
+        if (
+            old is not None
+            and self.trainer is not None
+            and _changed(old, settings, ("gpu_power_target_w",))
+        ):
+            self._start_throttle(settings)
         restart = ("chain_rpc_urls", "chain_id", "ipfs_api_address", "contract_address")
         return [
             name for name in restart if old is None or getattr(old, name) != getattr(settings, name)
@@ -376,11 +389,44 @@ class Runtime:
                 pool.add(
                     device,
                     builders.build_trainer(
-                        settings=settings, data_dir=self.data_dir, bus=self.bus, device=device
+                        settings=settings,
+                        data_dir=self.data_dir,
+                        bus=self.bus,
+                        device=device,
+                        mining=chosen,
                     ),
                 )
         pool.set_enabled(chosen)
         log.info("mining devices: %s", ", ".join(chosen))
+
+    def _start_throttle(self, settings: Settings) -> None:
+        """The duty-cycle power throttle over the GPU workers, when a power target is set."""
+        from r3mes_desktop.adapters.governor.nvml import NvmlGpus
+        from r3mes_desktop.app.throttling import start_power_throttle
+
+        pool = _opened(self.trainer, "trainer")
+        if self.throttle is not None:
+            self.throttle.set_target(settings.gpu_power_target_w)
+            if settings.gpu_power_target_w:
+                return
+            self._spawn(self.throttle.stop())
+            self.throttle = None
+            return
+        self.throttle = start_power_throttle(settings, pool.members, self.bus, NvmlGpus(self.bus))
+
+    def _apply_caps(self, settings: Settings) -> None:
+        """Threads, priority, memory budget and VRAM cap: each worker restarts with them
+        between rounds (a round in progress keeps its worker); proof of work takes them
+        from its next search."""
+        pool = _opened(self.trainer, "trainer")
+        chosen = self._chosen_devices(settings)
+        for device, member in pool.members.items():
+            member.reconfigure(
+                builders.mining_config(settings=settings, device=device, devices=chosen)
+            )
+        if self.pow is not None:
+            self.pow.processes = pool.config.pow_processes
+            self.pow.priority = pool.config.priority
 
     async def _restart_governor(self, settings: Settings) -> None:
         """New governor settings apply now: the old loop releases its hold, a new one
@@ -461,6 +507,7 @@ class Runtime:
                 await task
         steps: list[tuple[str, object, str]] = [
             ("governor", self.governor, "stop"),  # releases its hold before the miner stops
+            ("power throttle", self.throttle, "stop"),  # duty back to full
             ("miner", self._miner, "stop"),
             ("coordinator", self._coordinator, "close"),
             ("trainer", self.trainer, "shutdown"),
@@ -489,10 +536,25 @@ class Runtime:
                 log.exception("closing a network client failed")
         self._closers.clear()
         self._miner = self._coordinator = None
+        self.governor = self.throttle = None
         self.trainer = self.notifier = self.devnet = None
         if self._lock is not None:
             self._lock.release()
             self._lock = None
+
+
+CAPS = (
+    "training_threads",
+    "pow_threads",
+    "process_priority",
+    "memory_budget_mb",
+    "gpu_vram_cap_mb",
+    "mining_devices",  # proof of work takes the cores the mining devices leave
+)
+
+
+def _changed(old: Settings, new: Settings, names: tuple[str, ...]) -> bool:
+    return any(getattr(old, name) != getattr(new, name) for name in names)
 
 
 def _governor_changed(old: Settings, new: Settings) -> bool:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -52,6 +53,8 @@ class TrainerPool:
         self._paused = False
         self._changed: asyncio.Condition | None = None
         self.on_capacity: Callable[[], None] | None = None  # the miner's wake()
+        # (device, transaction) of the latest rounds given to a device, newest last
+        self.trained: deque[tuple[str, str]] = deque(maxlen=256)
 
     def _known(self, devices: Iterable[str]) -> set[str]:
         wanted = set(devices)
@@ -221,6 +224,7 @@ class TrainerPool:
                 if device is not None:
                     self._busy[device] = transaction_id
                     self._affinity[transaction_id] = device
+                    self.trained.append((device, transaction_id))
                     return device
                 await self._changed.wait()
 

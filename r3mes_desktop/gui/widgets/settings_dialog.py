@@ -97,18 +97,12 @@ RESTART_FIELDS = frozenset(
         "contract_address",
         "network_name",
         "model_preset",
-        # the caps: the training workers and proof-of-work processes take them when built
-        "training_threads",
-        "pow_threads",
-        "process_priority",
-        "memory_budget_mb",
-        "gpu_vram_cap_mb",
-        "gpu_power_target_w",
     }
 )
 """Changing these needs a restart of the mining runtime; so do those the runtime's
-`apply_settings` returns (what it could not apply live). Devices, governor policies and
-start at login apply at once."""
+`apply_settings` returns (what it could not apply live). Devices, governor policies, the
+power target and start at login apply at once; the other caps from each worker's next
+round."""
 
 
 def _text_of(value: Any) -> str:

@@ -27,7 +27,7 @@ from collections.abc import Mapping
 from typing import Protocol, TypeGuard
 
 from r3mes_desktop.core.clock import SYSTEM_CLOCK, Clock
-from r3mes_desktop.core.events import EventBus, GovernorStateChanged
+from r3mes_desktop.core.events import EventBus, GovernorStateChanged, Notice
 from r3mes_desktop.core.governor import (
     BatteryRule,
     Decision,
@@ -134,6 +134,7 @@ class GovernorLoop:
         bus: EventBus,
         *,
         trainer: Pausable | None = None,
+        pow: Pausable | None = None,
         clock: Clock = SYSTEM_CLOCK,
         interval_s: float = 0.5,
     ) -> None:
@@ -141,10 +142,12 @@ class GovernorLoop:
         self.miner = miner
         self.bus = bus
         self.trainer = trainer
+        self.pow = pow  # proof of work: its searches wait at their gate while held
         self.clock = clock
         self.interval_s = interval_s
         self.decision: Decision | None = None
         self._holding = False  # the miner is paused because of the governor
+        self._warned: set[tuple[int, str]] = set()  # deadline warnings said in this hold
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -164,8 +167,8 @@ class GovernorLoop:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        if self._holding and self.trainer is not None:
-            self.trainer.resume()
+        if self._holding:
+            self._resume_workers()
         self._holding = False
         if _controls_devices(self.trainer):
             for device in list(self.trainer.held):
@@ -197,7 +200,29 @@ class GovernorLoop:
                 )
             )
         await self._apply(decision)
+        self._warn_deadlines(decision)
         return decision
+
+    def _warn_deadlines(self, decision: Decision) -> None:
+        """While mining is held back, say (once per round and kind) which running round
+        must resume by when to meet its deadline, and which one will miss it now."""
+        if not self._holding:
+            self._warned.clear()
+            return
+        for round_id, kind, text in self.miner.deadline_warnings():
+            if (round_id, kind) in self._warned:
+                continue
+            self._warned.add((round_id, kind))
+            message = f"{text} — {decision.summary}"
+            log.warning("%s", message)
+            self.bus.publish(
+                Notice(
+                    level="warning" if kind == "late" else "info",
+                    message=message,
+                    source="governor",
+                    ts=self.clock.time(),
+                )
+            )
 
     def _hold_devices(self, decision: Decision) -> bool:
         """Hold back exactly the devices the decision names (a worker of its own each);
@@ -219,26 +244,32 @@ class GovernorLoop:
                 pool.hold(device, reason)
         return bool(wanted) and pool.capacity == 0
 
+    def _workers(self) -> list[Pausable]:
+        return [w for w in (self.trainer, self.pow) if w is not None]
+
+    def _resume_workers(self) -> None:
+        for worker in self._workers():
+            worker.resume()
+
     async def _apply(self, decision: Decision) -> None:
         if self._hold_devices(decision) and decision.may_run:
             decision = Decision(False, tuple(r for _, r in decision.devices_held))
         state = self.miner.state
         if state in (MinerState.IDLE, MinerState.STOPPING):
-            if self._holding and self.trainer is not None:
-                self.trainer.resume()  # a stopped miner starts unpaused next time
+            if self._holding:
+                self._resume_workers()  # a stopped miner starts unpaused next time
             self._holding = False
             return
         if not decision.may_run:
             if state is MinerState.MINING:
                 self._holding = True
-                if self.trainer is not None:
-                    self.trainer.pause()
+                for worker in self._workers():
+                    worker.pause()
                 await self.miner.pause()
             return
         if self._holding:
             self._holding = False
-            if self.trainer is not None:
-                self.trainer.resume()
+            self._resume_workers()
             if state in (MinerState.PAUSING, MinerState.PAUSED):
                 await self.miner.start()
 
@@ -253,6 +284,7 @@ def start_governor(
     miner: Miner,
     bus: EventBus,
     trainer: Pausable | None,
+    pow: Pausable | None = None,
     clock: Clock = SYSTEM_CLOCK,
 ) -> GovernorLoop | None:
     """The governor loop the settings ask for, started; None when no policy is on (the
@@ -261,6 +293,6 @@ def start_governor(
     if not policies:
         return None
     governor = Governor(policies, system_sources(policies, bus), clock=clock)
-    loop = GovernorLoop(governor, miner, bus, trainer=trainer, clock=clock)
+    loop = GovernorLoop(governor, miner, bus, trainer=trainer, pow=pow, clock=clock)
     loop.start()
     return loop

@@ -36,7 +36,6 @@ class RuntimeOptions:
     wrap_pow: Callable[[ProofOfWork], ProofOfWork] | None = None
     clock: Clock | None = None  # the coordinator's and miner's (tests shift wall time)
     password_prompt: PasswordPrompt | None = None  # when the password is not in the keyring
-    worker_nice: int = 10  # CPU priority of training/PoW worker processes (0 = leave as is)
     warm_trainer: bool = False  # spawn the training worker (torch import) while opening
     inline_gradient_max: int | None = None  # journal rows up to this size (None: default)
 

@@ -25,7 +25,6 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from r3mes_desktop.app import builders
 from r3mes_desktop.app.builders import JOURNAL_FILE, Closer, PinnedStore
 from r3mes_desktop.app.options import RuntimeOptions
-from r3mes_desktop.app.workers import renice_workers
 from r3mes_desktop.core.events import EventBus
 
 if TYPE_CHECKING:
@@ -168,8 +167,6 @@ class Runtime:
         self.chain, self.store = chain, store
         await self._open_mining()
         self._open_notifier()
-        if self.options.worker_nice > 0:
-            self._spawn(renice_workers(self.options.worker_nice))
 
     async def _build_trainers(self, settings: Settings) -> TrainerPool:
         """A worker per device "auto" finds, plus the CPU and any device the settings
@@ -319,7 +316,9 @@ class Runtime:
         pool.on_capacity = miner.wake
         from r3mes_desktop.app.governing import start_governor
 
-        self.governor = start_governor(settings, miner=miner, bus=self.bus, trainer=pool)
+        self.governor = start_governor(
+            settings, miner=miner, bus=self.bus, trainer=pool, pow=self.pow
+        )
         self._start_throttle(settings)
         if self.devnet is not None:
             self.devnet.operator.on_opened = lambda _ids: miner.wake()
@@ -439,7 +438,7 @@ class Runtime:
         if self._miner is None:
             return
         self.governor = start_governor(
-            settings, miner=self._miner, bus=self.bus, trainer=self.trainer
+            settings, miner=self._miner, bus=self.bus, trainer=self.trainer, pow=self.pow
         )
         if self.governor is None and old is not None:
             from r3mes_desktop.core.events import GovernorStateChanged

@@ -76,9 +76,7 @@ async def open_services(ctx: CliContext, args: argparse.Namespace) -> AsyncItera
         def _open_notifier(self) -> None:
             return None
 
-    options = RuntimeOptions(
-        password_prompt=_password_prompt(args), operator_interval_s=None, worker_nice=0
-    )
+    options = RuntimeOptions(password_prompt=_password_prompt(args), operator_interval_s=None)
     async with _opened(ServicesOnly(ctx.settings, options=options)) as runtime:
         yield runtime
 

@@ -84,3 +84,26 @@ def skip_reason(spec: RoundSpec, *, now: float, steps_per_s: float | None) -> st
         f"round {spec.round_id}: predicted finish {clock_time(finish)} after its deadline "
         f"{clock_time(spec.deadline)} ({spec.steps} steps at {steps_per_s:.3g} steps/s)"
     )
+
+
+def hold_warning(
+    spec: RoundSpec, *, steps_done: int, now: float, steps_per_s: float | None
+) -> tuple[str, str] | None:
+    """What a hold of mining means for a round in flight: (kind, sentence), kind "late"
+    when it can no longer meet its deadline at this rig's speed, "resume-by" while it
+    can if mining resumes by a time; None without a deadline or a measured speed."""
+    if spec.deadline <= 0 or steps_per_s is None or steps_per_s <= 0:
+        return None
+    remaining = max(0, spec.steps - steps_done)
+    latest = spec.deadline - remaining / steps_per_s
+    if now > latest:
+        return (
+            "late",
+            f"round {spec.round_id} will miss its deadline {clock_time(spec.deadline)} "
+            f"while mining is held back ({remaining} steps left at {steps_per_s:.3g} steps/s)",
+        )
+    return (
+        "resume-by",
+        f"round {spec.round_id} meets its deadline {clock_time(spec.deadline)} only if "
+        f"mining resumes by {clock_time(latest)}",
+    )

@@ -27,8 +27,15 @@ from typing import Any
 
 from r3mes_desktop.core.clock import SYSTEM_CLOCK, Clock
 from r3mes_desktop.core.coordinator import Coordinator
-from r3mes_desktop.core.deadlines import StepRate, skip_reason
-from r3mes_desktop.core.events import Event, EventBus, MinerStateChanged, Notice, StepProgress
+from r3mes_desktop.core.deadlines import StepRate, hold_warning, skip_reason
+from r3mes_desktop.core.events import (
+    Event,
+    EventBus,
+    MinerStateChanged,
+    Notice,
+    StepProgress,
+    TransactionStateChanged,
+)
 from r3mes_desktop.core.steps import Chain, RoundSpec
 
 log = logging.getLogger(__name__)
@@ -68,6 +75,9 @@ class Miner:
         self._loop_task: asyncio.Task[None] | None = None
         self._inflight: dict[int, asyncio.Task[Any]] = {}
         self._in_lane: set[int] = set()  # rounds training (or proving) on a device now
+        self._specs: dict[int, RoundSpec] = {}  # the rounds in flight
+        self._round_of: dict[str, int] = {}  # transaction -> round, for its progress
+        self._steps_done: dict[int, int] = {}  # round -> last training step reported
         self._lane_freed = asyncio.Event()
         self.lanes = lanes or (lambda: 1)
         self._wake = asyncio.Event()
@@ -197,16 +207,40 @@ class Miner:
         log.info("%s", text)
         self.bus.publish(Notice(level="info", message=text, source="network", ts=self.clock.time()))
 
+    def deadline_warnings(self) -> list[tuple[int, str, str]]:
+        """(round, kind, sentence) for each round in flight whose deadline a hold of
+        mining puts at risk (`core.deadlines.hold_warning`)."""
+        warnings = []
+        for round_id in sorted(self._inflight):
+            spec = self._specs.get(round_id)
+            if spec is None:
+                continue
+            found = hold_warning(
+                spec,
+                steps_done=self._steps_done.get(round_id, 0),
+                now=self.clock.time(),
+                steps_per_s=self.step_rate.per_second,
+            )
+            if found is not None:
+                warnings.append((round_id, *found))
+        return warnings
+
     def _on_event(self, event: Event) -> None:
         """Training progress measures the rig's speed (for deadlines); and while a round
         trains, look at the chain at most every poll interval (counted in training steps'
         progress, so a long round is checked as it goes): a round the operator closed stops
         at the next step instead of training to the end and learning it at submit time."""
+        if isinstance(event, TransactionStateChanged) and event.round_id in self._inflight:
+            self._round_of[event.transaction_id] = event.round_id
+            return
         if not isinstance(event, StepProgress) or event.step != "training":
             return
         step = event.detail.get("step")
         if isinstance(step, int) and not isinstance(step, bool):
             self.step_rate.observe(event.transaction_id, step, self.clock.monotonic())
+            round_id = self._round_of.get(event.transaction_id)
+            if round_id is not None:
+                self._steps_done[round_id] = step
         if self._closed_check is not None and not self._closed_check.done():
             return
         if self.clock.monotonic() - self._last_listing < self.poll_interval_s:
@@ -267,6 +301,10 @@ class Miner:
 
     def _finished(self, round_id: int, task: asyncio.Task[Any]) -> None:
         self._inflight.pop(round_id, None)
+        self._specs.pop(round_id, None)
+        self._steps_done.pop(round_id, None)
+        for tx in [t for t, r in self._round_of.items() if r == round_id]:
+            del self._round_of[tx]
         self._left_lane(round_id)
         if not task.cancelled() and task.exception() is not None:
             log.error("round %s ended with an error: %s", round_id, task.exception())
@@ -299,6 +337,7 @@ class Miner:
                     name=f"round-{round_id}",
                 )
                 self._inflight[round_id] = task
+                self._specs[round_id] = spec
                 self._in_lane.add(round_id)
                 self._lane_freed.clear()
                 task.add_done_callback(functools.partial(self._finished, round_id))

@@ -7,6 +7,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -270,4 +271,73 @@ async def test_a_hot_gpu_holds_only_its_own_worker_and_all_hot_pauses_mining(rig
         await loop.stop()  # stopping the governor releases every hold it made
         assert not any(m.paused for m in members.values()) and pool.held == {}
     finally:
+        await miner.stop()
+
+
+async def test_a_hold_says_which_round_must_resume_by_when_then_that_it_is_late(
+    tmp_path: Path,
+) -> None:
+    import dataclasses
+
+    from r3mes_desktop.core.events import Notice
+    from tests.helpers.fakes import make_spec
+
+    rig = make_rig(tmp_path, max_active_transactions=3, transaction_timeout=3600)
+    gate = asyncio.Event()
+
+    async def half_trained(**kwargs: Any) -> Any:
+        kwargs["progress"](0.5, {"step": 500})
+        await gate.wait()
+        raise AssertionError("the test ends before training does")
+
+    rig.trainer.train = half_trained  # type: ignore[method-assign]
+    await rig.coordinator.start(background=False)
+    now = rig.clock.time()
+    rig.chain.rounds = [dataclasses.replace(make_spec(1, steps=1000), deadline=int(now) + 600)]
+    idle = DrivenIdle(0.0)
+    loop, miner, _trainer = _loop(rig, idle)
+    miner.step_rate.observe("earlier", 0, 0.0)
+    miner.step_rate.observe("earlier", 10, 1.0)  # 10 steps/s measured before
+    notices: list[Notice] = []
+    rig.bus.subscribe(lambda e: notices.append(e) if isinstance(e, Notice) else None)
+    try:
+        await miner.start()
+        for _ in range(500):  # the round starts and reports step 500 of 1000
+            if miner.deadline_warnings():
+                break
+            await asyncio.sleep(0.002)
+        await loop.tick()
+        assert loop.holding
+        said = [n.message for n in notices if n.source == "governor"]
+        assert len(said) == 1 and said[0].startswith("round 1 meets its deadline")
+        assert said[0].endswith("— paused: computer in use — resumes after 1 min idle")
+        await loop.tick()  # said once per hold, not every tick
+        assert len([n for n in notices if n.source == "governor"]) == 1
+
+        rig.clock.advance(560)  # 500 steps at 10/s need 50 s: 40 s left is too late
+        await loop.tick()
+        late = [n for n in notices if n.source == "governor"][-1]
+        assert late.level == "warning" and late.message.startswith("round 1 will miss")
+    finally:
+        await loop.stop()
+        await miner.stop()
+        await rig.coordinator.close()
+
+
+async def test_a_hold_pauses_proof_of_work_too(rig: Rig) -> None:
+    idle = DrivenIdle(600.0)
+    miner = Miner(rig.coordinator, rig.chain, rig.bus, clock=rig.clock, poll_interval_s=0.05)
+    trainer, pow_ = RecordingTrainer(), RecordingTrainer()
+    governor = Governor([OnlyWhenIdle(1)], Sources(idle=idle), clock=rig.clock)
+    loop = GovernorLoop(governor, miner, rig.bus, trainer=trainer, pow=pow_, clock=rig.clock)
+    await miner.start()
+    try:
+        idle.seconds = 0.0
+        await loop.tick()
+        assert trainer.calls == pow_.calls == ["pause"]
+        idle.seconds = 600.0
+        await loop.tick()
+        assert trainer.calls == pow_.calls == ["pause", "resume"]
+    finally:
+        await loop.stop()
         await miner.stop()

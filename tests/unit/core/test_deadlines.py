@@ -64,3 +64,21 @@ def test_a_finish_after_the_deadline_is_skipped_with_both_times() -> None:
 def test_a_passed_deadline_is_skipped_even_before_any_rate() -> None:
     reason = skip_reason(spec(steps=1, deadline=NOW - 1), now=NOW, steps_per_s=None)
     assert reason == f"round 7: its deadline {clock_time(NOW - 1)} has passed"
+
+
+def test_a_hold_says_by_when_mining_must_resume_and_then_that_the_round_is_late() -> None:
+    from r3mes_desktop.core.deadlines import hold_warning
+
+    due = spec(steps=1000, deadline=10_000.0)
+    # 400 steps left at 10 steps/s: 40 s of training, so resume by 9960 at the latest
+    kind, text = hold_warning(due, steps_done=600, now=9_000.0, steps_per_s=10.0) or ("", "")
+    assert kind == "resume-by"
+    assert text == (
+        f"round 7 meets its deadline {clock_time(10_000.0)} only if mining resumes by "
+        f"{clock_time(9_960.0)}"
+    )
+    kind, text = hold_warning(due, steps_done=600, now=9_961.0, steps_per_s=10.0) or ("", "")
+    assert kind == "late" and "400 steps left at 10 steps/s" in text
+    assert hold_warning(due, steps_done=600, now=9_000.0, steps_per_s=None) is None
+    no_deadline = spec(steps=1000, deadline=0)
+    assert hold_warning(no_deadline, steps_done=0, now=0.0, steps_per_s=10.0) is None

@@ -1,23 +1,28 @@
-"""Idle time beyond X11: logind (Wayland), Windows and macOS, and the pick for this system.
+"""Idle time beyond X11: logind, GNOME (Wayland), Windows and macOS, and the pick.
 
 Every source here follows `core.governor.IdleSource` and the adapters' rule: a reading that
 cannot be taken is `Unknown(why)` with one Notice (`Degraded`), never an exception, so the
 governor treats the computer as in use and says why.
 
+- `MutterIdle`: GNOME's `org.gnome.Mutter.IdleMonitor.GetIdletime` on the session D-Bus,
+  milliseconds since the last input: exact, in GNOME sessions (Wayland and X11).
 - `LogindIdle`: systemd-logind's IdleHint / IdleSinceHintMonotonic of the caller's session
-  over the system D-Bus (jeepney, pure Python). The desktop environment sets the hint when
-  it considers the session idle (GNOME after its "blank screen" delay), so the reading is
-  0 s until then and the time since the hint was set afterwards: the governor's idle
-  minutes count from the desktop's own idle point, not from the last key press. A desktop
-  that never sets the hint reads as always in use (see docs/governor-platform.md).
+  over the system D-Bus. The desktop environment sets the hint when it considers the
+  session idle (GNOME after its "blank screen" delay), so the reading is 0 s until then and
+  the time since the hint was set afterwards: the governor's idle minutes count from the
+  desktop's own idle point, not from the last key press. A desktop that never sets the
+  hint reads as always in use (see docs/governor-platform.md).
 - `WindowsIdle`: GetLastInputInfo against GetTickCount (user32/kernel32 through ctypes).
 - `MacIdle`: IOKit's IOHIDSystem `HIDIdleTime` property (nanoseconds since the last input).
 
-`idle_source_for_platform` picks one: Windows and macOS their own; elsewhere X11's
-XScreenSaver idle counter when a display answers, else logind, else a source that reads
-Unknown with both reasons. In a Wayland session logind comes first even when XWayland's
-DISPLAY answers: XWayland sees only the input that goes to X11 windows, so its idle counter
-would say "idle" while the user types in a Wayland window.
+Both D-Bus sources use jeepney (pure Python, blocking I/O on a local socket; the governor
+reads its sources in a worker thread).
+
+`idle_source_for_platform` picks one: Windows and macOS their own; in an X11 session the
+XScreenSaver idle counter when the display answers, else logind; in a Wayland session
+GNOME's counter, else logind, and never X11: XWayland sees only the input that goes to X11
+windows, so its counter would say "idle" while the user types in a Wayland window. When
+nothing answers, a source that reads Unknown with every reason.
 """
 
 from __future__ import annotations
@@ -42,6 +47,8 @@ LOGIND = "org.freedesktop.login1"
 LOGIND_PATH = "/org/freedesktop/login1"
 MANAGER_IFACE = "org.freedesktop.login1.Manager"
 SESSION_IFACE = "org.freedesktop.login1.Session"
+MUTTER = "org.gnome.Mutter.IdleMonitor"
+MUTTER_PATH = "/org/gnome/Mutter/IdleMonitor/Core"
 DBUS_TIMEOUT_S = 1.0
 
 log = logging.getLogger(__name__)
@@ -53,9 +60,88 @@ def _open_system_bus() -> Any:
     return open_dbus_connection(bus="SYSTEM", auth_timeout=DBUS_TIMEOUT_S)
 
 
-class LogindIdle:
-    """The caller's logind session's idle hint; the connection is opened on first use and
-    reopened after a failure (logind or the bus restarted)."""
+def _open_session_bus() -> Any:
+    from jeepney.io.blocking import open_dbus_connection
+
+    return open_dbus_connection(bus="SESSION", auth_timeout=DBUS_TIMEOUT_S)
+
+
+class _NoBus(Exception):
+    """The bus could not be reached (no socket, refused, no answer, no address)."""
+
+
+class _DBusIdle:
+    """What the D-Bus sources share: a blocking jeepney connection opened on first use and
+    reopened after any failure (the service or the bus restarted); every failure is one
+    `Unknown` that says what failed."""
+
+    service = ""  # the bus name, for messages
+    bus_kind = ""  # "system" or "session"
+
+    def __init__(self, bus: EventBus | None, label: str, connect: Callable[[], Any]) -> None:
+        self._degraded = Degraded(f"idle time ({label})", bus)
+        self._connect = connect
+        self._conn: Any = None
+
+    def _call(self, path: str, iface: str, method: str, sig: str, body: tuple[Any, ...]) -> Any:
+        from jeepney import DBusAddress, new_method_call
+        from jeepney.wrappers import unwrap_msg
+
+        address = DBusAddress(path, bus_name=self.service, interface=iface)
+        reply = self._conn.send_and_get_reply(
+            new_method_call(address, method, sig, body), timeout=DBUS_TIMEOUT_S
+        )
+        return unwrap_msg(reply)
+
+    def _connected(self) -> bool:
+        """Connect if needed; True when this call opened the connection."""
+        if self._conn is not None:
+            return False
+        try:
+            self._conn = self._connect()
+        except (OSError, TimeoutError, KeyError, StopIteration) as exc:
+            # KeyError: no DBUS_SESSION_BUS_ADDRESS; StopIteration: no usable address in it
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise _NoBus(why or type(exc).__name__) from exc
+        return True
+
+    def _read(self) -> float:
+        raise NotImplementedError
+
+    def idle_seconds(self) -> float | Unknown:
+        try:
+            seconds = self._read()
+        except ImportError:
+            return self._degraded.unknown("jeepney (the D-Bus client) is not installed")
+        except Exception as exc:  # a bus error of any kind: the reading is unknown
+            self.close()
+            return self._degraded.unknown(self._describe(exc))
+        self._degraded.ok()
+        return seconds
+
+    def _describe(self, exc: BaseException) -> str:
+        from jeepney.wrappers import DBusErrorResponse
+
+        if isinstance(exc, _NoBus):
+            return f"no {self.bus_kind} D-Bus ({exc})"
+        if isinstance(exc, DBusErrorResponse):
+            return f"{self.service} answered {exc.name}"  # ...DBus.Error.ServiceUnknown, ...
+        if isinstance(exc, KeyError):
+            return f"{self.service} has no {exc.args[0]} property"
+        return f"{self.service}: {exc or type(exc).__name__}"
+
+    def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(OSError):
+                conn.close()
+
+
+class LogindIdle(_DBusIdle):
+    """The caller's logind session's idle hint, over the system bus."""
+
+    service = LOGIND
+    bus_kind = "system"
 
     def __init__(
         self,
@@ -65,23 +151,11 @@ class LogindIdle:
         monotonic: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
     ) -> None:
-        self._degraded = Degraded("idle time (logind)", bus)
-        self._connect = connect
+        super().__init__(bus, "logind", connect)
         self._monotonic = monotonic
         self._wall = wall
-        self._conn: Any = None
         self._path: str | None = None  # the session object, or the Manager as a fallback
         self._iface = SESSION_IFACE
-
-    def _call(self, path: str, iface: str, method: str, sig: str, body: tuple[Any, ...]) -> Any:
-        from jeepney import DBusAddress, new_method_call
-        from jeepney.wrappers import unwrap_msg
-
-        address = DBusAddress(path, bus_name=LOGIND, interface=iface)
-        reply = self._conn.send_and_get_reply(
-            new_method_call(address, method, sig, body), timeout=DBUS_TIMEOUT_S
-        )
-        return unwrap_msg(reply)
 
     def _session(self) -> None:
         """The caller's session ("auto": this process's session, else the user's graphical
@@ -96,11 +170,7 @@ class LogindIdle:
             self._path, self._iface = LOGIND_PATH, MANAGER_IFACE
 
     def _read(self) -> float:
-        if self._conn is None:
-            try:
-                self._conn = self._connect()
-            except (OSError, TimeoutError) as exc:
-                raise _NoBus(exc.strerror or str(exc) or type(exc).__name__) from exc
+        if self._connected():
             self._path = None
         if self._path is None:
             self._session()
@@ -117,40 +187,26 @@ class LogindIdle:
         since_us = int(props.get("IdleSinceHint", ("t", 0))[1])
         if since_us > 0:
             return max(0.0, self._wall() - since_us / 1e6)
-        raise ValueError("logind says idle but not since when")
-
-    def idle_seconds(self) -> float | Unknown:
-        try:
-            seconds = self._read()
-        except ImportError:
-            return self._degraded.unknown("jeepney (the D-Bus client) is not installed")
-        except Exception as exc:  # a bus error of any kind: the reading is unknown
-            self.close()
-            return self._degraded.unknown(_describe(exc))
-        self._degraded.ok()
-        return seconds
-
-    def close(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            with contextlib.suppress(OSError):
-                conn.close()
+        raise ValueError("idle, but not since when")
 
 
-class _NoBus(Exception):
-    """The system bus could not be reached (no socket, refused, no answer)."""
+class MutterIdle(_DBusIdle):
+    """GNOME's own idle counter (`org.gnome.Mutter.IdleMonitor.GetIdletime`, milliseconds
+    since the last input), over the session bus: exact, where logind's hint only turns on
+    after GNOME's blank-screen delay. Present in GNOME sessions, Wayland and X11 alike."""
 
+    service = MUTTER
+    bus_kind = "session"
 
-def _describe(exc: BaseException) -> str:
-    from jeepney.wrappers import DBusErrorResponse
+    def __init__(
+        self, bus: EventBus | None = None, *, connect: Callable[[], Any] = _open_session_bus
+    ) -> None:
+        super().__init__(bus, "GNOME", connect)
 
-    if isinstance(exc, _NoBus):
-        return f"no system D-Bus ({exc})"
-    if isinstance(exc, DBusErrorResponse):
-        return f"logind answered {exc.name}"  # org.freedesktop.DBus.Error.ServiceUnknown, ...
-    if isinstance(exc, KeyError):
-        return f"logind has no {exc.args[0]} property"
-    return f"logind over D-Bus: {exc or type(exc).__name__}"
+    def _read(self) -> float:
+        self._connected()
+        (milliseconds,) = self._call(MUTTER_PATH, MUTTER, "GetIdletime", "", ())
+        return int(milliseconds) / 1000.0
 
 
 # -- Windows -------------------------------------------------------------------------------
@@ -348,6 +404,7 @@ def idle_source_for_platform(
     platform: str | None = None,
     env: Mapping[str, str] | None = None,
     x11: Callable[[EventBus | None], Any] = X11Idle,
+    mutter: Callable[[EventBus | None], Any] = MutterIdle,
     logind: Callable[[EventBus | None], Any] = LogindIdle,
 ) -> IdleSource:
     """The idle source for this system (module docstring: which, and why that order).
@@ -362,9 +419,9 @@ def idle_source_for_platform(
         return MacIdle(bus)
     environ = os.environ if env is None else env
     wayland = bool(environ.get("WAYLAND_DISPLAY")) or environ.get("XDG_SESSION_TYPE") == "wayland"
-    order: list[tuple[str, Callable[[EventBus | None], Any]]] = [("X11", x11), ("logind", logind)]
-    if wayland:
-        order.reverse()
+    order: list[tuple[str, Callable[[EventBus | None], Any]]] = (
+        [("GNOME", mutter), ("logind", logind)] if wayland else [("X11", x11), ("logind", logind)]
+    )
     reasons = []
     for name, make in order:
         probe = make(None)
@@ -378,4 +435,8 @@ def idle_source_for_platform(
             chosen: IdleSource = make(bus)
             return chosen
         reasons.append(f"{name}: {why}")
+    if wayland:
+        reasons.append(
+            "X11: not used in a Wayland session (XWayland sees only input to X11 windows)"
+        )
     return NoIdleSource("; ".join(reasons), bus)

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -20,6 +20,7 @@ from r3mes_desktop.adapters.governor import idle
 from r3mes_desktop.adapters.governor.idle import (
     LogindIdle,
     MacIdle,
+    MutterIdle,
     NoIdleSource,
     WindowsIdle,
     idle_source_for_platform,
@@ -78,32 +79,70 @@ def dbus_address(tmp_path: Any) -> Iterator[str]:
         proc.stdout.close()
 
 
-@dataclass
-class FakeLogind:
-    """org.freedesktop.login1 with one session, served from a thread over jeepney."""
+class FakeService:
+    """A D-Bus service on the private bus, served from a thread over jeepney; subclasses
+    name the bus name and answer method calls."""
 
-    address: str
-    idle_hint: bool = False
-    since_monotonic_us: int = 0
-    since_wall_us: int = 0
-    has_session: bool = True
-    calls: list[str] = field(default_factory=list)
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _thread: threading.Thread | None = None
-    _ready: threading.Event = field(default_factory=threading.Event)
+    bus_name = ""
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+        self.calls: list[str] = []
+        self._stop = threading.Event()
+        self._ready = threading.Event()
+        self._thread: threading.Thread | None = None
 
     def start(self) -> None:
         self._stop.clear()
         self._ready.clear()
-        self._thread = threading.Thread(target=self._serve, name="fake-logind", daemon=True)
+        self._thread = threading.Thread(target=self._serve, name=self.bus_name, daemon=True)
         self._thread.start()
-        assert self._ready.wait(10), "the fake logind did not claim its name"
+        assert self._ready.wait(10), f"the fake {self.bus_name} did not claim its name"
 
     def stop(self) -> None:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(10)
             self._thread = None
+
+    def answer(self, msg: Any, member: str) -> Any:
+        raise NotImplementedError
+
+    def _serve(self) -> None:
+        with open_dbus_connection(self.address) as conn:
+            conn.send_and_get_reply(message_bus.RequestName(self.bus_name), timeout=5)
+            self._ready.set()
+            while not self._stop.is_set():
+                try:
+                    msg = conn.receive(timeout=0.05)
+                except TimeoutError:
+                    continue
+                if msg.header.message_type == MessageType.method_call:
+                    member = msg.header.fields[jeepney.HeaderFields.member]
+                    path = msg.header.fields[jeepney.HeaderFields.path]
+                    self.calls.append(f"{path} {member} {msg.body}")
+                    conn.send(self.answer(msg, member))
+
+
+class FakeLogind(FakeService):
+    """org.freedesktop.login1 with one session."""
+
+    bus_name = idle.LOGIND
+
+    def __init__(
+        self,
+        address: str,
+        *,
+        idle_hint: bool = False,
+        since_monotonic_us: int = 0,
+        since_wall_us: int = 0,
+        has_session: bool = True,
+    ) -> None:
+        super().__init__(address)
+        self.idle_hint = idle_hint
+        self.since_monotonic_us = since_monotonic_us
+        self.since_wall_us = since_wall_us
+        self.has_session = has_session
 
     def _props(self) -> dict[str, tuple[str, Any]]:
         return {
@@ -113,10 +152,7 @@ class FakeLogind:
             "Name": ("s", "someone"),
         }
 
-    def _answer(self, msg: Any) -> Any:
-        member = msg.header.fields[jeepney.HeaderFields.member]
-        path = msg.header.fields[jeepney.HeaderFields.path]
-        self.calls.append(f"{path} {member} {msg.body}")
+    def answer(self, msg: Any, member: str) -> Any:
         if member == "GetSession":
             if not self.has_session:
                 return new_error(
@@ -127,17 +163,20 @@ class FakeLogind:
             return new_method_return(msg, "a{sv}", (self._props(),))
         return new_error(msg, "org.freedesktop.DBus.Error.UnknownMethod", "s", (member,))
 
-    def _serve(self) -> None:
-        with open_dbus_connection(self.address) as conn:
-            conn.send_and_get_reply(message_bus.RequestName(idle.LOGIND), timeout=5)
-            self._ready.set()
-            while not self._stop.is_set():
-                try:
-                    msg = conn.receive(timeout=0.05)
-                except TimeoutError:
-                    continue
-                if msg.header.message_type == MessageType.method_call:
-                    conn.send(self._answer(msg))
+
+class FakeMutter(FakeService):
+    """GNOME's org.gnome.Mutter.IdleMonitor: GetIdletime in milliseconds."""
+
+    bus_name = idle.MUTTER
+
+    def __init__(self, address: str, idle_ms: int = 0) -> None:
+        super().__init__(address)
+        self.idle_ms = idle_ms
+
+    def answer(self, msg: Any, member: str) -> Any:
+        if member == "GetIdletime":
+            return new_method_return(msg, "t", (self.idle_ms,))
+        return new_error(msg, "org.freedesktop.DBus.Error.UnknownMethod", "s", (member,))
 
 
 @pytest.fixture
@@ -220,6 +259,43 @@ def test_logind_idle_without_a_time_is_unknown(logind: FakeLogind) -> None:
         assert isinstance(reading, Unknown) and "since when" in reading.why
     finally:
         source.close()
+
+
+@pytest.fixture
+def mutter(dbus_address: str) -> Iterator[FakeMutter]:
+    fake = FakeMutter(dbus_address)
+    fake.start()
+    yield fake
+    fake.stop()
+
+
+def test_gnome_idle_time_in_milliseconds(mutter: FakeMutter) -> None:
+    source = MutterIdle(connect=lambda: open_dbus_connection(mutter.address))
+    try:
+        mutter.idle_ms = 0
+        assert source.idle_seconds() == 0.0
+        mutter.idle_ms = 187_250
+        assert source.idle_seconds() == pytest.approx(187.25)
+    finally:
+        source.close()
+    assert mutter.calls[-1] == "/org/gnome/Mutter/IdleMonitor/Core GetIdletime ()"
+
+
+def test_gnome_absent_is_unknown_naming_the_service(dbus_address: str) -> None:
+    source = MutterIdle(connect=lambda: open_dbus_connection(dbus_address))
+    try:
+        reading = source.idle_seconds()
+    finally:
+        source.close()
+    assert isinstance(reading, Unknown)
+    assert reading.why.startswith("org.gnome.Mutter.IdleMonitor answered org.freedesktop.DBus")
+
+
+def test_no_session_bus_address_is_unknown(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DBUS_SESSION_BUS_ADDRESS", raising=False)
+    reading = MutterIdle().idle_seconds()
+    assert isinstance(reading, Unknown)
+    assert reading.why == "no session D-Bus ('DBUS_SESSION_BUS_ADDRESS')", reading.why
 
 
 def test_no_bus_at_all_is_unknown_not_a_crash(tmp_path: Any) -> None:
@@ -418,8 +494,15 @@ class Probe:
         self.closed.append(self.name)
 
 
+NO_SESSION_BUS = Unknown("no session D-Bus")
+
+
 def _pick(
-    x11: float | Unknown, logind: float | Unknown, env: dict[str, str], bus: EventBus
+    x11: float | Unknown,
+    logind: float | Unknown,
+    env: dict[str, str],
+    bus: EventBus,
+    mutter: float | Unknown = NO_SESSION_BUS,
 ) -> tuple[Any, list[tuple[str, EventBus | None]], list[str]]:
     made: list[tuple[str, EventBus | None]] = []
     closed: list[str] = []
@@ -436,6 +519,7 @@ def _pick(
         platform="linux",
         env=env,
         x11=factory("x11", x11),
+        mutter=factory("mutter", mutter),
         logind=factory("logind", logind),
     )
     return chosen, made, closed
@@ -443,7 +527,7 @@ def _pick(
 
 def test_pick_x11_when_the_display_answers() -> None:
     bus = EventBus()
-    chosen, made, closed = _pick(3.0, 0.0, {"DISPLAY": ":0"}, bus)
+    chosen, made, closed = _pick(3.0, 0.0, {"DISPLAY": ":0"}, bus, mutter=1.0)
     assert isinstance(chosen, Probe) and chosen.name == "x11"
     assert made == [("x11", None), ("x11", bus)]  # probed quietly, then built with the bus
     assert closed == ["x11"]
@@ -455,14 +539,25 @@ def test_pick_logind_when_x11_cannot_read() -> None:
     assert [m[0] for m in made] == ["x11", "logind", "logind"]
 
 
-def test_pick_logind_first_in_a_wayland_session() -> None:
-    """XWayland's idle counter misses input to Wayland windows: logind is asked first."""
-    chosen, made, _ = _pick(3.0, 0.0, {"DISPLAY": ":0", "WAYLAND_DISPLAY": "wayland-0"}, EventBus())
+WAYLAND = {"DISPLAY": ":0", "WAYLAND_DISPLAY": "wayland-0"}
+
+
+def test_pick_gnome_first_in_a_wayland_session() -> None:
+    chosen, made, _ = _pick(3.0, 0.0, WAYLAND, EventBus(), mutter=1.0)
+    assert isinstance(chosen, Probe) and chosen.name == "mutter"
+    assert [m[0] for m in made] == ["mutter", "mutter"]
+
+
+def test_pick_logind_in_a_wayland_session_without_gnome_never_x11() -> None:
+    """XWayland's idle counter misses input to Wayland windows: X11 is not even asked."""
+    chosen, made, _ = _pick(3.0, 0.0, WAYLAND, EventBus())
     assert isinstance(chosen, Probe) and chosen.name == "logind"
-    assert [m[0] for m in made] == ["logind", "logind"]
+    assert [m[0] for m in made] == ["mutter", "logind", "logind"]
+    _, made, _ = _pick(3.0, 0.0, {"XDG_SESSION_TYPE": "wayland", "DISPLAY": ":0"}, EventBus())
+    assert "x11" not in [m[0] for m in made]
 
 
-def test_pick_nothing_reads_unknown_with_both_reasons() -> None:
+def test_pick_nothing_reads_unknown_with_every_reason() -> None:
     bus = EventBus()
     notices = _notices(bus)
     chosen, _, _ = _pick(Unknown("no X display"), Unknown("no system bus"), {}, bus)
@@ -471,6 +566,13 @@ def test_pick_nothing_reads_unknown_with_both_reasons() -> None:
     assert isinstance(reading, Unknown)
     assert reading.why == "X11: no X display; logind: no system bus"
     assert len(notices) == 1  # the probes themselves published nothing
+    chosen, _, _ = _pick(3.0, Unknown("no system bus"), WAYLAND, bus)
+    reading = chosen.idle_seconds()
+    assert isinstance(reading, Unknown)
+    assert reading.why == (
+        "GNOME: no session D-Bus; logind: no system bus; "
+        "X11: not used in a Wayland session (XWayland sees only input to X11 windows)"
+    )
 
 
 def test_pick_windows_and_macos() -> None:

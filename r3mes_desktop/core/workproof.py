@@ -145,6 +145,9 @@ class Manifest:
     threads: int
     plan_fingerprint: str
     version: int = MANIFEST_VERSION
+    # (step, micro-batch after) for each out-of-memory retry, in order: a validator chunks
+    # those steps the same way (the chunking changes the float sums); absent when none
+    shrinks: tuple[tuple[int, int], ...] = ()
 
     @property
     def segments(self) -> int:
@@ -156,6 +159,10 @@ class Manifest:
     def to_bytes(self) -> bytes:
         data = asdict(self)
         data["leaves"] = list(self.leaves)
+        if self.shrinks:
+            data["shrinks"] = [list(shrink) for shrink in self.shrinks]
+        else:
+            del data["shrinks"]
         return json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
 
     @classmethod
@@ -179,6 +186,7 @@ class Manifest:
                 device_type=str(data["device_type"]),
                 threads=int(data["threads"]),
                 plan_fingerprint=str(data["plan_fingerprint"]),
+                shrinks=tuple((int(step), int(micro)) for step, micro in data.get("shrinks", [])),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"manifest: missing or malformed field ({exc})") from None
@@ -200,6 +208,14 @@ class Manifest:
             raise ValueError("manifest: leaves and root must be hex") from None
         if spotcheck.merkle_root(leaves) != root:
             raise ValueError("manifest: the root does not commit to the leaves")
+        steps = [step for step, _ in self.shrinks]
+        if steps != sorted(steps) or any(
+            not 0 <= step < self.steps or micro < 1 for step, micro in self.shrinks
+        ):
+            raise ValueError(
+                "manifest: shrinks must be (step, micro-batch) in step order, with steps in "
+                f"0..{self.steps - 1} and micro-batches of at least 1"
+            )
 
 
 def segment_end(manifest: Manifest, index: int) -> int:

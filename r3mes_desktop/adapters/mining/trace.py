@@ -73,6 +73,7 @@ def build_manifest(
         device_type=run.device.type,
         threads=training.torch_threads(),
         plan_fingerprint=plan.fingerprint(),
+        shrinks=tuple(run.shrinks),
     )
 
 
@@ -164,6 +165,7 @@ def verify(
         return Finding(Reason.BAD_FINAL, "the update lacks adapters of the final state")
     recomputed = 0
     run = start  # one model for every segment: restoring replaces all of its state
+    run.replay_shrinks(manifest.shrinks)
     for index in picked:
         run.optimizer.state.clear()  # a start state without optimizer moments has none
         restore_state(run, opened[index])
@@ -208,16 +210,19 @@ def train_bound(
     skipped_steps: frozenset[int] = frozenset(),
     dataset: bytes | None = None,
     adapter: bytes | None = None,
+    micro_hook: training.MicroHook | None = None,
 ) -> bytes:
     """Train a bound run in this process and return its package (tests, benchmarks, and
     the free-rider of the chaos harness). `skipped_steps`: steps a cheating miner claims but
-    does not compute (its counters advance, its weights do not)."""
+    does not compute (its counters advance, its weights do not); `micro_hook`: called
+    before each micro-batch (tests raise MemoryError there)."""
     training.configure_determinism(num_threads)
     run = training.RoundTraining(
         plan,
         device=training.resolve_device(device),
         dataset=dataset,
         adapter=None if adapter is None else dict(st_load(adapter)),
+        micro_hook=micro_hook,
     )
     trace.write(0, state_bytes(run))
     while run.step < plan.steps:

@@ -21,7 +21,7 @@ import hashlib
 import random
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -201,6 +201,11 @@ class RoundTraining:
         self.last_loss = float("nan")
         self.micro_batch = plan.model.micro_batch
         self.oom_retries = 0
+        # Each out-of-memory retry as (step, micro-batch after it): the chunking changes a
+        # step's float sums, so a validator recomputing the step must chunk it the same
+        # way; the bound package's manifest lists them and `replay_shrinks` applies them.
+        self.shrinks: list[tuple[int, int]] = []
+        self.replay: dict[int, list[int]] = {}
 
     # -- memory -------------------------------------------------------------------------
     def estimated_bytes(self, micro_batch: int) -> int:
@@ -236,9 +241,23 @@ class RoundTraining:
             total += loss.item() * chunk.shape[0] / size
         return total
 
+    def replay_shrinks(self, shrinks: Iterable[tuple[int, int]]) -> None:
+        """Recompute with another run's micro-batch changes: at each listed step, shrink
+        as that run did before computing the step (a validator, not out of memory)."""
+        self.replay = {}
+        for step, micro in shrinks:
+            self.replay.setdefault(step, []).append(micro)
+
+    def _shrink(self, micro: int) -> None:
+        self.micro_batch = micro
+        self.oom_retries += 1
+        self.shrinks.append((self.step, micro))
+
     def train_step(self) -> float:
         """One optimizer step on the step's batch; OOM → smaller micro-batch, same batch."""
         m = self.plan.model
+        for micro in self.replay.get(self.step, ()):
+            self._shrink(micro)
         tokens = self.language.batch(self.step, m.batch_size, m.seq_len, self.stream)
         batch = torch.from_numpy(tokens).to(self.device)
         while True:
@@ -261,8 +280,7 @@ class RoundTraining:
                 smaller = self.micro_batch // 2
                 while m.batch_size % smaller:
                     smaller -= 1
-                self.micro_batch = smaller
-                self.oom_retries += 1
+                self._shrink(smaller)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
@@ -314,6 +332,8 @@ class RoundTraining:
             "rng_numpy": [np_state[0], int(np_state[2]), int(np_state[3]), float(np_state[4])],
             "rng_python": [py_version, list(py_internal), py_gauss],
         }
+        if self.shrinks:  # absent when none: the states of most runs stay as they were
+            state["shrinks"] = [list(shrink) for shrink in self.shrinks]
         return arrays, state
 
     def restore(self, arrays: dict[str, np.ndarray], state: dict[str, Any]) -> None:
@@ -342,6 +362,7 @@ class RoundTraining:
         self.last_loss = float(state["last_loss"])
         self.micro_batch = int(state["micro_batch"])
         self.oom_retries = int(state["oom_retries"])
+        self.shrinks = [(int(step), int(micro)) for step, micro in state.get("shrinks", [])]
 
 
 def train_round(

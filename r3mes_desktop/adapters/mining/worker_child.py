@@ -196,12 +196,9 @@ class Child:
         while run.step < plan.steps:
             self._control(save)
             started = time.perf_counter()
-            micro = run.micro_batch
             loss = run.train_step()
             elapsed = max(time.perf_counter() - started, 1e-9)
             timing["steps_s"] += elapsed
-            if run.micro_batch != micro and self.trace is not None:
-                self.send({"type": "warning", "message": _shrunk(run.step - 1, micro, run)})
             if self.trace is not None:
                 self.trace.commit(run)
             self.send(
@@ -392,16 +389,6 @@ def _cuda_name(device: Any) -> str:
     import torch
 
     return str(torch.cuda.get_device_name(device))
-
-
-def _shrunk(step: int, before: int, run: Any) -> str:
-    """Why a bound round may now be rejected: the step where the micro-batch shrank cannot
-    be recomputed by a validator, which starts it from the committed micro-batch."""
-    return (
-        f"out of memory at step {step}: micro-batch {before} → {run.micro_batch} "
-        "(memory_budget_mb, gpu_vram_cap_mb or the device's memory); validators recompute "
-        f"that step with micro-batch {before}, so this round is rejected if they pick it"
-    )
 
 
 def _duty(msg: dict[str, Any]) -> float:

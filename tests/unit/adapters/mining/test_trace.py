@@ -216,3 +216,43 @@ def test_the_prover_finds_a_sealed_trace_by_the_package_hash(runs) -> None:
     assert found is not None and found.path.name == "b"
     assert find_trace(root, b"\x00" * 32) is None
     assert st_load(found.read(0))  # a state is plain safetensors
+
+
+def test_steps_retried_with_smaller_micro_batches_are_recomputed_the_same_way(tmp_path) -> None:
+    """Out of memory at step 3 (8 → 4) and step 9 (4 → 2): the chunking changes those steps'
+    float sums, so the manifest lists the retries and the validator replays them; every
+    segment then reproduces bit for bit (without the replay, exactly those two do not)."""
+    failed: set[tuple[int, int]] = set()
+
+    def out_of_memory(step: int, micro: int) -> None:
+        if (step, micro) in {(3, 8), (9, 4)} and (step, micro) not in failed:
+            failed.add((step, micro))
+            raise MemoryError("injected")
+
+    digest, plan = bound(A)
+    package = trace.train_bound(
+        plan, miner=A, assignment=digest, trace=TraceDir(tmp_path / "s"), micro_hook=out_of_memory
+    )
+    _, manifest = read_package(package)
+    assert manifest is not None and manifest.shrinks == ((3, 4), (9, 2))
+    assert Manifest.from_bytes(manifest.to_bytes()) == manifest
+    states = TraceDir(tmp_path / "s")
+    differ: dict[bool, list[int]] = {True: [], False: []}
+    for replay in (True, False):
+        for index in range(manifest.segments):
+            run = trace.training.RoundTraining(plan, device=trace.training.resolve_device("cpu"))
+            if replay:
+                run.replay_shrinks(manifest.shrinks)
+            trace.restore_state(run, states.read(index))
+            run.train_step()
+            if spotcheck.leaf_hash(trace.state_bytes(run)) != manifest.leaf(index + 1):
+                differ[replay].append(index)
+    assert differ == {True: [], False: [3, 9]}
+    rng = random.Random(3)
+    block = next(
+        b
+        for b in (rng.randbytes(32) for _ in range(10_000))
+        if {3, 9} <= set(workproof.picks(b, ROUND, A, manifest.segments))
+    )
+    finding = check(tmp_path, "s", package, A, block=block)
+    assert finding.reason is Reason.ACCEPTED, finding.detail

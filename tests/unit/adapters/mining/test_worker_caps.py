@@ -205,7 +205,7 @@ def test_a_memory_budget_too_small_for_one_sample_names_the_setting() -> None:
 
 
 @ASYNC
-async def test_a_bound_round_whose_micro_batch_shrinks_warns_that_it_may_be_rejected(
+async def test_a_bound_round_whose_micro_batch_shrinks_lists_it_for_validators(
     trainer: ProcessTrainer,
 ) -> None:
     import dataclasses
@@ -237,9 +237,12 @@ async def test_a_bound_round_whose_micro_batch_shrinks_warns_that_it_may_be_reje
         unsubscribe()
         trainer.miner = None
         trainer.reconfigure(CONFIG)
+    from r3mes_desktop.adapters.mining.commitments import read_package
+
     assert result.metrics["micro_batch"] == 4.0
-    assert len(warnings) == 1
-    assert "step 0: micro-batch 8 → 4" in warnings[0] and "rejected" in warnings[0]
+    _, manifest = read_package(result.data)
+    assert manifest is not None and manifest.shrinks == ((0, 4),)  # validators replay it
+    assert warnings == []
 
 
 @ASYNC

@@ -185,7 +185,14 @@ async def test_prometheus_scrapes_a_fresh_miner_and_sees_its_first_failure(
         rules = await _api(prometheus, "/api/v1/rules")
         health = {r["name"]: r["health"] for g in rules["data"]["groups"] for r in g["rules"]}
         assert health == dict.fromkeys(
-            ["R3mesMinerDown", "R3mesBreakerOpen", "R3mesFailures", "R3mesNoCommits"], "ok"
+            [
+                "R3mesMinerDown",
+                "R3mesBreakerOpen",
+                "R3mesFailures",
+                "R3mesNoCommits",
+                "R3mesGovernorHeld",
+            ],
+            "ok",
         ), rules
     finally:
         await runner.cleanup()

@@ -139,6 +139,7 @@ def test_every_alert_names_only_metrics_a_fresh_miner_exports() -> None:
         "R3mesBreakerOpen",
         "R3mesFailures",
         "R3mesNoCommits",
+        "R3mesGovernorHeld",
     ]
     for rule in rules:
         used = set(METRIC.findall(rule["expr"]))
@@ -186,7 +187,7 @@ def test_promtool_accepts_the_rules() -> None:
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 4 rules found" in result.stdout
+    assert "SUCCESS: 5 rules found" in result.stdout
 
 
 @NEEDS_PROMTOOL

@@ -121,12 +121,11 @@ class GovernorCollector(Collector):
 
     def _devices_held(self, decision: Decision | None) -> list[tuple[str, str]]:
         if self.view.decision is not None and decision is not None:
-            found: Iterable[tuple[str, str]] = getattr(decision, "devices_held", ())
-            return list(found)
+            return list(decision.devices_held)
         if self.view.held is not None:
             return sorted(self.view.held().items())
         event = self._event
-        reasons: Iterable[str] = getattr(event, "devices_held", ()) if event is not None else ()
+        reasons = event.devices_held if event is not None else ()
         return [("", reason) for reason in reasons]  # the event names no device
 
     def collect(self) -> Iterable[Metric]:

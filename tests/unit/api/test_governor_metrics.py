@@ -191,6 +191,7 @@ async def test_without_a_decision_the_bus_event_is_read(api: Api) -> None:
             may_run=False,
             summary="paused: on battery",
             reasons=("on battery — resumes on mains power",),
+            devices_held=("GPU 0 at 84 °C, resumes at 78 °C",),
         )
     )
     async with api.client.get("/metrics") as r:
@@ -201,11 +202,16 @@ async def test_without_a_decision_the_bus_event_is_read(api: Api) -> None:
         (("policy", ""), ("reason", "on battery — resumes on mains power")),
     )
     assert after[key] == 1.0
+    held = (
+        "r3mes_governor_device_held",
+        (("device", ""), ("reason", "GPU 0 at 84 °C, resumes at 78 °C")),
+    )
+    assert after[held] == 1.0  # the event names no device
     api.bus.publish(GovernorStateChanged(may_run=True, summary="mining allowed"))
     async with api.client.get("/metrics") as r:
         _, cleared = _parse(await r.text())
     assert cleared[("r3mes_governor_may_run", ())] == 1.0
-    assert not [k for k in cleared if k[0] == "r3mes_governor_hold"]
+    assert not [k for k in cleared if k[0] in ("r3mes_governor_hold", held[0])]
 
 
 class FakePool:

@@ -12,6 +12,7 @@ validator's verification worker).
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -211,11 +212,13 @@ def train_bound(
     dataset: bytes | None = None,
     adapter: bytes | None = None,
     micro_hook: training.MicroHook | None = None,
+    shrinks: Sequence[tuple[int, int]] = (),
 ) -> bytes:
     """Train a bound run in this process and return its package (tests, benchmarks, and
     the free-rider of the chaos harness). `skipped_steps`: steps a cheating miner claims but
     does not compute (its counters advance, its weights do not); `micro_hook`: called
-    before each micro-batch (tests raise MemoryError there)."""
+    before each micro-batch (tests raise MemoryError there); `shrinks`: another run's
+    out-of-memory retries to replay (a full recomputation of its package)."""
     training.configure_determinism(num_threads)
     run = training.RoundTraining(
         plan,
@@ -224,6 +227,7 @@ def train_bound(
         adapter=None if adapter is None else dict(st_load(adapter)),
         micro_hook=micro_hook,
     )
+    run.replay_shrinks(shrinks)
     trace.write(0, state_bytes(run))
     while run.step < plan.steps:
         if run.step in skipped_steps:

@@ -38,6 +38,7 @@ from r3mes_desktop.core import workproof
 from r3mes_desktop.core.pow import is_valid_pow, validate_difficulty
 from r3mes_desktop.core.resilience import ServiceCaller
 from r3mes_desktop.core.steps import OnChainSubmission, RoundSpec
+from r3mes_desktop.core.workproof import Manifest
 
 T = TypeVar("T")
 PASSED = "passed"
@@ -184,12 +185,14 @@ def check_recompute(
     miner: str | None = None,
     adapter: bytes | None = None,
     dataset: bytes | None = None,
+    manifest: Manifest | None = None,
 ) -> tuple[Check, bytes]:
     """Retrain the whole round here (torch imported only now) and compare the hash.
 
     With `miner`, the run is that miner's bound run (its assignment, its committed states:
     `trace.train_bound`), whose package is what bound miners submit; without, the plain
-    update of the round's seed."""
+    update of the round's seed. `manifest`: the submitted package's, whose thread count and
+    out-of-memory retries the retraining follows (both change the bytes of some models)."""
     from r3mes_desktop.adapters.mining.training import train_round
 
     config = config or MiningConfig(device="cpu")
@@ -210,9 +213,10 @@ def check_recompute(
                 assignment=assignment,
                 trace=TraceDir(Path(tmp)),
                 device=config.device,
-                num_threads=config.num_threads,
+                num_threads=manifest.threads if manifest is not None else config.num_threads,
                 adapter=adapter,
                 dataset=dataset,
+                shrinks=manifest.shrinks if manifest is not None else (),
             )
         digest = hashlib.sha256(package).digest()
     if digest == gradient_hash:
@@ -259,6 +263,18 @@ def _versioned(spec: RoundSpec) -> Check:
     )
 
 
+def _manifest(data: bytes | None) -> Manifest | None:
+    """The package's manifest, if `data` is a readable bound package."""
+    if data is None:
+        return None
+    try:
+        from r3mes_desktop.adapters.mining.commitments import read_package
+
+        return read_package(data)[1]
+    except Exception:
+        return None
+
+
 def _bound_miner(miner: str | bytes, data: bytes | None) -> str | None:
     """The miner whose bound run to recompute: a package without a manifest is unbound."""
     address = miner if isinstance(miner, str) else "0x" + bytes(miner).hex()
@@ -301,7 +317,11 @@ def verify_submission(
         checks.append(_versioned(spec))
     elif recompute:
         check, recomputed = check_recompute(
-            spec=spec, gradient_hash=gradient_hash, config=config, miner=_bound_miner(miner, data)
+            spec=spec,
+            gradient_hash=gradient_hash,
+            config=config,
+            miner=_bound_miner(miner, data),
+            manifest=_manifest(data),
         )
         checks.append(check)
     else:
@@ -439,14 +459,15 @@ async def _content_checks(
     gradient_hash: bytes | None,
     fetch_timeout_s: float,
     store_calls: ServiceCaller | None,
-) -> list[Check]:
-    """The four content checks (fetch, CID, sha256, pinned); each one that cannot run for
-    lack of a CID, content or hash is skipped with the reason, never passed."""
+) -> tuple[list[Check], bytes | None]:
+    """The four content checks (fetch, CID, sha256, pinned), and the bytes fetched; each
+    check that cannot run for lack of a CID, content or hash is skipped with the reason,
+    never passed."""
     if cid is None:
         return [
             skipped(name, "no CID: the gradient was not uploaded")
             for name in ("content_fetch", "content_cid", "content_sha256", "content_pinned")
-        ]
+        ], None
     checks: list[Check] = []
     fetch, data = await _fetch(store, cid, fetch_timeout_s, store_calls)
     checks.append(fetch)
@@ -459,7 +480,7 @@ async def _content_checks(
     else:
         checks.extend(check_content(cid=cid, data=data, gradient_hash=gradient_hash))
     checks.append(await _pinned(store, cid, fetch_timeout_s, store_calls))
-    return checks
+    return checks, data
 
 
 async def verify_on_chain(
@@ -487,7 +508,8 @@ async def verify_on_chain(
     cid = stored.cid if stored is not None else claim.cid
     gradient_hash = stored.gradient_hash if stored is not None else claim.gradient_hash
     nonce = stored.pow_nonce if stored is not None else claim.pow_nonce
-    checks.extend(await _content_checks(store, cid, gradient_hash, fetch_timeout_s, store_calls))
+    content, data = await _content_checks(store, cid, gradient_hash, fetch_timeout_s, store_calls)
+    checks.extend(content)
     if gradient_hash is None or nonce is None:
         checks.append(skipped("proof_of_work", "no proof of work known yet"))
     else:
@@ -510,7 +532,8 @@ async def verify_on_chain(
                 spec=spec,
                 gradient_hash=gradient_hash,
                 config=config,
-                miner=_bound_miner(claim.miner, None),  # this app's miners submit bound runs
+                miner=_bound_miner(claim.miner, data),
+                manifest=_manifest(data),
                 adapter=inputs[0],
                 dataset=inputs[1],
             )

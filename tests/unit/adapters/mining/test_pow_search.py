@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import sys
 from typing import Any
 
@@ -154,3 +155,51 @@ def test_auto_settles_on_one_hasher_and_keeps_searching() -> None:
     finally:
         search.cancel()
         search.join()
+
+
+def test_a_full_recompute_follows_the_packages_threads_and_memory_retries(tmp_path) -> None:
+    """A bound run trained with one thread that retried step 2 out of memory: `verify`
+    recomputes it with a two-thread config and no memory trouble, and still reproduces
+    its bytes (before, a retry made the recompute differ)."""
+    from r3mes_desktop.adapters.mining import trace
+    from r3mes_desktop.adapters.mining.commitments import TraceDir
+    from r3mes_desktop.adapters.mining.settings import MiningConfig
+    from r3mes_desktop.adapters.mining.worker import plan_for
+    from r3mes_desktop.core import workproof
+    from r3mes_desktop.core.steps import RoundSpec
+
+    spec = RoundSpec(
+        round_id=5,
+        seed=9,
+        difficulty=16,
+        base_model_id="m",
+        steps=4,
+        hyperparams={"preset": "tiny"},
+    )
+    failed: list[int] = []
+
+    def out_of_memory(step: int, micro: int) -> None:
+        if step == 2 and not failed:
+            failed.append(micro)
+            raise MemoryError("injected")
+
+    package = trace.train_bound(
+        plan_for(spec, MiningConfig(device="cpu"), MINER),
+        miner=MINER,
+        assignment=workproof.assignment(spec.seed, MINER, spec.round_id),
+        trace=TraceDir(tmp_path / "run"),
+        num_threads=1,
+        micro_hook=out_of_memory,
+    )
+    digest = hashlib.sha256(package).digest()
+    nonce = solve_blocking(digest, MINER, 5, 16, processes=2)
+    report = verify_submission(
+        spec=spec,
+        miner=MINER,
+        nonce=nonce,
+        gradient_hash=digest,
+        data=package,
+        config=MiningConfig(device="cpu", num_threads=2),
+    )
+    assert failed == [8]
+    assert report.check("recompute").status == "passed", report.describe()

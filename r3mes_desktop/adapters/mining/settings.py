@@ -107,17 +107,17 @@ def pow_processes(
     cpu_count: int | None = None,
 ) -> int:
     """How many proof-of-work processes to run: `pow_threads`, or for 0 the cores that
-    training leaves free: all cores minus the training threads when the CPU trains, all
-    cores minus one per GPU worker (each feeds its device from one busy core) otherwise;
-    at least one."""
+    training leaves free. A CPU rig trains and proves in one serial lane (a round's proof
+    of work runs after its training, before the next round trains), so its proof of work
+    takes the cores training takes; a GPU rig's proof of work runs beside the other GPUs'
+    training and takes all cores minus one per GPU worker (each feeds its device from one
+    busy core); at least one."""
     if pow_threads > 0:
         return pow_threads
     cores = cpu_count if cpu_count is not None else os.cpu_count() or 1
     if not devices or any(device in ("cpu", "auto") for device in devices):
-        busy = training_threads(training_threads_setting, cores)
-    else:
-        busy = len(devices)
-    return max(1, cores - busy)
+        return training_threads(training_threads_setting, cores)
+    return max(1, cores - len(devices))
 
 
 def vram_fraction(cap_mb: float, total_bytes: int) -> float:

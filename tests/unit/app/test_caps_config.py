@@ -17,11 +17,11 @@ def test_training_threads_zero_is_all_cores_but_one() -> None:
     assert training_threads(3, cpu_count=8) == 3
 
 
-def test_pow_processes_zero_takes_the_cores_training_leaves() -> None:
-    # the CPU trains: every core its threads do not use
-    assert pow_processes(0, devices=["cpu"], training_threads_setting=0, cpu_count=8) == 1
-    assert pow_processes(0, devices=["cpu"], training_threads_setting=3, cpu_count=8) == 5
-    assert pow_processes(0, devices=["cpu"], training_threads_setting=8, cpu_count=8) == 1
+def test_pow_processes_zero_takes_the_cores_training_leaves_or_uses() -> None:
+    # a CPU rig proves after it trains (one lane): the same cores as its training
+    assert pow_processes(0, devices=["cpu"], training_threads_setting=0, cpu_count=8) == 7
+    assert pow_processes(0, devices=["cpu"], training_threads_setting=3, cpu_count=8) == 3
+    assert pow_processes(0, devices=["auto"], training_threads_setting=0, cpu_count=2) == 1
     # GPUs train: one busy core feeds each
     assert pow_processes(0, devices=["cuda:0"], cpu_count=16) == 15
     assert pow_processes(0, devices=["cuda:0", "cuda:1", "cuda:2"], cpu_count=16) == 13
@@ -43,7 +43,7 @@ def test_mining_config_carries_the_caps_settings() -> None:
     assert cpu.priority == "idle"
     assert cpu.memory_budget_mb == 2048.0
     assert cpu.vram_cap_mb == 8192.0
-    assert cpu.pow_processes == max(1, (__import__("os").cpu_count() or 1) - 3)
+    assert cpu.pow_processes == 3  # the training's threads: a CPU rig proves after it trains
     two_gpus = mining_config(settings=settings, device="cuda:0", devices=["cuda:0", "cuda:1"])
     assert two_gpus.pow_processes == max(1, (__import__("os").cpu_count() or 1) - 2)
     pow_ = build_pow(trainer=type("T", (), {"config": cpu})())  # type: ignore[arg-type]

@@ -32,7 +32,7 @@ from typing import Protocol
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from r3mes_desktop.adapters.governor.idle import quiet_degraded
+from r3mes_desktop.adapters.governor.degraded import quiet_degraded
 from r3mes_desktop.core.events import Event, EventBus, GovernorStateChanged
 from r3mes_desktop.core.governor import Decision, Unknown
 

@@ -4,7 +4,10 @@ A governor reads every second: a Notice per reading would flood the status bar a
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import threading
+from collections.abc import Iterator
 
 from r3mes_desktop.core.events import EventBus, Notice
 from r3mes_desktop.core.governor import Unknown
@@ -30,3 +33,29 @@ class Degraded:
 
     def ok(self) -> None:
         self._down = False
+
+
+class _ThisThreadOnly(logging.Filter):
+    """Drops the records of one thread: a probe's, not another thread's warnings."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.thread = threading.get_ident()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.thread != self.thread
+
+
+@contextlib.contextmanager
+def quiet_degraded() -> Iterator[None]:
+    """Hold back `Degraded`'s warning for reads made in this thread, in this block: for a
+    read whose failure is expected and reported elsewhere (probing which idle source
+    works; /metrics reading NVML, whose absence is an absent series). Other threads'
+    warnings still go out."""
+    quiet = _ThisThreadOnly()
+    degraded_log = logging.getLogger(__name__)
+    degraded_log.addFilter(quiet)
+    try:
+        yield
+    finally:
+        degraded_log.removeFilter(quiet)

@@ -33,12 +33,11 @@ import ctypes.util
 import logging
 import os
 import sys
-import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from r3mes_desktop.adapters.governor.degraded import Degraded
+from r3mes_desktop.adapters.governor.degraded import Degraded, quiet_degraded
 from r3mes_desktop.adapters.governor.x11 import X11Idle
 from r3mes_desktop.core.events import EventBus
 from r3mes_desktop.core.governor import IdleSource, Unknown
@@ -359,32 +358,6 @@ class NoIdleSource:
 
     def idle_seconds(self) -> float | Unknown:
         return self._degraded.unknown(self.why)
-
-
-class _ThisThreadOnly(logging.Filter):
-    """Drops the records of one thread: a probe's, not another thread's warnings."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.thread = threading.get_ident()
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return record.thread != self.thread
-
-
-@contextlib.contextmanager
-def quiet_degraded() -> Iterator[None]:
-    """Hold back `Degraded`'s warning for reads made in this thread, in this block: for a
-    read whose failure is expected and reported elsewhere (probing which idle source
-    works; /metrics reading NVML, whose absence is an absent series). Other threads'
-    warnings still go out."""
-    quiet = _ThisThreadOnly()
-    degraded_log = logging.getLogger(Degraded.__module__)
-    degraded_log.addFilter(quiet)
-    try:
-        yield
-    finally:
-        degraded_log.removeFilter(quiet)
 
 
 def _works(source: Any) -> str | None:

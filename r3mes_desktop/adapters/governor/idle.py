@@ -11,7 +11,7 @@ governor treats the computer as in use and says why.
   session idle (GNOME after its "blank screen" delay), so the reading is 0 s until then and
   the time since the hint was set afterwards: the governor's idle minutes count from the
   desktop's own idle point, not from the last key press. A desktop that never sets the
-  hint reads as always in use (see docs/governor-platform.md).
+  hint reads as always in use (see docs/governor.md, "Idle time beyond X11").
 - `WindowsIdle`: GetLastInputInfo against GetTickCount (user32/kernel32 through ctypes).
 - `MacIdle`: IOKit's IOHIDSystem `HIDIdleTime` property (nanoseconds since the last input).
 

@@ -108,7 +108,9 @@ class Settings(BaseSettings):
         (), "a list of devices (cpu, cuda:N, mps); empty = every GPU found, else the CPU"
     )
     training_threads: int = _f(0, "0 = all cores but one, or 1–256 threads", ge=0, le=256)
-    pow_threads: int = _f(0, "0 = the cores training leaves, or 1–256 processes", ge=0, le=256)
+    pow_threads: int = _f(
+        0, "0 = auto (as training on a CPU, the cores GPUs leave), or 1–256", ge=0, le=256
+    )
     process_priority: Literal["normal", "low", "idle"] = _f("low", "normal, low or idle")
     memory_budget_mb: int = _f(0, "0 = no budget, or 256–1048576 MB", ge=0, le=1_048_576)
     gpu_vram_cap_mb: int = _f(0, "0 = no cap, or 256–1048576 MB per GPU", ge=0, le=1_048_576)

@@ -22,11 +22,13 @@ run:
 	env -u QT_QPA_PLATFORM $(BIN)/r3mes-desktop
 
 # README screenshots under Xvfb: the main window while mining (1280x800, and 1920x1080),
-# each settings tab.
+# each settings tab; then the governor holding mining back and Settings -> Resources.
 screenshots:
 	scripts/bootstrap.sh --gui
 	xvfb-run -a -s "-screen 0 1920x1080x24" env QT_QPA_PLATFORM=xcb \
 		$(BIN)/python -m r3mes_desktop.gui.screenshots docs/screenshots
+	xvfb-run -a -s "-screen 0 1920x1080x24" env QT_QPA_PLATFORM=xcb \
+		$(BIN)/python scripts/governor_screenshots.py docs/screenshots
 
 bench: setup
 	$(BIN)/python -m bench

@@ -20,7 +20,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -28,14 +27,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 SIZES = ((1280, 800), (1920, 1080))
-
-
-async def _until(condition: Any, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError("governor screenshots: the wanted state never came")
-        await asyncio.sleep(0.2)
 
 
 def _steam(home: Path) -> subprocess.Popen[bytes]:
@@ -51,20 +42,19 @@ def _steam(home: Path) -> subprocess.Popen[bytes]:
 async def _shoot(window: Any, runtime: Any, home: Path, out: Path) -> list[Path]:
     from r3mes_desktop.core.txstate import TxState
     from r3mes_desktop.gui.qt import QtCore, QtWidgets
+    from r3mes_desktop.gui.screenshots import until
     from r3mes_desktop.gui.widgets.settings_dialog import SettingsDialog
 
     written: list[Path] = []
     await runtime.open()
     window.runtime_ready()
     window.window_actions.start.trigger()
-    await _until(
-        lambda: sum(r.state == TxState.COMMITTED for r in window.tx_model.rows()) >= 3, 300
-    )
+    await until(lambda: sum(r.state == TxState.COMMITTED for r in window.tx_model.rows()) >= 3, 300)
     steam = _steam(home)
     try:
         held = window.status.held
-        await _until(lambda: held.text().startswith("paused:"), 30)
-        await _until(lambda: window.miner_state == "paused", 60)
+        await until(lambda: held.text().startswith("paused:"), 30)
+        await until(lambda: window.miner_state == "paused", 60)
         await asyncio.sleep(1.5)  # the batched repaint and the table settle
         for width, height in SIZES:
             window.resize(width, height)
@@ -84,7 +74,7 @@ async def _shoot(window: Any, runtime: Any, home: Path, out: Path) -> list[Path]
             windows.end.setTime(QtCore.QTime(*end))
             windows.add_button.click()
         dialog.show()
-        await _until(lambda: not dialog.resources.devices.detecting, 120)
+        await until(lambda: not dialog.resources.devices.detecting, 120)
         screen = QtWidgets.QApplication.primaryScreen()
         for width, height in SIZES:
             window.resize(width, height)
@@ -117,36 +107,13 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["R3MES_LOG_DIR"] = str(home / "logs")
     os.environ.setdefault("PYTHON_KEYRING_BACKEND", "keyring.backends.null.Keyring")
 
-    import qasync
+    from r3mes_desktop.app.runtime import RuntimeOptions
+    from r3mes_desktop.gui.screenshots import run_window
 
-    from r3mes_desktop.app.runtime import Runtime, RuntimeOptions
-    from r3mes_desktop.gui.main_window import MainWindow
-    from r3mes_desktop.gui.qt import QtWidgets
-
-    app = QtWidgets.QApplication.instance() or QtWidgets.QApplication(sys.argv[:1])
-    app.setApplicationName("R3MES Desktop")
-    runtime = Runtime(
-        options=RuntimeOptions.fast(
-            settings_overrides={"pow_difficulty": 16, "governor_pause_while": ("steam",)}
-        )
+    options = RuntimeOptions.fast(
+        settings_overrides={"pow_difficulty": 16, "governor_pause_while": ("steam",)}
     )
-    window = MainWindow(runtime, tray_available=False)
-    window.resize(1280, 800)
-    window.show()
-    loop = qasync.QEventLoop(app)
-    asyncio.set_event_loop(loop)
-
-    async def run() -> list[Path]:
-        try:
-            return await _shoot(window, runtime, home, out)
-        finally:
-            window.shutdown_widgets()
-            await window.tasks.cancel_all()
-            await runtime.close()
-
-    with loop:
-        written = loop.run_until_complete(run())
-    for path in written:
+    for path in run_window(options, lambda window, runtime: _shoot(window, runtime, home, out)):
         print(path)
     return 0
 

@@ -19,7 +19,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -27,14 +26,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 OPERATOR_KEY = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80"  # anvil's
-
-
-async def _until(condition: Any, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError("network screenshots: the wanted state never came")
-        await asyncio.sleep(0.2)
 
 
 def _deploy(home: Path, anvil: str, ipfs: str) -> Path:
@@ -54,14 +45,13 @@ def _deploy(home: Path, anvil: str, ipfs: str) -> Path:
 async def _shoot(window: Any, runtime: Any, network: Path, out: Path) -> list[Path]:
     from r3mes_desktop.core.txstate import TxState
     from r3mes_desktop.gui.qt import QtWidgets
+    from r3mes_desktop.gui.screenshots import until
     from r3mes_desktop.gui.widgets.settings_dialog import SettingsDialog
 
     await runtime.open()
     window.runtime_ready()
     window.window_actions.start.trigger()
-    await _until(
-        lambda: sum(r.state == TxState.COMMITTED for r in window.tx_model.rows()) >= 2, 300
-    )
+    await until(lambda: sum(r.state == TxState.COMMITTED for r in window.tx_model.rows()) >= 2, 300)
     await runtime.miner.pause()  # rounds in flight finish; the table stays as it was
     await asyncio.to_thread(runtime.keystore.create, "a screenshot password")  # no gas yet
     dialog = SettingsDialog(runtime, parent=window)
@@ -72,7 +62,7 @@ async def _shoot(window: Any, runtime: Any, network: Path, out: Path) -> list[Pa
     done: list[str] = []
     panel.finished.connect(done.append)
     panel.join_button.click()
-    await _until(lambda: bool(done), 60)
+    await until(lambda: bool(done), 60)
     screen = QtWidgets.QApplication.primaryScreen()
     written = []
     for width, height in ((1280, 800), (1920, 1080)):
@@ -117,31 +107,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run_app(network: Path, out: Path) -> list[Path]:
-    import qasync
+    from r3mes_desktop.app.runtime import RuntimeOptions
+    from r3mes_desktop.gui.screenshots import run_window
 
-    from r3mes_desktop.app.runtime import Runtime, RuntimeOptions
-    from r3mes_desktop.gui.main_window import MainWindow
-    from r3mes_desktop.gui.qt import QtWidgets
-
-    app = QtWidgets.QApplication.instance() or QtWidgets.QApplication(sys.argv[:1])
-    app.setApplicationName("R3MES Desktop")
-    runtime = Runtime(options=RuntimeOptions.fast())
-    window = MainWindow(runtime, tray_available=False)
-    window.resize(1280, 800)
-    window.show()
-    loop = qasync.QEventLoop(app)
-    asyncio.set_event_loop(loop)
-
-    async def run() -> list[Path]:
-        try:
-            return await _shoot(window, runtime, network, out)
-        finally:
-            window.shutdown_widgets()
-            await window.tasks.cancel_all()
-            await runtime.close()
-
-    with loop:
-        return loop.run_until_complete(run())
+    return run_window(
+        RuntimeOptions.fast(), lambda window, runtime: _shoot(window, runtime, network, out)
+    )
 
 
 if __name__ == "__main__":

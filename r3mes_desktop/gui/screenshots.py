@@ -15,18 +15,52 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 log = logging.getLogger(__name__)
 
 
-async def _until(condition: Any, timeout_s: float) -> None:
+async def until(condition: Any, timeout_s: float) -> None:
+    """Wait (on the app's loop) until `condition()` holds; TimeoutError past `timeout_s`."""
     deadline = time.monotonic() + timeout_s
     while not condition():
         if time.monotonic() > deadline:
             raise TimeoutError("screenshots: the app did not reach the wanted state in time")
         await asyncio.sleep(0.2)
+
+
+def run_window(options: Any, shoot: Callable[[Any, Any], Awaitable[list[Path]]]) -> list[Path]:
+    """The real window on a runtime with `options`, at 1280×800, on a qasync loop:
+    `await shoot(window, runtime)`, then the window's tasks and the runtime are closed
+    whatever happened (the screenshot scripts share this)."""
+    import qasync
+
+    from r3mes_desktop.app.runtime import Runtime
+    from r3mes_desktop.gui.main_window import MainWindow
+    from r3mes_desktop.gui.qt import QtWidgets
+
+    app = QtWidgets.QApplication.instance() or QtWidgets.QApplication(sys.argv[:1])
+    app.setApplicationName("R3MES Desktop")
+    runtime = Runtime(options=options)
+    window = MainWindow(runtime, tray_available=False)
+    window.resize(1280, 800)
+    window.show()
+    loop = qasync.QEventLoop(app)
+    asyncio.set_event_loop(loop)
+
+    async def run() -> list[Path]:
+        try:
+            return await shoot(window, runtime)
+        finally:
+            window.shutdown_widgets()
+            await window.tasks.cancel_all()
+            await runtime.close()
+
+    with loop:
+        written: list[Path] = loop.run_until_complete(run())
+    return written
 
 
 class _SwitchableStore:
@@ -62,10 +96,10 @@ async def _shoot(window: Any, runtime: Any, out: Path) -> list[Path]:
     def accepted() -> int:  # the devnet's own validator has spoken
         return sum(r.verdict == "accepted" for r in window.tx_model.rows())
 
-    await _until(lambda: committed() >= 3 and window.charts is not None, 300)
-    await _until(lambda: accepted() >= 2, 300)
+    await until(lambda: committed() >= 3 and window.charts is not None, 300)
+    await until(lambda: accepted() >= 2, 300)
     # the devnet's aggregator has published versions: the network chart has a line
-    await _until(lambda: len(window.chart_data.network) >= 3, 600)
+    await until(lambda: len(window.chart_data.network) >= 3, 600)
     await asyncio.sleep(4)  # a few more chart points and a transaction in flight
     window.tx_view.selectRow(_row_with_verdict(window))
     await asyncio.sleep(1)
@@ -104,7 +138,7 @@ async def _shoot(window: Any, runtime: Any, out: Path) -> list[Path]:
         rolled = any(r.state == TxState.ROLLED_BACK for r in window.tx_model.rows())
         return rolled and ipfs is not None and ipfs.state == "open"
 
-    await _until(rolled_back_with_ipfs_open, 120)
+    await until(rolled_back_with_ipfs_open, 120)
     await asyncio.sleep(2)
     window.charts.redraw_if_dirty(everything=True)
     await asyncio.sleep(0.3)
@@ -144,46 +178,22 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["R3MES_CONFIG_DIR"] = str(home / "config")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
-    import qasync
+    from r3mes_desktop.app.runtime import RuntimeOptions
 
-    from r3mes_desktop.app.runtime import Runtime, RuntimeOptions
-    from r3mes_desktop.gui.main_window import MainWindow
-    from r3mes_desktop.gui.qt import QtWidgets
-
-    app = QtWidgets.QApplication.instance() or QtWidgets.QApplication(sys.argv[:1])
-    app.setApplicationName("R3MES Desktop")
-    runtime = Runtime(
-        options=RuntimeOptions.fast(
-            wrap_store=_SwitchableStore,
-            settings_overrides={
-                "pow_difficulty": 16,
-                "max_retries": 1,
-                "retry_initial_delay": 0.5,
-                "breaker_failure_threshold": 2,
-                # Fast rounds mine about ten blocks a second (each round's submission and
-                # completion, the operator's rounds, the validator's verdicts): 50 blocks
-                # would be 5 s, less than the devnet validator's recomputation takes.
-                "verdict_overdue_blocks": 1000,
-            },
-        )
+    options = RuntimeOptions.fast(
+        wrap_store=_SwitchableStore,
+        settings_overrides={
+            "pow_difficulty": 16,
+            "max_retries": 1,
+            "retry_initial_delay": 0.5,
+            "breaker_failure_threshold": 2,
+            # Fast rounds mine about ten blocks a second (each round's submission and
+            # completion, the operator's rounds, the validator's verdicts): 50 blocks
+            # would be 5 s, less than the devnet validator's recomputation takes.
+            "verdict_overdue_blocks": 1000,
+        },
     )
-    window = MainWindow(runtime, tray_available=False)
-    window.resize(1280, 800)
-    window.show()
-    loop = qasync.QEventLoop(app)
-    asyncio.set_event_loop(loop)
-
-    async def run() -> list[Path]:
-        try:
-            return await _shoot(window, runtime, out)
-        finally:
-            window.shutdown_widgets()
-            await window.tasks.cancel_all()
-            await runtime.close()
-
-    with loop:
-        written = loop.run_until_complete(run())
-    for path in written:
+    for path in run_window(options, lambda window, runtime: _shoot(window, runtime, out)):
         print(path)
     return 0
 

@@ -44,6 +44,7 @@ from r3mes_desktop.core.resilience.breaker import SERVICES, BreakerRegistry
 from r3mes_desktop.core.resilience.retry import RetryPolicy, RetrySettings
 from r3mes_desktop.core.saga import Saga, SagaContext
 from r3mes_desktop.core.saga.cleanup import close_transaction, stop_training
+from r3mes_desktop.core.saga.fetching import first_step
 from r3mes_desktop.core.saga.outbox import Outbox
 from r3mes_desktop.core.saga.recovery import recovery_action
 from r3mes_desktop.core.saga.reopen import reopen, resumable
@@ -59,7 +60,7 @@ from r3mes_desktop.core.steps import (
     Trainer,
     VerdictSource,
 )
-from r3mes_desktop.core.txstate import TERMINAL, TxState
+from r3mes_desktop.core.txstate import BEFORE_UPLOAD, TERMINAL, TxState
 from r3mes_desktop.core.verdict_watch import VerdictWatcher
 
 log = logging.getLogger(__name__)
@@ -287,15 +288,16 @@ class Coordinator:
         """
         async with self.bulkhead.slot():
             now = self.clock.time()
+            start = first_step(spec)  # FETCH when the round names files, else TRAINING
             rec = await self.journal.create(
                 tx_id=f"mining_tx_{uuid.uuid4().hex}",
                 spec=spec,
                 miner=self.saga.miner,
                 now=now,
                 deadline=now + self.settings.transaction_timeout,
-                start=TxState.TRAINING,
+                start=start,
             )
-            for old, new in ((None, TxState.PENDING), (TxState.PENDING, TxState.TRAINING)):
+            for old, new in ((None, TxState.PENDING), (TxState.PENDING, start)):
                 self.bus.publish(
                     TransactionStateChanged(
                         transaction_id=rec.id,
@@ -494,12 +496,12 @@ class Coordinator:
         ids of the transactions stopped."""
         stopped: list[str] = []
         for rec in await self.journal.unfinished():
-            if rec.round_id != round_id or rec.state not in (TxState.PENDING, TxState.TRAINING):
+            if rec.round_id != round_id or rec.state not in BEFORE_UPLOAD:
                 continue
             reason = f"round {round_id} was closed on chain before its training finished"
             async with self._closing_one(rec.id):
                 fresh = await self._record(rec.id)
-                if fresh.state not in (TxState.PENDING, TxState.TRAINING):
+                if fresh.state not in BEFORE_UPLOAD:
                     continue
                 await stop_training(self.saga, fresh, reason=reason)
             stopped.append(rec.id)

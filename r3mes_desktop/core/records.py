@@ -88,6 +88,9 @@ class TransactionRecord:
     verdict_validator: str | None = None
     verdict_at: float | None = None  # when the verdict was read and journaled
     verdict_overdue_at: float | None = None  # when "no verdict after N blocks" was raised
+    # What FETCH verified and journaled: {"adapter": {"cid", "sha256", "path"}, "dataset":
+    # {...}}; None before FETCH, or for a round that names nothing to fetch
+    fetched: dict[str, dict[str, str]] | None = None
 
 
 @dataclass(frozen=True)

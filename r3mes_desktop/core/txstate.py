@@ -11,6 +11,7 @@ from enum import StrEnum
 
 class TxState(StrEnum):
     PENDING = "pending"
+    FETCH = "fetch"  # the round's model version and dataset fetched, verified, journaled
     TRAINING = "training"  # training, then proof of work: the one device-bound lane
     IPFS_UPLOAD = "ipfs_upload"
     BLOCKCHAIN_SUBMIT = "blockchain_submit"
@@ -25,12 +26,18 @@ TERMINAL: frozenset[TxState] = frozenset({TxState.COMMITTED, TxState.FAILED, TxS
 NON_TERMINAL: frozenset[TxState] = frozenset(set(TxState) - TERMINAL)
 
 STEPS: tuple[TxState, ...] = (
+    TxState.FETCH,
     TxState.TRAINING,
     TxState.IPFS_UPLOAD,
     TxState.BLOCKCHAIN_SUBMIT,
     TxState.TASK_COMPLETE,
 )
-"""The saga's steps in order; `progress` in a status reports which of them are done."""
+"""The saga's steps in order; `progress` in a status reports which of them are done. A round
+on the base model names nothing to fetch: its transaction starts in TRAINING, and FETCH
+counts as done once it is past PENDING."""
+
+BEFORE_UPLOAD: frozenset[TxState] = frozenset({TxState.PENDING, TxState.FETCH, TxState.TRAINING})
+"""States with nothing outside this machine to undo: a failure there ends FAILED."""
 
 
 def step_done(step: TxState, state: TxState, failed_step: str | None) -> bool:

@@ -16,7 +16,13 @@ from pathlib import Path
 from typing import Any
 
 from r3mes_desktop.core.errors import ValidationError
-from r3mes_desktop.core.journal.rows import UPDATABLE, HistoryRows, record_of, update_sql
+from r3mes_desktop.core.journal.rows import (
+    UPDATABLE,
+    HistoryRows,
+    fetched_json,
+    record_of,
+    update_sql,
+)
 from r3mes_desktop.core.records import HistoryEntry, TransactionRecord, spec_to_json
 from r3mes_desktop.core.steps import RoundSpec
 from r3mes_desktop.core.txstate import TERMINAL, TxState
@@ -69,12 +75,12 @@ def create_in_txn(
     start: TxState,
 ) -> TransactionRecord:
     """Insert a new transaction, refused when (round, miner) already has a live or committed
-    one or a signed submission. `start=TRAINING` records PENDING → TRAINING in the same
-    commit (nothing happens in between, so one commit loses nothing)."""
-    if start not in (TxState.PENDING, TxState.TRAINING):
-        raise ValidationError(f"a transaction starts pending or training, not {start}")
+    one or a signed submission. `start=FETCH` or `start=TRAINING` records PENDING → start in
+    the same commit (nothing happens in between, so one commit loses nothing)."""
+    if start not in (TxState.PENDING, TxState.FETCH, TxState.TRAINING):
+        raise ValidationError(f"a transaction starts pending, fetch or training, not {start}")
     entries = [HistoryEntry(tx_id, now, "transition", None, TxState.PENDING.value)]
-    if start is TxState.TRAINING:
+    if start is not TxState.PENDING:
         entries.append(HistoryEntry(tx_id, now, "transition", TxState.PENDING.value, start.value))
     try:
         # inserted only if no submission was ever signed for this (round, miner)
@@ -166,6 +172,8 @@ def _sets_and_history(c: Change, old: TxState) -> tuple[dict[str, Any], list[His
     sets = dict(c.fields)
     if "pow_nonce" in sets and sets["pow_nonce"] is not None:
         sets["pow_nonce"] = str(sets["pow_nonce"])
+    if "fetched" in sets:
+        sets["fetched"] = fetched_json(sets["fetched"])
     entries = list(c.history)
     if c.state is not None and c.state is not old:
         sets["state"] = c.state.value

@@ -7,6 +7,7 @@ column order serves all three.
 from __future__ import annotations
 
 import functools
+import json
 import sqlite3
 from collections.abc import Iterable
 from typing import Any
@@ -19,7 +20,7 @@ TX_COLUMNS = (
     "attempts, next_retry_at, failed_step, error_category, error_message, gradient_hash, "
     "gradient_path, pow_nonce, cid, signed_raw, tx_hash, account_nonce, receipt_block, "
     "compensation, training_step, pinned_before, verdict, verdict_reason, credits, "
-    "verdict_block, verdict_validator, verdict_at, verdict_overdue_at"
+    "verdict_block, verdict_validator, verdict_at, verdict_overdue_at, fetched"
 )
 UPDATABLE = frozenset(
     {
@@ -41,6 +42,7 @@ UPDATABLE = frozenset(
         "training_step",
         "pinned_before",
         "created_at",
+        "fetched",
     }
 )
 HISTORY_COLUMNS = (
@@ -88,7 +90,20 @@ def record_of(row: sqlite3.Row | tuple[Any, ...]) -> TransactionRecord:
         verdict_validator=row[29],
         verdict_at=row[30],
         verdict_overdue_at=row[31],
+        fetched=_fetched(row[32]),
     )
+
+
+def _fetched(text: str | None) -> dict[str, dict[str, str]] | None:
+    """The FETCH step's journal entry: {"adapter": {"cid", "sha256", "path"}, ...}."""
+    if text is None:
+        return None
+    data = json.loads(text)
+    return {str(kind): {str(k): str(v) for k, v in entry.items()} for kind, entry in data.items()}
+
+
+def fetched_json(fetched: dict[str, dict[str, str]] | None) -> str | None:
+    return None if fetched is None else json.dumps(fetched, sort_keys=True)
 
 
 def history_of(row: tuple[Any, ...]) -> HistoryEntry:

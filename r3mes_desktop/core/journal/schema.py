@@ -16,6 +16,15 @@ _STATES = (
     "'pending','training','ipfs_upload','blockchain_submit','task_complete',"
     "'committed','compensating','failed','rolled_back'"
 )
+_STATES_V7 = f"'fetch',{_STATES}"
+
+_TX_COLUMNS_V6 = (
+    "id, round_id, miner, state, spec, created_at, updated_at, deadline, finished_at, "
+    "attempts, next_retry_at, failed_step, error_category, error_message, gradient_hash, "
+    "gradient_path, pow_nonce, cid, signed_raw, tx_hash, account_nonce, receipt_block, "
+    "compensation, training_step, pinned_before, verdict, verdict_reason, credits, "
+    "verdict_block, verdict_validator, verdict_at, verdict_overdue_at"
+)
 
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
     # 1: the base schema.
@@ -213,7 +222,76 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         """,
         "CREATE INDEX model_versions_round ON model_versions(round_id)",
     ),
+    # 7: the FETCH step (the round's model version and dataset fetched and verified before
+    # training): the state CHECK accepts 'fetch', and `fetched` journals what it fetched
+    # (JSON: {"adapter": {"cid", "sha256", "path"}, "dataset": {...}}). SQLite cannot alter
+    # a CHECK, so the table is rebuilt (sqlite.org/lang_altertable.html, section 7) with
+    # foreign keys off around it (`REBUILDS`): create, copy, drop, rename, then every index
+    # of the old table exactly as it was.
+    (
+        f"""
+        CREATE TABLE transactions_v7 (
+            id TEXT PRIMARY KEY,
+            round_id INTEGER NOT NULL,
+            miner TEXT NOT NULL,
+            state TEXT NOT NULL CHECK (state IN ({_STATES_V7})),
+            spec TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL,
+            deadline REAL,
+            finished_at REAL,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            next_retry_at REAL,
+            failed_step TEXT,
+            error_category TEXT,
+            error_message TEXT,
+            gradient_hash TEXT,
+            gradient_path TEXT,
+            pow_nonce TEXT,
+            cid TEXT,
+            signed_raw BLOB,
+            tx_hash TEXT,
+            account_nonce INTEGER,
+            receipt_block INTEGER,
+            compensation TEXT,
+            training_step INTEGER,
+            pinned_before INTEGER,
+            verdict TEXT CHECK (verdict IN ('accepted', 'rejected')),
+            verdict_reason INTEGER,
+            credits INTEGER CHECK (credits >= 0),
+            verdict_block INTEGER,
+            verdict_validator TEXT,
+            verdict_at REAL,
+            verdict_overdue_at REAL,
+            fetched TEXT
+        )
+        """,
+        f"INSERT INTO transactions_v7 ({_TX_COLUMNS_V6}) "  # noqa: S608
+        f"SELECT {_TX_COLUMNS_V6} FROM transactions",
+        "DROP TABLE transactions",
+        "ALTER TABLE transactions_v7 RENAME TO transactions",
+        """
+        CREATE UNIQUE INDEX transactions_live_round ON transactions(round_id, miner)
+        WHERE state NOT IN ('failed', 'rolled_back')
+        """,
+        """
+        CREATE INDEX transactions_unfinished ON transactions(state)
+        WHERE state NOT IN ('committed', 'failed', 'rolled_back')
+        """,
+        "CREATE INDEX transactions_finished ON transactions(finished_at)",
+        "CREATE INDEX transactions_cid ON transactions(cid) WHERE cid IS NOT NULL",
+        """
+        CREATE INDEX transactions_awaiting_verdict ON transactions(finished_at)
+        WHERE state = 'committed' AND verdict IS NULL
+        """,
+        "CREATE INDEX transactions_verdicts ON transactions(verdict_at) WHERE verdict IS NOT NULL",
+    ),
 )
+
+REBUILDS = frozenset({7})
+"""Migrations that rebuild a table other tables reference: `migrate` runs them with foreign
+keys off (a DROP would otherwise cascade its checks) and checks every reference before
+committing."""
 
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -227,16 +305,41 @@ def migrate(conn: sqlite3.Connection, *, target: int = SCHEMA_VERSION) -> int:
             f"(1..{SCHEMA_VERSION}); refusing to open it"
         )
     for number in range(version + 1, target + 1):
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            for statement in MIGRATIONS[number - 1]:
-                conn.execute(statement)
-            conn.execute(f"PRAGMA user_version = {number}")
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
+        if number in REBUILDS:
+            _rebuild(conn, number)
+        else:
+            _apply(conn, number)
     return target
+
+
+def _apply(conn: sqlite3.Connection, number: int, *, check_references: bool = False) -> None:
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for statement in MIGRATIONS[number - 1]:
+            conn.execute(statement)
+        if check_references:
+            broken = conn.execute("PRAGMA foreign_key_check").fetchall()
+            if broken:
+                raise ValidationError(
+                    f"journal migration {number} would break {len(broken)} references "
+                    f"(first: {tuple(broken[0])}); the journal is left at version {number - 1}"
+                )
+        conn.execute(f"PRAGMA user_version = {number}")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+
+
+def _rebuild(conn: sqlite3.Connection, number: int) -> None:
+    """`PRAGMA foreign_keys` is a no-op inside a transaction: switch it off before BEGIN and
+    back to what it was after COMMIT or ROLLBACK, whatever happened."""
+    enabled = int(conn.execute("PRAGMA foreign_keys").fetchone()[0])
+    conn.execute("PRAGMA foreign_keys = OFF")
+    try:
+        _apply(conn, number, check_references=True)
+    finally:
+        conn.execute(f"PRAGMA foreign_keys = {'ON' if enabled else 'OFF'}")
 
 
 def connect(path: Path, *, synchronous: str = "FULL") -> sqlite3.Connection:

@@ -4,6 +4,9 @@ Each step reads what it needs from the journal record, does its effect, and retu
 `Change` that records the result; `drive` commits it before the next step starts. So the
 journal always holds what the next effect needs (intent before effect):
 
+- FETCH fetches (or finds cached) the files the round names (the model version's adapter,
+  the dataset) through the store's caller, verifies their sha256 and journals CID, hash and
+  local path; a round naming neither starts in TRAINING (`fetching`).
 - TRAINING ends with the gradient journaled (a row, or a durable file), its hash and the
   PoW nonce; training and PoW are device-bound lanes (`lane`, one per mining device), so
   only one transaction uses a device at a time while uploads and submissions of others
@@ -37,6 +40,7 @@ from r3mes_desktop.core.records import TransactionRecord
 from r3mes_desktop.core.saga.compensation import Compensator
 from r3mes_desktop.core.saga.context import SagaContext, Scratch, StepFailure
 from r3mes_desktop.core.saga.failure import Failure
+from r3mes_desktop.core.saga.fetching import Fetching, first_step
 from r3mes_desktop.core.saga.settlement import Settlement
 from r3mes_desktop.core.saga.steps import Steps
 from r3mes_desktop.core.txstate import TERMINAL, TxState
@@ -49,6 +53,7 @@ class Saga:
         self.ctx = ctx
         self.scratch = Scratch()
         self.lane = asyncio.Semaphore(max(1, ctx.lanes))
+        self.fetching = Fetching(self)
         self.steps = Steps(self)
         self.settlement = Settlement(self)
         self.failure = Failure(self)
@@ -185,7 +190,9 @@ class Saga:
             submit = self.settlement.submit(rec, resumed, expired)
             return await self._bounded(submit, rec, remaining)
         if rec.state is TxState.PENDING:
-            return Change(rec.id, self.ctx.clock.time(), state=TxState.TRAINING)
+            return Change(rec.id, self.ctx.clock.time(), state=first_step(rec.spec))
+        if rec.state is TxState.FETCH:
+            return await self._bounded(self.fetching.fetch(rec), rec, remaining)
         if rec.state is TxState.TRAINING:
             return await self._bounded(self.steps.train(rec), rec, remaining)
         if rec.state is TxState.IPFS_UPLOAD:

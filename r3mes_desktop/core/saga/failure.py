@@ -17,7 +17,7 @@ from r3mes_desktop.core.journal import Change
 from r3mes_desktop.core.records import HistoryEntry, TransactionRecord
 from r3mes_desktop.core.resilience.retry import RetryPolicy
 from r3mes_desktop.core.saga.context import DEAD_LETTER_CATEGORIES, SagaContext, Scratch
-from r3mes_desktop.core.txstate import TxState
+from r3mes_desktop.core.txstate import BEFORE_UPLOAD, TxState
 
 if TYPE_CHECKING:
     from r3mes_desktop.core.saga.engine import Saga
@@ -65,7 +65,7 @@ class Failure:
         step = step or rec.state
         now = self.ctx.clock.time()
         cid, comps, history = await self._undo_plan(rec, now)
-        if rec.state in (TxState.PENDING, TxState.TRAINING):
+        if rec.state in BEFORE_UPLOAD:  # nothing outside this machine to undo
             new_state = TxState.FAILED
         else:
             new_state = TxState.COMPENSATING if comps else TxState.ROLLED_BACK
@@ -115,7 +115,7 @@ class Failure:
             rec.gradient_hash is not None and rec.id not in self.scratch.adds_without_effect
         )
         uploading = rec.state is TxState.IPFS_UPLOAD
-        before_upload = rec.state in (TxState.PENDING, TxState.TRAINING)
+        before_upload = rec.state in BEFORE_UPLOAD
         if rec.pinned_before:
             if before_upload or rec.cid is None:
                 return cid, [], []

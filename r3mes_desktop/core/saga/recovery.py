@@ -9,10 +9,11 @@ from __future__ import annotations
 from typing import Any
 
 from r3mes_desktop.core.records import TransactionRecord
-from r3mes_desktop.core.txstate import TxState
+from r3mes_desktop.core.txstate import BEFORE_UPLOAD, TxState
 
 _ACTIONS: dict[TxState, str] = {
-    TxState.PENDING: "start training",
+    TxState.PENDING: "start: fetch the round's files, or train",
+    TxState.FETCH: "fetch the model version and dataset again (verified; cached files re-hashed)",
     TxState.TRAINING: "resume training from the trainer's checkpoint",
     TxState.IPFS_UPLOAD: "check the pin (re-add the journaled gradient if needed), continue",
     TxState.BLOCKCHAIN_SUBMIT: (
@@ -27,7 +28,9 @@ _ACTIONS: dict[TxState, str] = {
 def recovery_action(rec: TransactionRecord, *, now: float) -> dict[str, Any]:
     expired = rec.deadline is not None and now >= rec.deadline
     action = _ACTIONS.get(rec.state, "none")
-    if expired and rec.state in (TxState.PENDING, TxState.TRAINING, TxState.IPFS_UPLOAD):
+    if rec.state is TxState.TRAINING and rec.fetched:
+        action += ", on the files FETCH journaled (hashed again; fetched again if evicted)"
+    if expired and (rec.state in BEFORE_UPLOAD or rec.state is TxState.IPFS_UPLOAD):
         action = "past its deadline: fail and undo"
     elif expired and rec.state is TxState.BLOCKCHAIN_SUBMIT:
         action = "past its deadline: the chain settles it (sent again)"

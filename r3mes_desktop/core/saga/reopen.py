@@ -9,6 +9,7 @@ from r3mes_desktop.core.errors import ValidationError
 from r3mes_desktop.core.journal import Change, Journal
 from r3mes_desktop.core.records import HistoryEntry, TransactionRecord
 from r3mes_desktop.core.saga.engine import Saga
+from r3mes_desktop.core.saga.fetching import first_step
 from r3mes_desktop.core.txstate import TxState
 
 
@@ -17,7 +18,8 @@ async def reopen(
 ) -> TransactionRecord:
     """Move `rec` to the first step not durably done, with a fresh deadline: the signed
     submission if there is one (its bytes are sent again, or signed again if the chain
-    proves them void), else the journaled gradient's upload, else training."""
+    proves them void), else the journaled gradient's upload, else FETCH for a round that
+    names files (verified again) or training."""
     journal = saga.ctx.journal
     if rec.state not in (TxState.FAILED, TxState.ROLLED_BACK):
         raise ValidationError(
@@ -35,7 +37,7 @@ async def reopen(
     elif rec.gradient_hash and await journal.has_gradient(rec):
         target = TxState.IPFS_UPLOAD
     else:
-        target = TxState.TRAINING
+        target = first_step(rec.spec)
     now = saga.ctx.clock.time()
     change = Change(
         rec.id,

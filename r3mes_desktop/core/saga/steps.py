@@ -1,5 +1,6 @@
-"""The steps before the pivot: TRAINING (training + proof of work in the device lane) and
-IPFS_UPLOAD (look before adding, pin the journaled bytes, sign the submission).
+"""The steps before the pivot: TRAINING (training + proof of work in the device lane, on the
+files FETCH journaled: `fetching`) and IPFS_UPLOAD (look before adding, pin the journaled
+bytes, sign the submission).
 
 Each returns the `Change` that records its result; the engine commits it before the next
 effect starts (intent before effect).
@@ -35,43 +36,9 @@ class Steps:
         finally:
             self.saga.release_lane(rec.id)
 
-    async def _fetch_model(self, rec: TransactionRecord) -> dict[str, str]:
-        """The network adapter and the text dataset the round names, fetched (or found
-        cached) and verified through the content store's caller (retry, breaker, timeout)
-        before training: a file that fails verification is never trained on."""
-        fetched = await self._fetch_dataset(rec)
-        spec = rec.spec
-        if spec.model_version == 0:
-            return fetched
-        if not spec.model_cid or not spec.model_sha256 or self.ctx.models is None:
-            raise ValidationError(
-                f"round {rec.round_id} trains on model version {spec.model_version}, which "
-                "names no adapter this miner can fetch"
-            )
-        models = self.ctx.models
-        path = await self.ctx.store_calls.call(
-            "fetch_model",
-            functools.partial(models.fetch, spec.model_cid, spec.model_sha256),
-            transaction_id=rec.id,
-        )
-        return {**fetched, "adapter_path": path}
-
-    async def _fetch_dataset(self, rec: TransactionRecord) -> dict[str, str]:
-        cid = rec.spec.hyperparams.get("dataset_cid")
-        sha = rec.spec.hyperparams.get("dataset_sha256")
-        if not cid and not sha:
-            return {}
-        if not isinstance(cid, str) or not isinstance(sha, str) or self.ctx.models is None:
-            raise ValidationError(f"round {rec.round_id} names a dataset this miner cannot fetch")
-        path = await self.ctx.store_calls.call(
-            "fetch_dataset",
-            functools.partial(self.ctx.models.fetch, cid, sha),
-            transaction_id=rec.id,
-        )
-        return {"dataset_path": path}
-
     async def _train_in_lane(self, rec: TransactionRecord) -> Change:
-        model = await self._fetch_model(rec)
+        # The files FETCH journaled, hashed again (fetched again, verified, if evicted)
+        model = await self.saga.fetching.for_training(rec)
         async with self.saga.lane:
             tx = rec.id
             result = await self.ctx.resource_policy.call_async(

@@ -29,6 +29,7 @@ async def test_happy_path_commits_with_every_artifact(rig: Rig) -> None:
 
     assert status.state == "committed"
     assert status.progress == {
+        "fetch": True,  # nothing to fetch on the base model: done once past PENDING
         "training": True,
         "ipfs_upload": True,
         "blockchain_submit": True,

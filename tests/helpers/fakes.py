@@ -16,10 +16,11 @@ import sqlite3
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from r3mes_desktop.core.clock import Clock
 from r3mes_desktop.core.errors import AlreadySubmittedError, ValidationError
+from r3mes_desktop.core.events import Event, EventBus
 from r3mes_desktop.core.steps import (
     OnChainSubmission,
     ProgressCallback,
@@ -540,3 +541,18 @@ class FakeSettings:
     retry_max_delay: float = 60.0
     retry_backoff_factor: float = 2.0
     extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+E = TypeVar("E", bound=Event)
+
+
+def recorded(bus: EventBus, kind: type[E]) -> list[E]:
+    """Every event of `kind` the bus publishes from now on, in order."""
+    seen: list[E] = []
+
+    def on(event: Event) -> None:
+        if isinstance(event, kind):
+            seen.append(event)
+
+    bus.subscribe(on)
+    return seen

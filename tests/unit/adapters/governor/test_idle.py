@@ -25,8 +25,9 @@ from r3mes_desktop.adapters.governor.idle import (
     WindowsIdle,
     idle_source_for_platform,
 )
-from r3mes_desktop.core.events import Event, EventBus, Notice
+from r3mes_desktop.core.events import EventBus, Notice
 from r3mes_desktop.core.governor import Unknown
+from tests.helpers.fakes import recorded
 
 jeepney = pytest.importorskip("jeepney")
 from jeepney import MessageType  # noqa: E402
@@ -35,17 +36,6 @@ from jeepney.io.blocking import open_dbus_connection  # noqa: E402
 from jeepney.wrappers import new_error, new_method_return  # noqa: E402
 
 SESSION_PATH = "/org/freedesktop/login1/session/_32"
-
-
-def _notices(bus: EventBus) -> list[Notice]:
-    seen: list[Notice] = []
-
-    def on(event: Event) -> None:
-        if isinstance(event, Notice):
-            seen.append(event)
-
-    bus.subscribe(on)
-    return seen
 
 
 @pytest.fixture
@@ -235,7 +225,7 @@ def test_logind_without_a_session_reads_the_managers_hint(logind: FakeLogind) ->
 
 def test_logind_gone_is_unknown_once_then_recovers(logind: FakeLogind) -> None:
     bus = EventBus()
-    notices = _notices(bus)
+    notices = recorded(bus, Notice)
     source = _source(logind.address, bus)
     try:
         assert source.idle_seconds() == 0.0
@@ -300,7 +290,7 @@ def test_no_session_bus_address_is_unknown(monkeypatch: pytest.MonkeyPatch) -> N
 
 def test_no_bus_at_all_is_unknown_not_a_crash(tmp_path: Any) -> None:
     bus = EventBus()
-    notices = _notices(bus)
+    notices = recorded(bus, Notice)
     source = _source(f"unix:path={tmp_path / 'nothing-here'}", bus)
     reading = source.idle_seconds()
     assert isinstance(reading, Unknown)
@@ -354,7 +344,7 @@ def test_windows_tick_count_wrapping_after_49_days() -> None:
 
 def test_windows_call_failure_is_unknown_with_one_notice() -> None:
     bus = EventBus()
-    notices = _notices(bus)
+    notices = recorded(bus, Notice)
     source = WindowsIdle(bus, dlls=lambda: (FakeUser32(0, ok=False), FakeKernel32(1)))
     for _ in range(3):
         reading = source.idle_seconds()
@@ -559,7 +549,7 @@ def test_pick_logind_in_a_wayland_session_without_gnome_never_x11() -> None:
 
 def test_pick_nothing_reads_unknown_with_every_reason() -> None:
     bus = EventBus()
-    notices = _notices(bus)
+    notices = recorded(bus, Notice)
     chosen, _, _ = _pick(Unknown("no X display"), Unknown("no system bus"), {}, bus)
     assert isinstance(chosen, NoIdleSource)
     reading = chosen.idle_seconds()
@@ -599,7 +589,7 @@ def test_failed_probes_are_not_warnings_only_the_outcome_is(
         raise FileNotFoundError(2, "No such file or directory")
 
     bus = EventBus()
-    notices = _notices(bus)
+    notices = recorded(bus, Notice)
     with caplog.at_level(logging.DEBUG):
         chosen = idle_source_for_platform(
             bus,

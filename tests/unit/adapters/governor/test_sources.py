@@ -20,19 +20,9 @@ from r3mes_desktop.adapters.governor import nvml, system
 from r3mes_desktop.adapters.governor.nvml import NvmlGpus
 from r3mes_desktop.adapters.governor.system import PsutilCpuLoad, PsutilPower, PsutilProcesses
 from r3mes_desktop.adapters.governor.x11 import X11Idle
-from r3mes_desktop.core.events import Event, EventBus, Notice
+from r3mes_desktop.core.events import EventBus, Notice
 from r3mes_desktop.core.governor import NO_BATTERY, Battery, Unknown
-
-
-def _notices(bus: EventBus) -> list[Notice]:
-    seen: list[Notice] = []
-
-    def on(event: Event) -> None:
-        if isinstance(event, Notice):
-            seen.append(event)
-
-    bus.subscribe(on)
-    return seen
+from tests.helpers.fakes import recorded
 
 
 def test_process_names_include_this_one() -> None:
@@ -91,7 +81,7 @@ class _FakeBattery:
 
 def test_battery_states(monkeypatch: pytest.MonkeyPatch) -> None:
     bus = EventBus()
-    notices = _notices(bus)
+    notices = recorded(bus, Notice)
     fake = _FakeBattery(None)
     monkeypatch.setattr(system, "psutil", fake)
     power = PsutilPower(bus)
@@ -123,7 +113,7 @@ def test_sources_without_psutil_read_unknown(monkeypatch: pytest.MonkeyPatch) ->
 def test_nvml_without_the_package_reads_unknown(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "pynvml", None)  # import fails
     bus = EventBus()
-    notices = _notices(bus)
+    notices = recorded(bus, Notice)
     gpus = NvmlGpus(bus)
     assert gpus.temperatures_c() == Unknown("nvidia-ml-py is not installed")
     assert len(notices) == 1
@@ -164,7 +154,7 @@ def test_nvml_without_a_driver_reads_unknown(monkeypatch: pytest.MonkeyPatch) ->
 def test_x11_without_a_display_reads_unknown(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("DISPLAY", raising=False)
     bus = EventBus()
-    notices = _notices(bus)
+    notices = recorded(bus, Notice)
     idle = X11Idle(bus)
     assert idle.idle_seconds() == Unknown("no X display (DISPLAY is not set)")
     assert idle.idle_seconds() == Unknown("no X display (DISPLAY is not set)")

@@ -134,11 +134,32 @@ def nvml_devices() -> tuple[list[DeviceInfo], str | None]:
             log.debug("NVML shutdown: %s", exc)
 
 
+def torch_has_cuda() -> bool:
+    """Whether the installed torch is a CUDA build, without importing it (seconds): its
+    CUDA library is there (libtorch_cuda.so, torch_cuda.dll)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("torch")
+    if spec is None or not spec.submodule_search_locations:
+        return False
+    for root in spec.submodule_search_locations:
+        lib = os.path.join(root, "lib")
+        if any(
+            os.path.exists(os.path.join(lib, name))
+            for name in ("libtorch_cuda.so", "torch_cuda.dll")
+        ):
+            return True
+    return False
+
+
 def auto_devices() -> list[str]:
     """The devices "auto" (no device ticked) mines on, found cheaply at every start: each
-    GPU NVML or the NVIDIA driver (/proc/driver/nvidia/gpus) lists; where neither can
-    tell, one worker that picks its device itself (`auto`: CUDA if torch has it, else
-    the CPU), since asking torch costs seconds."""
+    GPU NVML or the NVIDIA driver (/proc/driver/nvidia/gpus) lists, when torch is a CUDA
+    build; otherwise one worker that picks its device itself (`auto`: CUDA if torch has
+    it, else the CPU), since asking torch costs seconds. A GPU a CPU-only torch cannot use
+    must not take rounds it would fail."""
+    if not torch_has_cuda():
+        return ["auto"]
     from_nvml, _ = nvml_devices()
     if from_nvml:
         return [device.id for device in from_nvml]

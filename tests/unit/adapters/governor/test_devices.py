@@ -51,13 +51,17 @@ def test_nvml_lists_gpus_with_the_driver_and_is_shut_down(monkeypatch: pytest.Mo
     assert found[1] == DeviceInfo("cuda:1", "NVIDIA Test 1", memory_mb=24576, driver="580.159.04")
     assert found[1].describe() == "cuda:1 · NVIDIA Test 1 · 24 GB · driver 580.159.04"
     assert fake.calls == ["init", "shutdown"]  # type: ignore[attr-defined]
+    monkeypatch.setattr(devices, "torch_has_cuda", lambda: True)
     assert devices.auto_devices() == ["cuda:0", "cuda:1"]
+    monkeypatch.setattr(devices, "torch_has_cuda", lambda: False)
+    assert devices.auto_devices() == ["auto"]  # a CPU-only torch cannot train on them
 
 
 def test_without_nvml_or_a_driver_auto_is_one_self_choosing_worker(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setitem(sys.modules, "pynvml", None)
+    monkeypatch.setattr(devices, "torch_has_cuda", lambda: True)
     assert devices.nvml_devices() == (
         [],
         "nvidia-ml-py is not installed: no driver version or temperatures",
@@ -111,10 +115,12 @@ def test_the_torch_probe_runs_in_a_child_and_reads_its_answer(
 
 
 def test_the_real_probe_on_this_machine() -> None:
-    """The child process really runs: on a CPU-only machine it finds no GPU."""
+    """The child process really runs, and agrees with the cheap look at torch's files."""
     found, why = devices.probe_torch()
     assert why is None
     assert all(d.id.startswith(("cuda:", "mps")) for d in found)
+    if any(d.id.startswith("cuda:") for d in found):
+        assert devices.torch_has_cuda()
 
 
 def test_the_choice_is_checked_against_what_is_there() -> None:

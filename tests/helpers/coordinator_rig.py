@@ -33,6 +33,7 @@ class Rig:
     verdicts: bool = False  # the coordinator reads verdicts from the fake chain
     versions: bool = False  # ... and the network model's versions
     lanes: int = 1  # device lanes (a multi-GPU rig has one per device)
+    models: Any = None  # the ModelStore rounds on a model version or dataset fetch through
 
     def of_kind(self, kind: type[Event]) -> list[Any]:
         return [e for e in self.events if isinstance(e, kind)]
@@ -63,6 +64,7 @@ def build_coordinator(rig: Rig) -> Coordinator:
         verdicts=rig.chain if rig.verdicts else None,
         versions=rig.chain if rig.versions else None,
         lanes=rig.lanes,
+        models=rig.models,
     )
 
 

@@ -35,6 +35,7 @@ from r3mes_desktop.core.txstate import STEPS
 BREAKER_STATES = ("closed", "half_open", "open", "forced_open", "disabled")
 TX_STATES = (
     "pending",
+    "fetch",
     "training",
     "ipfs_upload",
     "blockchain_submit",

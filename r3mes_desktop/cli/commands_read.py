@@ -40,6 +40,7 @@ async def cmd_status(ctx: CliContext, args: argparse.Namespace) -> int:
         active = await view.list_transactions(
             states=[
                 "pending",
+                "fetch",
                 "training",
                 "ipfs_upload",
                 "blockchain_submit",

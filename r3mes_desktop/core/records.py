@@ -252,6 +252,9 @@ class TransactionStatus:
     aggregation: str | None = None
     aggregated_into: int | None = None
     aggregation_text: str | None = None
+    # What FETCH verified and journaled ({"adapter": {"cid", "sha256", "path"}, "dataset":
+    # {...}}); None for a round that names nothing to fetch, or before FETCH is done
+    fetched: dict[str, dict[str, str]] | None = None
 
     @classmethod
     def of(
@@ -294,6 +297,7 @@ class TransactionStatus:
             aggregation=aggregation,
             aggregated_into=into,
             aggregation_text=text,
+            fetched=record.fetched,
         )
 
     def to_dict(self) -> dict[str, Any]:

@@ -53,7 +53,12 @@ class Alert:
 
 
 _SERVICE_NAMES = {"ipfs": "IPFS", "chain": "the chain RPC", "task_api": "the task API"}
-_STEP_SERVICE = {"IPFS_UPLOAD": "ipfs", "BLOCKCHAIN_SUBMIT": "chain", "TASK_COMPLETE": "task_api"}
+_STEP_SERVICE = {
+    "FETCH": "ipfs",
+    "IPFS_UPLOAD": "ipfs",
+    "BLOCKCHAIN_SUBMIT": "chain",
+    "TASK_COMPLETE": "task_api",
+}
 
 
 def failure_reason(failed_step: str | None, category: str | None, message: str | None) -> str:

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from r3mes_desktop.core.records import TransactionStatus
 
 STEP_LABELS = {
+    TxState.FETCH: "fetch",
     TxState.TRAINING: "train",
     TxState.IPFS_UPLOAD: "upload",
     TxState.BLOCKCHAIN_SUBMIT: "submit",
@@ -35,6 +36,7 @@ TERMINAL_STATES = TERMINAL
 
 # StepProgress.step names used by the adapters, mapped onto saga steps.
 PROGRESS_STEP = {
+    "fetch": TxState.FETCH,
     "training": TxState.TRAINING,
     "train": TxState.TRAINING,
     "pow": TxState.TRAINING,
@@ -107,6 +109,8 @@ class TxRow:
     model_version: int | None = None
     aggregated_into: int | None = None
     aggregation_text: str | None = None
+    # what FETCH verified (TransactionStatus.fetched): kind → {"cid", "sha256", "path"}
+    fetched: dict[str, dict[str, str]] | None = None
 
     @property
     def short_id(self) -> str:
@@ -118,9 +122,12 @@ class TxRow:
         return "" if self.created_at is None else format_age(now - self.created_at)
 
     def progress_text(self) -> str:
-        """e.g. "train ✓ · upload 40% · submit · task" (✓ done, % in progress, bare = not yet)."""
+        """e.g. "train ✓ · upload 40% · submit · task" (✓ done, % in progress, bare = not yet).
+        FETCH is shown only for a round that fetches (a row that has its progress)."""
         parts = []
         for step in STEPS:
+            if step is TxState.FETCH and step not in self.progress:
+                continue
             label = STEP_LABELS[step]
             frac = self.progress.get(step)
             if frac is None:
@@ -170,8 +177,12 @@ def row_from_status(status: TransactionStatus) -> TxRow:
         model_version=status.model_version,
         aggregated_into=status.aggregated_into,
         aggregation_text=status.aggregation_text,
+        fetched=status.fetched,
     )
+    fetches = status.fetched is not None or state is TxState.FETCH or status.failed_step == "fetch"
     for step, done in status.progress.items():
+        if step == TxState.FETCH.value and not fetches:
+            continue  # nothing to fetch: the step is not shown at all
         if done:  # the journal says which steps are done, not how far the others are
             row.progress[TxState(step)] = 1.0
     if row.state in STEPS:
@@ -243,6 +254,7 @@ def shown_fields(row: TxRow) -> tuple[Any, ...]:
         row.credits,
         row.model_version,
         row.aggregation_text,
+        None if row.fetched is None else tuple(sorted(row.fetched)),
     )
 
 

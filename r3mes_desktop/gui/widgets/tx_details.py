@@ -131,4 +131,11 @@ def model_fields(row: TxRow) -> list[tuple[str, str]]:
     fields = [("Model", f"trained on version {row.model_version}{genesis}")]
     if row.aggregation_text:
         fields.append(("Update", row.aggregation_text))
+    for kind, entry in sorted((row.fetched or {}).items()):
+        fields.append(
+            (
+                f"Fetched {kind}",
+                f"{entry.get('cid', '?')} (sha256 {entry.get('sha256', '?')[:12]}…, verified)",
+            )
+        )
     return fields

@@ -88,6 +88,7 @@ async def test_metrics_exposition_parses_with_all_series(api: Api) -> None:
 
     assert samples[("r3mes_transactions", (("state", "committed"),))] == 3
     assert samples[("r3mes_transactions", (("state", "failed"),))] == 0
+    assert samples[("r3mes_transactions", (("state", "fetch"),))] == 0  # listed, none now
     assert samples[("r3mes_errors_total", (("category", "network"),))] == 2
     assert samples[("r3mes_errors_total", (("category", "validation"),))] == 1
     assert samples[("r3mes_breaker_state", (("service", "chain"), ("state", "forced_open")))] == 1

@@ -74,6 +74,7 @@ def test_breaker_open_and_notices() -> None:
 
 def test_failure_reasons_and_severity() -> None:
     assert failure_reason("BLOCKCHAIN_SUBMIT", "network", None) == "The chain RPC unreachable"
+    assert failure_reason("FETCH", "network", None) == "IPFS unreachable"  # model/dataset
     assert failure_reason("BLOCKCHAIN_SUBMIT", "validation", "x") == (
         "the contract rejected the submission"
     )

@@ -174,3 +174,76 @@ def test_the_details_panel_shows_verdict_reason_and_credits(qtbot: Any) -> None:
     assert fields["Verdict"] == "Rejected"
     assert fields["Reason"] == "a sampled training segment did not reproduce"
     assert (fields["Credits"], fields["Validator"]) == ("0", VALIDATOR)
+
+
+FETCHED = {
+    "adapter": {"cid": "bafkadapter", "sha256": "ee" * 32, "path": "/m/a"},
+    "dataset": {"cid": "bafkdata", "sha256": "dd" * 32, "path": "/m/d"},
+}
+
+
+def _in_training(fetched: dict[str, dict[str, str]] | None) -> TransactionStatus:
+    return TransactionStatus(
+        transaction_id=TX,
+        state="training",
+        age_seconds=3.0,
+        failed_step=None,
+        error_message=None,
+        progress={s.value: s is TxState.FETCH for s in STEPS},
+        round_id=7,
+        attempts=0,
+        next_retry_at=None,
+        error_category=None,
+        model_version=0 if fetched is None else 3,
+        fetched=fetched,
+    )
+
+
+def test_fetch_shows_as_a_step_only_for_a_round_that_fetches(qtbot: Any) -> None:
+    model = TransactionsModel()
+    model.replace_from_snapshot([_in_training(FETCHED)])
+    row = model.row(TX)
+    assert row is not None
+    assert row.progress_text() == "fetch ✓ · train 0% · upload · submit · task"
+
+    model = TransactionsModel()
+    model.replace_from_snapshot([_in_training(None)])  # the base model: nothing fetched
+    row = model.row(TX)
+    assert row is not None
+    assert row.progress_text() == "train 0% · upload · submit · task"
+
+
+def test_fetch_shows_live_as_its_events_arrive(qtbot: Any) -> None:
+    model = TransactionsModel()
+    for old, new in ((None, "pending"), ("pending", "fetch")):
+        model.apply_event(
+            TransactionStateChanged(
+                transaction_id=TX, round_id=7, old_state=old, new_state=new, ts=1_000.0
+            )
+        )
+    row = model.row(TX)
+    assert row is not None
+    assert row.state_text() == "FETCH — fetch 0% · train · upload · submit · task"
+    model.apply_event(
+        TransactionStateChanged(
+            transaction_id=TX, round_id=7, old_state="fetch", new_state="training", ts=1_001.0
+        )
+    )
+    assert row.state_text() == "TRAINING — fetch ✓ · train 0% · upload · submit · task"
+
+
+def test_the_details_panel_names_the_verified_files(qtbot: Any) -> None:
+    details = TransactionDetails()
+    qtbot.addWidget(details)
+    model = TransactionsModel()
+    model.replace_from_snapshot([_in_training(FETCHED)])
+    row = model.row(TX)
+    assert row is not None
+
+    details.show_row(row)
+
+    lines = details.text().splitlines()
+    fields = dict(zip(lines[1::2], lines[2::2], strict=False))
+    assert fields["Model"] == "trained on version 3"
+    assert fields["Fetched adapter"] == "bafkadapter (sha256 eeeeeeeeeeee…, verified)"
+    assert fields["Fetched dataset"] == "bafkdata (sha256 dddddddddddd…, verified)"

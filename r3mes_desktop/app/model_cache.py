@@ -4,7 +4,8 @@ size cap with the least recently used evicted first.
 A file is only ever written whole (temp file, fsync, rename) and only after its sha256 is
 the one the contract names, so a crash mid-fetch leaves nothing to trust and the next
 fetch starts over; a cached file is re-hashed before each use, so a corrupted cache is
-fetched again rather than trained on.
+fetched again rather than trained on. A file bigger than the cache's cap is refused: it
+could never be kept, and its size is the size limit of a fetch.
 """
 
 from __future__ import annotations
@@ -40,11 +41,16 @@ class ModelCache:
             await asyncio.to_thread(os.utime, path)  # most recently used
             return str(path)
         data = await self.store.cat(cid)
+        if len(data) > self.cap_bytes:
+            raise ValidationError(
+                f"{cid} is {len(data)} bytes, more than the model cache's size cap "
+                f"(ModelCache cap_bytes = {self.cap_bytes} bytes); refused, never trained on"
+            )
         digest = hashlib.sha256(data).hexdigest()
         if digest != sha256:
             raise IntegrityError(
-                f"model version {cid}: its bytes hash to {digest[:12]}, the contract names "
-                f"{sha256[:12]}; refused, never trained on",
+                f"model version {cid}: expected sha256 {sha256} (the contract's), its bytes "
+                f"hash to {digest}; refused, never trained on",
                 service="ipfs",
             )
         await asyncio.to_thread(self._store, path, data)

@@ -63,3 +63,24 @@ async def test_the_least_recently_used_version_is_evicted_over_the_cap(tmp_path)
     await cache.fetch(cids[2], shas[2])
     names = sorted(p.name for p in (tmp_path / "models").glob("*.safetensors"))
     assert names == sorted(f"{s}.safetensors" for s in (shas[0], shas[2]))
+
+
+async def test_a_file_over_the_cap_is_refused_naming_the_limit(tmp_path) -> None:
+    store = LocalContentStore(tmp_path / "store", max_gradient_size_mb=1)
+    data = b"a" * 5000
+    cid = await store.add_and_pin(data)
+    cache = ModelCache(store, tmp_path / "models", cap_bytes=4096)
+    with pytest.raises(ValidationError, match=r"5000 bytes.*cap_bytes = 4096"):
+        await cache.fetch(cid, hashlib.sha256(data).hexdigest())
+    assert list((tmp_path / "models").glob("*")) == []
+
+
+async def test_a_mismatch_names_the_cid_and_both_hashes(tmp_path) -> None:
+    store = LocalContentStore(tmp_path / "store", max_gradient_size_mb=1)
+    data = b"adapter"
+    cid = await store.add_and_pin(data)
+    actual = hashlib.sha256(data).hexdigest()
+    with pytest.raises(IntegrityError) as refused:
+        await ModelCache(store, tmp_path / "models").fetch(cid, "1" * 64)
+    assert cid in refused.value.message
+    assert "1" * 64 in refused.value.message and actual in refused.value.message

@@ -498,8 +498,13 @@ async def check_multi(
         except AssertionError as exc:
             findings.fail(f"{name}: {exc}")
     findings.states = dict(states)
+    published: dict[int, tuple[str, str]] = {}
     for version_id in range(1, int(await chain.view("currentVersion")) + 1):
-        committed_cids.add(str((await chain.view("versions", version_id))[0]))
+        version = await chain.view("versions", version_id)
+        committed_cids.add(str(version[0]))
+        published[version_id] = (str(version[0]), bytes(version[1]).hex())
+    for name, _address, data_dir, _key, _password in miners:
+        trained_on_verified(name, journal_rows(data_dir), published, findings.fail)
     for cid in sorted(pins):
         if not any(same_cid(cid, c) for c in committed_cids):
             findings.fail(
@@ -507,6 +512,46 @@ async def check_multi(
                 "it (orphan)"
             )
     return findings
+
+
+TRAINED = frozenset({"ipfs_upload", "blockchain_submit", "task_complete", "committed"})
+"""States a transaction reaches only with a gradient: it trained."""
+
+
+def trained_on_verified(
+    name: str,
+    rows: list[dict[str, Any]],
+    published: dict[int, tuple[str, str]],
+    fail: Callable[[str], None],
+) -> int:
+    """No round trains on a version that failed verification, as the miner's journal says
+    it: every transaction that trained (or holds a gradient) on model version v >= 1 went
+    through FETCH, which journaled v's adapter under the CID and sha256 the contract
+    publishes for v; one that failed in FETCH holds no gradient. Returns how many
+    transactions trained on a fetched version."""
+    checked = 0
+    for r in rows:
+        spec = json.loads(r["spec"]) if r.get("spec") else {}
+        version = int(spec.get("model_version", 0))
+        trained = r["state"] in TRAINED or r.get("gradient_hash") is not None
+        tag = f"{name} {r['id']} (round {r['round_id']}, version {version})"
+        if r.get("failed_step") == "fetch" and r.get("gradient_hash") is not None:
+            fail(f"{tag}: failed in FETCH yet holds a gradient (trained on unverified bytes)")
+        if version < 1 or not trained:
+            continue
+        fetched = json.loads(r["fetched"]) if r.get("fetched") else {}
+        adapter = fetched.get("adapter")
+        if version not in published:
+            fail(f"{tag}: trained on a version the contract never published")
+        elif not adapter:
+            fail(f"{tag}: trained without FETCH journaling the adapter")
+        elif not same_cid(str(adapter.get("cid")), published[version][0]) or (
+            adapter.get("sha256") != published[version][1]
+        ):
+            fail(f"{tag}: trained on {adapter}, the contract publishes {published[version]}")
+        else:
+            checked += 1
+    return checked
 
 
 def journal_against_chain(

@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -16,6 +19,7 @@ from r3mes_desktop.adapters.chain.views import VERDICT_ACCEPTED
 from r3mes_desktop.adapters.devnet.devnet import Devnet
 from r3mes_desktop.adapters.mining import learning
 from r3mes_desktop.adapters.mining.presets import make_plan
+from r3mes_desktop.app.builders import JOURNAL_FILE
 from r3mes_desktop.app.devnet_aggregator import DevnetAggregator
 from r3mes_desktop.app.devnet_validator import DevnetValidator
 from tests.helpers.service_fakes import open_devnet
@@ -38,6 +42,32 @@ async def _drain(devnet: Devnet) -> None:
     finally:
         await aggregator.close()
         await validator.close()
+
+
+def _fetched_rounds(journal: Path) -> dict[int, tuple[list[str], dict[str, Any]]]:
+    """Committed transactions of rounds on a model version: their states in order, and what
+    FETCH journaled."""
+    conn = sqlite3.connect(f"file:{journal}?mode=ro", uri=True)
+    try:
+        rows = conn.execute(
+            "SELECT id, round_id, spec, fetched FROM transactions WHERE state = 'committed'"
+        ).fetchall()
+        found = {}
+        for tx, round_id, spec, files in rows:
+            if json.loads(spec).get("model_version", 0) < 1:
+                continue
+            steps = [
+                r[0]
+                for r in conn.execute(
+                    "SELECT new_state FROM events WHERE transaction_id = ? AND kind = "
+                    "'transition' ORDER BY id",
+                    (tx,),
+                )
+            ]
+            found[round_id] = (steps, json.loads(files) if files else {})
+        return found
+    finally:
+        conn.close()
 
 
 async def test_versions_chain_and_reproduce_from_their_accepted_updates(tmp_path) -> None:
@@ -86,5 +116,17 @@ async def test_versions_chain_and_reproduce_from_their_accepted_updates(tmp_path
         assert any(v is not None and v.verdict == VERDICT_ACCEPTED for v in verdicts)
         assert losses[-1] < losses[0], losses
         assert list((tmp_path / "data" / "models").glob("*.safetensors"))
+        # ... each through its own FETCH step: the adapter journaled, verified, then trained on
+        fetched = _fetched_rounds(tmp_path / "data" / JOURNAL_FILE)
+        assert fetched, "no committed round on a published version went through FETCH"
+        for round_id, (steps, files) in fetched.items():
+            info = await chain.round_info(round_id)
+            assert info is not None and info.model_version >= 1
+            version = await chain.version_info(info.model_version)
+            assert version is not None
+            assert files["adapter"]["cid"] == version.cid
+            assert files["adapter"]["sha256"] == version.content_hash.hex()
+            assert steps[:4] == ["pending", "fetch", "training", "ipfs_upload"], steps
+            assert steps[-1] == "committed", steps
     finally:
         await devnet.close()

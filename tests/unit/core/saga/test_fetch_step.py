@@ -292,3 +292,12 @@ async def test_an_evicted_file_that_comes_back_wrong_is_never_trained_on(frig: R
     assert status.state == "failed"
     assert sha(b"tampered") in (status.error_message or "")
     assert frig.faults.count("train") == 0
+
+
+async def test_a_round_closed_on_chain_stops_a_transaction_still_fetching(frig: Rig) -> None:
+    tx = await _killed_in(frig, TxState.FETCH)
+    assert await frig.coordinator.stop_closed_round(1) == [tx]
+    status = await frig.coordinator.status(tx)
+    assert status.state == "failed"
+    assert status.error_message == "round 1 was closed on chain before its training finished"
+    assert frig.faults.count("fetch") == 0 and frig.faults.count("train") == 0

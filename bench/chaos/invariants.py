@@ -42,6 +42,7 @@ class Findings:
     pinned: int = 0
     files_scanned: int = 0
     gradients: dict[str, int] = field(default_factory=dict)  # journaled as "file" / "row"
+    trained_on_fetched: int = 0  # transactions that trained on a version FETCH journaled
     checked_at: float = field(default_factory=time.time)
 
     def fail(self, text: str) -> None:
@@ -55,6 +56,7 @@ class Findings:
             "pinned": self.pinned,
             "files_scanned": self.files_scanned,
             "gradients": self.gradients,
+            "trained_on_fetched": self.trained_on_fetched,
         }
 
 
@@ -504,7 +506,9 @@ async def check_multi(
         committed_cids.add(str(version[0]))
         published[version_id] = (str(version[0]), bytes(version[1]).hex())
     for name, _address, data_dir, _key, _password in miners:
-        trained_on_verified(name, journal_rows(data_dir), published, findings.fail)
+        findings.trained_on_fetched += trained_on_verified(
+            name, journal_rows(data_dir), published, findings.fail
+        )
     for cid in sorted(pins):
         if not any(same_cid(cid, c) for c in committed_cids):
             findings.fail(

@@ -59,6 +59,8 @@ def expectations(report: dict[str, Any]) -> list[str]:
         out.append("multi: the chain node was never restarted")
     if not r["unfunded_refused"]:
         out.append("multi: the unfunded key was never refused (no dead letter before its funds)")
+    if not section.get("invariants", {}).get("trained_on_fetched"):
+        out.append("multi: no round trained on a model version its FETCH journaled")
     if r["repo_gc"] != "done":
         out.append(f"multi: repo gc {r['repo_gc']}")
     validator, verdicts = r["validator"], r["verdicts"]

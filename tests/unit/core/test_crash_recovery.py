@@ -1,8 +1,10 @@
 """SIGKILL the miner inside every step, many times; restart; nothing is lost or done twice.
+Half the rounds train on a model version and pass through FETCH (killed before, inside
+and after a fetch, and right after entering FETCH); none is ever trained on a torn file.
 
 A subprocess runs transactions against file-backed fakes (IPFS pins, chain, task API in a
 sqlite "world" file) and kills itself with SIGKILL at the K-th arrival at a chosen point:
-before/after each external effect, and right after each journal commit. After ~48 kills a
+before/after each external effect, and right after each journal commit. After ~50 kills a
 final clean run recovers. Then: every transaction terminal, every round committed exactly
 once, one broadcast transaction per round, no orphan pins, journal invariants hold.
 """
@@ -23,8 +25,8 @@ from r3mes_desktop.core.journal import connect
 from r3mes_desktop.core.journal.integrity import check_integrity
 
 ROOT = Path(__file__).resolve().parents[3]
-ROUNDS = 40
-KILLS = 48
+ROUNDS = 60
+KILLS = 63
 POINTS = [
     ("train", "before"),
     ("train", "after"),
@@ -40,16 +42,25 @@ POINTS = [
     ("complete_task", "after"),
     ("state", "committed"),
     ("state", "training"),
+    ("state", "fetch"),
+    ("fetch", "before"),
+    ("fetch", "torn"),
+    ("fetch", "after"),
 ]
 
 
-def run_worker(root: Path, kill: str | None, *, inline: bool = True) -> int:
+def run_worker(root: Path, kill: str | None, *, inline: bool = True, evict: bool = False) -> int:
     """One start of the worker; `inline=False`: its journal writes gradients as files (so
-    recoveries read what the other kind of start wrote)."""
+    recoveries read what the other kind of start wrote); `evict`: its model store starts
+    empty (the journaled paths of fetched files point at nothing)."""
     cmd = [sys.executable, "-m", "tests.helpers.crash_worker", str(root), str(ROUNDS)]
     if kill:
         cmd.append(kill)
-    env = {**os.environ, "CRASH_INLINE_GRADIENT_MAX": "262144" if inline else "0"}
+    env = {
+        **os.environ,
+        "CRASH_INLINE_GRADIENT_MAX": "262144" if inline else "0",
+        "CRASH_EVICT_MODELS": "1" if evict else "0",
+    }
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=60, env=env)
     if proc.returncode not in (0, -signal.SIGKILL):
         raise AssertionError(f"worker failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
@@ -63,12 +74,19 @@ def test_sigkill_anywhere_then_recover(tmp_path: Path) -> None:
     kills: dict[str, int] = {}
     for i in range(KILLS):
         op, phase = POINTS[i % len(POINTS)]
-        rc = run_worker(tmp_path, f"{op}:{phase}:{rng.randint(1, 3)}", inline=i % 2 == 0)
+        k = rng.randint(1, 3)
+        torn = (op, phase) == ("fetch", "torn")
+        if torn:
+            k = 1  # the version's file is written once per start that lacks it
+        # evicted before a torn write (else nothing is written), and every other start;
+        # the start after a torn write recovers from the torn file itself
+        evict = torn or i % 2 == 1
+        rc = run_worker(tmp_path, f"{op}:{phase}:{k}", inline=i % 2 == 0, evict=evict)
         if rc == -signal.SIGKILL:
             kills[f"{op}:{phase}"] = kills.get(f"{op}:{phase}", 0) + 1
     assert run_worker(tmp_path, None) == 0
 
-    assert sum(kills.values()) >= 40, kills
+    assert sum(kills.values()) >= 45, kills
     assert len(kills) == len(POINTS), f"every point was killed at least once: {kills}"
 
     journal = connect(tmp_path / "journal.db")

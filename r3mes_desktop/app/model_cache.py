@@ -29,6 +29,9 @@ class ModelCache:
         self.store = store
         self.root = root
         self.cap_bytes = cap_bytes
+        # one fetch of a version at a time: rounds starting together on a new version would
+        # otherwise each fetch it and write the same file at once
+        self._fetching: dict[str, asyncio.Lock] = {}
 
     def _path(self, sha256: str) -> Path:
         return self.root / f"{sha256}.safetensors"
@@ -36,6 +39,10 @@ class ModelCache:
     async def fetch(self, cid: str, sha256: str) -> str:
         if len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256):
             raise ValidationError(f"model sha256: expected 64 lowercase hex digits, got {sha256!r}")
+        async with self._fetching.setdefault(sha256, asyncio.Lock()):
+            return await self._fetch(cid, sha256)
+
+    async def _fetch(self, cid: str, sha256: str) -> str:
         path = self._path(sha256)
         if await asyncio.to_thread(_verified, path, sha256):
             await asyncio.to_thread(os.utime, path)  # most recently used
@@ -59,7 +66,7 @@ class ModelCache:
 
     def _store(self, path: Path, data: bytes) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
+        tmp = path.with_suffix(".tmp")  # one writer per version at a time (`_fetching`)
         with open(tmp, "wb") as f:
             f.write(data)
             f.flush()

@@ -84,3 +84,21 @@ async def test_a_mismatch_names_the_cid_and_both_hashes(tmp_path) -> None:
         await ModelCache(store, tmp_path / "models").fetch(cid, "1" * 64)
     assert cid in refused.value.message
     assert "1" * 64 in refused.value.message and actual in refused.value.message
+
+
+async def test_concurrent_fetches_of_one_version_fetch_it_once(tmp_path) -> None:
+    """Rounds starting together on a new version all miss the cache: one fetch writes the
+    file, the others find it verified (two writers of one file could expose a half-written
+    one to a reader hashing it)."""
+    import asyncio
+
+    store = LocalContentStore(tmp_path / "store", max_gradient_size_mb=1)
+    data = b"adapter bytes " * 1000
+    cid = await store.add_and_pin(data)
+    sha = hashlib.sha256(data).hexdigest()
+    counting = CountingStore(store)
+    cache = ModelCache(counting, tmp_path / "models")  # type: ignore[arg-type]
+    paths = await asyncio.gather(*(cache.fetch(cid, sha) for _ in range(5)))
+    assert counting.cats == 1
+    assert len(set(paths)) == 1 and _read(paths[0]) == data
+    assert [p.name for p in (tmp_path / "models").iterdir()] == [f"{sha}.safetensors"]

@@ -347,7 +347,7 @@ def build_coordinator(
         clock=clock,
         verdicts=chain,
         versions=chain,
-        models=ModelCache(store, data_dir / "models"),
+        models=ModelCache(store, data_dir / "models", cap_bytes=settings.model_cache_mb * 2**20),
         lanes=lanes,
     )
 

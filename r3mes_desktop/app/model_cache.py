@@ -33,6 +33,14 @@ class ModelCache:
         # otherwise each fetch it and write the same file at once
         self._fetching: dict[str, asyncio.Lock] = {}
 
+    def _check_size(self, cid: str, size: int) -> None:
+        if size > self.cap_bytes:
+            raise ValidationError(
+                f"{cid} is {size} bytes, more than the model cache's size cap "
+                f"(model_cache_mb = {self.cap_bytes / 2**20:g} MB, R3MES_MODEL_CACHE_MB: "
+                "raise it to fetch this); refused, never trained on"
+            )
+
     def _path(self, sha256: str) -> Path:
         return self.root / f"{sha256}.safetensors"
 
@@ -47,12 +55,11 @@ class ModelCache:
         if await asyncio.to_thread(_verified, path, sha256):
             await asyncio.to_thread(os.utime, path)  # most recently used
             return str(path)
+        stat = getattr(self.store, "stat", None)  # the size first: refuse before downloading
+        if stat is not None:
+            self._check_size(cid, int((await stat(cid))["size"]))
         data = await self.store.cat(cid)
-        if len(data) > self.cap_bytes:
-            raise ValidationError(
-                f"{cid} is {len(data)} bytes, more than the model cache's size cap "
-                f"(ModelCache cap_bytes = {self.cap_bytes} bytes); refused, never trained on"
-            )
+        self._check_size(cid, len(data))
         digest = hashlib.sha256(data).hexdigest()
         if digest != sha256:
             raise IntegrityError(

@@ -119,6 +119,8 @@ class Settings(BaseSettings):
     # Model size of the devnet's rounds, and of a real round that names none (mining presets).
     model_preset: Literal["tiny", "default", "large"] = _f("default", "tiny, default or large")
     checkpoint_interval: int = _f(50, "1–100000 steps", ge=1, le=100000)
+    # the verified cache of fetched model versions and datasets (largest file it takes too)
+    model_cache_mb: int = _f(512, "16–1048576 MB", ge=16, le=1_048_576)
 
     # the resource governor (core.governor): when mining may run; every default mines always
     governor_idle_minutes: float = _f(

@@ -70,9 +70,18 @@ async def test_a_file_over_the_cap_is_refused_naming_the_limit(tmp_path) -> None
     data = b"a" * 5000
     cid = await store.add_and_pin(data)
     cache = ModelCache(store, tmp_path / "models", cap_bytes=4096)
-    with pytest.raises(ValidationError, match=r"5000 bytes.*cap_bytes = 4096"):
+    read: list[str] = []
+    cat = store.cat
+
+    async def counted_cat(key: str) -> bytes:
+        read.append(key)
+        return await cat(key)
+
+    store.cat = counted_cat  # type: ignore[method-assign]
+    with pytest.raises(ValidationError, match=r"5000 bytes.*model_cache_mb = 0.00390625 MB"):
         await cache.fetch(cid, hashlib.sha256(data).hexdigest())
     assert list((tmp_path / "models").glob("*")) == []
+    assert read == []  # refused on the store's stat, before downloading it
 
 
 async def test_a_mismatch_names_the_cid_and_both_hashes(tmp_path) -> None:

@@ -169,6 +169,7 @@ INVALID: list[tuple[str, Any, str, str]] = [
     ("governor_gpu_temp_limit", 101, "out of range", "0 = off, or 40–100 °C"),
     ("governor_gpu_temp_delta", 0.5, "out of range", "1–30 °C below the limit"),
     ("start_at_login", "sometimes", "invalid", "true or false"),
+    ("model_cache_mb", 8, "out of range", "16–1048576 MB"),
 ]
 
 

@@ -21,6 +21,7 @@ BENCHES = [
     "learning",
     "governor",
     "caps",
+    "gpu_hold",
 ]
 
 

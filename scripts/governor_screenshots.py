@@ -15,11 +15,9 @@ into the editor, not saved.
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +52,8 @@ async def _shoot(window: Any, runtime: Any, home: Path, out: Path) -> list[Path]
     try:
         held = window.status.held
         await until(lambda: held.text().startswith("paused:"), 30)
-        await until(lambda: window.miner_state == "paused", 60)
+        # paused, or pausing while a round held at its checkpoint waits for the release
+        await until(lambda: window.miner_state in ("paused", "pausing"), 60)
         await asyncio.sleep(1.5)  # the batched repaint and the table settle
         for width, height in SIZES:
             window.resize(width, height)
@@ -98,14 +97,9 @@ async def _shoot(window: Any, runtime: Any, home: Path, out: Path) -> list[Path]
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
-    out = Path(args[0] if args else "docs/screenshots").resolve()
-    out.mkdir(parents=True, exist_ok=True)
-    home = Path(tempfile.mkdtemp(prefix="r3mes-governor-screenshots-"))
-    os.environ["R3MES_DATA_DIR"] = str(home / "data")
-    os.environ["R3MES_CONFIG_DIR"] = str(home / "config")
-    os.environ["R3MES_LOG_DIR"] = str(home / "logs")
-    os.environ.setdefault("PYTHON_KEYRING_BACKEND", "keyring.backends.null.Keyring")
+    from r3mes_desktop.gui.screenshots import prepare
+
+    out, home = prepare(argv, "r3mes-governor-screenshots-")
 
     from r3mes_desktop.app.runtime import RuntimeOptions
     from r3mes_desktop.gui.screenshots import run_window

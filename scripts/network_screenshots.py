@@ -15,10 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -81,14 +79,9 @@ async def _shoot(window: Any, runtime: Any, network: Path, out: Path) -> list[Pa
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
-    out = Path(args[0] if args else "docs/screenshots").resolve()
-    out.mkdir(parents=True, exist_ok=True)
-    home = Path(tempfile.mkdtemp(prefix="r3mes-network-screenshots-"))
-    os.environ["R3MES_DATA_DIR"] = str(home / "data")
-    os.environ["R3MES_CONFIG_DIR"] = str(home / "config")
-    os.environ["R3MES_LOG_DIR"] = str(home / "logs")
-    os.environ.setdefault("PYTHON_KEYRING_BACKEND", "keyring.backends.null.Keyring")
+    from r3mes_desktop.gui.screenshots import prepare
+
+    out, home = prepare(argv, "r3mes-network-screenshots-")
 
     from bench.chaos.peers import start_anvil, start_jsipfs
 

@@ -31,6 +31,21 @@ async def until(condition: Any, timeout_s: float) -> None:
         await asyncio.sleep(0.2)
 
 
+def prepare(argv: list[str] | None, prefix: str) -> tuple[Path, Path]:
+    """The output folder (the first argument, default docs/screenshots; created) and a
+    throwaway home the app's data, settings and logs go to, so the user's own are never
+    touched."""
+    args = sys.argv[1:] if argv is None else argv
+    out = Path(args[0] if args else "docs/screenshots").resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    home = Path(tempfile.mkdtemp(prefix=prefix))
+    os.environ["R3MES_DATA_DIR"] = str(home / "data")
+    os.environ["R3MES_CONFIG_DIR"] = str(home / "config")
+    os.environ["R3MES_LOG_DIR"] = str(home / "logs")
+    os.environ.setdefault("PYTHON_KEYRING_BACKEND", "keyring.backends.null.Keyring")
+    return out, home
+
+
 def run_window(options: Any, shoot: Callable[[Any, Any], Awaitable[list[Path]]]) -> list[Path]:
     """The real window on a runtime with `options`, at 1280×800, on a qasync loop:
     `await shoot(window, runtime)`, then the window's tasks and the runtime are closed
@@ -170,12 +185,7 @@ FINAL = ("accepted", "rejected")
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
-    out = Path(args[0] if args else "docs/screenshots").resolve()
-    out.mkdir(parents=True, exist_ok=True)
-    home = Path(tempfile.mkdtemp(prefix="r3mes-screenshots-"))
-    os.environ["R3MES_DATA_DIR"] = str(home / "data")
-    os.environ["R3MES_CONFIG_DIR"] = str(home / "config")
+    out, _home = prepare(argv, "r3mes-screenshots-")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
     from r3mes_desktop.app.runtime import RuntimeOptions

@@ -80,7 +80,9 @@ async def run(cycles: int, idle_s: float) -> int:
     await runtime.open()
     idle = DrivenIdle()
     governor = Governor([OnlyWhenIdle(idle_s / 60)], Sources(idle=idle))
-    loop = GovernorLoop(governor, runtime.miner, runtime.bus, trainer=runtime.trainer)
+    loop = GovernorLoop(
+        governor, runtime.miner, runtime.bus, trainer=runtime.trainer, pow=runtime.pow
+    )
     pauses: list[float] = []
     resumes: list[float] = []
     try:

@@ -108,15 +108,16 @@ def pow_processes(
 ) -> int:
     """How many proof-of-work processes to run: `pow_threads`, or for 0 the cores that
     training leaves free. A CPU rig trains and proves in one serial lane (a round's proof
-    of work runs after its training, before the next round trains), so its proof of work
-    takes the cores training takes; a GPU rig's proof of work runs beside the other GPUs'
-    training and takes all cores minus one per GPU worker (each feeds its device from one
-    busy core); at least one."""
+    of work runs after its training, before the next round trains), so nothing trains
+    while it proves: it takes every core (at the workers' lower priority the app stays
+    responsive), or as many as a training thread cap allows the miner; a GPU rig's proof of
+    work runs beside the other GPUs' training and takes all cores minus one per GPU worker
+    (each feeds its device from one busy core); at least one."""
     if pow_threads > 0:
         return pow_threads
     cores = cpu_count if cpu_count is not None else os.cpu_count() or 1
     if not devices or any(device in ("cpu", "auto") for device in devices):
-        return training_threads(training_threads_setting, cores)
+        return training_threads_setting if training_threads_setting > 0 else cores
     return max(1, cores - len(devices))
 
 

@@ -392,7 +392,7 @@ class ResourcesTab(QtWidgets.QScrollArea):
             ("Training threads", "training_threads", self.spins["training_threads"],
              "auto = all cores but one"),
             ("Proof-of-work processes", "pow_threads", self.spins["pow_threads"],
-             "auto = as many as training on a CPU, the cores GPUs leave"),
+             "auto = every core on a CPU rig, the cores GPUs leave"),
             ("Process priority", "process_priority", self.priority,
              "low or idle: other programs come first"),
             ("Memory budget", "memory_budget_mb", self.spins["memory_budget_mb"],

@@ -109,7 +109,7 @@ class Settings(BaseSettings):
     )
     training_threads: int = _f(0, "0 = all cores but one, or 1–256 threads", ge=0, le=256)
     pow_threads: int = _f(
-        0, "0 = auto (as training on a CPU, the cores GPUs leave), or 1–256", ge=0, le=256
+        0, "0 = auto (all cores on a CPU rig, the cores GPUs leave), or 1–256", ge=0, le=256
     )
     process_priority: Literal["normal", "low", "idle"] = _f("low", "normal, low or idle")
     memory_budget_mb: int = _f(0, "0 = no budget, or 256–1048576 MB", ge=0, le=1_048_576)

@@ -18,10 +18,10 @@ def test_training_threads_zero_is_all_cores_but_one() -> None:
 
 
 def test_pow_processes_zero_takes_the_cores_training_leaves_or_uses() -> None:
-    # a CPU rig proves after it trains (one lane): the same cores as its training
-    assert pow_processes(0, devices=["cpu"], training_threads_setting=0, cpu_count=8) == 7
+    # a CPU rig proves after it trains (one lane): every core, or the training's cap
+    assert pow_processes(0, devices=["cpu"], training_threads_setting=0, cpu_count=8) == 8
     assert pow_processes(0, devices=["cpu"], training_threads_setting=3, cpu_count=8) == 3
-    assert pow_processes(0, devices=["auto"], training_threads_setting=0, cpu_count=2) == 1
+    assert pow_processes(0, devices=["auto"], training_threads_setting=0, cpu_count=2) == 2
     # GPUs train: one busy core feeds each
     assert pow_processes(0, devices=["cuda:0"], cpu_count=16) == 15
     assert pow_processes(0, devices=["cuda:0", "cuda:1", "cuda:2"], cpu_count=16) == 13

@@ -127,7 +127,7 @@ INVALID: list[tuple[str, Any, str, str]] = [
     ("mining_devices", ["cpu", "cuda:0"], "the CPU mines alone", "a list of devices"),
     ("mining_devices", ["cuda:0", "cuda:0"], "a device is listed twice", "a list of devices"),
     ("training_threads", 257, "out of range", "0 = all cores but one, or 1–256 threads"),
-    ("pow_threads", -1, "out of range", "0 = auto (as training on a CPU, the cores GPUs leave)"),
+    ("pow_threads", -1, "out of range", "0 = auto (all cores on a CPU rig, the cores GPUs leave)"),
     ("process_priority", "high", "invalid", "normal, low or idle"),
     ("memory_budget_mb", 100, "must be 0 (none) or at least 256 MB", "0 = no budget"),
     ("gpu_vram_cap_mb", 10, "must be 0 (none) or at least 256 MB", "0 = no cap"),

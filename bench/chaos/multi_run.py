@@ -180,6 +180,7 @@ class MultiResult:
     rounds_closed_at_end: int = 0  # left open at the end (the free-rider's last copies)
     versions: dict[str, Any] = field(default_factory=dict)  # `invariants.check_versions`
     seconds: float = 0.0
+    mined_s: float = 0.0  # rounds opened this long: mine_s, more until one trained on a version
 
     def to_dict(self) -> dict[str, Any]:
         data = dict(self.__dict__)
@@ -610,6 +611,35 @@ def _unfinished(data_dir: Path) -> int:
         return 1
 
 
+async def _trained_on_a_version(miners: list[Miner]) -> bool:
+    """Whether some miner has a round on a published model version past training: the
+    FETCH invariant has something to check. The first version comes only once round 1 is
+    closed and judged, and under load that can fall near the end of the mining time, so
+    mining goes on (up to twice as long) until it does."""
+    found = await asyncio.gather(
+        *(asyncio.to_thread(_past_training_on_a_version, m.data_dir) for m in miners)
+    )
+    return any(found)
+
+
+def _past_training_on_a_version(data_dir: Path) -> bool:
+    journal = data_dir / "journal.sqlite"
+    if not journal.exists():
+        return False
+    try:
+        conn = sqlite3.connect(f"file:{journal}?mode=ro", uri=True, timeout=2)
+        try:
+            sql = (
+                "SELECT count(*) FROM transactions WHERE fetched IS NOT NULL "
+                "AND json_extract(spec, '$.model_version') >= 1 AND gradient_hash IS NOT NULL"
+            )
+            return bool(conn.execute(sql).fetchone()[0])
+        finally:
+            conn.close()
+    except sqlite3.OperationalError:
+        return False
+
+
 def _refused_once(data_dir: Path) -> bool:
     """Whether the miner's journal holds a dead letter (a refused submission)."""
     journal = data_dir / "journal.sqlite"
@@ -810,13 +840,16 @@ async def run_multi(root: Path, plan: MultiPlan, *, seed: int = 0) -> dict[str, 
                 give_up=give_up,
             )
         )
-        while time.monotonic() - t0 < plan.mine_s:
+        while time.monotonic() - t0 < plan.mine_s or (
+            time.monotonic() - t0 < 2 * plan.mine_s and not await _trained_on_a_version(miners)
+        ):
             _exited_by_itself(miners, validator, aggregator)
             if aggregator_kill.done():  # it raised, or every kill is done
                 await aggregator_kill
             if riding.done():  # the free-rider stops only when told: it raised
                 await riding
             await asyncio.sleep(1.0)
+        result.mined_s = time.monotonic() - t0
         for task in tasks[1:]:
             await task  # outages, hand-sends, funding, the kills and the restarts are done
         await gate.open()

@@ -592,23 +592,29 @@ async def _restart_node(
         )  # fmt: skip
 
 
-def _unfinished(data_dir: Path) -> int:
-    """Transactions of a miner's journal not yet terminal (read-only; busy = unknown = 1)."""
+def _journal_count(data_dir: Path, sql: str, *, missing: int, busy: int) -> int:
+    """One `count(*)` read from a miner's journal, read-only; `missing` when it has no
+    journal yet, `busy` when sqlite cannot read it now."""
     journal = data_dir / "journal.sqlite"
     if not journal.exists():
-        return 0
+        return missing
     try:
         conn = sqlite3.connect(f"file:{journal}?mode=ro", uri=True, timeout=2)
         try:
-            sql = (
-                "SELECT count(*) FROM transactions "
-                "WHERE state NOT IN ('committed', 'failed', 'rolled_back')"
-            )
             return int(conn.execute(sql).fetchone()[0])
         finally:
             conn.close()
     except sqlite3.OperationalError:
-        return 1
+        return busy
+
+
+def _unfinished(data_dir: Path) -> int:
+    """Transactions of a miner's journal not yet terminal (busy = unknown = 1)."""
+    sql = (
+        "SELECT count(*) FROM transactions "
+        "WHERE state NOT IN ('committed', 'failed', 'rolled_back')"
+    )
+    return _journal_count(data_dir, sql, missing=0, busy=1)
 
 
 async def _trained_on_a_version(miners: list[Miner]) -> bool:
@@ -623,36 +629,17 @@ async def _trained_on_a_version(miners: list[Miner]) -> bool:
 
 
 def _past_training_on_a_version(data_dir: Path) -> bool:
-    journal = data_dir / "journal.sqlite"
-    if not journal.exists():
-        return False
-    try:
-        conn = sqlite3.connect(f"file:{journal}?mode=ro", uri=True, timeout=2)
-        try:
-            sql = (
-                "SELECT count(*) FROM transactions WHERE fetched IS NOT NULL "
-                "AND json_extract(spec, '$.model_version') >= 1 AND gradient_hash IS NOT NULL"
-            )
-            return bool(conn.execute(sql).fetchone()[0])
-        finally:
-            conn.close()
-    except sqlite3.OperationalError:
-        return False
+    sql = (
+        "SELECT count(*) FROM transactions WHERE fetched IS NOT NULL "
+        "AND json_extract(spec, '$.model_version') >= 1 AND gradient_hash IS NOT NULL"
+    )
+    return bool(_journal_count(data_dir, sql, missing=0, busy=0))
 
 
 def _refused_once(data_dir: Path) -> bool:
     """Whether the miner's journal holds a dead letter (a refused submission)."""
-    journal = data_dir / "journal.sqlite"
-    if not journal.exists():
-        return False
-    try:
-        conn = sqlite3.connect(f"file:{journal}?mode=ro", uri=True, timeout=2)
-        try:
-            return bool(conn.execute("SELECT count(*) FROM dead_letters").fetchone()[0])
-        finally:
-            conn.close()
-    except sqlite3.OperationalError:
-        return False
+    sql = "SELECT count(*) FROM dead_letters"
+    return bool(_journal_count(data_dir, sql, missing=0, busy=0))
 
 
 def _exited_by_itself(
